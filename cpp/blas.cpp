@@ -1,0 +1,48 @@
+#include "blas.h"
+
+#include <cblas.h>
+
+namespace fastmlp {
+
+namespace {
+blasint to_blasint(idx v) {
+  if (v < 0 || v > std::numeric_limits<blasint>::max())
+    throw value_error("matrix dimension " + std::to_string(v) + " is out of range for 32-bit BLAS");
+  return static_cast<blasint>(v);
+}
+
+// K == 0 or an empty output: BLAS is not asked, C = beta * C by hand.
+template <class T>
+bool gemm_trivial(idx M, idx N, idx K, T beta, T* C, idx ldc) {
+  if (M == 0 || N == 0) return true;
+  if (K != 0) return false;
+  for (idx i = 0; i < M; ++i)
+    for (idx j = 0; j < N; ++j) C[i * ldc + j] = beta == T(0) ? T(0) : beta * C[i * ldc + j];
+  return true;
+}
+}  // namespace
+
+template <>
+void gemm<float>(bool ta, bool tb, idx M, idx N, idx K, float alpha, const float* A, idx lda,
+                 const float* B, idx ldb, float beta, float* C, idx ldc) {
+  if (gemm_trivial(M, N, K, beta, C, ldc)) return;
+  scipy_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    to_blasint(M), to_blasint(N), to_blasint(K), alpha, A, to_blasint(lda), B,
+                    to_blasint(ldb), beta, C, to_blasint(ldc));
+}
+
+template <>
+void gemm<double>(bool ta, bool tb, idx M, idx N, idx K, double alpha, const double* A, idx lda,
+                  const double* B, idx ldb, double beta, double* C, idx ldc) {
+  if (gemm_trivial(M, N, K, beta, C, ldc)) return;
+  scipy_cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    to_blasint(M), to_blasint(N), to_blasint(K), alpha, A, to_blasint(lda), B,
+                    to_blasint(ldb), beta, C, to_blasint(ldc));
+}
+
+void blas_set_num_threads(int n) { scipy_openblas_set_num_threads(n); }
+int blas_get_num_threads() { return scipy_openblas_get_num_threads(); }
+std::string blas_core_name() { return scipy_openblas_get_corename(); }
+std::string blas_config() { return scipy_openblas_get_config(); }
+
+}  // namespace fastmlp

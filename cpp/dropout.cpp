@@ -1,0 +1,34 @@
+#include "dropout.h"
+
+#include "rng.h"
+
+namespace fastmlp {
+
+template <class T>
+void dropout_forward(const T* x, T* y, std::uint8_t* mask, idx n, double p, std::uint64_t seed) {
+  // element i is dropped when its 32-bit uniform falls below p * 2^32
+  const std::uint64_t threshold = static_cast<std::uint64_t>(p * 4294967296.0);
+  const T scale = static_cast<T>(1.0 / (1.0 - p));
+  for (idx i = 0; i < n; i += 2) {
+    std::uint64_t h = splitmix64(seed ^ (static_cast<std::uint64_t>(i) * 0x9E3779B97F4A7C15ull));
+    for (idx k = 0; k < 2 && i + k < n; ++k) {
+      std::uint64_t u = k == 0 ? (h & 0xFFFFFFFFull) : (h >> 32);
+      std::uint8_t keep = u >= threshold;
+      mask[i + k] = keep;
+      y[i + k] = keep ? x[i + k] * scale : T(0);
+    }
+  }
+}
+
+template <class T>
+void dropout_backward(const T* dy, const std::uint8_t* mask, T* dx, idx n, double p) {
+  const T scale = static_cast<T>(1.0 / (1.0 - p));
+  for (idx i = 0; i < n; ++i) dx[i] = mask[i] ? dy[i] * scale : T(0);
+}
+
+template void dropout_forward<float>(const float*, float*, std::uint8_t*, idx, double, std::uint64_t);
+template void dropout_forward<double>(const double*, double*, std::uint8_t*, idx, double, std::uint64_t);
+template void dropout_backward<float>(const float*, const std::uint8_t*, float*, idx, double);
+template void dropout_backward<double>(const double*, const std::uint8_t*, double*, idx, double);
+
+}  // namespace fastmlp

@@ -1,0 +1,35 @@
+// Loss functions with PyTorch's definitions. Each computes the scalar loss
+// and, when dout is given, writes dL/dout in the same pass.
+#pragma once
+#include <cstdint>
+
+#include "common.h"
+
+namespace fastmlp {
+
+enum class LossKind { MSE, L1, Huber, CrossEntropy, BCEWithLogits };
+
+template <class T>
+struct LossSpec {
+  LossKind kind = LossKind::MSE;
+  Reduction reduction = Reduction::Mean;
+  double delta = 1.0;            // HuberLoss
+  double label_smoothing = 0.0;  // CrossEntropyLoss
+  std::int64_t ignore_index = -100;  // CrossEntropyLoss with class labels
+  const T* weight = nullptr;      // (C) class weights of CrossEntropyLoss, or null
+  const T* pos_weight = nullptr;  // (C) positive-class weights of BCEWithLogitsLoss, or null
+};
+
+// out is (B, C). The target is either labels, (B) class indices (cross-entropy
+// only), or target, (B, C) values / class probabilities. dout is (B, C) or
+// null. Bad labels throw before anything is written.
+template <class T>
+double loss_forward(const LossSpec<T>& spec, const T* out, idx B, idx C, const std::int64_t* labels,
+                    const T* target, T* dout);
+
+// Number of rows of out whose argmax equals the label (or the argmax of the
+// target row), for accuracy. out is (B, C); for C == 1, a logit > 0 is class 1.
+template <class T>
+idx count_correct(const T* out, idx B, idx C, const std::int64_t* labels, const T* target);
+
+}  // namespace fastmlp

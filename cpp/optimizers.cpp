@@ -1,0 +1,181 @@
+#include "optimizers.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+namespace fastmlp {
+
+int optim_state_slots(OptimKind k) {
+  switch (k) {
+    case OptimKind::SGD: return 1;       // momentum_buffer
+    case OptimKind::Adagrad: return 1;   // sum
+    case OptimKind::RMSprop: return 3;   // square_avg, momentum_buffer, grad_avg
+    case OptimKind::Adadelta: return 2;  // square_avg, acc_delta
+    case OptimKind::Adam:
+    case OptimKind::AdamW: return 3;     // exp_avg, exp_avg_sq, max_exp_avg_sq
+  }
+  return 0;
+}
+
+void optim_check_config(const OptimConfig& c) {
+  auto need = [](bool ok, const char* name, double v, const char* rule) {
+    if (!ok) throw value_error(std::string("Invalid ") + name + " value: " + std::to_string(v) + " (" + rule + ")");
+  };
+  need(std::isfinite(c.lr) && c.lr >= 0, "learning rate", c.lr, "must be a finite number >= 0");
+  need(std::isfinite(c.weight_decay) && c.weight_decay >= 0, "weight_decay", c.weight_decay, "must be >= 0");
+  need(std::isfinite(c.eps) && c.eps >= 0, "eps", c.eps, "must be >= 0");
+  need(std::isfinite(c.momentum) && c.momentum >= 0, "momentum", c.momentum, "must be >= 0");
+  need(std::isfinite(c.dampening), "dampening", c.dampening, "must be finite");
+  switch (c.kind) {
+    case OptimKind::SGD:
+      if (c.nesterov && (c.momentum <= 0 || c.dampening != 0))
+        throw value_error("Nesterov momentum requires a momentum and zero dampening");
+      break;
+    case OptimKind::Adagrad:
+      need(std::isfinite(c.lr_decay) && c.lr_decay >= 0, "lr_decay", c.lr_decay, "must be >= 0");
+      need(std::isfinite(c.initial_accumulator_value) && c.initial_accumulator_value >= 0,
+           "initial_accumulator_value", c.initial_accumulator_value, "must be >= 0");
+      break;
+    case OptimKind::RMSprop:
+      need(c.alpha >= 0 && c.alpha <= 1, "alpha", c.alpha, "must be in [0, 1]");
+      break;
+    case OptimKind::Adadelta:
+      need(c.rho >= 0 && c.rho <= 1, "rho", c.rho, "must be in [0, 1]");
+      break;
+    case OptimKind::Adam:
+    case OptimKind::AdamW:
+      need(c.beta1 >= 0 && c.beta1 < 1, "beta parameter at index 0", c.beta1, "must be in [0, 1)");
+      need(c.beta2 >= 0 && c.beta2 < 1, "beta parameter at index 1", c.beta2, "must be in [0, 1)");
+      break;
+  }
+}
+
+namespace {
+
+// ---- SGD: d = g + wd p; buf = d (first step) or mu buf + (1 - dampening) d;
+// d = d + mu buf (Nesterov) or buf; p -= lr d
+template <class T>
+void sgd_step(const OptimConfig& c, std::int64_t step, T* p, const T* g, idx n, T* buf) {
+  const T lr = T(c.lr), wd = T(c.weight_decay), mu = T(c.momentum), damp = T(1 - c.dampening);
+  const T sign = c.maximize ? T(-1) : T(1);
+  for (idx i = 0; i < n; ++i) {
+    T d = sign * g[i] + wd * p[i];
+    if (c.momentum != 0) {
+      buf[i] = step == 1 ? d : mu * buf[i] + damp * d;
+      d = c.nesterov ? d + mu * buf[i] : buf[i];
+    }
+    p[i] -= lr * d;
+  }
+}
+
+// ---- Adagrad: clr = lr / (1 + (t - 1) lr_decay); sum += g^2; p -= clr g / (sqrt(sum) + eps)
+template <class T>
+void adagrad_step(const OptimConfig& c, std::int64_t step, T* p, const T* g, idx n, T* sum) {
+  const T clr = T(c.lr / (1 + double(step - 1) * c.lr_decay));
+  const T wd = T(c.weight_decay), eps = T(c.eps), sign = c.maximize ? T(-1) : T(1);
+  for (idx i = 0; i < n; ++i) {
+    T d = sign * g[i] + wd * p[i];
+    sum[i] += d * d;
+    p[i] -= clr * d / (std::sqrt(sum[i]) + eps);
+  }
+}
+
+// ---- RMSprop: v = alpha v + (1 - alpha) g^2; centered: m = alpha m + (1 - alpha) g,
+// avg = sqrt(v - m^2) + eps; momentum: buf = mu buf + g / avg, p -= lr buf
+template <class T>
+void rmsprop_step(const OptimConfig& c, T* p, const T* g, idx n, T* sq, T* buf, T* gavg) {
+  const T lr = T(c.lr), wd = T(c.weight_decay), a = T(c.alpha), a1 = T(1 - c.alpha), eps = T(c.eps);
+  const T mu = T(c.momentum), sign = c.maximize ? T(-1) : T(1);
+  for (idx i = 0; i < n; ++i) {
+    T d = sign * g[i] + wd * p[i];
+    sq[i] = a * sq[i] + a1 * d * d;
+    T avg;
+    if (c.centered) {
+      gavg[i] = gavg[i] + a1 * (d - gavg[i]);
+      avg = std::sqrt(sq[i] - gavg[i] * gavg[i]) + eps;
+    } else {
+      avg = std::sqrt(sq[i]) + eps;
+    }
+    if (c.momentum > 0) {
+      buf[i] = mu * buf[i] + d / avg;
+      p[i] -= lr * buf[i];
+    } else {
+      p[i] -= lr * d / avg;
+    }
+  }
+}
+
+// ---- Adadelta: v = rho v + (1 - rho) g^2; delta = sqrt(u + eps) / sqrt(v + eps) g;
+// u = rho u + (1 - rho) delta^2; p -= lr delta
+template <class T>
+void adadelta_step(const OptimConfig& c, T* p, const T* g, idx n, T* sq, T* acc) {
+  const T lr = T(c.lr), wd = T(c.weight_decay), rho = T(c.rho), rho1 = T(1 - c.rho), eps = T(c.eps);
+  const T sign = c.maximize ? T(-1) : T(1);
+  for (idx i = 0; i < n; ++i) {
+    T d = sign * g[i] + wd * p[i];
+    sq[i] = rho * sq[i] + rho1 * d * d;
+    T delta = std::sqrt(acc[i] + eps) / std::sqrt(sq[i] + eps) * d;
+    acc[i] = rho * acc[i] + rho1 * delta * delta;
+    p[i] -= lr * delta;
+  }
+}
+
+// ---- Adam / AdamW: m = lerp(m, g, 1 - b1); v = b2 v + (1 - b2) g^2;
+// p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps); AdamW first p *= 1 - lr wd
+template <class T>
+void adam_step(const OptimConfig& c, std::int64_t step, T* p, const T* g, idx n, T* m, T* v, T* vmax) {
+  const bool decoupled = c.kind == OptimKind::AdamW;
+  const double bc1 = 1 - std::pow(c.beta1, double(step)), bc2 = 1 - std::pow(c.beta2, double(step));
+  const T step_size = T(c.lr / bc1), bc2_sqrt = T(std::sqrt(bc2));
+  const T b1c = T(1 - c.beta1), b2 = T(c.beta2), b2c = T(1 - c.beta2), eps = T(c.eps);
+  const T wd = T(c.weight_decay), decay = T(1 - c.lr * c.weight_decay), sign = c.maximize ? T(-1) : T(1);
+  for (idx i = 0; i < n; ++i) {
+    T d = sign * g[i];
+    if (decoupled) p[i] *= decay;
+    else d += wd * p[i];
+    m[i] = m[i] + b1c * (d - m[i]);
+    v[i] = b2 * v[i] + b2c * d * d;
+    T vhat = v[i];
+    if (c.amsgrad) { vmax[i] = std::max(vmax[i], v[i]); vhat = vmax[i]; }
+    p[i] -= step_size * (m[i] / (std::sqrt(vhat) / bc2_sqrt + eps));
+  }
+}
+
+}  // namespace
+
+template <class T>
+void optimizer_step(const OptimConfig& c, std::int64_t step, const Segment<T>* segs, idx nseg, T* state,
+                    idx n_total) {
+  for (idx s = 0; s < nseg; ++s) {
+    const Segment<T>& sg = segs[s];
+    T* s0 = state + sg.offset;
+    T* s1 = s0 + n_total;
+    T* s2 = s1 + n_total;
+    switch (c.kind) {
+      case OptimKind::SGD: sgd_step(c, step, sg.p, sg.g, sg.n, s0); break;
+      case OptimKind::Adagrad: adagrad_step(c, step, sg.p, sg.g, sg.n, s0); break;
+      case OptimKind::RMSprop: rmsprop_step(c, sg.p, sg.g, sg.n, s0, s1, s2); break;
+      case OptimKind::Adadelta: adadelta_step(c, sg.p, sg.g, sg.n, s0, s1); break;
+      case OptimKind::Adam:
+      case OptimKind::AdamW: adam_step(c, step, sg.p, sg.g, sg.n, s0, s1, s2); break;
+    }
+  }
+}
+
+template <class T>
+void ParamGroup<T>::reset_state() {
+  state.resize(checked_mul(n_total, optim_state_slots(config.kind)));
+  state.zero();
+  if (config.kind == OptimKind::Adagrad)
+    std::fill(state.data(), state.data() + n_total, T(config.initial_accumulator_value));
+  step = 0;
+}
+
+template void optimizer_step<float>(const OptimConfig&, std::int64_t, const Segment<float>*, idx, float*, idx);
+template void optimizer_step<double>(const OptimConfig&, std::int64_t, const Segment<double>*, idx, double*,
+                                     idx);
+template struct ParamGroup<float>;
+template struct ParamGroup<double>;
+
+}  // namespace fastmlp

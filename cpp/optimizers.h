@@ -1,0 +1,73 @@
+// Optimizers with PyTorch's update rules and defaults (torch.optim, the
+// single-tensor path). Each parameter group keeps its state in one
+// contiguous buffer, so a step is one pass over each segment.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "common.h"
+
+namespace fastmlp {
+
+enum class OptimKind { SGD, Adagrad, RMSprop, Adadelta, Adam, AdamW };
+
+struct OptimConfig {
+  OptimKind kind = OptimKind::SGD;
+  double lr = 1e-3, weight_decay = 0;
+  double momentum = 0, dampening = 0;              // SGD, RMSprop (momentum)
+  bool nesterov = false, maximize = false;
+  double lr_decay = 0, initial_accumulator_value = 0;  // Adagrad
+  double alpha = 0.99;                             // RMSprop
+  bool centered = false;
+  double rho = 0.9;                                // Adadelta
+  double beta1 = 0.9, beta2 = 0.999;               // Adam, AdamW
+  bool amsgrad = false;
+  double eps = 1e-8;
+};
+
+// How many state values each optimizer keeps per parameter element.
+int optim_state_slots(OptimKind kind);
+// Throws value_error naming the first invalid hyperparameter.
+void optim_check_config(const OptimConfig& c);
+
+// A run of parameters with its gradient: p and g are (n); offset is where
+// the run starts in the group's state slots.
+template <class T>
+struct Segment {
+  T* p;
+  const T* g;
+  idx n;
+  idx offset;
+};
+
+// One step over every segment. state is (slots, n_total); step is the
+// 1-based count of this step (Adam's bias correction, Adagrad's lr decay).
+template <class T>
+void optimizer_step(const OptimConfig& c, std::int64_t step, const Segment<T>* segs, idx nseg, T* state,
+                    idx n_total);
+
+// A parameter group: hyperparameters, its segments and its state buffer,
+// allocated once at construction.
+template <class T>
+struct ParamGroup {
+  OptimConfig config;
+  std::vector<Segment<T>> segments;
+  idx n_total = 0;
+  std::int64_t step = 0;
+  Buffer<T> state;
+  void reset_state();  // zeros, Adagrad's sum = initial_accumulator_value, step = 0
+};
+
+template <class T>
+struct Optimizer {
+  std::vector<ParamGroup<T>> groups;
+  void step() {
+    for (auto& g : groups) {
+      optimizer_step(g.config, g.step + 1, g.segments.data(), static_cast<idx>(g.segments.size()),
+                     g.state.data(), g.n_total);
+      ++g.step;
+    }
+  }
+};
+
+}  // namespace fastmlp

@@ -1,0 +1,483 @@
+// fastmlp._core: the only Python-facing C++ file. It checks and converts
+// arrays, releases the GIL around compute and maps C++ exceptions to Python
+// ones. All numerics live in cpp/.
+#include <pybind11/pybind11.h>
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "blas.h"
+#include "init.h"
+#include "losses.h"
+#include "model.h"
+#include "optimizers.h"
+#include "schedules.h"
+
+namespace py = pybind11;
+using namespace fastmlp;
+
+namespace {
+
+// ---------------------------------------------------------------- arrays
+template <class T>
+const char* dtype_name() { return sizeof(T) == 4 ? "float32" : "float64"; }
+
+// The Python layer converts user input; here we only verify what it passes.
+template <class T>
+T* array_data(py::array& a, const char* what, bool writable) {
+  if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().is(py::dtype::of<T>()))
+    throw type_error(std::string(what) + " must be a " + dtype_name<T>() + " array, got " +
+                     std::string(py::str(a.dtype())));
+  if (!(a.flags() & py::array::c_style)) throw value_error(std::string(what) + " must be C-contiguous");
+  if (writable && !a.writeable()) throw value_error(std::string(what) + " is read-only");
+  return static_cast<T*>(a.mutable_data());
+}
+std::int64_t* label_data(py::array& a) {
+  if (!a.dtype().is(py::dtype::of<std::int64_t>())) throw type_error("labels must be an int64 array");
+  if (!(a.flags() & py::array::c_style)) throw value_error("labels must be C-contiguous");
+  return static_cast<std::int64_t*>(a.mutable_data());
+}
+std::pair<idx, idx> rows_cols(const py::array& a, const char* what) {
+  if (a.ndim() != 2) throw value_error(std::string(what) + " must be 2-D, got " + std::to_string(a.ndim()) + "-D");
+  return {a.shape(0), a.shape(1)};
+}
+
+// ---------------------------------------------------------------- dict configs
+template <class V>
+V get(const py::dict& d, const char* k, V dflt) {
+  return d.contains(k) ? d[k].cast<V>() : dflt;
+}
+
+Act parse_act(const std::string& s) {
+  if (s == "identity") return Act::Identity;
+  if (s == "relu") return Act::ReLU;
+  if (s == "leaky_relu") return Act::LeakyReLU;
+  if (s == "sigmoid") return Act::Sigmoid;
+  if (s == "tanh") return Act::Tanh;
+  if (s == "gelu") return Act::GELU;
+  if (s == "softmax") return Act::Softmax;
+  throw value_error("unknown activation '" + s + "'");
+}
+
+InitSpec parse_init(const py::dict& d) {
+  InitSpec s;
+  const std::string k = get<std::string>(d, "name", "default");
+  if (k == "default") s.kind = InitKind::LinearDefault;
+  else if (k == "zeros") s.kind = InitKind::Zeros;
+  else if (k == "ones") { s.kind = InitKind::Constant; s.a = 1; }
+  else if (k == "constant") s.kind = InitKind::Constant;
+  else if (k == "uniform") s.kind = InitKind::Uniform;
+  else if (k == "normal") s.kind = InitKind::Normal;
+  else if (k == "xavier_uniform") s.kind = InitKind::XavierUniform;
+  else if (k == "xavier_normal") s.kind = InitKind::XavierNormal;
+  else if (k == "kaiming_uniform") s.kind = InitKind::KaimingUniform;
+  else if (k == "kaiming_normal") s.kind = InitKind::KaimingNormal;
+  else throw value_error("unknown initializer '" + k + "'");
+  s.a = get<double>(d, "a", s.a);
+  s.b = get<double>(d, "b", s.b);
+  s.gain = get<double>(d, "gain", s.gain);
+  s.kaiming_a = get<double>(d, "kaiming_a", s.kaiming_a);
+  s.fan_out = get<std::string>(d, "mode", "fan_in") == "fan_out";
+  s.nonlinearity = get<std::string>(d, "nonlinearity", s.nonlinearity);
+  if (s.kind == InitKind::KaimingUniform || s.kind == InitKind::KaimingNormal) calculate_gain(s.nonlinearity, s.kaiming_a);
+  return s;
+}
+
+std::vector<LayerSpec> parse_layers(const py::list& layers) {
+  std::vector<LayerSpec> out;
+  for (auto item : layers) {
+    py::dict d = item.cast<py::dict>();
+    LayerSpec l;
+    const std::string kind = d["kind"].cast<std::string>();
+    if (kind == "linear") {
+      l.kind = LayerKind::Linear;
+      l.in = d["in_features"].cast<idx>();
+      l.out = d["out_features"].cast<idx>();
+      l.bias = get<bool>(d, "bias", true);
+      if (d.contains("init")) l.init = parse_init(d["init"].cast<py::dict>());
+    } else if (kind == "dropout") {
+      l.kind = LayerKind::Dropout;
+      l.param = d["p"].cast<double>();
+    } else {
+      l.kind = LayerKind::Activation;
+      l.act = parse_act(kind);
+      l.param = get<double>(d, "negative_slope", 0.0);
+    }
+    out.push_back(l);
+  }
+  return out;
+}
+
+Reduction parse_reduction(const std::string& r) {
+  if (r == "mean") return Reduction::Mean;
+  if (r == "sum") return Reduction::Sum;
+  throw value_error("reduction must be 'mean' or 'sum', got '" + r + "'");
+}
+
+// A loss spec plus the arrays its pointers refer to (kept alive by the dict).
+template <class T>
+LossSpec<T> parse_loss(const py::dict& d) {
+  LossSpec<T> s;
+  const std::string k = d["kind"].cast<std::string>();
+  if (k == "mse") s.kind = LossKind::MSE;
+  else if (k == "l1") s.kind = LossKind::L1;
+  else if (k == "huber") s.kind = LossKind::Huber;
+  else if (k == "cross_entropy") s.kind = LossKind::CrossEntropy;
+  else if (k == "bce_with_logits") s.kind = LossKind::BCEWithLogits;
+  else throw value_error("unknown loss '" + k + "'");
+  s.reduction = parse_reduction(get<std::string>(d, "reduction", "mean"));
+  s.delta = get<double>(d, "delta", 1.0);
+  s.label_smoothing = get<double>(d, "label_smoothing", 0.0);
+  s.ignore_index = get<std::int64_t>(d, "ignore_index", -100);
+  if (d.contains("weight") && !d["weight"].is_none()) {
+    py::array w = d["weight"].cast<py::array>();
+    s.weight = array_data<T>(w, "weight", false);
+  }
+  if (d.contains("pos_weight") && !d["pos_weight"].is_none()) {
+    py::array w = d["pos_weight"].cast<py::array>();
+    s.pos_weight = array_data<T>(w, "pos_weight", false);
+  }
+  return s;
+}
+
+OptimConfig parse_optim(const py::dict& d) {
+  OptimConfig c;
+  const std::string k = d["kind"].cast<std::string>();
+  if (k == "sgd") c.kind = OptimKind::SGD;
+  else if (k == "adagrad") c.kind = OptimKind::Adagrad;
+  else if (k == "rmsprop") c.kind = OptimKind::RMSprop;
+  else if (k == "adadelta") c.kind = OptimKind::Adadelta;
+  else if (k == "adam") c.kind = OptimKind::Adam;
+  else if (k == "adamw") c.kind = OptimKind::AdamW;
+  else throw value_error("unknown optimizer '" + k + "'");
+  c.lr = get<double>(d, "lr", c.lr);
+  c.weight_decay = get<double>(d, "weight_decay", c.weight_decay);
+  c.momentum = get<double>(d, "momentum", c.momentum);
+  c.dampening = get<double>(d, "dampening", c.dampening);
+  c.nesterov = get<bool>(d, "nesterov", c.nesterov);
+  c.maximize = get<bool>(d, "maximize", c.maximize);
+  c.lr_decay = get<double>(d, "lr_decay", c.lr_decay);
+  c.initial_accumulator_value = get<double>(d, "initial_accumulator_value", c.initial_accumulator_value);
+  c.alpha = get<double>(d, "alpha", c.alpha);
+  c.centered = get<bool>(d, "centered", c.centered);
+  c.rho = get<double>(d, "rho", c.rho);
+  if (d.contains("betas")) {
+    auto b = d["betas"].cast<std::pair<double, double>>();
+    c.beta1 = b.first;
+    c.beta2 = b.second;
+  }
+  c.amsgrad = get<bool>(d, "amsgrad", c.amsgrad);
+  c.eps = get<double>(d, "eps", c.eps);
+  optim_check_config(c);
+  return c;
+}
+
+ScheduleConfig parse_schedule(const py::dict& d) {
+  ScheduleConfig c;
+  const std::string k = d["kind"].cast<std::string>();
+  if (k == "step") c.kind = ScheduleKind::StepLR;
+  else if (k == "exponential") c.kind = ScheduleKind::ExponentialLR;
+  else if (k == "cosine") c.kind = ScheduleKind::CosineAnnealingLR;
+  else if (k == "plateau") c.kind = ScheduleKind::ReduceLROnPlateau;
+  else throw value_error("unknown schedule '" + k + "'");
+  c.step_size = get<idx>(d, "step_size", c.step_size);
+  c.gamma = get<double>(d, "gamma", c.gamma);
+  c.T_max = get<idx>(d, "T_max", c.T_max);
+  c.eta_min = get<double>(d, "eta_min", c.eta_min);
+  c.mode_max = get<std::string>(d, "mode", "min") == "max";
+  c.factor = get<double>(d, "factor", c.factor);
+  c.patience = get<idx>(d, "patience", c.patience);
+  c.threshold = get<double>(d, "threshold", c.threshold);
+  c.threshold_abs = get<std::string>(d, "threshold_mode", "rel") == "abs";
+  c.cooldown = get<idx>(d, "cooldown", c.cooldown);
+  c.min_lr = get<double>(d, "min_lr", c.min_lr);
+  c.eps = get<double>(d, "eps", c.eps);
+  schedule_check_config(c);
+  return c;
+}
+
+// ---------------------------------------------------------------- optimizer
+template <class T>
+struct PyOptimizer {
+  Optimizer<T> opt;
+  // per group, per parameter: (p, g, n) before merging, for explicit gradients
+  std::vector<std::vector<Segment<T>>> params;
+  py::list keep;  // the arrays the raw pointers refer to
+
+  // groups: list of (config dict, [(param, grad or None), ...])
+  explicit PyOptimizer(const py::list& groups) {
+    for (auto item : groups) {
+      auto pair = item.cast<py::tuple>();
+      ParamGroup<T> g;
+      g.config = parse_optim(pair[0].cast<py::dict>());
+      std::vector<Segment<T>> ps;
+      for (auto pg : pair[1].cast<py::list>()) {
+        auto t = pg.cast<py::tuple>();
+        py::array p = t[0].cast<py::array>();
+        T* pd = array_data<T>(p, "parameter", true);
+        const T* gd = nullptr;
+        if (!t[1].is_none()) {
+          py::array ga = t[1].cast<py::array>();
+          gd = array_data<T>(ga, "gradient", false);
+          if (ga.size() != p.size()) throw value_error("gradient and parameter sizes differ");
+          keep.append(ga);
+        }
+        keep.append(p);
+        ps.push_back({pd, gd, static_cast<idx>(p.size()), g.n_total});
+        g.n_total = checked_add(g.n_total, static_cast<idx>(p.size()));
+      }
+      // merge runs that are adjacent in memory (a model's flat buffers) into one segment
+      for (const auto& s : ps) {
+        if (!g.segments.empty()) {
+          Segment<T>& b = g.segments.back();
+          if (b.g && s.g && b.p + b.n == s.p && b.g + b.n == s.g && b.offset + b.n == s.offset) {
+            b.n += s.n;
+            continue;
+          }
+        }
+        g.segments.push_back(s);
+      }
+      g.reset_state();
+      params.push_back(std::move(ps));
+      opt.groups.push_back(std::move(g));
+    }
+  }
+
+  bool has_grads() const {
+    for (const auto& g : opt.groups)
+      for (const auto& s : g.segments)
+        if (!s.g) return false;
+    return true;
+  }
+
+  void step() {
+    if (!has_grads()) throw value_error("these parameters have no .grad: pass the gradients, opt.step(grads)");
+    py::gil_scoped_release nogil;
+    opt.step();
+  }
+
+  // grads: one array per parameter, in order, over all groups
+  void step_with(const py::list& grads) {
+    idx total = 0;
+    for (const auto& ps : params) total += static_cast<idx>(ps.size());
+    if (static_cast<idx>(grads.size()) != total)
+      throw value_error("step(grads) needs " + std::to_string(total) + " gradients, got " + std::to_string(grads.size()));
+    std::vector<std::vector<Segment<T>>> segs = params;
+    std::vector<py::array> hold;
+    idx k = 0;
+    for (auto& ps : segs)
+      for (auto& s : ps) {
+        py::array ga = grads[k++].cast<py::array>();
+        if (static_cast<idx>(ga.size()) != s.n)
+          throw value_error("gradient " + std::to_string(k - 1) + " has " + std::to_string(ga.size()) +
+                            " elements, its parameter " + std::to_string(s.n));
+        s.g = array_data<T>(ga, "gradient", false);
+        hold.push_back(ga);
+      }
+    py::gil_scoped_release nogil;
+    for (size_t i = 0; i < segs.size(); ++i) {
+      auto& g = opt.groups[i];
+      optimizer_step(g.config, g.step + 1, segs[i].data(), static_cast<idx>(segs[i].size()), g.state.data(), g.n_total);
+      ++g.step;
+    }
+  }
+};
+
+// ---------------------------------------------------------------- model
+template <class T>
+struct PyModel {
+  Model<T> m;
+  PyModel(const py::list& layers, std::uint64_t seed) : m(parse_layers(layers), seed) {}
+};
+
+template <class T>
+py::array view_of(T* p, std::vector<idx> shape, py::handle base) {
+  std::vector<py::ssize_t> sh(shape.begin(), shape.end()), st(shape.size());
+  py::ssize_t s = sizeof(T);
+  for (int i = static_cast<int>(shape.size()) - 1; i >= 0; --i) { st[i] = s; s *= sh[i]; }
+  return py::array_t<T>(sh, st, p, base);
+}
+
+template <class T>
+void bind_dtype(py::module_& m, const char* suffix) {
+  using PM = PyModel<T>;
+  py::class_<PM>(m, (std::string("Model") + suffix).c_str())
+      .def(py::init<const py::list&, std::uint64_t>())
+      .def("reset_parameters", [](PM& s, std::uint64_t seed) {
+        py::gil_scoped_release nogil;
+        std::lock_guard<std::mutex> lk(s.m.mutex);
+        s.m.reset_parameters(seed);
+      })
+      .def_property("training", [](PM& s) { return s.m.training; }, [](PM& s, bool v) { s.m.training = v; })
+      .def_property_readonly("seed", [](PM& s) { return s.m.seed; })
+      .def_property("dropout_calls", [](PM& s) { return s.m.dropout_calls; },
+                    [](PM& s, std::uint64_t v) { s.m.dropout_calls = v; })
+      .def_property_readonly("n_params", [](PM& s) { return s.m.n_params(); })
+      .def("in_features", [](PM& s) { return s.m.in_features(); })
+      .def("out_features", [](PM& s, idx in) { return s.m.out_features(in); })
+      .def("flat_params", [](py::object self) {
+        PM& s = self.cast<PM&>();
+        return view_of<T>(s.m.params(), {s.m.n_params()}, self);
+      })
+      .def("flat_grads", [](py::object self) {
+        PM& s = self.cast<PM&>();
+        return view_of<T>(s.m.grads(), {s.m.n_params()}, self);
+      })
+      // [(layer, is_bias, param view, grad view)]
+      .def("parameters", [](py::object self) {
+        PM& s = self.cast<PM&>();
+        py::list out;
+        for (const auto& sl : s.m.slots()) {
+          std::vector<idx> shape = sl.bias ? std::vector<idx>{sl.rows} : std::vector<idx>{sl.rows, sl.cols};
+          out.append(py::make_tuple(sl.layer, sl.bias, view_of<T>(s.m.params() + sl.offset, shape, self),
+                                    view_of<T>(s.m.grads() + sl.offset, shape, self)));
+        }
+        return out;
+      })
+      .def("forward", [](PM& s, py::array x) {
+        auto [B, in] = rows_cols(x, "input");
+        const T* xd = array_data<T>(x, "input", false);
+        const idx out = s.m.out_features(in);
+        py::array_t<T> y({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(out)});
+        T* yd = y.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          std::lock_guard<std::mutex> lk(s.m.mutex);
+          const T* r = s.m.forward(xd, B, in, true);
+          std::copy(r, r + B * out, yd);
+        }
+        return y;
+      })
+      .def("backward", [](PM& s, py::array dy, bool want_dx) -> py::object {
+        auto [B, C] = rows_cols(dy, "gradient");
+        const T* dyd = array_data<T>(dy, "gradient", false);
+        std::unique_lock<std::mutex> lk(s.m.mutex);
+        if (s.m.last_rows() < 0) throw value_error("backward() needs a forward() on this model first");
+        if (B != s.m.last_rows() || C != s.m.last_out())
+          throw value_error("gradient has shape (" + std::to_string(B) + ", " + std::to_string(C) +
+                            ") but the last output had shape (" + std::to_string(s.m.last_rows()) + ", " +
+                            std::to_string(s.m.last_out()) + ")");
+        py::array_t<T> dx;
+        T* dxd = nullptr;
+        if (want_dx) {
+          dx = py::array_t<T>({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(s.m.last_in())});
+          dxd = dx.mutable_data();
+        }
+        {
+          py::gil_scoped_release nogil;
+          s.m.backward(dyd, dxd, true);
+        }
+        if (want_dx) return std::move(dx);
+        return py::none();
+      })
+      .def("train_step", [](PM& s, py::array x, py::array y, py::dict loss, PyOptimizer<T>& opt) {
+        auto [B, in] = rows_cols(x, "input");
+        const T* xd = array_data<T>(x, "input", false);
+        LossSpec<T> spec = parse_loss<T>(loss);
+        const std::int64_t* labels = nullptr;
+        const T* target = nullptr;
+        if (y.dtype().is(py::dtype::of<std::int64_t>())) labels = label_data(y);
+        else target = array_data<T>(y, "target", false);
+        if (!opt.has_grads()) throw value_error("train_step needs an optimizer over this model's parameters");
+        py::gil_scoped_release nogil;
+        std::lock_guard<std::mutex> lk(s.m.mutex);
+        return s.m.train_step(xd, B, in, spec, labels, target, opt.opt);
+      });
+
+  using PO = PyOptimizer<T>;
+  py::class_<PO>(m, (std::string("Optimizer") + suffix).c_str())
+      .def(py::init<const py::list&>())
+      .def("step", &PO::step)
+      .def("step_with", &PO::step_with)
+      .def_property_readonly("n_groups", [](PO& s) { return s.opt.groups.size(); })
+      .def("set_config", [](PO& s, size_t i, py::dict d) { s.opt.groups.at(i).config = parse_optim(d); })
+      .def("get_step", [](PO& s, size_t i) { return s.opt.groups.at(i).step; })
+      .def("set_step", [](PO& s, size_t i, std::int64_t v) { s.opt.groups.at(i).step = v; })
+      .def("get_lr", [](PO& s, size_t i) { return s.opt.groups.at(i).config.lr; })
+      // (slots, n_total) view of a group's state
+      .def("state", [](py::object self, size_t i) {
+        PO& s = self.cast<PO&>();
+        auto& g = s.opt.groups.at(i);
+        return view_of<T>(g.state.data(), {optim_state_slots(g.config.kind), g.n_total}, self);
+      })
+      .def("reset_state", [](PO& s) { for (auto& g : s.opt.groups) g.reset_state(); });
+
+  m.def((std::string("loss_forward") + suffix).c_str(), [](py::dict spec, py::array out, py::array y, bool want_grad) {
+    auto [B, C] = rows_cols(out, "input");
+    LossSpec<T> sp = parse_loss<T>(spec);
+    const T* od = array_data<T>(out, "input", false);
+    const std::int64_t* labels = nullptr;
+    const T* target = nullptr;
+    if (y.dtype().is(py::dtype::of<std::int64_t>())) labels = label_data(y);
+    else target = array_data<T>(y, "target", false);
+    py::array_t<T> g;
+    T* gd = nullptr;
+    if (want_grad) {
+      g = py::array_t<T>({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(C)});
+      gd = g.mutable_data();
+    }
+    double v;
+    {
+      py::gil_scoped_release nogil;
+      v = loss_forward(sp, od, B, C, labels, target, gd);
+    }
+    return py::make_tuple(v, want_grad ? py::object(g) : py::object(py::none()));
+  });
+  m.def((std::string("count_correct") + suffix).c_str(), [](py::array out, py::array y) {
+    auto [B, C] = rows_cols(out, "output");
+    const T* od = array_data<T>(out, "output", false);
+    if (y.dtype().is(py::dtype::of<std::int64_t>())) return count_correct<T>(od, B, C, label_data(y), nullptr);
+    return count_correct<T>(od, B, C, nullptr, array_data<T>(y, "target", false));
+  });
+  m.def((std::string("init_fill") + suffix).c_str(), [](py::array w, py::dict spec, idx fan_in, idx fan_out, std::uint64_t seed) {
+    T* wd = array_data<T>(w, "tensor", true);
+    InitSpec s = parse_init(spec);
+    py::gil_scoped_release nogil;
+    init_fill(s, wd, static_cast<idx>(w.size()), fan_in, fan_out, seed);
+  });
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "fastmlp's C++ engine (private: use the fastmlp package)";
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const type_error& e) {
+      PyErr_SetString(PyExc_TypeError, e.what());
+    }
+  });
+  bind_dtype<float>(m, "32");
+  bind_dtype<double>(m, "64");
+
+  m.def("schedule_step", [](py::dict cfg, py::tuple state, std::vector<double> lrs, std::vector<double> base,
+                            double metric) {
+    ScheduleConfig c = parse_schedule(cfg);
+    ScheduleState s;
+    s.last_epoch = state[0].cast<idx>();
+    s.best = state[1].cast<double>();
+    s.num_bad_epochs = state[2].cast<idx>();
+    s.cooldown_counter = state[3].cast<idx>();
+    if (lrs.size() != base.size()) throw value_error("lrs and base_lrs differ in length");
+    schedule_step(c, s, lrs.data(), base.data(), static_cast<idx>(lrs.size()), metric);
+    return py::make_tuple(lrs, py::make_tuple(s.last_epoch, s.best, s.num_bad_epochs, s.cooldown_counter));
+  });
+  m.def("schedule_initial_state", [](py::dict cfg) {
+    ScheduleConfig c = parse_schedule(cfg);
+    ScheduleState s = schedule_initial_state(c);
+    return py::make_tuple(s.last_epoch, s.best, s.num_bad_epochs, s.cooldown_counter);
+  });
+  m.def("optim_state_slots", [](py::dict cfg) { return optim_state_slots(parse_optim(cfg).kind); });
+  m.def("check_optim", [](py::dict cfg) { parse_optim(cfg); });
+  m.def("check_layers", [](py::list layers) { check_layers(parse_layers(layers)); });
+  m.def("calculate_gain", &calculate_gain, py::arg("nonlinearity"), py::arg("param") = 0.0);
+  m.def("blas_set_num_threads", &blas_set_num_threads);
+  m.def("blas_get_num_threads", &blas_get_num_threads);
+  m.def("blas_core_name", &blas_core_name);
+  m.def("blas_config", &blas_config);
+}

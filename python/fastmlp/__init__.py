@@ -1,0 +1,35 @@
+"""fastmlp: fast multilayer perceptrons on the CPU.
+
+A C++ engine (OpenBLAS for matrix products) with PyTorch's semantics for
+layers, losses, optimizers and initializers, behind a NumPy API.
+"""
+from __future__ import annotations
+
+
+def _preload_openblas() -> None:
+    # _core links libscipy_openblas.so; load it from the scipy_openblas32
+    # package first so that the extension finds it in every install layout.
+    import ctypes
+    import os
+
+    import scipy_openblas32
+
+    ctypes.CDLL(os.path.join(scipy_openblas32.get_lib_dir(), "libscipy_openblas.so"), mode=ctypes.RTLD_GLOBAL)
+
+
+_preload_openblas()
+
+from . import init, optim  # noqa: E402
+from ._random import initial_seed, manual_seed  # noqa: E402
+from .losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss  # noqa: E402
+from .nn import (  # noqa: E402
+    GELU, Dropout, Identity, LeakyReLU, Linear, Module, Parameter, ReLU, Sequential, Sigmoid, Softmax, Tanh)
+from .serialization import load  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Module", "Parameter", "Sequential", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
+    "Identity", "Dropout", "MSELoss", "L1Loss", "HuberLoss", "CrossEntropyLoss", "BCEWithLogitsLoss",
+    "optim", "init", "manual_seed", "initial_seed", "load", "__version__",
+]

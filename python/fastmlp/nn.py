@@ -1,0 +1,354 @@
+"""Layers and the Sequential model (torch.nn semantics, C++ engine)."""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from . import _core, _random
+from ._arrays import as_dtype, as_float_array, check_int, check_number
+
+__all__ = [
+    "Module", "Parameter", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
+    "Identity", "Dropout", "Sequential",
+]
+
+_INIT_NAMES = ("default", "zeros", "ones", "uniform", "normal", "xavier_uniform", "xavier_normal",
+               "kaiming_uniform", "kaiming_normal")
+
+
+class Parameter:
+    """A parameter of a model: ``data`` and ``grad`` are NumPy views of the
+    model's C++ buffers (zero-copy). Assigning to ``data`` copies into them."""
+
+    __slots__ = ("_data", "_grad", "name")
+
+    def __init__(self, data: np.ndarray, grad: np.ndarray, name: str = "") -> None:
+        self._data, self._grad, self.name = data, grad, name
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._data
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        value = np.asarray(value)
+        if value.shape != self._data.shape:
+            raise ValueError(f"{self.name or 'parameter'}: shape {value.shape} does not match {self._data.shape}")
+        self._data[...] = value
+
+    @property
+    def grad(self) -> np.ndarray:
+        return self._grad
+
+    shape = property(lambda self: self._data.shape)
+    dtype = property(lambda self: self._data.dtype)
+    ndim = property(lambda self: self._data.ndim)
+    size = property(lambda self: self._data.size)
+
+    def numel(self) -> int:
+        return int(self._data.size)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        if copy:
+            return np.array(self._data, dtype=dtype, copy=True)
+        return self._data if dtype is None else self._data.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"Parameter {self.name} {self._data.shape} {self._data.dtype}:\n{self._data!r}"
+
+
+class Module:
+    """Base of the layers. Layers describe the computation; a Sequential
+    owns their parameters, which appear as ``.weight``/``.bias`` once built."""
+
+    training: bool = True
+
+    def _spec(self) -> dict:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"{type(self).__name__} is a layer description: put it in fm.Sequential(...) and call that")
+
+
+class Linear(Module):
+    """y = x W^T + b with W (out_features, in_features), like torch.nn.Linear.
+
+    ``init`` names the weight initializer ('default' is PyTorch's: W and b
+    uniform in +-1/sqrt(in_features)); with any other init the bias starts at 0.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, init: str = "default") -> None:
+        self.in_features = check_int(in_features, "in_features", low=1)
+        self.out_features = check_int(out_features, "out_features", low=1)
+        self.bias_enabled = bool(bias)
+        if init not in _INIT_NAMES:
+            raise ValueError(f"unknown init {init!r}; expected one of {', '.join(_INIT_NAMES)}")
+        self.init = init
+        self.weight: Parameter | None = None
+        self.bias: Parameter | None = None
+
+    def _spec(self) -> dict:
+        return {"kind": "linear", "in_features": self.in_features, "out_features": self.out_features,
+                "bias": self.bias_enabled, "init": {"name": self.init}}
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias_enabled}"
+
+
+class _Activation(Module):
+    _kind = ""
+
+    def _spec(self) -> dict:
+        return {"kind": self._kind}
+
+
+class ReLU(_Activation):
+    _kind = "relu"
+
+
+class Sigmoid(_Activation):
+    _kind = "sigmoid"
+
+
+class Tanh(_Activation):
+    _kind = "tanh"
+
+
+class Identity(_Activation):
+    _kind = "identity"
+
+
+class GELU(_Activation):
+    """GELU, the exact erf form (PyTorch's default, approximate='none')."""
+
+    _kind = "gelu"
+
+    def __init__(self, approximate: str = "none") -> None:
+        if approximate != "none":
+            raise ValueError("GELU: only approximate='none' (the erf form) is supported")
+
+
+class Softmax(_Activation):
+    """Softmax over the features of each row (dim=-1 / dim=1 of a batch)."""
+
+    _kind = "softmax"
+
+    def __init__(self, dim: int | None = -1) -> None:
+        if dim not in (-1, 1, None):
+            raise ValueError(f"Softmax: only dim=-1 (the feature axis of a (batch, features) input) is supported, got {dim}")
+        self.dim = -1
+
+
+class LeakyReLU(_Activation):
+    _kind = "leaky_relu"
+
+    def __init__(self, negative_slope: float = 0.01) -> None:
+        self.negative_slope = check_number(negative_slope, "negative_slope")
+
+    def _spec(self) -> dict:
+        return {"kind": "leaky_relu", "negative_slope": self.negative_slope}
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}"
+
+
+class Dropout(Module):
+    """Inverted dropout: in training, zero each element with probability p
+    and scale the rest by 1/(1-p); identity in eval mode."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        self.p = check_number(p, "dropout probability p", low=0.0, high=1.0, high_open=True)
+
+    def _spec(self) -> dict:
+        return {"kind": "dropout", "p": self.p}
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+_LAYER_TYPES = {"linear": Linear, "relu": ReLU, "leaky_relu": LeakyReLU, "sigmoid": Sigmoid, "tanh": Tanh,
+                "gelu": GELU, "softmax": Softmax, "identity": Identity, "dropout": Dropout}
+
+
+def _layer_from_spec(spec: Mapping[str, Any]) -> Module:
+    kind = spec.get("kind")
+    if kind == "linear":
+        return Linear(spec["in_features"], spec["out_features"], bias=spec.get("bias", True),
+                      init=spec.get("init", {}).get("name", "default"))
+    if kind == "dropout":
+        return Dropout(spec["p"])
+    if kind == "leaky_relu":
+        return LeakyReLU(spec["negative_slope"])
+    if kind in _LAYER_TYPES:
+        return _LAYER_TYPES[kind]()
+    raise ValueError(f"unknown layer kind {kind!r}")
+
+
+class Sequential(Module):
+    """A stack of layers run in order, with its parameters in one C++ buffer.
+
+    >>> model = Sequential(Linear(784, 256), ReLU(), Linear(256, 10), seed=0)
+
+    ``seed`` initialises every Linear (by its ``init``) and drives dropout;
+    with seed=None one is drawn from the global stream (fm.manual_seed).
+    ``dtype`` is 'float32' (default) or 'float64'.
+    """
+
+    def __init__(self, *layers: Module, seed: int | None = None, dtype: Any = "float32") -> None:
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        for i, layer in enumerate(layers):
+            if isinstance(layer, Sequential):
+                raise TypeError(f"layer {i}: nested Sequential models are not supported; list the layers flat")
+            if not isinstance(layer, Module):
+                raise TypeError(f"layer {i}: expected a fastmlp layer (Linear, ReLU, ...), got {type(layer).__name__}")
+        self.dtype = as_dtype(dtype)
+        seed = _random.next_seed() if seed is None else _random.check_seed(seed)
+        cls = _core.Model32 if self.dtype == np.float32 else _core.Model64
+        self._core = cls([layer._spec() for layer in layers], seed)
+        self._layers = list(layers)
+        self._params: "OrderedDict[str, Parameter]" = OrderedDict()
+        for layer_idx, is_bias, data, grad in self._core.parameters():
+            name = f"{layer_idx}.{'bias' if is_bias else 'weight'}"
+            p = Parameter(data, grad, name)
+            self._params[name] = p
+            setattr(self._layers[layer_idx], "bias" if is_bias else "weight", p)
+        self._last_1d = False
+
+    # ---- structure
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    def __getitem__(self, i: int) -> Module:
+        return self._layers[i]
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._layers)
+
+    def __repr__(self) -> str:
+        inner = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self._layers))
+        return f"Sequential({inner}\n)" if inner else "Sequential()"
+
+    @property
+    def seed(self) -> int:
+        return int(self._core.seed)
+
+    @property
+    def in_features(self) -> int | None:
+        n = self._core.in_features()
+        return None if n < 0 else int(n)
+
+    def _layer_specs(self) -> list:
+        return [layer._spec() for layer in self._layers]
+
+    # ---- mode
+    @property
+    def training(self) -> bool:  # type: ignore[override]
+        return bool(self._core.training)
+
+    def train(self, mode: bool = True) -> "Sequential":
+        self._core.training = bool(mode)
+        for layer in self._layers:
+            layer.training = bool(mode)
+        return self
+
+    def eval(self) -> "Sequential":
+        return self.train(False)
+
+    # ---- parameters
+    def parameters(self) -> Iterator[Parameter]:
+        return iter(list(self._params.values()))
+
+    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
+        return iter(list(self._params.items()))
+
+    def num_parameters(self) -> int:
+        return int(self._core.n_params)
+
+    def zero_grad(self) -> None:
+        self._core.flat_grads()[...] = 0
+
+    def reset_parameters(self, seed: int | None = None) -> "Sequential":
+        """Re-initialise every Linear, from seed (default: the model's seed)."""
+        self._core.reset_parameters(self.seed if seed is None else _random.check_seed(seed))
+        return self
+
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """Copies of the parameters, keyed and shaped as torch.nn.Sequential's."""
+        return OrderedDict((k, p.data.copy()) for k, p in self._params.items())
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
+        """Copy parameters in (NumPy arrays, or anything np.asarray takes,
+        e.g. CPU torch tensors). Everything is checked before anything changes."""
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
+        missing = [k for k in self._params if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in self._params]
+        if strict and (missing or unexpected):
+            raise KeyError(f"Error(s) in loading state_dict: missing keys {missing}, unexpected keys {unexpected}")
+        staged = {}
+        for k, p in self._params.items():
+            if k not in state_dict:
+                continue
+            v = state_dict[k]
+            if hasattr(v, "detach"):  # a torch tensor
+                v = v.detach().cpu().numpy()
+            a = as_float_array(v, p.dtype, name=f"state_dict[{k!r}]")
+            if a.shape != p.shape:
+                raise ValueError(f"size mismatch for {k}: copying a param with shape {a.shape}, "
+                                 f"the shape in current model is {p.shape}")
+            if not np.isfinite(a).all():
+                raise ValueError(f"state_dict[{k!r}] contains NaN or infinity")
+            staged[k] = a
+        for k, a in staged.items():
+            self._params[k].data[...] = a
+
+    # ---- compute
+    def _input(self, x: Any) -> np.ndarray:
+        a = as_float_array(x, self.dtype, "input")
+        if a.ndim == 1:
+            return a.reshape(1, -1)
+        if a.ndim != 2:
+            raise ValueError(f"input must be 1-D (one sample) or 2-D (batch, features), got {a.ndim}-D")
+        return a
+
+    def forward(self, x: Any) -> np.ndarray:
+        """The model's output for x (batch, in_features) as a new array."""
+        a = self._input(x)
+        self._last_1d = np.ndim(x) == 1
+        out = self._core.forward(a)
+        return out[0] if self._last_1d else out
+
+    __call__ = forward
+
+    def backward(self, grad_output: Any) -> np.ndarray:
+        """Back-propagate dL/d(output) of the last forward: accumulates every
+        parameter's .grad and returns dL/d(input)."""
+        g = as_float_array(grad_output, self.dtype, "grad_output")
+        g = g.reshape(1, -1) if (self._last_1d and g.ndim == 1) else g
+        dx = self._core.backward(g, True)
+        return dx[0] if self._last_1d else dx
+
+    def train_step(self, x: Any, y: Any, loss_fn: Any, optimizer: Any) -> float:
+        """zero_grad + forward + loss + backward + optimizer.step in one C++
+        call (dropout active). Returns the loss before the step."""
+        a = self._input(x)
+        out_width = self._core.out_features(a.shape[1])
+        t = loss_fn._target(y, (a.shape[0], out_width), self.dtype)
+        optimizer._sync()
+        return float(self._core.train_step(a, t, loss_fn._spec(self.dtype), optimizer._core_for(self.dtype)))
+
+    # ---- files
+    def save(self, path: Any, optimizer: Any = None) -> None:
+        """Write architecture + weights (+ optimizer state) to an .npz file, atomically."""
+        from .serialization import save
+
+        save(self, path, optimizer=optimizer)

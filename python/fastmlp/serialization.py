@@ -1,0 +1,125 @@
+"""Model files: an .npz holding a JSON header and the arrays. No pickle is
+used, so loading a file never runs code.
+
+Format (version 1):
+- ``__fastmlp__``: uint8 bytes of a UTF-8 JSON object ``{"format": "fastmlp",
+  "version": 1, "dtype", "seed", "training", "dropout_calls", "layers": [...],
+  "optimizer": null | {"class", "param_groups": [{hyperparameters...,
+  "params": [names]}], "steps": [...]}, "extra": {...}}``
+- ``param/<name>``: each parameter ('0.weight', '0.bias', ...).
+- ``optim/<group>``: each optimizer group's state buffer (slots, n).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+_HEADER = "__fastmlp__"
+
+
+def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None) -> None:
+    """Write model (and optimizer) to path atomically: a temporary file in the
+    same folder is written, flushed and renamed over path."""
+    from .nn import Parameter
+
+    header: dict = {"format": "fastmlp", "version": FORMAT_VERSION, "dtype": model.dtype.name, "seed": model.seed,
+                    "training": model.training, "dropout_calls": int(model._core.dropout_calls),
+                    "layers": model._layer_specs(), "optimizer": None, "extra": extra or {}}
+    arrays = {f"param/{k}": v for k, v in model.state_dict().items()}
+    if optimizer is not None:
+        names = {id(p): n for n, p in model.named_parameters()}
+        groups = []
+        for gi, g in enumerate(optimizer.param_groups):
+            if not all(isinstance(p, Parameter) and id(p) in names for p in g["params"]):
+                raise ValueError("save(optimizer=...) needs an optimizer over this model's parameters")
+            groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": [names[id(p)] for p in g["params"]]})
+            arrays[f"optim/{gi}"] = np.array(optimizer._core.state(gi))
+        header["optimizer"] = {"class": type(optimizer).__name__, "param_groups": groups,
+                               "steps": [int(optimizer._core.get_step(i)) for i in range(len(groups))]}
+    blob = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".fastmlp-", suffix=".npz.tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **{_HEADER: blob}, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _read(path: Any) -> tuple[dict, dict]:
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            files = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
+        raise ValueError(f"{path}: not a readable fastmlp model file ({e})") from None
+    if _HEADER not in files:
+        raise ValueError(f"{path}: not a fastmlp model file (no {_HEADER} header)")
+    try:
+        header = json.loads(files.pop(_HEADER).tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: corrupted header ({e})") from None
+    if not isinstance(header, dict) or header.get("format") != "fastmlp":
+        raise ValueError(f"{path}: not a fastmlp model file")
+    if header.get("version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: model file format version {header.get('version')} is not supported "
+                         f"(this fastmlp reads version {FORMAT_VERSION})")
+    return header, files
+
+
+def load(path: Any, optimizer: bool = False) -> Any:
+    """Read a model written by ``model.save``. With optimizer=True, return
+    (model, optimizer) with the optimizer's state restored (None if none was saved)."""
+    from . import optim
+    from .nn import Sequential, _layer_from_spec
+
+    header, files = _read(path)
+    try:
+        layers = [_layer_from_spec(s) for s in header["layers"]]
+        model = Sequential(*layers, seed=int(header["seed"]), dtype=header["dtype"])
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{os.fspath(path)}: corrupted architecture ({e!r})") from None
+    state = {k[len("param/"):]: v for k, v in files.items() if k.startswith("param/")}
+    try:
+        model.load_state_dict(state)
+    except (KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"{os.fspath(path)}: {e}") from None
+    model.train(bool(header.get("training", True)))
+    model._core.dropout_calls = int(header.get("dropout_calls", 0))
+    model._file_extra = header.get("extra", {})
+    if not optimizer:
+        return model
+    oh = header.get("optimizer")
+    if oh is None:
+        return model, None
+    cls = getattr(optim, oh["class"], None)
+    if not (isinstance(cls, type) and issubclass(cls, optim.Optimizer)):
+        raise ValueError(f"{os.fspath(path)}: unknown optimizer class {oh['class']!r}")
+    params = dict(model.named_parameters())
+    groups = []
+    for g in oh["param_groups"]:
+        hyper = {k: (tuple(v) if k == "betas" else v) for k, v in g.items() if k != "params"}
+        groups.append({**hyper, "params": [params[n] for n in g["params"]]})
+    opt = cls(groups)
+    for gi, step in enumerate(oh["steps"]):
+        buf = files.get(f"optim/{gi}")
+        dst = opt._core.state(gi)
+        if buf is None or buf.shape != dst.shape or not np.isfinite(buf).all():
+            raise ValueError(f"{os.fspath(path)}: optimizer state of group {gi} is missing or corrupted")
+        dst[...] = buf
+        opt._core.set_step(gi, int(step))
+    return model, opt
