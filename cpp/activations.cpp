@@ -116,6 +116,36 @@ void activation_backward(Act a, const T* dy, const T* x, const T* y, T* dx, idx 
   }
 }
 
+template <class T>
+void bias_activation_forward(Act a, T* pre, const T* b, T* y, idx B, idx C, double param) {
+  // row by row, so the row is still in cache for the activation
+  for (idx r = 0; r < B; ++r) {
+    T* pr = pre + r * C;
+    if (b)
+      for (idx j = 0; j < C; ++j) pr[j] += b[j];
+    activation_forward(a, pr, y + r * C, 1, C, param);
+  }
+}
+
+template <class T>
+void activation_bias_backward(Act a, const T* dy, const T* x, const T* y, T* dx, T* db, idx B, idx C,
+                              double param, bool accumulate) {
+  if (db && !accumulate)
+    for (idx j = 0; j < C; ++j) db[j] = T(0);
+  for (idx r = 0; r < B; ++r) {
+    const idx o = r * C;
+    activation_backward(a, dy + o, x + o, y + o, dx + o, 1, C, param);
+    if (db)
+      for (idx j = 0; j < C; ++j) db[j] += dx[o + j];
+  }
+}
+
+template void bias_activation_forward<float>(Act, float*, const float*, float*, idx, idx, double);
+template void bias_activation_forward<double>(Act, double*, const double*, double*, idx, idx, double);
+template void activation_bias_backward<float>(Act, const float*, const float*, const float*, float*, float*, idx,
+                                              idx, double, bool);
+template void activation_bias_backward<double>(Act, const double*, const double*, const double*, double*, double*,
+                                               idx, idx, double, bool);
 template void activation_forward<float>(Act, const float*, float*, idx, idx, double);
 template void activation_forward<double>(Act, const double*, double*, idx, idx, double);
 template void activation_backward<float>(Act, const float*, const float*, const float*, float*, idx,

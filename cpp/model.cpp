@@ -49,10 +49,6 @@ Model<T>::Model(std::vector<LayerSpec> layers, std::uint64_t seed_) : seed(seed_
   }
   params_.resize(off);
   grads_.resize(off);
-  out_ptr_.assign(L + 1, nullptr);
-  last_dropout_on_.assign(L, false);
-  act_.resize(L);
-  mask_.resize(L);
   reset_parameters(seed_);
 }
 
@@ -90,80 +86,109 @@ idx Model<T>::out_features(idx in) const {
 }
 
 template <class T>
-void Model<T>::ensure_workspace(idx B, idx in) {
-  const idx L = static_cast<idx>(layers_.size());
-  if (B <= cap_rows_ && in == cap_in_) return;
-  const idx rows = std::max(B, cap_rows_);
-  width_.assign(L + 1, in);
-  idx wmax = in;
-  for (idx i = 0; i < L; ++i) {
-    width_[i + 1] = layers_[i].kind == LayerKind::Linear ? layers_[i].out : width_[i];
-    wmax = std::max(wmax, width_[i + 1]);
-  }
-  for (idx i = 0; i < L; ++i) {
-    act_[i].reserve(checked_mul(rows, width_[i + 1]));
-    if (layers_[i].kind == LayerKind::Dropout) mask_[i].reserve(checked_mul(rows, width_[i + 1]));
-  }
-  const idx big = checked_mul(rows, wmax);
-  grad_a_.reserve(big);
-  grad_b_.reserve(big);
-  dout_.reserve(checked_mul(rows, width_[L]));
-  cap_rows_ = rows;
-  cap_in_ = in;
-  last_B_ = -1;
+bool Model<T>::fused(idx i) const {
+  return layers_[i].kind == LayerKind::Linear && i + 1 < static_cast<idx>(layers_.size()) &&
+         layers_[i + 1].kind == LayerKind::Activation;
 }
 
 template <class T>
-const T* Model<T>::forward(const T* x, idx B, idx in, bool copy_input) {
+bool Model<T>::in_place(idx i) const {
+  if (!fused(i)) return false;
+  const Act a = layers_[i + 1].act;
+  return a != Act::LeakyReLU && a != Act::GELU;  // these need their input in backward
+}
+
+template <class T>
+void Model<T>::ensure_workspace(Workspace<T>& ws, idx B, idx in) const {
+  const idx L = static_cast<idx>(layers_.size());
+  if (B <= ws.cap_rows && in == ws.cap_in) return;
+  const idx rows = std::max(B, ws.cap_rows);
+  ws.width.assign(L + 1, in);
+  idx wmax = in;
+  for (idx i = 0; i < L; ++i) {
+    ws.width[i + 1] = layers_[i].kind == LayerKind::Linear ? layers_[i].out : ws.width[i];
+    wmax = std::max(wmax, ws.width[i + 1]);
+  }
+  ws.act.resize(L);
+  ws.mask.resize(L);
+  for (idx i = 0; i < L; ++i) {
+    const bool needs_buffer = !(i > 0 && in_place(i - 1));
+    if (needs_buffer) ws.act[i].reserve(checked_mul(rows, ws.width[i + 1]));
+    if (layers_[i].kind == LayerKind::Dropout) ws.mask[i].reserve(checked_mul(rows, ws.width[i + 1]));
+  }
+  const idx big = checked_mul(rows, wmax);
+  ws.grad_a.reserve(big);
+  ws.grad_b.reserve(big);
+  ws.dout.reserve(checked_mul(rows, ws.width[L]));
+  ws.out.assign(L + 1, nullptr);
+  ws.dropout_on.assign(L, false);
+  ws.cap_rows = rows;
+  ws.cap_in = in;
+  ws.rows = -1;
+}
+
+template <class T>
+const T* Model<T>::forward(Workspace<T>& ws, const T* x, idx B, idx in, bool train, bool copy_input) {
   const idx want = in_features();
   if (want >= 0 && in != want)
     throw value_error("input has " + std::to_string(in) + " features, but the model expects " + std::to_string(want));
-  ensure_workspace(B, in);
+  ensure_workspace(ws, B, in);
   if (copy_input) {
-    input_copy_.reserve(checked_mul(cap_rows_, in));
-    std::copy(x, x + B * in, input_copy_.data());
-    x = input_copy_.data();
+    ws.input_copy.reserve(checked_mul(ws.cap_rows, in));
+    std::copy(x, x + B * in, ws.input_copy.data());
+    x = ws.input_copy.data();
   }
   const idx L = static_cast<idx>(layers_.size());
-  out_ptr_[0] = x;
+  ws.out[0] = x;
   bool any_dropout = false;
   for (idx i = 0; i < L; ++i) {
     const LayerSpec& l = layers_[i];
-    const T* xin = out_ptr_[i];
-    T* y = act_[i].data();
-    last_dropout_on_[i] = false;
+    const T* xin = ws.out[i];
+    ws.dropout_on[i] = false;
     switch (l.kind) {
-      case LayerKind::Linear:
-        linear_forward(xin, params_.data() + weight_offset_[i], l.bias ? params_.data() + bias_offset_[i] : nullptr,
-                       y, B, l.in, l.out);
-        out_ptr_[i + 1] = y;
+      case LayerKind::Linear: {
+        T* pre = ws.act[i].data();
+        const T* b = l.bias ? params_.data() + bias_offset_[i] : nullptr;
+        linear_forward<T>(xin, params_.data() + weight_offset_[i], nullptr, pre, B, l.in, l.out);
+        ws.out[i + 1] = pre;
+        if (fused(i)) {  // bias + activation in one pass over the GEMM output
+          const LayerSpec& a = layers_[i + 1];
+          T* y = in_place(i) ? pre : ws.act[i + 1].data();
+          bias_activation_forward(a.act, pre, b, y, B, l.out, a.param);
+          ws.out[i + 2] = y;
+          ++i;
+        } else {
+          bias_activation_forward(Act::Identity, pre, b, pre, B, l.out, 0.0);
+        }
         break;
+      }
       case LayerKind::Activation:
-        activation_forward(l.act, xin, y, B, width_[i], l.param);
-        out_ptr_[i + 1] = y;
+        activation_forward(l.act, xin, ws.act[i].data(), B, ws.width[i], l.param);
+        ws.out[i + 1] = ws.act[i].data();
         break;
       case LayerKind::Dropout:
-        if (training && l.param > 0) {
-          dropout_forward(xin, y, mask_[i].data(), B * width_[i], l.param,
+        if (train && l.param > 0) {
+          T* y = ws.act[i].data();
+          dropout_forward(xin, y, ws.mask[i].data(), B * ws.width[i], l.param,
                           derive_seed(derive_seed(seed, 0x5EEDull + static_cast<std::uint64_t>(i)), dropout_calls));
-          last_dropout_on_[i] = true;
+          ws.dropout_on[i] = true;
           any_dropout = true;
-          out_ptr_[i + 1] = y;
+          ws.out[i + 1] = y;
         } else {
-          out_ptr_[i + 1] = xin;  // identity: no copy
+          ws.out[i + 1] = xin;  // identity: no copy
         }
         break;
     }
   }
   if (any_dropout) ++dropout_calls;
-  last_B_ = B;
-  return out_ptr_[L];
+  ws.rows = B;
+  return ws.out[L];
 }
 
 template <class T>
-void Model<T>::backward(const T* dy, T* dx, bool accumulate) {
-  if (last_B_ < 0) throw value_error("backward() needs a forward() on this model first");
-  const idx B = last_B_;
+void Model<T>::backward(Workspace<T>& ws, const T* dy, T* dx, bool accumulate) {
+  if (ws.rows < 0) throw value_error("backward() needs a forward() on this model first");
+  const idx B = ws.rows;
   const idx L = static_cast<idx>(layers_.size());
   // below the first layer with parameters, gradients are needed only for dx
   idx stop = 0;
@@ -173,48 +198,66 @@ void Model<T>::backward(const T* dy, T* dx, bool accumulate) {
       if (layers_[i].kind == LayerKind::Linear) { stop = i; break; }
   }
   const T* g = dy;
-  T* bufs[2] = {grad_a_.data(), grad_b_.data()};
+  T* bufs[2] = {ws.grad_a.data(), ws.grad_b.data()};
   int which = 0;
+  auto next_buf = [&](idx i) -> T* {
+    if (i == 0) return dx;
+    T* p = bufs[which];
+    which ^= 1;
+    return p;
+  };
   for (idx i = L - 1; i >= stop; --i) {
     const LayerSpec& l = layers_[i];
-    T* gout = (i == 0) ? dx : bufs[which];
     const bool need_gout = i > stop || (i == 0 && dx);
+    if (l.kind == LayerKind::Activation && i > 0 && fused(i - 1)) {
+      // activation derivative and bias gradient in one pass, then the Linear's GEMMs
+      const LayerSpec& lin = layers_[i - 1];
+      T* dpre = bufs[which];
+      which ^= 1;
+      T* db = lin.bias ? grads_.data() + bias_offset_[i - 1] : nullptr;
+      activation_bias_backward(l.act, g, ws.out[i], ws.out[i + 1], dpre, db, B, lin.out, l.param, accumulate);
+      --i;
+      const bool need = i > stop || (i == 0 && dx);
+      T* gout = need ? next_buf(i) : nullptr;
+      linear_backward<T>(dpre, ws.out[i], params_.data() + weight_offset_[i], gout, grads_.data() + weight_offset_[i],
+                         nullptr, B, lin.in, lin.out, accumulate);
+      if (!need) break;
+      g = gout;
+      continue;
+    }
+    if (!need_gout && l.kind != LayerKind::Linear) break;
+    T* gout = need_gout ? next_buf(i) : nullptr;
     switch (l.kind) {
       case LayerKind::Linear:
-        linear_backward(g, out_ptr_[i], params_.data() + weight_offset_[i], need_gout ? gout : nullptr,
-                        grads_.data() + weight_offset_[i], l.bias ? grads_.data() + bias_offset_[i] : nullptr, B,
-                        l.in, l.out, accumulate);
+        linear_backward(g, ws.out[i], params_.data() + weight_offset_[i], gout, grads_.data() + weight_offset_[i],
+                        l.bias ? grads_.data() + bias_offset_[i] : nullptr, B, l.in, l.out, accumulate);
         break;
       case LayerKind::Activation:
-        if (need_gout) activation_backward(l.act, g, out_ptr_[i], out_ptr_[i + 1], gout, B, width_[i], l.param);
+        activation_backward(l.act, g, ws.out[i], ws.out[i + 1], gout, B, ws.width[i], l.param);
         break;
       case LayerKind::Dropout:
-        if (!need_gout) break;
-        if (last_dropout_on_[i]) dropout_backward(g, mask_[i].data(), gout, B * width_[i], l.param);
-        else std::copy(g, g + B * width_[i], gout);
+        if (ws.dropout_on[i]) dropout_backward(g, ws.mask[i].data(), gout, B * ws.width[i], l.param);
+        else std::copy(g, g + B * ws.width[i], gout);
         break;
     }
     if (!need_gout) break;
     g = gout;
-    which ^= 1;
   }
-  if (dx && L == 0) std::copy(dy, dy + B * (cap_in_ < 0 ? 0 : cap_in_), dx);
+  if (dx && L == 0) std::copy(dy, dy + B * ws.cap_in, dx);
 }
 
 template <class T>
 double Model<T>::train_step(const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
                             const T* target, Optimizer<T>& opt) {
-  const bool was_training = training;
-  training = true;
-  const T* out = forward(x, B, in, false);
-  training = was_training;
-  const idx C = width_[layers_.size()];
-  const double value = loss_forward(loss, out, B, C, labels, target, dout_.data());
+  const T* out = forward(ws_, x, B, in, true, false);
+  const idx C = ws_.width[layers_.size()];
+  const double value = loss_forward(loss, out, B, C, labels, target, ws_.dout.data());
   // every gradient is rewritten, the same as zero_grad followed by accumulation
-  backward(dout_.data(), nullptr, false);
+  backward(ws_, ws_.dout.data(), nullptr, false);
   opt.step();
   return value;
 }
+
 
 template class Model<float>;
 template class Model<double>;

@@ -35,6 +35,23 @@ struct ParamSlot {
   idx rows, cols;  // weight (out, in); bias (out, 1)
 };
 
+// Per-batch buffers of one forward/backward: grown when a larger batch (or
+// another input width) first arrives, then reused, so a training step
+// allocates nothing. Training uses the model's own; predict makes its own
+// so that predictions can run concurrently.
+template <class T>
+struct Workspace {
+  idx cap_rows = 0, cap_in = -1;
+  std::vector<idx> width;                   // width[i] = input width of layer i; width[L] = output width
+  std::vector<Buffer<T>> act;               // act[i] = output of layer i (rows, width[i + 1])
+  std::vector<Buffer<std::uint8_t>> mask;   // dropout masks
+  Buffer<T> grad_a, grad_b, input_copy, dout;
+  // the last forward
+  idx rows = -1;
+  std::vector<const T*> out;                // out[0] = input, out[i + 1] = output of layer i
+  std::vector<bool> dropout_on;
+};
+
 template <class T>
 class Model {
  public:
@@ -54,46 +71,46 @@ class Model {
 
   bool training = true;
   std::uint64_t seed = 0;
-  std::uint64_t dropout_calls = 0;  // forward passes in training mode: dropout masks' stream
+  std::uint64_t dropout_calls = 0;  // forward passes in training mode: the dropout masks' stream
+  std::uint64_t epochs_done = 0;    // epochs of fit: the shuffling stream
 
-  // x is (B, in). The model keeps a pointer to x for backward unless
+  // x is (B, in). The workspace keeps a pointer to x for backward unless
   // copy_input is set (then it keeps a copy). Returns the (B, out) output,
-  // valid until the next forward.
-  const T* forward(const T* x, idx B, idx in, bool copy_input);
-  // dy is (B, out) for the last forward; parameter gradients are accumulated
-  // (or overwritten when accumulate is false); dx is (B, in) or null.
-  void backward(const T* dy, T* dx, bool accumulate);
-  // Shape of the last forward: rows (-1 if none yet), input and output widths.
-  idx last_rows() const { return last_B_; }
-  idx last_in() const { return cap_in_; }
-  idx last_out() const { return width_.empty() ? 0 : width_.back(); }
+  // valid until the next forward on that workspace. Dropout is active when
+  // train is set.
+  const T* forward(Workspace<T>& ws, const T* x, idx B, idx in, bool train, bool copy_input);
+  // dy is (B, out) for the last forward on ws; parameter gradients are
+  // accumulated (or overwritten when accumulate is false); dx is (B, in) or null.
+  void backward(Workspace<T>& ws, const T* dy, T* dx, bool accumulate);
 
-  // zero_grad + forward (training mode) + loss + backward + optimizer step,
+  // The same on the model's own workspace, in the model's mode.
+  const T* forward(const T* x, idx B, idx in, bool copy_input) { return forward(ws_, x, B, in, training, copy_input); }
+  void backward(const T* dy, T* dx, bool accumulate) { backward(ws_, dy, dx, accumulate); }
+  idx last_rows() const { return ws_.rows; }
+  idx last_in() const { return ws_.cap_in; }
+  idx last_out() const { return ws_.width.empty() ? 0 : ws_.width.back(); }
+
+  // zero_grad + forward (dropout active) + loss + backward + optimizer step,
   // on x (B, in) and labels (B) or target (B, out). Returns the loss before the step.
   double train_step(const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
                     const T* target, Optimizer<T>& opt);
+  // The model's own workspace (training) and its loss-gradient buffer, (B, out) after a forward.
+  Workspace<T>& workspace() { return ws_; }
+  T* dout() { return ws_.dout.data(); }
 
-  // Serialises compute on this model (workspace and caches are shared).
+  // Serialises calls that use the model's own workspace.
   std::mutex mutex;
 
  private:
-  void ensure_workspace(idx B, idx in);
+  void ensure_workspace(Workspace<T>& ws, idx B, idx in) const;
+  bool fused(idx i) const;  // Linear i is followed by an activation fused into its epilogue
+  bool in_place(idx i) const;  // ... which runs in place on the Linear's output
 
   std::vector<LayerSpec> layers_;
   std::vector<ParamSlot> slots_;
   std::vector<idx> weight_offset_, bias_offset_;  // per layer, -1 if none
   Buffer<T> params_, grads_;
-
-  // per-batch workspace, grown when a larger batch first arrives
-  idx cap_rows_ = 0, cap_in_ = -1;
-  std::vector<idx> width_;             // width_[i] = input width of layer i; width_[L] = output width
-  std::vector<Buffer<T>> act_;         // act_[i] = output of layer i (B, width_[i + 1])
-  std::vector<Buffer<std::uint8_t>> mask_;  // dropout masks
-  Buffer<T> grad_a_, grad_b_, input_copy_, dout_;
-  // the last forward
-  idx last_B_ = -1;
-  std::vector<const T*> out_ptr_;      // out_ptr_[0] = input, out_ptr_[i + 1] = output of layer i
-  std::vector<bool> last_dropout_on_;
+  Workspace<T> ws_;
 };
 
 }  // namespace fastmlp

@@ -16,6 +16,8 @@
 #include "model.h"
 #include "optimizers.h"
 #include "schedules.h"
+#include "trainer.h"
+#include <chrono>
 
 namespace py = pybind11;
 using namespace fastmlp;
@@ -291,6 +293,7 @@ struct PyOptimizer {
 template <class T>
 struct PyModel {
   Model<T> m;
+  FitBuffers<T> fit_buffers;
   PyModel(const py::list& layers, std::uint64_t seed) : m(parse_layers(layers), seed) {}
 };
 
@@ -355,25 +358,90 @@ void bind_dtype(py::module_& m, const char* suffix) {
       .def("backward", [](PM& s, py::array dy, bool want_dx) -> py::object {
         auto [B, C] = rows_cols(dy, "gradient");
         const T* dyd = array_data<T>(dy, "gradient", false);
-        std::unique_lock<std::mutex> lk(s.m.mutex);
-        if (s.m.last_rows() < 0) throw value_error("backward() needs a forward() on this model first");
-        if (B != s.m.last_rows() || C != s.m.last_out())
-          throw value_error("gradient has shape (" + std::to_string(B) + ", " + std::to_string(C) +
-                            ") but the last output had shape (" + std::to_string(s.m.last_rows()) + ", " +
-                            std::to_string(s.m.last_out()) + ")");
+        // without a Linear every layer keeps the width, so dx is as wide as dy
+        const idx in = s.m.in_features() >= 0 ? s.m.in_features() : C;
         py::array_t<T> dx;
         T* dxd = nullptr;
         if (want_dx) {
-          dx = py::array_t<T>({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(s.m.last_in())});
+          dx = py::array_t<T>({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(in)});
           dxd = dx.mutable_data();
         }
         {
           py::gil_scoped_release nogil;
+          std::lock_guard<std::mutex> lk(s.m.mutex);
+          if (s.m.last_rows() < 0) throw value_error("backward() needs a forward() on this model first");
+          if (B != s.m.last_rows() || C != s.m.last_out())
+            throw value_error("gradient has shape (" + std::to_string(B) + ", " + std::to_string(C) +
+                              ") but the last output had shape (" + std::to_string(s.m.last_rows()) + ", " +
+                              std::to_string(s.m.last_out()) + ")");
           s.m.backward(dyd, dxd, true);
         }
         if (want_dx) return std::move(dx);
         return py::none();
       })
+      // One epoch of mini-batch training; progress(batches, samples, loss) is called
+      // at most every 0.1 s with the GIL held, and Ctrl-C stops at a batch boundary.
+      .def("train_epoch", [](PM& s, py::array x, py::array y, py::dict loss, PyOptimizer<T>& opt, idx batch,
+                             bool shuffle, bool count_accuracy, py::object progress) {
+        auto [N, in] = rows_cols(x, "X");
+        Dataset<T> d;
+        d.X = array_data<T>(x, "X", false);
+        d.N = N;
+        d.in = in;
+        if (y.dtype().is(py::dtype::of<std::int64_t>())) {
+          d.labels = label_data(y);
+        } else {
+          d.target = array_data<T>(y, "target", false);
+          d.C = y.ndim() == 2 ? y.shape(1) : 1;
+        }
+        LossSpec<T> spec = parse_loss<T>(loss);
+        if (!opt.has_grads()) throw value_error("fit needs an optimizer over this model's parameters");
+        bool interrupted = false;
+        auto last = std::chrono::steady_clock::now();
+        Progress cb = [&](idx batches, idx samples, double running) {
+          auto now = std::chrono::steady_clock::now();
+          if (now - last < std::chrono::milliseconds(100)) return true;
+          last = now;
+          py::gil_scoped_acquire gil;
+          if (PyErr_CheckSignals() != 0) { interrupted = true; return false; }
+          if (!progress.is_none()) progress(batches, samples, running);
+          return true;
+        };
+        EpochStats st;
+        {
+          py::gil_scoped_release nogil;
+          std::unique_lock<std::mutex> lk(s.m.mutex, std::try_to_lock);
+          if (!lk.owns_lock()) throw std::runtime_error("this model is already training or computing in another thread");
+          st = train_epoch(s.m, d, spec, opt.opt, batch, shuffle, count_accuracy, s.fit_buffers, cb);
+        }
+        if (interrupted) throw py::error_already_set();
+        py::dict out;
+        out["loss"] = st.loss;
+        out["samples"] = st.samples;
+        out["correct"] = st.correct;
+        out["batches"] = st.batches;
+        out["stopped"] = st.stopped;
+        out["diverged"] = st.diverged;
+        return out;
+      })
+      .def("predict", [](PM& s, py::array x, idx chunk) {
+        auto [N, in] = rows_cols(x, "X");
+        const T* xd = array_data<T>(x, "X", false);
+        const idx want = s.m.in_features();
+        if (want >= 0 && in != want)
+          throw value_error("X has " + std::to_string(in) + " features, but the model is expecting " + std::to_string(want) +
+                            " features as input");
+        const idx C = s.m.out_features(in);
+        py::array_t<T> out({static_cast<py::ssize_t>(N), static_cast<py::ssize_t>(C)});
+        T* od = out.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          predict(s.m, xd, N, in, od, chunk);
+        }
+        return out;
+      })
+      .def_property("epochs_done", [](PM& s) { return s.m.epochs_done; },
+                    [](PM& s, std::uint64_t v) { s.m.epochs_done = v; })
       .def("train_step", [](PM& s, py::array x, py::array y, py::dict loss, PyOptimizer<T>& opt) {
         auto [B, in] = rows_cols(x, "input");
         const T* xd = array_data<T>(x, "input", false);

@@ -19,7 +19,8 @@ def _preload_openblas() -> None:
 
 _preload_openblas()
 
-from . import init, optim  # noqa: E402
+from . import callbacks, init, optim  # noqa: E402
+from .callbacks import EarlyStopping, History  # noqa: E402
 from ._random import initial_seed, manual_seed  # noqa: E402
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss  # noqa: E402
 from .nn import (  # noqa: E402
@@ -31,5 +32,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Module", "Parameter", "Sequential", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
     "Identity", "Dropout", "MSELoss", "L1Loss", "HuberLoss", "CrossEntropyLoss", "BCEWithLogitsLoss",
-    "optim", "init", "manual_seed", "initial_seed", "load", "__version__",
+    "optim", "init", "callbacks", "EarlyStopping", "History", "manual_seed", "initial_seed", "load", "__version__",
 ]

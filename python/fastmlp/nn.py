@@ -346,6 +346,32 @@ class Sequential(Module):
         optimizer._sync()
         return float(self._core.train_step(a, t, loss_fn._spec(self.dtype), optimizer._core_for(self.dtype)))
 
+    def fit(self, X: Any, y: Any, loss: Any, optimizer: Any, epochs: int = 1, batch_size: int = 32,
+            shuffle: bool = True, validation_data: Any = None, scheduler: Any = None, callbacks: Any = (),
+            verbose: int = 1, n_threads: int | None = None) -> Any:
+        """Train for ``epochs`` epochs of mini-batches; the loop runs in C++
+        with the GIL released. Returns a History (per-epoch loss, val_loss,
+        accuracy, val_accuracy, lr, time). Ctrl-C stops at the next batch
+        boundary and raises KeyboardInterrupt; the model keeps every completed step."""
+        from .training import fit
+
+        return fit(self, X, y, loss, optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+                   validation_data=validation_data, scheduler=scheduler, callbacks=callbacks, verbose=verbose,
+                   n_threads=n_threads)
+
+    def predict(self, X: Any, batch_size: int | None = None, n_threads: int | None = None) -> np.ndarray:
+        """Eval-mode output for X, in chunks, GIL released; safe from several threads."""
+        from .training import predict
+
+        return predict(self, X, batch_size=batch_size, n_threads=n_threads)
+
+    def evaluate(self, X: Any, y: Any, loss: Any, batch_size: int | None = None,
+                 n_threads: int | None = None) -> dict:
+        """{'loss': ..., 'accuracy': ... (classification losses)} in eval mode."""
+        from .training import evaluate
+
+        return evaluate(self, X, y, loss, batch_size=batch_size, n_threads=n_threads)
+
     # ---- files
     def save(self, path: Any, optimizer: Any = None) -> None:
         """Write architecture + weights (+ optimizer state) to an .npz file, atomically."""

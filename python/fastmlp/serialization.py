@@ -3,7 +3,7 @@ used, so loading a file never runs code.
 
 Format (version 1):
 - ``__fastmlp__``: uint8 bytes of a UTF-8 JSON object ``{"format": "fastmlp",
-  "version": 1, "dtype", "seed", "training", "dropout_calls", "layers": [...],
+  "version": 1, "dtype", "seed", "training", "dropout_calls", "epochs_done", "layers": [...],
   "optimizer": null | {"class", "param_groups": [{hyperparameters...,
   "params": [names]}], "steps": [...]}, "extra": {...}}``
 - ``param/<name>``: each parameter ('0.weight', '0.bias', ...).
@@ -30,6 +30,7 @@ def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None
 
     header: dict = {"format": "fastmlp", "version": FORMAT_VERSION, "dtype": model.dtype.name, "seed": model.seed,
                     "training": model.training, "dropout_calls": int(model._core.dropout_calls),
+                    "epochs_done": int(model._core.epochs_done),
                     "layers": model._layer_specs(), "optimizer": None, "extra": extra or {}}
     arrays = {f"param/{k}": v for k, v in model.state_dict().items()}
     if optimizer is not None:
@@ -100,6 +101,7 @@ def load(path: Any, optimizer: bool = False) -> Any:
         raise ValueError(f"{os.fspath(path)}: {e}") from None
     model.train(bool(header.get("training", True)))
     model._core.dropout_calls = int(header.get("dropout_calls", 0))
+    model._core.epochs_done = int(header.get("epochs_done", 0))
     model._file_extra = header.get("extra", {})
     if not optimizer:
         return model

@@ -1,0 +1,90 @@
+#include "trainer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "rng.h"
+
+namespace fastmlp {
+
+template <class T>
+EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss, Optimizer<T>& opt, idx batch,
+                       bool shuffle, bool count_accuracy, FitBuffers<T>& buf, const Progress& progress) {
+  if (batch <= 0) throw value_error("batch_size must be positive");
+  EpochStats st;
+  const idx N = d.N, B = std::min(batch, std::max<idx>(N, 1));
+  if (shuffle) {
+    buf.perm.resize(static_cast<size_t>(N));
+    for (idx i = 0; i < N; ++i) buf.perm[i] = i;
+    Rng rng(derive_seed(derive_seed(m.seed, 0xF17ull), m.epochs_done));
+    for (idx i = N - 1; i > 0; --i) {  // Fisher-Yates
+      idx j = static_cast<idx>(rng.uniform() * double(i + 1));
+      std::swap(buf.perm[i], buf.perm[j]);
+    }
+    buf.xb.reserve(checked_mul(B, d.in));
+    if (d.labels) buf.lb.resize(static_cast<size_t>(B));
+    else buf.tb.reserve(checked_mul(B, d.C));
+  }
+  double loss_sum = 0;
+  for (idx start = 0; start < N; start += B) {
+    const idx b = std::min(B, N - start);
+    const T* xb = d.X + start * d.in;
+    const std::int64_t* lb = d.labels ? d.labels + start : nullptr;
+    const T* tb = d.target ? d.target + start * d.C : nullptr;
+    if (shuffle) {  // gather the batch's rows into contiguous buffers
+      const idx* p = buf.perm.data() + start;
+      for (idx r = 0; r < b; ++r) std::memcpy(buf.xb.data() + r * d.in, d.X + p[r] * d.in, sizeof(T) * d.in);
+      xb = buf.xb.data();
+      if (d.labels) {
+        for (idx r = 0; r < b; ++r) buf.lb[r] = d.labels[p[r]];
+        lb = buf.lb.data();
+      } else {
+        for (idx r = 0; r < b; ++r) std::memcpy(buf.tb.data() + r * d.C, d.target + p[r] * d.C, sizeof(T) * d.C);
+        tb = buf.tb.data();
+      }
+    }
+    // train_step, with the loss checked before the update
+    const T* out = m.forward(m.workspace(), xb, b, d.in, true, false);
+    const idx C = m.last_out();
+    const double value = loss_forward(loss, out, b, C, lb, tb, m.dout());
+    if (!std::isfinite(value)) {
+      st.diverged = true;
+      break;
+    }
+    if (count_accuracy) st.correct += count_correct(out, b, C, lb, tb);
+    m.backward(m.dout(), nullptr, false);
+    opt.step();
+    loss_sum += value * double(b);
+    st.samples += b;
+    ++st.batches;
+    if (progress && !progress(st.batches, st.samples, loss_sum / double(st.samples))) {
+      st.stopped = true;
+      break;
+    }
+  }
+  st.loss = st.samples ? loss_sum / double(st.samples) : std::nan("");
+  if (!st.stopped && !st.diverged) ++m.epochs_done;
+  return st;
+}
+
+template <class T>
+void predict(Model<T>& m, const T* X, idx N, idx in, T* out, idx chunk) {
+  if (chunk <= 0) throw value_error("batch_size must be positive");
+  Workspace<T> ws;
+  const idx C = m.out_features(in);
+  for (idx start = 0; start < N; start += chunk) {
+    const idx b = std::min(chunk, N - start);
+    const T* y = m.forward(ws, X + start * in, b, in, false, false);
+    std::memcpy(out + start * C, y, sizeof(T) * b * C);
+  }
+}
+
+template EpochStats train_epoch<float>(Model<float>&, const Dataset<float>&, const LossSpec<float>&, Optimizer<float>&,
+                                       idx, bool, bool, FitBuffers<float>&, const Progress&);
+template EpochStats train_epoch<double>(Model<double>&, const Dataset<double>&, const LossSpec<double>&,
+                                        Optimizer<double>&, idx, bool, bool, FitBuffers<double>&, const Progress&);
+template void predict<float>(Model<float>&, const float*, idx, idx, float*, idx);
+template void predict<double>(Model<double>&, const double*, idx, idx, double*, idx);
+
+}  // namespace fastmlp

@@ -1,0 +1,55 @@
+// The training loop: one epoch of mini-batch training, evaluation and
+// chunked prediction, all in C++ so that Python is called only between
+// epochs (and, throttled, for progress and Ctrl-C).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "model.h"
+
+namespace fastmlp {
+
+// A data set: X is (N, in); the target is labels (N) or target (N, C).
+template <class T>
+struct Dataset {
+  const T* X = nullptr;
+  idx N = 0, in = 0;
+  const std::int64_t* labels = nullptr;
+  const T* target = nullptr;
+  idx C = 0;  // columns of target
+};
+
+struct EpochStats {
+  double loss = 0;      // mean of the batch losses, weighted by batch size
+  idx samples = 0;      // samples trained on (fewer than N if stopped)
+  idx correct = 0;      // argmax matches, when counted
+  idx batches = 0;
+  bool stopped = false;  // progress asked to stop (Ctrl-C)
+  bool diverged = false;  // a batch gave a non-finite loss (the step was not taken)
+};
+
+// Called after each batch with (batches done, samples done, running loss);
+// returns false to stop at this batch boundary.
+using Progress = std::function<bool(idx, idx, double)>;
+
+// Buffers of a fit call: the gathered batch and the permutation.
+template <class T>
+struct FitBuffers {
+  Buffer<T> xb, tb;
+  std::vector<std::int64_t> lb;
+  std::vector<idx> perm;
+};
+
+// One epoch over d in batches of `batch` rows, shuffled with a stream derived
+// from (model seed, model.epochs_done) when shuffle is set.
+template <class T>
+EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss, Optimizer<T>& opt, idx batch,
+                       bool shuffle, bool count_accuracy, FitBuffers<T>& buf, const Progress& progress);
+
+// Eval-mode forward of X (N, in) into out (N, out) in chunks of `chunk`
+// rows, on a workspace of its own (safe to run concurrently).
+template <class T>
+void predict(Model<T>& m, const T* X, idx N, idx in, T* out, idx chunk);
+
+}  // namespace fastmlp

@@ -1,0 +1,92 @@
+"""Callbacks for model.fit. Any callable ``f(epoch, logs) -> stop?`` works
+too; ``logs`` holds the epoch's 'loss', 'val_loss', 'accuracy', 'lr', ...."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ._arrays import check_int, check_number
+
+__all__ = ["Callback", "EarlyStopping", "History"]
+
+
+class Callback:
+    """Base class: override any of the hooks. on_epoch_end returning True stops training."""
+
+    model: Any = None
+
+    def on_train_begin(self, model: Any) -> None:
+        self.model = model
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> bool | None:
+        return None
+
+    def on_train_end(self) -> None:
+        pass
+
+
+class History:
+    """What fit returns: ``history`` maps each log name to its per-epoch values."""
+
+    def __init__(self) -> None:
+        self.history: dict[str, list[float]] = {}
+        self.epoch: list[int] = []
+
+    def _append(self, epoch: int, logs: dict) -> None:
+        self.epoch.append(epoch)
+        for k, v in logs.items():
+            self.history.setdefault(k, []).append(v)
+
+    def __repr__(self) -> str:
+        return f"History(epochs={len(self.epoch)}, keys={sorted(self.history)})"
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for
+    ``patience`` epochs (Keras semantics); optionally restore the weights of
+    the best epoch at the end."""
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 0, min_delta: float = 0.0,
+                 restore_best_weights: bool = False, mode: str = "auto") -> None:
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+        self.monitor = monitor
+        self.patience = check_int(patience, "patience", low=0)
+        self.min_delta = abs(check_number(min_delta, "min_delta"))
+        self.restore_best_weights = bool(restore_best_weights)
+        self.mode = ("max" if "acc" in monitor else "min") if mode == "auto" else mode
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch = -1
+        self.wait = 0
+        self.stopped_epoch: int | None = None
+        self._best_state: Any = None
+
+    def on_train_begin(self, model: Any) -> None:
+        super().on_train_begin(model)
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch, self.wait, self.stopped_epoch, self._best_state = -1, 0, None, None
+
+    def _improved(self, value: float) -> bool:
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> bool:
+        if self.monitor not in logs:
+            raise KeyError(f"EarlyStopping monitors {self.monitor!r}, but the logs have only {sorted(logs)} "
+                           "(val_* needs validation_data)")
+        value = float(logs[self.monitor])
+        if self._improved(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best_weights:
+                self._best_state = self.model.state_dict()
+            return False
+        self.wait += 1
+        if self.wait > self.patience:
+            self.stopped_epoch = epoch
+            return True
+        return False
+
+    def on_train_end(self) -> None:
+        if self.restore_best_weights and self._best_state is not None:
+            self.model.load_state_dict(self._best_state)

@@ -1,0 +1,183 @@
+"""model.fit / predict / evaluate: argument checks and conversion here, the
+epoch loop in C++ (one call per epoch, GIL released)."""
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from . import _core
+from ._arrays import as_float_array, check_finite, check_int
+from .callbacks import Callback, History
+from .losses import BCEWithLogitsLoss, CrossEntropyLoss, _Loss
+
+
+def default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextmanager
+def blas_threads(n_threads: int | None) -> Iterator[None]:
+    """Bound fastmlp's OpenBLAS threads to n_threads (default: every core) for a call."""
+    n = default_threads() if n_threads is None else check_int(n_threads, "n_threads", low=1)
+    before = _core.blas_get_num_threads()
+    _core.blas_set_num_threads(n)
+    try:
+        yield
+    finally:
+        _core.blas_set_num_threads(before)
+
+
+def _data(model: Any, X: Any, y: Any, loss_fn: _Loss, name: str) -> tuple[np.ndarray, np.ndarray]:
+    a = as_float_array(X, model.dtype, name)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (samples, features), got {a.ndim}-D; "
+                         "reshape your data with X.reshape(-1, 1) for one feature or X.reshape(1, -1) for one sample")
+    check_finite(a, name)
+    want = model.in_features
+    if want is not None and a.shape[1] != want:
+        raise ValueError(f"{name} has {a.shape[1]} features, but the model is expecting {want} features as input")
+    n_y = np.shape(y)[0] if np.ndim(y) else -1
+    if n_y != a.shape[0]:
+        raise ValueError(f"Found input variables with inconsistent numbers of samples: [{a.shape[0]}, {n_y}]")
+    t = loss_fn._target(y, (a.shape[0], model._core.out_features(a.shape[1])), model.dtype)
+    check_finite(t, "y")
+    return a, t
+
+
+def _bar(verbose: int, total: int, desc: str) -> Any:
+    if not verbose:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, unit="sample", unit_scale=True, leave=True, dynamic_ncols=True)
+
+
+def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int = 1, batch_size: int = 32,
+        shuffle: bool = True, validation_data: Sequence[Any] | None = None, scheduler: Any = None,
+        callbacks: Sequence[Any] = (), verbose: int = 1, n_threads: int | None = None) -> History:
+    from .optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
+
+    if not isinstance(loss_fn, _Loss):
+        raise TypeError(f"loss must be a fastmlp loss (e.g. fm.CrossEntropyLoss()), got {type(loss_fn).__name__}")
+    epochs = check_int(epochs, "epochs", low=0)
+    batch_size = check_int(batch_size, "batch_size", low=1)
+    if scheduler is not None and not isinstance(scheduler, LRScheduler):
+        raise TypeError(f"scheduler must be a fastmlp.optim.lr_scheduler schedule, got {type(scheduler).__name__}")
+    for cb in callbacks:
+        if not (isinstance(cb, Callback) or callable(cb)):
+            raise TypeError(f"callbacks must be fastmlp Callbacks or callables f(epoch, logs), got {type(cb).__name__}")
+    core_opt = optimizer._core_for(model.dtype)
+    Xa, ta = _data(model, X, y, loss_fn, "X")
+    val = None
+    if validation_data is not None:
+        if len(validation_data) != 2:
+            raise ValueError("validation_data must be a pair (X_val, y_val)")
+        val = _data(model, validation_data[0], validation_data[1], loss_fn, "X_val")
+    classify = isinstance(loss_fn, (CrossEntropyLoss, BCEWithLogitsLoss))
+    spec = loss_fn._spec(model.dtype)
+
+    history = History()
+    for cb in callbacks:
+        if isinstance(cb, Callback):
+            cb.on_train_begin(model)
+    was_training = model.training
+    model.train()
+    try:
+        with blas_threads(n_threads):
+            for epoch in range(epochs):
+                optimizer._sync()
+                bar = _bar(verbose, Xa.shape[0], f"epoch {epoch + 1}/{epochs}")
+                state = {"samples": 0}
+
+                def progress(batches: int, samples: int, loss: float, bar: Any = bar, state: dict = state) -> None:
+                    if bar is not None:
+                        bar.update(samples - state["samples"])
+                        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                    state["samples"] = samples
+
+                t0 = time.perf_counter()
+                try:
+                    st = model._core.train_epoch(Xa, ta, spec, core_opt, batch_size, bool(shuffle), classify, progress)
+                except BaseException:  # Ctrl-C: the model keeps the last completed step
+                    if bar is not None:
+                        bar.close()
+                    raise
+                if st["diverged"]:
+                    if bar is not None:
+                        bar.close()
+                    raise FloatingPointError(
+                        f"training diverged at epoch {epoch + 1}, batch {st['batches'] + 1}: the loss is not finite. "
+                        "The model keeps the weights from before that batch. Try a lower learning rate, "
+                        "or standardize the inputs.")
+                logs: dict[str, float] = {"loss": float(st["loss"])}
+                if classify and st["samples"]:
+                    logs["accuracy"] = st["correct"] / st["samples"]
+                if val is not None:
+                    out = model._core.predict(val[0], max(batch_size, 1024))
+                    logs["val_loss"] = float(loss_fn(out, val[1]))
+                    if classify:
+                        logs["val_accuracy"] = _accuracy(model, out, val[1])
+                logs["lr"] = float(optimizer.param_groups[0]["lr"])
+                logs["time"] = time.perf_counter() - t0
+                if bar is not None:
+                    bar.update(Xa.shape[0] - state["samples"])
+                    bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if k not in ("lr", "time")})
+                    bar.close()
+                elif verbose:
+                    print(f"epoch {epoch + 1}/{epochs} " + " ".join(f"{k}={v:.4g}" for k, v in logs.items()))
+                history._append(epoch, logs)
+                if scheduler is not None:
+                    if isinstance(scheduler, ReduceLROnPlateau):
+                        scheduler.step(logs.get("val_loss", logs["loss"]))
+                    else:
+                        scheduler.step()
+                stop = False
+                for cb in callbacks:
+                    r = cb.on_epoch_end(epoch, logs) if isinstance(cb, Callback) else cb(epoch, logs)
+                    stop = stop or bool(r)
+                if stop:
+                    break
+    finally:
+        model.train(was_training)
+        for cb in callbacks:
+            if isinstance(cb, Callback):
+                cb.on_train_end()
+    return history
+
+
+def _accuracy(model: Any, out: np.ndarray, t: np.ndarray) -> float:
+    if out.shape[0] == 0:
+        return float("nan")
+    fn = _core.count_correct32 if model.dtype == np.float32 else _core.count_correct64
+    return fn(out, t) / out.shape[0]
+
+
+def predict(model: Any, X: Any, batch_size: int | None = None, n_threads: int | None = None) -> np.ndarray:
+    one = np.ndim(X) == 1
+    a = model._input(X)
+    check_finite(a, "X")
+    chunk = 4096 if batch_size is None else check_int(batch_size, "batch_size", low=1)
+    with blas_threads(n_threads):
+        out = model._core.predict(a, chunk)
+    return out[0] if one else out
+
+
+def evaluate(model: Any, X: Any, y: Any, loss_fn: _Loss, batch_size: int | None = None,
+             n_threads: int | None = None) -> dict:
+    a, t = _data(model, X, y, loss_fn, "X")
+    chunk = 4096 if batch_size is None else check_int(batch_size, "batch_size", low=1)
+    with blas_threads(n_threads):
+        out = model._core.predict(a, chunk)
+    res = {"loss": float(loss_fn(out, t))}
+    if isinstance(loss_fn, (CrossEntropyLoss, BCEWithLogitsLoss)):
+        res["accuracy"] = _accuracy(model, out, t)
+    return res
