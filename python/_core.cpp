@@ -36,12 +36,13 @@ T* array_data(py::array& a, const char* what, bool writable) {
                      std::string(py::str(a.dtype())));
   if (!(a.flags() & py::array::c_style)) throw value_error(std::string(what) + " must be C-contiguous");
   if (writable && !a.writeable()) throw value_error(std::string(what) + " is read-only");
-  return static_cast<T*>(a.mutable_data());
+  // inputs are only read, so read-only arrays are fine
+  return writable ? static_cast<T*>(a.mutable_data()) : const_cast<T*>(static_cast<const T*>(a.data()));
 }
-std::int64_t* label_data(py::array& a) {
+const std::int64_t* label_data(py::array& a) {
   if (!a.dtype().is(py::dtype::of<std::int64_t>())) throw type_error("labels must be an int64 array");
   if (!(a.flags() & py::array::c_style)) throw value_error("labels must be C-contiguous");
-  return static_cast<std::int64_t*>(a.mutable_data());
+  return const_cast<std::int64_t*>(static_cast<const std::int64_t*>(a.data()));
 }
 std::pair<idx, idx> rows_cols(const py::array& a, const char* what) {
   if (a.ndim() != 2) throw value_error(std::string(what) + " must be 2-D, got " + std::to_string(a.ndim()) + "-D");

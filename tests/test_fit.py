@@ -1,0 +1,288 @@
+"""model.fit / predict / evaluate: the C++ epoch loop must do exactly what the
+equivalent Python loop of train_step calls does."""
+import os
+import signal
+import threading
+
+import numpy as np
+import pytest
+
+import fastmlp as fm
+
+
+def data(n=300, d=6, k=3, seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)).astype(dtype)
+    y = (X[:, 0] > 0).astype(np.int64) + (X[:, 1] > 0.5)
+    return X, y % k
+
+
+def net(dtype="float64", dropout=0.0, seed=1):
+    layers = [fm.Linear(6, 16), fm.Tanh()]
+    if dropout:
+        layers.append(fm.Dropout(dropout))
+    layers += [fm.Linear(16, 8), fm.GELU(), fm.Linear(8, 3)]
+    return fm.Sequential(*layers, seed=seed, dtype=dtype)
+
+
+def weights(m):
+    return np.concatenate([p.data.ravel().copy() for p in m.parameters()])
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+@pytest.mark.parametrize("batch", [1, 7, 32, 300, 1000])
+def test_fit_without_shuffle_equals_train_step_loop(dropout, batch):
+    X, y = data()
+    a, b = net(dropout=dropout), net(dropout=dropout)
+    oa = fm.optim.Adam(a.parameters(), lr=1e-2)
+    ob = fm.optim.Adam(b.parameters(), lr=1e-2)
+    loss = fm.CrossEntropyLoss()
+    h = a.fit(X, y, loss, oa, epochs=2, batch_size=batch, shuffle=False, verbose=0)
+    losses = []
+    for _ in range(2):
+        ls = [(b.train_step(X[i:i + batch], y[i:i + batch], loss, ob), len(X[i:i + batch]))
+              for i in range(0, len(X), batch)]
+        losses.append(sum(v * n for v, n in ls) / len(X))
+    np.testing.assert_array_equal(weights(a), weights(b))
+    np.testing.assert_allclose(h.history["loss"], losses, rtol=1e-12)
+
+
+def test_fit_with_regression_loss_and_float32():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((257, 6)).astype(np.float32)
+    Y = (X @ rng.standard_normal((6, 3))).astype(np.float32)
+    a, b = net("float32"), net("float32")
+    oa, ob = fm.optim.SGD(a.parameters(), lr=0.01, momentum=0.9), fm.optim.SGD(b.parameters(), lr=0.01, momentum=0.9)
+    a.fit(X, Y, fm.MSELoss(), oa, epochs=1, batch_size=64, shuffle=False, verbose=0)
+    for i in range(0, 257, 64):
+        b.train_step(X[i:i + 64], Y[i:i + 64], fm.MSELoss(), ob)
+    np.testing.assert_array_equal(weights(a), weights(b))
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_same_seed_same_threads_is_bit_identical(n_threads):
+    X, y = data(n=500)
+    runs = []
+    for _ in range(2):
+        m = net(dtype="float32", dropout=0.2, seed=7)
+        opt = fm.optim.Adam(m.parameters(), lr=1e-2)
+        m.fit(X, y, fm.CrossEntropyLoss(), opt, epochs=3, batch_size=16, verbose=0, n_threads=n_threads)
+        runs.append(weights(m))
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_shuffling_changes_batches_and_epochs_differ():
+    X, y = data(n=200)
+    ws = []
+    for shuffle in (False, True):
+        m = net(seed=3)
+        m.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(m.parameters(), lr=0.1), epochs=2, batch_size=10,
+              shuffle=shuffle, verbose=0)
+        ws.append(weights(m))
+    assert not np.array_equal(ws[0], ws[1])
+
+
+def test_history_has_the_logs_and_follows_the_schedule():
+    X, y = data(n=240)
+    m = net()
+    opt = fm.optim.SGD(m.parameters(), lr=0.2)
+    sched = fm.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    h = m.fit(X, y, fm.CrossEntropyLoss(), opt, epochs=5, batch_size=24, validation_data=(X[:50], y[:50]),
+              scheduler=sched, verbose=0)
+    assert set(h.history) == {"loss", "accuracy", "val_loss", "val_accuracy", "lr", "time"}
+    assert h.history["lr"] == [0.2, 0.2, 0.1, 0.1, 0.05]
+    assert opt.param_groups[0]["lr"] == 0.05  # 5 scheduler steps: halved after epochs 2 and 4
+    m.eval()
+    out = m(X[:50])
+    assert h.history["val_loss"][-1] == pytest.approx(fm.CrossEntropyLoss()(out, y[:50]), rel=1e-12)
+    assert h.history["val_accuracy"][-1] == pytest.approx(np.mean(out.argmax(1) == y[:50]))
+    assert all(0 <= a <= 1 for a in h.history["accuracy"])
+    assert h.history["loss"][-1] < h.history["loss"][0]
+
+
+def test_training_accuracy_counts_the_batches_seen():
+    X, y = data(n=64)
+    m = net()
+    opt = fm.optim.SGD(m.parameters(), lr=0.0)  # lr 0: the model does not change during the epoch
+    h = m.fit(X, y, fm.CrossEntropyLoss(), opt, epochs=1, batch_size=8, verbose=0)
+    m.eval()
+    assert h.history["accuracy"][0] == pytest.approx(np.mean(m(X).argmax(1) == y))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n,batch", [(0, None), (1, None), (1000, 7), (5000, None), (129, 64)])
+def test_predict_equals_forward(dtype, n, batch):
+    X, _ = data(n=max(n, 1), dtype=np.dtype(dtype))
+    X = X[:n]
+    m = net(dtype, dropout=0.5)
+    p = m.predict(X, batch_size=batch)
+    m.eval()
+    ref = m(X) if n else np.zeros((0, 3), dtype)
+    assert p.dtype == np.dtype(dtype) and p.shape == (n, 3)
+    np.testing.assert_allclose(p, ref, rtol=1e-5 if dtype == "float32" else 1e-12, atol=1e-6 if dtype == "float32" else 1e-13)
+    assert m.predict(X[:1][0] if n else np.zeros(6)).shape == (3,)
+
+
+def test_predict_from_many_threads_at_once():
+    X, _ = data(n=3000, dtype=np.float32)
+    m = net("float32")
+    ref = m.predict(X)
+    results = [None] * 6
+
+    def work(i):
+        results[i] = m.predict(X[i * 100:], batch_size=37 + i)
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for i, r in enumerate(results):
+        np.testing.assert_allclose(r, ref[i * 100:], rtol=1e-5, atol=1e-6)
+
+
+def test_early_stopping_restores_the_best_weights():
+    X, y = data(n=200)
+    Xv, yv = data(n=100, seed=9)
+    m = net()
+    opt = fm.optim.SGD(m.parameters(), lr=0.5, momentum=0.9)  # large lr: a noisy validation curve
+    seen = {}
+
+    def record(epoch, logs):
+        seen[epoch] = (logs["val_loss"], weights(m))
+
+    es = fm.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True)
+    h = m.fit(X, y, fm.CrossEntropyLoss(), opt, epochs=60, batch_size=20, validation_data=(Xv, yv),
+              callbacks=[record, es], verbose=0)
+    best = min(seen, key=lambda e: seen[e][0])
+    assert es.best_epoch == best
+    assert len(h.epoch) == es.stopped_epoch + 1 < 60
+    assert h.epoch[-1] - best == 3  # patience 2: stops on the third epoch without improvement
+    np.testing.assert_array_equal(weights(m), seen[best][1])
+    assert m.evaluate(Xv, yv, fm.CrossEntropyLoss())["loss"] == pytest.approx(seen[best][0], rel=1e-12)
+
+
+def test_callable_callback_stops_training():
+    X, y = data(n=50)
+    m = net()
+    h = m.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(m.parameters(), lr=0.1), epochs=10, verbose=0,
+              callbacks=[lambda epoch, logs: epoch == 2])
+    assert h.epoch == [0, 1, 2]
+
+
+def test_ctrl_c_stops_at_a_batch_boundary_and_leaves_a_usable_model():
+    X, y = data(n=20000, dtype=np.float32)
+    m = net("float32")
+    opt = fm.optim.Adam(m.parameters(), lr=1e-3)
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        m.fit(X, y, fm.CrossEntropyLoss(), opt, epochs=10_000, batch_size=8, verbose=0)
+    timer.cancel()
+    assert np.isfinite(weights(m)).all()
+    assert m.training  # mode restored
+    before = weights(m)
+    h = m.fit(X[:100], y[:100], fm.CrossEntropyLoss(), opt, epochs=1, verbose=0)
+    assert np.isfinite(h.history["loss"][0]) and not np.array_equal(before, weights(m))
+
+
+def test_a_second_fit_on_a_training_model_is_refused():
+    X, y = data(n=20000, dtype=np.float32)
+    m = net("float32")
+    opt = fm.optim.SGD(m.parameters(), lr=1e-3)
+    started, release = threading.Event(), threading.Event()
+
+    def cb(epoch, logs):
+        started.set()
+        return release.is_set()
+
+    t = threading.Thread(target=lambda: m.fit(X, y, fm.CrossEntropyLoss(), opt, epochs=10_000, batch_size=4,
+                                              verbose=0, callbacks=[cb]))
+    t.start()
+    assert started.wait(30)
+    try:
+        with pytest.raises(RuntimeError, match="already training"):
+            for _ in range(200):  # the other thread holds the model during each epoch
+                m.fit(X[:10], y[:10], fm.CrossEntropyLoss(), opt, epochs=1, verbose=0)
+    finally:
+        release.set()
+        t.join()
+
+
+def test_divergence_is_reported_and_weights_stay_finite():
+    rng = np.random.default_rng(0)
+    X = (rng.standard_normal((512, 6)) * 1e3).astype(np.float32)
+    Y = (X @ rng.standard_normal((6, 3)) * 1e3).astype(np.float32)
+    m = net("float32")
+    with pytest.raises(FloatingPointError, match=r"epoch \d+, batch \d+.*lower learning rate"):
+        m.fit(X, Y, fm.MSELoss(), fm.optim.SGD(m.parameters(), lr=10.0), epochs=50, batch_size=16, verbose=0)
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    ({"epochs": -1}, ValueError, "epochs"),
+    ({"batch_size": 0}, ValueError, "batch_size"),
+    ({"n_threads": 0}, ValueError, "n_threads"),
+    ({"validation_data": (np.zeros((3, 6)),)}, ValueError, "pair"),
+    ({"scheduler": object()}, TypeError, "scheduler"),
+])
+def test_fit_rejects_bad_arguments_and_changes_nothing(kwargs, exc, match):
+    X, y = data(n=20)
+    m = net()
+    before = weights(m)
+    with pytest.raises(exc, match=match):
+        m.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(m.parameters(), lr=0.1), verbose=0, **kwargs)
+    np.testing.assert_array_equal(before, weights(m))
+
+
+def test_fit_rejects_bad_data():
+    X, y = data(n=20)
+    m = net()
+    opt = fm.optim.SGD(m.parameters(), lr=0.1)
+    loss = fm.CrossEntropyLoss()
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        m.fit(X, y[:-1], loss, opt, verbose=0)
+    with pytest.raises(ValueError, match="X has 5 features, but the model is expecting 6"):
+        m.fit(X[:, :5], y, loss, opt, verbose=0)
+    with pytest.raises(ValueError, match="Reshape your data|reshape your data"):
+        m.fit(X[:, 0], y, loss, opt, verbose=0)
+    Xn = X.copy()
+    Xn[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        m.fit(Xn, y, loss, opt, verbose=0)
+    with pytest.raises(ValueError, match="out of bounds"):
+        m.fit(X, y + 5, loss, opt, verbose=0)
+    with pytest.raises(TypeError, match="optimizer parameters are float64"):
+        m32 = net("float32")
+        m32.fit(X, y, loss, opt, verbose=0)
+
+
+def test_fit_uses_c_contiguous_input_in_place_and_never_writes_it():
+    X, y = data(n=64, dtype=np.float32)
+    Xf = np.asfortranarray(X)
+    X.setflags(write=False)
+    a, b = net("float32"), net("float32")
+    a.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(a.parameters(), lr=0.1), epochs=2, batch_size=8, verbose=0)
+    b.fit(Xf, y, fm.CrossEntropyLoss(), fm.optim.SGD(b.parameters(), lr=0.1), epochs=2, batch_size=8, verbose=0)
+    np.testing.assert_array_equal(weights(a), weights(b))
+    np.testing.assert_array_equal(Xf, X)
+
+
+def test_progress_bar_is_drawn_with_tqdm(capsys):
+    pytest.importorskip("tqdm")
+    X, y = data(n=64)
+    m = net()
+    m.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(m.parameters(), lr=0.1), epochs=2, verbose=1)
+    err = capsys.readouterr().err
+    assert "epoch 1/2" in err and "epoch 2/2" in err and "loss=" in err
+
+
+def test_fit_resumes_reproducibly_after_save_and_load(tmp_path):
+    X, y = data(n=120)
+    a = net(dropout=0.2)
+    oa = fm.optim.Adam(a.parameters(), lr=1e-2)
+    a.fit(X, y, fm.CrossEntropyLoss(), oa, epochs=2, batch_size=16, verbose=0)
+    a.save(tmp_path / "m.npz", optimizer=oa)
+    b, ob = fm.load(tmp_path / "m.npz", optimizer=True)
+    for m, o in ((a, oa), (b, ob)):
+        m.fit(X, y, fm.CrossEntropyLoss(), o, epochs=2, batch_size=16, verbose=0)
+    np.testing.assert_array_equal(weights(a), weights(b))
