@@ -8,18 +8,18 @@ namespace fastmlp {
 namespace {
 
 // ---- ReLU: y = max(x, 0); dy/dx = 1 where x > 0 (0 at x == 0, as PyTorch)
-template <class T> void relu_forward(const T* x, T* y, idx n) {
+template <class T> FASTMLP_SIMD void relu_forward(const T* x, T* y, idx n) {
   for (idx i = 0; i < n; ++i) y[i] = x[i] > T(0) ? x[i] : T(0);
 }
-template <class T> void relu_backward(const T* dy, const T* y, T* dx, idx n) {
+template <class T> FASTMLP_SIMD void relu_backward(const T* dy, const T* y, T* dx, idx n) {
   for (idx i = 0; i < n; ++i) dx[i] = y[i] > T(0) ? dy[i] : T(0);
 }
 
 // ---- LeakyReLU: y = x if x > 0 else slope * x
-template <class T> void leaky_relu_forward(const T* x, T* y, idx n, T slope) {
+template <class T> FASTMLP_SIMD void leaky_relu_forward(const T* x, T* y, idx n, T slope) {
   for (idx i = 0; i < n; ++i) y[i] = x[i] > T(0) ? x[i] : slope * x[i];
 }
-template <class T> void leaky_relu_backward(const T* dy, const T* x, T* dx, idx n, T slope) {
+template <class T> FASTMLP_SIMD void leaky_relu_backward(const T* dy, const T* x, T* dx, idx n, T slope) {
   for (idx i = 0; i < n; ++i) dx[i] = x[i] > T(0) ? dy[i] : slope * dy[i];
 }
 
@@ -34,7 +34,7 @@ template <class T> void sigmoid_forward(const T* x, T* y, idx n) {
     }
   }
 }
-template <class T> void sigmoid_backward(const T* dy, const T* y, T* dx, idx n) {
+template <class T> FASTMLP_SIMD void sigmoid_backward(const T* dy, const T* y, T* dx, idx n) {
   for (idx i = 0; i < n; ++i) dx[i] = dy[i] * y[i] * (T(1) - y[i]);
 }
 
@@ -42,7 +42,7 @@ template <class T> void sigmoid_backward(const T* dy, const T* y, T* dx, idx n) 
 template <class T> void tanh_forward(const T* x, T* y, idx n) {
   for (idx i = 0; i < n; ++i) y[i] = std::tanh(x[i]);
 }
-template <class T> void tanh_backward(const T* dy, const T* y, T* dx, idx n) {
+template <class T> FASTMLP_SIMD void tanh_backward(const T* dy, const T* y, T* dx, idx n) {
   for (idx i = 0; i < n; ++i) dx[i] = dy[i] * (T(1) - y[i] * y[i]);
 }
 
@@ -116,13 +116,18 @@ void activation_backward(Act a, const T* dy, const T* x, const T* y, T* dx, idx 
   }
 }
 
+namespace {
+template <class T> FASTMLP_SIMD void add_row(T* dst, const T* src, idx n) {
+  for (idx j = 0; j < n; ++j) dst[j] += src[j];
+}
+}  // namespace
+
 template <class T>
 void bias_activation_forward(Act a, T* pre, const T* b, T* y, idx B, idx C, double param) {
   // row by row, so the row is still in cache for the activation
   for (idx r = 0; r < B; ++r) {
     T* pr = pre + r * C;
-    if (b)
-      for (idx j = 0; j < C; ++j) pr[j] += b[j];
+    if (b) add_row(pr, b, C);
     activation_forward(a, pr, y + r * C, 1, C, param);
   }
 }
@@ -135,8 +140,7 @@ void activation_bias_backward(Act a, const T* dy, const T* x, const T* y, T* dx,
   for (idx r = 0; r < B; ++r) {
     const idx o = r * C;
     activation_backward(a, dy + o, x + o, y + o, dx + o, 1, C, param);
-    if (db)
-      for (idx j = 0; j < C; ++j) db[j] += dx[o + j];
+    if (db) add_row(db, dx + o, C);
   }
 }
 

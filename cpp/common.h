@@ -10,6 +10,15 @@
 #include <stdexcept>
 #include <string>
 
+// Element-wise kernels are compiled for AVX-512, AVX2 and baseline x86-64
+// and picked at run time (no -march=native). The build uses
+// -ffp-contract=off, so every path rounds alike and gives the same result.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(FASTMLP_NO_CLONES)
+#define FASTMLP_SIMD __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define FASTMLP_SIMD
+#endif
+
 namespace fastmlp {
 
 using idx = std::int64_t;

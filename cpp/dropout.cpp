@@ -21,7 +21,7 @@ void dropout_forward(const T* x, T* y, std::uint8_t* mask, idx n, double p, std:
 }
 
 template <class T>
-void dropout_backward(const T* dy, const std::uint8_t* mask, T* dx, idx n, double p) {
+FASTMLP_SIMD void dropout_backward(const T* dy, const std::uint8_t* mask, T* dx, idx n, double p) {
   const T scale = static_cast<T>(1.0 / (1.0 - p));
   for (idx i = 0; i < n; ++i) dx[i] = mask[i] ? dy[i] * scale : T(0);
 }

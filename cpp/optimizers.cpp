@@ -56,7 +56,7 @@ namespace {
 // ---- SGD: d = g + wd p; buf = d (first step) or mu buf + (1 - dampening) d;
 // d = d + mu buf (Nesterov) or buf; p -= lr d
 template <class T>
-void sgd_step(const OptimConfig& c, std::int64_t step, T* p, const T* g, idx n, T* buf) {
+FASTMLP_SIMD void sgd_step(const OptimConfig& c, std::int64_t step, T* p, const T* g, idx n, T* buf) {
   const T lr = T(c.lr), wd = T(c.weight_decay), mu = T(c.momentum), damp = T(1 - c.dampening);
   const T sign = c.maximize ? T(-1) : T(1);
   for (idx i = 0; i < n; ++i) {
@@ -71,7 +71,7 @@ void sgd_step(const OptimConfig& c, std::int64_t step, T* p, const T* g, idx n, 
 
 // ---- Adagrad: clr = lr / (1 + (t - 1) lr_decay); sum += g^2; p -= clr g / (sqrt(sum) + eps)
 template <class T>
-void adagrad_step(const OptimConfig& c, std::int64_t step, T* p, const T* g, idx n, T* sum) {
+FASTMLP_SIMD void adagrad_step(const OptimConfig& c, std::int64_t step, T* p, const T* g, idx n, T* sum) {
   const T clr = T(c.lr / (1 + double(step - 1) * c.lr_decay));
   const T wd = T(c.weight_decay), eps = T(c.eps), sign = c.maximize ? T(-1) : T(1);
   for (idx i = 0; i < n; ++i) {
@@ -84,7 +84,7 @@ void adagrad_step(const OptimConfig& c, std::int64_t step, T* p, const T* g, idx
 // ---- RMSprop: v = alpha v + (1 - alpha) g^2; centered: m = alpha m + (1 - alpha) g,
 // avg = sqrt(v - m^2) + eps; momentum: buf = mu buf + g / avg, p -= lr buf
 template <class T>
-void rmsprop_step(const OptimConfig& c, T* p, const T* g, idx n, T* sq, T* buf, T* gavg) {
+FASTMLP_SIMD void rmsprop_step(const OptimConfig& c, T* p, const T* g, idx n, T* sq, T* buf, T* gavg) {
   const T lr = T(c.lr), wd = T(c.weight_decay), a = T(c.alpha), a1 = T(1 - c.alpha), eps = T(c.eps);
   const T mu = T(c.momentum), sign = c.maximize ? T(-1) : T(1);
   for (idx i = 0; i < n; ++i) {
@@ -109,7 +109,7 @@ void rmsprop_step(const OptimConfig& c, T* p, const T* g, idx n, T* sq, T* buf, 
 // ---- Adadelta: v = rho v + (1 - rho) g^2; delta = sqrt(u + eps) / sqrt(v + eps) g;
 // u = rho u + (1 - rho) delta^2; p -= lr delta
 template <class T>
-void adadelta_step(const OptimConfig& c, T* p, const T* g, idx n, T* sq, T* acc) {
+FASTMLP_SIMD void adadelta_step(const OptimConfig& c, T* p, const T* g, idx n, T* sq, T* acc) {
   const T lr = T(c.lr), wd = T(c.weight_decay), rho = T(c.rho), rho1 = T(1 - c.rho), eps = T(c.eps);
   const T sign = c.maximize ? T(-1) : T(1);
   for (idx i = 0; i < n; ++i) {
@@ -124,7 +124,7 @@ void adadelta_step(const OptimConfig& c, T* p, const T* g, idx n, T* sq, T* acc)
 // ---- Adam / AdamW: m = lerp(m, g, 1 - b1); v = b2 v + (1 - b2) g^2;
 // p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps); AdamW first p *= 1 - lr wd
 template <class T>
-void adam_step(const OptimConfig& c, std::int64_t step, T* p, const T* g, idx n, T* m, T* v, T* vmax) {
+FASTMLP_SIMD void adam_step(const OptimConfig& c, std::int64_t step, T* p, const T* g, idx n, T* m, T* v, T* vmax) {
   const bool decoupled = c.kind == OptimKind::AdamW;
   const double bc1 = 1 - std::pow(c.beta1, double(step)), bc2 = 1 - std::pow(c.beta2, double(step));
   const T step_size = T(c.lr / bc1), bc2_sqrt = T(std::sqrt(bc2));

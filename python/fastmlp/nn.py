@@ -1,6 +1,7 @@
 """Layers and the Sequential model (torch.nn semantics, C++ engine)."""
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from typing import Any, Iterator, Mapping
 
@@ -222,6 +223,7 @@ class Sequential(Module):
             self._params[name] = p
             setattr(self._layers[layer_idx], "bias" if is_bias else "weight", p)
         self._last_1d = False
+        self._fit_lock = threading.Lock()  # held for a whole fit call
 
     # ---- structure
     def __len__(self) -> int:

@@ -85,13 +85,15 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
     classify = isinstance(loss_fn, (CrossEntropyLoss, BCEWithLogitsLoss))
     spec = loss_fn._spec(model.dtype)
 
+    if not model._fit_lock.acquire(blocking=False):
+        raise RuntimeError("this model is already training in another thread; wait for that fit to finish")
     history = History()
-    for cb in callbacks:
-        if isinstance(cb, Callback):
-            cb.on_train_begin(model)
     was_training = model.training
-    model.train()
     try:
+        for cb in callbacks:
+            if isinstance(cb, Callback):
+                cb.on_train_begin(model)
+        model.train()
         with blas_threads(n_threads):
             for epoch in range(epochs):
                 optimizer._sync()
@@ -147,10 +149,13 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                 if stop:
                     break
     finally:
-        model.train(was_training)
-        for cb in callbacks:
-            if isinstance(cb, Callback):
-                cb.on_train_end()
+        try:
+            model.train(was_training)
+            for cb in callbacks:
+                if isinstance(cb, Callback):
+                    cb.on_train_end()
+        finally:
+            model._fit_lock.release()
     return history
 
 
