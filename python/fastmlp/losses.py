@@ -14,7 +14,6 @@ __all__ = ["MSELoss", "L1Loss", "HuberLoss", "CrossEntropyLoss", "BCEWithLogitsL
 
 class _Loss:
     _kind = ""
-    _classification = False
 
     def __init__(self, reduction: str = "mean") -> None:
         if reduction not in ("mean", "sum"):
@@ -29,20 +28,20 @@ class _Loss:
     def _target(self, target: Any, shape: tuple, dtype: np.dtype) -> np.ndarray:
         """The target as the kernel takes it, for an output of the given 2-D shape."""
         t = as_float_array(target, dtype, "target")
-        if t.shape != shape:
-            if t.size == int(np.prod(shape)) and t.ndim <= 2 and (t.ndim < 2 or shape[1] == 1):
-                t = t.reshape(shape)
-            else:
-                raise ValueError(f"target has shape {t.shape}, but the input has shape {shape}")
-        return t
+        if t.shape == shape:
+            return t
+        # a (B,) target for a (B, 1) output, or (N,) for a 1-D input seen as one row (1, N)
+        if t.ndim == 1 and ((shape[1] == 1 and t.shape[0] == shape[0]) or (shape[0] == 1 and t.shape[0] == shape[1])):
+            return t.reshape(shape)
+        raise ValueError(f"target has shape {t.shape}, but the input has shape {shape}")
 
     def __call__(self, input: Any, target: Any) -> float:
         x = np.asarray(input)
         dtype = x.dtype if x.dtype in FLOAT_DTYPES else np.dtype(np.float64)
         a = as_float_array(x, dtype, "input")
         self._input_shape = a.shape
-        if a.ndim == 1:
-            a = a.reshape(-1, 1) if not self._classification else a.reshape(1, -1)
+        if a.ndim == 1:  # one row, so per-class weights broadcast along it as in PyTorch
+            a = a.reshape(1, -1)
         if a.ndim != 2:
             raise ValueError(f"input must be 1-D or 2-D (batch, features), got {a.ndim}-D")
         t = self._target(target, a.shape, dtype)
@@ -108,7 +107,6 @@ class CrossEntropyLoss(_Loss):
     """
 
     _kind = "cross_entropy"
-    _classification = True
 
     def __init__(self, weight: Any = None, ignore_index: int = -100, reduction: str = "mean",
                  label_smoothing: float = 0.0) -> None:
@@ -151,8 +149,6 @@ class BCEWithLogitsLoss(_Loss):
     ``pos_weight`` (classes,) weighs the positive term as in PyTorch."""
 
     _kind = "bce_with_logits"
-    _classification = False
-
     def __init__(self, reduction: str = "mean", pos_weight: Any = None) -> None:
         super().__init__(reduction)
         self.pos_weight = _class_weights(pos_weight, "pos_weight")
