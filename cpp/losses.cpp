@@ -9,72 +9,89 @@ namespace fastmlp {
 namespace {
 
 double nan() { return std::numeric_limits<double>::quiet_NaN(); }
-double mean_scale(Reduction r, double count) { return r == Reduction::Mean ? 1.0 / count : 1.0; }
 
-// ---- MSELoss: (out - target)^2
-template <class T>
-double mse_loss_forward(const T* out, const T* t, T* dout, idx n, Reduction r) {
-  double s = 0;
-  for (idx i = 0; i < n; ++i) { double d = double(out[i]) - double(t[i]); s += d * d; }
-  const double k = mean_scale(r, double(n));
-  if (dout) for (idx i = 0; i < n; ++i) dout[i] = T(2 * k * (double(out[i]) - double(t[i])));
-  return n == 0 && r == Reduction::Mean ? nan() : s * k;
-}
-
-// ---- L1Loss: |out - target|, gradient sign(out - target) (0 at 0)
-template <class T>
-double l1_loss_forward(const T* out, const T* t, T* dout, idx n, Reduction r) {
-  double s = 0;
-  for (idx i = 0; i < n; ++i) s += std::fabs(double(out[i]) - double(t[i]));
-  const double k = mean_scale(r, double(n));
-  if (dout)
-    for (idx i = 0; i < n; ++i) {
-      double d = double(out[i]) - double(t[i]);
-      dout[i] = T(k * double((d > 0) - (d < 0)));
-    }
-  return n == 0 && r == Reduction::Mean ? nan() : s * k;
-}
-
-// ---- HuberLoss: 0.5 d^2 if |d| < delta else delta (|d| - 0.5 delta)
-template <class T>
-double huber_loss_forward(const T* out, const T* t, T* dout, idx n, Reduction r, double delta) {
-  double s = 0;
-  for (idx i = 0; i < n; ++i) {
-    double d = double(out[i]) - double(t[i]), a = std::fabs(d);
-    s += a < delta ? 0.5 * d * d : delta * (a - 0.5 * delta);
+// An element-wise loss: f(x, t, column) gives (value, d value / d x). Sample
+// weights, reductions and scale are applied here, once for every such loss.
+template <class T, class F>
+double elementwise_loss(const LossSpec<T>& sp, const T* x, const T* t, T* dout, idx B, idx C, F f) {
+  double wsum = 0;
+  for (idx r = 0; r < B; ++r) wsum += sp.sample_weight ? double(sp.sample_weight[r]) : 1.0;
+  const bool mean = sp.reduction == Reduction::Mean;
+  if (mean && (B == 0 || C == 0)) {
+    if (dout) std::fill(dout, dout + B * C, T(0));
+    return nan();
   }
-  const double k = mean_scale(r, double(n));
-  if (dout)
-    for (idx i = 0; i < n; ++i) {
-      double d = double(out[i]) - double(t[i]);
-      dout[i] = T(k * (std::fabs(d) < delta ? d : (d > 0 ? delta : -delta)));
+  const double k = (mean ? 1.0 / (wsum * double(C)) : 1.0) * sp.scale;
+  double s = 0;
+  for (idx r = 0; r < B; ++r) {
+    const double w = sp.sample_weight ? double(sp.sample_weight[r]) : 1.0;
+    double row = 0;
+    for (idx j = 0; j < C; ++j) {
+      const idx i = r * C + j;
+      auto [v, g] = f(double(x[i]), double(t[i]), j);
+      row += v;
+      if (dout) dout[i] = T(k * w * g);
     }
-  return n == 0 && r == Reduction::Mean ? nan() : s * k;
+    s += w * row;
+  }
+  return s * k;
 }
 
-// ---- BCEWithLogitsLoss: (1 - t) x + L * log(1 + e^-x), L = 1 + (pos_weight - 1) t,
+// MSELoss: (x - t)^2
+template <class T>
+double mse_loss_forward(const LossSpec<T>& sp, const T* x, const T* t, T* dout, idx B, idx C) {
+  return elementwise_loss(sp, x, t, dout, B, C, [](double xi, double ti, idx) {
+    const double d = xi - ti;
+    return std::pair<double, double>(d * d, 2 * d);
+  });
+}
+
+// L1Loss: |x - t|, gradient sign(x - t) (0 at 0)
+template <class T>
+double l1_loss_forward(const LossSpec<T>& sp, const T* x, const T* t, T* dout, idx B, idx C) {
+  return elementwise_loss(sp, x, t, dout, B, C, [](double xi, double ti, idx) {
+    const double d = xi - ti;
+    return std::pair<double, double>(std::fabs(d), double((d > 0) - (d < 0)));
+  });
+}
+
+// HuberLoss: 0.5 d^2 if |d| < delta else delta (|d| - 0.5 delta)
+template <class T>
+double huber_loss_forward(const LossSpec<T>& sp, const T* x, const T* t, T* dout, idx B, idx C) {
+  const double delta = sp.delta;
+  return elementwise_loss(sp, x, t, dout, B, C, [delta](double xi, double ti, idx) {
+    const double d = xi - ti, a = std::fabs(d);
+    if (a < delta) return std::pair<double, double>(0.5 * d * d, d);
+    return std::pair<double, double>(delta * (a - 0.5 * delta), d > 0 ? delta : -delta);
+  });
+}
+
+// BCEWithLogitsLoss: (1 - t) x + L log(1 + e^-x), L = 1 + (pos_weight - 1) t,
 // with log(1 + e^-x) = max(-x, 0) + log1p(e^-|x|) so nothing overflows.
 template <class T>
-double bce_with_logits_loss_forward(const T* x, const T* t, T* dout, idx B, idx C, Reduction r,
-                                    const T* pos_weight) {
-  const idx n = B * C;
-  double s = 0;
-  for (idx i = 0; i < n; ++i) {
-    double xi = x[i], ti = t[i];
-    double L = pos_weight ? 1.0 + (double(pos_weight[i % C]) - 1.0) * ti : 1.0;
-    s += (1 - ti) * xi + L * (std::max(-xi, 0.0) + std::log1p(std::exp(-std::fabs(xi))));
-  }
-  const double k = mean_scale(r, double(n));
-  if (dout)
-    for (idx i = 0; i < n; ++i) {
-      double xi = x[i], ti = t[i];
-      double L = pos_weight ? 1.0 + (double(pos_weight[i % C]) - 1.0) * ti : 1.0;
-      // sigma(-x), stable for both signs
-      double e = std::exp(-std::fabs(xi));
-      double sig_neg = xi >= 0 ? e / (1 + e) : 1 / (1 + e);
-      dout[i] = T(k * ((1 - ti) - L * sig_neg));
+double bce_with_logits_loss_forward(const LossSpec<T>& sp, const T* x, const T* t, T* dout, idx B, idx C) {
+  const T* pw = sp.pos_weight;
+  return elementwise_loss(sp, x, t, dout, B, C, [pw](double xi, double ti, idx j) {
+    const double L = pw ? 1.0 + (double(pw[j]) - 1.0) * ti : 1.0;
+    const double e = std::exp(-std::fabs(xi));
+    const double sig_neg = xi >= 0 ? e / (1 + e) : 1 / (1 + e);  // sigma(-x)
+    return std::pair<double, double>((1 - ti) * xi + L * (std::max(-xi, 0.0) + std::log1p(e)),
+                                     (1 - ti) - L * sig_neg);
+  });
+}
+
+// PoissonNLLLoss (full=False): exp(x) - t x with log_input, else x - t log(x + eps)
+template <class T>
+double poisson_nll_loss_forward(const LossSpec<T>& sp, const T* x, const T* t, T* dout, idx B, idx C) {
+  const bool log_input = sp.log_input;
+  const double eps = sp.eps;
+  return elementwise_loss(sp, x, t, dout, B, C, [log_input, eps](double xi, double ti, idx) {
+    if (log_input) {
+      const double e = std::exp(xi);
+      return std::pair<double, double>(e - ti * xi, e - ti);
     }
-  return n == 0 && r == Reduction::Mean ? nan() : s * k;
+    return std::pair<double, double>(xi - ti * std::log(xi + eps), 1 - ti / (xi + eps));
+  });
 }
 
 // log-sum-exp of a row, shifted by its maximum
@@ -105,6 +122,7 @@ double cross_entropy_loss_forward(const LossSpec<T>& sp, const T* x, const std::
     if (y[r] == sp.ignore_index) continue;
     const T* xr = x + r * C;
     const double lse = row_logsumexp(xr, C);
+    const double sw = sp.sample_weight ? double(sp.sample_weight[r]) : 1.0;
     const double wy = sp.weight ? double(sp.weight[y[r]]) : 1.0;
     double loss = (1 - eps) * wy * (lse - double(xr[y[r]]));
     if (eps > 0) {
@@ -112,28 +130,29 @@ double cross_entropy_loss_forward(const LossSpec<T>& sp, const T* x, const std::
       for (idx j = 0; j < C; ++j) smooth += (sp.weight ? double(sp.weight[j]) : 1.0) * (lse - double(xr[j]));
       loss += eps / double(C) * smooth;
     }
-    total += loss;
-    wsum += wy;
+    total += sw * loss;
+    wsum += sw * wy;
   }
   const bool mean = sp.reduction == Reduction::Mean;
   if (dout) {
-    const double k = mean ? (wsum > 0 ? 1.0 / wsum : 0.0) : 1.0;
+    const double k = (mean ? (wsum > 0 ? 1.0 / wsum : 0.0) : 1.0) * sp.scale;
     for (idx r = 0; r < B; ++r) {
       T* dr = dout + r * C;
       if (y[r] == sp.ignore_index) { std::fill(dr, dr + C, T(0)); continue; }
       const T* xr = x + r * C;
       const double lse = row_logsumexp(xr, C);
+      const double sw = sp.sample_weight ? double(sp.sample_weight[r]) : 1.0;
       const double wy = sp.weight ? double(sp.weight[y[r]]) : 1.0;
       for (idx j = 0; j < C; ++j) {
         double p = std::exp(double(xr[j]) - lse);
         double wj = sp.weight ? double(sp.weight[j]) : 1.0;
         double g = (1 - eps) * wy * (p - (j == y[r] ? 1.0 : 0.0)) + eps / double(C) * (wall * p - wj);
-        dr[j] = T(k * g);
+        dr[j] = T(k * sw * g);
       }
     }
   }
-  if (mean) return wsum > 0 ? total / wsum : nan();
-  return total;
+  if (mean) return wsum > 0 ? total / wsum * sp.scale : nan();
+  return total * sp.scale;
 }
 
 // ---- CrossEntropyLoss with class-probability targets (smoothed towards uniform)
@@ -142,23 +161,25 @@ double cross_entropy_prob_loss_forward(const LossSpec<T>& sp, const T* x, const 
                                        idx C) {
   const double eps = sp.label_smoothing;
   auto target = [&](idx r, idx j) { return double(t[r * C + j]) * (1 - eps) + eps / double(C); };
-  double total = 0;
-  const double k = sp.reduction == Reduction::Mean ? 1.0 / double(B) : 1.0;
+  double total = 0, swsum = 0;
+  for (idx r = 0; r < B; ++r) swsum += sp.sample_weight ? double(sp.sample_weight[r]) : 1.0;
+  const double k = (sp.reduction == Reduction::Mean ? 1.0 / swsum : 1.0) * sp.scale;
   for (idx r = 0; r < B; ++r) {
     const T* xr = x + r * C;
     const double lse = row_logsumexp(xr, C);
+    const double sw = sp.sample_weight ? double(sp.sample_weight[r]) : 1.0;
     double wt = 0;  // sum_j w_j t_j
     for (idx j = 0; j < C; ++j) {
       double wj = sp.weight ? double(sp.weight[j]) : 1.0;
       double tj = target(r, j);
-      if (tj != 0) total += wj * tj * (lse - double(xr[j]));
+      if (tj != 0) total += sw * wj * tj * (lse - double(xr[j]));
       wt += wj * tj;
     }
     if (dout)
       for (idx j = 0; j < C; ++j) {
         double wj = sp.weight ? double(sp.weight[j]) : 1.0;
         double p = std::exp(double(xr[j]) - lse);
-        dout[r * C + j] = T(k * (wt * p - wj * target(r, j)));
+        dout[r * C + j] = T(k * sw * (wt * p - wj * target(r, j)));
       }
   }
   return B == 0 && sp.reduction == Reduction::Mean ? nan() : total * k;
@@ -169,7 +190,7 @@ double cross_entropy_prob_loss_forward(const LossSpec<T>& sp, const T* x, const 
 template <class T>
 double loss_forward(const LossSpec<T>& sp, const T* out, idx B, idx C, const std::int64_t* labels,
                     const T* target, T* dout) {
-  const idx n = checked_mul(B, C);
+  checked_mul(B, C);
   if (sp.kind == LossKind::CrossEntropy) {
     if (C == 0 && B > 0) throw value_error("CrossEntropyLoss needs at least one class column");
     return labels ? cross_entropy_loss_forward(sp, out, labels, dout, B, C)
@@ -177,11 +198,11 @@ double loss_forward(const LossSpec<T>& sp, const T* out, idx B, idx C, const std
   }
   if (!target) throw value_error("this loss needs a floating-point target of the output's shape");
   switch (sp.kind) {
-    case LossKind::MSE: return mse_loss_forward(out, target, dout, n, sp.reduction);
-    case LossKind::L1: return l1_loss_forward(out, target, dout, n, sp.reduction);
-    case LossKind::Huber: return huber_loss_forward(out, target, dout, n, sp.reduction, sp.delta);
-    case LossKind::BCEWithLogits:
-      return bce_with_logits_loss_forward(out, target, dout, B, C, sp.reduction, sp.pos_weight);
+    case LossKind::MSE: return mse_loss_forward(sp, out, target, dout, B, C);
+    case LossKind::L1: return l1_loss_forward(sp, out, target, dout, B, C);
+    case LossKind::Huber: return huber_loss_forward(sp, out, target, dout, B, C);
+    case LossKind::BCEWithLogits: return bce_with_logits_loss_forward(sp, out, target, dout, B, C);
+    case LossKind::PoissonNLL: return poisson_nll_loss_forward(sp, out, target, dout, B, C);
     default: break;
   }
   throw value_error("unknown loss");

@@ -7,7 +7,7 @@
 
 namespace fastmlp {
 
-enum class LossKind { MSE, L1, Huber, CrossEntropy, BCEWithLogits };
+enum class LossKind { MSE, L1, Huber, CrossEntropy, BCEWithLogits, PoissonNLL };
 
 template <class T>
 struct LossSpec {
@@ -18,9 +18,16 @@ struct LossSpec {
   std::int64_t ignore_index = -100;  // CrossEntropyLoss with class labels
   const T* weight = nullptr;      // (C) class weights of CrossEntropyLoss, or null
   const T* pos_weight = nullptr;  // (C) positive-class weights of BCEWithLogitsLoss, or null
+  bool log_input = true;          // PoissonNLLLoss: the input is log(rate)
+  double eps = 1e-8;              // PoissonNLLLoss with log_input false
+  // Extensions beyond PyTorch (used by the scikit-learn estimators):
+  const T* sample_weight = nullptr;  // (B) per-row weights: 'mean' becomes the weighted mean over rows
+  double scale = 1.0;                // multiplies the loss and its gradient (e.g. 0.5 for half squared error)
 };
 
-// out is (B, C). The target is either labels, (B) class indices (cross-entropy
+// out is (B, C). With sample weights w, 'mean' is sum_r w_r l_r / sum_r w_r,
+// where l_r is the row's mean over its C elements (cross-entropy: the row's
+// loss, its class weight folded into w_r). The target is either labels, (B) class indices (cross-entropy
 // only), or target, (B, C) values / class probabilities. dout is (B, C) or
 // null. Bad labels throw before anything is written.
 template <class T>

@@ -247,13 +247,20 @@ void Model<T>::backward(Workspace<T>& ws, const T* dy, T* dx, bool accumulate) {
 }
 
 template <class T>
-double Model<T>::train_step(const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
-                            const T* target, Optimizer<T>& opt) {
-  const T* out = forward(ws_, x, B, in, true, false);
+double Model<T>::loss_and_grad(const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
+                               const T* target, bool train) {
+  const T* out = forward(ws_, x, B, in, train, false);
   const idx C = ws_.width[layers_.size()];
   const double value = loss_forward(loss, out, B, C, labels, target, ws_.dout.data());
   // every gradient is rewritten, the same as zero_grad followed by accumulation
   backward(ws_, ws_.dout.data(), nullptr, false);
+  return value;
+}
+
+template <class T>
+double Model<T>::train_step(const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
+                            const T* target, Optimizer<T>& opt) {
+  const double value = loss_and_grad(x, B, in, loss, labels, target, true);
   opt.step();
   return value;
 }

@@ -90,6 +90,10 @@ class Model {
   idx last_in() const { return ws_.cap_in; }
   idx last_out() const { return ws_.width.empty() ? 0 : ws_.width.back(); }
 
+  // forward (dropout active when train) + loss + backward with the gradients
+  // overwritten (zero_grad + backward); returns the loss. For full-batch solvers.
+  double loss_and_grad(const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
+                       const T* target, bool train);
   // zero_grad + forward (dropout active) + loss + backward + optimizer step,
   // on x (B, in) and labels (B) or target (B, out). Returns the loss before the step.
   double train_step(const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,

@@ -23,15 +23,18 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       std::swap(buf.perm[i], buf.perm[j]);
     }
     buf.xb.reserve(checked_mul(B, d.in));
+    if (loss.sample_weight) buf.wb.reserve(B);
     if (d.labels) buf.lb.resize(static_cast<size_t>(B));
     else buf.tb.reserve(checked_mul(B, d.C));
   }
   double loss_sum = 0;
+  LossSpec<T> sp = loss;  // its sample_weight points at the batch's weights
   for (idx start = 0; start < N; start += B) {
     const idx b = std::min(B, N - start);
     const T* xb = d.X + start * d.in;
     const std::int64_t* lb = d.labels ? d.labels + start : nullptr;
     const T* tb = d.target ? d.target + start * d.C : nullptr;
+    if (loss.sample_weight) sp.sample_weight = loss.sample_weight + start;
     if (shuffle) {  // gather the batch's rows into contiguous buffers
       const idx* p = buf.perm.data() + start;
       for (idx r = 0; r < b; ++r) std::memcpy(buf.xb.data() + r * d.in, d.X + p[r] * d.in, sizeof(T) * d.in);
@@ -43,11 +46,15 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
         for (idx r = 0; r < b; ++r) std::memcpy(buf.tb.data() + r * d.C, d.target + p[r] * d.C, sizeof(T) * d.C);
         tb = buf.tb.data();
       }
+      if (loss.sample_weight) {
+        for (idx r = 0; r < b; ++r) buf.wb.data()[r] = loss.sample_weight[p[r]];
+        sp.sample_weight = buf.wb.data();
+      }
     }
     // train_step, with the loss checked before the update
     const T* out = m.forward(m.workspace(), xb, b, d.in, true, false);
     const idx C = m.last_out();
-    const double value = loss_forward(loss, out, b, C, lb, tb, m.dout());
+    const double value = loss_forward(sp, out, b, C, lb, tb, m.dout());
     if (!std::isfinite(value)) {
       st.diverged = true;
       break;

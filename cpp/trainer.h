@@ -36,12 +36,13 @@ using Progress = std::function<bool(idx, idx, double)>;
 // Buffers of a fit call: the gathered batch and the permutation.
 template <class T>
 struct FitBuffers {
-  Buffer<T> xb, tb;
+  Buffer<T> xb, tb, wb;
   std::vector<std::int64_t> lb;
   std::vector<idx> perm;
 };
 
-// One epoch over d in batches of `batch` rows, shuffled with a stream derived
+// One epoch over d in batches (loss.sample_weight, if set, holds the N
+// rows' weights and is gathered with the batches) of `batch` rows, shuffled with a stream derived
 // from (model seed, model.epochs_done) when shuffle is set.
 template <class T>
 EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss, Optimizer<T>& opt, idx batch,
