@@ -56,13 +56,13 @@ namespace {
 // ---- SGD: d = g + wd p; buf = d (first step) or mu buf + (1 - dampening) d;
 // d = d + mu buf (Nesterov) or buf; p -= lr d
 template <class T>
-FASTMLP_SIMD void sgd_step(const OptimConfig& c, std::int64_t step, T* p, const T* g, idx n, T* buf) {
+FASTMLP_SIMD void sgd_step(const OptimConfig& c, bool momentum_ready, T* p, const T* g, idx n, T* buf) {
   const T lr = T(c.lr), wd = T(c.weight_decay), mu = T(c.momentum), damp = T(1 - c.dampening);
   const T sign = c.maximize ? T(-1) : T(1);
   for (idx i = 0; i < n; ++i) {
     T d = sign * g[i] + wd * p[i];
     if (c.momentum != 0) {
-      buf[i] = step == 1 ? d : mu * buf[i] + damp * d;
+      buf[i] = momentum_ready ? mu * buf[i] + damp * d : d;
       d = c.nesterov ? d + mu * buf[i] : buf[i];
     }
     p[i] -= lr * d;
@@ -145,15 +145,15 @@ FASTMLP_SIMD void adam_step(const OptimConfig& c, std::int64_t step, T* p, const
 }  // namespace
 
 template <class T>
-void optimizer_step(const OptimConfig& c, std::int64_t step, const Segment<T>* segs, idx nseg, T* state,
-                    idx n_total) {
+void optimizer_step(const OptimConfig& c, std::int64_t step, bool momentum_ready, const Segment<T>* segs, idx nseg,
+                    T* state, idx n_total) {
   for (idx s = 0; s < nseg; ++s) {
     const Segment<T>& sg = segs[s];
     T* s0 = state + sg.offset;
     T* s1 = s0 + n_total;
     T* s2 = s1 + n_total;
     switch (c.kind) {
-      case OptimKind::SGD: sgd_step(c, step, sg.p, sg.g, sg.n, s0); break;
+      case OptimKind::SGD: sgd_step(c, momentum_ready, sg.p, sg.g, sg.n, s0); break;
       case OptimKind::Adagrad: adagrad_step(c, step, sg.p, sg.g, sg.n, s0); break;
       case OptimKind::RMSprop: rmsprop_step(c, sg.p, sg.g, sg.n, s0, s1, s2); break;
       case OptimKind::Adadelta: adadelta_step(c, sg.p, sg.g, sg.n, s0, s1); break;
@@ -170,10 +170,11 @@ void ParamGroup<T>::reset_state() {
   if (config.kind == OptimKind::Adagrad)
     std::fill(state.data(), state.data() + n_total, T(config.initial_accumulator_value));
   step = 0;
+  momentum_ready = false;
 }
 
-template void optimizer_step<float>(const OptimConfig&, std::int64_t, const Segment<float>*, idx, float*, idx);
-template void optimizer_step<double>(const OptimConfig&, std::int64_t, const Segment<double>*, idx, double*,
+template void optimizer_step<float>(const OptimConfig&, std::int64_t, bool, const Segment<float>*, idx, float*, idx);
+template void optimizer_step<double>(const OptimConfig&, std::int64_t, bool, const Segment<double>*, idx, double*,
                                      idx);
 template struct ParamGroup<float>;
 template struct ParamGroup<double>;

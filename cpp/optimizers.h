@@ -41,10 +41,12 @@ struct Segment {
 };
 
 // One step over every segment. state is (slots, n_total); step is the
-// 1-based count of this step (Adam's bias correction, Adagrad's lr decay).
+// 1-based count of this step (Adam's bias correction, Adagrad's lr decay);
+// momentum_ready says SGD's momentum buffer holds a value (PyTorch's
+// "momentum_buffer is not None"); on the first momentum step buf = d.
 template <class T>
-void optimizer_step(const OptimConfig& c, std::int64_t step, const Segment<T>* segs, idx nseg, T* state,
-                    idx n_total);
+void optimizer_step(const OptimConfig& c, std::int64_t step, bool momentum_ready, const Segment<T>* segs, idx nseg,
+                    T* state, idx n_total);
 
 // A parameter group: hyperparameters, its segments and its state buffer,
 // allocated once at construction.
@@ -54,19 +56,22 @@ struct ParamGroup {
   std::vector<Segment<T>> segments;
   idx n_total = 0;
   std::int64_t step = 0;
+  bool momentum_ready = false;  // SGD: the momentum buffer has been set
   Buffer<T> state;
   void reset_state();  // zeros, Adagrad's sum = initial_accumulator_value, step = 0
+  // One step over segs (this group's parameters, possibly with other gradients).
+  void step_with(const std::vector<Segment<T>>& segs) {
+    optimizer_step(config, step + 1, momentum_ready, segs.data(), static_cast<idx>(segs.size()), state.data(), n_total);
+    ++step;
+    if (config.kind == OptimKind::SGD && config.momentum != 0) momentum_ready = true;
+  }
 };
 
 template <class T>
 struct Optimizer {
   std::vector<ParamGroup<T>> groups;
   void step() {
-    for (auto& g : groups) {
-      optimizer_step(g.config, g.step + 1, g.segments.data(), static_cast<idx>(g.segments.size()),
-                     g.state.data(), g.n_total);
-      ++g.step;
-    }
+    for (auto& g : groups) g.step_with(g.segments);
   }
 };
 

@@ -131,6 +131,7 @@ LossSpec<T> parse_loss(const py::dict& d) {
   else if (k == "huber") s.kind = LossKind::Huber;
   else if (k == "cross_entropy") s.kind = LossKind::CrossEntropy;
   else if (k == "bce_with_logits") s.kind = LossKind::BCEWithLogits;
+  else if (k == "poisson_nll") s.kind = LossKind::PoissonNLL;
   else throw value_error("unknown loss '" + k + "'");
   s.reduction = parse_reduction(get<std::string>(d, "reduction", "mean"));
   s.delta = get<double>(d, "delta", 1.0);
@@ -144,6 +145,13 @@ LossSpec<T> parse_loss(const py::dict& d) {
     py::array w = d["pos_weight"].cast<py::array>();
     s.pos_weight = array_data<T>(w, "pos_weight", false);
   }
+  if (d.contains("sample_weight") && !d["sample_weight"].is_none()) {
+    py::array w = d["sample_weight"].cast<py::array>();
+    s.sample_weight = array_data<T>(w, "sample_weight", false);
+  }
+  s.log_input = get<bool>(d, "log_input", true);
+  s.eps = get<double>(d, "eps", 1e-8);
+  s.scale = get<double>(d, "scale", 1.0);
   return s;
 }
 
@@ -282,11 +290,7 @@ struct PyOptimizer {
         hold.push_back(ga);
       }
     py::gil_scoped_release nogil;
-    for (size_t i = 0; i < segs.size(); ++i) {
-      auto& g = opt.groups[i];
-      optimizer_step(g.config, g.step + 1, segs[i].data(), static_cast<idx>(segs[i].size()), g.state.data(), g.n_total);
-      ++g.step;
-    }
+    for (size_t i = 0; i < segs.size(); ++i) opt.groups[i].step_with(segs[i]);
   }
 };
 
@@ -443,6 +447,19 @@ void bind_dtype(py::module_& m, const char* suffix) {
       })
       .def_property("epochs_done", [](PM& s) { return s.m.epochs_done; },
                     [](PM& s, std::uint64_t v) { s.m.epochs_done = v; })
+      // forward + loss + backward over one batch, gradients overwritten; returns the loss
+      .def("loss_and_grad", [](PM& s, py::array x, py::array y, py::dict loss) {
+        auto [B, in] = rows_cols(x, "input");
+        const T* xd = array_data<T>(x, "input", false);
+        LossSpec<T> spec = parse_loss<T>(loss);
+        const std::int64_t* labels = nullptr;
+        const T* target = nullptr;
+        if (y.dtype().is(py::dtype::of<std::int64_t>())) labels = label_data(y);
+        else target = array_data<T>(y, "target", false);
+        py::gil_scoped_release nogil;
+        std::lock_guard<std::mutex> lk(s.m.mutex);
+        return s.m.loss_and_grad(xd, B, in, spec, labels, target, s.m.training);
+      })
       .def("train_step", [](PM& s, py::array x, py::array y, py::dict loss, PyOptimizer<T>& opt) {
         auto [B, in] = rows_cols(x, "input");
         const T* xd = array_data<T>(x, "input", false);
@@ -467,6 +484,8 @@ void bind_dtype(py::module_& m, const char* suffix) {
       .def("get_step", [](PO& s, size_t i) { return s.opt.groups.at(i).step; })
       .def("set_step", [](PO& s, size_t i, std::int64_t v) { s.opt.groups.at(i).step = v; })
       .def("get_lr", [](PO& s, size_t i) { return s.opt.groups.at(i).config.lr; })
+      .def("get_momentum_ready", [](PO& s, size_t i) { return s.opt.groups.at(i).momentum_ready; })
+      .def("set_momentum_ready", [](PO& s, size_t i, bool v) { s.opt.groups.at(i).momentum_ready = v; })
       // (slots, n_total) view of a group's state
       .def("state", [](py::object self, size_t i) {
         PO& s = self.cast<PO&>();

@@ -58,10 +58,12 @@ def check_number(v: Any, name: str, *, low: float | None = None, high: float | N
     return f
 
 
-def check_int(v: Any, name: str, *, low: int | None = None) -> int:
+def check_int(v: Any, name: str, *, low: int | None = None, high: int | None = None) -> int:
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(v).__name__}")
     i = int(v)
     if low is not None and i < low:
         raise ValueError(f"{name} must be >= {low}, got {i}")
+    if high is not None and i > high:
+        raise ValueError(f"{name} must be <= {high}, got {i}")
     return i

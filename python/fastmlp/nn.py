@@ -87,8 +87,8 @@ class Linear(Module):
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, init: str = "default") -> None:
-        self.in_features = check_int(in_features, "in_features", low=1)
-        self.out_features = check_int(out_features, "out_features", low=1)
+        self.in_features = check_int(in_features, "in_features", low=1, high=2**62)
+        self.out_features = check_int(out_features, "out_features", low=1, high=2**62)
         self.bias_enabled = bool(bias)
         if init not in _INIT_NAMES:
             raise ValueError(f"unknown init {init!r}; expected one of {', '.join(_INIT_NAMES)}")
@@ -325,8 +325,8 @@ class Sequential(Module):
     def forward(self, x: Any) -> np.ndarray:
         """The model's output for x (batch, in_features) as a new array."""
         a = self._input(x)
-        self._last_1d = np.ndim(x) == 1
         out = self._core.forward(a)
+        self._last_1d = np.ndim(x) == 1  # only once the forward succeeded
         return out[0] if self._last_1d else out
 
     __call__ = forward
@@ -342,11 +342,19 @@ class Sequential(Module):
     def train_step(self, x: Any, y: Any, loss_fn: Any, optimizer: Any) -> float:
         """zero_grad + forward + loss + backward + optimizer.step in one C++
         call (dropout active). Returns the loss before the step."""
+        from .losses import _Loss
+        from .optim import Optimizer
+
+        if not isinstance(loss_fn, _Loss):
+            raise TypeError(f"loss_fn must be a fastmlp loss (e.g. fm.CrossEntropyLoss()), got {type(loss_fn).__name__}")
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a fastmlp optimizer, got {type(optimizer).__name__}")
+        core_opt = optimizer._core_for(self)
         a = self._input(x)
         out_width = self._core.out_features(a.shape[1])
         t = loss_fn._target(y, (a.shape[0], out_width), self.dtype)
         optimizer._sync()
-        return float(self._core.train_step(a, t, loss_fn._spec(self.dtype), optimizer._core_for(self.dtype)))
+        return float(self._core.train_step(a, t, loss_fn._spec(self.dtype), core_opt))
 
     def fit(self, X: Any, y: Any, loss: Any, optimizer: Any, epochs: int = 1, batch_size: int = 32,
             shuffle: bool = True, validation_data: Any = None, scheduler: Any = None, callbacks: Any = (),

@@ -5,7 +5,7 @@ Format (version 1):
 - ``__fastmlp__``: uint8 bytes of a UTF-8 JSON object ``{"format": "fastmlp",
   "version": 1, "dtype", "seed", "training", "dropout_calls", "epochs_done", "layers": [...],
   "optimizer": null | {"class", "param_groups": [{hyperparameters...,
-  "params": [names]}], "steps": [...]}, "extra": {...}}``
+  "params": [names]}], "steps": [...], "momentum_ready": [...]}, "extra": {...}}``
 - ``param/<name>``: each parameter ('0.weight', '0.bias', ...).
 - ``optim/<group>``: each optimizer group's state buffer (slots, n).
 """
@@ -42,7 +42,9 @@ def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None
             groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": [names[id(p)] for p in g["params"]]})
             arrays[f"optim/{gi}"] = np.array(optimizer._core.state(gi))
         header["optimizer"] = {"class": type(optimizer).__name__, "param_groups": groups,
-                               "steps": [int(optimizer._core.get_step(i)) for i in range(len(groups))]}
+                               "steps": [int(optimizer._core.get_step(i)) for i in range(len(groups))],
+                               "momentum_ready": [bool(optimizer._core.get_momentum_ready(i))
+                                                  for i in range(len(groups))]}
     blob = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -62,7 +64,10 @@ def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None
 def _read(path: Any) -> tuple[dict, dict]:
     path = os.fspath(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError("an .npy array, not an .npz archive")
+        with z:
             files = {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise
@@ -84,44 +89,55 @@ def _read(path: Any) -> tuple[dict, dict]:
 
 def load(path: Any, optimizer: bool = False) -> Any:
     """Read a model written by ``model.save``. With optimizer=True, return
-    (model, optimizer) with the optimizer's state restored (None if none was saved)."""
+    (model, optimizer) with the optimizer's state restored (None if none was
+    saved). A damaged or foreign file raises ValueError; nothing is executed."""
+    header, files = _read(path)
+    try:
+        return _build(header, files, optimizer)
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:
+        raise ValueError(f"{os.fspath(path)}: corrupted or incompatible model file ({type(e).__name__}: {e})") from None
+
+
+def _build(header: dict, files: dict, with_optimizer: bool) -> Any:
     from . import optim
     from .nn import Sequential, _layer_from_spec
 
-    header, files = _read(path)
-    try:
-        layers = [_layer_from_spec(s) for s in header["layers"]]
-        model = Sequential(*layers, seed=int(header["seed"]), dtype=header["dtype"])
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"{os.fspath(path)}: corrupted architecture ({e!r})") from None
+    layers = [_layer_from_spec(s) for s in header["layers"]]
+    model = Sequential(*layers, seed=int(header["seed"]), dtype=header["dtype"])
     state = {k[len("param/"):]: v for k, v in files.items() if k.startswith("param/")}
-    try:
-        model.load_state_dict(state)
-    except (KeyError, ValueError, TypeError) as e:
-        raise ValueError(f"{os.fspath(path)}: {e}") from None
+    model.load_state_dict(state)
+    counters = {k: header.get(k, 0) for k in ("dropout_calls", "epochs_done")}
+    for k, v in counters.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{k} must be a non-negative integer, got {v!r}")
     model.train(bool(header.get("training", True)))
-    model._core.dropout_calls = int(header.get("dropout_calls", 0))
-    model._core.epochs_done = int(header.get("epochs_done", 0))
+    model._core.dropout_calls = counters["dropout_calls"]
+    model._core.epochs_done = counters["epochs_done"]
     model._file_extra = header.get("extra", {})
-    if not optimizer:
+    if not with_optimizer:
         return model
     oh = header.get("optimizer")
     if oh is None:
         return model, None
     cls = getattr(optim, oh["class"], None)
-    if not (isinstance(cls, type) and issubclass(cls, optim.Optimizer)):
-        raise ValueError(f"{os.fspath(path)}: unknown optimizer class {oh['class']!r}")
+    if not (isinstance(cls, type) and issubclass(cls, optim.Optimizer)) or cls is optim.Optimizer:
+        raise ValueError(f"unknown optimizer class {oh['class']!r}")
     params = dict(model.named_parameters())
     groups = []
     for g in oh["param_groups"]:
         hyper = {k: (tuple(v) if k == "betas" else v) for k, v in g.items() if k != "params"}
         groups.append({**hyper, "params": [params[n] for n in g["params"]]})
     opt = cls(groups)
-    for gi, step in enumerate(oh["steps"]):
+    steps = oh["steps"]
+    if len(steps) != len(groups) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in steps):
+        raise ValueError(f"optimizer steps {steps!r} do not match its {len(groups)} parameter group(s)")
+    ready = oh.get("momentum_ready", [False] * len(groups))
+    for gi, step in enumerate(steps):
         buf = files.get(f"optim/{gi}")
         dst = opt._core.state(gi)
-        if buf is None or buf.shape != dst.shape or not np.isfinite(buf).all():
-            raise ValueError(f"{os.fspath(path)}: optimizer state of group {gi} is missing or corrupted")
+        if buf is None or buf.shape != dst.shape or buf.dtype != dst.dtype or not np.isfinite(buf).all():
+            raise ValueError(f"optimizer state of group {gi} is missing or corrupted")
         dst[...] = buf
-        opt._core.set_step(gi, int(step))
+        opt._core.set_step(gi, step)
+        opt._core.set_momentum_ready(gi, bool(ready[gi]))
     return model, opt

@@ -75,7 +75,11 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
     for cb in callbacks:
         if not (isinstance(cb, Callback) or callable(cb)):
             raise TypeError(f"callbacks must be fastmlp Callbacks or callables f(epoch, logs), got {type(cb).__name__}")
-    core_opt = optimizer._core_for(model.dtype)
+    from .optim import Optimizer
+
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be a fastmlp optimizer, got {type(optimizer).__name__}")
+    core_opt = optimizer._core_for(model)
     Xa, ta = _data(model, X, y, loss_fn, "X")
     val = None
     if validation_data is not None:

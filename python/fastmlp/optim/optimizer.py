@@ -15,6 +15,9 @@ from ..nn import Parameter
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW"]
 
+# options torch.optim keeps in its param_groups that have no meaning here
+_TORCH_ONLY_OPTIONS = {"foreach", "fused", "capturable", "differentiable", "decoupled_weight_decay"}
+
 # state_dict names of each optimizer's state slots, in the C++ slot order
 _SLOT_NAMES = {
     "sgd": ["momentum_buffer"],
@@ -77,7 +80,9 @@ class Optimizer:
                 if not isinstance(v, (bool, np.bool_)):
                     raise TypeError(f"{k} must be True or False, got {v!r}")
             elif k == "betas":
-                if not isinstance(v, (tuple, list)) or len(v) != 2:
+                if not isinstance(v, (tuple, list, np.ndarray)):
+                    raise TypeError(f"betas must be a pair (beta1, beta2), got {v!r}")
+                if len(v) != 2:
                     raise ValueError(f"betas must be a pair (beta1, beta2), got {v!r}")
                 for i, b in enumerate(v):
                     check_number(b, f"beta parameter at index {i}", low=0.0, high=1.0, high_open=True)
@@ -95,13 +100,20 @@ class Optimizer:
         return (p.data, p.grad) if isinstance(p, Parameter) else (p, None)
 
     def _sync(self) -> None:
-        """Push the groups' hyperparameters (a scheduler may have changed lr) to C++."""
+        """Check the groups' hyperparameters (a user or a scheduler may have
+        changed them) and push them to C++."""
+        for g in self.param_groups:
+            self._check(g)
         for i, g in enumerate(self.param_groups):
             self._core.set_config(i, self._config(g))
 
-    def _core_for(self, dtype: np.dtype) -> Any:
-        if dtype != self._dtype:
-            raise TypeError(f"optimizer parameters are {self._dtype}, the model is {dtype}")
+    def _core_for(self, model: Any) -> Any:
+        """The C++ optimizer, for a model whose parameters these must be."""
+        if model.dtype != self._dtype:
+            raise TypeError(f"optimizer parameters are {self._dtype}, the model is {model.dtype}")
+        mine = {id(p) for p in model.parameters()}
+        if not all(id(p) in mine for g in self.param_groups for p in g["params"]):
+            raise ValueError("the optimizer must be built over this model's parameters (model.parameters())")
         return self._core
 
     # ---- stepping
@@ -144,7 +156,9 @@ class Optimizer:
                 out[p if isinstance(p, Parameter) else id(p)] = st
         return out
 
-    def _group_state(self, gi: int) -> list[dict]:
+    def _group_state(self, gi: int, raw: bool = False) -> list[dict]:
+        """Views of each parameter's state; SGD's momentum_buffer is None
+        before its first momentum step (as torch), unless raw."""
         names = _SLOT_NAMES[self._kind]
         buf = self._core.state(gi)
         step = float(self._core.get_step(gi))
@@ -155,6 +169,8 @@ class Optimizer:
             st = {"step": step}
             for k, name in enumerate(names):
                 st[name] = buf[k, off:off + n].reshape(shape)
+            if self._kind == "sgd" and not raw and not self._core.get_momentum_ready(gi):
+                st["momentum_buffer"] = None  # as torch: no buffer before the first momentum step
             out.append(st)
             off += n
         return out
@@ -180,10 +196,12 @@ class Optimizer:
         for gi, (mine, theirs) in enumerate(zip(self.param_groups, groups)):
             if len(theirs["params"]) != len(mine["params"]):
                 raise ValueError("loaded state dict contains a parameter group that doesn't match the size of optimizer's group")
-            hyper = {k: v for k, v in theirs.items() if k != "params"}
+            hyper = {k: v for k, v in theirs.items() if k != "params" and k not in _TORCH_ONLY_OPTIONS}
+            if "betas" in hyper:
+                hyper["betas"] = tuple(hyper["betas"])
             self._check({**mine, **hyper})
-            views = self._group_state(gi)
-            fills, step = [], 0.0
+            views = self._group_state(gi, raw=True)
+            fills, step, ready = [], 0.0, False
             for pid, view in zip(theirs["params"], views):
                 st = state_dict["state"].get(pid, {})
                 step = float(np.asarray(st.get("step", step)))
@@ -192,14 +210,16 @@ class Optimizer:
                         continue
                     if v is None:
                         continue
+                    ready = ready or name == "momentum_buffer"
                     a = np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v, dtype=self._dtype)
                     if a.shape != view[name].shape:
                         raise ValueError(f"state {name!r} has shape {a.shape}, expected {view[name].shape}")
                     fills.append((view[name], a))
-            staged.append((gi, hyper, int(step), fills))
-        for gi, hyper, step, fills in staged:
+            staged.append((gi, hyper, int(step), fills, ready))
+        for gi, hyper, step, fills, ready in staged:
             self.param_groups[gi].update(hyper)
             self._core.set_step(gi, step)
+            self._core.set_momentum_ready(gi, ready)
             for dst, src in fills:
                 dst[...] = src
         self._sync()
@@ -255,7 +275,7 @@ class Adam(Optimizer):
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False) -> None:
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+        super().__init__(params, dict(lr=lr, betas=tuple(betas) if isinstance(betas, (list, np.ndarray)) else betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                                       maximize=maximize))
 
 
