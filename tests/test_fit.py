@@ -295,3 +295,61 @@ def test_fit_resumes_reproducibly_after_save_and_load(tmp_path):
     for m, o in ((a, oa), (b, ob)):
         m.fit(X, y, fm.CrossEntropyLoss(), o, epochs=2, batch_size=16, verbose=0)
     np.testing.assert_array_equal(weights(a), weights(b))
+
+
+def test_sample_weights_are_gathered_with_their_rows():
+    X, y = data(n=90)
+    w = np.random.default_rng(5).uniform(0, 3, 90)
+    a, b = net(), net()
+    oa, ob = fm.optim.SGD(a.parameters(), lr=0.1), fm.optim.SGD(b.parameters(), lr=0.1)
+    a.fit(X, y, fm.CrossEntropyLoss(), oa, epochs=1, batch_size=9, shuffle=False, sample_weight=w, verbose=0)
+    # reference: each batch's loss is sum_i w_i l_i / sum_i w_i
+    for i in range(0, 90, 9):
+        out = b(X[i:i + 9])
+        p = np.exp(out - out.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        g = p.copy()
+        g[np.arange(9), y[i:i + 9]] -= 1
+        g *= (w[i:i + 9] / w[i:i + 9].sum())[:, None]
+        ob.zero_grad()
+        b.backward(g)
+        ob.step()
+    np.testing.assert_allclose(weights(a), weights(b), rtol=1e-10, atol=1e-12)
+    # shuffled: weight 2 on a row is the same as that row appearing twice in a full batch
+    c, d = net(), net()
+    Xd = np.concatenate([X, X[:10]])
+    yd = np.concatenate([y, y[:10]])
+    w2 = np.ones(90)
+    w2[:10] = 2
+    c.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(c.parameters(), lr=0.1), batch_size=90, sample_weight=w2, verbose=0)
+    d.fit(Xd, yd, fm.CrossEntropyLoss(), fm.optim.SGD(d.parameters(), lr=0.1), batch_size=100, verbose=0)
+    np.testing.assert_allclose(weights(c), weights(d), rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="sample_weight"):
+        c.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(c.parameters(), lr=0.1), sample_weight=-w, verbose=0)
+
+
+def test_poisson_nll_loss_matches_its_definition():
+    rng = np.random.default_rng(2)
+    x, t = rng.standard_normal((5, 3)), rng.poisson(2.0, (5, 3)).astype(float)
+    loss = fm.PoissonNLLLoss()
+    assert loss(x, t) == pytest.approx(np.mean(np.exp(x) - t * x), rel=1e-12)
+    np.testing.assert_allclose(loss.backward(), (np.exp(x) - t) / x.size, rtol=1e-12)
+    rate = np.exp(x)
+    lin = fm.PoissonNLLLoss(log_input=False, reduction="sum")
+    assert lin(rate, t) == pytest.approx(np.sum(rate - t * np.log(rate + 1e-8)), rel=1e-12)
+    np.testing.assert_allclose(lin.backward(), 1 - t / (rate + 1e-8), rtol=1e-12)
+
+
+def test_models_pickle_and_deepcopy_with_their_training_state():
+    import copy
+    import pickle
+
+    X, y = data(n=60)
+    a = net(dropout=0.3)
+    a.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(a.parameters(), lr=0.1), epochs=2, batch_size=8, verbose=0)
+    for b in (pickle.loads(pickle.dumps(a)), copy.deepcopy(a)):
+        np.testing.assert_array_equal(weights(a), weights(b))
+        assert b.dtype == a.dtype and repr(b) == repr(a)
+        b.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(b.parameters(), lr=0.1), epochs=1, batch_size=8, verbose=0)
+    a.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(a.parameters(), lr=0.1), epochs=1, batch_size=8, verbose=0)
+    np.testing.assert_array_equal(weights(a), weights(b))  # same shuffles and dropout masks after the copy

@@ -9,7 +9,7 @@ import numpy as np
 from . import _core
 from ._arrays import FLOAT_DTYPES, as_float_array, check_number
 
-__all__ = ["MSELoss", "L1Loss", "HuberLoss", "CrossEntropyLoss", "BCEWithLogitsLoss"]
+__all__ = ["MSELoss", "L1Loss", "HuberLoss", "CrossEntropyLoss", "BCEWithLogitsLoss", "PoissonNLLLoss"]
 
 
 class _Loss:
@@ -85,6 +85,23 @@ class HuberLoss(_Loss):
 
     def _spec(self, dtype: np.dtype) -> dict:
         return {**super()._spec(dtype), "delta": self.delta}
+
+
+class PoissonNLLLoss(_Loss):
+    """Poisson negative log-likelihood (full=False): exp(input) - target * input
+    with log_input (the default), else input - target * log(input + eps)."""
+
+    _kind = "poisson_nll"
+
+    def __init__(self, log_input: bool = True, full: bool = False, eps: float = 1e-8, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        if full:
+            raise ValueError("PoissonNLLLoss: full=True (the Stirling term) is not supported")
+        self.log_input = bool(log_input)
+        self.eps = check_number(eps, "eps", low=0.0, low_open=True)
+
+    def _spec(self, dtype: np.dtype) -> dict:
+        return {**super()._spec(dtype), "log_input": self.log_input, "eps": self.eps}
 
 
 def _class_weights(w: Any, name: str) -> np.ndarray | None:

@@ -358,16 +358,17 @@ class Sequential(Module):
 
     def fit(self, X: Any, y: Any, loss: Any, optimizer: Any, epochs: int = 1, batch_size: int = 32,
             shuffle: bool = True, validation_data: Any = None, scheduler: Any = None, callbacks: Any = (),
-            verbose: int = 1, n_threads: int | None = None) -> Any:
+            verbose: int = 1, n_threads: int | None = None, sample_weight: Any = None) -> Any:
         """Train for ``epochs`` epochs of mini-batches; the loop runs in C++
         with the GIL released. Returns a History (per-epoch loss, val_loss,
         accuracy, val_accuracy, lr, time). Ctrl-C stops at the next batch
-        boundary and raises KeyboardInterrupt; the model keeps every completed step."""
+        boundary and raises KeyboardInterrupt; the model keeps every completed step.
+        ``sample_weight`` (n,) makes each batch's loss the weighted mean over its rows."""
         from .training import fit
 
         return fit(self, X, y, loss, optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                    validation_data=validation_data, scheduler=scheduler, callbacks=callbacks, verbose=verbose,
-                   n_threads=n_threads)
+                   n_threads=n_threads, sample_weight=sample_weight)
 
     def predict(self, X: Any, batch_size: int | None = None, n_threads: int | None = None) -> np.ndarray:
         """Eval-mode output for X, in chunks, GIL released; safe from several threads."""
@@ -381,6 +382,19 @@ class Sequential(Module):
         from .training import evaluate
 
         return evaluate(self, X, y, loss, batch_size=batch_size, n_threads=n_threads)
+
+    # ---- pickling (joblib, copy.deepcopy): the architecture and arrays, never the C++ object
+    def __getstate__(self) -> dict:
+        return {"layers": self._layer_specs(), "dtype": self.dtype.name, "seed": self.seed,
+                "training": self.training, "dropout_calls": int(self._core.dropout_calls),
+                "epochs_done": int(self._core.epochs_done), "state_dict": self.state_dict()}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(*[_layer_from_spec(s) for s in state["layers"]], seed=state["seed"], dtype=state["dtype"])
+        self.load_state_dict(state["state_dict"])
+        self.train(state["training"])
+        self._core.dropout_calls = state["dropout_calls"]
+        self._core.epochs_done = state["epochs_done"]
 
     # ---- files
     def save(self, path: Any, optimizer: Any = None) -> None:

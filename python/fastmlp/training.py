@@ -51,6 +51,21 @@ def _data(model: Any, X: Any, y: Any, loss_fn: _Loss, name: str) -> tuple[np.nda
     return a, t
 
 
+def check_sample_weight(sample_weight: Any, n: int, dtype: np.dtype) -> np.ndarray:
+    """Per-sample weights as a (n,) array: finite, >= 0, not all zero."""
+    w = as_float_array(sample_weight, dtype, "sample_weight")
+    if w.ndim == 0:
+        w = np.full(n, w, dtype=dtype)
+    if w.shape != (n,):
+        raise ValueError(f"sample_weight must have shape ({n},), got {w.shape}")
+    check_finite(w, "sample_weight")
+    if (w < 0).any():
+        raise ValueError("sample_weight must be non-negative")
+    if n and not w.any():
+        raise ValueError("sample_weight must not be all zero")
+    return w
+
+
 def _bar(verbose: int, total: int, desc: str) -> Any:
     if not verbose:
         return None
@@ -63,7 +78,8 @@ def _bar(verbose: int, total: int, desc: str) -> Any:
 
 def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int = 1, batch_size: int = 32,
         shuffle: bool = True, validation_data: Sequence[Any] | None = None, scheduler: Any = None,
-        callbacks: Sequence[Any] = (), verbose: int = 1, n_threads: int | None = None) -> History:
+        callbacks: Sequence[Any] = (), verbose: int = 1, n_threads: int | None = None,
+        sample_weight: Any = None) -> History:
     from .optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
     if not isinstance(loss_fn, _Loss):
@@ -88,6 +104,8 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
         val = _data(model, validation_data[0], validation_data[1], loss_fn, "X_val")
     classify = isinstance(loss_fn, (CrossEntropyLoss, BCEWithLogitsLoss))
     spec = loss_fn._spec(model.dtype)
+    if sample_weight is not None:
+        spec["sample_weight"] = check_sample_weight(sample_weight, Xa.shape[0], model.dtype)
 
     if not model._fit_lock.acquire(blocking=False):
         raise RuntimeError("this model is already training in another thread; wait for that fit to finish")
