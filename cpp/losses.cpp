@@ -106,7 +106,8 @@ double row_logsumexp(const T* x, idx C) {
 }
 
 // ---- CrossEntropyLoss with class-index targets (log-softmax + NLL, label smoothing,
-// class weights and ignore_index as in PyTorch)
+// class weights and ignore_index as in PyTorch). One exp per logit: the
+// shifted exponentials are kept in dout and turned into the gradient there.
 template <class T>
 double cross_entropy_loss_forward(const LossSpec<T>& sp, const T* x, const std::int64_t* y, T* dout,
                                   idx B, idx C) {
@@ -114,42 +115,49 @@ double cross_entropy_loss_forward(const LossSpec<T>& sp, const T* x, const std::
     if (y[r] != sp.ignore_index && (y[r] < 0 || y[r] >= C))
       throw value_error("CrossEntropyLoss: target " + std::to_string(y[r]) + " is out of bounds for " +
                         std::to_string(C) + " classes");
+  auto cw = [&](idx j) { return sp.weight ? double(sp.weight[j]) : 1.0; };
+  auto sw = [&](idx r) { return sp.sample_weight ? double(sp.sample_weight[r]) : 1.0; };
   const double eps = sp.label_smoothing;
   double wall = 0;  // sum of all class weights
-  for (idx j = 0; j < C; ++j) wall += sp.weight ? double(sp.weight[j]) : 1.0;
-  double total = 0, wsum = 0;
+  for (idx j = 0; j < C; ++j) wall += cw(j);
+  double wsum = 0;  // the 'mean' denominator: sum of the rows' weights
+  for (idx r = 0; r < B; ++r)
+    if (y[r] != sp.ignore_index) wsum += sw(r) * cw(y[r]);
+  const bool mean = sp.reduction == Reduction::Mean;
+  const double k = (mean ? (wsum > 0 ? 1.0 / wsum : 0.0) : 1.0) * sp.scale;
+  double total = 0;
   for (idx r = 0; r < B; ++r) {
-    if (y[r] == sp.ignore_index) continue;
+    T* dr = dout ? dout + r * C : nullptr;
+    if (y[r] == sp.ignore_index) {
+      if (dr) std::fill(dr, dr + C, T(0));
+      continue;
+    }
     const T* xr = x + r * C;
-    const double lse = row_logsumexp(xr, C);
-    const double sw = sp.sample_weight ? double(sp.sample_weight[r]) : 1.0;
-    const double wy = sp.weight ? double(sp.weight[y[r]]) : 1.0;
+    double m = -std::numeric_limits<double>::infinity();
+    for (idx j = 0; j < C; ++j) m = std::max(m, double(xr[j]));
+    double lse = m, s = 0;
+    if (std::isfinite(m)) {
+      for (idx j = 0; j < C; ++j) {
+        const double e = std::exp(double(xr[j]) - m);
+        if (dr) dr[j] = T(e);
+        s += e;
+      }
+      lse = m + std::log(s);
+    }
+    const double wy = cw(y[r]), w = sw(r);
     double loss = (1 - eps) * wy * (lse - double(xr[y[r]]));
     if (eps > 0) {
       double smooth = 0;
-      for (idx j = 0; j < C; ++j) smooth += (sp.weight ? double(sp.weight[j]) : 1.0) * (lse - double(xr[j]));
+      for (idx j = 0; j < C; ++j) smooth += cw(j) * (lse - double(xr[j]));
       loss += eps / double(C) * smooth;
     }
-    total += sw * loss;
-    wsum += sw * wy;
-  }
-  const bool mean = sp.reduction == Reduction::Mean;
-  if (dout) {
-    const double k = (mean ? (wsum > 0 ? 1.0 / wsum : 0.0) : 1.0) * sp.scale;
-    for (idx r = 0; r < B; ++r) {
-      T* dr = dout + r * C;
-      if (y[r] == sp.ignore_index) { std::fill(dr, dr + C, T(0)); continue; }
-      const T* xr = x + r * C;
-      const double lse = row_logsumexp(xr, C);
-      const double sw = sp.sample_weight ? double(sp.sample_weight[r]) : 1.0;
-      const double wy = sp.weight ? double(sp.weight[y[r]]) : 1.0;
+    total += w * loss;
+    if (dr)
       for (idx j = 0; j < C; ++j) {
-        double p = std::exp(double(xr[j]) - lse);
-        double wj = sp.weight ? double(sp.weight[j]) : 1.0;
-        double g = (1 - eps) * wy * (p - (j == y[r] ? 1.0 : 0.0)) + eps / double(C) * (wall * p - wj);
-        dr[j] = T(k * sw * g);
+        const double p = std::isfinite(m) ? double(dr[j]) / s : std::exp(double(xr[j]) - lse);
+        const double g = (1 - eps) * wy * (p - (j == y[r] ? 1.0 : 0.0)) + eps / double(C) * (wall * p - cw(j));
+        dr[j] = T(k * w * g);
       }
-    }
   }
   if (mean) return wsum > 0 ? total / wsum * sp.scale : nan();
   return total * sp.scale;
