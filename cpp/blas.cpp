@@ -22,23 +22,29 @@ bool gemm_trivial(idx M, idx N, idx K, T beta, T* C, idx ldc) {
 }
 }  // namespace
 
-template <>
-void gemm<float>(bool ta, bool tb, idx M, idx N, idx K, float alpha, const float* A, idx lda,
-                 const float* B, idx ldb, float beta, float* C, idx ldc) {
+namespace {
+// The two precisions' BLAS entry points, so that one template serves both.
+void cblas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, blasint M, blasint N, blasint K, float alpha, const float* A,
+                blasint lda, const float* B, blasint ldb, float beta, float* C, blasint ldc) {
+  scipy_cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+void cblas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, blasint M, blasint N, blasint K, double alpha,
+                const double* A, blasint lda, const double* B, blasint ldb, double beta, double* C, blasint ldc) {
+  scipy_cblas_dgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+}  // namespace
+
+template <class T>
+void gemm(bool ta, bool tb, idx M, idx N, idx K, T alpha, const T* A, idx lda, const T* B, idx ldb, T beta, T* C,
+          idx ldc) {
   if (gemm_trivial(M, N, K, beta, C, ldc)) return;
-  scipy_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                    to_blasint(M), to_blasint(N), to_blasint(K), alpha, A, to_blasint(lda), B,
-                    to_blasint(ldb), beta, C, to_blasint(ldc));
+  cblas_gemm(ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, to_blasint(M), to_blasint(N),
+             to_blasint(K), alpha, A, to_blasint(lda), B, to_blasint(ldb), beta, C, to_blasint(ldc));
 }
 
-template <>
-void gemm<double>(bool ta, bool tb, idx M, idx N, idx K, double alpha, const double* A, idx lda,
-                  const double* B, idx ldb, double beta, double* C, idx ldc) {
-  if (gemm_trivial(M, N, K, beta, C, ldc)) return;
-  scipy_cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                    to_blasint(M), to_blasint(N), to_blasint(K), alpha, A, to_blasint(lda), B,
-                    to_blasint(ldb), beta, C, to_blasint(ldc));
-}
+template void gemm<float>(bool, bool, idx, idx, idx, float, const float*, idx, const float*, idx, float, float*, idx);
+template void gemm<double>(bool, bool, idx, idx, idx, double, const double*, idx, const double*, idx, double, double*,
+                           idx);
 
 void blas_set_num_threads(int n) { scipy_openblas_set_num_threads(n); }
 int blas_get_num_threads() { return scipy_openblas_get_num_threads(); }

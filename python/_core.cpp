@@ -55,31 +55,31 @@ V get(const py::dict& d, const char* k, V dflt) {
   return d.contains(k) ? d[k].cast<V>() : dflt;
 }
 
+// The enum value named by `name` in a table of (name, value) pairs.
+template <class E, size_t N>
+E lookup(const std::string& name, const std::pair<const char*, E> (&table)[N], const char* what) {
+  for (const auto& [k, v] : table)
+    if (name == k) return v;
+  throw value_error(std::string("unknown ") + what + " '" + name + "'");
+}
+
 Act parse_act(const std::string& s) {
-  if (s == "identity") return Act::Identity;
-  if (s == "relu") return Act::ReLU;
-  if (s == "leaky_relu") return Act::LeakyReLU;
-  if (s == "sigmoid") return Act::Sigmoid;
-  if (s == "tanh") return Act::Tanh;
-  if (s == "gelu") return Act::GELU;
-  if (s == "softmax") return Act::Softmax;
-  throw value_error("unknown activation '" + s + "'");
+  static const std::pair<const char*, Act> names[] = {
+      {"identity", Act::Identity}, {"relu", Act::ReLU}, {"leaky_relu", Act::LeakyReLU}, {"sigmoid", Act::Sigmoid},
+      {"tanh", Act::Tanh}, {"gelu", Act::GELU}, {"softmax", Act::Softmax}};
+  return lookup(s, names, "activation");
 }
 
 InitSpec parse_init(const py::dict& d) {
   InitSpec s;
+  static const std::pair<const char*, InitKind> names[] = {
+      {"default", InitKind::LinearDefault}, {"zeros", InitKind::Zeros}, {"ones", InitKind::Constant},
+      {"constant", InitKind::Constant}, {"uniform", InitKind::Uniform}, {"normal", InitKind::Normal},
+      {"xavier_uniform", InitKind::XavierUniform}, {"xavier_normal", InitKind::XavierNormal},
+      {"kaiming_uniform", InitKind::KaimingUniform}, {"kaiming_normal", InitKind::KaimingNormal}};
   const std::string k = get<std::string>(d, "name", "default");
-  if (k == "default") s.kind = InitKind::LinearDefault;
-  else if (k == "zeros") s.kind = InitKind::Zeros;
-  else if (k == "ones") { s.kind = InitKind::Constant; s.a = 1; }
-  else if (k == "constant") s.kind = InitKind::Constant;
-  else if (k == "uniform") s.kind = InitKind::Uniform;
-  else if (k == "normal") s.kind = InitKind::Normal;
-  else if (k == "xavier_uniform") s.kind = InitKind::XavierUniform;
-  else if (k == "xavier_normal") s.kind = InitKind::XavierNormal;
-  else if (k == "kaiming_uniform") s.kind = InitKind::KaimingUniform;
-  else if (k == "kaiming_normal") s.kind = InitKind::KaimingNormal;
-  else throw value_error("unknown initializer '" + k + "'");
+  s.kind = lookup(k, names, "initializer");
+  if (k == "ones") s.a = 1;
   s.a = get<double>(d, "a", s.a);
   s.b = get<double>(d, "b", s.b);
   s.gain = get<double>(d, "gain", s.gain);
@@ -125,14 +125,11 @@ Reduction parse_reduction(const std::string& r) {
 template <class T>
 LossSpec<T> parse_loss(const py::dict& d) {
   LossSpec<T> s;
-  const std::string k = d["kind"].cast<std::string>();
-  if (k == "mse") s.kind = LossKind::MSE;
-  else if (k == "l1") s.kind = LossKind::L1;
-  else if (k == "huber") s.kind = LossKind::Huber;
-  else if (k == "cross_entropy") s.kind = LossKind::CrossEntropy;
-  else if (k == "bce_with_logits") s.kind = LossKind::BCEWithLogits;
-  else if (k == "poisson_nll") s.kind = LossKind::PoissonNLL;
-  else throw value_error("unknown loss '" + k + "'");
+  static const std::pair<const char*, LossKind> names[] = {
+      {"mse", LossKind::MSE}, {"l1", LossKind::L1}, {"huber", LossKind::Huber},
+      {"cross_entropy", LossKind::CrossEntropy}, {"bce_with_logits", LossKind::BCEWithLogits},
+      {"poisson_nll", LossKind::PoissonNLL}};
+  s.kind = lookup(d["kind"].cast<std::string>(), names, "loss");
   s.reduction = parse_reduction(get<std::string>(d, "reduction", "mean"));
   s.delta = get<double>(d, "delta", 1.0);
   s.label_smoothing = get<double>(d, "label_smoothing", 0.0);
@@ -157,14 +154,10 @@ LossSpec<T> parse_loss(const py::dict& d) {
 
 OptimConfig parse_optim(const py::dict& d) {
   OptimConfig c;
-  const std::string k = d["kind"].cast<std::string>();
-  if (k == "sgd") c.kind = OptimKind::SGD;
-  else if (k == "adagrad") c.kind = OptimKind::Adagrad;
-  else if (k == "rmsprop") c.kind = OptimKind::RMSprop;
-  else if (k == "adadelta") c.kind = OptimKind::Adadelta;
-  else if (k == "adam") c.kind = OptimKind::Adam;
-  else if (k == "adamw") c.kind = OptimKind::AdamW;
-  else throw value_error("unknown optimizer '" + k + "'");
+  static const std::pair<const char*, OptimKind> names[] = {
+      {"sgd", OptimKind::SGD}, {"adagrad", OptimKind::Adagrad}, {"rmsprop", OptimKind::RMSprop},
+      {"adadelta", OptimKind::Adadelta}, {"adam", OptimKind::Adam}, {"adamw", OptimKind::AdamW}};
+  c.kind = lookup(d["kind"].cast<std::string>(), names, "optimizer");
   c.lr = get<double>(d, "lr", c.lr);
   c.weight_decay = get<double>(d, "weight_decay", c.weight_decay);
   c.momentum = get<double>(d, "momentum", c.momentum);
@@ -189,12 +182,10 @@ OptimConfig parse_optim(const py::dict& d) {
 
 ScheduleConfig parse_schedule(const py::dict& d) {
   ScheduleConfig c;
-  const std::string k = d["kind"].cast<std::string>();
-  if (k == "step") c.kind = ScheduleKind::StepLR;
-  else if (k == "exponential") c.kind = ScheduleKind::ExponentialLR;
-  else if (k == "cosine") c.kind = ScheduleKind::CosineAnnealingLR;
-  else if (k == "plateau") c.kind = ScheduleKind::ReduceLROnPlateau;
-  else throw value_error("unknown schedule '" + k + "'");
+  static const std::pair<const char*, ScheduleKind> names[] = {
+      {"step", ScheduleKind::StepLR}, {"exponential", ScheduleKind::ExponentialLR},
+      {"cosine", ScheduleKind::CosineAnnealingLR}, {"plateau", ScheduleKind::ReduceLROnPlateau}};
+  c.kind = lookup(d["kind"].cast<std::string>(), names, "schedule");
   c.step_size = get<idx>(d, "step_size", c.step_size);
   c.gamma = get<double>(d, "gamma", c.gamma);
   c.T_max = get<idx>(d, "T_max", c.T_max);
