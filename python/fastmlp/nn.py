@@ -224,6 +224,7 @@ class Sequential(Module):
             setattr(self._layers[layer_idx], "bias" if is_bias else "weight", p)
         self._last_1d = False
         self._fit_lock = threading.Lock()  # held for a whole fit call
+        self._file_extra: dict = {}  # metadata of the file the model was loaded from
 
     # ---- structure
     def __len__(self) -> int:
@@ -390,7 +391,8 @@ class Sequential(Module):
                 "epochs_done": int(self._core.epochs_done), "state_dict": self.state_dict()}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(*[_layer_from_spec(s) for s in state["layers"]], seed=state["seed"], dtype=state["dtype"])
+        Sequential.__init__(self, *[_layer_from_spec(s) for s in state["layers"]], seed=state["seed"],
+                            dtype=state["dtype"])
         self.load_state_dict(state["state_dict"])
         self.train(state["training"])
         self._core.dropout_calls = state["dropout_calls"]

@@ -51,7 +51,7 @@ def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None
     fd, tmp = tempfile.mkstemp(prefix=".fastmlp-", suffix=".npz.tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{_HEADER: blob}, **arrays)
+            np.savez(f, **{_HEADER: blob, **arrays})
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -119,7 +119,7 @@ def _build(header: dict, files: dict, with_optimizer: bool) -> Any:
     oh = header.get("optimizer")
     if oh is None:
         return model, None
-    cls = getattr(optim, oh["class"], None)
+    cls: Any = getattr(optim, oh["class"], None)
     if not (isinstance(cls, type) and issubclass(cls, optim.Optimizer)) or cls is optim.Optimizer:
         raise ValueError(f"unknown optimizer class {oh['class']!r}")
     params = dict(model.named_parameters())
@@ -127,7 +127,8 @@ def _build(header: dict, files: dict, with_optimizer: bool) -> Any:
     for g in oh["param_groups"]:
         hyper = {k: (tuple(v) if k == "betas" else v) for k, v in g.items() if k != "params"}
         groups.append({**hyper, "params": [params[n] for n in g["params"]]})
-    opt = cls(groups)
+    factory: Any = cls  # a concrete optimizer class, whose first argument is the groups
+    opt = factory(groups)
     steps = oh["steps"]
     if len(steps) != len(groups) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in steps):
         raise ValueError(f"optimizer steps {steps!r} do not match its {len(groups)} parameter group(s)")

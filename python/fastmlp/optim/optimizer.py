@@ -166,7 +166,7 @@ class Optimizer:
         for p in self.param_groups[gi]["params"]:
             shape = np.shape(p.data if isinstance(p, Parameter) else p)
             n = int(np.prod(shape))
-            st = {"step": step}
+            st: dict[str, Any] = {"step": step}
             for k, name in enumerate(names):
                 st[name] = buf[k, off:off + n].reshape(shape)
             if self._kind == "sgd" and not raw and not self._core.get_momentum_ready(gi):
