@@ -8,6 +8,32 @@
 
 namespace fastmlp {
 
+namespace {
+template <class T>
+bool all_finite(const T* p, idx n) {
+  T acc = T(0);
+  for (idx i = 0; i < n; ++i) acc += p[i] * T(0);  // NaN if any element is NaN or infinite
+  return acc == T(0);
+}
+
+// Copy the parameters and every group's optimizer state into (to_snapshot) or
+// out of the snapshot buffer.
+template <class T>
+void snapshot_copy(Model<T>& m, Optimizer<T>& opt, Buffer<T>& snap, bool to_snapshot) {
+  idx total = m.n_params();
+  for (auto& g : opt.groups) total = checked_add(total, g.state.size());
+  snap.reserve(total);
+  T* s = snap.data();
+  auto copy = [&](T* live, idx n) {
+    if (to_snapshot) std::memcpy(s, live, sizeof(T) * n);
+    else std::memcpy(live, s, sizeof(T) * n);
+    s += n;
+  };
+  copy(m.params(), m.n_params());
+  for (auto& g : opt.groups) copy(g.state.data(), g.state.size());
+}
+}  // namespace
+
 template <class T>
 EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss, Optimizer<T>& opt, idx batch,
                        bool shuffle, bool count_accuracy, FitBuffers<T>& buf, const Progress& progress) {
@@ -27,6 +53,9 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
     if (d.labels) buf.lb.resize(static_cast<size_t>(B));
     else buf.tb.reserve(checked_mul(B, d.C));
   }
+  snapshot_copy(m, opt, buf.snapshot, true);
+  std::vector<std::int64_t> steps;
+  for (auto& g : opt.groups) steps.push_back(g.step);
   double loss_sum = 0;
   LossSpec<T> sp = loss;  // its sample_weight points at the batch's weights
   for (idx start = 0; start < N; start += B) {
@@ -69,6 +98,12 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       st.stopped = true;
       break;
     }
+  }
+  // never leave non-finite weights: a step can overflow while its loss was still finite
+  if (!all_finite(m.params(), m.n_params())) {
+    snapshot_copy(m, opt, buf.snapshot, false);
+    for (size_t i = 0; i < opt.groups.size(); ++i) opt.groups[i].step = steps[i];
+    st.diverged = st.restored = true;
   }
   st.loss = st.samples ? loss_sum / double(st.samples) : std::nan("");
   if (!st.stopped && !st.diverged) ++m.epochs_done;

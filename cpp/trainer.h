@@ -26,7 +26,8 @@ struct EpochStats {
   idx correct = 0;      // argmax matches, when counted
   idx batches = 0;
   bool stopped = false;  // progress asked to stop (Ctrl-C)
-  bool diverged = false;  // a batch gave a non-finite loss (the step was not taken)
+  bool diverged = false;  // a non-finite loss (that batch's step was not taken) or non-finite weights
+  bool restored = false;  // the weights were not finite: they (and the optimizer state) were reset to the epoch's start
 };
 
 // Called after each batch with (batches done, samples done, running loss);
@@ -37,6 +38,7 @@ using Progress = std::function<bool(idx, idx, double)>;
 template <class T>
 struct FitBuffers {
   Buffer<T> xb, tb, wb;
+  Buffer<T> snapshot;  // parameters and optimizer state at the start of the epoch
   std::vector<std::int64_t> lb;
   std::vector<idx> perm;
 };

@@ -418,6 +418,7 @@ void bind_dtype(py::module_& m, const char* suffix) {
         out["batches"] = st.batches;
         out["stopped"] = st.stopped;
         out["diverged"] = st.diverged;
+        out["restored"] = st.restored;
         return out;
       })
       .def("predict", [](PM& s, py::array x, idx chunk) {

@@ -223,8 +223,22 @@ def test_divergence_is_reported_and_weights_stay_finite():
     X = (rng.standard_normal((512, 6)) * 1e3).astype(np.float32)
     Y = (X @ rng.standard_normal((6, 3)) * 1e3).astype(np.float32)
     m = net("float32")
-    with pytest.raises(FloatingPointError, match=r"epoch \d+, batch \d+.*lower learning rate"):
+    with pytest.raises(FloatingPointError, match=r"epoch \d+.*batch \d+.*lower learning rate"):
         m.fit(X, Y, fm.MSELoss(), fm.optim.SGD(m.parameters(), lr=10.0), epochs=50, batch_size=16, verbose=0)
+    assert np.isfinite(weights(m)).all()
+
+
+def test_weights_that_overflow_are_reset_to_the_epoch_start():
+    # one huge but finite step: float32 weights overflow to inf while every loss was finite
+    X = np.ones((4, 6), np.float32)
+    Y = np.full((4, 3), 1e18, np.float32)
+    m = net("float32")
+    opt = fm.optim.SGD(m.parameters(), lr=1e20)
+    start = weights(m)
+    with pytest.raises(FloatingPointError, match="non-finite.*reset.*start of epoch 1"):
+        m.fit(X, Y, fm.MSELoss(reduction="sum"), opt, epochs=1, batch_size=4, verbose=0)
+    np.testing.assert_array_equal(weights(m), start)
+    assert opt.state_dict()["state"][0]["step"] == 0
 
 
 @pytest.mark.parametrize("kwargs,exc,match", [

@@ -138,10 +138,13 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                 if st["diverged"]:
                     if bar is not None:
                         bar.close()
-                    raise FloatingPointError(
-                        f"training diverged at epoch {epoch + 1}, batch {st['batches'] + 1}: the loss is not finite. "
-                        "The model keeps the weights from before that batch. Try a lower learning rate, "
-                        "or standardize the inputs.")
+                    where = (f"the weights became non-finite during epoch {epoch + 1} (by batch {st['batches'] + 1}); "
+                             f"the model and optimizer were reset to their state at the start of epoch {epoch + 1}"
+                             if st["restored"] else
+                             f"the loss is not finite at epoch {epoch + 1}, batch {st['batches'] + 1}; "
+                             "the model keeps its weights from before that batch")
+                    raise FloatingPointError(f"training diverged: {where}. Try a lower learning rate, "
+                                             "or standardize the inputs.")
                 logs: dict[str, float] = {"loss": float(st["loss"])}
                 if classify and st["samples"]:
                     logs["accuracy"] = st["correct"] / st["samples"]
