@@ -20,6 +20,7 @@ def _preload_openblas() -> None:
 _preload_openblas()
 
 from . import callbacks, init, optim  # noqa: E402
+from . import datasets  # noqa: E402
 from .callbacks import EarlyStopping, History  # noqa: E402
 from ._random import initial_seed, manual_seed  # noqa: E402
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, PoissonNLLLoss  # noqa: E402
@@ -32,6 +33,18 @@ __version__ = "0.1.0"
 __all__ = [
     "Module", "Parameter", "Sequential", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
     "Identity", "Dropout", "MSELoss", "L1Loss", "HuberLoss", "CrossEntropyLoss", "BCEWithLogitsLoss",
-    "PoissonNLLLoss",
+    "PoissonNLLLoss", "datasets",
     "optim", "init", "callbacks", "EarlyStopping", "History", "manual_seed", "initial_seed", "load", "__version__",
 ]
+
+# scikit-learn estimators, imported on first use so that the core never imports scikit-learn
+# (in __all__ only when the 'sklearn' extra is installed, so that `import *` works without it)
+if all(__import__("importlib.util").util.find_spec(m) for m in ("sklearn", "scipy")):
+    __all__ += ["MLPClassifier", "MLPRegressor"]
+
+
+def __getattr__(name: str):  # noqa: E302
+    if name in ("MLPClassifier", "MLPRegressor"):
+        from . import estimators
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'fastmlp' has no attribute {name!r}")

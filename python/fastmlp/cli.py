@@ -1,0 +1,751 @@
+"""The ``fastmlp`` command: train an MLP on a file (or the shipped digits), predict, inspect, benchmark.
+
+    fastmlp train                                   # digits shipped with fastmlp: model + curves in this folder
+    fastmlp train --data data.csv --target label --hidden 256,128 --epochs 20
+    fastmlp train --data train-images-idx3-ubyte.gz --labels train-labels-idx1-ubyte.gz
+    fastmlp predict --model fastmlp-model.npz --data new.csv --out preds.csv
+    fastmlp info fastmlp-model.npz
+    fastmlp bench --quick
+
+Errors print one line on stderr (naming the file, line and column) and exit with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+EXIT_ERROR = 2
+DEFAULT_MODEL = "fastmlp-model.npz"
+DEFAULT_PLOT = "fastmlp-curves.png"
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "leaky_relu", "identity")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad", "adadelta")
+DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 1e-2, "rmsprop": 1e-3, "adagrad": 1e-2, "adadelta": 1.0}
+MAX_AUTO_CLASSES = 50  # an integer-valued target with at most this many distinct values is a classification
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- argument parsing
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    return v
+
+
+def _fraction(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {s!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {s!r}")
+    return v
+
+
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}") from None
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}")
+    return v
+
+
+def _hidden(s: str) -> list[int]:
+    s = s.strip()
+    if s in ("", "0", "none"):
+        return []
+    try:
+        sizes = [int(part) for part in s.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer widths like 256,128, got {s!r}") from None
+    if any(v < 1 for v in sizes):
+        raise argparse.ArgumentTypeError(f"layer widths must be positive, got {s!r}")
+    return sizes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="fastmlp", description="Train and use fast multilayer perceptrons (fastmlp).",
+                                epilog="Run 'fastmlp train' with no arguments for a demo on the shipped digits.")
+    p.add_argument("--version", action="version", version=f"fastmlp {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="{train,predict,info,bench}")
+    sub.required = True
+
+    t = sub.add_parser("train", help="train an MLP on a data file (default: the shipped 8x8 digits)",
+                       description="Train an MLP, print the test score, write the model file and a PNG of the "
+                                   "loss/accuracy curves. Without --data: the 8x8 handwritten digits shipped with "
+                                   "fastmlp.")
+    d = t.add_argument_group("data")
+    d.add_argument("--data", metavar="FILE", help="CSV with a header row, .npz with X and y, or IDX images "
+                                                 "(MNIST format, .gz or raw)")
+    d.add_argument("--target", metavar="COL", help="CSV target column: a name, or a 0-based index "
+                                                  "(negative from the end); default: the last column")
+    d.add_argument("--labels", metavar="FILE", help="IDX label file that goes with IDX images in --data")
+    d.add_argument("--delimiter", default=None, help="CSV delimiter (default ',', or tab for .tsv files)")
+    d.add_argument("--test-data", metavar="FILE", help="separate test set (same format as --data); "
+                                                      "default: hold out --test-split of --data")
+    d.add_argument("--test-labels", metavar="FILE", help="IDX label file that goes with --test-data")
+    d.add_argument("--test-split", type=_fraction, default=0.2, metavar="F",
+                   help="fraction held out as the test set (default 0.2; 0: no test set)")
+    d.add_argument("--val-split", type=_fraction, default=0.1, metavar="F",
+                   help="fraction of the training part used for validation curves (default 0.1; 0: none)")
+    d.add_argument("--task", choices=("classify", "regress"), help="default: classify when the target is text "
+                   f"or whole numbers with at most {MAX_AUTO_CLASSES} distinct values, else regress")
+    d.add_argument("--no-standardize", dest="standardize", action="store_false",
+                   help="do not standardize features (and regression targets) to mean 0, std 1")
+    m = t.add_argument_group("model and training")
+    m.add_argument("--hidden", type=_hidden, default=[128], metavar="W1,W2,...",
+                   help="hidden layer widths (default 128; '' or 0: a linear model)")
+    m.add_argument("--activation", choices=ACTIVATIONS, default="relu", help="hidden activation (default relu)")
+    m.add_argument("--dropout", type=_fraction, default=0.0, metavar="P", help="dropout after each hidden layer")
+    m.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="default adam")
+    m.add_argument("--lr", type=_positive_float, default=None,
+                   help="learning rate (default: 1e-3 for adam/adamw/rmsprop, 1e-2 for sgd/adagrad, 1 for adadelta)")
+    m.add_argument("--momentum", type=float, default=0.0, help="momentum for sgd and rmsprop (default 0)")
+    m.add_argument("--weight-decay", type=float, default=None, help="L2 penalty (default: the optimizer's)")
+    m.add_argument("--epochs", type=_positive_int, default=20, help="default 20")
+    m.add_argument("--batch-size", type=_positive_int, default=32, help="default 32")
+    m.add_argument("--patience", type=_positive_int, default=None,
+                   help="stop when the validation loss has not improved for this many epochs (keeps the best)")
+    m.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    m.add_argument("--seed", type=int, default=0, help="seed of the splits, initialization and shuffling (default 0)")
+    m.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: all)")
+    o = t.add_argument_group("output")
+    o.add_argument("--out", default=DEFAULT_MODEL, metavar="FILE", help=f"model file (default {DEFAULT_MODEL})")
+    o.add_argument("--plot", default=DEFAULT_PLOT, metavar="FILE",
+                   help=f"PNG of the training curves (default {DEFAULT_PLOT})")
+    o.add_argument("--no-plot", dest="plot", action="store_const", const=None, help="write no plot")
+    o.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=cmd_train)
+
+    pr = sub.add_parser("predict", help="predict with a model written by 'fastmlp train'",
+                        description="Apply a trained model (with its saved feature scaling) to a data file and "
+                                    "write one prediction per row (class labels or values) as CSV.")
+    pr.add_argument("--model", required=True, metavar="FILE", help="model file from 'fastmlp train'")
+    pr.add_argument("--data", required=True, metavar="FILE", help="CSV (columns matched by name), .npz or IDX")
+    pr.add_argument("--labels", metavar="FILE", help="IDX labels for IDX images (reports the accuracy)")
+    pr.add_argument("--delimiter", default=None, help="CSV delimiter (default ',', or tab for .tsv files)")
+    pr.add_argument("--out", metavar="FILE", help="CSV file to write (default: standard output)")
+    pr.add_argument("--proba", action="store_true", help="also write the class probabilities")
+    pr.add_argument("--threads", type=_positive_int, default=None)
+    pr.set_defaults(func=cmd_predict)
+
+    i = sub.add_parser("info", help="describe a model file", description="Layers, parameter count, dtype and "
+                                                                           "the training summary of a model file.")
+    i.add_argument("model", metavar="MODEL", help="model file (.npz)")
+    i.set_defaults(func=cmd_info)
+
+    b = sub.add_parser("bench", help="run the training-speed benchmark (bench/train_speed.py of a source checkout)",
+                       description="Run bench/train_speed.py from the fastmlp source tree (the FASTMLP_BENCH "
+                                   "environment variable may name the script). It writes train_speed.json and "
+                                   "train_speed.png into the current folder (or --out-dir DIR). Other options "
+                                   "(--configs, --frameworks, --repeats, --threads) are passed on to it.")
+    b.add_argument("--quick", action="store_true", help="fewer samples and repeats (under a minute)")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+# --------------------------------------------------------------------------- data
+def _sniff(path: str) -> str:
+    """'idx', 'npz' or 'csv', from the file's first bytes (gzip is looked into)."""
+    import gzip
+
+    from .datasets import _IDX_TYPES, _path
+
+    _path(path)
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:2] == b"\x1f\x8b":
+        try:
+            with gzip.open(path, "rb") as g:
+                head = g.read(4)
+        except (OSError, EOFError) as e:
+            raise CLIError(f"{path}: damaged gzip file ({e})") from None
+    elif head[:4] == b"PK\x03\x04" or path.lower().endswith(".npz"):
+        return "npz"
+    if len(head) == 4 and head[0] == 0 and head[1] == 0 and head[2] in _IDX_TYPES and head[3] > 0:
+        return "idx"
+    if path.lower().endswith((".idx", "-ubyte", "-ubyte.gz")):
+        return "idx"  # let load_idx explain what is wrong with it
+    return "csv"
+
+
+def _delimiter(args: argparse.Namespace, path: str) -> str:
+    if args.delimiter is not None:
+        d = args.delimiter.replace("\\t", "\t")
+        if len(d) != 1:
+            raise CLIError(f"--delimiter must be one character, got {args.delimiter!r}")
+        return d
+    return "\t" if path.lower().endswith((".tsv", ".tsv.gz", ".tab")) else ","
+
+
+def _csv_target(path: str, names: list[str], target: str | None) -> Any:
+    if target is None:
+        return -1
+    if target in names:
+        return target
+    try:
+        return int(target)
+    except ValueError:
+        return target  # load_csv reports the unknown column with the list of columns
+
+
+def _load_labeled(args: argparse.Namespace, path: str, labels: str | None, which: str) -> Any:
+    from . import datasets
+
+    kind = _sniff(path)
+    if kind == "idx":
+        if labels is None:
+            raise CLIError(f"{path}: IDX images need their label file: add --{which}labels FILE")
+        if args.target is not None:
+            raise CLIError("--target applies to CSV files; IDX labels come from --labels")
+        return datasets.load_idx(path, labels), kind
+    if labels is not None:
+        raise CLIError(f"--{which}labels is for IDX image files, but {path} is a {kind.upper()} file")
+    if kind == "npz":
+        if args.target is not None:
+            raise CLIError(f"--target applies to CSV files; {path} is an .npz (its target is the array y)")
+        ds = datasets.load_npz(path)
+        if ds.y is None:
+            raise CLIError(f"{path}: no array named 'y' (the target); save with np.savez(path, X=X, y=y)")
+        return ds, kind
+    delim = _delimiter(args, path)
+    names = datasets.read_csv_header(path, delim)
+    return datasets.load_csv(path, target=_csv_target(path, names, args.target), delimiter=delim), kind
+
+
+def _detect_task(ds: Any, requested: str | None) -> tuple[str, str]:
+    y = ds.y
+    if y.dtype.kind in "US":
+        if requested == "regress":
+            lines = getattr(ds, "_target_lines", None)
+            for k, v in enumerate(y):
+                try:
+                    float(v)
+                except ValueError:
+                    where = f"{ds.source}:{lines[k]}:{ds._target_column}" if lines else f"{ds.source}: row {k + 1}"
+                    raise CLIError(f"{where}: target column {ds.target_name!r}: {str(v)!r} is not a number "
+                                   "(--task regress needs a numeric target)") from None
+        return "classify", "text target"
+    if y.ndim > 1:
+        if requested == "classify":
+            raise CLIError(f"{ds.source}: y has shape {y.shape}; --task classify needs one label per sample")
+        return "regress", f"{y.shape[1]} target columns"
+    if requested:
+        return requested, "--task"
+    if y.dtype.kind in "biu":
+        n_unique = len(np.unique(y))
+        if n_unique <= MAX_AUTO_CLASSES:
+            return "classify", f"whole-number target with {n_unique} distinct values"
+        return "regress", f"whole-number target with {n_unique} distinct values (> {MAX_AUTO_CLASSES})"
+    return "regress", "target with fractional values"
+
+
+class _Scaler:
+    def __init__(self, mean: Any, std: Any) -> None:
+        self.mean = np.asarray(mean, dtype=np.float64)
+        self.std = np.asarray(std, dtype=np.float64)
+
+    @classmethod
+    def fit(cls, X: np.ndarray) -> "_Scaler":
+        mean = X.mean(axis=0, dtype=np.float64)
+        std = X.std(axis=0, dtype=np.float64)
+        std[~(std > 1e-12)] = 1.0
+        return cls(mean, std)
+
+    def transform(self, X: np.ndarray, dtype: Any) -> np.ndarray:
+        return np.ascontiguousarray((X - self.mean) / self.std, dtype=dtype)
+
+    def inverse(self, Y: np.ndarray) -> np.ndarray:
+        return Y * self.std + self.mean
+
+    def to_json(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+
+# --------------------------------------------------------------------------- train
+def _build_model(n_in: int, n_out: int, args: argparse.Namespace) -> Any:
+    import fastmlp as fm
+
+    act = {"relu": fm.ReLU, "tanh": fm.Tanh, "sigmoid": fm.Sigmoid, "gelu": fm.GELU, "leaky_relu": fm.LeakyReLU,
+           "identity": fm.Identity}[args.activation]
+    layers: list = []
+    prev = n_in
+    for w in args.hidden:
+        layers += [fm.Linear(prev, w), act()]
+        if args.dropout > 0:
+            layers.append(fm.Dropout(args.dropout))
+        prev = w
+    layers.append(fm.Linear(prev, n_out))
+    return fm.Sequential(*layers, seed=args.seed, dtype=args.dtype)
+
+
+def _build_optimizer(model: Any, args: argparse.Namespace) -> Any:
+    import fastmlp as fm
+
+    cls = {"adam": fm.optim.Adam, "adamw": fm.optim.AdamW, "sgd": fm.optim.SGD, "rmsprop": fm.optim.RMSprop,
+           "adagrad": fm.optim.Adagrad, "adadelta": fm.optim.Adadelta}[args.optimizer]
+    kw: dict = {"lr": args.lr}
+    if args.weight_decay is not None:
+        kw["weight_decay"] = args.weight_decay
+    if args.momentum:
+        if args.optimizer not in ("sgd", "rmsprop"):
+            raise CLIError(f"--momentum applies to sgd and rmsprop, not {args.optimizer}")
+        kw["momentum"] = args.momentum
+    return cls(model.parameters(), **kw)
+
+
+def _split(X: np.ndarray, y: np.ndarray, frac: float, seed: int, stratify: bool, what: str) -> tuple:
+    from .datasets import train_test_split
+
+    try:
+        return train_test_split(X, y, test_size=frac, seed=seed, stratify=y if stratify else None)
+    except ValueError:
+        raise CLIError(f"{X.shape[0]} samples are too few for a {what} of {frac:g}; "
+                       f"use more data or --{what.replace(' ', '-')} 0") from None
+
+
+def _json_float(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import fastmlp as fm
+    from . import datasets
+    from .serialization import save
+
+    if args.lr is None:
+        args.lr = DEFAULT_LR[args.optimizer]
+    if args.data is None:
+        for opt in ("labels", "target", "test_data", "test_labels"):
+            if getattr(args, opt) is not None:
+                raise CLIError(f"--{opt.replace('_', '-')} needs --data FILE")
+        ds, kind = datasets.load_digits(), "digits"
+    else:
+        ds, kind = _load_labeled(args, args.data, args.labels, "")
+    X, y = ds.X, ds.y
+    task, why = _detect_task(ds, args.task)
+
+    test = None
+    if args.test_data is not None:
+        test, _ = _load_labeled(args, args.test_data, args.test_labels, "test-")
+        if test.X.shape[1] != X.shape[1]:
+            raise CLIError(f"{args.test_data}: {test.X.shape[1]} features, but {ds.source} has {X.shape[1]}")
+    elif args.test_labels is not None:
+        raise CLIError("--test-labels needs --test-data FILE")
+
+    classes = None
+    if task == "classify":
+        classes, y_idx = np.unique(y, return_inverse=True)
+        y_idx = y_idx.reshape(-1).astype(np.int64)
+        if len(classes) < 2:
+            raise CLIError(f"{ds.source}: the target has a single value ({classes[0]!r}); nothing to classify")
+        if test is not None:
+            known = np.isin(test.y, classes)
+            if not known.all():
+                bad = test.y[np.argmax(~known)]
+                raise CLIError(f"{args.test_data}: label {bad!r} does not occur in the training data {ds.source}")
+            y_test = np.searchsorted(classes, test.y)
+        target = y_idx
+    else:
+        target = y.astype(np.float64).reshape(len(y), -1)
+        if test is not None:
+            if test.y.dtype.kind not in "biuf":
+                raise CLIError(f"{args.test_data}: the target is not numeric")
+            y_test = test.y.astype(np.float64).reshape(len(test.y), -1)
+            if y_test.shape[1] != target.shape[1]:
+                raise CLIError(f"{args.test_data}: {y_test.shape[1]} target columns, but {ds.source} has "
+                               f"{target.shape[1]}")
+
+    strat = task == "classify"
+    if test is not None:
+        X_tr, y_tr, X_te = X, target, test.X
+    elif args.test_split > 0:
+        X_tr, X_te, y_tr, y_test = _split(X, target, args.test_split, args.seed, strat, "test split")
+    else:
+        X_tr, y_tr, X_te, y_test = X, target, None, None
+    if args.val_split > 0:
+        X_tr, X_val, y_tr, y_val = _split(X_tr, y_tr, args.val_split, args.seed + 1, strat, "val split")
+    else:
+        X_val = y_val = None
+
+    dtype = np.dtype(args.dtype)
+    scaler = _Scaler.fit(X_tr) if args.standardize else _Scaler(np.zeros(X.shape[1]), np.ones(X.shape[1]))
+    yscaler = None
+    if task == "regress":
+        yscaler = _Scaler.fit(y_tr) if args.standardize else _Scaler(np.zeros(y_tr.shape[1]), np.ones(y_tr.shape[1]))
+
+    def prep(Xp: Any, yp: Any) -> tuple:
+        if Xp is None:
+            return None, None
+        Xs = scaler.transform(Xp, dtype)
+        ys = yp if task == "classify" else yscaler.transform(yp, dtype)
+        return Xs, ys
+
+    Xs_tr, ys_tr = prep(X_tr, y_tr)
+    Xs_val, ys_val = prep(X_val, y_val)
+    Xs_te, ys_te = prep(X_te, y_test)
+
+    n_out = len(classes) if task == "classify" else target.shape[1]
+    fm.manual_seed(args.seed)
+    model = _build_model(X.shape[1], n_out, args)
+    opt = _build_optimizer(model, args)
+    loss_fn = fm.CrossEntropyLoss() if task == "classify" else fm.MSELoss()
+
+    source = ds.source if kind != "digits" else "digits (8x8 images shipped with fastmlp)"
+    print(f"data: {source}: {X.shape[0]} samples, {X.shape[1]} features"
+          + (f"; test data: {args.test_data}: {X_te.shape[0]} samples" if test is not None else ""))
+    if task == "classify":
+        shown = ", ".join(str(c) for c in classes[:12]) + (", ..." if len(classes) > 12 else "")
+        print(f"task: classify ({why}): {len(classes)} classes: {shown}")
+    else:
+        print(f"task: regress ({why})")
+    print(f"split: {Xs_tr.shape[0]} train, {0 if Xs_val is None else Xs_val.shape[0]} validation, "
+          f"{0 if Xs_te is None else Xs_te.shape[0]} test (seed {args.seed}); features "
+          + ("standardized" if args.standardize else "not standardized"))
+    widths = "-".join(str(w) for w in [X.shape[1], *args.hidden, n_out])
+    print(f"model: {widths} {args.activation}" + (f", dropout {args.dropout:g}" if args.dropout else "")
+          + f", {model.num_parameters():,} parameters, {args.dtype}; {args.optimizer} lr={args.lr:g}, "
+          f"batch {args.batch_size}, {args.epochs} epochs")
+    sys.stdout.flush()
+
+    callbacks = []
+    if args.patience is not None:
+        if Xs_val is None:
+            raise CLIError("--patience needs a validation set (--val-split > 0)")
+        callbacks.append(fm.EarlyStopping(monitor="val_loss", patience=args.patience, restore_best_weights=True))
+    t0 = time.perf_counter()
+    try:
+        hist = model.fit(Xs_tr, ys_tr, loss_fn, opt, epochs=args.epochs, batch_size=args.batch_size,
+                         validation_data=None if Xs_val is None else (Xs_val, ys_val), callbacks=callbacks,
+                         verbose=0 if args.quiet else 1, n_threads=args.threads)
+    except FloatingPointError as e:
+        raise CLIError(f"{e}".replace("\n", " ")) from None
+    seconds = time.perf_counter() - t0
+    model.eval()
+    h = hist.history
+
+    test_metrics: dict = {}
+    if Xs_te is not None and Xs_te.shape[0]:
+        out = model.predict(Xs_te, n_threads=args.threads)
+        if task == "classify":
+            acc = float(np.mean(np.argmax(out, axis=1) == ys_te))
+            test_metrics = {"accuracy": acc, "loss": float(loss_fn(out, ys_te)), "samples": int(out.shape[0])}
+            print(f"test accuracy: {acc:.4f} ({out.shape[0]} samples)")
+        else:
+            pred = yscaler.inverse(out.astype(np.float64))
+            err = pred - y_test
+            rmse = float(np.sqrt(np.mean(err ** 2)))
+            ss = float(np.sum((y_test - y_test.mean(axis=0)) ** 2))
+            r2 = 1.0 - float(np.sum(err ** 2)) / ss if ss > 0 else float("nan")
+            test_metrics = {"rmse": rmse, "mae": float(np.mean(np.abs(err))), "r2": r2,
+                            "samples": int(out.shape[0])}
+            print(f"test RMSE: {rmse:.4g}, R^2: {r2:.4f} ({out.shape[0]} samples)")
+    else:
+        last = {k: v[-1] for k, v in h.items() if v and k not in ("lr", "time")}
+        print("final epoch: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))
+    print(f"trained {len(hist.epoch)} epochs in {seconds:.2f} s")
+
+    extra = {
+        "fastmlp_cli": 1,
+        "task": task,
+        "classes": None if classes is None else classes.tolist(),
+        "n_features": int(X.shape[1]),
+        "feature_names": ds.feature_names,
+        "target_name": ds.target_name,
+        "scaler": scaler.to_json() if args.standardize else None,
+        "target_scaler": yscaler.to_json() if (yscaler is not None and args.standardize) else None,
+        "data": {"source": source, "kind": kind, "labels": args.labels, "test_data": args.test_data,
+                 "train": int(Xs_tr.shape[0]), "val": 0 if Xs_val is None else int(Xs_val.shape[0]),
+                 "test": 0 if Xs_te is None else int(Xs_te.shape[0])},
+        "training": {"hidden": args.hidden, "activation": args.activation, "dropout": args.dropout,
+                     "optimizer": args.optimizer, "lr": args.lr, "batch_size": args.batch_size,
+                     "epochs": args.epochs, "epochs_run": len(hist.epoch), "seed": args.seed,
+                     "standardize": args.standardize, "seconds": seconds},
+        "history": {k: [_json_float(v) for v in vals] for k, vals in h.items()},
+        "test": test_metrics,
+    }
+    try:
+        save(model, args.out, extra=extra)
+    except OSError as e:
+        raise CLIError(f"{args.out}: cannot write the model file ({e.strerror or e})") from None
+    wrote = [f"{args.out} (model)"]
+    if args.plot:
+        png = _plot(h, args.plot, task, f"fastmlp on {os.path.basename(source) if kind != 'digits' else 'digits'}: "
+                    f"{widths}", test_metrics)
+        if png:
+            wrote.append(f"{png} (training curves)")
+    print("wrote " + " and ".join(wrote))
+    return 0
+
+
+def _plot(h: dict, path: str, task: str, title: str, test: dict) -> str | None:
+    try:
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
+    except ImportError:
+        _err("fastmlp: matplotlib is not installed, so no plot was written (pip install 'fastmlp[plot]')")
+        return None
+    epochs = np.arange(1, len(h.get("loss", [])) + 1)
+    panels = [("loss", "loss")] + ([("accuracy", "accuracy")] if task == "classify" else [])
+    fig = Figure(figsize=(5.5 * len(panels), 4), layout="constrained")
+    for i, (key, label) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for k, style, name in ((key, "-o", "train"), (f"val_{key}", "-s", "validation")):
+            if h.get(k):
+                ax.plot(epochs, h[k], style, markersize=3, label=name)
+        if key == "accuracy" and "accuracy" in test:
+            ax.axhline(test["accuracy"], color="gray", linestyle="--", label=f"test {test['accuracy']:.4f}")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(label)
+        if key == "loss":
+            ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    try:
+        fig.savefig(path, dpi=100)
+    except (OSError, ValueError) as e:
+        raise CLIError(f"{path}: cannot write the plot ({e})") from None
+    return path
+
+
+# --------------------------------------------------------------------------- predict
+def _load_model(path: str) -> Any:
+    import fastmlp as fm
+
+    if not os.path.exists(path):
+        raise CLIError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise CLIError(f"{path}: is a folder, not a model file")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            raise CLIError(f"{path}: not a fastmlp model file (expected an .npz written by 'fastmlp train')")
+    return fm.load(path)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from . import datasets
+
+    model = _load_model(args.model)
+    ex = getattr(model, "_file_extra", {}) or {}
+    task = ex.get("task")
+    names = ex.get("feature_names")
+    path = args.data
+    kind = _sniff(path)
+    if kind == "idx":
+        ds = datasets.load_idx(path, args.labels)
+    else:
+        if args.labels is not None:
+            raise CLIError(f"--labels is for IDX image files, but {path} is a {kind.upper()} file")
+        if kind == "npz":
+            ds = datasets.load_npz(path)
+        else:
+            delim = _delimiter(args, path)
+            header = datasets.read_csv_header(path, delim)
+            tname = ex.get("target_name")
+            target = tname if (tname and tname in header and header.count(tname) == 1) else None
+            if names and kind == "csv":
+                missing = [n for n in names if n not in header]
+                if len(missing) == len(names) and len(header) - (target is not None) == len(names):
+                    names = None  # same number of columns, other names: take them in order
+                    _err(f"fastmlp predict: warning: {path} has none of the model's column names "
+                         f"{', '.join(map(repr, ex['feature_names'][:3]))}, ...; using its columns in order")
+                elif missing:
+                    shown = ", ".join(map(repr, missing[:10]))
+                    raise CLIError(f"{path}: the model needs columns the file lacks: {shown}"
+                                   + (f" and {len(missing) - 10} more" if len(missing) > 10 else ""))
+            ds = datasets.load_csv(path, target=target, delimiter=delim, features=names or None)
+    X = ds.X
+    n_in = model.in_features
+    if n_in is not None and X.shape[1] != n_in:
+        raise CLIError(f"{path}: {X.shape[1]} features, but the model {args.model} takes {n_in}")
+    sc = ex.get("scaler")
+    dtype = model.dtype
+    Xs = _Scaler(sc["mean"], sc["std"]).transform(X, dtype) if sc else np.ascontiguousarray(X, dtype=dtype)
+    out = model.predict(Xs, n_threads=args.threads).astype(np.float64)
+
+    rows: list
+    if task == "classify":
+        classes = np.asarray(ex["classes"])
+        idx = np.argmax(out, axis=1)
+        labels = classes[idx]
+        header = [ex.get("target_name") or "prediction"]
+        cols = [labels]
+        if args.proba:
+            z = out - out.max(axis=1, keepdims=True)
+            pr = np.exp(z)
+            pr /= pr.sum(axis=1, keepdims=True)
+            header += [f"p_{c}" for c in classes.tolist()]
+            cols += [pr[:, j] for j in range(pr.shape[1])]
+    elif task == "regress":
+        ts = ex.get("target_scaler")
+        vals = _Scaler(ts["mean"], ts["std"]).inverse(out) if ts else out
+        name = ex.get("target_name") or "prediction"
+        header = [name] if vals.shape[1] == 1 else [f"{name}_{j}" for j in range(vals.shape[1])]
+        cols = [vals[:, j] for j in range(vals.shape[1])]
+    else:  # a model saved with model.save: raw outputs
+        header = [f"output_{j}" for j in range(out.shape[1])]
+        cols = [out[:, j] for j in range(out.shape[1])]
+    if args.proba and task != "classify":
+        raise CLIError(f"--proba needs a classification model; {args.model} is "
+                       + (f"a {task} model" if task else "not from 'fastmlp train'"))
+
+    def fmt(v: Any) -> str:
+        return f"{v:.9g}" if isinstance(v, (float, np.floating)) else str(v)
+
+    rows = [[fmt(c[i]) for c in cols] for i in range(X.shape[0])]
+    if args.out:
+        try:
+            with open(args.out, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(header)
+                w.writerows(rows)
+        except OSError as e:
+            raise CLIError(f"{args.out}: cannot write ({e.strerror or e})") from None
+    else:
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+        sys.stdout.flush()
+    if ds.y is not None and task == "classify":
+        truth = np.asarray(ds.y)
+        pred = np.asarray(labels)
+        if truth.dtype.kind != pred.dtype.kind and (truth.dtype.kind in "US" or pred.dtype.kind in "US"):
+            truth, pred = truth.astype(str), pred.astype(str)
+        _err(f"accuracy on {path}: {np.mean(truth == pred):.4f} ({len(truth)} samples)")
+    elif ds.y is not None and task == "regress" and ds.y.dtype.kind in "biuf":
+        err = cols[0] - ds.y.astype(np.float64) if len(cols) == 1 else np.stack(cols, 1) - ds.y.reshape(len(X), -1)
+        _err(f"RMSE on {path}: {np.sqrt(np.mean(np.square(err))):.4g} ({len(X)} samples)")
+    if args.out:
+        _err(f"wrote {len(rows)} predictions to {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- info
+def cmd_info(args: argparse.Namespace) -> int:
+    model = _load_model(args.model)
+    ex = getattr(model, "_file_extra", {}) or {}
+    print(f"model file: {args.model}")
+    print(repr(model))
+    linears = [layer for layer in model if hasattr(layer, "out_features")]
+    n_in = model.in_features
+    n_out = linears[-1].out_features if linears else None
+    print(f"parameters: {model.num_parameters():,} ({model.dtype.name})")
+    print(f"inputs: {n_in if n_in is not None else 'any'}, outputs: {n_out if n_out is not None else 'same as inputs'}")
+    if not ex.get("fastmlp_cli"):
+        print("training summary: none (not written by 'fastmlp train')")
+        return 0
+    task = ex.get("task")
+    if task == "classify":
+        cl = [str(c) for c in ex.get("classes") or []]
+        print(f"task: classify, {len(cl)} classes: {', '.join(cl[:12])}{', ...' if len(cl) > 12 else ''}")
+    else:
+        print(f"task: {task}" + (f" of {ex['target_name']!r}" if ex.get("target_name") else ""))
+    names = ex.get("feature_names")
+    if names:
+        print(f"features: {', '.join(names[:8])}{', ...' if len(names) > 8 else ''} ({len(names)}), "
+              + ("standardized" if ex.get("scaler") else "not standardized"))
+    d = ex.get("data", {})
+    print(f"trained on: {d.get('source')}: {d.get('train')} train, {d.get('val')} validation, {d.get('test')} test")
+    tr = ex.get("training", {})
+    hidden = ",".join(map(str, tr.get("hidden", []))) or "none"
+    print(f"settings: hidden {hidden}, {tr.get('activation')}, dropout {tr.get('dropout')}, {tr.get('optimizer')} "
+          f"lr={tr.get('lr')}, batch {tr.get('batch_size')}, {tr.get('epochs_run')}/{tr.get('epochs')} epochs, "
+          f"seed {tr.get('seed')}, {tr.get('seconds', 0):.2f} s")
+    hist = ex.get("history", {})
+    last = {k: v[-1] for k, v in hist.items() if v and k not in ("lr", "time") and v[-1] is not None}
+    if last:
+        print("last epoch: " + ", ".join(f"{k} {v:.4g}" for k, v in last.items()))
+    test = ex.get("test") or {}
+    if test:
+        print("test: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in test.items()))
+    return 0
+
+
+# --------------------------------------------------------------------------- bench
+def _bench_script() -> Path | None:
+    env = os.environ.get("FASTMLP_BENCH")
+    if env:
+        return Path(env)
+    script = Path(__file__).resolve().parents[2] / "bench" / "train_speed.py"
+    return script if script.is_file() else None
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    script = _bench_script()
+    if script is None or not script.is_file():
+        raise CLIError("the benchmark is not installed: 'fastmlp bench' runs bench/train_speed.py from a source "
+                       "checkout of fastmlp (git clone it, pip install -e '.[bench]', and run it there)"
+                       + (f"; FASTMLP_BENCH={script} is not a file" if script is not None else ""))
+    spec = importlib.util.spec_from_file_location("fastmlp_bench_train_speed", script)
+    if spec is None or spec.loader is None:
+        raise CLIError(f"{script}: cannot load the benchmark")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    if not hasattr(mod, "main"):
+        raise CLIError(f"{script}: has no main(argv) function")
+    argv = (["--quick"] if args.quick else []) + list(args.rest)
+    if not any(a == "--out-dir" or a.startswith("--out-dir=") for a in argv):
+        argv += ["--out-dir", os.getcwd()]  # results into the current folder, as 'fastmlp train' does
+    return int(mod.main(argv) or 0)
+
+
+# --------------------------------------------------------------------------- entry point
+def _message(e: BaseException) -> str:
+    if isinstance(e, FileNotFoundError) and e.filename is not None:
+        msg = f"{e.filename}: {e.strerror or 'no such file'}"
+    elif isinstance(e, OSError) and e.filename is not None:
+        msg = f"{e.filename}: {e.strerror or e}"
+    else:
+        msg = str(e) or type(e).__name__
+    return " ".join(msg.split())  # one line
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # e.g. 'fastmlp predict ... | head': stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except (CLIError, ValueError, OSError, FloatingPointError) as e:
+        if os.environ.get("FASTMLP_TRACEBACK"):
+            raise
+        _err(f"fastmlp {args.command}: error: {_message(e)}")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        _err(f"fastmlp {args.command}: interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
