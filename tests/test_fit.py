@@ -367,3 +367,15 @@ def test_models_pickle_and_deepcopy_with_their_training_state():
         b.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(b.parameters(), lr=0.1), epochs=1, batch_size=8, verbose=0)
     a.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(a.parameters(), lr=0.1), epochs=1, batch_size=8, verbose=0)
     np.testing.assert_array_equal(weights(a), weights(b))  # same shuffles and dropout masks after the copy
+
+
+def test_saved_files_get_the_usual_permissions_and_text_files_a_clear_error(tmp_path):
+    old = os.umask(0o022)
+    try:
+        net().save(tmp_path / "m.npz")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "m.npz").st_mode & 0o777 == 0o644
+    (tmp_path / "t.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="not an .npz archive"):
+        fm.load(tmp_path / "t.csv")

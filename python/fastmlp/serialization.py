@@ -54,6 +54,9 @@ def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None
             np.savez(f, **{_HEADER: blob, **arrays})
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -63,6 +66,9 @@ def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None
 
 def _read(path: Any) -> tuple[dict, dict]:
     path = os.fspath(path)
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            raise ValueError(f"{path}: not a fastmlp model file (not an .npz archive)")
     try:
         z = np.load(path, allow_pickle=False)
         if not isinstance(z, np.lib.npyio.NpzFile):
