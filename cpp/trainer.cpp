@@ -80,6 +80,11 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
         sp.sample_weight = buf.wb.data();
       }
     }
+    if (sp.sample_weight) {  // a batch with no weight carries no information: skip it
+      double w = 0;
+      for (idx r = 0; r < b; ++r) w += double(sp.sample_weight[r]);
+      if (w == 0) continue;
+    }
     // train_step, with the loss checked before the update
     const T* out = m.forward(m.workspace(), xb, b, d.in, true, false);
     const idx C = m.last_out();

@@ -379,3 +379,25 @@ def test_saved_files_get_the_usual_permissions_and_text_files_a_clear_error(tmp_
     (tmp_path / "t.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="not an .npz archive"):
         fm.load(tmp_path / "t.csv")
+
+
+def test_a_batch_whose_weights_are_all_zero_is_skipped():
+    X, y = data(n=40)
+    w = np.ones(40)
+    w[:10] = 0
+    a, b = net(), net()
+    a.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(a.parameters(), lr=0.1), batch_size=10, shuffle=False,
+          sample_weight=w, verbose=0)
+    b.fit(X[10:], y[10:], fm.CrossEntropyLoss(), fm.optim.SGD(b.parameters(), lr=0.1), batch_size=10, shuffle=False,
+          verbose=0)
+    np.testing.assert_allclose(weights(a), weights(b), rtol=1e-12)
+
+
+def test_default_threads_are_one_for_small_products_and_all_cores_for_large():
+    from fastmlp.training import SMALL_WORK, auto_threads, default_threads
+
+    small = fm.Sequential(fm.Linear(64, 100), fm.ReLU(), fm.Linear(100, 10))
+    assert auto_threads(small, 200) == 1
+    big = fm.Sequential(fm.Linear(784, 1024), fm.ReLU(), fm.Linear(1024, 10))
+    assert auto_threads(big, 512) == default_threads()
+    assert auto_threads(big, SMALL_WORK // (784 * 1024) + 1) == default_threads()

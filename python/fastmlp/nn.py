@@ -364,7 +364,10 @@ class Sequential(Module):
         with the GIL released. Returns a History (per-epoch loss, val_loss,
         accuracy, val_accuracy, lr, time). Ctrl-C stops at the next batch
         boundary and raises KeyboardInterrupt; the model keeps every completed step.
-        ``sample_weight`` (n,) makes each batch's loss the weighted mean over its rows."""
+        ``sample_weight`` (n,) makes each batch's loss the weighted mean over its rows
+        (a batch whose weights are all zero is skipped). ``n_threads=None`` uses
+        every core, or one thread when the per-batch products are small (where
+        BLAS threads cost more than they bring)."""
         from .training import fit
 
         return fit(self, X, y, loss, optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,

@@ -22,10 +22,26 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+# Below this many multiply-adds in the largest layer's per-batch product, OpenBLAS's
+# threads cost more than they bring (they synchronise by spinning, and on a busy
+# machine a descheduled thread stalls the other: up to 100x slower, measured).
+SMALL_WORK = 8_000_000
+
+
+def auto_threads(model: Any, rows: int) -> int:
+    """n_threads=None: every core, unless the per-batch products are small."""
+    sizes = [layer.in_features * layer.out_features for layer in model if hasattr(layer, "in_features")]
+    return default_threads() if rows * max(sizes, default=0) >= SMALL_WORK else 1
+
+
 @contextmanager
-def blas_threads(n_threads: int | None) -> Iterator[None]:
-    """Bound fastmlp's OpenBLAS threads to n_threads (default: every core) for a call."""
-    n = default_threads() if n_threads is None else check_int(n_threads, "n_threads", low=1)
+def blas_threads(n_threads: int | None, model: Any = None, rows: int = 0) -> Iterator[None]:
+    """Bound fastmlp's OpenBLAS threads to n_threads for a call (None: every
+    core, or one thread when the model's per-batch products are small)."""
+    if n_threads is None:
+        n = auto_threads(model, rows) if model is not None else default_threads()
+    else:
+        n = check_int(n_threads, "n_threads", low=1)
     before = _core.blas_get_num_threads()
     _core.blas_set_num_threads(n)
     try:
@@ -116,7 +132,7 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
             if isinstance(cb, Callback):
                 cb.on_train_begin(model)
         model.train()
-        with blas_threads(n_threads):
+        with blas_threads(n_threads, model, min(batch_size, Xa.shape[0])):
             for epoch in range(epochs):
                 optimizer._sync()
                 bar = _bar(verbose, Xa.shape[0], f"epoch {epoch + 1}/{epochs}")
@@ -196,7 +212,7 @@ def predict(model: Any, X: Any, batch_size: int | None = None, n_threads: int | 
     a = model._input(X)
     check_finite(a, "X")
     chunk = 4096 if batch_size is None else check_int(batch_size, "batch_size", low=1)
-    with blas_threads(n_threads):
+    with blas_threads(n_threads, model, min(chunk, a.shape[0])):
         out = model._core.predict(a, chunk)
     return out[0] if one else out
 
@@ -205,7 +221,7 @@ def evaluate(model: Any, X: Any, y: Any, loss_fn: _Loss, batch_size: int | None 
              n_threads: int | None = None) -> dict:
     a, t = _data(model, X, y, loss_fn, "X")
     chunk = 4096 if batch_size is None else check_int(batch_size, "batch_size", low=1)
-    with blas_threads(n_threads):
+    with blas_threads(n_threads, model, min(chunk, a.shape[0])):
         out = model._core.predict(a, chunk)
     res = {"loss": float(loss_fn(out, t))}
     if isinstance(loss_fn, (CrossEntropyLoss, BCEWithLogitsLoss)):
