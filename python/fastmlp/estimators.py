@@ -1,0 +1,1177 @@
+"""scikit-learn estimators: ``fastmlp.MLPClassifier`` and ``fastmlp.MLPRegressor``.
+
+Drop-in replacements for :class:`sklearn.neural_network.MLPClassifier` and
+:class:`sklearn.neural_network.MLPRegressor`: the same constructor parameters
+(names, defaults, meaning), fitted attributes and methods, with the training
+running in fastmlp's C++ engine. Requires the ``sklearn`` extra
+(``pip install fastmlp[sklearn]``: scikit-learn and SciPy).
+
+What follows scikit-learn exactly
+    The network (hidden layers of ``hidden_layer_sizes``; softmax + cross-entropy
+    for multiclass targets, one logistic unit per label + binary cross-entropy
+    for binary and multilabel targets, identity + half squared error or
+    exp + half Poisson deviance for regression), the weight initialisation
+    (Glorot uniform drawn from ``random_state`` in scikit-learn's order), the L2
+    penalty ``0.5 * alpha * ||W||^2 / n_samples`` on the weights of every batch,
+    the SGD velocity rule (momentum, Nesterov), the learning-rate schedules
+    ('constant', 'invscaling', 'adaptive'), ``tol``/``n_iter_no_change``
+    convergence, ``early_stopping`` with a ``validation_fraction`` split,
+    ``warm_start``, ``partial_fit`` and L-BFGS through ``scipy.optimize``.
+
+Known small differences
+    Adam adds ``epsilon`` after the bias correction (PyTorch's placement);
+    the L2 term of a smaller last batch uses the full ``batch_size``; the L2
+    part of ``loss_curve_`` interpolates the weight norm within an epoch
+    (exact with one batch per epoch); the rows are shuffled by fastmlp's
+    generator (seeded from ``random_state``), not NumPy's; the
+    ``early_stopping`` split is stratified for binary and multiclass targets
+    (as scikit-learn documents), not only for binary ones. For several regression
+    outputs the L-BFGS objective is the one whose gradient scikit-learn uses
+    (half squared error summed over outputs); ``loss_`` is reported as
+    scikit-learn reports it (averaged over outputs).
+
+Beyond scikit-learn
+    ``dropout`` (after every hidden activation, or a list with one rate per
+    hidden layer), ``activation`` as a list (one per hidden layer),
+    ``class_weight`` (classifier), the solvers 'rmsprop', 'adagrad',
+    'adadelta' and 'adamw', a user validation set ``fit(X, y, X_val=...,
+    y_val=...)`` with ``validation_scores_`` and ``validation_loss_curve_``,
+    ``dtype`` ('float32', the default, or 'float64') and ``n_threads``.
+"""
+from __future__ import annotations
+
+import numbers
+import warnings
+from typing import Any
+
+import numpy as np
+import scipy.optimize
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils import check_random_state, column_or_1d
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import type_of_target, unique_labels
+from sklearn.utils.validation import check_is_fitted
+
+from . import losses as _losses
+from . import optim as _optim
+from .nn import Dropout, Identity, Linear, ReLU, Sequential, Sigmoid, Tanh
+
+try:  # scikit-learn >= 1.6
+    from sklearn.utils.validation import validate_data as _sk_validate_data
+except ImportError:  # pragma: no cover - older scikit-learn
+    _sk_validate_data = None
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+_ACTIVATIONS = {"identity": Identity, "logistic": Sigmoid, "tanh": Tanh, "relu": ReLU}
+_STOCHASTIC_SOLVERS = ("sgd", "adam", "rmsprop", "adagrad", "adadelta", "adamw")
+
+
+def _validate_data(est: Any, *args: Any, **kwargs: Any) -> Any:
+    if _sk_validate_data is not None:
+        return _sk_validate_data(est, *args, **kwargs)
+    return est._validate_data(*args, **kwargs)  # pragma: no cover
+
+
+def _dense(X: Any) -> np.ndarray:
+    return X.toarray() if sp.issparse(X) else X
+
+
+def _check_sample_weight(sample_weight: Any, n: int) -> np.ndarray | None:
+    """(n,) float64 weights: finite, >= 0, not all zero (None stays None)."""
+    if sample_weight is None:
+        return None
+    if isinstance(sample_weight, numbers.Number):
+        w = np.full(n, float(sample_weight))
+    else:
+        w = np.asarray(sample_weight, dtype=np.float64)
+    if w.ndim != 1 or w.shape[0] != n:
+        raise ValueError(f"sample_weight.shape == {w.shape}, expected {(n,)}!")
+    if not np.isfinite(w).all():
+        raise ValueError("sample_weight contains NaN or infinity")
+    if (w < 0).any():
+        raise ValueError("Negative values in data passed to sample_weight")
+    if n and not w.any():
+        raise ValueError("Sample weights must contain at least one non-zero number.")
+    return w
+
+
+def _balanced_weights(y: np.ndarray, sw: np.ndarray | None) -> np.ndarray:
+    """class_weight='balanced' per sample: sum(w) / (n_classes * sum of w in the class),
+    with the sample weights w counted as repetitions (classes of zero weight do not count);
+    the product over the columns of a multilabel y."""
+    cols = y.reshape(len(y), -1) if np.ndim(y) == 2 else np.asarray(y).reshape(-1, 1)
+    w = np.ones(cols.shape[0]) if sw is None else sw
+    out = np.ones(cols.shape[0])
+    for j in range(cols.shape[1]):
+        _, inv = np.unique(cols[:, j], return_inverse=True)
+        inv = inv.ravel()
+        wc = np.bincount(inv, weights=w)
+        present = wc > 0
+        per_class = np.zeros(len(wc))
+        per_class[present] = w.sum() / (present.sum() * wc[present])
+        out *= per_class[inv]
+    return out
+
+
+def _logistic(z: np.ndarray) -> np.ndarray:
+    out = np.empty_like(z)
+    pos = z >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
+    e = np.exp(z[~pos])
+    out[~pos] = e / (1.0 + e)
+    return out
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _weighted_mean(v: np.ndarray, sw: np.ndarray | None) -> np.ndarray:
+    """Mean over rows (axis 0), weighted by sw."""
+    return np.average(v, weights=sw, axis=0)
+
+
+# ---- losses with a scale factor (scikit-learn's half squared error, sums over outputs)
+class _Scaled:
+    _scale = 1.0
+
+    def _spec(self, dtype: np.dtype) -> dict:
+        spec = super()._spec(dtype)  # type: ignore[misc]
+        spec["scale"] = self._scale
+        return spec
+
+
+class _MSELoss(_Scaled, _losses.MSELoss):
+    pass
+
+
+class _BCEWithLogitsLoss(_Scaled, _losses.BCEWithLogitsLoss):
+    pass
+
+
+class _PoissonNLLLoss(_Scaled, _losses.PoissonNLLLoss):
+    pass
+
+
+def _scaled(loss: Any, scale: float) -> Any:
+    loss._scale = float(scale)
+    return loss
+
+
+class _BaseMLP(BaseEstimator):
+    """Shared implementation of MLPClassifier and MLPRegressor."""
+
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": ["array-like", Interval(numbers.Integral, 1, None, closed="left")],
+        "activation": [StrOptions(set(_ACTIVATIONS)), list, tuple],
+        "solver": [StrOptions({"lbfgs", *_STOCHASTIC_SOLVERS})],
+        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
+        "power_t": [Interval(numbers.Real, 0, None, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(numbers.Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="left")],
+        "beta_1": [Interval(numbers.Real, 0, 1, closed="left")],
+        "beta_2": [Interval(numbers.Real, 0, 1, closed="left")],
+        "epsilon": [Interval(numbers.Real, 0, None, closed="neither")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left"), Options(numbers.Real, {np.inf})],
+        "max_fun": [Interval(numbers.Integral, 1, None, closed="left")],
+        "dropout": [Interval(numbers.Real, 0, 1, closed="left"), list, tuple],
+        "dtype": [StrOptions({"float32", "float64"}), type, np.dtype],
+        "n_threads": [Interval(numbers.Integral, 1, None, closed="left"), None],
+    }
+
+    # ------------------------------------------------------------------ parameters
+    def _hidden_sizes(self) -> list:
+        h = self.hidden_layer_sizes
+        if not hasattr(h, "__iter__"):
+            h = [h]
+        h = list(h)
+        if any(isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) for v in h):
+            raise ValueError(f"hidden_layer_sizes must be integers, got {h}.")
+        if np.any(np.array(h) <= 0):
+            raise ValueError(f"hidden_layer_sizes must be > 0, got {h}.")
+        return [int(v) for v in h]
+
+    def _activation_list(self, n_hidden: int) -> list:
+        a = self.activation
+        if isinstance(a, str):
+            return [a] * n_hidden
+        a = list(a)
+        if len(a) != n_hidden:
+            raise ValueError(f"activation has {len(a)} entries, but there are {n_hidden} hidden layers")
+        for v in a:
+            if v not in _ACTIVATIONS:
+                raise ValueError(f"activation entries must be in {sorted(_ACTIVATIONS)}, got {v!r}")
+        return a
+
+    def _dropout_list(self, n_hidden: int) -> list:
+        d = self.dropout
+        if isinstance(d, numbers.Real) and not isinstance(d, bool):
+            return [float(d)] * n_hidden
+        d = list(d)
+        if len(d) != n_hidden:
+            raise ValueError(f"dropout has {len(d)} entries, but there are {n_hidden} hidden layers")
+        for v in d:
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 <= v < 1:
+                raise ValueError(f"dropout rates must be numbers in [0, 1), got {v!r}")
+        return [float(v) for v in d]
+
+    def _np_dtype(self) -> np.dtype:
+        try:
+            dt = np.dtype(self.dtype)
+        except TypeError:
+            dt = None
+        if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        return dt
+
+    def _check_solver(self) -> bool:
+        if self.solver not in _STOCHASTIC_SOLVERS:
+            raise AttributeError(
+                "partial_fit is only available for stochastic optimizers. %s is not stochastic." % self.solver)
+        return True
+
+    # ------------------------------------------------------------------ model
+    def _linear_layers(self) -> list:
+        return [layer for layer in self._model if isinstance(layer, Linear)]
+
+    @property
+    def coefs_(self) -> list:
+        """Weight matrices, (n_in, n_out) each: views of the network's weights
+        (writing into them changes the network)."""
+        if "_model" not in self.__dict__:
+            raise AttributeError("coefs_")
+        return [layer.weight.data.T for layer in self._linear_layers()]
+
+    @coefs_.setter
+    def coefs_(self, value: list) -> None:
+        layers = self._linear_layers()
+        if len(value) != len(layers):
+            raise ValueError(f"coefs_ needs {len(layers)} arrays, got {len(value)}")
+        self._model.load_state_dict({f"{self._model._layers.index(la)}.weight": np.asarray(v).T
+                                     for la, v in zip(layers, value)}, strict=False)
+
+    @property
+    def intercepts_(self) -> list:
+        """Bias vectors: views of the network's biases."""
+        if "_model" not in self.__dict__:
+            raise AttributeError("intercepts_")
+        return [layer.bias.data for layer in self._linear_layers()]
+
+    @intercepts_.setter
+    def intercepts_(self, value: list) -> None:
+        layers = self._linear_layers()
+        if len(value) != len(layers):
+            raise ValueError(f"intercepts_ needs {len(layers)} arrays, got {len(value)}")
+        self._model.load_state_dict({f"{self._model._layers.index(la)}.bias": np.asarray(v)
+                                     for la, v in zip(layers, value)}, strict=False)
+
+    def _build_model(self, layer_units: list, init: list, seed: int, dtype: np.dtype) -> Sequential:
+        n_hidden = len(layer_units) - 2
+        acts, drops = self._activation_list(n_hidden), self._dropout_list(n_hidden)
+        layers: list = []
+        sd = {}
+        for i, (coef, intercept) in enumerate(init):
+            sd[f"{len(layers)}.weight"] = coef.T
+            sd[f"{len(layers)}.bias"] = intercept
+            layers.append(Linear(layer_units[i], layer_units[i + 1], init="zeros"))
+            if i < n_hidden:
+                layers.append(_ACTIVATIONS[acts[i]]())
+                if drops[i] > 0:
+                    layers.append(Dropout(drops[i]))
+        model = Sequential(*layers, seed=seed, dtype=dtype)
+        model.load_state_dict(sd)
+        return model
+
+    def _initialize(self, Y: np.ndarray, layer_units: list, rs: np.random.RandomState) -> list:
+        """Set the fitted attributes of a first fit; return the initial
+        (coef, intercept) pairs, drawn as scikit-learn draws them."""
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_outputs_ = Y.shape[1]
+        self.n_layers_ = len(layer_units)
+        self.out_activation_ = self._out_activation()
+        n_hidden = len(layer_units) - 2
+        acts = self._activation_list(n_hidden)
+        init = []
+        for i in range(self.n_layers_ - 1):
+            act = acts[min(i, n_hidden - 1)] if n_hidden else self.activation
+            factor = 2.0 if act == "logistic" else 6.0
+            fan_in, fan_out = layer_units[i], layer_units[i + 1]
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            coef = rs.uniform(-bound, bound, (fan_in, fan_out))
+            intercept = rs.uniform(-bound, bound, fan_out)
+            init.append((coef, intercept))
+        if self.solver in _STOCHASTIC_SOLVERS:
+            self._init_stochastic_attributes()
+        self.validation_loss_curve_ = None
+        self.__dict__.pop("_optimizer_state", None)
+        return init
+
+    def _init_stochastic_attributes(self) -> None:
+        self.loss_curve_ = []
+        self._no_improvement_count = 0
+        if self.early_stopping:
+            self.validation_scores_ = []
+            self.best_validation_score_ = -np.inf
+            self.best_loss_ = None
+        else:
+            self.best_loss_ = np.inf
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+
+    # ------------------------------------------------------------------ fitting
+    def _fit(self, X: Any, y: Any, sample_weight: Any = None, incremental: bool = False,
+             X_val: Any = None, y_val: Any = None) -> "_BaseMLP":
+        self._validate_params()
+        hidden = self._hidden_sizes()
+        n_hidden = len(hidden)
+        self._activation_list(n_hidden)
+        drops = self._dropout_list(n_hidden)
+        dtype = self._np_dtype()
+        if self.solver == "lbfgs" and any(drops):
+            raise ValueError("dropout needs a stochastic solver ('sgd', 'adam', ...); solver='lbfgs' "
+                             "minimises a deterministic objective")
+        if (X_val is None) != (y_val is None):
+            raise ValueError("pass both X_val and y_val, or neither")
+
+        first_pass = "_model" not in self.__dict__ or (not self.warm_start and not incremental)
+        X, y = self._validate_input(X, y, incremental, reset=first_pass)
+        X = _dense(X)
+        n_samples, n_features = X.shape
+        sw = _check_sample_weight(sample_weight, n_samples)
+        sw = self._apply_class_weight(sw, y, incremental)
+        Y = self._encode(y)
+        layer_units = [n_features] + hidden + [Y.shape[1]]
+
+        rs = check_random_state(self.random_state)
+        init = None
+        if first_pass:
+            init = self._initialize(Y, layer_units, rs)
+            self.__dict__.pop("_model", None)
+        else:
+            old = [self._linear_layers()[0].in_features] + [la.out_features for la in self._linear_layers()]
+            if old != layer_units:
+                raise ValueError(f"the network has layer sizes {old}, but the data and hidden_layer_sizes "
+                                 f"need {layer_units}; refit with warm_start=False")
+            if self._model.dtype != dtype:  # the dtype changed between warm-started fits
+                self._model = self._convert_model(dtype)
+
+        val = None
+        if X_val is not None:
+            val = self._validation_set(X_val, y_val)
+
+        if self.solver in _STOCHASTIC_SOLVERS:
+            self._fit_stochastic(X, Y, sw, incremental, rs, init, layer_units, dtype, val)
+        else:
+            self._fit_lbfgs(X, Y, sw, rs, init, layer_units, dtype, val)
+
+        if not np.isfinite(self._model._core.flat_params()).all():
+            raise ValueError("Solver produced non-finite parameter weights. The input data may contain large "
+                             "values and need to be preprocessed.")
+        return self
+
+    def _convert_model(self, dtype: np.dtype) -> Sequential:
+        state = self._model.__getstate__()
+        state["dtype"] = np.dtype(dtype).name
+        model = Sequential.__new__(Sequential)
+        model.__setstate__(state)
+        return model
+
+    def _ensure_model(self, init: list | None, layer_units: list, rs: np.random.RandomState,
+                      dtype: np.dtype) -> Sequential:
+        if init is not None:
+            seed = int(rs.randint(np.iinfo(np.int32).max))
+            self._model = self._build_model(layer_units, init, seed, dtype)
+            self._best_params = self._model._core.flat_params().copy()
+        return self._model
+
+    def _validation_set(self, X_val: Any, y_val: Any) -> tuple:
+        """(X, labels as given to score, targets of the loss, None) for a user validation set."""
+        X_val = _validate_data(self, X_val, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32),
+                               reset=False)
+        X_val = _dense(X_val)
+        y_val = self._check_y_val(y_val)
+        if y_val.shape[0] != X_val.shape[0]:
+            raise ValueError(f"X_val has {X_val.shape[0]} samples, y_val has {y_val.shape[0]}")
+        return X_val, y_val, self._encode_val(y_val), None
+
+    def _weight_decay(self, sw: np.ndarray | None, batch_size: int) -> float:
+        if self.solver == "adamw":
+            return float(self.alpha)
+        mean_w = 1.0 if sw is None else float(np.mean(sw))
+        return float(self.alpha) / (batch_size * mean_w)
+
+    def _make_optimizer(self, lr: float, wd: float) -> Any:
+        weights = [la.weight for la in self._linear_layers()]
+        biases = [la.bias for la in self._linear_layers()]
+        groups = [{"params": weights, "weight_decay": wd}, {"params": biases, "weight_decay": 0.0}]
+        s = self.solver
+        if s == "sgd":
+            return _optim.SGD(groups, lr=lr, momentum=float(self.momentum),
+                              nesterov=bool(self.nesterovs_momentum) and self.momentum > 0)
+        if s == "adam":
+            return _optim.Adam(groups, lr=lr, betas=(self.beta_1, self.beta_2), eps=self.epsilon)
+        if s == "adamw":
+            return _optim.AdamW(groups, lr=lr, betas=(self.beta_1, self.beta_2), eps=self.epsilon)
+        if s == "rmsprop":
+            return _optim.RMSprop(groups, lr=lr, eps=self.epsilon)
+        if s == "adagrad":
+            return _optim.Adagrad(groups, lr=lr)
+        return _optim.Adadelta(groups, lr=lr)
+
+    def _set_lr(self, opt: Any, lr: float) -> None:
+        """Set the learning rate; SGD's momentum buffers are rescaled so that
+        the velocity (scikit-learn's, -lr * buffer) carries over unchanged."""
+        old = opt.param_groups[0]["lr"]
+        if old == lr:
+            return
+        if self.solver == "sgd" and self.momentum > 0:
+            for st in opt.state.values():
+                if st.get("momentum_buffer") is not None:
+                    st["momentum_buffer"] *= old / lr
+        for g in opt.param_groups:
+            g["lr"] = lr
+
+    def _weights_sq(self) -> float:
+        return float(sum(np.dot(w.ravel(), w.ravel()) for w in (la.weight.data.astype(np.float64, copy=False)
+                                                                 for la in self._linear_layers())))
+
+    def _fit_stochastic(self, X: np.ndarray, Y: np.ndarray, sw: np.ndarray | None, incremental: bool,
+                        rs: np.random.RandomState, init: list | None, layer_units: list, dtype: np.dtype,
+                        val: tuple | None) -> None:
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        early_stopping = self.early_stopping
+        if early_stopping and val is None:
+            stratify = self._stratify(Y)
+            arrays = (X, Y) if sw is None else (X, Y, sw)
+            try:
+                parts = train_test_split(*arrays, random_state=rs, test_size=self.validation_fraction,
+                                         stratify=stratify)
+            except ValueError:
+                if stratify is None:
+                    raise
+                parts = train_test_split(*arrays, random_state=rs, test_size=self.validation_fraction)
+            X_train, X_v, Y_train, Y_v = parts[:4]
+            sw_train, sw_v = (parts[4], parts[5]) if sw is not None else (None, None)
+            if X_v.shape[0] < 2:
+                raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size "
+                                 "of your dataset.")
+            val = (X_v, self._decode(Y_v), self._target(Y_v), sw_v)
+        else:
+            X_train, Y_train, sw_train = X, Y, sw
+        model = self._ensure_model(init, layer_units, rs, dtype)
+        if "loss_curve_" not in self.__dict__:  # warm start after an L-BFGS fit
+            self._init_stochastic_attributes()
+        if val is not None:
+            if self.validation_scores_ is None:
+                self.validation_scores_ = []
+            if self.best_validation_score_ is None:
+                self.best_validation_score_ = -np.inf
+            if self.validation_loss_curve_ is None:
+                self.validation_loss_curve_ = []
+        if not early_stopping and self.best_loss_ is None:
+            self.best_loss_ = np.inf
+
+        n_samples = X_train.shape[0]
+        if self.batch_size == "auto":
+            batch_size = min(200, n_samples)
+        else:
+            if self.batch_size > n_samples:
+                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
+            batch_size = int(np.clip(self.batch_size, 1, n_samples))
+        n_batches = -(-n_samples // batch_size)
+        Xc = np.ascontiguousarray(X_train, dtype=dtype)
+        t = self._target(Y_train)
+        swc = None if sw_train is None else np.ascontiguousarray(sw_train, dtype=dtype)
+        mean_w = 1.0 if sw_train is None else float(np.mean(sw_train))
+        loss_fn, factor = self._loss()
+        const = self._loss_constant(Y_train, sw_train)
+
+        wd = self._weight_decay(sw_train, batch_size)
+        state = self.__dict__.get("_optimizer_state")
+        if incremental and state is not None and state["solver"] == self.solver:
+            opt = self._make_optimizer(state["param_groups"][0]["lr"], wd)
+            opt.load_state_dict(state)
+            opt.param_groups[0]["weight_decay"] = wd
+            steps = state["steps"]
+        else:
+            steps = 0
+            self._lr = float(self.learning_rate_init)
+            opt = self._make_optimizer(self._lr, wd)
+
+        w_sq = self._weights_sq()
+        try:
+            self.n_iter_ = 0
+            for _ in range(self.max_iter):
+                self._set_lr(opt, self._lr)
+                if self.solver == "adam":
+                    # scikit-learn adds epsilon to sqrt(v) before the bias correction, PyTorch after it:
+                    # the same update with eps = epsilon / sqrt(1 - beta_2^t), t taken mid-epoch
+                    corr = 1.0 - float(self.beta_2) ** (steps + (n_batches + 1) / 2)
+                    eps = self.epsilon / np.sqrt(corr) if corr > 0 else self.epsilon
+                    for g in opt.param_groups:
+                        g["eps"] = float(eps)
+                try:
+                    hist = model.fit(Xc, t, loss_fn, opt, epochs=1, batch_size=batch_size, shuffle=self.shuffle,
+                                     verbose=0, n_threads=self.n_threads, sample_weight=swc)
+                except FloatingPointError as e:
+                    raise ValueError("Solver produced non-finite parameter weights. The input data may contain "
+                                     "large values and need to be preprocessed.") from e
+                steps += n_batches
+                w_sq_end = self._weights_sq()
+                w_sq_avg = w_sq + (w_sq_end - w_sq) * (n_batches - 1) / (2 * n_batches)
+                w_sq = w_sq_end
+                loss = hist.history["loss"][0] * factor + const
+                loss += 0.5 * self.alpha * n_batches * w_sq_avg / (n_samples * mean_w)
+
+                self.n_iter_ += 1
+                self.loss_ = float(loss)
+                self.t_ += n_samples
+                self.loss_curve_.append(self.loss_)
+                if self.verbose:
+                    print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+
+                self._update_no_improvement_count(early_stopping, val)
+
+                if self.solver == "sgd" and self.learning_rate == "invscaling":
+                    self._lr = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
+
+                if self._no_improvement_count > self.n_iter_no_change:
+                    if early_stopping:
+                        msg = ("Validation score did not improve more than tol=%f for %d consecutive epochs."
+                               % (self.tol, self.n_iter_no_change))
+                    else:
+                        msg = ("Training loss did not improve more than tol=%f for %d consecutive epochs."
+                               % (self.tol, self.n_iter_no_change))
+                    if self._trigger_stopping(msg):
+                        break
+                    self._no_improvement_count = 0
+
+                if incremental:
+                    break
+
+                if self.n_iter_ == self.max_iter:
+                    warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the optimization "
+                                  "hasn't converged yet." % self.max_iter, ConvergenceWarning)
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+        finally:
+            self._set_lr(opt, self._lr)
+            self._optimizer_state = {**opt.state_dict(), "solver": self.solver, "steps": steps}
+
+        if early_stopping:
+            model._core.flat_params()[...] = self._best_params
+
+    def _trigger_stopping(self, msg: str) -> bool:
+        if self.solver != "sgd" or self.learning_rate != "adaptive":
+            if self.verbose:
+                print(msg + " Stopping.")
+            return True
+        if self._lr <= 1e-6:
+            if self.verbose:
+                print(msg + " Learning rate too small. Stopping.")
+            return True
+        self._lr /= 5.0
+        if self.verbose:
+            print(msg + " Setting learning rate to %f" % self._lr)
+        return False
+
+    def _update_no_improvement_count(self, early_stopping: bool, val: tuple | None) -> None:
+        if val is not None:
+            X_v, y_v, t_v, sw_v = val
+            out = self._model.predict(X_v, n_threads=self.n_threads).astype(np.float64)
+            self.validation_loss_curve_.append(float(self._data_loss(out, t_v, sw_v)))
+            score = self._score_out(out, y_v, sw_v)
+            self.validation_scores_.append(score)
+            if self.verbose:
+                print("Validation score: %f" % score)
+        if early_stopping:
+            last = self.validation_scores_[-1]
+            if last < self.best_validation_score_ + self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if last > self.best_validation_score_:
+                self.best_validation_score_ = last
+                self._best_params = self._model._core.flat_params().copy()
+        else:
+            if val is not None and self.validation_scores_[-1] > self.best_validation_score_:
+                self.best_validation_score_ = self.validation_scores_[-1]
+            if self.loss_curve_[-1] > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if self.loss_curve_[-1] < self.best_loss_:
+                self.best_loss_ = self.loss_curve_[-1]
+
+    def _weight_slices(self) -> list:
+        out, off = [], 0
+        for name, p in self._model.named_parameters():
+            if name.endswith("weight"):
+                out.append(slice(off, off + p.size))
+            off += p.size
+        return out
+
+    def _fit_lbfgs(self, X: np.ndarray, Y: np.ndarray, sw: np.ndarray | None, rs: np.random.RandomState,
+                   init: list | None, layer_units: list, dtype: np.dtype, val: tuple | None) -> None:
+        model = self._ensure_model(init, layer_units, rs, dtype)
+        model.eval()
+        Xc = np.ascontiguousarray(X, dtype=dtype)
+        t = self._target(Y)
+        loss_fn, factor = self._loss()
+        const = self._loss_constant(Y, sw)
+        spec = loss_fn._spec(model.dtype)
+        if sw is not None:
+            spec["sample_weight"] = np.ascontiguousarray(sw, dtype=dtype)
+        sw_sum = X.shape[0] if sw is None else float(np.sum(sw))
+        c = float(self.alpha) / sw_sum
+        flat, grads = model._core.flat_params(), model._core.flat_grads()
+        wsl = self._weight_slices()
+        core = model._core
+
+        def penalty(x: np.ndarray) -> float:
+            return 0.5 * c * sum(float(np.dot(x[s], x[s])) for s in wsl)
+
+        def fun(x: np.ndarray) -> tuple:
+            flat[...] = x
+            value = core.loss_and_grad(Xc, t, spec) + const + penalty(x)
+            g = grads.astype(np.float64)
+            for s in wsl:
+                g[s] += c * x[s]
+            return value, g
+
+        if val is not None:
+            if getattr(self, "validation_scores_", None) is None:
+                self.validation_scores_ = []
+                self.best_validation_score_ = -np.inf
+            if self.validation_loss_curve_ is None:
+                self.validation_loss_curve_ = []
+        it = [0]
+
+        def callback(xk: np.ndarray) -> None:
+            it[0] += 1
+            if val is not None:
+                flat[...] = xk
+                X_v, y_v, t_v, sw_v = val
+                out = model.predict(X_v, n_threads=self.n_threads).astype(np.float64)
+                self.validation_loss_curve_.append(float(self._data_loss(out, t_v, sw_v)))
+                score = self._score_out(out, y_v, sw_v)
+                self.validation_scores_.append(score)
+                self.best_validation_score_ = max(self.best_validation_score_, score)
+            if self.verbose:
+                print("Iteration %d" % it[0])
+
+        from .training import blas_threads
+
+        with blas_threads(self.n_threads, model, Xc.shape[0]):  # full batch: the whole data set per product
+            res = scipy.optimize.minimize(fun, flat.astype(np.float64), method="L-BFGS-B", jac=True,
+                                          callback=callback,
+                                          options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol})
+        n_iter = min(res.nit, self.max_iter)
+        if res.status != 0:
+            msg = f"lbfgs failed to converge after {n_iter} iteration(s) (status={res.status}):\n{res.message}\n"
+            if n_iter == self.max_iter:
+                msg += f"\nIncrease the number of iterations to improve the convergence (max_iter={self.max_iter})."
+            warnings.warn(msg, ConvergenceWarning, stacklevel=3)
+        self.n_iter_ = n_iter
+        flat[...] = res.x
+        pen = penalty(res.x)
+        self.loss_ = float((res.fun - pen - const) * factor + const + pen)
+
+    # ------------------------------------------------------------------ prediction
+    def _forward(self, X: Any) -> np.ndarray:
+        """Network outputs (before the output activation) for validated X, float64."""
+        X = _dense(X)
+        out = self._model.predict(np.ascontiguousarray(X, dtype=self._model.dtype), n_threads=self.n_threads)
+        return out.astype(np.float64)
+
+    def _check_X(self, X: Any) -> Any:
+        return _validate_data(self, X, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32), reset=False)
+
+    def _score_out(self, out: np.ndarray, y: np.ndarray, sw: np.ndarray | None) -> float:
+        y_pred = self._predict_from_out(out)
+        if np.issubdtype(np.asarray(y_pred).dtype, np.floating) and not np.isfinite(y_pred).all():
+            return np.nan
+        return float(self._score_function(y, y_pred, sample_weight=sw))
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+
+_COMMON_DOC = """
+    hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
+        The ith element is the number of neurons in the ith hidden layer.
+    activation : {'identity', 'logistic', 'tanh', 'relu'} or list of them, default='relu'
+        Activation of the hidden layers; a list gives one per hidden layer.
+    solver : {'lbfgs', 'sgd', 'adam', 'rmsprop', 'adagrad', 'adadelta', 'adamw'}, default='adam'
+        'lbfgs' runs scipy's L-BFGS-B on fastmlp's loss and gradient; 'sgd' and
+        'adam' are scikit-learn's; 'rmsprop', 'adagrad', 'adadelta' and 'adamw'
+        are torch.optim's rules with ``lr=learning_rate_init`` (rmsprop, adam
+        and adamw use ``epsilon``, adam and adamw ``beta_1``/``beta_2``; other
+        settings are PyTorch's defaults; adadelta usually wants
+        ``learning_rate_init=1.0``). They stop like 'adam' does.
+    alpha : float, default=0.0001
+        Strength of the L2 penalty on the weights, divided by the sample size
+        (of each batch) as in scikit-learn. With 'adamw' it is the decoupled
+        weight decay (``w -= lr * alpha * w`` per step) instead (``loss_curve_``
+        still adds scikit-learn's L2 term).
+    batch_size : int or 'auto', default='auto'
+        Mini-batch size of the stochastic solvers; 'auto' is min(200, n_samples).
+    learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
+        Schedule of solver='sgd', as in scikit-learn.
+    learning_rate_init : float, default=0.001
+    power_t : float, default=0.5
+    max_iter : int, default=200
+        Epochs of the stochastic solvers, iterations of 'lbfgs'.
+    shuffle : bool, default=True
+    random_state : int, RandomState instance or None, default=None
+        Drives the weight initialisation (the same draws as scikit-learn), the
+        early-stopping split, and the seed of the shuffling and dropout.
+    tol : float, default=1e-4
+    verbose : bool, default=False
+    warm_start : bool, default=False
+    momentum : float, default=0.9
+    nesterovs_momentum : bool, default=True
+    early_stopping : bool, default=False
+        Stop when the validation score stops improving by ``tol`` for
+        ``n_iter_no_change`` epochs; the best weights are restored. The
+        validation set is the one passed to fit (``X_val``, ``y_val``) if any,
+        else a ``validation_fraction`` split of the training data.
+    validation_fraction : float, default=0.1
+    beta_1 : float, default=0.9
+    beta_2 : float, default=0.999
+    epsilon : float, default=1e-8
+    n_iter_no_change : int, default=10
+    max_fun : int, default=15000
+        Maximum number of loss evaluations of 'lbfgs'.
+    dropout : float or list of float, default=0.0
+        Dropout rate after every hidden activation (or one per hidden layer);
+        stochastic solvers only.
+    dtype : {'float32', 'float64'}, default='float32'
+        Precision of the network and of the training.
+    n_threads : int or None, default=None
+        Threads of the matrix products (None: every available core).
+"""
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    __doc__ = """Multi-layer perceptron classifier, a drop-in replacement for
+    :class:`sklearn.neural_network.MLPClassifier` trained by fastmlp's C++ engine.
+
+    Parameters
+    ----------""" + _COMMON_DOC + """    class_weight : dict, list of dict, 'balanced' or None, default=None
+        Weights of the classes, multiplied into ``sample_weight`` (as
+        :func:`sklearn.utils.class_weight.compute_sample_weight` computes them).
+
+    Attributes
+    ----------
+    classes_, loss_, best_loss_, loss_curve_, validation_scores_,
+    best_validation_score_, t_, coefs_, intercepts_, n_features_in_,
+    feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_
+        As in scikit-learn (``coefs_``/``intercepts_`` are views of the
+        network's parameters, in ``dtype``).
+    validation_loss_curve_ : list or None
+        The loss on the validation set after every epoch (L-BFGS: iteration),
+        when there is one (``early_stopping`` or ``X_val``).
+
+    Notes
+    -----
+    ``fit(X, y, sample_weight=None, *, X_val=None, y_val=None)``: a
+    validation set, if given, is scored after every epoch
+    (``validation_scores_``, ``validation_loss_curve_``,
+    ``best_validation_score_``) and is the one early stopping uses.
+    """
+
+    _parameter_constraints: dict = {
+        **_BaseMLP._parameter_constraints,
+        "class_weight": [dict, list, StrOptions({"balanced"}), None],
+    }
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
+                 batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200,
+                 shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dropout=0.0, class_weight=None,
+                 dtype="float32", n_threads=None):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.dropout = dropout
+        self.class_weight = class_weight
+        self.dtype = dtype
+        self.n_threads = n_threads
+
+    # ---- targets
+    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple:
+        X, y = _validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+                              dtype=(np.float64, np.float32), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if "classes_" not in self.__dict__ or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start:
+                if set(classes) != set(self.classes_):
+                    raise ValueError("warm_start can only be used where `y` has the same classes as in the previous "
+                                     f"call to fit. Previously got {self.classes_}, `y` has {classes}")
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
+                                 f"'y' has {classes}.")
+        return X, y
+
+    def _apply_class_weight(self, sw: np.ndarray | None, y: np.ndarray, incremental: bool) -> np.ndarray | None:
+        if self.class_weight is None:
+            return sw
+        if incremental and self.class_weight == "balanced":
+            raise ValueError("class_weight 'balanced' is not supported for partial_fit: compute the weights "
+                             "with sklearn.utils.class_weight.compute_class_weight('balanced', classes=classes, "
+                             "y=y) on all the data and pass them as a dict")
+        if self.class_weight == "balanced":
+            cw = _balanced_weights(y, sw)
+        else:
+            cw = compute_sample_weight(self.class_weight, y)
+        out = cw if sw is None else sw * cw
+        if not out.any():
+            raise ValueError("Sample weights must contain at least one non-zero number (after class_weight).")
+        return out
+
+    def _encode(self, y: np.ndarray) -> np.ndarray:
+        Y = self._label_binarizer.transform(y).astype(bool)
+        return Y.reshape(-1, 1) if Y.ndim == 1 else Y
+
+    def _decode(self, Y: np.ndarray) -> np.ndarray:
+        return self._label_binarizer.inverse_transform(Y)
+
+    def _multiclass(self) -> bool:
+        return self._label_binarizer.y_type_ == "multiclass"
+
+    def _out_activation(self) -> str:
+        return "softmax" if self._multiclass() else "logistic"
+
+    def _target(self, Y: np.ndarray) -> np.ndarray:
+        if self._multiclass():
+            return np.ascontiguousarray(np.argmax(Y, axis=1), dtype=np.int64)
+        return np.ascontiguousarray(Y, dtype=self._model.dtype if "_model" in self.__dict__ else self._np_dtype())
+
+    def _stratify(self, Y: np.ndarray) -> np.ndarray | None:
+        if self._multiclass():
+            return np.argmax(Y, axis=1)
+        return Y if Y.shape[1] == 1 else None
+
+    def _check_y_val(self, y_val: Any) -> np.ndarray:
+        y_val = np.asarray(y_val) if not sp.issparse(y_val) else y_val.toarray()
+        if y_val.ndim == 2 and y_val.shape[1] == 1:
+            y_val = column_or_1d(y_val, warn=True)
+        unknown = np.setdiff1d(unique_labels(y_val), self.classes_) if y_val.ndim == 1 else []
+        if len(unknown):
+            raise ValueError(f"y_val has classes {unknown} that are not in the training classes {self.classes_}")
+        return y_val
+
+    def _encode_val(self, y_val: np.ndarray) -> np.ndarray:
+        return self._target(self._encode(y_val))
+
+    def _loss(self) -> tuple:
+        if self._multiclass():
+            return _losses.CrossEntropyLoss(), 1.0
+        return _scaled(_BCEWithLogitsLoss(), self.n_outputs_), 1.0
+
+    def _loss_constant(self, Y: np.ndarray, sw: np.ndarray | None) -> float:
+        return 0.0
+
+    def _data_loss(self, out: np.ndarray, t: np.ndarray, sw: np.ndarray | None) -> float:
+        """scikit-learn's log-loss of network outputs (logits), float64."""
+        if out.shape[0] == 0:
+            return np.nan
+        if self._multiclass():
+            m = out.max(axis=1, keepdims=True)
+            lse = (m + np.log(np.exp(out - m).sum(axis=1, keepdims=True)))[:, 0]
+            return float(_weighted_mean(lse - out[np.arange(out.shape[0]), t], sw))
+        y = t.astype(np.float64)
+        v = np.maximum(out, 0) - out * y + np.log1p(np.exp(-np.abs(out)))
+        return float(_weighted_mean(v, sw).sum())
+
+    @staticmethod
+    def _score_function(y: Any, y_pred: Any, sample_weight: Any = None) -> float:
+        return accuracy_score(y, y_pred, sample_weight=sample_weight)
+
+    def _proba_from_out(self, out: np.ndarray) -> np.ndarray:
+        if self._multiclass():
+            return _softmax(out)
+        return _logistic(out)
+
+    def _predict_from_out(self, out: np.ndarray) -> np.ndarray:
+        if self._multiclass():
+            return self.classes_[np.argmax(out, axis=1)]
+        p = _logistic(out)
+        if self.n_outputs_ == 1:
+            p = p.ravel()
+        return self._label_binarizer.inverse_transform(p)
+
+    # ---- public API
+    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None):
+        """Fit the model to X and the labels y.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Class labels (any hashable), or a label-indicator matrix for multilabel.
+        sample_weight : array-like of shape (n_samples,), default=None
+        X_val, y_val : array-like, default=None
+            A validation set scored after every epoch (``validation_scores_``,
+            ``validation_loss_curve_``); early stopping uses it instead of a
+            ``validation_fraction`` split.
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False, X_val=X_val, y_val=y_val)
+
+    @available_if(lambda est: est._check_solver())
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over (X, y); ``classes`` is required on the first call."""
+        first = False
+        if getattr(self, "classes_", None) is None and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit.")
+        if classes is not None:
+            if getattr(self, "classes_", None) is not None:
+                if not np.array_equal(self.classes_, unique_labels(classes)):
+                    raise ValueError("`classes=%r` is not the same as on last call to partial_fit, was: %r"
+                                     % (classes, self.classes_))
+            else:
+                self.classes_ = unique_labels(classes)
+                first = True
+        if first:
+            self._label_binarizer = LabelBinarizer()
+            if type_of_target(y).startswith("multilabel"):
+                self._label_binarizer.fit(y)
+            else:
+                self._label_binarizer.fit(classes)
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def predict(self, X):
+        """Predicted class labels (an indicator matrix for multilabel targets)."""
+        check_is_fitted(self)
+        return self._predict_from_out(self._forward(self._check_X(X)))
+
+    def predict_proba(self, X):
+        """Class probabilities, columns in the order of ``classes_``."""
+        check_is_fitted(self)
+        p = self._proba_from_out(self._forward(self._check_X(X)))
+        if self.n_outputs_ == 1:
+            p = p.ravel()
+            return np.vstack([1 - p, p]).T
+        return p
+
+    def predict_log_proba(self, X):
+        """log(predict_proba(X))."""
+        y_prob = self.predict_proba(X)
+        with np.errstate(divide="ignore"):
+            return np.log(y_prob, out=y_prob)
+
+    def _more_tags(self) -> dict:  # scikit-learn < 1.6
+        return {"multilabel": True}
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    __doc__ = """Multi-layer perceptron regressor, a drop-in replacement for
+    :class:`sklearn.neural_network.MLPRegressor` trained by fastmlp's C++ engine.
+
+    Parameters
+    ----------
+    loss : {'squared_error', 'poisson'}, default='squared_error'
+        Half squared error (identity output) or half Poisson deviance (the
+        network outputs log(mean); predictions are its exp; y must be >= 0).""" + _COMMON_DOC + """
+    Attributes
+    ----------
+    loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_,
+    t_, coefs_, intercepts_, n_features_in_, feature_names_in_, n_iter_,
+    n_layers_, n_outputs_, out_activation_
+        As in scikit-learn.
+    validation_loss_curve_ : list or None
+        The loss on the validation set after every epoch, when there is one.
+
+    Notes
+    -----
+    ``fit(X, y, sample_weight=None, *, X_val=None, y_val=None)``: see MLPClassifier.
+    """
+
+    _parameter_constraints: dict = {
+        **_BaseMLP._parameter_constraints,
+        "loss": [StrOptions({"squared_error", "poisson"})],
+    }
+
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
+                 max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
+                 momentum=0.9, nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9,
+                 beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dropout=0.0, dtype="float32",
+                 n_threads=None):
+        self.loss = loss
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.dropout = dropout
+        self.dtype = dtype
+        self.n_threads = n_threads
+
+    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple:
+        X, y = _validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True, y_numeric=True,
+                              dtype=(np.float64, np.float32), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if self.loss == "poisson" and np.any(y < 0):
+            raise ValueError("Some value(s) of y are negative which is not allowed for Poisson regression.")
+        return X, y
+
+    def _apply_class_weight(self, sw: np.ndarray | None, y: np.ndarray, incremental: bool) -> np.ndarray | None:
+        return sw
+
+    def _encode(self, y: np.ndarray) -> np.ndarray:
+        return y.reshape(-1, 1) if y.ndim == 1 else y
+
+    def _decode(self, Y: np.ndarray) -> np.ndarray:
+        return Y.ravel() if Y.shape[1] == 1 else Y
+
+    def _out_activation(self) -> str:
+        return "exp" if self.loss == "poisson" else "identity"
+
+    def _target(self, Y: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(Y, dtype=self._model.dtype if "_model" in self.__dict__ else self._np_dtype())
+
+    def _stratify(self, Y: np.ndarray) -> None:
+        return None
+
+    def _check_y_val(self, y_val: Any) -> np.ndarray:
+        y_val = np.asarray(y_val, dtype=np.float64)
+        if y_val.ndim == 2 and y_val.shape[1] == 1:
+            y_val = column_or_1d(y_val, warn=True)
+        if (y_val.ndim == 1 and self.n_outputs_ != 1) or (y_val.ndim == 2 and y_val.shape[1] != self.n_outputs_):
+            raise ValueError(f"y_val has shape {y_val.shape}, but the model has {self.n_outputs_} outputs")
+        return y_val
+
+    def _encode_val(self, y_val: np.ndarray) -> np.ndarray:
+        return self._encode(y_val).astype(np.float64)
+
+    def _loss(self) -> tuple:
+        k = self.n_outputs_
+        if self.loss == "poisson":
+            return _scaled(_PoissonNLLLoss(log_input=True), k), 1.0
+        # scikit-learn's gradient is that of 0.5 * (squared error summed over outputs);
+        # its reported loss averages over the outputs
+        return _scaled(_MSELoss(), 0.5 * k), 1.0 / k
+
+    def _loss_constant(self, Y: np.ndarray, sw: np.ndarray | None) -> float:
+        """The part of the half Poisson deviance that does not depend on the
+        prediction: mean over rows of sum_k (y log y - y)."""
+        if self.loss != "poisson" or Y.shape[0] == 0:
+            return 0.0
+        from scipy.special import xlogy
+
+        Y = np.asarray(Y, dtype=np.float64)
+        return float(_weighted_mean(xlogy(Y, Y) - Y, sw).sum())
+
+    def _data_loss(self, out: np.ndarray, t: np.ndarray, sw: np.ndarray | None) -> float:
+        if out.shape[0] == 0:
+            return np.nan
+        if self.loss == "poisson":
+            from scipy.special import xlogy
+
+            v = np.exp(out) - t * out + xlogy(t, t) - t
+            return float(_weighted_mean(v, sw).sum())
+        return float(0.5 * _weighted_mean((out - t) ** 2, sw).mean())
+
+    @staticmethod
+    def _score_function(y: Any, y_pred: Any, sample_weight: Any = None) -> float:
+        return r2_score(y, y_pred, sample_weight=sample_weight)
+
+    def _predict_from_out(self, out: np.ndarray) -> np.ndarray:
+        if self.loss == "poisson":
+            out = np.exp(out)
+        return out.ravel() if out.shape[1] == 1 else out
+
+    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None):
+        """Fit the model to X and the target(s) y; see MLPClassifier.fit for X_val, y_val."""
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False, X_val=X_val, y_val=y_val)
+
+    @available_if(lambda est: est._check_solver())
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y)."""
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def predict(self, X):
+        """Predicted values, (n_samples,) or (n_samples, n_outputs)."""
+        check_is_fitted(self)
+        return self._predict_from_out(self._forward(self._check_X(X)))

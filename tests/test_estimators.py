@@ -1,0 +1,815 @@
+"""fastmlp.MLPClassifier / MLPRegressor against scikit-learn's MLP.
+
+scikit-learn's float64 NumPy implementation is the independent reference: in
+float64, with the same settings and shuffle=False, fastmlp must follow the
+same training trajectory (weights to ~1e-12) for every solver rule it shares
+with scikit-learn, and on the bundled real data sets it must reach the same
+accuracy / R^2.
+"""
+import inspect
+import io
+import pickle
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+pytest.importorskip("scipy")
+
+import joblib  # noqa: E402  (a scikit-learn dependency)
+from scipy import sparse  # noqa: E402
+from sklearn.base import clone  # noqa: E402
+from sklearn.datasets import (load_breast_cancer, load_diabetes, load_digits, load_iris, load_wine,  # noqa: E402
+                              make_multilabel_classification)
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.metrics import log_loss, mean_squared_error  # noqa: E402
+from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split  # noqa: E402
+from sklearn.neural_network import MLPClassifier as SKClassifier  # noqa: E402
+from sklearn.neural_network import MLPRegressor as SKRegressor  # noqa: E402
+from sklearn.pipeline import Pipeline, make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.class_weight import compute_sample_weight  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402  (a scikit-learn dependency)
+
+import fastmlp as fm  # noqa: E402
+
+SK_SAMPLE_WEIGHT = "sample_weight" in inspect.signature(SKClassifier.fit).parameters  # scikit-learn >= 1.7
+SK_POISSON = "loss" in inspect.signature(SKRegressor).parameters  # scikit-learn >= 1.7
+needs_sk_sw = pytest.mark.skipif(not SK_SAMPLE_WEIGHT, reason="scikit-learn < 1.7 has no MLP sample_weight")
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    # scikit-learn's NumPy BLAS on one thread: its small products gain nothing from more, and
+    # threads that wait for busy cores make timings erratic on shared machines
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
+
+
+def _iris():
+    X, y = load_iris(return_X_y=True)
+    return StandardScaler().fit_transform(X)[:140], y[:140]  # 140 rows: 7 full batches of 20
+
+
+def _diabetes(n=400):
+    X, y = load_diabetes(return_X_y=True)
+    return StandardScaler().fit_transform(X)[:n], y[:n] / 100.0
+
+
+def _params(est):
+    return [np.asarray(a) for a in est.coefs_ + est.intercepts_]
+
+
+def assert_same_params(a, b, rtol=1e-9, atol=1e-10):
+    pa, pb = _params(a), _params(b)
+    assert len(pa) == len(pb)
+    for x, y in zip(pa, pb):
+        assert x.shape == y.shape
+        np.testing.assert_allclose(y, x, rtol=rtol, atol=atol)
+
+
+# ---------------------------------------------------------------- exact trajectories (float64)
+# Loss values: the L2 term of an epoch's loss (scikit-learn: the weights before each batch) is
+# interpolated between the epoch's start and end weights: exact with one batch per epoch, within 1e-4
+# when the weights move smoothly; with several batches per epoch only the weights are compared for
+# the configurations with large steps (WILD). scikit-learn also clips its log-loss at -log(2.2e-16)
+# per sample (the gradient is not clipped), which the learning rate of 0.5 reaches (CLIPPED).
+WILD = ({"learning_rate_init": 0.5}, {"alpha": 0.3}, {"alpha": 0.5})
+CLIPPED = {"learning_rate_init": 0.5}
+
+CLF_CONFIGS = [
+    dict(solver="sgd", momentum=0.0),
+    dict(solver="sgd"),  # Nesterov momentum 0.9
+    dict(solver="sgd", nesterovs_momentum=False),
+    dict(solver="sgd", learning_rate="invscaling", learning_rate_init=0.5),
+    # divides the rate by 5 after 3 epochs without progress, and stops once it is <= 1e-6
+    dict(solver="sgd", learning_rate="adaptive", learning_rate_init=0.5, tol=1e-2, n_iter_no_change=3, max_iter=60),
+    dict(solver="sgd", alpha=0.3),
+    dict(solver="sgd", activation="tanh"),
+    dict(solver="sgd", activation="logistic"),
+    dict(solver="sgd", activation="identity", hidden_layer_sizes=(4,)),
+    dict(solver="sgd", hidden_layer_sizes=()),
+    dict(solver="adam", batch_size=140),  # one batch per epoch: Adam's epsilon placement is then exact
+    dict(solver="adam", batch_size=140, beta_1=0.8, beta_2=0.99, epsilon=1e-6),
+    dict(solver="lbfgs", max_iter=5),
+]
+
+
+def _loss_rtol(kw, n):
+    if all(kw.get(k) == v for k, v in CLIPPED.items()):
+        return None
+    if kw["solver"] == "lbfgs" or kw["batch_size"] >= n:
+        return 1e-10
+    if any(all(kw.get(k) == v for k, v in w.items()) for w in WILD):
+        return None
+    return 1e-4
+
+
+@pytest.mark.parametrize("batch_size", [20, 140])
+@pytest.mark.parametrize("target", ["multiclass", "binary"])
+@pytest.mark.parametrize("config", CLF_CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+def test_classifier_follows_sklearn(config, target, batch_size):
+    X, y = _iris()
+    if target == "binary":
+        y = np.where(y == 1, "versicolor", "other")
+    kw = dict(hidden_layer_sizes=(7, 5), shuffle=False, batch_size=batch_size, random_state=1, max_iter=25,
+              learning_rate_init=0.05)
+    kw.update(config)
+    if kw["batch_size"] != batch_size:
+        pytest.skip("the configuration sets its batch size")
+    a = SKClassifier(**kw).fit(X, y)
+    b = fm.MLPClassifier(dtype="float64", **kw).fit(X, y)
+    assert_same_params(a, b)
+    assert b.n_iter_ == a.n_iter_ and b.t_ == a.t_
+    rtol = _loss_rtol(kw, len(X))
+    if rtol is not None:
+        np.testing.assert_allclose(b.loss_, a.loss_, rtol=rtol)
+        if kw["solver"] != "lbfgs":
+            np.testing.assert_allclose(b.loss_curve_, a.loss_curve_, rtol=rtol)
+            assert b.best_loss_ == pytest.approx(a.best_loss_, rel=rtol)
+    np.testing.assert_allclose(b.predict_proba(X), a.predict_proba(X), rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(b.predict(X), a.predict(X))
+    np.testing.assert_array_equal(b.classes_, a.classes_)
+    if kw.get("learning_rate") in ("adaptive", "invscaling"):
+        assert b._lr == pytest.approx(a._optimizer.learning_rate, rel=1e-12)
+        assert b._lr < kw["learning_rate_init"]  # the schedule did change the rate
+    if kw.get("learning_rate") == "adaptive":
+        assert b._lr < 1e-6 and b.n_iter_ < 60  # stopped: "Learning rate too small"
+
+
+REG_CONFIGS = [
+    dict(solver="sgd"),
+    dict(solver="sgd", alpha=0.5, learning_rate="invscaling", learning_rate_init=0.05),
+    dict(solver="sgd", alpha=0.5, learning_rate="invscaling", learning_rate_init=0.05, batch_size=400),
+    dict(solver="adam", batch_size=400),
+    dict(solver="lbfgs", max_iter=15),
+]
+
+
+@pytest.mark.parametrize("loss", ["squared_error", "poisson"])
+@pytest.mark.parametrize("outputs", [1, 2])
+@pytest.mark.parametrize("config", REG_CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+def test_regressor_follows_sklearn(config, outputs, loss):
+    if loss == "poisson" and not SK_POISSON:
+        pytest.skip("scikit-learn < 1.7 has no Poisson MLP")
+    if config["solver"] == "lbfgs" and outputs == 2 and loss == "squared_error":
+        pytest.skip("documented difference: scikit-learn's L-BFGS loss (mean over outputs) and gradient "
+                    "(sum over outputs) disagree; fastmlp minimises the objective of that gradient")
+    X, y = _diabetes()
+    if outputs == 2:
+        y = np.c_[y, 0.5 * y ** 2]
+    kw = dict(hidden_layer_sizes=(6,), shuffle=False, batch_size=40, random_state=1, max_iter=15,
+              learning_rate_init=0.01, alpha=0.01)
+    kw.update(config)
+    kwl = dict(kw, loss=loss) if SK_POISSON else kw
+    a = SKRegressor(**kwl).fit(X, y)
+    b = fm.MLPRegressor(dtype="float64", **kwl).fit(X, y)
+    assert_same_params(a, b)
+    # half squared error / half Poisson deviance (+ the L2 term, see WILD above)
+    rtol = _loss_rtol(kw, len(X))
+    if rtol is not None:
+        np.testing.assert_allclose(b.loss_, a.loss_, rtol=rtol)
+        if kw["solver"] != "lbfgs":
+            np.testing.assert_allclose(b.loss_curve_, a.loss_curve_, rtol=rtol)
+    np.testing.assert_allclose(b.predict(X), a.predict(X), rtol=1e-9)
+    assert b.predict(X).shape == a.predict(X).shape
+    assert b.out_activation_ == a.out_activation_
+
+
+def test_regressor_lbfgs_multioutput_loss_is_sklearns_definition():
+    # fastmlp's objective for 2 outputs is 0.5 * sum over outputs; loss_ is reported like scikit-learn's:
+    # 0.5 * mean over outputs of the mean squared error, + 0.5 * alpha * ||W||^2 / n
+    X, y = _diabetes()
+    Y = np.c_[y, 0.5 * y ** 2]
+    b = fm.MLPRegressor(hidden_layer_sizes=(6,), solver="lbfgs", max_iter=30, alpha=0.3, random_state=0,
+                        dtype="float64").fit(X, Y)
+    pen = 0.5 * 0.3 * sum((c ** 2).sum() for c in b.coefs_) / len(X)
+    assert b.loss_ == pytest.approx(0.5 * mean_squared_error(Y, b.predict(X)) + pen, rel=1e-10)
+    # and it is fitted as well as scikit-learn's
+    a = SKRegressor(hidden_layer_sizes=(6,), solver="lbfgs", max_iter=30, alpha=0.3, random_state=0).fit(X, Y)
+    assert b.score(X, Y) > a.score(X, Y) - 0.02
+
+
+def test_multilabel_follows_sklearn():
+    X, Y = make_multilabel_classification(n_samples=120, n_classes=4, random_state=0)
+    X = StandardScaler().fit_transform(X)
+    kw = dict(hidden_layer_sizes=(8,), shuffle=False, batch_size=40, random_state=2, max_iter=20,
+              learning_rate_init=0.05, solver="sgd")
+    a = SKClassifier(**kw).fit(X, Y)
+    b = fm.MLPClassifier(dtype="float64", **kw).fit(X, Y)
+    assert_same_params(a, b)
+    np.testing.assert_allclose(b.loss_, a.loss_, rtol=1e-5)  # summed over labels, as scikit-learn
+    np.testing.assert_array_equal(b.predict(X), a.predict(X))
+    assert b.predict_proba(X).shape == (120, 4)
+    np.testing.assert_allclose(b.predict_proba(X), a.predict_proba(X), rtol=1e-9)
+    assert b.out_activation_ == "logistic" and b.n_outputs_ == 4
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_early_stopping_follows_sklearn(solver):
+    X, y = _iris()
+    y = np.where(y == 2, "virginica", "other")  # binary: scikit-learn's split is stratified too
+    kw = dict(hidden_layer_sizes=(7,), shuffle=False, batch_size=112, random_state=3, max_iter=60,
+              learning_rate_init=0.05, solver=solver, early_stopping=True, validation_fraction=0.2,
+              n_iter_no_change=4, tol=1e-3)
+    a = SKClassifier(**kw).fit(X, y)
+    b = fm.MLPClassifier(dtype="float64", **kw).fit(X, y)
+    assert b.n_iter_ == a.n_iter_ < 60
+    assert b.validation_scores_ == a.validation_scores_
+    assert b.best_validation_score_ == a.best_validation_score_
+    assert b.best_loss_ is None and a.best_loss_ is None
+    assert_same_params(a, b)  # the best weights were restored
+    assert len(b.validation_loss_curve_) == b.n_iter_
+
+
+def test_regressor_early_stopping_follows_sklearn():
+    X, y = _diabetes()
+    kw = dict(hidden_layer_sizes=(6,), shuffle=False, batch_size=40, random_state=1, max_iter=40,
+              learning_rate_init=0.02, solver="sgd", early_stopping=True, n_iter_no_change=3)
+    a = SKRegressor(**kw).fit(X, y)
+    b = fm.MLPRegressor(dtype="float64", **kw).fit(X, y)
+    assert b.n_iter_ == a.n_iter_
+    np.testing.assert_allclose(b.validation_scores_, a.validation_scores_, rtol=1e-9)
+    assert_same_params(a, b)
+
+
+@needs_sk_sw
+@pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
+def test_sample_weight_follows_sklearn(solver):
+    X, y = _iris()
+    sw = np.random.RandomState(0).rand(len(y)) * 2
+    kw = dict(hidden_layer_sizes=(7,), shuffle=False, batch_size=140, random_state=1, max_iter=20,
+              learning_rate_init=0.05, solver=solver, alpha=0.1)
+    a = SKClassifier(**kw).fit(X, y, sample_weight=sw)
+    b = fm.MLPClassifier(dtype="float64", **kw).fit(X, y, sample_weight=sw)
+    assert_same_params(a, b, rtol=1e-8)
+    assert b.loss_ == pytest.approx(a.loss_, rel=1e-9)
+
+
+def test_partial_fit_follows_sklearn_and_fit():
+    X, y = _iris()
+    kw = dict(hidden_layer_sizes=(7,), shuffle=False, batch_size=28, random_state=1, learning_rate_init=0.05,
+              solver="sgd", alpha=0.0)
+    a, b = SKClassifier(**kw), fm.MLPClassifier(dtype="float64", **kw)
+    for _ in range(5):
+        a.partial_fit(X, y, classes=[0, 1, 2])
+        b.partial_fit(X, y, classes=[0, 1, 2])
+    assert_same_params(a, b)
+    assert (b.n_iter_, b.t_, len(b.loss_curve_)) == (a.n_iter_, a.t_, len(a.loss_curve_)) == (1, 700, 5)
+    c = fm.MLPClassifier(dtype="float64", max_iter=5, **kw).fit(X, y)
+    assert_same_params(b, c, rtol=0, atol=0)  # partial_fit x5 == fit(max_iter=5): the optimizer carries over
+    r = fm.MLPRegressor(dtype="float64", solver="adam", shuffle=False, random_state=0)
+    Xd, yd = _diabetes()
+    for _ in range(3):
+        r.partial_fit(Xd, yd)
+    r2 = fm.MLPRegressor(dtype="float64", solver="adam", shuffle=False, random_state=0, max_iter=3).fit(Xd, yd)
+    assert_same_params(r, r2, rtol=0, atol=0)
+
+
+def test_partial_fit_errors():
+    X, y = _iris()
+    with pytest.raises(ValueError, match="classes must be passed"):
+        fm.MLPClassifier().partial_fit(X, y)
+    clf = fm.MLPClassifier(solver="sgd").partial_fit(X[y < 2], y[y < 2], classes=[0, 1, 2])
+    assert list(clf.classes_) == [0, 1, 2] and clf.predict_proba(X).shape == (140, 3)
+    with pytest.raises(ValueError, match="not the same"):
+        clf.partial_fit(X, y, classes=[0, 1])
+    with pytest.raises(ValueError, match="classes not in"):
+        fm.MLPClassifier().partial_fit(X, y, classes=[0, 1])
+    assert not hasattr(fm.MLPClassifier(solver="lbfgs"), "partial_fit")
+    assert hasattr(fm.MLPRegressor(solver="rmsprop"), "partial_fit")
+    with pytest.raises(ValueError, match="early_stopping"):
+        fm.MLPClassifier(early_stopping=True).partial_fit(X, y, classes=[0, 1, 2])
+    with pytest.raises(ValueError, match="balanced"):
+        fm.MLPClassifier(class_weight="balanced").partial_fit(X, y, classes=[0, 1, 2])
+    with pytest.raises(ValueError, match="features"):
+        clf.partial_fit(X[:, :3], y)
+
+
+def test_warm_start_follows_sklearn():
+    X, y = _iris()
+    kw = dict(hidden_layer_sizes=(7,), shuffle=False, batch_size=35, random_state=1, max_iter=5,
+              learning_rate_init=0.05, solver="sgd", warm_start=True)
+    a, b = SKClassifier(**kw), fm.MLPClassifier(dtype="float64", **kw)
+    for _ in range(2):
+        a.fit(X, y)  # each fit starts a new optimizer (zero velocity) from the current weights
+        b.fit(X, y)
+    assert_same_params(a, b)
+    assert len(b.loss_curve_) == len(a.loss_curve_) == 10 and b.n_iter_ == 5 and b.t_ == 1400
+    with pytest.raises(ValueError, match="warm_start"):
+        b.fit(X[y < 2], y[y < 2])
+
+
+def test_warm_start_after_lbfgs_and_dtype_change():
+    X, y = _iris()
+    clf = fm.MLPClassifier(hidden_layer_sizes=(6,), solver="lbfgs", max_iter=5, random_state=0).fit(X, y)
+    w = clf.coefs_[0].copy()
+    clf.set_params(solver="adam", warm_start=True, max_iter=4, learning_rate_init=1e-300)
+    clf.fit(X, y)  # continues from the L-BFGS weights (a step of 1e-300 changes nothing in float32)
+    np.testing.assert_array_equal(clf.coefs_[0], w)
+    assert len(clf.loss_curve_) == clf.n_iter_ == 4
+    clf.set_params(dtype="float64")
+    clf.partial_fit(X, y)
+    assert clf.coefs_[0].dtype == np.float64 and len(clf.loss_curve_) == 5
+    np.testing.assert_allclose(clf.coefs_[0], w, rtol=1e-7)
+    with pytest.raises(ValueError, match="layer sizes"):
+        clf.set_params(hidden_layer_sizes=(7,)).fit(X, y)
+
+
+def test_a_batch_of_zero_sample_weights_is_skipped():
+    X, y = _iris()
+    kw = dict(batch_size=10, shuffle=False, solver="sgd", max_iter=5, random_state=0, dtype="float64")
+    w = np.r_[np.zeros(10), np.ones(len(y) - 10)]
+    X2, y2 = X.copy(), y.copy()
+    X2[:10] = np.random.default_rng(0).normal(0, 100, (10, X.shape[1]))  # the zero-weight rows carry no information
+    y2[:10] = y2[10]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a = fm.MLPClassifier(**kw).fit(X, y, sample_weight=w)
+        b = fm.MLPClassifier(**kw).fit(X2, y2, sample_weight=w)
+    for wa, wb in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_):
+        assert np.isfinite(wa).all()
+        np.testing.assert_array_equal(wa, wb)
+
+
+def test_initial_weights_are_sklearns_draws():
+    X, y = _iris()
+    clf = fm.MLPClassifier(hidden_layer_sizes=(8, 6, 4), activation=["tanh", "logistic", "relu"], solver="sgd",
+                           momentum=0, learning_rate_init=1e-300, max_iter=1, random_state=7, dtype="float64")
+    clf.fit(X, y)  # a step of 1e-300 leaves float64 weights unchanged
+    rs = np.random.RandomState(7)
+    units, factors = [4, 8, 6, 4, 3], [6.0, 2.0, 6.0, 6.0]  # Glorot factor 2 for a logistic layer
+    for i in range(4):
+        bound = np.sqrt(factors[i] / (units[i] + units[i + 1]))
+        np.testing.assert_array_equal(clf.coefs_[i], rs.uniform(-bound, bound, (units[i], units[i + 1])))
+        np.testing.assert_array_equal(clf.intercepts_[i], rs.uniform(-bound, bound, units[i + 1]))
+
+
+# ---------------------------------------------------------------- fitted attributes
+def _public_attributes(est):
+    return sorted(a for a in vars(est) if a.endswith("_") and not a.startswith("_")) + \
+        [a for a in ("coefs_", "intercepts_") if hasattr(est, a)]
+
+
+ATTR_CASES = [
+    ("multiclass", dict()), ("binary", dict()), ("multilabel", dict()), ("multiclass", dict(solver="lbfgs")),
+    ("multiclass", dict(early_stopping=True)), ("regression", dict()), ("regression2", dict(solver="lbfgs")),
+    ("regression2", dict(early_stopping=True)),
+]
+
+
+@pytest.mark.parametrize("kind,config", ATTR_CASES)
+def test_attributes_like_sklearn(kind, config):
+    X, y = _iris()
+    if kind == "binary":
+        y = np.array(["a", "b"])[(y == 1).astype(int)]
+    elif kind == "multilabel":
+        y = np.c_[y == 0, y == 1, y >= 1].astype(int)
+    elif kind.startswith("regression"):
+        X, y = _diabetes(200)
+        if kind == "regression2":
+            y = np.c_[y, -y]
+    kw = dict(hidden_layer_sizes=(5, 3), max_iter=8, random_state=0, **config)
+    cls = (fm.MLPRegressor, SKRegressor) if kind.startswith("regression") else (fm.MLPClassifier, SKClassifier)
+    a = cls[1](**kw).fit(X, y)
+    b = cls[0](dtype="float64", **kw).fit(X, y)
+    names = _public_attributes(a)
+    assert set(names) <= set(_public_attributes(b))
+    assert set(_public_attributes(b)) - set(names) == {"validation_loss_curve_"}
+    for name in names:
+        va, vb = getattr(a, name), getattr(b, name)
+        if name in ("coefs_", "intercepts_"):
+            assert [v.shape for v in vb] == [v.shape for v in va]
+            assert all(v.dtype == np.float64 for v in vb)
+        elif name == "classes_":
+            np.testing.assert_array_equal(vb, va)
+            assert vb.dtype == va.dtype
+        elif va is None:
+            assert vb is None, name
+        elif isinstance(va, list):
+            assert isinstance(vb, list) and len(vb) == len(va) and all(isinstance(v, float) for v in vb), name
+        elif isinstance(va, (bool, np.bool_, int, np.integer)):
+            assert isinstance(vb, (int, np.integer)) and vb == va, name
+        elif isinstance(va, (float, np.floating)):
+            assert isinstance(vb, (float, np.floating)), name
+        else:
+            assert vb == va, name
+    Xt = X[:7]
+    pa, pb = a.predict(Xt), b.predict(Xt)
+    assert pb.shape == pa.shape and pb.dtype == pa.dtype
+    if hasattr(a, "predict_proba"):
+        assert b.predict_proba(Xt).shape == a.predict_proba(Xt).shape
+        assert b.predict_proba(Xt).dtype == np.float64
+        np.testing.assert_allclose(b.predict_log_proba(Xt), np.log(b.predict_proba(Xt)))
+
+
+def test_float32_attributes_and_predictions_close_to_float64():
+    X, y = _iris()
+    kw = dict(hidden_layer_sizes=(10,), shuffle=False, batch_size=20, random_state=0, max_iter=20,
+              solver="sgd", learning_rate_init=0.05)
+    c32 = fm.MLPClassifier(**kw).fit(X.astype(np.float32), y)  # dtype='float32' is the default
+    c64 = fm.MLPClassifier(dtype="float64", **kw).fit(X, y)
+    assert all(c.dtype == np.float32 for c in c32.coefs_ + c32.intercepts_)
+    assert all(c.dtype == np.float64 for c in c64.coefs_ + c64.intercepts_)
+    for i in range(2):
+        np.testing.assert_allclose(c32.coefs_[i], c64.coefs_[i], rtol=1e-4, atol=1e-5)
+    p32 = c32.predict_proba(X)
+    assert p32.dtype == np.float64
+    np.testing.assert_allclose(p32, c64.predict_proba(X), atol=1e-5)
+    np.testing.assert_allclose(c32.loss_curve_, c64.loss_curve_, rtol=1e-5)
+    r32 = fm.MLPRegressor(solver="lbfgs", max_iter=30, random_state=0).fit(*_diabetes())
+    r64 = fm.MLPRegressor(solver="lbfgs", max_iter=30, random_state=0, dtype="float64").fit(*_diabetes())
+    assert r32.score(*_diabetes()) == pytest.approx(r64.score(*_diabetes()), abs=0.02)
+
+
+# ---------------------------------------------------------------- real data sets
+def _compare(loader, config, seeds=(0, 1), regression=False):
+    X, y = loader(return_X_y=True)
+    Xtr, Xte, ytr, yte = train_test_split(X, y, random_state=0, stratify=None if regression else y)
+    ours, theirs = [], []
+    for s in seeds:
+        sk_est = (SKRegressor if regression else SKClassifier)(random_state=s, **config)
+        fm_est = (fm.MLPRegressor if regression else fm.MLPClassifier)(random_state=s, **config)
+        theirs.append(make_pipeline(StandardScaler(), sk_est).fit(Xtr, ytr).score(Xte, yte))
+        ours.append(make_pipeline(StandardScaler(), fm_est).fit(Xtr, ytr).score(Xte, yte))
+    return np.mean(ours), np.mean(theirs)
+
+
+@pytest.mark.parametrize("name,loader,config", [
+    ("iris", load_iris, dict(solver="lbfgs", hidden_layer_sizes=(10,), max_iter=500)),
+    ("wine", load_wine, dict(hidden_layer_sizes=(50,), max_iter=300)),
+    ("breast_cancer", load_breast_cancer, dict(solver="sgd", learning_rate_init=0.01, max_iter=200)),
+])
+def test_accuracy_on_real_data_reaches_sklearn(name, loader, config):
+    ours, theirs = _compare(loader, config)
+    print(f"{name}: fastmlp {ours:.4f}, scikit-learn {theirs:.4f}")
+    assert ours >= theirs - 0.015
+    assert ours > 0.93
+
+
+def test_r2_on_diabetes_reaches_sklearn():
+    config = dict(hidden_layer_sizes=(50,), learning_rate_init=0.01, max_iter=500, early_stopping=True)
+    ours, theirs = _compare(load_diabetes, config, regression=True)
+    print(f"diabetes R^2: fastmlp {ours:.4f}, scikit-learn {theirs:.4f}")
+    assert ours >= theirs - 0.02
+    assert ours > 0.25
+
+
+def test_digits_accuracy_and_fit_time_vs_sklearn():
+    X, y = load_digits(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    Xtr, Xte, ytr, yte = train_test_split(X, y, random_state=0, stratify=y)
+    t0 = time.perf_counter()
+    sk_est = SKClassifier(random_state=0).fit(Xtr, ytr)  # scikit-learn's defaults: (100,), relu, adam
+    t_sk = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fm_est = fm.MLPClassifier(random_state=0, n_threads=1).fit(Xtr, ytr)  # float32, like-for-like: 1 thread
+    t_fm = time.perf_counter() - t0
+    a_sk, a_fm = sk_est.score(Xte, yte), fm_est.score(Xte, yte)
+    print(f"\ndigits (1 thread each): scikit-learn {t_sk:.3f} s ({sk_est.n_iter_} epochs, acc {a_sk:.4f}); "
+          f"fastmlp {t_fm:.3f} s ({fm_est.n_iter_} epochs, acc {a_fm:.4f}); speed-up {t_sk / t_fm:.1f}x")
+    assert a_fm >= a_sk - 0.01
+    assert a_fm > 0.95
+
+
+# ---------------------------------------------------------------- scikit-learn tooling
+def test_pipeline_gridsearch_cross_val_score():
+    X, y = load_wine(return_X_y=True)
+    pipe = Pipeline([("scale", StandardScaler()), ("mlp", fm.MLPClassifier(max_iter=150, random_state=0))])
+    grid = GridSearchCV(pipe, {"mlp__alpha": [1e-4, 1.0], "mlp__hidden_layer_sizes": [(10,), (30,)]}, cv=3)
+    grid.fit(X, y)
+    assert set(grid.best_params_) == {"mlp__alpha", "mlp__hidden_layer_sizes"}
+    assert grid.best_score_ > 0.93
+    assert len(grid.cv_results_["mean_test_score"]) == 4
+    assert grid.score(X, y) > 0.95
+    Xd, yd = load_diabetes(return_X_y=True)
+    scores = cross_val_score(make_pipeline(StandardScaler(), fm.MLPRegressor(
+        hidden_layer_sizes=(20,), learning_rate_init=0.01, max_iter=300, early_stopping=True, random_state=0)),
+        Xd, yd, cv=3)
+    assert scores.shape == (3,) and scores.mean() > 0.3
+
+
+def test_clone():
+    est = fm.MLPClassifier(hidden_layer_sizes=(7, 3), activation=["tanh", "relu"], dropout=[0.1, 0.0],
+                           solver="rmsprop", class_weight={0: 2.0}, dtype="float64", n_threads=1, alpha=0.5,
+                           max_iter=20, random_state=0)
+    X, y = _iris()
+    est.fit(X, y)
+    c = clone(est)
+    assert c.get_params() == est.get_params()
+    assert not hasattr(c, "coefs_") and not hasattr(c, "n_iter_")
+    c.fit(X, y)
+    assert_same_params(est, c, rtol=0, atol=0)  # an int random_state makes the fits identical
+
+
+@pytest.mark.parametrize("dumps,loads", [(pickle.dumps, pickle.loads),
+                                         (lambda o: _joblib_dump(o), lambda b: joblib.load(io.BytesIO(b)))])
+@pytest.mark.parametrize("cls", [fm.MLPClassifier, fm.MLPRegressor])
+def test_pickle_roundtrip_and_continued_training(cls, dumps, loads):
+    if cls is fm.MLPClassifier:
+        X, y = _iris()
+        y = np.array(["setosa", "versicolor", "virginica"])[y]
+    else:
+        X, y = _diabetes(200)
+    est = cls(hidden_layer_sizes=(9,), dropout=0.2, max_iter=7, random_state=0).fit(X, y)
+    est2 = loads(dumps(est))
+    np.testing.assert_array_equal(est2.predict(X), est.predict(X))
+    assert_same_params(est, est2, rtol=0, atol=0)
+    assert est2.loss_curve_ == est.loss_curve_ and est2.get_params() == est.get_params()
+    # the optimizer state and the shuffling/dropout streams survive: one more epoch is identical
+    est.partial_fit(X, y)
+    est2.partial_fit(X, y)
+    assert_same_params(est, est2, rtol=0, atol=0)
+
+
+def _joblib_dump(obj):
+    buf = io.BytesIO()
+    joblib.dump(obj, buf)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- sample and class weights
+@pytest.mark.parametrize("solver", ["lbfgs", "adam"])
+def test_integer_sample_weights_equal_repeated_rows(solver):
+    X, y = _iris()
+    X, y = X[::2], y[::2]  # 70 rows: the repeated set stays within one 'auto' batch (200 rows)
+    sw = np.random.RandomState(1).randint(0, 4, len(y))
+    assert sw.sum() <= 200
+    kw = dict(hidden_layer_sizes=(6,), solver=solver, max_iter=30, random_state=0, dtype="float64", alpha=0.01)
+    a = fm.MLPClassifier(**kw).fit(X, y, sample_weight=sw)  # batch 'auto' = all rows
+    b = fm.MLPClassifier(**kw).fit(np.repeat(X, sw, axis=0), np.repeat(y, sw))
+    np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X), rtol=1e-7, atol=1e-9)
+    assert a.loss_ == pytest.approx(b.loss_, rel=1e-9)
+
+
+def test_class_weight_is_sample_weight():
+    X, y = _iris()
+    kw = dict(hidden_layer_sizes=(6,), solver="sgd", batch_size=20, max_iter=10, random_state=0, dtype="float64")
+    cw = {0: 3.0, 1: 0.5, 2: 1.0}
+    a = fm.MLPClassifier(class_weight=cw, **kw).fit(X, y)
+    b = fm.MLPClassifier(**kw).fit(X, y, sample_weight=np.array([cw[v] for v in y]))
+    assert_same_params(a, b, rtol=0, atol=0)
+    sw = np.random.RandomState(0).rand(len(y))
+    a = fm.MLPClassifier(class_weight="balanced", **kw).fit(X[:120], y[:120], sample_weight=sw[:120])
+    b = fm.MLPClassifier(**kw).fit(X[:120], y[:120],
+                                   sample_weight=sw[:120] * _balanced(y[:120], sw[:120]))
+    assert_same_params(a, b, rtol=1e-12, atol=1e-14)
+    # without sample weights, 'balanced' is scikit-learn's compute_sample_weight('balanced', y)
+    a = fm.MLPClassifier(class_weight="balanced", **kw).fit(X[:120], y[:120])
+    b = fm.MLPClassifier(**kw).fit(X[:120], y[:120], sample_weight=compute_sample_weight("balanced", y[:120]))
+    assert_same_params(a, b, rtol=1e-12, atol=1e-14)
+
+
+def _balanced(y, sw):
+    classes = np.unique(y)
+    per = {c: sw.sum() / (len(classes) * sw[y == c].sum()) for c in classes}
+    return np.array([per[v] for v in y])
+
+
+def test_class_weight_shifts_predictions_to_the_heavy_class():
+    X, y = load_breast_cancer(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    kw = dict(hidden_layer_sizes=(10,), max_iter=100, random_state=0)
+    plain = fm.MLPClassifier(**kw).fit(X, y)
+    heavy = fm.MLPClassifier(class_weight={0: 20.0, 1: 1.0}, **kw).fit(X, y)
+    assert (heavy.predict(X) == 0).sum() > (plain.predict(X) == 0).sum()
+    assert heavy.predict_proba(X)[:, 0].mean() > plain.predict_proba(X)[:, 0].mean()
+
+
+def test_sample_weight_errors():
+    X, y = _iris()
+    with pytest.raises(ValueError, match="zero"):
+        fm.MLPClassifier().fit(X, y, sample_weight=np.zeros(len(y)))
+    with pytest.raises(ValueError, match="shape"):
+        fm.MLPClassifier().fit(X, y, sample_weight=np.ones(3))
+    with pytest.raises(ValueError, match="Negative"):
+        fm.MLPClassifier().fit(X, y, sample_weight=-np.ones(len(y)))
+
+
+# ---------------------------------------------------------------- extensions
+def _numpy_forward(est, X, acts):
+    f = {"relu": lambda z: np.maximum(z, 0), "tanh": np.tanh, "logistic": lambda z: 1 / (1 + np.exp(-z)),
+         "identity": lambda z: z}
+    a = X
+    for i, (W, b) in enumerate(zip(est.coefs_, est.intercepts_)):
+        a = a @ W + b
+        if i < len(acts):
+            a = f[acts[i]](a)
+    return a
+
+
+def test_per_layer_activations_and_dropout_network():
+    X, y = _iris()
+    acts = ["tanh", "logistic", "relu"]
+    clf = fm.MLPClassifier(hidden_layer_sizes=(8, 6, 4), activation=acts, dropout=[0.3, 0.0, 0.1], max_iter=30,
+                           random_state=0, dtype="float64").fit(X, y)
+    kinds = [type(layer).__name__ for layer in clf._model]
+    assert kinds == ["Linear", "Tanh", "Dropout", "Linear", "Sigmoid", "Linear", "ReLU", "Dropout", "Linear"]
+    assert [layer.p for layer in clf._model if isinstance(layer, fm.Dropout)] == [0.3, 0.1]
+    z = _numpy_forward(clf, X, acts)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(clf.predict_proba(X), e / e.sum(axis=1, keepdims=True), rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(clf.predict(X), np.argmax(z, axis=1))
+    reg = fm.MLPRegressor(hidden_layer_sizes=(5, 4), activation=["identity", "logistic"], max_iter=5,
+                          random_state=0, dtype="float64").fit(*_diabetes(100))
+    Xd = _diabetes(100)[0]
+    np.testing.assert_allclose(reg.predict(Xd), _numpy_forward(reg, Xd, ["identity", "logistic"]).ravel(),
+                               rtol=1e-12)
+    pois = fm.MLPRegressor(loss="poisson", hidden_layer_sizes=(5,), max_iter=5, random_state=0,
+                           dtype="float64").fit(Xd, _diabetes(100)[1])
+    np.testing.assert_allclose(pois.predict(Xd), np.exp(_numpy_forward(pois, Xd, ["relu"]).ravel()), rtol=1e-12)
+    assert (pois.predict(Xd) > 0).all()
+
+
+def test_dropout_trains_differently_but_predicts_deterministically():
+    X, y = load_wine(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    kw = dict(hidden_layer_sizes=(64,), max_iter=60, random_state=0)
+    plain = fm.MLPClassifier(**kw).fit(X, y)
+    drop = fm.MLPClassifier(dropout=0.5, **kw).fit(X, y)
+    drop2 = fm.MLPClassifier(dropout=0.5, **kw).fit(X, y)
+    assert not np.allclose(plain.coefs_[0], drop.coefs_[0])
+    assert_same_params(drop, drop2, rtol=0, atol=0)  # reproducible from random_state
+    np.testing.assert_array_equal(drop.predict_proba(X), drop.predict_proba(X))  # eval mode: no dropout
+    assert drop.score(X, y) > 0.95
+
+
+def test_extension_argument_errors():
+    X, y = _iris()
+    with pytest.raises(ValueError, match="dropout needs a stochastic solver"):
+        fm.MLPClassifier(solver="lbfgs", dropout=0.2).fit(X, y)
+    with pytest.raises(ValueError, match="activation has 1 entries"):
+        fm.MLPClassifier(hidden_layer_sizes=(3, 3), activation=["relu"]).fit(X, y)
+    with pytest.raises(ValueError, match="activation entries"):
+        fm.MLPClassifier(hidden_layer_sizes=(3,), activation=["gelu2"]).fit(X, y)
+    with pytest.raises(ValueError, match="dropout has 2 entries"):
+        fm.MLPClassifier(hidden_layer_sizes=(3,), dropout=[0.1, 0.2]).fit(X, y)
+    with pytest.raises(ValueError, match="dropout rates"):
+        fm.MLPClassifier(hidden_layer_sizes=(3,), dropout=[1.0]).fit(X, y)
+    with pytest.raises(ValueError):
+        fm.MLPClassifier(dropout=1.0).fit(X, y)
+    with pytest.raises(ValueError):
+        fm.MLPClassifier(dtype="float16").fit(X, y)
+    with pytest.raises(ValueError):
+        fm.MLPClassifier(solver="newton").fit(X, y)
+    with pytest.raises(ValueError, match="hidden_layer_sizes"):
+        fm.MLPClassifier(hidden_layer_sizes=(3, 0)).fit(X, y)
+    with pytest.raises(ValueError, match="both X_val and y_val"):
+        fm.MLPClassifier().fit(X, y, X_val=X)
+    with pytest.raises(ValueError, match="negative"):
+        fm.MLPRegressor(loss="poisson").fit(X, -np.ones(len(X)))
+
+
+@pytest.mark.parametrize("solver,lr", [("rmsprop", 0.01), ("adagrad", 0.1), ("adadelta", 1.0), ("adamw", 0.01)])
+def test_other_solvers_learn(solver, lr):
+    X, y = load_wine(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    clf = fm.MLPClassifier(hidden_layer_sizes=(20,), solver=solver, learning_rate_init=lr, max_iter=60,
+                           random_state=0).fit(X, y)
+    assert clf.score(X, y) > 0.97
+    assert clf.loss_curve_[-1] < 0.5 * clf.loss_curve_[0]
+    assert clf.n_iter_ == len(clf.loss_curve_)
+
+
+def test_adamw_alpha_is_decoupled_weight_decay():
+    X, y = _iris()
+    kw = dict(hidden_layer_sizes=(6,), solver="adamw", max_iter=1, shuffle=False, batch_size=140,
+              learning_rate_init=0.01, random_state=0, dtype="float64")
+    w0 = fm.MLPClassifier(**dict(kw, learning_rate_init=1e-300)).fit(X, y)  # the initial weights
+    a = fm.MLPClassifier(alpha=0.0, **kw).fit(X, y)
+    b = fm.MLPClassifier(alpha=5.0, **kw).fit(X, y)
+    # one step: the same Adam update, and the weights (not the biases) shrunk by lr * alpha * w0
+    for wa, wb, w in zip(a.coefs_, b.coefs_, w0.coefs_):
+        np.testing.assert_allclose(wb, wa - 0.01 * 5.0 * w, rtol=1e-12, atol=1e-15)
+    for ba, bb in zip(a.intercepts_, b.intercepts_):
+        np.testing.assert_array_equal(bb, ba)
+
+
+def test_user_validation_set():
+    X, y = load_wine(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    Xtr, Xv, ytr, yv = train_test_split(X, y, random_state=0, stratify=y)
+    clf = fm.MLPClassifier(hidden_layer_sizes=(20,), max_iter=40, random_state=0).fit(Xtr, ytr, X_val=Xv, y_val=yv)
+    assert len(clf.validation_scores_) == len(clf.validation_loss_curve_) == clf.n_iter_ == 40
+    assert clf.t_ == 40 * len(Xtr)  # nothing held out of the training set
+    assert clf.validation_scores_[-1] == clf.score(Xv, yv)
+    assert clf.validation_loss_curve_[-1] == pytest.approx(log_loss(yv, clf.predict_proba(Xv)), rel=1e-5)
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    assert clf.best_loss_ == min(clf.loss_curve_)  # stopping still follows the training loss
+    # early stopping uses the given set and restores the best epoch
+    es = fm.MLPClassifier(hidden_layer_sizes=(20,), max_iter=300, random_state=0, early_stopping=True,
+                          n_iter_no_change=5).fit(Xtr, ytr, X_val=Xv, y_val=yv)
+    assert es.n_iter_ < 300 and es.t_ == es.n_iter_ * len(Xtr)
+    assert es.score(Xv, yv) == es.best_validation_score_ == max(es.validation_scores_)
+    # regressor: the validation loss is scikit-learn's half squared error, the score R^2
+    Xd, yd = _diabetes()
+    reg = fm.MLPRegressor(hidden_layer_sizes=(10,), solver="lbfgs", max_iter=20, random_state=0)
+    reg.fit(Xd[:300], yd[:300], X_val=Xd[300:], y_val=yd[300:])
+    assert len(reg.validation_loss_curve_) == len(reg.validation_scores_) == reg.n_iter_
+    assert reg.validation_loss_curve_[-1] == pytest.approx(
+        0.5 * mean_squared_error(yd[300:], reg.predict(Xd[300:])), rel=1e-5)
+    assert reg.validation_scores_[-1] == pytest.approx(reg.score(Xd[300:], yd[300:]), rel=1e-6)
+    with pytest.raises(ValueError, match="not in the training classes"):
+        fm.MLPClassifier(max_iter=2).fit(Xtr, ytr, X_val=Xv, y_val=yv + 10)
+
+
+def test_internal_early_stopping_split_records_validation_loss():
+    X, y = load_digits(return_X_y=True)
+    X = StandardScaler().fit_transform(X)[:600]
+    y = y[:600]
+    clf = fm.MLPClassifier(hidden_layer_sizes=(32,), early_stopping=True, max_iter=200, random_state=0).fit(X, y)
+    assert clf.n_iter_ < 200
+    assert len(clf.validation_scores_) == len(clf.validation_loss_curve_) == clf.n_iter_
+    assert clf.t_ == clf.n_iter_ * 540  # 10% held out
+    assert clf.best_validation_score_ == max(clf.validation_scores_) > 0.9
+
+
+# ---------------------------------------------------------------- behaviour details
+def test_convergence_warnings():
+    X, y = _iris()
+    with pytest.warns(ConvergenceWarning, match="Maximum iterations"):
+        fm.MLPClassifier(max_iter=3).fit(X, y)
+    with pytest.warns(ConvergenceWarning, match="lbfgs failed to converge"):
+        fm.MLPClassifier(solver="lbfgs", max_iter=3).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        clf = fm.MLPClassifier(solver="sgd", learning_rate_init=0.1, max_iter=500, random_state=0).fit(X, y)
+    assert clf.n_iter_ < 500  # stopped by tol / n_iter_no_change
+
+
+def test_string_labels_and_binary_proba_columns():
+    X, y = _iris()
+    labels = np.array(["cat", "dog"])[(y == 2).astype(int)]
+    clf = fm.MLPClassifier(hidden_layer_sizes=(8,), learning_rate_init=0.01, max_iter=200,
+                           random_state=0).fit(X, labels)
+    assert list(clf.classes_) == ["cat", "dog"]
+    pred = clf.predict(X)
+    assert pred.dtype == labels.dtype and set(pred) <= {"cat", "dog"}
+    p = clf.predict_proba(X)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(pred, clf.classes_[np.argmax(p, axis=1)])
+    assert clf.score(X, labels) > 0.9
+
+
+def test_sparse_input_equals_dense():
+    X, y = _iris()
+    kw = dict(hidden_layer_sizes=(6,), max_iter=10, random_state=0, dtype="float64")
+    a = fm.MLPClassifier(**kw).fit(sparse.csr_matrix(X), y)
+    b = fm.MLPClassifier(**kw).fit(X, y)
+    assert_same_params(a, b, rtol=0, atol=0)
+    np.testing.assert_array_equal(a.predict_proba(sparse.csc_matrix(X)), b.predict_proba(X))
+
+
+def test_threads_do_not_change_results():
+    X, y = load_digits(return_X_y=True)
+    X = StandardScaler().fit_transform(X)[:500]
+    kw = dict(hidden_layer_sizes=(64,), max_iter=5, random_state=0, dtype="float64")
+    a = fm.MLPClassifier(n_threads=1, **kw).fit(X, y[:500])
+    b = fm.MLPClassifier(n_threads=2, **kw).fit(X, y[:500])
+    assert_same_params(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_coefs_are_views_of_the_network():
+    X, y = _iris()
+    clf = fm.MLPClassifier(hidden_layer_sizes=(5,), max_iter=5, random_state=0, dtype="float64").fit(X, y)
+    before = clf.predict_proba(X)
+    clf.coefs_[1][...] = 0.0
+    clf.intercepts_[1][...] = [1.0, 2.0, 3.0]
+    e = np.exp([1.0, 2.0, 3.0])
+    np.testing.assert_allclose(clf.predict_proba(X), np.tile(e / e.sum(), (len(X), 1)))
+    clf.coefs_ = [np.ones((4, 5)), np.zeros((5, 3))]
+    np.testing.assert_array_equal(clf.coefs_[0], np.ones((4, 5)))
+    assert not np.allclose(before, clf.predict_proba(X))
+
+
+def test_verbose_prints_progress(capsys):
+    X, y = _iris()
+    fm.MLPClassifier(max_iter=2, verbose=True, early_stopping=True).fit(X, y)
+    out = capsys.readouterr().out
+    assert "Iteration 1, loss = " in out and "Iteration 2, loss = " in out and "Validation score: " in out
+
+
+def test_feature_names_in():
+    pd = pytest.importorskip("pandas")
+    X, y = _iris()
+    df = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    clf = fm.MLPClassifier(max_iter=3).fit(df, y)
+    np.testing.assert_array_equal(clf.feature_names_in_, ["a", "b", "c", "d"])
+    with pytest.warns(UserWarning, match="feature names"):
+        clf.predict(X)
+
+
+def test_core_does_not_import_sklearn():
+    code = ("import sys, fastmlp; assert 'sklearn' not in sys.modules and 'scipy.optimize' not in sys.modules; "
+            "fastmlp.MLPClassifier; assert 'sklearn' in sys.modules; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+    assert "MLPClassifier" in fm.__all__ and "MLPRegressor" in fm.__all__
+    with pytest.raises(AttributeError):
+        fm.MLPSomething  # noqa: B018
