@@ -44,6 +44,20 @@ const std::int64_t* label_data(py::array& a) {
   if (!(a.flags() & py::array::c_style)) throw value_error("labels must be C-contiguous");
   return const_cast<std::int64_t*>(static_cast<const std::int64_t*>(a.data()));
 }
+// A target as the kernels take it: int64 class labels, or floats of the model's dtype.
+template <class T>
+struct Target {
+  const std::int64_t* labels = nullptr;
+  const T* values = nullptr;
+};
+template <class T>
+Target<T> target_of(py::array& y) {
+  Target<T> t;
+  if (y.dtype().is(py::dtype::of<std::int64_t>())) t.labels = label_data(y);
+  else t.values = array_data<T>(y, "target", false);
+  return t;
+}
+
 std::pair<idx, idx> rows_cols(const py::array& a, const char* what) {
   if (a.ndim() != 2) throw value_error(std::string(what) + " must be 2-D, got " + std::to_string(a.ndim()) + "-D");
   return {a.shape(0), a.shape(1)};
@@ -384,12 +398,10 @@ void bind_dtype(py::module_& m, const char* suffix) {
         d.X = array_data<T>(x, "X", false);
         d.N = N;
         d.in = in;
-        if (y.dtype().is(py::dtype::of<std::int64_t>())) {
-          d.labels = label_data(y);
-        } else {
-          d.target = array_data<T>(y, "target", false);
-          d.C = y.ndim() == 2 ? y.shape(1) : 1;
-        }
+        const Target<T> t = target_of<T>(y);
+        d.labels = t.labels;
+        d.target = t.values;
+        if (t.values) d.C = y.ndim() == 2 ? y.shape(1) : 1;
         LossSpec<T> spec = parse_loss<T>(loss);
         if (!opt.has_grads()) throw value_error("fit needs an optimizer over this model's parameters");
         bool interrupted = false;
@@ -444,26 +456,20 @@ void bind_dtype(py::module_& m, const char* suffix) {
         auto [B, in] = rows_cols(x, "input");
         const T* xd = array_data<T>(x, "input", false);
         LossSpec<T> spec = parse_loss<T>(loss);
-        const std::int64_t* labels = nullptr;
-        const T* target = nullptr;
-        if (y.dtype().is(py::dtype::of<std::int64_t>())) labels = label_data(y);
-        else target = array_data<T>(y, "target", false);
+        const Target<T> t = target_of<T>(y);
         py::gil_scoped_release nogil;
         std::lock_guard<std::mutex> lk(s.m.mutex);
-        return s.m.loss_and_grad(xd, B, in, spec, labels, target, s.m.training);
+        return s.m.loss_and_grad(xd, B, in, spec, t.labels, t.values, s.m.training);
       })
       .def("train_step", [](PM& s, py::array x, py::array y, py::dict loss, PyOptimizer<T>& opt) {
         auto [B, in] = rows_cols(x, "input");
         const T* xd = array_data<T>(x, "input", false);
         LossSpec<T> spec = parse_loss<T>(loss);
-        const std::int64_t* labels = nullptr;
-        const T* target = nullptr;
-        if (y.dtype().is(py::dtype::of<std::int64_t>())) labels = label_data(y);
-        else target = array_data<T>(y, "target", false);
+        const Target<T> t = target_of<T>(y);
         if (!opt.has_grads()) throw value_error("train_step needs an optimizer over this model's parameters");
         py::gil_scoped_release nogil;
         std::lock_guard<std::mutex> lk(s.m.mutex);
-        return s.m.train_step(xd, B, in, spec, labels, target, opt.opt);
+        return s.m.train_step(xd, B, in, spec, t.labels, t.values, opt.opt);
       });
 
   using PO = PyOptimizer<T>;
@@ -490,10 +496,7 @@ void bind_dtype(py::module_& m, const char* suffix) {
     auto [B, C] = rows_cols(out, "input");
     LossSpec<T> sp = parse_loss<T>(spec);
     const T* od = array_data<T>(out, "input", false);
-    const std::int64_t* labels = nullptr;
-    const T* target = nullptr;
-    if (y.dtype().is(py::dtype::of<std::int64_t>())) labels = label_data(y);
-    else target = array_data<T>(y, "target", false);
+    const Target<T> t = target_of<T>(y);
     py::array_t<T> g;
     T* gd = nullptr;
     if (want_grad) {
@@ -503,15 +506,15 @@ void bind_dtype(py::module_& m, const char* suffix) {
     double v;
     {
       py::gil_scoped_release nogil;
-      v = loss_forward(sp, od, B, C, labels, target, gd);
+      v = loss_forward(sp, od, B, C, t.labels, t.values, gd);
     }
     return py::make_tuple(v, want_grad ? py::object(g) : py::object(py::none()));
   });
   m.def((std::string("count_correct") + suffix).c_str(), [](py::array out, py::array y) {
     auto [B, C] = rows_cols(out, "output");
     const T* od = array_data<T>(out, "output", false);
-    if (y.dtype().is(py::dtype::of<std::int64_t>())) return count_correct<T>(od, B, C, label_data(y), nullptr);
-    return count_correct<T>(od, B, C, nullptr, array_data<T>(y, "target", false));
+    const Target<T> t = target_of<T>(y);
+    return count_correct<T>(od, B, C, t.labels, t.values);
   });
   m.def((std::string("init_fill") + suffix).c_str(), [](py::array w, py::dict spec, idx fan_in, idx fan_out, std::uint64_t seed) {
     T* wd = array_data<T>(w, "tensor", true);
