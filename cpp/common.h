@@ -27,6 +27,10 @@ using idx = std::int64_t;
 struct value_error : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
+// Training produced non-finite numbers (maps to Python FloatingPointError).
+struct numeric_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 // Wrong kind of argument (maps to Python TypeError).
 struct type_error : std::invalid_argument {
   using std::invalid_argument::invalid_argument;

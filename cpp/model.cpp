@@ -257,13 +257,6 @@ double Model<T>::loss_and_grad(const T* x, idx B, idx in, const LossSpec<T>& los
   return value;
 }
 
-template <class T>
-double Model<T>::train_step(const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
-                            const T* target, Optimizer<T>& opt) {
-  const double value = loss_and_grad(x, B, in, loss, labels, target, true);
-  opt.step();
-  return value;
-}
 
 
 template class Model<float>;

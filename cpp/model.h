@@ -94,10 +94,6 @@ class Model {
   // overwritten (zero_grad + backward); returns the loss. For full-batch solvers.
   double loss_and_grad(const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
                        const T* target, bool train);
-  // zero_grad + forward (dropout active) + loss + backward + optimizer step,
-  // on x (B, in) and labels (B) or target (B, out). Returns the loss before the step.
-  double train_step(const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
-                    const T* target, Optimizer<T>& opt);
   // The model's own workspace (training) and its loss-gradient buffer, (B, out) after a forward.
   Workspace<T>& workspace() { return ws_; }
   T* dout() { return ws_.dout.data(); }

@@ -55,7 +55,8 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
   }
   snapshot_copy(m, opt, buf.snapshot, true);
   std::vector<std::int64_t> steps;
-  for (auto& g : opt.groups) steps.push_back(g.step);
+  std::vector<bool> ready;
+  for (auto& g : opt.groups) { steps.push_back(g.step); ready.push_back(g.momentum_ready); }
   double loss_sum = 0;
   LossSpec<T> sp = loss;  // its sample_weight points at the batch's weights
   for (idx start = 0; start < N; start += B) {
@@ -104,15 +105,38 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       break;
     }
   }
-  // never leave non-finite weights: a step can overflow while its loss was still finite
-  if (!all_finite(m.params(), m.n_params())) {
+  // on divergence go back to the start of the epoch, the last state known to be good: weights
+  // before a non-finite loss can be finite but useless (1e299), and a step can overflow while
+  // its loss was still finite
+  if (st.diverged || !all_finite(m.params(), m.n_params())) {
     snapshot_copy(m, opt, buf.snapshot, false);
-    for (size_t i = 0; i < opt.groups.size(); ++i) opt.groups[i].step = steps[i];
+    for (size_t i = 0; i < opt.groups.size(); ++i) { opt.groups[i].step = steps[i]; opt.groups[i].momentum_ready = ready[i]; }
     st.diverged = st.restored = true;
   }
   st.loss = st.samples ? loss_sum / double(st.samples) : std::nan("");
   if (!st.stopped && !st.diverged) ++m.epochs_done;
   return st;
+}
+
+template <class T>
+double train_step(Model<T>& m, const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
+                  const T* target, Optimizer<T>& opt, Buffer<T>& snapshot) {
+  const double value = m.loss_and_grad(x, B, in, loss, labels, target, true);
+  if (!std::isfinite(value))
+    throw numeric_error("the loss is not finite (" + std::to_string(value) +
+                        "); the step was not taken. Try a lower learning rate, or standardize the inputs");
+  snapshot_copy(m, opt, snapshot, true);
+  std::vector<std::int64_t> steps;
+  std::vector<bool> ready;
+  for (auto& g : opt.groups) { steps.push_back(g.step); ready.push_back(g.momentum_ready); }
+  opt.step();
+  if (!all_finite(m.params(), m.n_params())) {
+    snapshot_copy(m, opt, snapshot, false);
+    for (size_t i = 0; i < opt.groups.size(); ++i) { opt.groups[i].step = steps[i]; opt.groups[i].momentum_ready = ready[i]; }
+    throw numeric_error("the step diverged: it made the weights non-finite, so it was undone. "
+                        "Try a lower learning rate, or standardize the inputs");
+  }
+  return value;
 }
 
 template <class T>
@@ -131,6 +155,10 @@ template EpochStats train_epoch<float>(Model<float>&, const Dataset<float>&, con
                                        idx, bool, bool, FitBuffers<float>&, const Progress&);
 template EpochStats train_epoch<double>(Model<double>&, const Dataset<double>&, const LossSpec<double>&,
                                         Optimizer<double>&, idx, bool, bool, FitBuffers<double>&, const Progress&);
+template double train_step<float>(Model<float>&, const float*, idx, idx, const LossSpec<float>&, const std::int64_t*,
+                                  const float*, Optimizer<float>&, Buffer<float>&);
+template double train_step<double>(Model<double>&, const double*, idx, idx, const LossSpec<double>&,
+                                   const std::int64_t*, const double*, Optimizer<double>&, Buffer<double>&);
 template void predict<float>(Model<float>&, const float*, idx, idx, float*, idx);
 template void predict<double>(Model<double>&, const double*, idx, idx, double*, idx);
 

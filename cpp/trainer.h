@@ -27,7 +27,7 @@ struct EpochStats {
   idx batches = 0;
   bool stopped = false;  // progress asked to stop (Ctrl-C)
   bool diverged = false;  // a non-finite loss (that batch's step was not taken) or non-finite weights
-  bool restored = false;  // the weights were not finite: they (and the optimizer state) were reset to the epoch's start
+  bool restored = false;  // diverged: the weights and optimizer state were reset to the epoch's start
 };
 
 // Called after each batch with (batches done, samples done, running loss);
@@ -49,6 +49,15 @@ struct FitBuffers {
 template <class T>
 EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss, Optimizer<T>& opt, idx batch,
                        bool shuffle, bool count_accuracy, FitBuffers<T>& buf, const Progress& progress);
+
+// zero_grad + forward (dropout active) + loss + backward + optimizer step on
+// x (B, in) and labels (B) or target (B, out); returns the loss before the
+// step. A non-finite loss throws numeric_error before the step; a step that
+// makes the weights non-finite is undone (weights and optimizer state) and
+// throws numeric_error. snapshot is scratch space, kept by the caller.
+template <class T>
+double train_step(Model<T>& m, const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
+                  const T* target, Optimizer<T>& opt, Buffer<T>& snapshot);
 
 // Eval-mode forward of X (N, in) into out (N, out) in chunks of `chunk`
 // rows, on a workspace of its own (safe to run concurrently).

@@ -50,11 +50,20 @@ struct Target {
   const std::int64_t* labels = nullptr;
   const T* values = nullptr;
 };
+// y must hold B labels, or B * C values (C: the output width).
 template <class T>
-Target<T> target_of(py::array& y) {
+Target<T> target_of(py::array& y, idx B, idx C) {
   Target<T> t;
-  if (y.dtype().is(py::dtype::of<std::int64_t>())) t.labels = label_data(y);
-  else t.values = array_data<T>(y, "target", false);
+  if (y.dtype().is(py::dtype::of<std::int64_t>())) {
+    if (y.ndim() != 1 || y.shape(0) != B)
+      throw value_error("labels must have shape (" + std::to_string(B) + ",), one per row");
+    t.labels = label_data(y);
+  } else {
+    if (static_cast<idx>(y.size()) != checked_mul(B, C) || (y.ndim() >= 1 && y.shape(0) != B))
+      throw value_error("target must have shape (" + std::to_string(B) + ", " + std::to_string(C) +
+                        "), the output's shape");
+    t.values = array_data<T>(y, "target", false);
+  }
   return t;
 }
 
@@ -136,8 +145,9 @@ Reduction parse_reduction(const std::string& r) {
 }
 
 // A loss spec plus the arrays its pointers refer to (kept alive by the dict).
+// rows: the rows the sample weights must cover; C: the output width (class weights).
 template <class T>
-LossSpec<T> parse_loss(const py::dict& d) {
+LossSpec<T> parse_loss(const py::dict& d, idx rows, idx C) {
   LossSpec<T> s;
   static const std::pair<const char*, LossKind> names[] = {
       {"mse", LossKind::MSE}, {"l1", LossKind::L1}, {"huber", LossKind::Huber},
@@ -148,18 +158,16 @@ LossSpec<T> parse_loss(const py::dict& d) {
   s.delta = get<double>(d, "delta", 1.0);
   s.label_smoothing = get<double>(d, "label_smoothing", 0.0);
   s.ignore_index = get<std::int64_t>(d, "ignore_index", -100);
-  if (d.contains("weight") && !d["weight"].is_none()) {
-    py::array w = d["weight"].cast<py::array>();
-    s.weight = array_data<T>(w, "weight", false);
-  }
-  if (d.contains("pos_weight") && !d["pos_weight"].is_none()) {
-    py::array w = d["pos_weight"].cast<py::array>();
-    s.pos_weight = array_data<T>(w, "pos_weight", false);
-  }
-  if (d.contains("sample_weight") && !d["sample_weight"].is_none()) {
-    py::array w = d["sample_weight"].cast<py::array>();
-    s.sample_weight = array_data<T>(w, "sample_weight", false);
-  }
+  auto vec = [&](const char* key, idx n) -> const T* {
+    if (!d.contains(key) || d[key].is_none()) return nullptr;
+    py::array w = d[key].cast<py::array>();
+    if (w.ndim() != 1 || static_cast<idx>(w.shape(0)) != n)
+      throw value_error(std::string(key) + " must have shape (" + std::to_string(n) + ",)");
+    return array_data<T>(w, key, false);
+  };
+  s.weight = vec("weight", C);
+  s.pos_weight = vec("pos_weight", C);
+  s.sample_weight = vec("sample_weight", rows);
   s.log_input = get<bool>(d, "log_input", true);
   s.eps = get<double>(d, "eps", 1e-8);
   s.scale = get<double>(d, "scale", 1.0);
@@ -304,6 +312,7 @@ template <class T>
 struct PyModel {
   Model<T> m;
   FitBuffers<T> fit_buffers;
+  Buffer<T> step_snapshot;  // train_step's undo copy
   PyModel(const py::list& layers, std::uint64_t seed) : m(parse_layers(layers), seed) {}
 };
 
@@ -398,11 +407,12 @@ void bind_dtype(py::module_& m, const char* suffix) {
         d.X = array_data<T>(x, "X", false);
         d.N = N;
         d.in = in;
-        const Target<T> t = target_of<T>(y);
+        const idx C = s.m.out_features(in);
+        const Target<T> t = target_of<T>(y, N, C);
         d.labels = t.labels;
         d.target = t.values;
-        if (t.values) d.C = y.ndim() == 2 ? y.shape(1) : 1;
-        LossSpec<T> spec = parse_loss<T>(loss);
+        d.C = C;
+        LossSpec<T> spec = parse_loss<T>(loss, N, C);
         if (!opt.has_grads()) throw value_error("fit needs an optimizer over this model's parameters");
         bool interrupted = false;
         auto last = std::chrono::steady_clock::now();
@@ -455,8 +465,9 @@ void bind_dtype(py::module_& m, const char* suffix) {
       .def("loss_and_grad", [](PM& s, py::array x, py::array y, py::dict loss) {
         auto [B, in] = rows_cols(x, "input");
         const T* xd = array_data<T>(x, "input", false);
-        LossSpec<T> spec = parse_loss<T>(loss);
-        const Target<T> t = target_of<T>(y);
+        const idx C = s.m.out_features(in);
+        LossSpec<T> spec = parse_loss<T>(loss, B, C);
+        const Target<T> t = target_of<T>(y, B, C);
         py::gil_scoped_release nogil;
         std::lock_guard<std::mutex> lk(s.m.mutex);
         return s.m.loss_and_grad(xd, B, in, spec, t.labels, t.values, s.m.training);
@@ -464,12 +475,13 @@ void bind_dtype(py::module_& m, const char* suffix) {
       .def("train_step", [](PM& s, py::array x, py::array y, py::dict loss, PyOptimizer<T>& opt) {
         auto [B, in] = rows_cols(x, "input");
         const T* xd = array_data<T>(x, "input", false);
-        LossSpec<T> spec = parse_loss<T>(loss);
-        const Target<T> t = target_of<T>(y);
+        const idx C = s.m.out_features(in);
+        LossSpec<T> spec = parse_loss<T>(loss, B, C);
+        const Target<T> t = target_of<T>(y, B, C);
         if (!opt.has_grads()) throw value_error("train_step needs an optimizer over this model's parameters");
         py::gil_scoped_release nogil;
         std::lock_guard<std::mutex> lk(s.m.mutex);
-        return s.m.train_step(xd, B, in, spec, t.labels, t.values, opt.opt);
+        return train_step(s.m, xd, B, in, spec, t.labels, t.values, opt.opt, s.step_snapshot);
       });
 
   using PO = PyOptimizer<T>;
@@ -494,9 +506,9 @@ void bind_dtype(py::module_& m, const char* suffix) {
 
   m.def((std::string("loss_forward") + suffix).c_str(), [](py::dict spec, py::array out, py::array y, bool want_grad) {
     auto [B, C] = rows_cols(out, "input");
-    LossSpec<T> sp = parse_loss<T>(spec);
+    LossSpec<T> sp = parse_loss<T>(spec, B, C);
     const T* od = array_data<T>(out, "input", false);
-    const Target<T> t = target_of<T>(y);
+    const Target<T> t = target_of<T>(y, B, C);
     py::array_t<T> g;
     T* gd = nullptr;
     if (want_grad) {
@@ -513,7 +525,10 @@ void bind_dtype(py::module_& m, const char* suffix) {
   m.def((std::string("count_correct") + suffix).c_str(), [](py::array out, py::array y) {
     auto [B, C] = rows_cols(out, "output");
     const T* od = array_data<T>(out, "output", false);
-    const Target<T> t = target_of<T>(y);
+    const Target<T> t = target_of<T>(y, B, C);
+    for (idx r = 0; t.labels && r < B; ++r)
+      if (t.labels[r] < 0 || t.labels[r] >= std::max<idx>(C, 2))
+        throw value_error("label " + std::to_string(t.labels[r]) + " is out of range for " + std::to_string(C) + " outputs");
     return count_correct<T>(od, B, C, t.labels, t.values);
   });
   m.def((std::string("init_fill") + suffix).c_str(), [](py::array w, py::dict spec, idx fan_in, idx fan_out, std::uint64_t seed) {
@@ -533,6 +548,8 @@ PYBIND11_MODULE(_core, m) {
       if (p) std::rethrow_exception(p);
     } catch (const type_error& e) {
       PyErr_SetString(PyExc_TypeError, e.what());
+    } catch (const numeric_error& e) {
+      PyErr_SetString(PyExc_FloatingPointError, e.what());
     }
   });
   bind_dtype<float>(m, "32");

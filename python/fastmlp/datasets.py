@@ -331,36 +331,37 @@ _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0
 
 
 def _read_idx(p: str) -> np.ndarray:
+    # Read the header first and then exactly the bytes it declares, so that a
+    # compressed file never inflates beyond its declared size (a gzip bomb).
     try:
-        if _is_gzip(p):
-            with gzip.open(p, "rb") as f:
-                data = f.read()
-        else:
-            with open(p, "rb") as f:
-                data = f.read()
+        with (gzip.open(p, "rb") if _is_gzip(p) else open(p, "rb")) as f:
+            magic = f.read(4)
+            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
+                value = int.from_bytes(magic.ljust(4, b"\0"), "big")
+                raise DataError(f"{p}: not an IDX file (magic number 0x{value:08X}; expected 0x00000803 for images "
+                                "or 0x00000801 for labels)")
+            code, ndim = magic[2], magic[3]
+            if code not in _IDX_TYPES:
+                raise DataError(f"{p}: IDX data type code 0x{code:02X} is not one of "
+                                f"{', '.join(f'0x{c:02X}' for c in _IDX_TYPES)}")
+            if ndim == 0:
+                raise DataError(f"{p}: IDX file with 0 dimensions")
+            raw_dims = f.read(4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise DataError(f"{p}: truncated IDX header ({4 + len(raw_dims)} bytes, {4 + 4 * ndim} needed "
+                                f"for {ndim} dimensions)")
+            dims = tuple(int.from_bytes(raw_dims[4 * i:4 * i + 4], "big") for i in range(ndim))
+            dtype = np.dtype(_IDX_TYPES[code])
+            want = math.prod(dims) * dtype.itemsize
+            data = f.read(want)
+            extra = f.read(1)
     except (OSError, EOFError) as e:  # e.g. a truncated .gz
         raise DataError(f"{p}: cannot read ({e})") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        magic = int.from_bytes(data[:4].ljust(4, b"\0"), "big")
-        raise DataError(f"{p}: not an IDX file (magic number 0x{magic:08X}; expected 0x00000803 for images "
-                        "or 0x00000801 for labels)")
-    code, ndim = data[2], data[3]
-    if code not in _IDX_TYPES:
-        raise DataError(f"{p}: IDX data type code 0x{code:02X} is not one of "
-                        f"{', '.join(f'0x{c:02X}' for c in _IDX_TYPES)}")
-    if ndim == 0:
-        raise DataError(f"{p}: IDX file with 0 dimensions")
-    head = 4 + 4 * ndim
-    if len(data) < head:
-        raise DataError(f"{p}: truncated IDX header ({len(data)} bytes, {head} needed for {ndim} dimensions)")
-    dims = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(_IDX_TYPES[code])
-    want = math.prod(dims) * dtype.itemsize
-    have = len(data) - head
-    if have != want:
+    if len(data) != want or extra:
+        have = "fewer" if len(data) < want else "more"
         raise DataError(f"{p}: the header says {' x '.join(map(str, dims))} values ({want} bytes of data) but the "
-                        f"file has {have} bytes of data ({'truncated' if have < want else 'trailing bytes'})")
-    return np.frombuffer(data, dtype=dtype, offset=head).reshape(dims)
+                        f"file has {have} bytes of data ({'truncated' if len(data) < want else 'trailing bytes'})")
+    return np.frombuffer(data, dtype=dtype).reshape(dims)
 
 
 def load_idx(images_path: Any, labels_path: Any = None, normalize: bool = True, dtype: Any = np.float32) -> Dataset:

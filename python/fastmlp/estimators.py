@@ -851,9 +851,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if "classes_" not in self.__dict__ or (not self.warm_start and not incremental):
-            self._label_binarizer = LabelBinarizer()
-            self._label_binarizer.fit(y)
-            self.classes_ = self._label_binarizer.classes_
+            binarizer = LabelBinarizer().fit(y)  # may raise: assign only once it succeeded
+            self._label_binarizer = binarizer
+            self.classes_ = binarizer.classes_
         else:
             classes = unique_labels(y)
             if self.warm_start:

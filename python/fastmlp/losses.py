@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._arrays import FLOAT_DTYPES, as_float_array, check_number
+from ._arrays import FLOAT_DTYPES, as_float_array, check_int, check_number
 
 __all__ = ["MSELoss", "L1Loss", "HuberLoss", "CrossEntropyLoss", "BCEWithLogitsLoss", "PoissonNLLLoss"]
 
@@ -129,7 +129,7 @@ class CrossEntropyLoss(_Loss):
                  label_smoothing: float = 0.0) -> None:
         super().__init__(reduction)
         self.weight = _class_weights(weight, "weight")
-        self.ignore_index = int(ignore_index)
+        self.ignore_index = check_int(ignore_index, "ignore_index", low=-2**63, high=2**63 - 1)
         self.label_smoothing = check_number(label_smoothing, "label_smoothing", low=0.0, high=1.0)
 
     def _spec(self, dtype: np.dtype) -> dict:
@@ -147,6 +147,10 @@ class CrossEntropyLoss(_Loss):
             if t.dtype.kind == "f":
                 if not np.isfinite(t).all() or not (t == np.round(t)).all():
                     raise ValueError("class-index targets must be whole numbers")
+            # out-of-range values are reported as given, before any cast could wrap them
+            big = (t >= C) & (t != self.ignore_index) if t.dtype.kind == "u" else (np.abs(t) >= 2**62)
+            if t.size and big.any():
+                raise ValueError(f"target {t[big][0]!r} is out of bounds for {C} classes")
             if t.ndim != 1 or t.shape[0] != B:
                 raise ValueError(f"class-index target must have shape ({B},), got {t.shape}")
             labels = np.ascontiguousarray(t, dtype=np.int64)

@@ -8,7 +8,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from . import _core, _random
-from ._arrays import as_dtype, as_float_array, check_int, check_number
+from ._arrays import as_dtype, as_float_array, check_finite, check_int, check_number
 
 __all__ = [
     "Module", "Parameter", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
@@ -316,7 +316,10 @@ class Sequential(Module):
 
     # ---- compute
     def _input(self, x: Any) -> np.ndarray:
+        if np.ndim(x) == 0:
+            raise ValueError("input is a 0-D scalar; pass a 1-D sample or a 2-D (batch, features) array")
         a = as_float_array(x, self.dtype, "input")
+        check_finite(a, "input")
         if a.ndim == 1:
             return a.reshape(1, -1)
         if a.ndim != 2:
@@ -354,6 +357,7 @@ class Sequential(Module):
         a = self._input(x)
         out_width = self._core.out_features(a.shape[1])
         t = loss_fn._target(y, (a.shape[0], out_width), self.dtype)
+        check_finite(t, "target")
         optimizer._sync()
         return float(self._core.train_step(a, t, loss_fn._spec(self.dtype), core_opt))
 

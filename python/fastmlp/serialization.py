@@ -33,6 +33,9 @@ def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None
                     "epochs_done": int(model._core.epochs_done),
                     "layers": model._layer_specs(), "optimizer": None, "extra": extra or {}}
     arrays = {f"param/{k}": v for k, v in model.state_dict().items()}
+    for k, v in arrays.items():
+        if not np.isfinite(v).all():
+            raise ValueError(f"cannot save: {k[len('param/'):]} contains NaN or infinity")
     if optimizer is not None:
         names = {id(p): n for n, p in model.named_parameters()}
         groups = []
@@ -41,6 +44,9 @@ def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None
                 raise ValueError("save(optimizer=...) needs an optimizer over this model's parameters")
             groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": [names[id(p)] for p in g["params"]]})
             arrays[f"optim/{gi}"] = np.array(optimizer._core.state(gi))
+            if not np.isfinite(arrays[f"optim/{gi}"]).all():
+                raise ValueError(f"cannot save: the optimizer state of group {gi} contains NaN or infinity "
+                                 "(save the model without the optimizer, or reset it)")
         header["optimizer"] = {"class": type(optimizer).__name__, "param_groups": groups,
                                "steps": [int(optimizer._core.get_step(i)) for i in range(len(groups))],
                                "momentum_ready": [bool(optimizer._core.get_momentum_ready(i))
@@ -77,14 +83,15 @@ def _read(path: Any) -> tuple[dict, dict]:
             files = {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
-        raise ValueError(f"{path}: not a readable fastmlp model file ({e})") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, KeyError, NotImplementedError,
+            RuntimeError, MemoryError, OverflowError) as e:
+        raise ValueError(f"{path}: not a readable fastmlp model file ({type(e).__name__}: {e})") from None
     if _HEADER not in files:
         raise ValueError(f"{path}: not a fastmlp model file (no {_HEADER} header)")
     try:
         header = json.loads(files.pop(_HEADER).tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: corrupted header ({e})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{path}: corrupted header ({type(e).__name__})") from None
     if not isinstance(header, dict) or header.get("format") != "fastmlp":
         raise ValueError(f"{path}: not a fastmlp model file")
     if header.get("version") != FORMAT_VERSION:
@@ -106,9 +113,19 @@ def load(path: Any, optimizer: bool = False) -> Any:
 
 def _build(header: dict, files: dict, with_optimizer: bool) -> Any:
     from . import optim
-    from .nn import Sequential, _layer_from_spec
+    from .nn import Linear, Sequential, _layer_from_spec
 
     layers = [_layer_from_spec(s) for s in header["layers"]]
+    # the arrays must match the declared architecture before any memory is given to it
+    for i, layer in enumerate(layers):
+        if isinstance(layer, Linear):
+            shapes = {"weight": (layer.out_features, layer.in_features), "bias": (layer.out_features,)}
+            for name, shape in shapes.items():
+                a = files.get(f"param/{i}.{name}")
+                if a is None and name == "bias" and not layer.bias_enabled:
+                    continue
+                if a is None or a.shape != shape:
+                    raise ValueError(f"parameter {i}.{name} is missing or does not have the declared shape {shape}")
     model = Sequential(*layers, seed=int(header["seed"]), dtype=header["dtype"])
     state = {k[len("param/"):]: v for k, v in files.items() if k.startswith("param/")}
     model.load_state_dict(state)

@@ -41,7 +41,7 @@ def blas_threads(n_threads: int | None, model: Any = None, rows: int = 0) -> Ite
     if n_threads is None:
         n = auto_threads(model, rows) if model is not None else default_threads()
     else:
-        n = check_int(n_threads, "n_threads", low=1)
+        n = check_int(n_threads, "n_threads", low=1, high=4096)
     before = _core.blas_get_num_threads()
     _core.blas_set_num_threads(n)
     try:
@@ -100,8 +100,8 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
 
     if not isinstance(loss_fn, _Loss):
         raise TypeError(f"loss must be a fastmlp loss (e.g. fm.CrossEntropyLoss()), got {type(loss_fn).__name__}")
-    epochs = check_int(epochs, "epochs", low=0)
-    batch_size = check_int(batch_size, "batch_size", low=1)
+    epochs = check_int(epochs, "epochs", low=0, high=2**62)
+    batch_size = check_int(batch_size, "batch_size", low=1, high=2**62)
     if scheduler is not None and not isinstance(scheduler, LRScheduler):
         raise TypeError(f"scheduler must be a fastmlp.optim.lr_scheduler schedule, got {type(scheduler).__name__}")
     for cb in callbacks:
@@ -154,11 +154,11 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                 if st["diverged"]:
                     if bar is not None:
                         bar.close()
-                    where = (f"the weights became non-finite during epoch {epoch + 1} (by batch {st['batches'] + 1}); "
-                             f"the model and optimizer were reset to their state at the start of epoch {epoch + 1}"
-                             if st["restored"] else
-                             f"the loss is not finite at epoch {epoch + 1}, batch {st['batches'] + 1}; "
-                             "the model keeps its weights from before that batch")
+                    where = (f"the loss is not finite at epoch {epoch + 1}, batch {st['batches'] + 1}"
+                             if st["batches"] < -(-Xa.shape[0] // batch_size) else
+                             f"the weights became non-finite during epoch {epoch + 1} (by batch {st['batches']})")
+                    where += (f"; the model and optimizer were reset to their state at the start of epoch {epoch + 1}"
+                              if st["restored"] else "")
                     raise FloatingPointError(f"training diverged: {where}. Try a lower learning rate, "
                                              "or standardize the inputs.")
                 logs: dict[str, float] = {"loss": float(st["loss"])}
@@ -211,7 +211,7 @@ def predict(model: Any, X: Any, batch_size: int | None = None, n_threads: int | 
     one = np.ndim(X) == 1
     a = model._input(X)
     check_finite(a, "X")
-    chunk = 4096 if batch_size is None else check_int(batch_size, "batch_size", low=1)
+    chunk = 4096 if batch_size is None else check_int(batch_size, "batch_size", low=1, high=2**62)
     with blas_threads(n_threads, model, min(chunk, a.shape[0])):
         out = model._core.predict(a, chunk)
     return out[0] if one else out
@@ -220,7 +220,7 @@ def predict(model: Any, X: Any, batch_size: int | None = None, n_threads: int | 
 def evaluate(model: Any, X: Any, y: Any, loss_fn: _Loss, batch_size: int | None = None,
              n_threads: int | None = None) -> dict:
     a, t = _data(model, X, y, loss_fn, "X")
-    chunk = 4096 if batch_size is None else check_int(batch_size, "batch_size", low=1)
+    chunk = 4096 if batch_size is None else check_int(batch_size, "batch_size", low=1, high=2**62)
     with blas_threads(n_threads, model, min(chunk, a.shape[0])):
         out = model._core.predict(a, chunk)
     res = {"loss": float(loss_fn(out, t))}
