@@ -397,8 +397,9 @@ def blas_info():
         pass
     try:
         import threadpoolctl
-        info["threadpoolctl"] = [{k: p.get(k) for k in ("filepath", "internal_api", "architecture", "version",
-                                                         "num_threads", "threading_layer")}
+        info["threadpoolctl"] = [{**{k: p.get(k) for k in ("internal_api", "architecture", "version", "num_threads",
+                                                            "threading_layer")},
+                                  "library": os.path.basename(p.get("filepath") or "")}  # no machine paths
                                  for p in threadpoolctl.threadpool_info()]
     except ImportError:
         pass
@@ -577,7 +578,7 @@ def main(argv=None):
     meta = {"python": sys.version.split()[0], "numpy": np.__version__, "fastmlp": fm.__version__,
             "torch": getattr(torch, "__version__", None), "cpu": cpu_name(), "threads": threads,
             "quick": args.quick, "repeats": repeats, "lr": LR, "fastmlp_fit_api": HAS_FIT and HAS_PREDICT,
-            "openblas_env_set": env_warn, "blas": blas_info(), "command": " ".join([sys.executable] + sys.argv)}
+            "openblas_env_set": env_warn, "blas": blas_info(), "command": " ".join(["python"] + sys.argv)}  # no machine paths in results
     if has_sklearn:
         import sklearn
         meta["sklearn"] = sklearn.__version__
