@@ -588,7 +588,7 @@ def main(argv=None):
     print(f"fastmlp BLAS: {meta['blas']['fastmlp_blas']}")
     for p in meta["blas"]["threadpoolctl"] or []:
         print(f"  threadpoolctl: {p['internal_api']} {p['version']} {p['architecture']} "
-              f"threads={p['num_threads']} {p['filepath']}")
+              f"threads={p['num_threads']} {p['library']}")
     if meta["blas"]["threadpoolctl"] is None:
         print("  (threadpoolctl not installed: no per-library BLAS report)")
 
