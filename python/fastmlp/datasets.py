@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import zlib
 import math
 import os
 from pathlib import Path
@@ -183,6 +184,23 @@ def load_csv(path: Any, target: Any = -1, delimiter: str = ",", features: Sequen
     dt = _float_dtype(dtype)
     if not isinstance(delimiter, str) or len(delimiter) != 1:
         raise ValueError(f"delimiter must be a single character, got {delimiter!r}")
+    try:
+        names, header_line, body, t, feat = _read_csv_text(p, target, delimiter, features)
+    except (EOFError, zlib.error, UnicodeDecodeError) as e:  # e.g. a damaged .gz
+        raise DataError(f"{p}: cannot read ({type(e).__name__}: {e})") from None
+    try:
+        ds = _fast_csv(p, body, names, t, feat, delimiter, dt)
+    except Exception:  # any doubt (text cell, ragged row, warning...): the slow path decides and reports
+        ds = _slow_csv(p, body, header_line, names, t, feat, delimiter, dt)
+    bad = ~np.isfinite(ds.X)
+    if bad.any():  # a finite number in the file that the dtype cannot hold (1e39 in float32)
+        r, c = np.argwhere(bad)[0]
+        raise DataError(f"{p}: data row {r + 1}, column {ds.feature_names[c]!r}: the value does not fit in {dt.name}")
+    return ds
+
+
+def _read_csv_text(p: str, target: Any, delimiter: str, features: Sequence[Any] | None) -> tuple:
+    """(column names, header line number, the text after the header, target index, feature indices)."""
     with _open_text(p) as f:
         names, header_line = _header(p, f, delimiter)
         ncols = len(names)
@@ -198,11 +216,7 @@ def load_csv(path: Any, target: Any = -1, delimiter: str = ",", features: Sequen
         if not feat:
             raise DataError(f"{p}: no feature columns (the header has only {_column_list(names)})")
         body = f.read()
-    try:
-        return _fast_csv(p, body, names, t, feat, delimiter, dt)
-    except Exception:  # any doubt (text cell, ragged row, warning...): the slow path decides and reports
-        pass
-    return _slow_csv(p, body, header_line, names, t, feat, delimiter, dt)
+    return names, header_line, body, t, feat
 
 
 def _fast_csv(p: str, body: str, names: list[str], t: int | None, feat: list[int], delimiter: str,
@@ -283,8 +297,10 @@ def load_npz(path: Any, dtype: Any = np.float32) -> Dataset:
     dt = _float_dtype(dtype)
     try:
         z = np.load(p, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise DataError(f"{p}: not a readable .npz archive ({e})") from None
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as e:  # a damaged file fails in many ways inside numpy/zipfile: all mean "not readable"
+        raise DataError(f"{p}: not a readable .npz archive ({type(e).__name__}: {e})") from None
     if not isinstance(z, np.lib.npyio.NpzFile):
         raise DataError(f"{p}: a single .npy array, not an .npz archive; save with np.savez(path, X=X, y=y)")
     with z:
@@ -296,8 +312,8 @@ def load_npz(path: Any, dtype: Any = np.float32) -> Dataset:
         def get(k: str) -> np.ndarray:
             try:
                 return z[k]
-            except (ValueError, OSError, EOFError, KeyError) as e:
-                raise DataError(f"{p}: array {k!r} cannot be read ({e})") from None
+            except Exception as e:  # damaged member: zip, zlib, npy-header errors of every kind
+                raise DataError(f"{p}: array {k!r} cannot be read ({type(e).__name__}: {e})") from None
 
         X = get("X")
         y = get("y") if "y" in keys else None
@@ -330,6 +346,9 @@ def load_npz(path: Any, dtype: Any = np.float32) -> Dataset:
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+_MAX_IDX_BYTES = 1 << 34  # 16 GiB: far above MNIST (47 MB), far below a forged header
+
+
 def _read_idx(p: str) -> np.ndarray:
     # Read the header first and then exactly the bytes it declares, so that a
     # compressed file never inflates beyond its declared size (a gzip bomb).
@@ -353,10 +372,18 @@ def _read_idx(p: str) -> np.ndarray:
             dims = tuple(int.from_bytes(raw_dims[4 * i:4 * i + 4], "big") for i in range(ndim))
             dtype = np.dtype(_IDX_TYPES[code])
             want = math.prod(dims) * dtype.itemsize
+            if not _is_gzip(p) and want > os.path.getsize(p) - 4 - 4 * ndim:
+                raise DataError(f"{p}: the header says {' x '.join(map(str, dims))} values ({want} bytes of data) "
+                                "but the file is smaller (truncated)")
+            if want > _MAX_IDX_BYTES:
+                raise DataError(f"{p}: the header declares {want} bytes of data, more than this reader "
+                                f"accepts ({_MAX_IDX_BYTES})")
             data = f.read(want)
             extra = f.read(1)
-    except (OSError, EOFError) as e:  # e.g. a truncated .gz
-        raise DataError(f"{p}: cannot read ({e})") from None
+    except (OSError, EOFError, zlib.error, OverflowError, MemoryError) as e:  # e.g. a truncated .gz
+        if isinstance(e, (FileNotFoundError, IsADirectoryError, PermissionError)):
+            raise
+        raise DataError(f"{p}: cannot read ({type(e).__name__}: {e})") from None
     if len(data) != want or extra:
         have = "fewer" if len(data) < want else "more"
         raise DataError(f"{p}: the header says {' x '.join(map(str, dims))} values ({want} bytes of data) but the "
@@ -377,6 +404,8 @@ def load_idx(images_path: Any, labels_path: Any = None, normalize: bool = True, 
         raise DataError(f"{ip}: a 1-D IDX file (labels?); expected images with 2 or more dimensions "
                         "(magic 0x00000803)")
     n = img.shape[0]
+    if img.size == 0 and math.prod(img.shape[1:]) == 0:
+        raise DataError(f"{ip}: the images have 0 pixels ({' x '.join(map(str, img.shape[1:]))})")
     X = np.ascontiguousarray(img.reshape(n, -1), dtype=dt)
     if normalize and img.dtype == np.uint8:
         X /= 255

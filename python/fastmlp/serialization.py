@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import zipfile
 from typing import Any
 
 import numpy as np
@@ -81,15 +80,17 @@ def _read(path: Any) -> tuple[dict, dict]:
             raise ValueError("an .npy array, not an .npz archive")
         with z:
             files = {k: z[k] for k in z.files}
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError, KeyError, NotImplementedError,
-            RuntimeError, MemoryError, OverflowError) as e:
+    except Exception as e:  # a damaged file fails in many ways inside numpy/zipfile: all mean "not readable"
         raise ValueError(f"{path}: not a readable fastmlp model file ({type(e).__name__}: {e})") from None
     if _HEADER not in files:
         raise ValueError(f"{path}: not a fastmlp model file (no {_HEADER} header)")
+    blob = files.pop(_HEADER)
+    if not isinstance(blob, np.ndarray) or blob.dtype != np.uint8:
+        raise ValueError(f"{path}: corrupted header (not a uint8 array)")
     try:
-        header = json.loads(files.pop(_HEADER).tobytes().decode("utf-8"))
+        header = json.loads(blob.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise ValueError(f"{path}: corrupted header ({type(e).__name__})") from None
     if not isinstance(header, dict) or header.get("format") != "fastmlp":
@@ -107,7 +108,7 @@ def load(path: Any, optimizer: bool = False) -> Any:
     header, files = _read(path)
     try:
         return _build(header, files, optimizer)
-    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError, OverflowError) as e:
         raise ValueError(f"{os.fspath(path)}: corrupted or incompatible model file ({type(e).__name__}: {e})") from None
 
 
