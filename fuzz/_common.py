@@ -41,7 +41,10 @@ class Findings:
         self.seen = set(os.listdir(self.dir))
 
     def record(self, kind: str, detail: str, data: bytes) -> None:
-        shape = re.sub(r"\d+", "N", re.sub(r"(['\"]).*?\1", "S", detail))[:120]
+        # one finding per exception kind and message shape: quoted text, numbers and hex words
+        # normalised, and only the start of the message kept (zlib and zip errors vary in their tails)
+        shape = re.sub(r"(['\"]).*?\1", "S", detail)
+        shape = re.sub(r"\b(0x)?[0-9a-fA-F]*\d[0-9a-fA-F]*\b|\b[a-f]{4}\b", "N", shape)[:32]
         key = hashlib.sha1(f"{kind}|{shape}".encode()).hexdigest()[:12]
         name = f"{kind}-{key}"
         if STRICT:
@@ -132,6 +135,8 @@ def draw_array(fdp, shape, numeric_bias=8, finite_bias=6):
         else:
             raw = fdp.ConsumeBytes(n * dt.itemsize)
             raw += bytes(n * dt.itemsize - len(raw))
+            if dt.kind == "U":  # only valid code points: NumPy cannot build other str objects (SystemError)
+                raw = (np.frombuffer(raw, "<u4") % 0xD800).astype("<u4").tobytes()
             a = np.frombuffer(raw, dtype=dt).copy().reshape(shape)
     return layout(a, LAYOUTS[fdp.ConsumeIntInRange(0, len(LAYOUTS) - 1)])
 
@@ -170,10 +175,10 @@ def instrument(prefixes=("fastmlp", "zipfile", "json", "numpy.lib.format", "nump
     n = 0
     for obj in gc.get_objects():
         try:
-            mod = getattr(obj, "__module__", None) or ""
+            mod = getattr(obj, "__module__", None)
         except Exception:  # noqa: BLE001
             continue
-        if mod.startswith(tuple(prefixes)) and _is_instrumentable(obj):
+        if isinstance(mod, str) and mod.startswith(tuple(prefixes)) and _is_instrumentable(obj):
             try:
                 atheris.instrument_func(obj)
                 n += 1

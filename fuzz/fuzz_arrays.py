@@ -5,7 +5,8 @@ installed) with arrays of any dtype, shape, layout and bit pattern.
 
 Contract (issue 5):
 * only ValueError/TypeError/MemoryError (FloatingPointError for a diverging
-  fit; KeyError for load_state_dict's key check) escape;
+  fit or train_step, which then leaves weights and optimizer state as they
+  were; KeyError for load_state_dict's key check) escape;
 * a failed call changes nothing: parameters, gradients, optimizer state;
 * the caller's arrays are never written to;
 * NaN/inf in X, y or sample_weight is refused (ValueError), never computed on;
@@ -195,8 +196,12 @@ def TestOneInput(data: bytes) -> None:
                 findings.record("init-accepted", f"{type(t).__name__} {getattr(t, 'dtype', '')}", data)
             return
     except ALLOWED + (FloatingPointError, KeyError) as e:
-        if isinstance(e, FloatingPointError) and where != "fit":
+        if isinstance(e, FloatingPointError) and where not in ("fit", "train_step"):
             findings.record("FloatingPointError-outside-fit", f"{where}: {e}", data)
+        if isinstance(e, FloatingPointError) and where == "train_step":  # the step was refused or undone
+            if state(m, opt)[0] != before[0] or state(m, opt)[5:] != before[5:]:
+                findings.record("diverged-train-step-changed-weights-or-optimizer", str(e), data)
+            return
         if isinstance(e, KeyError) and where != "load_state_dict":
             findings.record("KeyError", f"{where}: {e}", data)
         if not str(e) and not isinstance(e, MemoryError):

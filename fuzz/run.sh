@@ -48,6 +48,9 @@ for t in "${TARGETS[@]}"; do
   name=${t#fuzz_}
   f=$(ls fuzz/findings/"$name"/*.txt 2>/dev/null | wc -l)
   a=$(ls fuzz/artifacts/"$t"-* 2>/dev/null | wc -l)
+  if [ "$runs" -eq 0 ]; then  # the target did not start: count it as a failure, show why
+    a=$((a + 1)); echo "$t did not run; the end of fuzz/logs/$t.log:"; tail -5 "$log"
+  fi
   total_runs=$((total_runs + runs)); total_findings=$((total_findings + f)); total_artifacts=$((total_artifacts + a))
   summary+=$(printf "%-18s %6ss %10s executions  %3s findings  %3s native artifacts  (%s start(s))" \
              "$t" "$PER" "$runs" "$f" "$a" "$starts")$'\n'
