@@ -17,7 +17,7 @@ bool all_finite(const T* p, idx n) {
 }
 
 // Copy the parameters and every group's optimizer state into (to_snapshot) or
-// out of the snapshot buffer.
+// out of snap.
 template <class T>
 void snapshot_copy(Model<T>& m, Optimizer<T>& opt, Buffer<T>& snap, bool to_snapshot) {
   idx total = m.n_params();
@@ -33,6 +33,26 @@ void snapshot_copy(Model<T>& m, Optimizer<T>& opt, Buffer<T>& snap, bool to_snap
   for (auto& g : opt.groups) copy(g.state.data(), g.state.size());
 }
 }  // namespace
+
+template <class T>
+void Snapshot<T>::save(Model<T>& m, Optimizer<T>& opt) {
+  snapshot_copy(m, opt, values, true);
+  steps.resize(opt.groups.size());
+  momentum_ready.resize(opt.groups.size());
+  for (size_t i = 0; i < opt.groups.size(); ++i) {
+    steps[i] = opt.groups[i].step;
+    momentum_ready[i] = opt.groups[i].momentum_ready;
+  }
+}
+
+template <class T>
+void Snapshot<T>::restore(Model<T>& m, Optimizer<T>& opt) {
+  snapshot_copy(m, opt, values, false);
+  for (size_t i = 0; i < opt.groups.size(); ++i) {
+    opt.groups[i].step = steps[i];
+    opt.groups[i].momentum_ready = momentum_ready[i] != 0;
+  }
+}
 
 template <class T>
 EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss, Optimizer<T>& opt, idx batch,
@@ -53,10 +73,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
     if (d.labels) buf.lb.resize(static_cast<size_t>(B));
     else buf.tb.reserve(checked_mul(B, d.C));
   }
-  snapshot_copy(m, opt, buf.snapshot, true);
-  std::vector<std::int64_t> steps;
-  std::vector<bool> ready;
-  for (auto& g : opt.groups) { steps.push_back(g.step); ready.push_back(g.momentum_ready); }
+  buf.snapshot.save(m, opt);
   double loss_sum = 0;
   LossSpec<T> sp = loss;  // its sample_weight points at the batch's weights
   for (idx start = 0; start < N; start += B) {
@@ -109,8 +126,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
   // before a non-finite loss can be finite but useless (1e299), and a step can overflow while
   // its loss was still finite
   if (st.diverged || !all_finite(m.params(), m.n_params())) {
-    snapshot_copy(m, opt, buf.snapshot, false);
-    for (size_t i = 0; i < opt.groups.size(); ++i) { opt.groups[i].step = steps[i]; opt.groups[i].momentum_ready = ready[i]; }
+    buf.snapshot.restore(m, opt);
     st.diverged = st.restored = true;
   }
   st.loss = st.samples ? loss_sum / double(st.samples) : std::nan("");
@@ -120,19 +136,15 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
 
 template <class T>
 double train_step(Model<T>& m, const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
-                  const T* target, Optimizer<T>& opt, Buffer<T>& snapshot) {
+                  const T* target, Optimizer<T>& opt, Snapshot<T>& snapshot) {
   const double value = m.loss_and_grad(x, B, in, loss, labels, target, true);
   if (!std::isfinite(value))
     throw numeric_error("the loss is not finite (" + std::to_string(value) +
                         "); the step was not taken. Try a lower learning rate, or standardize the inputs");
-  snapshot_copy(m, opt, snapshot, true);
-  std::vector<std::int64_t> steps;
-  std::vector<bool> ready;
-  for (auto& g : opt.groups) { steps.push_back(g.step); ready.push_back(g.momentum_ready); }
+  snapshot.save(m, opt);
   opt.step();
   if (!all_finite(m.params(), m.n_params())) {
-    snapshot_copy(m, opt, snapshot, false);
-    for (size_t i = 0; i < opt.groups.size(); ++i) { opt.groups[i].step = steps[i]; opt.groups[i].momentum_ready = ready[i]; }
+    snapshot.restore(m, opt);
     throw numeric_error("the step diverged: it made the weights non-finite, so it was undone. "
                         "Try a lower learning rate, or standardize the inputs");
   }
@@ -156,9 +168,11 @@ template EpochStats train_epoch<float>(Model<float>&, const Dataset<float>&, con
 template EpochStats train_epoch<double>(Model<double>&, const Dataset<double>&, const LossSpec<double>&,
                                         Optimizer<double>&, idx, bool, bool, FitBuffers<double>&, const Progress&);
 template double train_step<float>(Model<float>&, const float*, idx, idx, const LossSpec<float>&, const std::int64_t*,
-                                  const float*, Optimizer<float>&, Buffer<float>&);
+                                  const float*, Optimizer<float>&, Snapshot<float>&);
 template double train_step<double>(Model<double>&, const double*, idx, idx, const LossSpec<double>&,
-                                   const std::int64_t*, const double*, Optimizer<double>&, Buffer<double>&);
+                                   const std::int64_t*, const double*, Optimizer<double>&, Snapshot<double>&);
+template struct Snapshot<float>;
+template struct Snapshot<double>;
 template void predict<float>(Model<float>&, const float*, idx, idx, float*, idx);
 template void predict<double>(Model<double>&, const double*, idx, idx, double*, idx);
 

@@ -34,11 +34,23 @@ struct EpochStats {
 // returns false to stop at this batch boundary.
 using Progress = std::function<bool(idx, idx, double)>;
 
+// An undo copy of everything a step changes: the parameters, every group's
+// optimizer state, step count and momentum flag. Its buffers are reused, so
+// saving allocates only the first time (or when the model grows).
+template <class T>
+struct Snapshot {
+  Buffer<T> values;
+  std::vector<std::int64_t> steps;
+  std::vector<std::uint8_t> momentum_ready;
+  void save(Model<T>& m, Optimizer<T>& opt);
+  void restore(Model<T>& m, Optimizer<T>& opt);
+};
+
 // Buffers of a fit call: the gathered batch and the permutation.
 template <class T>
 struct FitBuffers {
   Buffer<T> xb, tb, wb;
-  Buffer<T> snapshot;  // parameters and optimizer state at the start of the epoch
+  Snapshot<T> snapshot;  // the model and optimizer at the start of the epoch
   std::vector<std::int64_t> lb;
   std::vector<idx> perm;
 };
@@ -57,7 +69,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
 // throws numeric_error. snapshot is scratch space, kept by the caller.
 template <class T>
 double train_step(Model<T>& m, const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
-                  const T* target, Optimizer<T>& opt, Buffer<T>& snapshot);
+                  const T* target, Optimizer<T>& opt, Snapshot<T>& snapshot);
 
 // Eval-mode forward of X (N, in) into out (N, out) in chunks of `chunk`
 // rows, on a workspace of its own (safe to run concurrently).

@@ -312,7 +312,7 @@ template <class T>
 struct PyModel {
   Model<T> m;
   FitBuffers<T> fit_buffers;
-  Buffer<T> step_snapshot;  // train_step's undo copy
+  Snapshot<T> step_snapshot;  // train_step's undo copy
   PyModel(const py::list& layers, std::uint64_t seed) : m(parse_layers(layers), seed) {}
 };
 

@@ -207,22 +207,25 @@ def _accuracy(model: Any, out: np.ndarray, t: np.ndarray) -> float:
     return fn(out, t) / out.shape[0]
 
 
+def _forward_chunks(model: Any, a: np.ndarray, batch_size: int | None, n_threads: int | None) -> np.ndarray:
+    """Eval-mode output of the checked 2-D array a, in chunks of batch_size rows (default 4096)."""
+    chunk = 4096 if batch_size is None else check_int(batch_size, "batch_size", low=1, high=2**62)
+    with blas_threads(n_threads, model, min(chunk, a.shape[0])):
+        return model._core.predict(a, chunk)
+
+
 def predict(model: Any, X: Any, batch_size: int | None = None, n_threads: int | None = None) -> np.ndarray:
     one = np.ndim(X) == 1
     a = model._input(X)
     check_finite(a, "X")
-    chunk = 4096 if batch_size is None else check_int(batch_size, "batch_size", low=1, high=2**62)
-    with blas_threads(n_threads, model, min(chunk, a.shape[0])):
-        out = model._core.predict(a, chunk)
+    out = _forward_chunks(model, a, batch_size, n_threads)
     return out[0] if one else out
 
 
 def evaluate(model: Any, X: Any, y: Any, loss_fn: _Loss, batch_size: int | None = None,
              n_threads: int | None = None) -> dict:
     a, t = _data(model, X, y, loss_fn, "X")
-    chunk = 4096 if batch_size is None else check_int(batch_size, "batch_size", low=1, high=2**62)
-    with blas_threads(n_threads, model, min(chunk, a.shape[0])):
-        out = model._core.predict(a, chunk)
+    out = _forward_chunks(model, a, batch_size, n_threads)
     res = {"loss": float(loss_fn(out, t))}
     if isinstance(loss_fn, (CrossEntropyLoss, BCEWithLogitsLoss)):
         res["accuracy"] = _accuracy(model, out, t)
