@@ -2,61 +2,115 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+
+#include "vmath.h"
 
 namespace fastmlp {
 
 namespace {
 
+// Each element-wise activation is a functor: fwd(x) = y and bwd(dy, x, y) = dL/dx.
+// The loops below take it as a template argument, so every (loop, activation)
+// pair is compiled into straight-line code, with an AVX-512, an AVX2 and a
+// baseline clone chosen at run time.
+
+// ---- Identity
+struct IdentityF {
+  template <class T> T fwd(T x) const { return x; }
+  template <class T> T bwd(T dy, T, T) const { return dy; }
+};
+
 // ---- ReLU: y = max(x, 0); dy/dx = 1 where x > 0 (0 at x == 0, as PyTorch)
-template <class T> FASTMLP_SIMD void relu_forward(const T* x, T* y, idx n) {
-  for (idx i = 0; i < n; ++i) y[i] = x[i] > T(0) ? x[i] : T(0);
-}
-template <class T> FASTMLP_SIMD void relu_backward(const T* dy, const T* y, T* dx, idx n) {
-  for (idx i = 0; i < n; ++i) dx[i] = y[i] > T(0) ? dy[i] : T(0);
-}
+struct ReLUF {
+  template <class T> T fwd(T x) const { return x > T(0) ? x : T(0); }
+  template <class T> T bwd(T dy, T, T y) const { return y > T(0) ? dy : T(0); }
+};
 
 // ---- LeakyReLU: y = x if x > 0 else slope * x
-template <class T> FASTMLP_SIMD void leaky_relu_forward(const T* x, T* y, idx n, T slope) {
-  for (idx i = 0; i < n; ++i) y[i] = x[i] > T(0) ? x[i] : slope * x[i];
-}
-template <class T> FASTMLP_SIMD void leaky_relu_backward(const T* dy, const T* x, T* dx, idx n, T slope) {
-  for (idx i = 0; i < n; ++i) dx[i] = x[i] > T(0) ? dy[i] : slope * dy[i];
-}
+struct LeakyReLUF {
+  double slope;
+  template <class T> T fwd(T x) const { return x > T(0) ? x : T(slope) * x; }
+  template <class T> T bwd(T dy, T x, T) const { return x > T(0) ? dy : T(slope) * dy; }
+};
 
-// ---- Sigmoid: y = 1 / (1 + e^-x), evaluated so that e^|x| never overflows
-template <class T> void sigmoid_forward(const T* x, T* y, idx n) {
-  for (idx i = 0; i < n; ++i) {
-    if (x[i] >= T(0)) {
-      y[i] = T(1) / (T(1) + std::exp(-x[i]));
-    } else {
-      T e = std::exp(x[i]);
-      y[i] = e / (T(1) + e);
-    }
+// ---- Sigmoid: y = 1 / (1 + e^-x), with e = e^-|x| so that nothing overflows; in
+// double, rounded once to T
+struct SigmoidF {
+  template <class T> T fwd(T x) const {
+    const double e = vexp(-std::fabs(double(x)));
+    return T(x >= T(0) ? 1.0 / (1.0 + e) : e / (1.0 + e));
   }
-}
-template <class T> FASTMLP_SIMD void sigmoid_backward(const T* dy, const T* y, T* dx, idx n) {
-  for (idx i = 0; i < n; ++i) dx[i] = dy[i] * y[i] * (T(1) - y[i]);
-}
+  template <class T> T bwd(T dy, T, T y) const { return dy * y * (T(1) - y); }
+};
 
 // ---- Tanh: dy/dx = 1 - y^2
-template <class T> void tanh_forward(const T* x, T* y, idx n) {
-  for (idx i = 0; i < n; ++i) y[i] = std::tanh(x[i]);
-}
-template <class T> FASTMLP_SIMD void tanh_backward(const T* dy, const T* y, T* dx, idx n) {
-  for (idx i = 0; i < n; ++i) dx[i] = dy[i] * (T(1) - y[i] * y[i]);
-}
+struct TanhF {
+  template <class T> T fwd(T x) const { return std::tanh(x); }
+  template <class T> T bwd(T dy, T, T y) const { return dy * (T(1) - y * y); }
+};
 
 // ---- GELU (erf form): y = x * Phi(x); dy/dx = Phi(x) + x * phi(x)
-template <class T> void gelu_forward(const T* x, T* y, idx n) {
-  const T r2 = T(0.70710678118654752440);
-  for (idx i = 0; i < n; ++i) y[i] = T(0.5) * x[i] * (T(1) + std::erf(x[i] * r2));
+struct GELUF {
+  template <class T> T fwd(T x) const { return T(0.5) * x * (T(1) + std::erf(x * T(0.70710678118654752440))); }
+  template <class T> T bwd(T dy, T x, T) const {
+    const T cdf = T(0.5) * (T(1) + std::erf(x * T(0.70710678118654752440)));
+    const T pdf = T(0.39894228040143267794) * std::exp(T(-0.5) * x * x);
+    return dy * (cdf + x * pdf);
+  }
+};
+
+// y (n) = f(x)
+template <class T, class F> FASTMLP_SIMD void map_forward(const T* x, T* y, idx n, F f) {
+  for (idx i = 0; i < n; ++i) y[i] = f.fwd(x[i]);
 }
-template <class T> void gelu_backward(const T* dy, const T* x, T* dx, idx n) {
-  const T r2 = T(0.70710678118654752440), inv_sqrt_2pi = T(0.39894228040143267794);
-  for (idx i = 0; i < n; ++i) {
-    T cdf = T(0.5) * (T(1) + std::erf(x[i] * r2));
-    T pdf = inv_sqrt_2pi * std::exp(T(-0.5) * x[i] * x[i]);
-    dx[i] = dy[i] * (cdf + x[i] * pdf);
+// dx (n) = f'(dy, x, y)
+template <class T, class F> FASTMLP_SIMD void map_backward(const T* dy, const T* x, const T* y, T* dx, idx n, F f) {
+  for (idx i = 0; i < n; ++i) dx[i] = f.bwd(dy[i], x[i], y[i]);
+}
+// pre (B, C) += b (C) (if b), y (B, C) = f(pre), row by row so that a row is still in cache
+template <class T, class F> FASTMLP_SIMD void bias_map_forward(T* pre, const T* b, T* y, idx B, idx C, F f) {
+  for (idx r = 0; r < B; ++r) {
+    T* pr = pre + r * C;
+    T* yr = y + r * C;
+    if (!b)
+      for (idx j = 0; j < C; ++j) yr[j] = f.fwd(pr[j]);
+    else if (pr == yr)
+      for (idx j = 0; j < C; ++j) yr[j] = f.fwd(pr[j] + b[j]);
+    else
+      for (idx j = 0; j < C; ++j) {
+        const T v = pr[j] + b[j];
+        pr[j] = v;
+        yr[j] = f.fwd(v);
+      }
+  }
+}
+// dx (B, C) = f'(dy, x, y), db (C) += its column sums (if db)
+template <class T, class F>
+FASTMLP_SIMD void map_bias_backward(const T* dy, const T* x, const T* y, T* dx, T* db, idx B, idx C, F f) {
+  for (idx r = 0; r < B; ++r) {
+    const idx o = r * C;
+    if (db)
+      for (idx j = 0; j < C; ++j) {
+        const T g = f.bwd(dy[o + j], x[o + j], y[o + j]);
+        dx[o + j] = g;
+        db[j] += g;
+      }
+    else
+      for (idx j = 0; j < C; ++j) dx[o + j] = f.bwd(dy[o + j], x[o + j], y[o + j]);
+  }
+}
+
+// Calls fn with the functor of an element-wise activation (not Softmax).
+template <class Fn> void with_functor(Act a, double param, Fn fn) {
+  switch (a) {
+    case Act::Identity: fn(IdentityF{}); break;
+    case Act::ReLU: fn(ReLUF{}); break;
+    case Act::LeakyReLU: fn(LeakyReLUF{param}); break;
+    case Act::Sigmoid: fn(SigmoidF{}); break;
+    case Act::Tanh: fn(TanhF{}); break;
+    case Act::GELU: fn(GELUF{}); break;
+    case Act::Softmax: break;
   }
 }
 
@@ -90,58 +144,37 @@ template <class T> void softmax_backward(const T* dy, const T* y, T* dx, idx B, 
 template <class T>
 void activation_forward(Act a, const T* x, T* y, idx B, idx C, double param) {
   const idx n = checked_mul(B, C);
-  switch (a) {
-    case Act::Identity: if (x != y) std::copy(x, x + n, y); break;
-    case Act::ReLU: relu_forward(x, y, n); break;
-    case Act::LeakyReLU: leaky_relu_forward(x, y, n, static_cast<T>(param)); break;
-    case Act::Sigmoid: sigmoid_forward(x, y, n); break;
-    case Act::Tanh: tanh_forward(x, y, n); break;
-    case Act::GELU: gelu_forward(x, y, n); break;
-    case Act::Softmax: softmax_forward(x, y, B, C); break;
-  }
+  if (a == Act::Softmax) return softmax_forward(x, y, B, C);
+  with_functor(a, param, [&](auto f) { map_forward(x, y, n, f); });
 }
 
 template <class T>
 void activation_backward(Act a, const T* dy, const T* x, const T* y, T* dx, idx B, idx C,
                          double param) {
   const idx n = checked_mul(B, C);
-  switch (a) {
-    case Act::Identity: if (dy != dx) std::copy(dy, dy + n, dx); break;
-    case Act::ReLU: relu_backward(dy, y, dx, n); break;
-    case Act::LeakyReLU: leaky_relu_backward(dy, x, dx, n, static_cast<T>(param)); break;
-    case Act::Sigmoid: sigmoid_backward(dy, y, dx, n); break;
-    case Act::Tanh: tanh_backward(dy, y, dx, n); break;
-    case Act::GELU: gelu_backward(dy, x, dx, n); break;
-    case Act::Softmax: softmax_backward(dy, y, dx, B, C); break;
-  }
+  if (a == Act::Softmax) return softmax_backward(dy, y, dx, B, C);
+  with_functor(a, param, [&](auto f) { map_backward(dy, x, y, dx, n, f); });
 }
-
-namespace {
-template <class T> FASTMLP_SIMD void add_row(T* dst, const T* src, idx n) {
-  for (idx j = 0; j < n; ++j) dst[j] += src[j];
-}
-}  // namespace
 
 template <class T>
 void bias_activation_forward(Act a, T* pre, const T* b, T* y, idx B, idx C, double param) {
-  // row by row, so the row is still in cache for the activation
-  for (idx r = 0; r < B; ++r) {
-    T* pr = pre + r * C;
-    if (b) add_row(pr, b, C);
-    activation_forward(a, pr, y + r * C, 1, C, param);
+  if (a == Act::Softmax) {
+    if (b) bias_map_forward(pre, b, pre, B, C, IdentityF{});
+    return softmax_forward(pre, y, B, C);
   }
+  with_functor(a, param, [&](auto f) { bias_map_forward(pre, b, y, B, C, f); });
 }
 
 template <class T>
 void activation_bias_backward(Act a, const T* dy, const T* x, const T* y, T* dx, T* db, idx B, idx C,
                               double param, bool accumulate) {
-  if (db && !accumulate)
-    for (idx j = 0; j < C; ++j) db[j] = T(0);
-  for (idx r = 0; r < B; ++r) {
-    const idx o = r * C;
-    activation_backward(a, dy + o, x + o, y + o, dx + o, 1, C, param);
-    if (db) add_row(db, dx + o, C);
+  if (db && !accumulate) std::fill(db, db + C, T(0));
+  if (a == Act::Softmax) {
+    softmax_backward(dy, y, dx, B, C);
+    if (db) map_bias_backward(dx, x, y, dx, db, B, C, IdentityF{});
+    return;
   }
+  with_functor(a, param, [&](auto f) { map_bias_backward(dy, x, y, dx, db, B, C, f); });
 }
 
 template void bias_activation_forward<float>(Act, float*, const float*, float*, idx, idx, double);

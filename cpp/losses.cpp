@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 
+#include "vmath.h"
+
 namespace fastmlp {
 
 namespace {
@@ -106,8 +108,88 @@ double row_logsumexp(const T* x, idx C) {
 }
 
 // ---- CrossEntropyLoss with class-index targets (log-softmax + NLL, label smoothing,
-// class weights and ignore_index as in PyTorch). One exp per logit: the
-// shifted exponentials are kept in dout and turned into the gradient there.
+// class weights and ignore_index as in PyTorch). One exp per logit, by the
+// vectorized vexp: rows are taken kTile logits at a time, their shifted logits
+// x - max(row) turned into exponentials in one flat pass, and the gradient is
+// made from those. Rows longer than kTile go in chunks, computing their
+// exponentials twice.
+constexpr idx kTile = 2048;
+
+template <class T>
+FASTMLP_SIMD double cross_entropy_rows(const LossSpec<T>& sp, const T* x, const std::int64_t* y, T* dout, idx B,
+                                       idx C, double k, double wall) {
+  const double eps = sp.label_smoothing, c = eps / double(C);
+  double e[kTile], mrow[kTile];
+  const idx R = C > 0 && C <= kTile ? kTile / C : 1;  // rows per tile
+  double total = 0;
+  for (idx r0 = 0; r0 < B; r0 += R) {
+    const idx r1 = std::min(B, r0 + R);
+    const bool whole = C <= kTile;  // the tile holds whole rows
+    if (whole) {
+      for (idx r = r0; r < r1; ++r) {
+        const T* xr = x + r * C;
+        double m = -std::numeric_limits<double>::infinity();
+        for (idx j = 0; j < C; ++j) m = std::max(m, double(xr[j]));
+        mrow[r - r0] = m;
+        double* er = e + (r - r0) * C;
+        for (idx j = 0; j < C; ++j) er[j] = double(xr[j]) - m;
+      }
+      const idx n = (r1 - r0) * C;
+      for (idx i = 0; i < n; ++i) e[i] = vexp(e[i]);
+    }
+    for (idx r = r0; r < r1; ++r) {
+      T* dr = dout ? dout + r * C : nullptr;
+      if (y[r] == sp.ignore_index) {
+        if (dr) std::fill(dr, dr + C, T(0));
+        continue;
+      }
+      const T* xr = x + r * C;
+      double* er = whole ? e + (r - r0) * C : e;
+      double m = mrow[r - r0], s = 0;
+      if (!whole) {  // one long row: its maximum, then the sum of its exponentials chunk by chunk
+        m = -std::numeric_limits<double>::infinity();
+        for (idx j = 0; j < C; ++j) m = std::max(m, double(xr[j]));
+        for (idx c0 = 0; c0 < C && std::isfinite(m); c0 += kTile) {
+          const idx n = std::min(kTile, C - c0);
+          for (idx j = 0; j < n; ++j) e[j] = vexp(double(xr[c0 + j]) - m);
+          for (idx j = 0; j < n; ++j) s += e[j];
+        }
+      } else {
+        for (idx j = 0; j < C; ++j) s += er[j];
+      }
+      const bool finite = std::isfinite(m);
+      const double lse = finite ? m + std::log(s) : m;
+      const idx yr = y[r];
+      const double wy = sp.weight ? double(sp.weight[yr]) : 1.0;
+      const double w = sp.sample_weight ? double(sp.sample_weight[r]) : 1.0;
+      double loss = (1 - eps) * wy * (lse - double(xr[yr]));
+      if (eps > 0) {
+        double smooth = 0;
+        for (idx j = 0; j < C; ++j) smooth += (sp.weight ? double(sp.weight[j]) : 1.0) * (lse - double(xr[j]));
+        loss += c * smooth;
+      }
+      total += w * loss;
+      if (!dr) continue;
+      // d/dx_j = k w ((1 - eps) w_y (p_j - [j == y]) + eps / C (wall p_j - w_j)), p = softmax(x)
+      const double kw = k * w, a = (1 - eps) * wy;
+      if (!finite) s = 1;  // an infinite or NaN logit: p_j = e^(x_j - lse), NaN or exact 0/1 as in PyTorch
+      for (idx c0 = 0; c0 < C; c0 += kTile) {
+        const idx n = std::min(kTile, C - c0);
+        if (!finite)
+          for (idx j = 0; j < n; ++j) er[j] = vexp(double(xr[c0 + j]) - lse);
+        else if (!whole)
+          for (idx j = 0; j < n; ++j) er[j] = vexp(double(xr[c0 + j]) - m);
+        for (idx j = 0; j < n; ++j) {
+          const double p = er[j] / s, hit = c0 + j == yr ? 1.0 : 0.0;
+          const double wj = sp.weight ? double(sp.weight[c0 + j]) : 1.0;
+          dr[c0 + j] = T(kw * (a * (p - hit) + c * (wall * p - wj)));
+        }
+      }
+    }
+  }
+  return total;
+}
+
 template <class T>
 double cross_entropy_loss_forward(const LossSpec<T>& sp, const T* x, const std::int64_t* y, T* dout,
                                   idx B, idx C) {
@@ -116,49 +198,14 @@ double cross_entropy_loss_forward(const LossSpec<T>& sp, const T* x, const std::
       throw value_error("CrossEntropyLoss: target " + std::to_string(y[r]) + " is out of bounds for " +
                         std::to_string(C) + " classes");
   auto cw = [&](idx j) { return sp.weight ? double(sp.weight[j]) : 1.0; };
-  auto sw = [&](idx r) { return sp.sample_weight ? double(sp.sample_weight[r]) : 1.0; };
-  const double eps = sp.label_smoothing;
   double wall = 0;  // sum of all class weights
   for (idx j = 0; j < C; ++j) wall += cw(j);
   double wsum = 0;  // the 'mean' denominator: sum of the rows' weights
   for (idx r = 0; r < B; ++r)
-    if (y[r] != sp.ignore_index) wsum += sw(r) * cw(y[r]);
+    if (y[r] != sp.ignore_index) wsum += (sp.sample_weight ? double(sp.sample_weight[r]) : 1.0) * cw(y[r]);
   const bool mean = sp.reduction == Reduction::Mean;
   const double k = (mean ? (wsum > 0 ? 1.0 / wsum : 0.0) : 1.0) * sp.scale;
-  double total = 0;
-  for (idx r = 0; r < B; ++r) {
-    T* dr = dout ? dout + r * C : nullptr;
-    if (y[r] == sp.ignore_index) {
-      if (dr) std::fill(dr, dr + C, T(0));
-      continue;
-    }
-    const T* xr = x + r * C;
-    double m = -std::numeric_limits<double>::infinity();
-    for (idx j = 0; j < C; ++j) m = std::max(m, double(xr[j]));
-    double lse = m, s = 0;
-    if (std::isfinite(m)) {
-      for (idx j = 0; j < C; ++j) {
-        const double e = std::exp(double(xr[j]) - m);
-        if (dr) dr[j] = T(e);
-        s += e;
-      }
-      lse = m + std::log(s);
-    }
-    const double wy = cw(y[r]), w = sw(r);
-    double loss = (1 - eps) * wy * (lse - double(xr[y[r]]));
-    if (eps > 0) {
-      double smooth = 0;
-      for (idx j = 0; j < C; ++j) smooth += cw(j) * (lse - double(xr[j]));
-      loss += eps / double(C) * smooth;
-    }
-    total += w * loss;
-    if (dr)
-      for (idx j = 0; j < C; ++j) {
-        const double p = std::isfinite(m) ? double(dr[j]) / s : std::exp(double(xr[j]) - lse);
-        const double g = (1 - eps) * wy * (p - (j == y[r] ? 1.0 : 0.0)) + eps / double(C) * (wall * p - cw(j));
-        dr[j] = T(k * w * g);
-      }
-  }
+  const double total = cross_entropy_rows(sp, x, y, dout, B, C, k, wall);
   if (mean) return wsum > 0 ? total / wsum * sp.scale : nan();
   return total * sp.scale;
 }

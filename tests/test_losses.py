@@ -174,6 +174,21 @@ def test_cross_entropy_index(cfg, batch, C, reduction, dtype):
     check_loss(loss, x, y, v, gr, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("C", [1023, 2048, 2049, 4500])
+@pytest.mark.parametrize("cfg", CE_CONFIGS, ids=[c[0] for c in CE_CONFIGS])
+def test_cross_entropy_index_wide_rows(cfg, C, dtype):
+    # the kernel takes 2048 logits at a time: several rows per tile, one row per tile, rows in chunks
+    rng = np.random.default_rng(C)
+    x, y, weight, kw = ce_case(rng, 7, C, cfg, dtype)
+    x = x * 4
+    ignore = kw.get("ignore_index", -100)
+    y[0] = C - 1
+    v, gr = ref.cross_entropy_index(x, y, weight, ignore_index=ignore, reduction="mean",
+                                    label_smoothing=kw.get("label_smoothing", 0.0))
+    check_loss(fm.CrossEntropyLoss(weight=weight, **kw), x, y, v, gr, dtype)
+
+
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("cfg", CE_CONFIGS, ids=[c[0] for c in CE_CONFIGS])
 def test_cross_entropy_index_finite_differences(cfg, reduction):

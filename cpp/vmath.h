@@ -1,0 +1,64 @@
+#pragma once
+// Elementary functions written so that the compiler vectorizes loops that call
+// them (libm's exp is an opaque scalar call, so a loop over std::exp never
+// vectorizes without fast-math). Branch-free, IEEE arithmetic only, no
+// contraction: the same result in every SIMD clone and in the scalar fallback.
+// tests/test_vmath.py checks them against the C library over the whole range.
+
+#include <cstdint>
+#include <cstring>
+
+namespace fastmlp {
+
+inline double bits_to_double(std::uint64_t u) {
+  double d;
+  std::memcpy(&d, &u, sizeof d);
+  return d;
+}
+inline std::uint64_t double_to_bits(double d) {
+  std::uint64_t u;
+  std::memcpy(&u, &d, sizeof u);
+  return u;
+}
+
+// e^x for double x, within 2 ulp of the correctly rounded value for
+// x in [-708.39, 709.78]; 0 below (including -inf), +inf above, NaN for NaN.
+// x = n ln2 + r with |r| <= ln2 / 2 (Cody-Waite: ln2_hi has 11 trailing zero
+// bits, so n * ln2_hi is exact); e^r by its Taylor series to r^13 (truncation
+// < 1e-17 relative); 2^n built in the exponent bits.
+inline double vexp(double x) {
+  constexpr double lo = -708.3964185322641, hi = 709.782712893384;
+  constexpr double log2e = 1.4426950408889634, ln2_hi = 6.93147180369123816490e-01,
+                   ln2_lo = 1.90821492927058770002e-10;
+  constexpr double shifter = 6755399441055744.0;  // 1.5 * 2^52: adding it rounds to an integer in the low bits
+  const double xc = x < lo ? lo : (x > hi ? hi : x);
+  const double t = xc * log2e + shifter;
+  const double n = t - shifter;
+  const std::int64_t k = static_cast<std::int64_t>(double_to_bits(t) - double_to_bits(shifter));
+  const double r = (xc - n * ln2_hi) - n * ln2_lo;
+  double p = 1.0 / 6227020800.0;  // 1/13!
+  p = p * r + 1.0 / 479001600.0;
+  p = p * r + 1.0 / 39916800.0;
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  // n is in [-1022, 1024]: 2^n as 2^k1 * 2^k2, k1 = floor(n / 2), so that 2^1024 does not overflow the
+  // exponent field (a logical shift of a positive value: AVX2 has no 64-bit arithmetic shift)
+  const std::int64_t k1 = static_cast<std::int64_t>(static_cast<std::uint64_t>(k + 2044) >> 1) - 1022, k2 = k - k1;
+  const double s1 = bits_to_double(static_cast<std::uint64_t>(k1 + 1023) << 52);
+  const double s2 = bits_to_double(static_cast<std::uint64_t>(k2 + 1023) << 52);
+  double y = p * s1 * s2;
+  y = x < lo ? 0.0 : y;
+  y = x > hi ? __builtin_inf() : y;
+  return x != x ? x : y;
+}
+
+}  // namespace fastmlp
