@@ -19,9 +19,12 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .datasets import Dataset
 
 EXIT_ERROR = 2
 DEFAULT_MODEL = "fastmlp-model.npz"
@@ -212,7 +215,7 @@ def _csv_target(path: str, names: list[str], target: str | None) -> Any:
         return target  # load_csv reports the unknown column with the list of columns
 
 
-def _load_labeled(args: argparse.Namespace, path: str, labels: str | None, which: str) -> Any:
+def _load_labeled(args: argparse.Namespace, path: str, labels: str | None, which: str) -> tuple[Dataset, str]:
     from . import datasets
 
     kind = _sniff(path)
@@ -236,8 +239,15 @@ def _load_labeled(args: argparse.Namespace, path: str, labels: str | None, which
     return datasets.load_csv(path, target=_csv_target(path, names, args.target), delimiter=delim), kind
 
 
-def _detect_task(ds: Any, requested: str | None) -> tuple[str, str]:
-    y = ds.y
+def _labels_of(ds: Dataset) -> np.ndarray:
+    """The target of a data set from _load_labeled or load_digits (which always have one)."""
+    if ds.y is None:  # pragma: no cover - _load_labeled refuses files without a target
+        raise CLIError(f"{ds.source}: the data has no target")
+    return ds.y
+
+
+def _detect_task(ds: Dataset, requested: str | None) -> tuple[str, str]:
+    y = _labels_of(ds)
     if y.dtype.kind in "US":
         if requested == "regress":
             lines = getattr(ds, "_target_lines", None)
@@ -345,36 +355,41 @@ def cmd_train(args: argparse.Namespace) -> int:
         ds, kind = datasets.load_digits(), "digits"
     else:
         ds, kind = _load_labeled(args, args.data, args.labels, "")
-    X, y = ds.X, ds.y
+    X, y = ds.X, _labels_of(ds)
     task, why = _detect_task(ds, args.task)
 
     test = None
     if args.test_data is not None:
         test, _ = _load_labeled(args, args.test_data, args.test_labels, "test-")
+        test_y = _labels_of(test)
         if test.X.shape[1] != X.shape[1]:
             raise CLIError(f"{args.test_data}: {test.X.shape[1]} features, but {ds.source} has {X.shape[1]}")
     elif args.test_labels is not None:
         raise CLIError("--test-labels needs --test-data FILE")
 
-    classes = None
+    classes: np.ndarray | None = None  # the class labels (classification only)
+    target: np.ndarray  # what the network is trained on: class indices, or (n, k) float64 values
+    y_test: np.ndarray | None = None  # the same for the test set, if there is one
     if task == "classify":
         classes, y_idx = np.unique(y, return_inverse=True)
         y_idx = y_idx.reshape(-1).astype(np.int64)
         if len(classes) < 2:
             raise CLIError(f"{ds.source}: the target has a single value ({classes[0]!r}); nothing to classify")
         if test is not None:
-            known = np.isin(test.y, classes)
+            known = np.isin(test_y, classes)
             if not known.all():
-                bad = test.y[np.argmax(~known)]
+                bad = test_y[np.argmax(~known)]
                 raise CLIError(f"{args.test_data}: label {bad!r} does not occur in the training data {ds.source}")
-            y_test = np.searchsorted(classes, test.y)
+            y_test = np.searchsorted(classes, test_y)
         target = y_idx
+        n_out = len(classes)
     else:
         target = y.astype(np.float64).reshape(len(y), -1)
+        n_out = target.shape[1]
         if test is not None:
-            if test.y.dtype.kind not in "biuf":
+            if test_y.dtype.kind not in "biuf":
                 raise CLIError(f"{args.test_data}: the target is not numeric")
-            y_test = test.y.astype(np.float64).reshape(len(test.y), -1)
+            y_test = test_y.astype(np.float64).reshape(len(test_y), -1)
             if y_test.shape[1] != target.shape[1]:
                 raise CLIError(f"{args.test_data}: {y_test.shape[1]} target columns, but {ds.source} has "
                                f"{target.shape[1]}")
@@ -395,29 +410,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     scaler = _Scaler.fit(X_tr) if args.standardize else _Scaler(np.zeros(X.shape[1]), np.ones(X.shape[1]))
     yscaler = None
     if task == "regress":
-        yscaler = _Scaler.fit(y_tr) if args.standardize else _Scaler(np.zeros(y_tr.shape[1]), np.ones(y_tr.shape[1]))
+        yscaler = _Scaler.fit(y_tr) if args.standardize else _Scaler(np.zeros(n_out), np.ones(n_out))
 
     def prep(Xp: Any, yp: Any) -> tuple:
         if Xp is None:
             return None, None
         Xs = scaler.transform(Xp, dtype)
-        ys = yp if task == "classify" else yscaler.transform(yp, dtype)
+        ys = yp if yscaler is None else yscaler.transform(yp, dtype)  # None: classification
         return Xs, ys
 
     Xs_tr, ys_tr = prep(X_tr, y_tr)
     Xs_val, ys_val = prep(X_val, y_val)
     Xs_te, ys_te = prep(X_te, y_test)
 
-    n_out = len(classes) if task == "classify" else target.shape[1]
     fm.manual_seed(args.seed)
     model = _build_model(X.shape[1], n_out, args)
     opt = _build_optimizer(model, args)
     loss_fn = fm.CrossEntropyLoss() if task == "classify" else fm.MSELoss()
 
-    source = ds.source if kind != "digits" else "digits (8x8 images shipped with fastmlp)"
+    source = (ds.source or str(args.data)) if kind != "digits" else "digits (8x8 images shipped with fastmlp)"
     print(f"data: {source}: {X.shape[0]} samples, {X.shape[1]} features"
-          + (f"; test data: {args.test_data}: {X_te.shape[0]} samples" if test is not None else ""))
-    if task == "classify":
+          + (f"; test data: {args.test_data}: {test.X.shape[0]} samples" if test is not None else ""))
+    if classes is not None:  # task == "classify"
         shown = ", ".join(str(c) for c in classes[:12]) + (", ..." if len(classes) > 12 else "")
         print(f"task: classify ({why}): {len(classes)} classes: {shown}")
     else:
@@ -448,9 +462,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     h = hist.history
 
     test_metrics: dict = {}
-    if Xs_te is not None and Xs_te.shape[0]:
+    if Xs_te is not None and y_test is not None and Xs_te.shape[0]:
         out = model.predict(Xs_te, n_threads=args.threads)
-        if task == "classify":
+        if yscaler is None:  # classification
             acc = float(np.mean(np.argmax(out, axis=1) == ys_te))
             test_metrics = {"accuracy": acc, "loss": float(loss_fn(out, ys_te)), "samples": int(out.shape[0])}
             print(f"test accuracy: {acc:.4f} ({out.shape[0]} samples)")

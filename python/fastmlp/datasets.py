@@ -22,7 +22,7 @@ import zlib
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, TextIO
 
 import numpy as np
 
@@ -36,14 +36,22 @@ class DataError(ValueError):
     """A data file that cannot be used; the message names the file (and the line and column)."""
 
 
-class Dataset(tuple):
+class Dataset(tuple[Any, ...]):
     """A pair ``(X, y)`` with metadata: ``feature_names`` (list of str, or None),
     ``target_name`` (str or None) and ``source`` (where it came from).
     ``y`` is None when the data has no target."""
 
+    feature_names: list[str] | None
+    target_name: str | None
+    source: str | None
+    # set by the CSV reader's slow path only: the file line of every target value and the
+    # target's 1-based column, for error messages about the target (fastmlp train --task regress)
+    _target_lines: list[int] | None = None
+    _target_column: int | None = None
+
     def __new__(cls, X: np.ndarray, y: np.ndarray | None, feature_names: Sequence[str] | None = None,
                 target_name: str | None = None, source: str | None = None) -> "Dataset":
-        self = super().__new__(cls, (X, y))
+        self = tuple.__new__(cls, (X, y))
         self.feature_names = None if feature_names is None else [str(n) for n in feature_names]
         self.target_name = target_name
         self.source = source
@@ -120,9 +128,9 @@ def load_digits(dtype: Any = np.float32) -> Dataset:
 
 
 # --------------------------------------------------------------------------- CSV
-def _open_text(path: str) -> io.TextIOBase:
+def _open_text(path: str) -> TextIO:
     if _is_gzip(path):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
     return open(path, encoding="utf-8-sig", newline="")
 
 
@@ -195,11 +203,12 @@ def load_csv(path: Any, target: Any = -1, delimiter: str = ",", features: Sequen
     bad = ~np.isfinite(ds.X)
     if bad.any():  # a finite number in the file that the dtype cannot hold (1e39 in float32)
         r, c = np.argwhere(bad)[0]
-        raise DataError(f"{p}: data row {r + 1}, column {ds.feature_names[c]!r}: the value does not fit in {dt.name}")
+        raise DataError(f"{p}: data row {r + 1}, column {names[feat[c]]!r}: the value does not fit in {dt.name}")
     return ds
 
 
-def _read_csv_text(p: str, target: Any, delimiter: str, features: Sequence[Any] | None) -> tuple:
+def _read_csv_text(p: str, target: Any, delimiter: str,
+                   features: Sequence[Any] | None) -> tuple[list[str], int, str, int | None, list[int]]:
     """(column names, header line number, the text after the header, target index, feature indices)."""
     with _open_text(p) as f:
         names, header_line = _header(p, f, delimiter)
@@ -411,9 +420,11 @@ def load_idx(images_path: Any, labels_path: Any = None, normalize: bool = True, 
         X /= 255
     if img.dtype.kind == "f" and not np.isfinite(X).all():
         raise DataError(f"{ip}: the images contain non-finite values")
-    h, w = (img.shape[1], img.shape[2]) if img.ndim == 3 else (None, None)
-    names = ([f"pixel_{r}_{c}" for r in range(h) for c in range(w)] if h is not None
-             else [f"x{j}" for j in range(X.shape[1])])
+    if img.ndim == 3:
+        h, w = img.shape[1], img.shape[2]
+        names = [f"pixel_{r}_{c}" for r in range(h) for c in range(w)]
+    else:
+        names = [f"x{j}" for j in range(X.shape[1])]
     y = None
     if labels_path is not None:
         lp = _path(labels_path)

@@ -89,7 +89,7 @@ def _check_sample_weight(sample_weight: Any, n: int) -> np.ndarray | None:
     if sample_weight is None:
         return None
     if isinstance(sample_weight, numbers.Number):
-        w = np.full(n, float(sample_weight))
+        w: np.ndarray = np.full(n, np.asarray(sample_weight, dtype=np.float64))
     else:
         w = np.asarray(sample_weight, dtype=np.float64)
     if w.ndim != 1 or w.shape[0] != n:
@@ -170,6 +170,16 @@ def _scaled(loss: Any, scale: float) -> Any:
 class _BaseMLP(BaseEstimator):
     """Shared implementation of MLPClassifier and MLPRegressor."""
 
+    # Fitted attributes (set by fit; declared here for the type checker only: they are not
+    # class attributes, so hasattr and check_is_fitted see them only after a fit)
+    _model: Sequential
+    loss_curve_: list[float]
+    loss_: float
+    best_loss_: float | None  # None with early_stopping
+    validation_scores_: list[float] | None  # None without a validation set
+    validation_loss_curve_: list[float] | None  # None without a validation set
+    best_validation_score_: float | None  # None without a validation set
+
     _parameter_constraints: dict = {
         "hidden_layer_sizes": ["array-like", Interval(numbers.Integral, 1, None, closed="left")],
         "activation": [StrOptions(set(_ACTIVATIONS)), list, tuple],
@@ -231,7 +241,7 @@ class _BaseMLP(BaseEstimator):
         if len(d) != n_hidden:
             raise ValueError(f"dropout has {len(d)} entries, but there are {n_hidden} hidden layers")
         for v in d:
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 <= v < 1:
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 <= float(v) < 1:
                 raise ValueError(f"dropout rates must be numbers in [0, 1), got {v!r}")
         return [float(v) for v in d]
 
@@ -597,32 +607,47 @@ class _BaseMLP(BaseEstimator):
             print(msg + " Setting learning rate to %f" % self._lr)
         return False
 
+    def _score_validation(self, model: Sequential, val: tuple) -> float:
+        """Score the network on a validation set (X, y, loss targets, sample weights): append its
+        loss to validation_loss_curve_ and its score to validation_scores_; return the score."""
+        X_v, y_v, t_v, sw_v = val
+        out = model.predict(X_v, n_threads=self.n_threads).astype(np.float64)
+        curve, scores = self.validation_loss_curve_, self.validation_scores_
+        # the solvers make both lists before the first epoch when there is a validation set
+        assert curve is not None and scores is not None
+        curve.append(float(self._data_loss(out, t_v, sw_v)))
+        score = self._score_out(out, y_v, sw_v)
+        scores.append(score)
+        return score
+
     def _update_no_improvement_count(self, early_stopping: bool, val: tuple | None) -> None:
+        score = None
         if val is not None:
-            X_v, y_v, t_v, sw_v = val
-            out = self._model.predict(X_v, n_threads=self.n_threads).astype(np.float64)
-            self.validation_loss_curve_.append(float(self._data_loss(out, t_v, sw_v)))
-            score = self._score_out(out, y_v, sw_v)
-            self.validation_scores_.append(score)
+            score = self._score_validation(self._model, val)
             if self.verbose:
                 print("Validation score: %f" % score)
+        best_score = self.best_validation_score_
         if early_stopping:
-            last = self.validation_scores_[-1]
-            if last < self.best_validation_score_ + self.tol:
+            # early stopping always has a validation set (X_val or its own split), and then
+            # _fit_stochastic has set best_validation_score_ to a number
+            assert score is not None and best_score is not None
+            if score < best_score + self.tol:
                 self._no_improvement_count += 1
             else:
                 self._no_improvement_count = 0
-            if last > self.best_validation_score_:
-                self.best_validation_score_ = last
+            if score > best_score:
+                self.best_validation_score_ = score
                 self._best_params = self._model._core.flat_params().copy()
         else:
-            if val is not None and self.validation_scores_[-1] > self.best_validation_score_:
-                self.best_validation_score_ = self.validation_scores_[-1]
-            if self.loss_curve_[-1] > self.best_loss_ - self.tol:
+            if score is not None and best_score is not None and score > best_score:
+                self.best_validation_score_ = score
+            best_loss = self.best_loss_
+            assert best_loss is not None  # a number (np.inf before the first epoch) without early stopping
+            if self.loss_curve_[-1] > best_loss - self.tol:
                 self._no_improvement_count += 1
             else:
                 self._no_improvement_count = 0
-            if self.loss_curve_[-1] < self.best_loss_:
+            if self.loss_curve_[-1] < best_loss:
                 self.best_loss_ = self.loss_curve_[-1]
 
     def _weight_slices(self) -> list:
@@ -673,12 +698,9 @@ class _BaseMLP(BaseEstimator):
             it[0] += 1
             if val is not None:
                 flat[...] = xk
-                X_v, y_v, t_v, sw_v = val
-                out = model.predict(X_v, n_threads=self.n_threads).astype(np.float64)
-                self.validation_loss_curve_.append(float(self._data_loss(out, t_v, sw_v)))
-                score = self._score_out(out, y_v, sw_v)
-                self.validation_scores_.append(score)
-                self.best_validation_score_ = max(self.best_validation_score_, score)
+                score = self._score_validation(model, val)
+                best = self.best_validation_score_
+                self.best_validation_score_ = score if best is None else max(best, score)
             if self.verbose:
                 print("Iteration %d" % it[0])
 
@@ -908,9 +930,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         y_val = np.asarray(y_val) if not sp.issparse(y_val) else y_val.toarray()
         if y_val.ndim == 2 and y_val.shape[1] == 1:
             y_val = column_or_1d(y_val, warn=True)
-        unknown = np.setdiff1d(unique_labels(y_val), self.classes_) if y_val.ndim == 1 else []
-        if len(unknown):
-            raise ValueError(f"y_val has classes {unknown} that are not in the training classes {self.classes_}")
+        if y_val.ndim == 1:  # (a label-indicator matrix has no labels to check)
+            unknown = np.setdiff1d(unique_labels(y_val), self.classes_)
+            if len(unknown):
+                raise ValueError(f"y_val has classes {unknown} that are not in the training classes {self.classes_}")
         return y_val
 
     def _encode_val(self, y_val: np.ndarray) -> np.ndarray:
