@@ -169,6 +169,32 @@ def test_invalid_nesterov_via_param_group_edit_is_rejected_at_step():
     np.testing.assert_array_equal(x, np.ones(3))
 
 
+
+def test_every_edit_after_a_push_is_seen():
+    # _sync pushes only the groups whose values changed: an in-place edit of a betas list, a value
+    # set back to an earlier one, and an invalid value set after a valid push must all be seen
+    x = np.ones(3)
+    opt, ref = fm.optim.Adam([x], lr=0.1), RefOptimizer("Adam", [x], lr=0.1, betas=(0.9, 0.999))
+    betas = opt.param_groups[0]["betas"] = [0.9, 0.999]  # a list the test mutates in place
+    for t, edit in enumerate([None, ("betas0", 0.5), ("lr", 0.01), ("lr", 0.1), ("betas0", 0.9)]):
+        if edit:
+            k, v = edit
+            if k == "betas0":
+                betas[0] = v  # the same list object, mutated
+                ref.param_groups[0]["betas"] = (v, 0.999)
+            else:
+                opt.param_groups[0][k] = ref.param_groups[0][k] = v
+        g = np.full(3, 0.5 + t)
+        opt.step([g])
+        ref.step([g])
+        assert_close(x, ref.params[0], 1e-12)
+    before = x.copy()
+    opt.param_groups[0]["lr"] = -1.0
+    with pytest.raises(ValueError, match="lr"):
+        opt.step([np.ones(3)])
+    np.testing.assert_array_equal(x, before)
+
+
 # --------------------------------------------------------------------------- groups and edits
 
 GROUP_OPTIONS = {

@@ -58,6 +58,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits
 
 from . import losses as _losses
 from . import optim as _optim
@@ -530,60 +531,69 @@ class _BaseMLP(BaseEstimator):
             self._lr = float(self.learning_rate_init)
             opt = self._make_optimizer(self._lr, wd)
 
+        def prepare_epoch() -> None:  # the learning rate and Adam's eps of the coming epoch
+            self._set_lr(opt, self._lr)
+            if self.solver == "adam":
+                # scikit-learn adds epsilon to sqrt(v) before the bias correction, PyTorch after it:
+                # the same update with eps = epsilon / sqrt(1 - beta_2^t), t taken mid-epoch
+                corr = 1.0 - float(self.beta_2) ** (steps + (n_batches + 1) / 2)
+                eps = self.epsilon / np.sqrt(corr) if corr > 0 else self.epsilon
+                for g in opt.param_groups:
+                    g["eps"] = float(eps)
+
         w_sq = self._weights_sq()
+        stopped = False
+
+        def end_of_epoch(epoch: int, logs: dict) -> bool:
+            """scikit-learn's bookkeeping after each epoch; True stops the fit."""
+            nonlocal steps, w_sq, stopped
+            steps += n_batches
+            w_sq_end = self._weights_sq()
+            w_sq_avg = w_sq + (w_sq_end - w_sq) * (n_batches - 1) / (2 * n_batches)
+            w_sq = w_sq_end
+            loss = logs["loss"] * factor + const
+            loss += 0.5 * self.alpha * n_batches * w_sq_avg / (n_samples * mean_w)
+
+            self.n_iter_ += 1
+            self.loss_ = float(loss)
+            self.t_ += n_samples
+            self.loss_curve_.append(self.loss_)
+            if self.verbose:
+                print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+
+            self._update_no_improvement_count(early_stopping, val)
+
+            if self.solver == "sgd" and self.learning_rate == "invscaling":
+                self._lr = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
+
+            if self._no_improvement_count > self.n_iter_no_change:
+                if early_stopping:
+                    msg = ("Validation score did not improve more than tol=%f for %d consecutive epochs."
+                           % (self.tol, self.n_iter_no_change))
+                else:
+                    msg = ("Training loss did not improve more than tol=%f for %d consecutive epochs."
+                           % (self.tol, self.n_iter_no_change))
+                if self._trigger_stopping(msg):
+                    stopped = True
+                    return True
+                self._no_improvement_count = 0
+            prepare_epoch()
+            return False
+
+        # one call into the C++ epoch loop for the whole fit; end_of_epoch runs between epochs
         try:
             self.n_iter_ = 0
-            for _ in range(self.max_iter):
-                self._set_lr(opt, self._lr)
-                if self.solver == "adam":
-                    # scikit-learn adds epsilon to sqrt(v) before the bias correction, PyTorch after it:
-                    # the same update with eps = epsilon / sqrt(1 - beta_2^t), t taken mid-epoch
-                    corr = 1.0 - float(self.beta_2) ** (steps + (n_batches + 1) / 2)
-                    eps = self.epsilon / np.sqrt(corr) if corr > 0 else self.epsilon
-                    for g in opt.param_groups:
-                        g["eps"] = float(eps)
-                try:
-                    hist = model.fit(Xc, t, loss_fn, opt, epochs=1, batch_size=batch_size, shuffle=self.shuffle,
-                                     verbose=0, n_threads=self.n_threads, sample_weight=swc)
-                except FloatingPointError as e:
-                    raise ValueError("Solver produced non-finite parameter weights. The input data may contain "
-                                     "large values and need to be preprocessed.") from e
-                steps += n_batches
-                w_sq_end = self._weights_sq()
-                w_sq_avg = w_sq + (w_sq_end - w_sq) * (n_batches - 1) / (2 * n_batches)
-                w_sq = w_sq_end
-                loss = hist.history["loss"][0] * factor + const
-                loss += 0.5 * self.alpha * n_batches * w_sq_avg / (n_samples * mean_w)
-
-                self.n_iter_ += 1
-                self.loss_ = float(loss)
-                self.t_ += n_samples
-                self.loss_curve_.append(self.loss_)
-                if self.verbose:
-                    print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
-
-                self._update_no_improvement_count(early_stopping, val)
-
-                if self.solver == "sgd" and self.learning_rate == "invscaling":
-                    self._lr = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
-
-                if self._no_improvement_count > self.n_iter_no_change:
-                    if early_stopping:
-                        msg = ("Validation score did not improve more than tol=%f for %d consecutive epochs."
-                               % (self.tol, self.n_iter_no_change))
-                    else:
-                        msg = ("Training loss did not improve more than tol=%f for %d consecutive epochs."
-                               % (self.tol, self.n_iter_no_change))
-                    if self._trigger_stopping(msg):
-                        break
-                    self._no_improvement_count = 0
-
-                if incremental:
-                    break
-
-                if self.n_iter_ == self.max_iter:
-                    warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the optimization "
-                                  "hasn't converged yet." % self.max_iter, ConvergenceWarning)
+            prepare_epoch()
+            try:
+                model.fit(Xc, t, loss_fn, opt, epochs=1 if incremental else self.max_iter, batch_size=batch_size,
+                          shuffle=self.shuffle, verbose=0, n_threads=self.n_threads, sample_weight=swc,
+                          callbacks=[end_of_epoch])
+            except FloatingPointError as e:
+                raise ValueError("Solver produced non-finite parameter weights. The input data may contain "
+                                 "large values and need to be preprocessed.") from e
+            if not stopped and not incremental and self.n_iter_ == self.max_iter:
+                warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the optimization "
+                              "hasn't converged yet." % self.max_iter, ConvergenceWarning)
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
         finally:
@@ -706,7 +716,11 @@ class _BaseMLP(BaseEstimator):
 
         from .training import blas_threads
 
-        with blas_threads(self.n_threads, model, Xc.shape[0]):  # full batch: the whole data set per product
+        # scipy's L-BFGS-B does its vector work through scipy's own OpenBLAS: its idle threads spin
+        # on the cores this fit's products need (a 5x slow-down on digits, measured), and vectors of
+        # the parameters' length gain nothing from threads, so every other BLAS gets one thread
+        with threadpool_limits(limits=1, user_api="blas"), \
+                blas_threads(self.n_threads, model, Xc.shape[0]):  # full batch: the whole data set per product
             res = scipy.optimize.minimize(fun, flat.astype(np.float64), method="L-BFGS-B", jac=True,
                                           callback=callback,
                                           options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol})

@@ -99,13 +99,32 @@ class Optimizer:
     def _pair(p: Any) -> tuple:
         return (p.data, p.grad) if isinstance(p, Parameter) else (p, None)
 
+    @staticmethod
+    def _snapshot(cfg: dict) -> tuple | None:
+        """The values of a group's configuration, comparable with ==; None when
+        they are not plain numbers (then the group is checked again)."""
+        try:
+            items = [(k, type(v), tuple(float(b) for b in v) if k == "betas" else float(v)) for k, v in cfg.items()
+                     if k != "kind"]
+        except (TypeError, ValueError):
+            return None
+        return tuple(sorted(items, key=lambda kv: kv[0]))
+
     def _sync(self) -> None:
         """Check the groups' hyperparameters (a user or a scheduler may have
-        changed them) and push them to C++."""
-        for g in self.param_groups:
-            self._check(g)
+        changed them) and push them to C++: the groups that changed since the
+        last push, all checked before any is pushed."""
+        pushed = self.__dict__.setdefault("_pushed", {})
+        todo = []
         for i, g in enumerate(self.param_groups):
-            self._core.set_config(i, self._config(g))
+            cfg = self._config(g)
+            snap = self._snapshot(cfg)
+            if snap is None or pushed.get(i) != snap:
+                self._check(g)
+                todo.append((i, cfg, snap))
+        for i, cfg, snap in todo:
+            self._core.set_config(i, cfg)
+            pushed[i] = snap
 
     def _core_for(self, model: Any) -> Any:
         """The C++ optimizer, for a model whose parameters these must be."""
