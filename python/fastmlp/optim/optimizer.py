@@ -74,8 +74,12 @@ class Optimizer:
         self._core = cls([(self._config(g), [self._pair(p) for p in g["params"]]) for g in self.param_groups])
 
     # ---- hyperparameters
-    def _check(self, group: dict) -> None:
+    def _check(self, group: dict, keys: Any = None) -> None:
+        """Check the group's values (only those named in keys, if given), then
+        their combination."""
         for k, v in group.items():
+            if keys is not None and k not in keys:
+                continue
             if k in ("nesterov", "centered", "amsgrad", "maximize"):
                 if not isinstance(v, (bool, np.bool_)):
                     raise TypeError(f"{k} must be True or False, got {v!r}")
@@ -100,28 +104,30 @@ class Optimizer:
         return (p.data, p.grad) if isinstance(p, Parameter) else (p, None)
 
     @staticmethod
-    def _snapshot(cfg: dict) -> tuple | None:
+    def _snapshot(cfg: dict) -> dict | None:
         """The values of a group's configuration, comparable with ==; None when
-        they are not plain numbers (then the group is checked again)."""
+        they are not plain numbers (then the whole group is checked again)."""
         try:
-            items = [(k, type(v), tuple(float(b) for b in v) if k == "betas" else float(v)) for k, v in cfg.items()
-                     if k != "kind"]
+            return {k: (type(v), tuple(float(b) for b in v) if k == "betas" else float(v))
+                    for k, v in cfg.items() if k != "kind"}
         except (TypeError, ValueError):
             return None
-        return tuple(sorted(items, key=lambda kv: kv[0]))
 
     def _sync(self) -> None:
         """Check the groups' hyperparameters (a user or a scheduler may have
-        changed them) and push them to C++: the groups that changed since the
-        last push, all checked before any is pushed."""
+        changed them) and push them to C++: only what changed since the last
+        push is checked again, and everything is checked before anything is
+        pushed."""
         pushed = self.__dict__.setdefault("_pushed", {})
         todo = []
         for i, g in enumerate(self.param_groups):
             cfg = self._config(g)
-            snap = self._snapshot(cfg)
-            if snap is None or pushed.get(i) != snap:
-                self._check(g)
-                todo.append((i, cfg, snap))
+            snap, old = self._snapshot(cfg), pushed.get(i)
+            if snap is not None and snap == old:
+                continue
+            changed = None if snap is None or old is None else {k for k in snap if snap[k] != old.get(k)}
+            self._check(g, changed)
+            todo.append((i, cfg, snap))
         for i, cfg, snap in todo:
             self._core.set_config(i, cfg)
             pushed[i] = snap
