@@ -4,6 +4,8 @@ e^x itself to the last bit once x < -37. Compared with the C library's exp
 (through NumPy) over the whole double range, in every SIMD clone the machine
 runs (the clone is chosen at load time; the scalar fallback computes the same
 IEEE operations)."""
+import math
+
 import numpy as np
 import pytest
 
@@ -52,3 +54,35 @@ def test_below_the_smallest_normal_is_zero_or_the_true_tiny_value():
     x = np.linspace(-745.2, -708.4, 1001)
     got = sigmoid64(x)
     assert (got >= 0).all() and (got <= np.exp(x) * (1 + 1e-12) + 5e-324).all()
+
+
+# ---- vtanh (through vexpm1), behind the Tanh activation
+def tanh64(x):
+    s = fm.Sequential(fm.Tanh(), dtype="float64")
+    return np.array(s._core.forward(np.ascontiguousarray(x, dtype=np.float64).reshape(-1, 1))).ravel()
+
+
+def test_tanh_within_4_ulp_of_the_c_library():
+    rng = np.random.default_rng(1)
+    x = np.concatenate([np.linspace(-25, 25, 100_001), rng.normal(size=50_000) * np.exp2(-rng.integers(0, 60, 50_000)),
+                        np.logspace(-310, 1, 5_001), -np.logspace(-310, 1, 5_001)])
+    want = np.array([math.tanh(v) for v in x])
+    np.testing.assert_array_max_ulp(tanh64(x), want, maxulp=4)
+
+
+@pytest.mark.parametrize("x, want", [(0.0, 0.0), (np.inf, 1.0), (-np.inf, -1.0), (30.0, 1.0), (-400.0, -1.0),
+                                     (1e-300, 1e-300), (-5e-324, -5e-324)])
+def test_tanh_special_values(x, want):
+    assert tanh64([x])[0] == want
+
+
+def test_tanh_keeps_the_sign_of_zero_and_nan():
+    y = tanh64([-0.0, np.nan])
+    assert y[0] == 0 and np.signbit(y[0]) and np.isnan(y[1])
+
+
+def test_float32_tanh_and_sigmoid_are_the_double_results_rounded():
+    x = np.linspace(-30, 30, 20_001).astype(np.float32)
+    for layer, f in ((fm.Tanh(), np.tanh), (fm.Sigmoid(), lambda v: 1 / (1 + np.exp(-v)))):
+        got = np.asarray(fm.Sequential(layer)(x.reshape(-1, 1))).ravel()
+        np.testing.assert_array_max_ulp(got, f(x.astype(np.float64)).astype(np.float32), maxulp=1)
