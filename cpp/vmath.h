@@ -21,11 +21,29 @@ inline std::uint64_t double_to_bits(double d) {
   return u;
 }
 
+// e^r - 1 for |r| <= ln2 / 2 by its Taylor series to r^13 (truncation < 1e-17
+// relative), written r + r^2 q(r) so that the leading term is exact.
+inline double expm1_taylor(double r) {
+  double q = 1.0 / 6227020800.0;  // 1/13!
+  q = q * r + 1.0 / 479001600.0;
+  q = q * r + 1.0 / 39916800.0;
+  q = q * r + 1.0 / 3628800.0;
+  q = q * r + 1.0 / 362880.0;
+  q = q * r + 1.0 / 40320.0;
+  q = q * r + 1.0 / 5040.0;
+  q = q * r + 1.0 / 720.0;
+  q = q * r + 1.0 / 120.0;
+  q = q * r + 1.0 / 24.0;
+  q = q * r + 1.0 / 6.0;
+  q = q * r + 0.5;
+  return r + (q * r) * r;
+}
+
 // e^x for double x, within 2 ulp of the correctly rounded value for
 // x in [-708.39, 709.78]; 0 below (including -inf), +inf above, NaN for NaN.
 // x = n ln2 + r with |r| <= ln2 / 2 (Cody-Waite: ln2_hi has 11 trailing zero
-// bits, so n * ln2_hi is exact); e^r by its Taylor series to r^13 (truncation
-// < 1e-17 relative); 2^n built in the exponent bits.
+// bits, so n * ln2_hi is exact); e^r = 1 + expm1_taylor(r); 2^n built in the
+// exponent bits.
 inline double vexp(double x) {
   constexpr double lo = -708.3964185322641, hi = 709.782712893384;
   constexpr double log2e = 1.4426950408889634, ln2_hi = 6.93147180369123816490e-01,
@@ -36,20 +54,7 @@ inline double vexp(double x) {
   const double n = t - shifter;
   const std::int64_t k = static_cast<std::int64_t>(double_to_bits(t) - double_to_bits(shifter));
   const double r = (xc - n * ln2_hi) - n * ln2_lo;
-  double p = 1.0 / 6227020800.0;  // 1/13!
-  p = p * r + 1.0 / 479001600.0;
-  p = p * r + 1.0 / 39916800.0;
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
+  const double p = 1.0 + expm1_taylor(r);
   // n is in [-1022, 1024]: 2^n as 2^k1 * 2^k2, k1 = floor(n / 2), so that 2^1024 does not overflow the
   // exponent field (a logical shift of a positive value: AVX2 has no 64-bit arithmetic shift)
   const std::int64_t k1 = static_cast<std::int64_t>(static_cast<std::uint64_t>(k + 2044) >> 1) - 1022, k2 = k - k1;
@@ -61,23 +66,10 @@ inline double vexp(double x) {
   return x != x ? x : y;
 }
 
-// e^x - 1, accurate near 0: the Taylor series to x^13 for |x| <= ln2 / 2 (the
-// leading term exact), vexp(x) - 1 beyond (where at most ~1.7 bits cancel).
+// e^x - 1, accurate near 0: expm1_taylor for |x| <= ln2 / 2, vexp(x) - 1 beyond
+// (where at most ~1.7 bits cancel).
 inline double vexpm1(double x) {
-  double p = 1.0 / 6227020800.0;  // 1/13!
-  p = p * x + 1.0 / 479001600.0;
-  p = p * x + 1.0 / 39916800.0;
-  p = p * x + 1.0 / 3628800.0;
-  p = p * x + 1.0 / 362880.0;
-  p = p * x + 1.0 / 40320.0;
-  p = p * x + 1.0 / 5040.0;
-  p = p * x + 1.0 / 720.0;
-  p = p * x + 1.0 / 120.0;
-  p = p * x + 1.0 / 24.0;
-  p = p * x + 1.0 / 6.0;
-  p = p * x + 0.5;
-  const double small = x + (p * x) * x;
-  const double big = vexp(x) - 1.0;
+  const double small = expm1_taylor(x), big = vexp(x) - 1.0;
   return (x <= 0.34657359027997264 && x >= -0.34657359027997264) ? small : big;
 }
 
