@@ -264,6 +264,22 @@ double loss_forward(const LossSpec<T>& sp, const T* out, idx B, idx C, const std
 }
 
 template <class T>
+double loss_mean_denominator(const LossSpec<T>& sp, idx B, idx C, const std::int64_t* labels) {
+  if (sp.reduction != Reduction::Mean) return 1.0;
+  double d = 0;
+  for (idx r = 0; r < B; ++r) {
+    const double w = sp.sample_weight ? double(sp.sample_weight[r]) : 1.0;
+    if (sp.kind == LossKind::CrossEntropy && labels) {
+      const std::int64_t y = labels[r];
+      if (y != sp.ignore_index && y >= 0 && y < C) d += w * (sp.weight ? double(sp.weight[y]) : 1.0);
+    } else {
+      d += w;
+    }
+  }
+  return sp.kind == LossKind::CrossEntropy ? d : d * double(C);
+}
+
+template <class T>
 idx count_correct(const T* out, idx B, idx C, const std::int64_t* labels, const T* target) {
   auto argmax = [C](const T* row) {
     idx best = 0;
@@ -284,6 +300,8 @@ template double loss_forward<float>(const LossSpec<float>&, const float*, idx, i
                                     const float*, float*);
 template double loss_forward<double>(const LossSpec<double>&, const double*, idx, idx,
                                      const std::int64_t*, const double*, double*);
+template double loss_mean_denominator<float>(const LossSpec<float>&, idx, idx, const std::int64_t*);
+template double loss_mean_denominator<double>(const LossSpec<double>&, idx, idx, const std::int64_t*);
 template idx count_correct<float>(const float*, idx, idx, const std::int64_t*, const float*);
 template idx count_correct<double>(const double*, idx, idx, const std::int64_t*, const double*);
 

@@ -34,6 +34,15 @@ template <class T>
 double loss_forward(const LossSpec<T>& spec, const T* out, idx B, idx C, const std::int64_t* labels,
                     const T* target, T* dout);
 
+// The denominator of reduction 'mean' over a batch of B rows (1 for 'sum'):
+// the sum of the rows' weights (cross-entropy with labels: times their class
+// weights, ignored rows left out; element-wise losses: times C). A batch split
+// in parts gives the whole batch's loss and gradient when each part runs with
+// reduction 'sum' and scale / denominator. Out-of-range labels count 0 (the
+// loss itself rejects them).
+template <class T>
+double loss_mean_denominator(const LossSpec<T>& spec, idx B, idx C, const std::int64_t* labels);
+
 // Number of rows of out whose argmax equals the label (or the argmax of the
 // target row), for accuracy. out is (B, C); for C == 1, a logit > 0 is class 1.
 template <class T>

@@ -186,8 +186,16 @@ const T* Model<T>::forward(Workspace<T>& ws, const T* x, idx B, idx in, bool tra
 }
 
 template <class T>
-void Model<T>::backward(Workspace<T>& ws, const T* dy, T* dx, bool accumulate) {
+bool Model<T>::has_dropout() const {
+  for (const auto& l : layers_)
+    if (l.kind == LayerKind::Dropout && l.param > 0) return true;
+  return false;
+}
+
+template <class T>
+void Model<T>::backward(Workspace<T>& ws, const T* dy, T* dx, bool accumulate, T* grads) {
   if (ws.rows < 0) throw value_error("backward() needs a forward() on this model first");
+  T* const gbuf = grads ? grads : grads_.data();
   const idx B = ws.rows;
   const idx L = static_cast<idx>(layers_.size());
   // below the first layer with parameters, gradients are needed only for dx
@@ -214,12 +222,12 @@ void Model<T>::backward(Workspace<T>& ws, const T* dy, T* dx, bool accumulate) {
       const LayerSpec& lin = layers_[i - 1];
       T* dpre = bufs[which];
       which ^= 1;
-      T* db = lin.bias ? grads_.data() + bias_offset_[i - 1] : nullptr;
+      T* db = lin.bias ? gbuf + bias_offset_[i - 1] : nullptr;
       activation_bias_backward(l.act, g, ws.out[i], ws.out[i + 1], dpre, db, B, lin.out, l.param, accumulate);
       --i;
       const bool need = i > stop || (i == 0 && dx);
       T* gout = need ? next_buf(i) : nullptr;
-      linear_backward<T>(dpre, ws.out[i], params_.data() + weight_offset_[i], gout, grads_.data() + weight_offset_[i],
+      linear_backward<T>(dpre, ws.out[i], params_.data() + weight_offset_[i], gout, gbuf + weight_offset_[i],
                          nullptr, B, lin.in, lin.out, accumulate);
       if (!need) break;
       g = gout;
@@ -229,8 +237,8 @@ void Model<T>::backward(Workspace<T>& ws, const T* dy, T* dx, bool accumulate) {
     T* gout = need_gout ? next_buf(i) : nullptr;
     switch (l.kind) {
       case LayerKind::Linear:
-        linear_backward(g, ws.out[i], params_.data() + weight_offset_[i], gout, grads_.data() + weight_offset_[i],
-                        l.bias ? grads_.data() + bias_offset_[i] : nullptr, B, l.in, l.out, accumulate);
+        linear_backward(g, ws.out[i], params_.data() + weight_offset_[i], gout, gbuf + weight_offset_[i],
+                        l.bias ? gbuf + bias_offset_[i] : nullptr, B, l.in, l.out, accumulate);
         break;
       case LayerKind::Activation:
         activation_backward(l.act, g, ws.out[i], ws.out[i + 1], gout, B, ws.width[i], l.param);

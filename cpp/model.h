@@ -70,6 +70,7 @@ class Model {
   idx out_features(idx in) const;
 
   bool training = true;
+  bool has_dropout() const;
   std::uint64_t seed = 0;
   std::uint64_t dropout_calls = 0;  // forward passes in training mode: the dropout masks' stream
   std::uint64_t epochs_done = 0;    // epochs of fit: the shuffling stream
@@ -80,8 +81,11 @@ class Model {
   // train is set.
   const T* forward(Workspace<T>& ws, const T* x, idx B, idx in, bool train, bool copy_input);
   // dy is (B, out) for the last forward on ws; parameter gradients are
-  // accumulated (or overwritten when accumulate is false); dx is (B, in) or null.
-  void backward(Workspace<T>& ws, const T* dy, T* dx, bool accumulate);
+  // accumulated (or overwritten when accumulate is false) into grads (n_params(),
+  // laid out as grads(); null: the model's own); dx is (B, in) or null.
+  // Without dropout, forward and backward on different workspaces (and gradient
+  // buffers) may run concurrently.
+  void backward(Workspace<T>& ws, const T* dy, T* dx, bool accumulate, T* grads = nullptr);
 
   // The same on the model's own workspace, in the model's mode.
   const T* forward(const T* x, idx B, idx in, bool copy_input) { return forward(ws_, x, B, in, training, copy_input); }

@@ -54,12 +54,66 @@ void Snapshot<T>::restore(Model<T>& m, Optimizer<T>& opt) {
   }
 }
 
+namespace {
+// out (n) += in (n)
+template <class T>
+FASTMLP_SIMD void add_into(T* out, const T* in, idx n) {
+  for (idx i = 0; i < n; ++i) out[i] += in[i];
+}
+
+// Everything one half of a split batch needs; the job run on either thread.
+template <class T>
+struct SplitBatch {
+  Model<T>* m;
+  const Dataset<T>* d;
+  const idx* perm;       // the batch's rows in d (shuffled), or null: rows start..start+b
+  idx start, C;
+  const std::int64_t* lb;  // (b) the batch's labels, gathered, or null
+  const T* wb;             // (b) the batch's sample weights, gathered, or null
+  LossSpec<T> spec;        // reduction 'sum', scaled by 1 / the whole batch's denominator
+  bool count;
+  BatchHalf<T>* half;
+
+  static void run(void* ctx) {
+    auto* self = static_cast<SplitBatch*>(ctx);
+    self->step(*self->half);
+  }
+  // forward + loss + backward of rows [h.r0, h.r1) of the batch, gradients into h.grads
+  void step(BatchHalf<T>& h) const {
+    const idx rows = h.r1 - h.r0, in = d->in;
+    const T* x = d->X + (start + h.r0) * in;
+    const T* t = d->target ? d->target + (start + h.r0) * d->C : nullptr;
+    if (perm) {
+      const idx* p = perm + h.r0;
+      h.xb.reserve(checked_mul(rows, in));
+      for (idx r = 0; r < rows; ++r) std::memcpy(h.xb.data() + r * in, d->X + p[r] * in, sizeof(T) * in);
+      x = h.xb.data();
+      if (d->target) {
+        h.tb.reserve(checked_mul(rows, d->C));
+        for (idx r = 0; r < rows; ++r)
+          std::memcpy(h.tb.data() + r * d->C, d->target + p[r] * d->C, sizeof(T) * d->C);
+        t = h.tb.data();
+      }
+    }
+    LossSpec<T> sp = spec;
+    if (wb) sp.sample_weight = wb + h.r0;
+    const std::int64_t* l = lb ? lb + h.r0 : nullptr;
+    const T* out = m->forward(h.ws, x, rows, in, true, false);
+    h.value = loss_forward(sp, out, rows, C, l, t, h.ws.dout.data());
+    h.correct = count ? count_correct(out, rows, C, l, t) : 0;
+    m->backward(h.ws, h.ws.dout.data(), nullptr, false, h.grads);
+  }
+};
+}  // namespace
+
 template <class T>
 EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss, Optimizer<T>& opt, idx batch,
-                       bool shuffle, bool count_accuracy, FitBuffers<T>& buf, const Progress& progress) {
+                       bool shuffle, bool count_accuracy, FitBuffers<T>& buf, const Progress& progress,
+                       int workers) {
   if (batch <= 0) throw value_error("batch_size must be positive");
   EpochStats st;
   const idx N = d.N, B = std::min(batch, std::max<idx>(N, 1));
+  const bool split = workers >= 2 && !m.has_dropout();
   if (shuffle) {
     buf.perm.resize(static_cast<size_t>(N));
     for (idx i = 0; i < N; ++i) buf.perm[i] = i;
@@ -73,25 +127,25 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
     if (d.labels) buf.lb.resize(static_cast<size_t>(B));
     else buf.tb.reserve(checked_mul(B, d.C));
   }
+  if (split) {
+    worker_for(buf.worker);
+    buf.grads2.reserve(m.n_params());
+    buf.half[0].grads = m.grads();
+    buf.half[1].grads = buf.grads2.data();
+  }
   buf.snapshot.save(m, opt);
   double loss_sum = 0;
   LossSpec<T> sp = loss;  // its sample_weight points at the batch's weights
+  const idx C = m.out_features(d.in);
   for (idx start = 0; start < N; start += B) {
     const idx b = std::min(B, N - start);
-    const T* xb = d.X + start * d.in;
+    const idx* p = shuffle ? buf.perm.data() + start : nullptr;
     const std::int64_t* lb = d.labels ? d.labels + start : nullptr;
-    const T* tb = d.target ? d.target + start * d.C : nullptr;
     if (loss.sample_weight) sp.sample_weight = loss.sample_weight + start;
-    if (shuffle) {  // gather the batch's rows into contiguous buffers
-      const idx* p = buf.perm.data() + start;
-      for (idx r = 0; r < b; ++r) std::memcpy(buf.xb.data() + r * d.in, d.X + p[r] * d.in, sizeof(T) * d.in);
-      xb = buf.xb.data();
+    if (p) {  // the labels and weights of the batch, gathered (the rows: below)
       if (d.labels) {
         for (idx r = 0; r < b; ++r) buf.lb[r] = d.labels[p[r]];
         lb = buf.lb.data();
-      } else {
-        for (idx r = 0; r < b; ++r) std::memcpy(buf.tb.data() + r * d.C, d.target + p[r] * d.C, sizeof(T) * d.C);
-        tb = buf.tb.data();
       }
       if (loss.sample_weight) {
         for (idx r = 0; r < b; ++r) buf.wb.data()[r] = loss.sample_weight[p[r]];
@@ -103,16 +157,54 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       for (idx r = 0; r < b; ++r) w += double(sp.sample_weight[r]);
       if (w == 0) continue;
     }
-    // train_step, with the loss checked before the update
-    const T* out = m.forward(m.workspace(), xb, b, d.in, true, false);
-    const idx C = m.last_out();
-    const double value = loss_forward(sp, out, b, C, lb, tb, m.dout());
+    double value;
+    const double denom = split && b >= 2 ? loss_mean_denominator(sp, b, C, lb) : 0;
+    if (denom > 0 && std::isfinite(denom)) {
+      // two halves at once, each with reduction 'sum' over the whole batch's denominator
+      SplitBatch<T> job{&m, &d, p, start, C, lb, sp.sample_weight, sp, count_accuracy, nullptr};
+      job.spec.reduction = Reduction::Sum;
+      job.spec.scale = sp.scale / denom;
+      job.spec.sample_weight = nullptr;
+      SplitBatch<T> other = job;
+      buf.half[0].r0 = 0;
+      buf.half[0].r1 = buf.half[1].r0 = b / 2;
+      buf.half[1].r1 = b;
+      other.half = &buf.half[1];
+      buf.worker->post(&SplitBatch<T>::run, &other);
+      std::exception_ptr mine;
+      try {
+        job.step(buf.half[0]);
+      } catch (...) {
+        mine = std::current_exception();
+      }
+      buf.worker->wait();  // before anything unwinds: the worker uses this frame's data
+      if (mine) std::rethrow_exception(mine);
+      value = buf.half[0].value + buf.half[1].value;
+      if (count_accuracy) st.correct += buf.half[0].correct + buf.half[1].correct;
+      if (std::isfinite(value)) add_into(m.grads(), buf.grads2.data(), m.n_params());
+    } else {
+      const T* xb = d.X + start * d.in;
+      const T* tb = d.target ? d.target + start * d.C : nullptr;
+      if (p) {  // gather the batch's rows into contiguous buffers
+        for (idx r = 0; r < b; ++r) std::memcpy(buf.xb.data() + r * d.in, d.X + p[r] * d.in, sizeof(T) * d.in);
+        xb = buf.xb.data();
+        if (d.target) {
+          for (idx r = 0; r < b; ++r) std::memcpy(buf.tb.data() + r * d.C, d.target + p[r] * d.C, sizeof(T) * d.C);
+          tb = buf.tb.data();
+        }
+      }
+      const T* out = m.forward(m.workspace(), xb, b, d.in, true, false);
+      value = loss_forward(sp, out, b, C, lb, tb, m.dout());
+      if (std::isfinite(value)) {
+        if (count_accuracy) st.correct += count_correct(out, b, C, lb, tb);
+        m.backward(m.dout(), nullptr, false);
+      }
+    }
+    // the step, with the loss checked before the update
     if (!std::isfinite(value)) {
       st.diverged = true;
       break;
     }
-    if (count_accuracy) st.correct += count_correct(out, b, C, lb, tb);
-    m.backward(m.dout(), nullptr, false);
     opt.step();
     loss_sum += value * double(b);
     st.samples += b;
@@ -164,9 +256,9 @@ void predict(Model<T>& m, const T* X, idx N, idx in, T* out, idx chunk) {
 }
 
 template EpochStats train_epoch<float>(Model<float>&, const Dataset<float>&, const LossSpec<float>&, Optimizer<float>&,
-                                       idx, bool, bool, FitBuffers<float>&, const Progress&);
+                                       idx, bool, bool, FitBuffers<float>&, const Progress&, int);
 template EpochStats train_epoch<double>(Model<double>&, const Dataset<double>&, const LossSpec<double>&,
-                                        Optimizer<double>&, idx, bool, bool, FitBuffers<double>&, const Progress&);
+                                        Optimizer<double>&, idx, bool, bool, FitBuffers<double>&, const Progress&, int);
 template double train_step<float>(Model<float>&, const float*, idx, idx, const LossSpec<float>&, const std::int64_t*,
                                   const float*, Optimizer<float>&, Snapshot<float>&);
 template double train_step<double>(Model<double>&, const double*, idx, idx, const LossSpec<double>&,

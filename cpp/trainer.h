@@ -4,9 +4,11 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "model.h"
+#include "worker.h"
 
 namespace fastmlp {
 
@@ -46,21 +48,44 @@ struct Snapshot {
   void restore(Model<T>& m, Optimizer<T>& opt);
 };
 
-// Buffers of a fit call: the gathered batch and the permutation.
+// One half of a batch split between two threads: its gathered rows, its
+// forward/backward buffers and the result of its step.
+template <class T>
+struct BatchHalf {
+  Buffer<T> xb, tb;  // gathered inputs (rows, in) and targets (rows, C)
+  Workspace<T> ws;
+  T* grads = nullptr;  // where its parameter gradients go (n_params)
+  // the job: rows [r0, r1) of the batch
+  idx r0 = 0, r1 = 0;
+  double value = 0;
+  idx correct = 0;
+};
+
+// Buffers of a fit call: the gathered batch and the permutation, kept by the
+// model between calls. With two workers, the halves' buffers, the second
+// half's gradients and the worker thread.
 template <class T>
 struct FitBuffers {
   Buffer<T> xb, tb, wb;
   Snapshot<T> snapshot;  // the model and optimizer at the start of the epoch
   std::vector<std::int64_t> lb;
   std::vector<idx> perm;
+  BatchHalf<T> half[2];
+  Buffer<T> grads2;
+  std::unique_ptr<Worker> worker;
 };
 
 // One epoch over d in batches (loss.sample_weight, if set, holds the N
 // rows' weights and is gathered with the batches) of `batch` rows, shuffled with a stream derived
-// from (model seed, model.epochs_done) when shuffle is set.
+// from (model seed, model.epochs_done) when shuffle is set. With workers == 2
+// (and a model without dropout) each batch is split in two halves computed at
+// once on two threads, each with single-threaded BLAS; their gradients are
+// summed before the step. The result is the same computation in another
+// summation order, deterministic for a given worker count.
 template <class T>
 EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss, Optimizer<T>& opt, idx batch,
-                       bool shuffle, bool count_accuracy, FitBuffers<T>& buf, const Progress& progress);
+                       bool shuffle, bool count_accuracy, FitBuffers<T>& buf, const Progress& progress,
+                       int workers = 1);
 
 // zero_grad + forward (dropout active) + loss + backward + optimizer step on
 // x (B, in) and labels (B) or target (B, out); returns the loss before the

@@ -401,7 +401,8 @@ void bind_dtype(py::module_& m, const char* suffix) {
       // One epoch of mini-batch training; progress(batches, samples, loss) is called
       // at most every 0.1 s with the GIL held, and Ctrl-C stops at a batch boundary.
       .def("train_epoch", [](PM& s, py::array x, py::array y, py::dict loss, PyOptimizer<T>& opt, idx batch,
-                             bool shuffle, bool count_accuracy, py::object progress) {
+                             bool shuffle, bool count_accuracy, py::object progress, int workers) {
+        if (workers < 1 || workers > 2) throw value_error("workers must be 1 or 2, got " + std::to_string(workers));
         auto [N, in] = rows_cols(x, "X");
         Dataset<T> d;
         d.X = array_data<T>(x, "X", false);
@@ -430,7 +431,7 @@ void bind_dtype(py::module_& m, const char* suffix) {
           py::gil_scoped_release nogil;
           std::unique_lock<std::mutex> lk(s.m.mutex, std::try_to_lock);
           if (!lk.owns_lock()) throw std::runtime_error("this model is already training or computing in another thread");
-          st = train_epoch(s.m, d, spec, opt.opt, batch, shuffle, count_accuracy, s.fit_buffers, cb);
+          st = train_epoch(s.m, d, spec, opt.opt, batch, shuffle, count_accuracy, s.fit_buffers, cb, workers);
         }
         if (interrupted) throw py::error_already_set();
         py::dict out;

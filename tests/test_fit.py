@@ -37,7 +37,8 @@ def test_fit_without_shuffle_equals_train_step_loop(dropout, batch):
     oa = fm.optim.Adam(a.parameters(), lr=1e-2)
     ob = fm.optim.Adam(b.parameters(), lr=1e-2)
     loss = fm.CrossEntropyLoss()
-    h = a.fit(X, y, loss, oa, epochs=2, batch_size=batch, shuffle=False, verbose=0)
+    # one thread: the same products as train_step (two threads split the batch: tests/test_split.py)
+    h = a.fit(X, y, loss, oa, epochs=2, batch_size=batch, shuffle=False, verbose=0, n_threads=1)
     losses = []
     for _ in range(2):
         ls = [(b.train_step(X[i:i + batch], y[i:i + batch], loss, ob), len(X[i:i + batch]))
@@ -53,7 +54,7 @@ def test_fit_with_regression_loss_and_float32():
     Y = (X @ rng.standard_normal((6, 3))).astype(np.float32)
     a, b = net("float32"), net("float32")
     oa, ob = fm.optim.SGD(a.parameters(), lr=0.01, momentum=0.9), fm.optim.SGD(b.parameters(), lr=0.01, momentum=0.9)
-    a.fit(X, Y, fm.MSELoss(), oa, epochs=1, batch_size=64, shuffle=False, verbose=0)
+    a.fit(X, Y, fm.MSELoss(), oa, epochs=1, batch_size=64, shuffle=False, verbose=0, n_threads=1)
     for i in range(0, 257, 64):
         b.train_step(X[i:i + 64], Y[i:i + 64], fm.MSELoss(), ob)
     np.testing.assert_array_equal(weights(a), weights(b))

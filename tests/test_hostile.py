@@ -218,7 +218,7 @@ CASES = [
         """, CLEAR, "target|shape|rows"),
     Case("core_train_epoch_target_rows", """
         m = net(); opt = fm.optim.SGD(m.parameters(), lr=0.1)
-        m._core.train_epoch(np.ones((1000, 3)), np.ones((2, 2)), {'kind': 'mse'}, opt._core, 7, True, False, None)
+        m._core.train_epoch(np.ones((1000, 3)), np.ones((2, 2)), {'kind': 'mse'}, opt._core, 7, True, False, None, 1)
         """, CLEAR, "target|shape|rows|samples"),
     Case("core_loss_forward_target_rows",
          "fm._core.loss_forward64({'kind': 'mse'}, np.ones((100, 2)), np.ones((1, 2)), True)", CLEAR, "target|shape"),
@@ -545,6 +545,33 @@ CASES = [
             for r, g in zip(ref, got):
                 assert np.array_equal(r[0], g[0]) and np.array_equal(r[1], g[1]) and r[2] == g[2]
         """),
+    Case("two_thread_fit_after_fork_and_concurrent_fits", """
+        # fit's second thread lives with the model: a forked child has the model but not the
+        # thread, and must start its own; two models fitting at once each have their own
+        import threading
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(2000, 3)); y = rng.integers(0, 2, 2000)
+        m = net(); opt = fm.optim.Adam(m.parameters(), lr=1e-3)
+        m.fit(X, y, fm.CrossEntropyLoss(), opt, batch_size=200, verbose=0, n_threads=2)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                m.fit(X, y, fm.CrossEntropyLoss(), opt, batch_size=200, verbose=0, n_threads=2)
+                os._exit(0 if np.isfinite(weights(m)).all() else 3)
+            except BaseException:
+                os._exit(4)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+        m.fit(X, y, fm.CrossEntropyLoss(), opt, batch_size=200, verbose=0, n_threads=2)
+        ms = [net(seed=i) for i in range(4)]
+        ts = [threading.Thread(target=lambda k=k: k.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(k.parameters(), lr=0.1),
+                                                          epochs=3, batch_size=100, verbose=0, n_threads=2)) for k in ms]
+        [t.start() for t in ts]; [t.join() for t in ts]
+        ref = net(seed=0)
+        ref.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(ref.parameters(), lr=0.1), epochs=3, batch_size=100, verbose=0,
+                n_threads=2)
+        assert np.array_equal(weights(ref), weights(ms[0]))
+        """, timeout=120),
     Case("save_is_atomic_for_a_concurrent_reader", """
         import threading
         a, b = net(seed=1), net(seed=2)

@@ -809,7 +809,8 @@ _COMMON_DOC = """
     dtype : {'float32', 'float64'}, default='float32'
         Precision of the network and of the training.
     n_threads : int or None, default=None
-        Threads of the matrix products (None: every available core).
+        Threads for training and prediction (None: every available core); see
+        ``Sequential.fit`` for how a batch is shared between two threads.
 """
 
 
