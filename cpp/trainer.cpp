@@ -4,23 +4,17 @@
 #include <cmath>
 #include <cstring>
 
+#include "finite.h"
 #include "rng.h"
 
 namespace fastmlp {
 
 namespace {
+// Copy the parameters (and the gradients, if grads) and every group's optimizer
+// state into (to_snapshot) or out of snap.
 template <class T>
-bool all_finite(const T* p, idx n) {
-  T acc = T(0);
-  for (idx i = 0; i < n; ++i) acc += p[i] * T(0);  // NaN if any element is NaN or infinite
-  return acc == T(0);
-}
-
-// Copy the parameters and every group's optimizer state into (to_snapshot) or
-// out of snap.
-template <class T>
-void snapshot_copy(Model<T>& m, Optimizer<T>& opt, Buffer<T>& snap, bool to_snapshot) {
-  idx total = m.n_params();
+void snapshot_copy(Model<T>& m, Optimizer<T>& opt, Buffer<T>& snap, bool grads, bool to_snapshot) {
+  idx total = grads ? checked_mul(m.n_params(), 2) : m.n_params();
   for (auto& g : opt.groups) total = checked_add(total, g.state.size());
   snap.reserve(total);
   T* s = snap.data();
@@ -30,13 +24,16 @@ void snapshot_copy(Model<T>& m, Optimizer<T>& opt, Buffer<T>& snap, bool to_snap
     s += n;
   };
   copy(m.params(), m.n_params());
+  if (grads) copy(m.grads(), m.n_params());
   for (auto& g : opt.groups) copy(g.state.data(), g.state.size());
 }
 }  // namespace
 
 template <class T>
-void Snapshot<T>::save(Model<T>& m, Optimizer<T>& opt) {
-  snapshot_copy(m, opt, values, true);
+void Snapshot<T>::save(Model<T>& m, Optimizer<T>& opt, bool grads) {
+  with_grads = grads;
+  dropout_calls = m.dropout_calls;
+  snapshot_copy(m, opt, values, grads, true);
   steps.resize(opt.groups.size());
   momentum_ready.resize(opt.groups.size());
   for (size_t i = 0; i < opt.groups.size(); ++i) {
@@ -47,7 +44,8 @@ void Snapshot<T>::save(Model<T>& m, Optimizer<T>& opt) {
 
 template <class T>
 void Snapshot<T>::restore(Model<T>& m, Optimizer<T>& opt) {
-  snapshot_copy(m, opt, values, false);
+  snapshot_copy(m, opt, values, with_grads, false);
+  if (with_grads) m.dropout_calls = dropout_calls;
   for (size_t i = 0; i < opt.groups.size(); ++i) {
     opt.groups[i].step = steps[i];
     opt.groups[i].momentum_ready = momentum_ready[i] != 0;
@@ -95,6 +93,7 @@ struct SplitBatch {
         t = h.tb.data();
       }
     }
+    check_rows_finite(x, rows, in, "X", start + h.r0, perm ? perm + h.r0 : nullptr);
     LossSpec<T> sp = spec;
     if (wb) sp.sample_weight = wb + h.r0;
     const std::int64_t* l = lb ? lb + h.r0 : nullptr;
@@ -133,10 +132,11 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
     buf.half[0].grads = m.grads();
     buf.half[1].grads = buf.grads2.data();
   }
-  buf.snapshot.save(m, opt);
+  buf.snapshot.save(m, opt, true);
   double loss_sum = 0;
   LossSpec<T> sp = loss;  // its sample_weight points at the batch's weights
   const idx C = m.out_features(d.in);
+  try {  // bad data (a non-finite input row, a bad label) leaves the model as the epoch found it
   for (idx start = 0; start < N; start += B) {
     const idx b = std::min(B, N - start);
     const idx* p = shuffle ? buf.perm.data() + start : nullptr;
@@ -193,6 +193,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
           tb = buf.tb.data();
         }
       }
+      check_rows_finite(xb, b, d.in, "X", start, p);
       const T* out = m.forward(m.workspace(), xb, b, d.in, true, false);
       value = loss_forward(sp, out, b, C, lb, tb, m.dout());
       if (std::isfinite(value)) {
@@ -213,6 +214,10 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       st.stopped = true;
       break;
     }
+  }
+  } catch (const value_error&) {
+    buf.snapshot.restore(m, opt);
+    throw;
   }
   // on divergence go back to the start of the epoch, the last state known to be good: weights
   // before a non-finite loss can be finite but useless (1e299), and a step can overflow while
@@ -250,6 +255,7 @@ void predict(Model<T>& m, const T* X, idx N, idx in, T* out, idx chunk) {
   const idx C = m.out_features(in);
   for (idx start = 0; start < N; start += chunk) {
     const idx b = std::min(chunk, N - start);
+    check_rows_finite(X + start * in, b, in, "X", start);
     const T* y = m.forward(ws, X + start * in, b, in, false, false);
     std::memcpy(out + start * C, y, sizeof(T) * b * C);
   }

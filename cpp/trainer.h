@@ -37,14 +37,18 @@ struct EpochStats {
 using Progress = std::function<bool(idx, idx, double)>;
 
 // An undo copy of everything a step changes: the parameters, every group's
-// optimizer state, step count and momentum flag. Its buffers are reused, so
-// saving allocates only the first time (or when the model grows).
+// optimizer state, step count and momentum flag; with_grads, also the
+// gradients and the dropout stream's position (all a failed epoch may have
+// touched). Its buffers are reused, so saving allocates only the first time
+// (or when the model grows).
 template <class T>
 struct Snapshot {
   Buffer<T> values;
   std::vector<std::int64_t> steps;
   std::vector<std::uint8_t> momentum_ready;
-  void save(Model<T>& m, Optimizer<T>& opt);
+  bool with_grads = false;
+  std::uint64_t dropout_calls = 0;
+  void save(Model<T>& m, Optimizer<T>& opt, bool with_grads = false);
   void restore(Model<T>& m, Optimizer<T>& opt);
 };
 

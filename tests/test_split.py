@@ -114,8 +114,10 @@ def test_when_fit_splits():
     assert training.thread_plan(1, small, 200, split=True) == (1, 1)
     assert training.thread_plan(2, small, 200, split=False) == (2, 1)  # predict, evaluate: never split
     seed = fm.Sequential(fm.Linear(784, 256), fm.ReLU(), fm.Linear(256, 10))
-    assert training.thread_plan(2, seed, 128, split=True) == (2, 1)  # big products: OpenBLAS's threads
-    assert training.thread_plan(2, seed, 256, split=True) == (1, 2)
+    assert training.thread_plan(2, seed, 32, split=True) == (2, 1)
+    assert training.thread_plan(2, seed, 64, split=True) == (2, 1)  # big products (12.8M): OpenBLAS's threads
+    assert training.thread_plan(2, seed, 256, split=True) == (2, 1)
+    assert training.thread_plan(None, seed, 256, split=True) == (2, 1)
     dropout = fm.Sequential(fm.Linear(5, 8), fm.Dropout(0.5), fm.Linear(8, 2))
     assert training.thread_plan(2, dropout, 500, split=True) == (2, 1)  # one mask stream per batch
     assert training.thread_plan(2, fm.Sequential(fm.Linear(5, 8), fm.Dropout(0.0), fm.Linear(8, 2)), 500,
@@ -148,3 +150,29 @@ def test_an_error_in_the_second_half_reaches_the_caller():
     for workers in (1, 2):
         st = m._core.train_epoch(X, y, {"kind": "cross_entropy"}, opt._core, 128, False, False, None, workers)
         assert np.isfinite(st["loss"])
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_row_deep_in_the_data_is_named_and_changes_nothing(n_threads, shuffle, bad):
+    # fit checks each batch as it gathers it (no separate pass over X): a bad row found after some
+    # steps were taken must still leave the model, its gradients and the optimizer as they were
+    rng = np.random.default_rng(5)
+    X, y = rng.standard_normal((1000, 5)), rng.integers(0, 4, 1000)
+    m = fm.Sequential(fm.Linear(5, 16), fm.ReLU(), fm.Dropout(0.0), fm.Linear(16, 4), seed=1, dtype="float64")
+    opt = fm.optim.Adam(m.parameters(), lr=1e-2)
+    m.fit(X, y, fm.CrossEntropyLoss(), opt, batch_size=128, verbose=0, n_threads=n_threads)
+    before = (weights(m), m._core.flat_grads().copy(), opt.state_dict(), m._core.epochs_done)
+    X[937, 3] = bad
+    with pytest.raises(ValueError, match=r"X contains NaN or infinity \(row 937\)"):
+        m.fit(X, y, fm.CrossEntropyLoss(), opt, epochs=3, batch_size=128, shuffle=shuffle, verbose=0,
+              n_threads=n_threads)
+    np.testing.assert_array_equal(weights(m), before[0])
+    np.testing.assert_array_equal(m._core.flat_grads(), before[1])
+    after = opt.state_dict()
+    assert after["state"][0]["step"] == before[2]["state"][0]["step"]
+    np.testing.assert_array_equal(after["state"][0]["exp_avg"], before[2]["state"][0]["exp_avg"])
+    assert m._core.epochs_done == before[3]
+    with pytest.raises(ValueError, match=r"X contains NaN or infinity \(row 937\)"):
+        m.predict(X, batch_size=100)

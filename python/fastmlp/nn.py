@@ -315,11 +315,14 @@ class Sequential(Module):
             self._params[k].data[...] = a
 
     # ---- compute
-    def _input(self, x: Any) -> np.ndarray:
+    def _input(self, x: Any, check: bool = True) -> np.ndarray:
+        """x as a 2-D float array of the model's dtype; check=False leaves its
+        finiteness to the caller (predict checks chunk by chunk in C++)."""
         if np.ndim(x) == 0:
             raise ValueError("input is a 0-D scalar; pass a 1-D sample or a 2-D (batch, features) array")
         a = as_float_array(x, self.dtype, "input")
-        check_finite(a, "input")
+        if check:
+            check_finite(a, "input")
         if a.ndim == 1:
             return a.reshape(1, -1)
         if a.ndim != 2:
@@ -372,9 +375,10 @@ class Sequential(Module):
         (a batch whose weights are all zero is skipped).
 
         ``n_threads`` bounds fastmlp's threads and OpenBLAS's together (None:
-        every core). With two or more, a model without dropout and batches of at
-        least 64 rows (256 when a layer's products are large) has each batch split
-        in two halves computed at once, each with single-threaded products, whose
+        every core). When the products are too small for OpenBLAS's threads (a
+        batch's largest product under 8M multiply-adds), a model without dropout
+        and batches of at least 64 rows, two or more threads split each batch in
+        two halves computed at once, each with single-threaded products, whose
         gradients are added before the step: the same update in another summation
         order (float64 agrees with one thread to ~1e-12), bit-reproducible for a
         given n_threads. Otherwise the products use the threads, or one thread

@@ -34,11 +34,12 @@ def auto_threads(model: Any, rows: int) -> int:
 
 
 # fit may split each batch between two threads that run single-threaded products
-# and add their gradients: measured faster than one thread for small products from
-# 64 rows on (1.2x at 64, 1.5-1.9x from 128), and than OpenBLAS's two threads from
-# 256 rows (3-7%); slower below (each half writes a whole gradient, and the halves
-# synchronise every batch).
-SPLIT_ROWS_SMALL, SPLIT_ROWS = 64, 256
+# and add their gradients. Measured: faster than one thread when the products are
+# too small for OpenBLAS to thread (SMALL_WORK), from 64 rows on (1.2x at 64 rows,
+# 1.5-1.9x from 128); slower below (each half writes a whole gradient, and the
+# halves synchronise every batch). With big products OpenBLAS's own threads win or
+# tie (the seed and large configs of bench/train_speed.py), so they keep them.
+SPLIT_ROWS = 64
 
 
 def _max_product(model: Any) -> int:
@@ -47,12 +48,13 @@ def _max_product(model: Any) -> int:
 
 def can_split(model: Any, rows: int) -> bool:
     """Whether fit splits batches of `rows` rows between two threads: no active
-    dropout (its masks come from one stream per batch) and enough rows."""
+    dropout (its masks come from one stream per batch), enough rows, and
+    products too small for OpenBLAS's threads."""
     from .nn import Dropout
 
     if any(isinstance(la, Dropout) and la.p > 0 for la in model):
         return False
-    return rows >= SPLIT_ROWS or (rows >= SPLIT_ROWS_SMALL and rows * _max_product(model) < SMALL_WORK)
+    return rows >= SPLIT_ROWS and rows * _max_product(model) < SMALL_WORK
 
 
 def thread_plan(n_threads: int | None, model: Any = None, rows: int = 0, split: bool = False) -> tuple[int, int]:
@@ -85,12 +87,16 @@ def blas_threads(n_threads: int | None, model: Any = None, rows: int = 0, split:
         _core.blas_set_num_threads(before)
 
 
-def _data(model: Any, X: Any, y: Any, loss_fn: _Loss, name: str) -> tuple[np.ndarray, np.ndarray]:
+def _data(model: Any, X: Any, y: Any, loss_fn: _Loss, name: str,
+          check_x: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """X and y checked and converted. check_x=False leaves X's finiteness to the
+    C++ loop, which checks each batch as it gathers it (no extra pass over X)."""
     a = as_float_array(X, model.dtype, name)
     if a.ndim != 2:
         raise ValueError(f"{name} must be 2-D (samples, features), got {a.ndim}-D; "
                          "reshape your data with X.reshape(-1, 1) for one feature or X.reshape(1, -1) for one sample")
-    check_finite(a, name)
+    if check_x:
+        check_finite(a, name)
     want = model.in_features
     if want is not None and a.shape[1] != want:
         raise ValueError(f"{name} has {a.shape[1]} features, but the model is expecting {want} features as input")
@@ -147,7 +153,7 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a fastmlp optimizer, got {type(optimizer).__name__}")
     core_opt = optimizer._core_for(model)
-    Xa, ta = _data(model, X, y, loss_fn, "X")
+    Xa, ta = _data(model, X, y, loss_fn, "X", check_x=False)
     val = None
     if validation_data is not None:
         if len(validation_data) != 2:
@@ -252,8 +258,7 @@ def _forward_chunks(model: Any, a: np.ndarray, batch_size: int | None, n_threads
 
 def predict(model: Any, X: Any, batch_size: int | None = None, n_threads: int | None = None) -> np.ndarray:
     one = np.ndim(X) == 1
-    a = model._input(X)
-    check_finite(a, "X")
+    a = model._input(X, check=False)  # finiteness: checked chunk by chunk in C++
     out = _forward_chunks(model, a, batch_size, n_threads)
     return out[0] if one else out
 

@@ -1,0 +1,20 @@
+// Finiteness checks, vectorized: the training loop checks each gathered batch
+// (already in cache for its products) instead of a separate pass over the data.
+#pragma once
+#include <string>
+
+#include "common.h"
+
+namespace fastmlp {
+
+// True if none of p (n) is NaN or infinite.
+template <class T>
+bool all_finite(const T* p, idx n);
+
+// Throws value_error "<what> contains NaN or infinity (row r)" naming the first
+// such row of x (rows, cols) if there is one: row r of x is row index[r] of the
+// caller's data if index is given, else first_row + r.
+template <class T>
+void check_rows_finite(const T* x, idx rows, idx cols, const char* what, idx first_row, const idx* index = nullptr);
+
+}  // namespace fastmlp
