@@ -73,12 +73,17 @@ double huber_loss_forward(const LossSpec<T>& sp, const T* x, const T* t, T* dout
 template <class T>
 double bce_with_logits_loss_forward(const LossSpec<T>& sp, const T* x, const T* t, T* dout, idx B, idx C) {
   const T* pw = sp.pos_weight;
-  return elementwise_loss(sp, x, t, dout, B, C, [pw](double xi, double ti, idx j) {
+  const double clip = sp.log_clip, lo = clip > 0 ? -std::log1p(-clip) : 0, hi = clip > 0 ? -std::log(clip) : 0;
+  return elementwise_loss(sp, x, t, dout, B, C, [pw, clip, lo, hi](double xi, double ti, idx j) {
     const double L = pw ? 1.0 + (double(pw[j]) - 1.0) * ti : 1.0;
     const double e = std::exp(-std::fabs(xi));
     const double sig_neg = xi >= 0 ? e / (1 + e) : 1 / (1 + e);  // sigma(-x)
-    return std::pair<double, double>((1 - ti) * xi + L * (std::max(-xi, 0.0) + std::log1p(e)),
-                                     (1 - ti) - L * sig_neg);
+    const double sp_neg = std::max(-xi, 0.0) + std::log1p(e);  // log(1 + e^-x) = -log sigma(x)
+    if (clip > 0) {  // -t log p - (1 - t) log(1 - p) with p clipped; -log(1 - p) = x - log sigma(x)
+      const double a = std::min(std::max(sp_neg, lo), hi), b = std::min(std::max(xi + sp_neg, lo), hi);
+      return std::pair<double, double>((pw ? double(pw[j]) : 1.0) * ti * a + (1 - ti) * b, (1 - ti) - L * sig_neg);
+    }
+    return std::pair<double, double>((1 - ti) * xi + L * sp_neg, (1 - ti) - L * sig_neg);
   });
 }
 
@@ -162,7 +167,9 @@ FASTMLP_SIMD double cross_entropy_rows(const LossSpec<T>& sp, const T* x, const 
       const idx yr = y[r];
       const double wy = sp.weight ? double(sp.weight[yr]) : 1.0;
       const double w = sp.sample_weight ? double(sp.sample_weight[r]) : 1.0;
-      double loss = (1 - eps) * wy * (lse - double(xr[yr]));
+      double nll = lse - double(xr[yr]);  // -log p_y
+      if (sp.log_clip > 0) nll = std::min(std::max(nll, -std::log1p(-sp.log_clip)), -std::log(sp.log_clip));
+      double loss = (1 - eps) * wy * nll;
       if (eps > 0) {
         double smooth = 0;
         for (idx j = 0; j < C; ++j) smooth += (sp.weight ? double(sp.weight[j]) : 1.0) * (lse - double(xr[j]));

@@ -23,6 +23,11 @@ struct LossSpec {
   // Extensions beyond PyTorch (used by the scikit-learn estimators):
   const T* sample_weight = nullptr;  // (B) per-row weights: 'mean' becomes the weighted mean over rows
   double scale = 1.0;                // multiplies the loss and its gradient (e.g. 0.5 for half squared error)
+  double log_clip = 0;  // > 0: the reported value of cross-entropy / BCE takes probabilities clipped to
+                        // [log_clip, 1 - log_clip], as scikit-learn's log_loss (the gradient is not clipped)
+  double l2 = 0;        // train_epoch only: scikit-learn's alpha, an L2 penalty 0.5 l2 |W|^2 / (the batch's
+                        // weight sum) on every Linear weight (not biases), added to the gradient and
+                        // reported apart from the loss
 };
 
 // out is (B, C). With sample weights w, 'mean' is sum_r w_r l_r / sum_r w_r,

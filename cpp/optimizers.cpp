@@ -130,6 +130,20 @@ FASTMLP_SIMD void adam_step(const OptimConfig& c, std::int64_t step, T* p, const
   const T step_size = T(c.lr / bc1), bc2_sqrt = T(std::sqrt(bc2));
   const T b1c = T(1 - c.beta1), b2 = T(c.beta2), b2c = T(1 - c.beta2), eps = T(c.eps);
   const T wd = T(c.weight_decay), decay = T(1 - c.lr * c.weight_decay), sign = c.maximize ? T(-1) : T(1);
+  if (c.sklearn_adam) {
+    const T lr_t = T(c.lr * std::sqrt(bc2) / bc1), b1 = T(c.beta1);
+    for (idx i = 0; i < n; ++i) {
+      T d = sign * g[i];
+      if (decoupled) p[i] *= decay;
+      else d += wd * p[i];
+      m[i] = b1 * m[i] + b1c * d;
+      v[i] = b2 * v[i] + b2c * d * d;
+      T vhat = v[i];
+      if (c.amsgrad) { vmax[i] = std::max(vmax[i], v[i]); vhat = vmax[i]; }
+      p[i] -= lr_t * (m[i] / (std::sqrt(vhat) + eps));
+    }
+    return;
+  }
   for (idx i = 0; i < n; ++i) {
     T d = sign * g[i];
     if (decoupled) p[i] *= decay;

@@ -23,6 +23,9 @@ struct OptimConfig {
   double beta1 = 0.9, beta2 = 0.999;               // Adam, AdamW
   bool amsgrad = false;
   double eps = 1e-8;
+  // Adam in scikit-learn's form (its estimators): m = b1 m + (1 - b1) g and
+  // p -= lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps), eps before the bias correction
+  bool sklearn_adam = false;
 };
 
 // How many state values each optimizer keeps per parameter element.

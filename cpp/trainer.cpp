@@ -53,6 +53,34 @@ void Snapshot<T>::restore(Model<T>& m, Optimizer<T>& opt) {
 }
 
 namespace {
+// g (n) += k w (n); returns sum w^2 (eight partial sums, so that it vectorizes)
+template <class T>
+FASTMLP_SIMD double l2_grad(const T* w, T* g, idx n, T k) {
+  double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  idx i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) {
+      part[l] += double(w[i + l]) * double(w[i + l]);
+      g[i + l] += k * w[i + l];
+    }
+  for (; i < n; ++i) {
+    part[0] += double(w[i]) * double(w[i]);
+    g[i] += k * w[i];
+  }
+  return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+}
+
+// scikit-learn's L2 step for a batch whose weights sum to wsum: every Linear
+// weight's gradient += l2 / wsum * W; returns the penalty 0.5 l2 |W|^2 / wsum
+template <class T>
+double l2_penalty_step(Model<T>& m, double l2, double wsum) {
+  double sq = 0;
+  const T k = T(l2 / wsum);
+  for (const ParamSlot& s : m.slots())
+    if (!s.bias) sq += l2_grad(m.params() + s.offset, m.grads() + s.offset, s.rows * s.cols, k);
+  return 0.5 * l2 * sq / wsum;
+}
+
 // out (n) += in (n)
 template <class T>
 FASTMLP_SIMD void add_into(T* out, const T* in, idx n) {
@@ -133,7 +161,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
     buf.half[1].grads = buf.grads2.data();
   }
   buf.snapshot.save(m, opt, true);
-  double loss_sum = 0;
+  double loss_sum = 0, penalty_sum = 0;
   LossSpec<T> sp = loss;  // its sample_weight points at the batch's weights
   const idx C = m.out_features(d.in);
   try {  // bad data (a non-finite input row, a bad label) leaves the model as the epoch found it
@@ -206,6 +234,14 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       st.diverged = true;
       break;
     }
+    if (loss.l2 > 0) {
+      double wsum = double(b);
+      if (sp.sample_weight) {
+        wsum = 0;
+        for (idx r = 0; r < b; ++r) wsum += double(sp.sample_weight[r]);
+      }
+      penalty_sum += l2_penalty_step(m, loss.l2, wsum) * double(b);
+    }
     opt.step();
     loss_sum += value * double(b);
     st.samples += b;
@@ -227,6 +263,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
     st.diverged = st.restored = true;
   }
   st.loss = st.samples ? loss_sum / double(st.samples) : std::nan("");
+  st.penalty = st.samples ? penalty_sum / double(st.samples) : 0.0;
   if (!st.stopped && !st.diverged) ++m.epochs_done;
   return st;
 }

@@ -24,6 +24,7 @@ struct Dataset {
 
 struct EpochStats {
   double loss = 0;      // mean of the batch losses, weighted by batch size
+  double penalty = 0;   // the same mean of the batches' L2 penalties (LossSpec::l2)
   idx samples = 0;      // samples trained on (fewer than N if stopped)
   idx correct = 0;      // argmax matches, when counted
   idx batches = 0;

@@ -171,6 +171,10 @@ LossSpec<T> parse_loss(const py::dict& d, idx rows, idx C) {
   s.log_input = get<bool>(d, "log_input", true);
   s.eps = get<double>(d, "eps", 1e-8);
   s.scale = get<double>(d, "scale", 1.0);
+  s.log_clip = get<double>(d, "log_clip", 0.0);
+  s.l2 = get<double>(d, "l2", 0.0);
+  if (!(s.log_clip >= 0 && s.log_clip < 0.5)) throw value_error("log_clip must be in [0, 0.5)");
+  if (!(s.l2 >= 0) || !std::isfinite(s.l2)) throw value_error("l2 must be a finite number >= 0");
   return s;
 }
 
@@ -199,6 +203,7 @@ OptimConfig parse_optim(const py::dict& d) {
   c.amsgrad = get<bool>(d, "amsgrad", c.amsgrad);
   c.eps = get<double>(d, "eps", c.eps);
   optim_check_config(c);
+  c.sklearn_adam = get<bool>(d, "sklearn_adam", c.sklearn_adam);
   return c;
 }
 
@@ -436,6 +441,7 @@ void bind_dtype(py::module_& m, const char* suffix) {
         if (interrupted) throw py::error_already_set();
         py::dict out;
         out["loss"] = st.loss;
+        out["l2_penalty"] = st.penalty;
         out["samples"] = st.samples;
         out["correct"] = st.correct;
         out["batches"] = st.batches;

@@ -74,13 +74,9 @@ def assert_same_params(a, b, rtol=1e-9, atol=1e-10):
 
 
 # ---------------------------------------------------------------- exact trajectories (float64)
-# Loss values: the L2 term of an epoch's loss (scikit-learn: the weights before each batch) is
-# interpolated between the epoch's start and end weights: exact with one batch per epoch, within 1e-4
-# when the weights move smoothly; with several batches per epoch only the weights are compared for
-# the configurations with large steps (WILD). scikit-learn also clips its log-loss at -log(2.2e-16)
-# per sample (the gradient is not clipped), which the learning rate of 0.5 reaches (CLIPPED).
-WILD = ({"learning_rate_init": 0.5}, {"alpha": 0.3}, {"alpha": 0.5})
-CLIPPED = {"learning_rate_init": 0.5}
+# Weights, predictions and loss curves, every epoch: scikit-learn's L2 penalty per batch (over the
+# batch's weight sum, so a smaller last batch has its own), Adam's epsilon before the bias
+# correction, and its log-loss clipped at -log(2.2e-16) per sample (the rate of 0.5 reaches it).
 
 CLF_CONFIGS = [
     dict(solver="sgd", momentum=0.0),
@@ -94,20 +90,11 @@ CLF_CONFIGS = [
     dict(solver="sgd", activation="logistic"),
     dict(solver="sgd", activation="identity", hidden_layer_sizes=(4,)),
     dict(solver="sgd", hidden_layer_sizes=()),
-    dict(solver="adam", batch_size=140),  # one batch per epoch: Adam's epsilon placement is then exact
-    dict(solver="adam", batch_size=140, beta_1=0.8, beta_2=0.99, epsilon=1e-6),
+    dict(solver="adam"),
+    dict(solver="adam", beta_1=0.8, beta_2=0.99, epsilon=1e-6, alpha=0.3),
+    dict(solver="adam", batch_size=30),  # the last batch of an epoch is smaller (20 rows): its own L2 scale
     dict(solver="lbfgs", max_iter=5),
 ]
-
-
-def _loss_rtol(kw, n):
-    if all(kw.get(k) == v for k, v in CLIPPED.items()):
-        return None
-    if kw["solver"] == "lbfgs" or kw["batch_size"] >= n:
-        return 1e-10
-    if any(all(kw.get(k) == v for k, v in w.items()) for w in WILD):
-        return None
-    return 1e-4
 
 
 @pytest.mark.parametrize("batch_size", [20, 140])
@@ -126,12 +113,10 @@ def test_classifier_follows_sklearn(config, target, batch_size):
     b = fm.MLPClassifier(dtype="float64", **kw).fit(X, y)
     assert_same_params(a, b)
     assert b.n_iter_ == a.n_iter_ and b.t_ == a.t_
-    rtol = _loss_rtol(kw, len(X))
-    if rtol is not None:
-        np.testing.assert_allclose(b.loss_, a.loss_, rtol=rtol)
-        if kw["solver"] != "lbfgs":
-            np.testing.assert_allclose(b.loss_curve_, a.loss_curve_, rtol=rtol)
-            assert b.best_loss_ == pytest.approx(a.best_loss_, rel=rtol)
+    np.testing.assert_allclose(b.loss_, a.loss_, rtol=1e-10)
+    if kw["solver"] != "lbfgs":
+        np.testing.assert_allclose(b.loss_curve_, a.loss_curve_, rtol=1e-10)
+        assert b.best_loss_ == pytest.approx(a.best_loss_, rel=1e-10)
     np.testing.assert_allclose(b.predict_proba(X), a.predict_proba(X), rtol=1e-9, atol=1e-12)
     np.testing.assert_array_equal(b.predict(X), a.predict(X))
     np.testing.assert_array_equal(b.classes_, a.classes_)
@@ -170,12 +155,10 @@ def test_regressor_follows_sklearn(config, outputs, loss):
     a = SKRegressor(**kwl).fit(X, y)
     b = fm.MLPRegressor(dtype="float64", **kwl).fit(X, y)
     assert_same_params(a, b)
-    # half squared error / half Poisson deviance (+ the L2 term, see WILD above)
-    rtol = _loss_rtol(kw, len(X))
-    if rtol is not None:
-        np.testing.assert_allclose(b.loss_, a.loss_, rtol=rtol)
-        if kw["solver"] != "lbfgs":
-            np.testing.assert_allclose(b.loss_curve_, a.loss_curve_, rtol=rtol)
+    # half squared error / half Poisson deviance + the L2 penalty
+    np.testing.assert_allclose(b.loss_, a.loss_, rtol=1e-10)
+    if kw["solver"] != "lbfgs":
+        np.testing.assert_allclose(b.loss_curve_, a.loss_curve_, rtol=1e-10)
     np.testing.assert_allclose(b.predict(X), a.predict(X), rtol=1e-9)
     assert b.predict(X).shape == a.predict(X).shape
     assert b.out_activation_ == a.out_activation_
@@ -239,16 +222,19 @@ def test_regressor_early_stopping_follows_sklearn():
 
 
 @needs_sk_sw
-@pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
-def test_sample_weight_follows_sklearn(solver):
+@pytest.mark.parametrize("solver, batch_size", [("sgd", 140), ("sgd", 30), ("adam", 30), ("lbfgs", 140)])
+def test_sample_weight_follows_sklearn(solver, batch_size):
+    # several batches: each batch's L2 penalty is over its own weight sum
     X, y = _iris()
     sw = np.random.RandomState(0).rand(len(y)) * 2
-    kw = dict(hidden_layer_sizes=(7,), shuffle=False, batch_size=140, random_state=1, max_iter=20,
+    kw = dict(hidden_layer_sizes=(7,), shuffle=False, batch_size=batch_size, random_state=1, max_iter=20,
               learning_rate_init=0.05, solver=solver, alpha=0.1)
     a = SKClassifier(**kw).fit(X, y, sample_weight=sw)
     b = fm.MLPClassifier(dtype="float64", **kw).fit(X, y, sample_weight=sw)
     assert_same_params(a, b, rtol=1e-8)
     assert b.loss_ == pytest.approx(a.loss_, rel=1e-9)
+    if solver != "lbfgs":
+        np.testing.assert_allclose(b.loss_curve_, a.loss_curve_, rtol=1e-9)
 
 
 def test_partial_fit_follows_sklearn_and_fit():

@@ -12,17 +12,16 @@ What follows scikit-learn exactly
     for binary and multilabel targets, identity + half squared error or
     exp + half Poisson deviance for regression), the weight initialisation
     (Glorot uniform drawn from ``random_state`` in scikit-learn's order), the L2
-    penalty ``0.5 * alpha * ||W||^2 / n_samples`` on the weights of every batch,
+    penalty ``0.5 * alpha * ||W||^2 / (the batch's weight sum)`` on the weights
+    of every batch, Adam's update (``epsilon`` before the bias correction), the
+    log-loss clipped at the dtype's epsilon in ``loss_curve_``,
     the SGD velocity rule (momentum, Nesterov), the learning-rate schedules
     ('constant', 'invscaling', 'adaptive'), ``tol``/``n_iter_no_change``
     convergence, ``early_stopping`` with a ``validation_fraction`` split,
     ``warm_start``, ``partial_fit`` and L-BFGS through ``scipy.optimize``.
 
 Known small differences
-    Adam adds ``epsilon`` after the bias correction (PyTorch's placement);
-    the L2 term of a smaller last batch uses the full ``batch_size``; the L2
-    part of ``loss_curve_`` interpolates the weight norm within an epoch
-    (exact with one batch per epoch); the rows are shuffled by fastmlp's
+    The rows are shuffled by fastmlp's
     generator (seeded from ``random_state``), not NumPy's; the
     ``early_stopping`` split is stratified for binary and multiclass targets
     (as scikit-learn documents), not only for binary ones. For several regression
@@ -141,31 +140,44 @@ def _weighted_mean(v: np.ndarray, sw: np.ndarray | None) -> np.ndarray:
     return np.average(v, weights=sw, axis=0)
 
 
-# ---- losses with a scale factor (scikit-learn's half squared error, sums over outputs)
-class _Scaled:
-    _scale = 1.0
+# ---- the engine's losses with scikit-learn's extras: a scale factor (half squared error,
+# sums over outputs), the L2 penalty applied per batch, log-loss clipping in the reported value
+class _Extras:
+    _extras: dict = {}
 
     def _spec(self, dtype: np.dtype) -> dict:
         spec = super()._spec(dtype)  # type: ignore[misc]
-        spec["scale"] = self._scale
+        spec.update(self._extras)
         return spec
 
 
-class _MSELoss(_Scaled, _losses.MSELoss):
+class _MSELoss(_Extras, _losses.MSELoss):
     pass
 
 
-class _BCEWithLogitsLoss(_Scaled, _losses.BCEWithLogitsLoss):
+class _BCEWithLogitsLoss(_Extras, _losses.BCEWithLogitsLoss):
     pass
 
 
-class _PoissonNLLLoss(_Scaled, _losses.PoissonNLLLoss):
+class _CrossEntropyLoss(_Extras, _losses.CrossEntropyLoss):
     pass
 
 
-def _scaled(loss: Any, scale: float) -> Any:
-    loss._scale = float(scale)
+class _PoissonNLLLoss(_Extras, _losses.PoissonNLLLoss):
+    pass
+
+
+def _with(loss: Any, **extras: float) -> Any:
+    loss._extras = {**loss._extras, **extras}
     return loss
+
+
+class _SklearnAdam(_optim.Adam):
+    """Adam in scikit-learn's form: epsilon added before the bias correction."""
+
+    def __init__(self, params: Any, lr: float, betas: tuple, eps: float) -> None:
+        _optim.Optimizer.__init__(self, params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=0.0,
+                                                     amsgrad=False, maximize=False, sklearn_adam=True))
 
 
 class _BaseMLP(BaseEstimator):
@@ -426,11 +438,11 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"X_val has {X_val.shape[0]} samples, y_val has {y_val.shape[0]}")
         return X_val, y_val, self._encode_val(y_val), None
 
-    def _weight_decay(self, sw: np.ndarray | None, batch_size: int) -> float:
-        if self.solver == "adamw":
-            return float(self.alpha)
-        mean_w = 1.0 if sw is None else float(np.mean(sw))
-        return float(self.alpha) / (batch_size * mean_w)
+    def _weight_decay(self) -> float:
+        """The optimizer's weight decay: alpha for 'adamw' (decoupled); 0 for the
+        others, whose L2 penalty is scikit-learn's, applied per batch by the C++
+        loop (the loss spec's 'l2')."""
+        return float(self.alpha) if self.solver == "adamw" else 0.0
 
     def _make_optimizer(self, lr: float, wd: float) -> Any:
         weights = [la.weight for la in self._linear_layers()]
@@ -441,7 +453,7 @@ class _BaseMLP(BaseEstimator):
             return _optim.SGD(groups, lr=lr, momentum=float(self.momentum),
                               nesterov=bool(self.nesterovs_momentum) and self.momentum > 0)
         if s == "adam":
-            return _optim.Adam(groups, lr=lr, betas=(self.beta_1, self.beta_2), eps=self.epsilon)
+            return _SklearnAdam(groups, lr=lr, betas=(self.beta_1, self.beta_2), eps=self.epsilon)
         if s == "adamw":
             return _optim.AdamW(groups, lr=lr, betas=(self.beta_1, self.beta_2), eps=self.epsilon)
         if s == "rmsprop":
@@ -462,10 +474,6 @@ class _BaseMLP(BaseEstimator):
                     st["momentum_buffer"] *= old / lr
         for g in opt.param_groups:
             g["lr"] = lr
-
-    def _weights_sq(self) -> float:
-        return float(sum(np.dot(w.ravel(), w.ravel()) for w in (la.weight.data.astype(np.float64, copy=False)
-                                                                 for la in self._linear_layers())))
 
     def _fit_stochastic(self, X: np.ndarray, Y: np.ndarray, sw: np.ndarray | None, incremental: bool,
                         rs: np.random.RandomState, init: list | None, layer_units: list, dtype: np.dtype,
@@ -515,11 +523,14 @@ class _BaseMLP(BaseEstimator):
         Xc = np.ascontiguousarray(X_train, dtype=dtype)
         t = self._target(Y_train)
         swc = None if sw_train is None else np.ascontiguousarray(sw_train, dtype=dtype)
-        mean_w = 1.0 if sw_train is None else float(np.mean(sw_train))
         loss_fn, factor = self._loss()
+        # scikit-learn's L2 penalty (per batch, over the batch's weight sum) except for 'adamw',
+        # whose decay is decoupled; its log-loss clips probabilities at the dtype's epsilon
+        loss_fn = _with(loss_fn, l2=0.0 if self.solver == "adamw" else float(self.alpha),
+                        log_clip=float(np.finfo(dtype).eps) if isinstance(self, ClassifierMixin) else 0.0)
         const = self._loss_constant(Y_train, sw_train)
 
-        wd = self._weight_decay(sw_train, batch_size)
+        wd = self._weight_decay()
         state = self.__dict__.get("_optimizer_state")
         if incremental and state is not None and state["solver"] == self.solver:
             opt = self._make_optimizer(state["param_groups"][0]["lr"], wd)
@@ -531,28 +542,16 @@ class _BaseMLP(BaseEstimator):
             self._lr = float(self.learning_rate_init)
             opt = self._make_optimizer(self._lr, wd)
 
-        def prepare_epoch() -> None:  # the learning rate and Adam's eps of the coming epoch
+        def prepare_epoch() -> None:  # the learning rate of the coming epoch
             self._set_lr(opt, self._lr)
-            if self.solver == "adam":
-                # scikit-learn adds epsilon to sqrt(v) before the bias correction, PyTorch after it:
-                # the same update with eps = epsilon / sqrt(1 - beta_2^t), t taken mid-epoch
-                corr = 1.0 - float(self.beta_2) ** (steps + (n_batches + 1) / 2)
-                eps = self.epsilon / np.sqrt(corr) if corr > 0 else self.epsilon
-                for g in opt.param_groups:
-                    g["eps"] = float(eps)
 
-        w_sq = self._weights_sq()
         stopped = False
 
         def end_of_epoch(epoch: int, logs: dict) -> bool:
             """scikit-learn's bookkeeping after each epoch; True stops the fit."""
-            nonlocal steps, w_sq, stopped
+            nonlocal steps, stopped
             steps += n_batches
-            w_sq_end = self._weights_sq()
-            w_sq_avg = w_sq + (w_sq_end - w_sq) * (n_batches - 1) / (2 * n_batches)
-            w_sq = w_sq_end
-            loss = logs["loss"] * factor + const
-            loss += 0.5 * self.alpha * n_batches * w_sq_avg / (n_samples * mean_w)
+            loss = logs["loss"] * factor + const + logs.get("l2_penalty", 0.0)
 
             self.n_iter_ += 1
             self.loss_ = float(loss)
@@ -956,8 +955,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _loss(self) -> tuple:
         if self._multiclass():
-            return _losses.CrossEntropyLoss(), 1.0
-        return _scaled(_BCEWithLogitsLoss(), self.n_outputs_), 1.0
+            return _CrossEntropyLoss(), 1.0
+        return _with(_BCEWithLogitsLoss(), scale=self.n_outputs_), 1.0
 
     def _loss_constant(self, Y: np.ndarray, sw: np.ndarray | None) -> float:
         return 0.0
@@ -1166,10 +1165,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _loss(self) -> tuple:
         k = self.n_outputs_
         if self.loss == "poisson":
-            return _scaled(_PoissonNLLLoss(log_input=True), k), 1.0
+            return _with(_PoissonNLLLoss(log_input=True), scale=k), 1.0
         # scikit-learn's gradient is that of 0.5 * (squared error summed over outputs);
         # its reported loss averages over the outputs
-        return _scaled(_MSELoss(), 0.5 * k), 1.0 / k
+        return _with(_MSELoss(), scale=0.5 * k), 1.0 / k
 
     def _loss_constant(self, Y: np.ndarray, sw: np.ndarray | None) -> float:
         """The part of the half Poisson deviance that does not depend on the

@@ -204,6 +204,8 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                     raise FloatingPointError(f"training diverged: {where}. Try a lower learning rate, "
                                              "or standardize the inputs.")
                 logs: dict[str, float] = {"loss": float(st["loss"])}
+                if spec.get("l2"):  # the estimators' L2 penalty, apart from the loss
+                    logs["l2_penalty"] = float(st["l2_penalty"])
                 if classify and st["samples"]:
                     logs["accuracy"] = st["correct"] / st["samples"]
                 if val is not None:

@@ -80,7 +80,7 @@ class Optimizer:
         for k, v in group.items():
             if keys is not None and k not in keys:
                 continue
-            if k in ("nesterov", "centered", "amsgrad", "maximize"):
+            if k in ("nesterov", "centered", "amsgrad", "maximize", "sklearn_adam"):
                 if not isinstance(v, (bool, np.bool_)):
                     raise TypeError(f"{k} must be True or False, got {v!r}")
             elif k == "betas":
