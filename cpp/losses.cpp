@@ -124,6 +124,9 @@ template <class T>
 FASTMLP_SIMD double cross_entropy_rows(const LossSpec<T>& sp, const T* x, const std::int64_t* y, T* dout, idx B,
                                        idx C, double k, double wall) {
   const double eps = sp.label_smoothing, c = eps / double(C);
+  // the reported -log p_y with p_y clipped to [log_clip, 1 - log_clip]
+  const bool clip = sp.log_clip > 0;
+  const double clip_lo = clip ? -std::log1p(-sp.log_clip) : 0, clip_hi = clip ? -std::log(sp.log_clip) : 0;
   double e[kTile], mrow[kTile];
   const idx R = C > 0 && C <= kTile ? kTile / C : 1;  // rows per tile
   double total = 0;
@@ -168,7 +171,7 @@ FASTMLP_SIMD double cross_entropy_rows(const LossSpec<T>& sp, const T* x, const 
       const double wy = sp.weight ? double(sp.weight[yr]) : 1.0;
       const double w = sp.sample_weight ? double(sp.sample_weight[r]) : 1.0;
       double nll = lse - double(xr[yr]);  // -log p_y
-      if (sp.log_clip > 0) nll = std::min(std::max(nll, -std::log1p(-sp.log_clip)), -std::log(sp.log_clip));
+      if (clip) nll = std::min(std::max(nll, clip_lo), clip_hi);
       double loss = (1 - eps) * wy * nll;
       if (eps > 0) {
         double smooth = 0;
