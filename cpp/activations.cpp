@@ -34,19 +34,18 @@ struct LeakyReLUF {
   template <class T> T bwd(T dy, T x, T) const { return x > T(0) ? dy : T(slope) * dy; }
 };
 
-// ---- Sigmoid: y = 1 / (1 + e^-x), with e = e^-|x| so that nothing overflows; in
-// double, rounded once to T
+// ---- Sigmoid: y = 1 / (1 + e^-x), with e = e^-|x| so that nothing overflows
 struct SigmoidF {
   template <class T> T fwd(T x) const {
-    const double e = vexp(-std::fabs(double(x)));
-    return T(x >= T(0) ? 1.0 / (1.0 + e) : e / (1.0 + e));
+    const T e = vexp(-std::fabs(x));
+    return x >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
   }
   template <class T> T bwd(T dy, T, T y) const { return dy * y * (T(1) - y); }
 };
 
-// ---- Tanh: dy/dx = 1 - y^2; in double, rounded once to T
+// ---- Tanh: dy/dx = 1 - y^2
 struct TanhF {
-  template <class T> T fwd(T x) const { return T(vtanh(double(x))); }
+  template <class T> T fwd(T x) const { return vtanh(x); }
   template <class T> T bwd(T dy, T, T y) const { return dy * (T(1) - y * y); }
 };
 

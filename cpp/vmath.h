@@ -81,4 +81,59 @@ inline double vtanh(double x) {
   return __builtin_copysign(-u / (u + 2.0), x);
 }
 
+// ---- float versions (8 bytes fewer per element: twice the lanes, and shorter
+// series): within 2 ulp (exp) and 4 ulp (tanh) of the correctly rounded float.
+inline float bits_to_float(std::uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+inline std::uint32_t float_to_bits(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+// e^r - 1 for |r| <= ln2 / 2, Taylor to r^7 (truncation < 6e-9 relative)
+inline float expm1_taylor(float r) {
+  float q = 1.0f / 5040.0f;
+  q = q * r + 1.0f / 720.0f;
+  q = q * r + 1.0f / 120.0f;
+  q = q * r + 1.0f / 24.0f;
+  q = q * r + 1.0f / 6.0f;
+  q = q * r + 0.5f;
+  return r + (q * r) * r;
+}
+
+// e^x for float x: 0 below -87.3365 (results under FLT_MIN), +inf above 88.7228
+inline float vexp(float x) {
+  constexpr float lo = -87.33654475f, hi = 88.72283906f;
+  constexpr float log2e = 1.44269504f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+  constexpr float shifter = 12582912.0f;  // 1.5 * 2^23
+  const float xc = x < lo ? lo : (x > hi ? hi : x);
+  const float t = xc * log2e + shifter;
+  const float n = t - shifter;
+  const std::int32_t k = static_cast<std::int32_t>(float_to_bits(t) - float_to_bits(shifter));
+  const float r = (xc - n * ln2_hi) - n * ln2_lo;
+  const float p = 1.0f + expm1_taylor(r);
+  // n is in [-126, 128]: 2^n as 2^k1 * 2^k2, k1 = floor(n / 2)
+  const std::int32_t k1 = static_cast<std::int32_t>(static_cast<std::uint32_t>(k + 252) >> 1) - 126, k2 = k - k1;
+  const float s1 = bits_to_float(static_cast<std::uint32_t>(k1 + 127) << 23);
+  const float s2 = bits_to_float(static_cast<std::uint32_t>(k2 + 127) << 23);
+  float y = p * s1 * s2;
+  y = x < lo ? 0.0f : y;
+  y = x > hi ? __builtin_inff() : y;
+  return x != x ? x : y;
+}
+
+inline float vexpm1(float x) {
+  const float small = expm1_taylor(x), big = vexp(x) - 1.0f;
+  return (x <= 0.34657359f && x >= -0.34657359f) ? small : big;
+}
+
+inline float vtanh(float x) {
+  const float u = vexpm1(-2.0f * __builtin_fabsf(x));
+  return __builtin_copysignf(-u / (u + 2.0f), x);
+}
+
 }  // namespace fastmlp
