@@ -477,3 +477,27 @@ def test_cross_entropy_other_negative_ignore_index():
     check_loss(fm.CrossEntropyLoss(ignore_index=-1, label_smoothing=0.1), x, y, v, gr, "float64")
     with pytest.raises(ValueError):
         fm.CrossEntropyLoss()(x, y)  # -1 is out of range when it is not the ignore_index
+
+
+# ---- the estimators' extension keys: scikit-learn's log-loss clipping (value only)
+def test_log_clip_caps_the_reported_log_loss_not_the_gradient():
+    eps = np.finfo(np.float64).eps
+    x = np.array([[1000.0, 0.0], [0.0, 1000.0], [3.0, -1.0]])
+    y = np.array([1, 1, 0])
+    plain, g_plain = fm._core.loss_forward64({"kind": "cross_entropy"}, x, y, True)
+    clipped, g_clip = fm._core.loss_forward64({"kind": "cross_entropy", "log_clip": eps}, x, y, True)
+    # row 0: -log p_y = 1000, capped at -log(eps); row 1: p_y = 1, raised to -log(1 - eps); row 2 unchanged
+    row2 = np.logaddexp(3.0, -1.0) - 3.0
+    assert plain == pytest.approx((1000 + 0 + row2) / 3, rel=1e-12)
+    assert clipped == pytest.approx((-np.log(eps) - np.log1p(-eps) + row2) / 3, rel=1e-12)
+    np.testing.assert_array_equal(g_clip, g_plain)
+    t = np.array([[1.0], [0.0]])
+    xb = np.array([[-800.0], [800.0]])  # both certain and wrong: sigma clipped to eps / 1 - eps
+    v, _ = fm._core.loss_forward64({"kind": "bce_with_logits", "log_clip": eps}, xb, t, True)
+    assert v == pytest.approx(-np.log(eps), rel=1e-12)
+
+
+@pytest.mark.parametrize("key, value", [("log_clip", 0.7), ("log_clip", -1.0), ("l2", -1.0), ("l2", np.inf)])
+def test_extension_keys_are_checked(key, value):
+    with pytest.raises(ValueError, match=key):
+        fm._core.loss_forward64({"kind": "cross_entropy", key: value}, np.zeros((2, 3)), np.zeros(2, np.int64), True)
