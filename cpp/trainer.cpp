@@ -180,10 +180,16 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
         sp.sample_weight = buf.wb.data();
       }
     }
-    if (sp.sample_weight) {  // a batch with no weight carries no information: skip it
+    if (sp.sample_weight) {  // a batch with no weight carries no information: skip it (its rows still checked)
       double w = 0;
       for (idx r = 0; r < b; ++r) w += double(sp.sample_weight[r]);
-      if (w == 0) continue;
+      if (w == 0) {
+        for (idx r = 0; r < b; ++r) {
+          const idx row = p ? p[r] : start + r;
+          check_rows_finite(d.X + row * d.in, 1, d.in, "X", row);
+        }
+        continue;
+      }
     }
     double value;
     const double denom = split && b >= 2 ? loss_mean_denominator(sp, b, C, lb) : 0;

@@ -176,3 +176,23 @@ def test_a_non_finite_row_deep_in_the_data_is_named_and_changes_nothing(n_thread
     assert m._core.epochs_done == before[3]
     with pytest.raises(ValueError, match=r"X contains NaN or infinity \(row 937\)"):
         m.predict(X, batch_size=100)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_non_finite_rows_are_found_without_training_on_them(n_threads):
+    # rows that no step uses are still checked: fit with 0 epochs, and a batch whose weights are all zero
+    # (skipped) -- found by the fuzzer (fuzz/fuzz_arrays.py)
+    rng = np.random.default_rng(6)
+    X, y = rng.standard_normal((512, 5)), rng.integers(0, 4, 512)
+    X[300, 1] = np.nan
+    m = net("float64")
+    opt = fm.optim.SGD(m.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        m.fit(X, y, fm.CrossEntropyLoss(), opt, epochs=0, verbose=0, n_threads=n_threads)
+    sw = np.ones(512)
+    sw[256:] = 0  # the second batch of 256 is skipped
+    before = weights(m)
+    with pytest.raises(ValueError, match=r"X contains NaN or infinity \(row 300\)"):
+        m.fit(X, y, fm.CrossEntropyLoss(), opt, batch_size=256, shuffle=False, verbose=0, n_threads=n_threads,
+              sample_weight=sw)
+    np.testing.assert_array_equal(weights(m), before)

@@ -153,7 +153,7 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a fastmlp optimizer, got {type(optimizer).__name__}")
     core_opt = optimizer._core_for(model)
-    Xa, ta = _data(model, X, y, loss_fn, "X", check_x=False)
+    Xa, ta = _data(model, X, y, loss_fn, "X", check_x=epochs == 0)  # else checked batch by batch in C++
     val = None
     if validation_data is not None:
         if len(validation_data) != 2:
