@@ -240,6 +240,11 @@ def test_npz_errors(tmp_path):
     assert "y[1]" in npz_error(tmp_path / "ynan.npz")
     np.savez(tmp_path / "txt.npz", X=np.array([["a", "b"]]))
     assert "numeric" in npz_error(tmp_path / "txt.npz")
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "raw.npz", "w") as zf:  # a member 'X' that is not a .npy file (found by fuzzing)
+        zf.writestr("X", b"\x00\x01 raw bytes")
+    assert "'X' is not a NumPy array" in npz_error(tmp_path / "raw.npz")
     with pytest.raises(FileNotFoundError, match="absent.npz"):
         load_npz(tmp_path / "absent.npz")
 

@@ -320,9 +320,12 @@ def load_npz(path: Any, dtype: Any = np.float32) -> Dataset:
 
         def get(k: str) -> np.ndarray:
             try:
-                return z[k]
+                a = z[k]
             except Exception as e:  # damaged member: zip, zlib, npy-header errors of every kind
                 raise DataError(f"{p}: array {k!r} cannot be read ({type(e).__name__}: {e})") from None
+            if not isinstance(a, np.ndarray):  # a member that is not a .npy file comes back as bytes
+                raise DataError(f"{p}: {k!r} is not a NumPy array in the archive; save with np.savez(path, X=X, y=y)")
+            return a
 
         X = get("X")
         y = get("y") if "y" in keys else None
