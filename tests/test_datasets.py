@@ -192,6 +192,23 @@ def test_csv_not_utf8(tmp_path):
         load_csv(p)
 
 
+@pytest.mark.parametrize("damage", ["crc", "truncated", "bad_utf8_in_body"])
+def test_csv_gz_damaged_after_the_header(tmp_path, damage):
+    # the header reads fine; the failure comes while reading the body (found by fuzzing)
+    text = b"a,b\n" + b"1,2\n" * 5000
+    if damage == "bad_utf8_in_body":
+        text += b"\xff\xfe,3\n"
+    gz = bytearray(gzip.compress(text))
+    if damage == "crc":
+        gz[-8] ^= 0xFF  # the stored CRC-32
+    elif damage == "truncated":
+        gz = gz[:-12]
+    p = tmp_path / "d.csv.gz"
+    p.write_bytes(bytes(gz))
+    with pytest.raises(DataError, match="d.csv.gz"):
+        load_csv(p)
+
+
 # --------------------------------------------------------------------------- NPZ
 def test_npz_roundtrip_flatten_and_types(tmp_path):
     rng = np.random.default_rng(1)

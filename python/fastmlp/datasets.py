@@ -18,11 +18,12 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import zlib
 import math
 import os
+import zlib
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence, TextIO
+from typing import Any, Iterator, Sequence, TextIO
 
 import numpy as np
 
@@ -141,18 +142,25 @@ def read_csv_header(path: Any, delimiter: str = ",") -> list[str]:
         return _header(p, f, delimiter)[0]
 
 
+@contextmanager
+def _reading(p: str) -> Iterator[None]:
+    """Decoding and decompression failures while reading p become DataError."""
+    try:
+        yield
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile (a damaged .gz) is an OSError
+        raise DataError(f"{p}: cannot read ({e})") from None
+
+
 def _header(p: str, f: Any, delimiter: str) -> tuple[list[str], int]:
     line_no = 0
-    try:
+    with _reading(p):
         for line in f:
             line_no += 1
             if line.strip():
                 names = [n.strip() for n in next(csv.reader([line], delimiter=delimiter))]
                 return names, line_no
-    except UnicodeDecodeError as e:
-        raise DataError(f"{p}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
-    except (OSError, EOFError) as e:
-        raise DataError(f"{p}: cannot read ({e})") from None
     raise DataError(f"{p}: empty file; expected a header row of column names")
 
 
@@ -224,7 +232,8 @@ def _read_csv_text(p: str, target: Any, delimiter: str,
                 raise DataError(f"{p}: column {names[t]!r} is both the target and a feature")
         if not feat:
             raise DataError(f"{p}: no feature columns (the header has only {_column_list(names)})")
-        body = f.read()
+        with _reading(p):
+            body = f.read()
     return names, header_line, body, t, feat
 
 
