@@ -87,21 +87,22 @@ FASTMLP_SIMD void add_into(T* out, const T* in, idx n) {
   for (idx i = 0; i < n; ++i) out[i] += in[i];
 }
 
-// Everything one half of a split batch needs; the job run on either thread.
+// Everything a step over rows of one batch needs: the whole batch on the
+// calling thread, or one half of a split batch on either thread.
 template <class T>
-struct SplitBatch {
+struct BatchJob {
   Model<T>* m;
   const Dataset<T>* d;
   const idx* perm;       // the batch's rows in d (shuffled), or null: rows start..start+b
   idx start, C;
   const std::int64_t* lb;  // (b) the batch's labels, gathered, or null
   const T* wb;             // (b) the batch's sample weights, gathered, or null
-  LossSpec<T> spec;        // reduction 'sum', scaled by 1 / the whole batch's denominator
+  LossSpec<T> spec;        // for a half: reduction 'sum', scaled by 1 / the whole batch's denominator
   bool count;
   BatchHalf<T>* half;
 
   static void run(void* ctx) {
-    auto* self = static_cast<SplitBatch*>(ctx);
+    auto* self = static_cast<BatchJob*>(ctx);
     self->step(*self->half);
   }
   // forward + loss + backward of rows [h.r0, h.r1) of the batch, gradients into h.grads
@@ -149,15 +150,13 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       idx j = static_cast<idx>(rng.uniform() * double(i + 1));
       std::swap(buf.perm[i], buf.perm[j]);
     }
-    buf.xb.reserve(checked_mul(B, d.in));
     if (loss.sample_weight) buf.wb.reserve(B);
     if (d.labels) buf.lb.resize(static_cast<size_t>(B));
-    else buf.tb.reserve(checked_mul(B, d.C));
   }
+  buf.half[0].grads = m.grads();
   if (split) {
     worker_for(buf.worker);
     buf.grads2.reserve(m.n_params());
-    buf.half[0].grads = m.grads();
     buf.half[1].grads = buf.grads2.data();
   }
   buf.snapshot.save(m, opt, true);
@@ -170,7 +169,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
     const idx* p = shuffle ? buf.perm.data() + start : nullptr;
     const std::int64_t* lb = d.labels ? d.labels + start : nullptr;
     if (loss.sample_weight) sp.sample_weight = loss.sample_weight + start;
-    if (p) {  // the labels and weights of the batch, gathered (the rows: below)
+    if (p) {  // the labels and weights of the batch, gathered (the rows: by the job)
       if (d.labels) {
         for (idx r = 0; r < b; ++r) buf.lb[r] = d.labels[p[r]];
         lb = buf.lb.data();
@@ -180,31 +179,30 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
         sp.sample_weight = buf.wb.data();
       }
     }
-    if (sp.sample_weight) {  // a batch with no weight carries no information: skip it (its rows still checked)
-      double w = 0;
-      for (idx r = 0; r < b; ++r) w += double(sp.sample_weight[r]);
-      if (w == 0) {
-        for (idx r = 0; r < b; ++r) {
-          const idx row = p ? p[r] : start + r;
-          check_rows_finite(d.X + row * d.in, 1, d.in, "X", row);
-        }
-        continue;
-      }
+    double wsum = double(b);  // the batch's weight
+    if (sp.sample_weight) {
+      wsum = 0;
+      for (idx r = 0; r < b; ++r) wsum += double(sp.sample_weight[r]);
     }
-    double value;
+    if (wsum == 0) {  // a batch with no weight carries no information: skip it (its rows still checked)
+      for (idx r = 0; r < b; ++r) {
+        const idx row = p ? p[r] : start + r;
+        check_rows_finite(d.X + row * d.in, 1, d.in, "X", row);
+      }
+      continue;
+    }
+    BatchJob<T> job{&m, &d, p, start, C, lb, sp.sample_weight, sp, count_accuracy, &buf.half[0]};
     const double denom = split && b >= 2 ? loss_mean_denominator(sp, b, C, lb) : 0;
     if (denom > 0 && std::isfinite(denom)) {
       // two halves at once, each with reduction 'sum' over the whole batch's denominator
-      SplitBatch<T> job{&m, &d, p, start, C, lb, sp.sample_weight, sp, count_accuracy, nullptr};
       job.spec.reduction = Reduction::Sum;
       job.spec.scale = sp.scale / denom;
-      job.spec.sample_weight = nullptr;
-      SplitBatch<T> other = job;
+      BatchJob<T> other = job;
+      other.half = &buf.half[1];
       buf.half[0].r0 = 0;
       buf.half[0].r1 = buf.half[1].r0 = b / 2;
       buf.half[1].r1 = b;
-      other.half = &buf.half[1];
-      buf.worker->post(&SplitBatch<T>::run, &other);
+      buf.worker->post(&BatchJob<T>::run, &other);
       std::exception_ptr mine;
       try {
         job.step(buf.half[0]);
@@ -213,41 +211,22 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       }
       buf.worker->wait();  // before anything unwinds: the worker uses this frame's data
       if (mine) std::rethrow_exception(mine);
-      value = buf.half[0].value + buf.half[1].value;
-      if (count_accuracy) st.correct += buf.half[0].correct + buf.half[1].correct;
-      if (std::isfinite(value)) add_into(m.grads(), buf.grads2.data(), m.n_params());
+      buf.half[0].value += buf.half[1].value;
+      buf.half[0].correct += buf.half[1].correct;
+      if (std::isfinite(buf.half[0].value)) add_into(m.grads(), buf.grads2.data(), m.n_params());
     } else {
-      const T* xb = d.X + start * d.in;
-      const T* tb = d.target ? d.target + start * d.C : nullptr;
-      if (p) {  // gather the batch's rows into contiguous buffers
-        for (idx r = 0; r < b; ++r) std::memcpy(buf.xb.data() + r * d.in, d.X + p[r] * d.in, sizeof(T) * d.in);
-        xb = buf.xb.data();
-        if (d.target) {
-          for (idx r = 0; r < b; ++r) std::memcpy(buf.tb.data() + r * d.C, d.target + p[r] * d.C, sizeof(T) * d.C);
-          tb = buf.tb.data();
-        }
-      }
-      check_rows_finite(xb, b, d.in, "X", start, p);
-      const T* out = m.forward(m.workspace(), xb, b, d.in, true, false);
-      value = loss_forward(sp, out, b, C, lb, tb, m.dout());
-      if (std::isfinite(value)) {
-        if (count_accuracy) st.correct += count_correct(out, b, C, lb, tb);
-        m.backward(m.dout(), nullptr, false);
-      }
+      buf.half[0].r0 = 0;
+      buf.half[0].r1 = b;
+      job.step(buf.half[0]);
     }
     // the step, with the loss checked before the update
+    const double value = buf.half[0].value;
     if (!std::isfinite(value)) {
       st.diverged = true;
       break;
     }
-    if (loss.l2 > 0) {
-      double wsum = double(b);
-      if (sp.sample_weight) {
-        wsum = 0;
-        for (idx r = 0; r < b; ++r) wsum += double(sp.sample_weight[r]);
-      }
-      penalty_sum += l2_penalty_step(m, loss.l2, wsum) * double(b);
-    }
+    st.correct += buf.half[0].correct;
+    if (loss.l2 > 0) penalty_sum += l2_penalty_step(m, loss.l2, wsum) * double(b);
     opt.step();
     loss_sum += value * double(b);
     st.samples += b;

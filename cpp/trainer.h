@@ -53,8 +53,9 @@ struct Snapshot {
   void restore(Model<T>& m, Optimizer<T>& opt);
 };
 
-// One half of a batch split between two threads: its gathered rows, its
-// forward/backward buffers and the result of its step.
+// The rows of a batch one thread steps on (the whole batch, or one half of a
+// batch split between two threads): its gathered rows, its forward/backward
+// buffers and the result of its step.
 template <class T>
 struct BatchHalf {
   Buffer<T> xb, tb;  // gathered inputs (rows, in) and targets (rows, C)
@@ -66,12 +67,13 @@ struct BatchHalf {
   idx correct = 0;
 };
 
-// Buffers of a fit call: the gathered batch and the permutation, kept by the
-// model between calls. With two workers, the halves' buffers, the second
-// half's gradients and the worker thread.
+// Buffers of a fit call, kept by the model between calls: the permutation,
+// the batch's gathered labels and weights, the halves (half[0] also serves a
+// whole batch); with two workers, the second half's gradients and the worker
+// thread.
 template <class T>
 struct FitBuffers {
-  Buffer<T> xb, tb, wb;
+  Buffer<T> wb;
   Snapshot<T> snapshot;  // the model and optimizer at the start of the epoch
   std::vector<std::int64_t> lb;
   std::vector<idx> perm;
