@@ -542,9 +542,6 @@ class _BaseMLP(BaseEstimator):
             self._lr = float(self.learning_rate_init)
             opt = self._make_optimizer(self._lr, wd)
 
-        def prepare_epoch() -> None:  # the learning rate of the coming epoch
-            self._set_lr(opt, self._lr)
-
         stopped = False
 
         def end_of_epoch(epoch: int, logs: dict) -> bool:
@@ -576,13 +573,13 @@ class _BaseMLP(BaseEstimator):
                     stopped = True
                     return True
                 self._no_improvement_count = 0
-            prepare_epoch()
+            self._set_lr(opt, self._lr)  # the coming epoch's rate (invscaling, adaptive)
             return False
 
         # one call into the C++ epoch loop for the whole fit; end_of_epoch runs between epochs
         try:
             self.n_iter_ = 0
-            prepare_epoch()
+            self._set_lr(opt, self._lr)
             try:
                 model.fit(Xc, t, loss_fn, opt, epochs=1 if incremental else self.max_iter, batch_size=batch_size,
                           shuffle=self.shuffle, verbose=0, n_threads=self.n_threads, sample_weight=swc,
