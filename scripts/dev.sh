@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Developer loop without reinstalling: build the extension with CMake into build/dev and copy it next to
+# the Python sources, so `PYTHONPATH=python python -m pytest ...` tests this checkout.
+#   scripts/dev.sh            # (re)build, incremental
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py=${PYTHON:-python}
+if [ ! -f build/dev/build.ninja ]; then
+  cmake -S . -B build/dev -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE="$(command -v "$py")" \
+        -Dpybind11_DIR="$("$py" -c 'import pybind11; print(pybind11.get_cmake_dir())')" >/dev/null
+fi
+ninja -C build/dev >/dev/null
+cp build/dev/_core*.so python/fastmlp/
