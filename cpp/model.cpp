@@ -100,31 +100,33 @@ bool Model<T>::in_place(idx i) const {
 
 template <class T>
 void Model<T>::ensure_workspace(Workspace<T>& ws, idx B, idx in) const {
-  const idx L = static_cast<idx>(layers_.size());
   if (B <= ws.cap_rows && in == ws.cap_in) return;
-  const idx rows = std::max(B, ws.cap_rows);
-  ws.width.assign(L + 1, in);
+  // Each buffer grows to what this batch needs (B rows of its own width), never to the largest rows
+  // times the largest width seen. Buffer::resize either succeeds or leaves the buffer as it was, and
+  // the sizes are committed only after every allocation succeeded, so a MemoryError here leaves a
+  // workspace that still describes what it has.
+  const idx L = static_cast<idx>(layers_.size());
+  std::vector<idx> width(L + 1, in);  // width[i] = input width of layer i; width[L] = output width
   idx wmax = in;
   for (idx i = 0; i < L; ++i) {
-    ws.width[i + 1] = layers_[i].kind == LayerKind::Linear ? layers_[i].out : ws.width[i];
-    wmax = std::max(wmax, ws.width[i + 1]);
+    width[i + 1] = layers_[i].kind == LayerKind::Linear ? layers_[i].out : width[i];
+    wmax = std::max(wmax, width[i + 1]);
   }
   ws.act.resize(L);
   ws.mask.resize(L);
-  for (idx i = 0; i < L; ++i) {
-    const bool needs_buffer = !(i > 0 && in_place(i - 1));
-    if (needs_buffer) ws.act[i].reserve(checked_mul(rows, ws.width[i + 1]));
-    if (layers_[i].kind == LayerKind::Dropout) ws.mask[i].reserve(checked_mul(rows, ws.width[i + 1]));
-  }
-  const idx big = checked_mul(rows, wmax);
-  ws.grad_a.reserve(big);
-  ws.grad_b.reserve(big);
-  ws.dout.reserve(checked_mul(rows, ws.width[L]));
   ws.out.assign(L + 1, nullptr);
   ws.dropout_on.assign(L, false);
-  ws.cap_rows = rows;
+  for (idx i = 0; i < L; ++i) {
+    const bool needs_buffer = !(i > 0 && in_place(i - 1));
+    if (needs_buffer) ws.act[i].reserve(checked_mul(B, width[i + 1]));  // (B, width[i + 1])
+    if (layers_[i].kind == LayerKind::Dropout) ws.mask[i].reserve(checked_mul(B, width[i + 1]));
+  }
+  ws.grad_a.reserve(checked_mul(B, wmax));  // (B, any layer's width)
+  ws.grad_b.reserve(checked_mul(B, wmax));
+  ws.dout.reserve(checked_mul(B, width[L]));  // (B, out)
+  ws.width.swap(width);
+  ws.cap_rows = B;
   ws.cap_in = in;
-  ws.rows = -1;
 }
 
 template <class T>
@@ -132,9 +134,10 @@ const T* Model<T>::forward(Workspace<T>& ws, const T* x, idx B, idx in, bool tra
   const idx want = in_features();
   if (want >= 0 && in != want)
     throw value_error("input has " + std::to_string(in) + " features, but the model expects " + std::to_string(want));
+  ws.rows = -2;  // from here on the buffers change: until this forward succeeds there is none to go back through
   ensure_workspace(ws, B, in);
   if (copy_input) {
-    ws.input_copy.reserve(checked_mul(ws.cap_rows, in));
+    ws.input_copy.reserve(checked_mul(B, in));  // (B, in)
     std::copy(x, x + B * in, ws.input_copy.data());
     x = ws.input_copy.data();
   }
@@ -186,6 +189,14 @@ const T* Model<T>::forward(Workspace<T>& ws, const T* x, idx B, idx in, bool tra
 }
 
 template <class T>
+void Model<T>::check_backward(const Workspace<T>& ws) {
+  if (ws.rows == -1) throw value_error("backward() needs a forward() on this model first");
+  if (ws.rows < 0)
+    throw std::runtime_error("backward(): the last forward() failed, so there is no valid forward to "
+                             "back-propagate; call forward() again first");
+}
+
+template <class T>
 bool Model<T>::has_dropout() const {
   for (const auto& l : layers_)
     if (l.kind == LayerKind::Dropout && l.param > 0) return true;
@@ -194,7 +205,7 @@ bool Model<T>::has_dropout() const {
 
 template <class T>
 void Model<T>::backward(Workspace<T>& ws, const T* dy, T* dx, bool accumulate, T* grads) {
-  if (ws.rows < 0) throw value_error("backward() needs a forward() on this model first");
+  check_backward(ws);
   T* const gbuf = grads ? grads : grads_.data();
   const idx B = ws.rows;
   const idx L = static_cast<idx>(layers_.size());

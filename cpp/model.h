@@ -35,9 +35,10 @@ struct ParamSlot {
   idx rows, cols;  // weight (out, in); bias (out, 1)
 };
 
-// Per-batch buffers of one forward/backward: grown when a larger batch (or
-// another input width) first arrives, then reused, so a training step
-// allocates nothing. Training uses the model's own; predict makes its own
+// Per-batch buffers of one forward/backward: each grown to what a batch needs
+// when a larger batch (or another input width) first arrives, then reused, so
+// a training step allocates nothing. cap_rows, cap_in and width describe what
+// the buffers hold and change only once every allocation succeeded. Training uses the model's own; predict makes its own
 // so that predictions can run concurrently.
 template <class T>
 struct Workspace {
@@ -46,7 +47,7 @@ struct Workspace {
   std::vector<Buffer<T>> act;               // act[i] = output of layer i (rows, width[i + 1])
   std::vector<Buffer<std::uint8_t>> mask;   // dropout masks
   Buffer<T> grad_a, grad_b, input_copy, dout;
-  // the last forward
+  // the last forward: its rows; -1 none yet, -2 it failed (its buffers may have been reallocated)
   idx rows = -1;
   std::vector<const T*> out;                // out[0] = input, out[i + 1] = output of layer i
   std::vector<bool> dropout_on;
@@ -90,8 +91,9 @@ class Model {
   // The same on the model's own workspace, in the model's mode.
   const T* forward(const T* x, idx B, idx in, bool copy_input) { return forward(ws_, x, B, in, training, copy_input); }
   void backward(const T* dy, T* dx, bool accumulate) { backward(ws_, dy, dx, accumulate); }
+  // Throws unless ws holds a successful forward: value_error if there was none, runtime_error if it failed.
+  static void check_backward(const Workspace<T>& ws);
   idx last_rows() const { return ws_.rows; }
-  idx last_in() const { return ws_.cap_in; }
   idx last_out() const { return ws_.width.empty() ? 0 : ws_.width.back(); }
 
   // forward (dropout active when train) + loss + backward with the gradients

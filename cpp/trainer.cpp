@@ -31,11 +31,12 @@ void snapshot_copy(Model<T>& m, Optimizer<T>& opt, Buffer<T>& snap, bool grads, 
 
 template <class T>
 void Snapshot<T>::save(Model<T>& m, Optimizer<T>& opt, bool grads) {
-  with_grads = grads;
-  dropout_calls = m.dropout_calls;
-  snapshot_copy(m, opt, values, grads, true);
+  // everything that can fail (allocations) first: a failed save leaves the previous snapshot whole
   steps.resize(opt.groups.size());
   momentum_ready.resize(opt.groups.size());
+  snapshot_copy(m, opt, values, grads, true);
+  with_grads = grads;
+  dropout_calls = m.dropout_calls;
   for (size_t i = 0; i < opt.groups.size(); ++i) {
     steps[i] = opt.groups[i].step;
     momentum_ready[i] = opt.groups[i].momentum_ready;
@@ -237,6 +238,9 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
     }
   }
   } catch (const value_error&) {
+    buf.snapshot.restore(m, opt);
+    throw;
+  } catch (const std::bad_alloc&) {  // a batch's buffers did not fit: the same
     buf.snapshot.restore(m, opt);
     throw;
   }

@@ -393,7 +393,7 @@ void bind_dtype(py::module_& m, const char* suffix) {
         {
           py::gil_scoped_release nogil;
           std::lock_guard<std::mutex> lk(s.m.mutex);
-          if (s.m.last_rows() < 0) throw value_error("backward() needs a forward() on this model first");
+          Model<T>::check_backward(s.m.workspace());
           if (B != s.m.last_rows() || C != s.m.last_out())
             throw value_error("gradient has shape (" + std::to_string(B) + ", " + std::to_string(C) +
                               ") but the last output had shape (" + std::to_string(s.m.last_rows()) + ", " +

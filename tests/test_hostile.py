@@ -595,6 +595,57 @@ CASES = [
         assert loads[0] > 0
         assert sorted(os.listdir(".")) == ["m.npz"], os.listdir(".")   # no temporary file left
         """),
+    # ------------------------------------------------------------------ allocation failures keep workspaces whole
+    Case("workspace_is_sized_by_the_batch_not_rows_times_width_seen", """
+        # 100000 rows of width 1, then 1 row of width 10**6: the workspace needs 10**6 elements per buffer,
+        # not 100000 x 10**6 (that raised MemoryError, and the next call then crashed)
+        m = fm.Sequential(fm.Tanh(), dtype="float32")
+        for x in (np.full((100000, 1), 0.5, np.float32), np.full((1, 10**6), -0.25, np.float32),
+                  np.full((100000, 1), 2.0, np.float32), np.full((3, 7), 1.5, np.float32)):
+            out = m(x)
+            np.testing.assert_allclose(out, np.tanh(x.astype(np.float64)), rtol=1e-6)
+            np.testing.assert_allclose(m.backward(np.ones_like(x)), 1 - np.tanh(x.astype(np.float64)) ** 2, rtol=1e-5)
+        """, limit=1 * GB),
+    Case("memory_error_inside_forward_leaves_the_workspace_consistent", """
+        # (1, 2**27) float32 is 512 MiB: the input and output fit under 3 GiB, the workspace's four buffers do
+        # not. The allocation fails part way (some buffers already grown); the sizes must not be committed.
+        m = fm.Sequential(fm.Tanh(), dtype="float32")
+        small = np.full((1000, 1), 0.5, np.float32)
+        m(small)
+        try:
+            m(np.ones((1, 2**27), np.float32))
+        except MemoryError:
+            pass
+        try:
+            m.backward(np.ones((1000, 1), np.float32))
+            raise AssertionError("backward after a failed forward was accepted")
+        except RuntimeError as e:
+            assert "forward" in str(e) and "failed" in str(e), e
+        for x in (small, np.full((7, 3), -1.0, np.float32)):
+            np.testing.assert_allclose(m(x), np.tanh(x.astype(np.float64)), rtol=1e-6)
+            np.testing.assert_allclose(m.backward(np.ones_like(x)), 1 - np.tanh(x.astype(np.float64)) ** 2, rtol=1e-5)
+        """, limit=3 * GB),
+    Case("backward_after_a_forward_that_ran_out_of_memory_raises", """
+        # the hidden layer's (2**20, 1000) activations (4 GiB) do not fit under 3 GiB; backward must then
+        # refuse (the buffers the last good forward left may be gone), and the model must work afterwards
+        m = fm.Sequential(fm.Linear(10, 1000), fm.ReLU(), fm.Linear(1000, 1), dtype="float32", seed=0)
+        x = np.random.default_rng(0).normal(size=(10, 10)).astype(np.float32)
+        m(x)
+        try:
+            m(np.ones((2**20, 10), np.float32))
+            raise AssertionError("no MemoryError")
+        except MemoryError:
+            pass
+        try:
+            m.backward(np.ones((10, 1), np.float32))
+            raise AssertionError("backward after a failed forward was accepted")
+        except RuntimeError as e:
+            assert "failed" in str(e), e
+        assert all((p.grad == 0).all() for p in m.parameters())
+        ref = fm.Sequential(fm.Linear(10, 1000), fm.ReLU(), fm.Linear(1000, 1), dtype="float32", seed=0)
+        assert np.array_equal(m(x), ref(x))
+        assert np.array_equal(m.backward(np.ones((10, 1), np.float32)), ref.backward(np.ones((10, 1), np.float32)))
+        """, limit=3 * GB),
 ]
 
 
