@@ -4,10 +4,10 @@
 // state_dict: for every Linear, weight (out, in) then bias (out).
 #pragma once
 #include <cstdint>
-#include <mutex>
 #include <vector>
 
 #include "activations.h"
+#include "gate.h"
 #include "init.h"
 #include "losses.h"
 #include "optimizers.h"
@@ -104,8 +104,9 @@ class Model {
   Workspace<T>& workspace() { return ws_; }
   T* dout() { return ws_.dout.data(); }
 
-  // Serialises calls that use the model's own workspace.
-  std::mutex mutex;
+  // Shared by readers of the parameters, exclusive for every call that writes the parameters,
+  // the gradients or the model's own workspace (see gate.h).
+  Gate gate;
 
  private:
   void ensure_workspace(Workspace<T>& ws, idx B, idx in) const;

@@ -5,9 +5,12 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <memory>
-#include <mutex>
 #include <string>
 
 #include "blas.h"
@@ -229,6 +232,32 @@ ScheduleConfig parse_schedule(const py::dict& d) {
   return c;
 }
 
+// ---------------------------------------------------------------- locks
+// A hold on one or more models' gates for a Python `with` block: __enter__
+// waits (GIL released) and takes them, __exit__ releases them.
+struct PyHold {
+  std::vector<Gate*> gates;  // sorted: several are always taken in the same order
+  bool exclusive;
+  py::object keep;  // what owns the gates
+  void enter() {
+    py::gil_scoped_release nogil;
+    for (Gate* g : gates) g->lock(exclusive);
+  }
+  void exit() {
+    for (auto it = gates.rbegin(); it != gates.rend(); ++it) (*it)->unlock(exclusive);
+  }
+};
+
+// ---------------------------------------------------------------- model state kept by the binding
+template <class T>
+struct PyModel {
+  Model<T> m;
+  FitBuffers<T> fit_buffers;
+  Snapshot<T> step_snapshot;  // train_step's undo copy
+  std::atomic<long> fitting_pid{0};  // the process whose train_epoch uses fit_buffers (0: none)
+  PyModel(const py::list& layers, std::uint64_t seed) : m(parse_layers(layers), seed) {}
+};
+
 // ---------------------------------------------------------------- optimizer
 template <class T>
 struct PyOptimizer {
@@ -236,6 +265,7 @@ struct PyOptimizer {
   // per group, per parameter: (p, g, n) before merging, for explicit gradients
   std::vector<std::vector<Segment<T>>> params;
   py::list keep;  // the arrays the raw pointers refer to
+  std::vector<Gate*> gates;  // of the models whose parameters these are (sorted, no repeats)
 
   // groups: list of (config dict, [(param, grad or None), ...])
   explicit PyOptimizer(const py::list& groups) {
@@ -256,6 +286,8 @@ struct PyOptimizer {
           keep.append(ga);
         }
         keep.append(p);
+        const py::object base = p.base();  // a model's parameter view has the model as its base
+        if (base && py::isinstance<PyModel<T>>(base)) gates.push_back(&base.cast<PyModel<T>&>().m.gate);
         ps.push_back({pd, gd, static_cast<idx>(p.size()), g.n_total});
         g.n_total = checked_add(g.n_total, static_cast<idx>(p.size()));
       }
@@ -274,6 +306,17 @@ struct PyOptimizer {
       params.push_back(std::move(ps));
       opt.groups.push_back(std::move(g));
     }
+    std::sort(gates.begin(), gates.end());
+    gates.erase(std::unique(gates.begin(), gates.end()), gates.end());
+  }
+
+  // Writes the models' parameters: exclusive, so a step from another thread during fit waits for a
+  // batch boundary instead of racing fit's own step.
+  void lock() {
+    for (Gate* g : gates) g->lock(true);
+  }
+  void unlock() {
+    for (auto it = gates.rbegin(); it != gates.rend(); ++it) (*it)->unlock(true);
   }
 
   bool has_grads() const {
@@ -286,7 +329,14 @@ struct PyOptimizer {
   void step() {
     if (!has_grads()) throw value_error("these parameters have no .grad: pass the gradients, opt.step(grads)");
     py::gil_scoped_release nogil;
-    opt.step();
+    lock();
+    try {
+      opt.step();
+    } catch (...) {
+      unlock();
+      throw;
+    }
+    unlock();
   }
 
   // grads: one array per parameter, in order, over all groups
@@ -308,18 +358,18 @@ struct PyOptimizer {
         hold.push_back(ga);
       }
     py::gil_scoped_release nogil;
-    for (size_t i = 0; i < segs.size(); ++i) opt.groups[i].step_with(segs[i]);
+    lock();
+    try {
+      for (size_t i = 0; i < segs.size(); ++i) opt.groups[i].step_with(segs[i]);
+    } catch (...) {
+      unlock();
+      throw;
+    }
+    unlock();
   }
 };
 
 // ---------------------------------------------------------------- model
-template <class T>
-struct PyModel {
-  Model<T> m;
-  FitBuffers<T> fit_buffers;
-  Snapshot<T> step_snapshot;  // train_step's undo copy
-  PyModel(const py::list& layers, std::uint64_t seed) : m(parse_layers(layers), seed) {}
-};
 
 template <class T>
 py::array view_of(T* p, std::vector<idx> shape, py::handle base) {
@@ -336,7 +386,7 @@ void bind_dtype(py::module_& m, const char* suffix) {
       .def(py::init<const py::list&, std::uint64_t>())
       .def("reset_parameters", [](PM& s, std::uint64_t seed) {
         py::gil_scoped_release nogil;
-        std::lock_guard<std::mutex> lk(s.m.mutex);
+        GateHold hold(s.m.gate, true);
         s.m.reset_parameters(seed);
       })
       .def_property("training", [](PM& s) { return s.m.training; }, [](PM& s, bool v) { s.m.training = v; })
@@ -373,7 +423,7 @@ void bind_dtype(py::module_& m, const char* suffix) {
         T* yd = y.mutable_data();
         {
           py::gil_scoped_release nogil;
-          std::lock_guard<std::mutex> lk(s.m.mutex);
+          GateHold hold(s.m.gate, true);
           const T* r = s.m.forward(xd, B, in, true);
           std::copy(r, r + B * out, yd);
         }
@@ -392,7 +442,7 @@ void bind_dtype(py::module_& m, const char* suffix) {
         }
         {
           py::gil_scoped_release nogil;
-          std::lock_guard<std::mutex> lk(s.m.mutex);
+          GateHold hold(s.m.gate, true);
           Model<T>::check_backward(s.m.workspace());
           if (B != s.m.last_rows() || C != s.m.last_out())
             throw value_error("gradient has shape (" + std::to_string(B) + ", " + std::to_string(C) +
@@ -422,20 +472,37 @@ void bind_dtype(py::module_& m, const char* suffix) {
         if (!opt.has_grads()) throw value_error("fit needs an optimizer over this model's parameters");
         bool interrupted = false;
         auto last = std::chrono::steady_clock::now();
+        // Called after every step, between two batches: the model is consistent there, so threads
+        // waiting for it get their turn, and Python code (the progress callback, a signal handler) runs
+        // with the model's gate released, free to call the model itself.
         Progress cb = [&](idx batches, idx samples, double running) {
+          s.m.gate.boundary();
           auto now = std::chrono::steady_clock::now();
           if (now - last < std::chrono::milliseconds(100)) return true;
           last = now;
+          struct Reopen {  // releases the gate for the Python call, takes it back however that call ends
+            Gate& g;
+            explicit Reopen(Gate& gate) : g(gate) { g.release_all(); }
+            ~Reopen() { g.retake(); }
+          } reopen(s.m.gate);
           py::gil_scoped_acquire gil;
           if (PyErr_CheckSignals() != 0) { interrupted = true; return false; }
           if (!progress.is_none()) progress(batches, samples, running);
           return true;
         };
+        const long pid = static_cast<long>(getpid());
+        long none = 0;
+        if (!s.fitting_pid.compare_exchange_strong(none, pid) && none == pid)
+          throw std::runtime_error("this model is already training (fit is running in this or another thread)");
+        s.fitting_pid = pid;  // (a fit of the parent process, copied by fork, does not run here)
+        struct Done {
+          std::atomic<long>& f;
+          ~Done() { f = 0; }
+        } done{s.fitting_pid};
         EpochStats st;
         {
           py::gil_scoped_release nogil;
-          std::unique_lock<std::mutex> lk(s.m.mutex, std::try_to_lock);
-          if (!lk.owns_lock()) throw std::runtime_error("this model is already training or computing in another thread");
+          GateHold hold(s.m.gate, true);
           st = train_epoch(s.m, d, spec, opt.opt, batch, shuffle, count_accuracy, s.fit_buffers, cb, workers);
         }
         if (interrupted) throw py::error_already_set();
@@ -462,9 +529,14 @@ void bind_dtype(py::module_& m, const char* suffix) {
         T* od = out.mutable_data();
         {
           py::gil_scoped_release nogil;
+          GateHold hold(s.m.gate, false);  // one set of weights for every chunk; other predicts run alongside
           predict(s.m, xd, N, in, od, chunk);
         }
         return out;
+      })
+      // with model._core.hold(exclusive): the model's gate for a block of Python code
+      .def("hold", [](py::object self, bool exclusive) {
+        return PyHold{{&self.cast<PM&>().m.gate}, exclusive, self};
       })
       .def_property("epochs_done", [](PM& s) { return s.m.epochs_done; },
                     [](PM& s, std::uint64_t v) { s.m.epochs_done = v; })
@@ -476,7 +548,7 @@ void bind_dtype(py::module_& m, const char* suffix) {
         LossSpec<T> spec = parse_loss<T>(loss, B, C);
         const Target<T> t = target_of<T>(y, B, C);
         py::gil_scoped_release nogil;
-        std::lock_guard<std::mutex> lk(s.m.mutex);
+        GateHold hold(s.m.gate, true);
         return s.m.loss_and_grad(xd, B, in, spec, t.labels, t.values, s.m.training);
       })
       .def("train_step", [](PM& s, py::array x, py::array y, py::dict loss, PyOptimizer<T>& opt) {
@@ -487,7 +559,7 @@ void bind_dtype(py::module_& m, const char* suffix) {
         const Target<T> t = target_of<T>(y, B, C);
         if (!opt.has_grads()) throw value_error("train_step needs an optimizer over this model's parameters");
         py::gil_scoped_release nogil;
-        std::lock_guard<std::mutex> lk(s.m.mutex);
+        GateHold hold(s.m.gate, true);
         return train_step(s.m, xd, B, in, spec, t.labels, t.values, opt.opt, s.step_snapshot);
       });
 
@@ -497,6 +569,8 @@ void bind_dtype(py::module_& m, const char* suffix) {
       .def("step", &PO::step)
       .def("step_with", &PO::step_with)
       .def_property_readonly("n_groups", [](PO& s) { return s.opt.groups.size(); })
+      // the gates of the models whose parameters it updates (none for plain arrays)
+      .def("hold", [](py::object self, bool exclusive) { return PyHold{self.cast<PO&>().gates, exclusive, self}; })
       .def("set_config", [](PO& s, size_t i, py::dict d) { s.opt.groups.at(i).config = parse_optim(d); })
       .def("get_step", [](PO& s, size_t i) { return s.opt.groups.at(i).step; })
       .def("set_step", [](PO& s, size_t i, std::int64_t v) { s.opt.groups.at(i).step = v; })
@@ -559,6 +633,9 @@ PYBIND11_MODULE(_core, m) {
       PyErr_SetString(PyExc_FloatingPointError, e.what());
     }
   });
+  py::class_<PyHold>(m, "Hold")
+      .def("__enter__", [](PyHold& h) { h.enter(); })
+      .def("__exit__", [](PyHold& h, py::args) { h.exit(); return false; });
   bind_dtype<float>(m, "32");
   bind_dtype<double>(m, "64");
 

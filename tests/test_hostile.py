@@ -646,6 +646,125 @@ CASES = [
         assert np.array_equal(m(x), ref(x))
         assert np.array_equal(m.backward(np.ones((10, 1), np.float32)), ref.backward(np.ones((10, 1), np.float32)))
         """, limit=3 * GB),
+    # ------------------------------------------------------------------ re-entrant calls, fork, threads during fit
+    Case("signal_handler_calling_the_model_during_fit", """
+        # the handler runs inside fit's progress callback, on the thread that holds the model: it used to
+        # deadlock. Now the model is between two steps there, and the calls work (a nested fit is refused).
+        import signal
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(50000, 3)); y = rng.integers(0, 2, 50000)
+        m = net(); opt = fm.optim.SGD(m.parameters(), lr=1e-3)
+        opt2 = fm.optim.SGD(m.parameters(), lr=1e-3)
+        calls, nested = [], []
+        def handler(signum, frame):
+            out = m(X[:4])
+            assert out.shape == (4, 2) and np.isfinite(out).all()
+            calls.append(m.train_step(X[:8], y[:8], fm.CrossEntropyLoss(), opt2))
+            m.backward(np.ones((8, 2)))
+            sd = m.state_dict(); m.load_state_dict(sd)
+            m.save("h.npz", optimizer=opt)
+            if len(calls) == 3:
+                m.reset_parameters(5)
+            try:
+                m.fit(X[:10], y[:10], fm.CrossEntropyLoss(), opt2, verbose=0)
+            except RuntimeError as e:
+                nested.append(str(e))
+        signal.signal(signal.SIGALRM, handler)
+        signal.setitimer(signal.ITIMER_REAL, 0.15, 0.15)
+        m.fit(X, y, fm.CrossEntropyLoss(), opt, epochs=10**6, batch_size=8, verbose=0,
+              callbacks=[lambda epoch, logs: len(calls) >= 6])
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        assert len(calls) >= 6 and np.isfinite(calls).all(), calls
+        assert nested and all("already training" in s for s in nested), nested
+        assert np.isfinite(weights(m)).all()
+        m2, _ = fm.load("h.npz", optimizer=True)
+        assert np.isfinite(weights(m2)).all()
+        """, timeout=120),
+    Case("fork_while_another_thread_fits", """
+        # the child has no copy of the fitting thread: its model must be usable (it was blocked forever in
+        # m(x), and fit was refused as "already training in another thread")
+        import threading, time
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(20000, 3)); y = rng.integers(0, 2, 20000)
+        for n_threads in (1, 2):
+            m = net(); opt = fm.optim.Adam(m.parameters(), lr=1e-3)
+            started, stop = threading.Event(), threading.Event()
+            def cb(epoch, logs):
+                started.set(); return stop.is_set()
+            t = threading.Thread(target=lambda: m.fit(X, y, fm.CrossEntropyLoss(), opt, epochs=10**6, batch_size=100,
+                                                      verbose=0, callbacks=[cb], n_threads=n_threads))
+            t.start()
+            try:
+                assert started.wait(60)
+                time.sleep(0.05)
+                pid = os.fork()
+            except BaseException:
+                stop.set(); t.join(); raise
+            if pid == 0:
+                try:
+                    assert np.isfinite(weights(m)).all()
+                    out = m(X[:5]); assert out.shape == (5, 2) and np.isfinite(out).all()
+                    m.fit(X[:500], y[:500], fm.CrossEntropyLoss(), opt, epochs=2, verbose=0, n_threads=n_threads)
+                    assert np.array_equal(m.predict(X[:50]), m(X[:50]))
+                    m.save("child.npz", optimizer=opt); fm.load("child.npz", optimizer=True)
+                    os._exit(0)
+                except BaseException as e:
+                    print("child:", repr(e), flush=True)
+                    os._exit(3)
+            deadline = time.time() + 60
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                if time.time() > deadline:
+                    os.kill(pid, 9); os.waitpid(pid, 0); stop.set(); t.join()
+                    raise AssertionError("the forked child hangs")
+                time.sleep(0.05)
+            stop.set(); t.join()
+            assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+        """, timeout=150),
+    Case("save_state_dict_step_during_fit_in_another_thread_are_consistent", """
+        # L1 loss far from its target: every step (fit's, opt.step's, train_step's) moves the weight and the
+        # bias by exactly +lr, so a consistent state has w = w0 + steps * lr. Checkpoints once mixed weights
+        # and step counts of different steps, and concurrent opt.step calls lost steps.
+        import threading
+        lr = 1e-3
+        m = fm.Sequential(fm.Linear(1, 1), dtype="float64", seed=0)
+        w0 = weights(m)
+        opt = fm.optim.SGD(m.parameters(), lr=lr)
+        X = np.ones((1000, 1)); Y = np.full((1000, 1), 1e7)
+        stop, cb_saves = threading.Event(), []
+        def cb(epoch, logs):   # fit's own callback, same thread: saving between epochs works
+            m.save("cb.npz", optimizer=opt); cb_saves.append(epoch)
+            return stop.is_set()
+        t = threading.Thread(target=lambda: m.fit(X, Y, fm.L1Loss(), opt, epochs=10**6, batch_size=1, verbose=0,
+                                                  callbacks=[cb]))
+        t.start()
+        while opt.state_dict()["state"][0]["step"] == 0:   # fit's first step done: .grad holds its gradient
+            pass
+        def consistent(w, steps, what):
+            k = (w - w0) / lr
+            assert np.allclose(k, steps, atol=0.01), f"{what}: weights of step {k} with step count {steps}"
+        extra = 0
+        try:
+            for i in range(300):
+                m.save("m.npz", optimizer=opt)
+                m2, o2 = fm.load("m.npz", optimizer=True)
+                consistent(weights(m2), o2.state_dict()["state"][0]["step"], f"checkpoint {i}")
+                out = m.predict(np.ones((400, 1)), batch_size=1)   # 400 chunks: one set of weights for all
+                assert (out == out[0]).all(), "predict mixed the weights of several steps"
+                if i % 3 == 0:
+                    opt.step(); extra += 1
+                elif i % 3 == 1:
+                    m.train_step(X[:1], Y[:1], fm.L1Loss(), opt); extra += 1
+        finally:
+            stop.set(); t.join()
+        steps = opt.state_dict()["state"][0]["step"]
+        consistent(weights(m), steps, "the end")
+        assert cb_saves and extra == 200
+        m3, o3 = fm.load("cb.npz", optimizer=True)
+        consistent(weights(m3), o3.state_dict()["state"][0]["step"], "the callback's checkpoint")
+        """, timeout=150),
 ]
 
 

@@ -277,7 +277,8 @@ class Sequential(Module):
         return int(self._core.n_params)
 
     def zero_grad(self) -> None:
-        self._core.flat_grads()[...] = 0
+        with self._core.hold(True):
+            self._core.flat_grads()[...] = 0
 
     def reset_parameters(self, seed: int | None = None) -> "Sequential":
         """Re-initialise every Linear, from seed (default: the model's seed)."""
@@ -285,8 +286,10 @@ class Sequential(Module):
         return self
 
     def state_dict(self) -> "OrderedDict[str, np.ndarray]":
-        """Copies of the parameters, keyed and shaped as torch.nn.Sequential's."""
-        return OrderedDict((k, p.data.copy()) for k, p in self._params.items())
+        """Copies of the parameters, keyed and shaped as torch.nn.Sequential's: one consistent state
+        (during a fit in another thread, taken between two of its steps)."""
+        with self._core.hold(False):
+            return OrderedDict((k, p.data.copy()) for k, p in self._params.items())
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
         """Copy parameters in (NumPy arrays, or anything np.asarray takes,
@@ -311,8 +314,9 @@ class Sequential(Module):
             if not np.isfinite(a).all():
                 raise ValueError(f"state_dict[{k!r}] contains NaN or infinity")
             staged[k] = a
-        for k, a in staged.items():
-            self._params[k].data[...] = a
+        with self._core.hold(True):  # during a fit in another thread: between two of its steps
+            for k, a in staged.items():
+                self._params[k].data[...] = a
 
     # ---- compute
     def _input(self, x: Any, check: bool = True) -> np.ndarray:
@@ -382,7 +386,14 @@ class Sequential(Module):
         gradients are added before the step: the same update in another summation
         order (float64 agrees with one thread to ~1e-12), bit-reproducible for a
         given n_threads. Otherwise the products use the threads, or one thread
-        when they are small (where BLAS threads cost more than they bring)."""
+        when they are small (where BLAS threads cost more than they bring).
+
+        Other threads may use the model during a fit: ``predict``, ``state_dict``,
+        ``save``, ``load_state_dict``, ``train_step``, ``forward``/``backward`` and
+        ``opt.step()`` wait for the next batch boundary (at most one batch) and see
+        one consistent state between two steps. Callbacks and signal handlers run
+        on fit's own thread between batches or epochs and may call the model too.
+        A second fit of the same model is refused with RuntimeError."""
         from .training import fit
 
         return fit(self, X, y, loss, optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
@@ -390,7 +401,9 @@ class Sequential(Module):
                    n_threads=n_threads, sample_weight=sample_weight)
 
     def predict(self, X: Any, batch_size: int | None = None, n_threads: int | None = None) -> np.ndarray:
-        """Eval-mode output for X, in chunks, GIL released; safe from several threads."""
+        """Eval-mode output for X, in chunks, GIL released. Predicts from several threads run at
+        once; each one uses one set of weights for all its chunks (during a fit in another
+        thread, the weights between two of its steps)."""
         from .training import predict
 
         return predict(self, X, batch_size=batch_size, n_threads=n_threads)
@@ -404,6 +417,10 @@ class Sequential(Module):
 
     # ---- pickling (joblib, copy.deepcopy): the architecture and arrays, never the C++ object
     def __getstate__(self) -> dict:
+        with self._core.hold(False):
+            return self._state()
+
+    def _state(self) -> dict:
         return {"layers": self._layer_specs(), "dtype": self.dtype.name, "seed": self.seed,
                 "training": self.training, "dropout_calls": int(self._core.dropout_calls),
                 "epochs_done": int(self._core.epochs_done), "state_dict": self.state_dict()}

@@ -27,29 +27,30 @@ def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None
     same folder is written, flushed and renamed over path."""
     from .nn import Parameter
 
-    header: dict = {"format": "fastmlp", "version": FORMAT_VERSION, "dtype": model.dtype.name, "seed": model.seed,
-                    "training": model.training, "dropout_calls": int(model._core.dropout_calls),
-                    "epochs_done": int(model._core.epochs_done),
-                    "layers": model._layer_specs(), "optimizer": None, "extra": extra or {}}
-    arrays = {f"param/{k}": v for k, v in model.state_dict().items()}
-    for k, v in arrays.items():
-        if not np.isfinite(v).all():
-            raise ValueError(f"cannot save: {k[len('param/'):]} contains NaN or infinity")
-    if optimizer is not None:
-        names = {id(p): n for n, p in model.named_parameters()}
-        groups = []
-        for gi, g in enumerate(optimizer.param_groups):
-            if not all(isinstance(p, Parameter) and id(p) in names for p in g["params"]):
-                raise ValueError("save(optimizer=...) needs an optimizer over this model's parameters")
-            groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": [names[id(p)] for p in g["params"]]})
-            arrays[f"optim/{gi}"] = np.array(optimizer._core.state(gi))
-            if not np.isfinite(arrays[f"optim/{gi}"]).all():
-                raise ValueError(f"cannot save: the optimizer state of group {gi} contains NaN or infinity "
-                                 "(save the model without the optimizer, or reset it)")
-        header["optimizer"] = {"class": type(optimizer).__name__, "param_groups": groups,
-                               "steps": [int(optimizer._core.get_step(i)) for i in range(len(groups))],
-                               "momentum_ready": [bool(optimizer._core.get_momentum_ready(i))
-                                                  for i in range(len(groups))]}
+    with model._core.hold(False):  # one consistent state, even during a fit in another thread
+        header: dict = {"format": "fastmlp", "version": FORMAT_VERSION, "dtype": model.dtype.name, "seed": model.seed,
+                        "training": model.training, "dropout_calls": int(model._core.dropout_calls),
+                        "epochs_done": int(model._core.epochs_done),
+                        "layers": model._layer_specs(), "optimizer": None, "extra": extra or {}}
+        arrays = {f"param/{k}": v for k, v in model.state_dict().items()}
+        for k, v in arrays.items():
+            if not np.isfinite(v).all():
+                raise ValueError(f"cannot save: {k[len('param/'):]} contains NaN or infinity")
+        if optimizer is not None:
+            names = {id(p): n for n, p in model.named_parameters()}
+            groups = []
+            for gi, g in enumerate(optimizer.param_groups):
+                if not all(isinstance(p, Parameter) and id(p) in names for p in g["params"]):
+                    raise ValueError("save(optimizer=...) needs an optimizer over this model's parameters")
+                groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": [names[id(p)] for p in g["params"]]})
+                arrays[f"optim/{gi}"] = np.array(optimizer._core.state(gi))
+                if not np.isfinite(arrays[f"optim/{gi}"]).all():
+                    raise ValueError(f"cannot save: the optimizer state of group {gi} contains NaN or infinity "
+                                     "(save the model without the optimizer, or reset it)")
+            header["optimizer"] = {"class": type(optimizer).__name__, "param_groups": groups,
+                                   "steps": [int(optimizer._core.get_step(i)) for i in range(len(groups))],
+                                   "momentum_ready": [bool(optimizer._core.get_momentum_ready(i))
+                                                      for i in range(len(groups))]}
     blob = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))

@@ -164,8 +164,7 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
     if sample_weight is not None:
         spec["sample_weight"] = check_sample_weight(sample_weight, Xa.shape[0], model.dtype)
 
-    if not model._fit_lock.acquire(blocking=False):
-        raise RuntimeError("this model is already training in another thread; wait for that fit to finish")
+    _take_fit_lock(model)
     history = History()
     was_training = model.training
     try:
@@ -242,6 +241,24 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
         finally:
             model._fit_lock.release()
     return history
+
+
+def _take_fit_lock(model: Any) -> None:
+    """Take the model's fit lock, or raise RuntimeError at once. A lock held by a fit of the parent
+    process (copied by os.fork with the fit's thread left behind) is replaced, not waited for."""
+    import threading
+
+    if model._fit_lock.acquire(blocking=False):
+        model._fit_owner = (os.getpid(), threading.get_ident())
+        return
+    pid, thread = getattr(model, "_fit_owner", (None, None))
+    if pid is not None and pid != os.getpid():
+        model._fit_lock = threading.Lock()
+        return _take_fit_lock(model)
+    if thread == threading.get_ident():
+        raise RuntimeError("fit cannot be called from inside a running fit (a callback or a signal handler); "
+                           "the model is already training in this thread")
+    raise RuntimeError("this model is already training in another thread; wait for that fit to finish")
 
 
 def _accuracy(model: Any, out: np.ndarray, t: np.ndarray) -> float:

@@ -201,15 +201,17 @@ class Optimizer:
         return out
 
     def state_dict(self) -> dict:
-        """{'state': {index: {'step', buffers...}}, 'param_groups': [...]} as torch (copies)."""
+        """{'state': {index: {'step', buffers...}}, 'param_groups': [...]} as torch (copies): one
+        consistent state (during a fit in another thread, taken between two of its steps)."""
         state, groups, idx = {}, [], 0
-        for gi, g in enumerate(self.param_groups):
-            ids = []
-            for st in self._group_state(gi):
-                state[idx] = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in st.items()}
-                ids.append(idx)
-                idx += 1
-            groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": ids})
+        with self._core.hold(False):
+            for gi, g in enumerate(self.param_groups):
+                ids = []
+                for st in self._group_state(gi):
+                    state[idx] = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in st.items()}
+                    ids.append(idx)
+                    idx += 1
+                groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": ids})
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -241,12 +243,13 @@ class Optimizer:
                         raise ValueError(f"state {name!r} has shape {a.shape}, expected {view[name].shape}")
                     fills.append((view[name], a))
             staged.append((gi, hyper, int(step), fills, ready))
-        for gi, hyper, step, fills, ready in staged:
-            self.param_groups[gi].update(hyper)
-            self._core.set_step(gi, step)
-            self._core.set_momentum_ready(gi, ready)
-            for dst, src in fills:
-                dst[...] = src
+        with self._core.hold(True):  # during a fit in another thread: between two of its steps
+            for gi, hyper, step, fills, ready in staged:
+                self.param_groups[gi].update(hyper)
+                self._core.set_step(gi, step)
+                self._core.set_momentum_ready(gi, ready)
+                for dst, src in fills:
+                    dst[...] = src
         self._sync()
 
     def __repr__(self) -> str:
