@@ -59,6 +59,8 @@ struct GateForkHandlers {
       if (ok) {
         g->writer_ = true;
         taken().push_back(g);
+      } else {
+        g->cv_.notify_all();  // a fit in boundary() may be waiting for this waiter to go
       }
     }
   }
