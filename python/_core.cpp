@@ -241,7 +241,13 @@ struct PyHold {
   py::object keep;  // what owns the gates
   void enter() {
     py::gil_scoped_release nogil;
-    for (Gate* g : gates) g->lock(exclusive);
+    size_t n = 0;
+    try {
+      for (; n < gates.size(); ++n) gates[n]->lock(exclusive);
+    } catch (...) {  // __exit__ does not run after a failed __enter__: release what was taken
+      while (n > 0) gates[--n]->unlock(exclusive);
+      throw;
+    }
   }
   void exit() {
     for (auto it = gates.rbegin(); it != gates.rend(); ++it) (*it)->unlock(exclusive);
@@ -313,7 +319,13 @@ struct PyOptimizer {
   // Writes the models' parameters: exclusive, so a step from another thread during fit waits for a
   // batch boundary instead of racing fit's own step.
   void lock() {
-    for (Gate* g : gates) g->lock(true);
+    size_t n = 0;
+    try {
+      for (; n < gates.size(); ++n) gates[n]->lock(true);
+    } catch (...) {
+      while (n > 0) gates[--n]->unlock(true);
+      throw;
+    }
   }
   void unlock() {
     for (auto it = gates.rbegin(); it != gates.rend(); ++it) (*it)->unlock(true);
