@@ -17,6 +17,29 @@ double calculate_gain(const std::string& nl, double param) {
   throw value_error("Unsupported nonlinearity " + nl);
 }
 
+InitSpec parse_init(const Options& o, const std::string& prefix) {
+  static const std::pair<const char*, InitKind> names[] = {
+      {"default", InitKind::LinearDefault}, {"zeros", InitKind::Zeros}, {"ones", InitKind::Constant},
+      {"constant", InitKind::Constant}, {"uniform", InitKind::Uniform}, {"normal", InitKind::Normal},
+      {"xavier_uniform", InitKind::XavierUniform}, {"xavier_normal", InitKind::XavierNormal},
+      {"kaiming_uniform", InitKind::KaimingUniform}, {"kaiming_normal", InitKind::KaimingNormal}};
+  InitSpec s;
+  const std::string k = o.string(prefix + "name", "default");
+  bool found = false;
+  for (const auto& [name, kind] : names)
+    if (k == name) { s.kind = kind; found = true; }
+  if (!found) throw value_error("unknown initializer '" + k + "'");
+  if (k == "ones") s.a = 1;
+  s.a = o.number(prefix + "a", s.a);
+  s.b = o.number(prefix + "b", s.b);
+  s.gain = o.number(prefix + "gain", s.gain);
+  s.kaiming_a = o.number(prefix + "kaiming_a", s.kaiming_a);
+  s.fan_out = o.string(prefix + "mode", "fan_in") == "fan_out";
+  s.nonlinearity = o.string(prefix + "nonlinearity", s.nonlinearity);
+  if (s.kind == InitKind::KaimingUniform || s.kind == InitKind::KaimingNormal) calculate_gain(s.nonlinearity, s.kaiming_a);
+  return s;
+}
+
 namespace {
 template <class T>
 void fill_uniform(T* w, idx n, double lo, double hi, std::uint64_t seed) {

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "common.h"
+#include "layer.h"
 
 namespace fastmlp {
 
@@ -21,6 +22,10 @@ struct InitSpec {
   bool fan_out = false;  // kaiming mode='fan_out'
   std::string nonlinearity = "leaky_relu";
 };
+
+// The initializer described by o's keys under prefix ("init." in a Linear's
+// spec, "" for fm.init's calls): name, a, b, gain, kaiming_a, mode, nonlinearity.
+InitSpec parse_init(const Options& o, const std::string& prefix);
 
 // torch.nn.init.calculate_gain
 double calculate_gain(const std::string& nonlinearity, double param);

@@ -3,52 +3,62 @@
 #include <algorithm>
 #include <string>
 
-#include "dropout.h"
-#include "linear.h"
 #include "rng.h"
 
 namespace fastmlp {
 
-void check_layers(const std::vector<LayerSpec>& layers) {
-  idx width = -1;
-  for (size_t i = 0; i < layers.size(); ++i) {
-    const LayerSpec& l = layers[i];
-    const std::string where = "layer " + std::to_string(i) + ": ";
-    if (l.kind == LayerKind::Linear) {
-      if (l.in < 0 || l.out < 0) throw value_error(where + "Linear sizes must be >= 0");
-      checked_mul(l.in, l.out);
-      if (width >= 0 && width != l.in)
-        throw value_error(where + "Linear expects " + std::to_string(l.in) + " input features but the previous layers give " +
-                          std::to_string(width));
-      width = l.out;
-    } else if (l.kind == LayerKind::Dropout) {
-      if (!(l.param >= 0 && l.param < 1))
-        throw value_error(where + "dropout probability has to be in [0, 1), but got " + std::to_string(l.param));
-    }
-  }
+namespace {
+std::string block_width_error(idx begin, idx in, idx out) {
+  return "the residual block opened at layer " + std::to_string(begin) + " takes " + std::to_string(in) +
+         " features but gives " + std::to_string(out) + ": x + f(x) needs f to keep the width";
 }
+}  // namespace
 
 template <class T>
-Model<T>::Model(std::vector<LayerSpec> layers, std::uint64_t seed_) : seed(seed_), layers_(std::move(layers)) {
-  check_layers(layers_);
-  idx off = 0;
-  const idx L = static_cast<idx>(layers_.size());
-  weight_offset_.assign(L, -1);
-  bias_offset_.assign(L, -1);
+Model<T>::Model(std::vector<Options> specs, std::uint64_t seed_, bool allocate) : seed(seed_), specs_(std::move(specs)) {
+  const idx L = static_cast<idx>(specs_.size());
+  std::vector<std::pair<idx, idx>> open;  // residual_begin layers not closed yet, with their input width
+  idx width = -1, off = 0, boff = 0;
+  param_offset_.assign(L, -1);
+  buffer_offset_.assign(L, -1);
+  partner_.assign(L, -1);
   for (idx i = 0; i < L; ++i) {
-    const LayerSpec& l = layers_[i];
-    if (l.kind != LayerKind::Linear) continue;
-    weight_offset_[i] = off;
-    slots_.push_back({i, false, off, l.out, l.in});
-    off = checked_add(off, checked_mul(l.out, l.in));
-    if (l.bias) {
-      bias_offset_[i] = off;
-      slots_.push_back({i, true, off, l.out, 1});
-      off = checked_add(off, l.out);
+    const std::string where = "layer " + std::to_string(i) + " (" + specs_[i].kind + "): ";
+    try {
+      layers_.push_back(make_layer<T>(specs_[i]));
+      const Layer<T>& l = *layers_.back();
+      if (width < 0 && l.in_width() >= 0 && open.empty() && in_features_ < 0) in_features_ = l.in_width();
+      if (l.nesting() > 0) open.push_back({i, width});
+      if (l.nesting() < 0) {
+        if (open.empty()) throw value_error("residual_end without a residual_begin");
+        const auto [b, bw] = open.back();
+        open.pop_back();
+        if (bw >= 0 && width >= 0 && bw != width) throw value_error(block_width_error(b, bw, width));
+        partner_[i] = b;
+        partner_[b] = i;
+      }
+      width = l.out_width(width);
+    } catch (const value_error& e) {
+      throw value_error(where + e.what());
+    }
+    for (const TensorDecl& t : layers_.back()->params()) {
+      if (param_offset_[i] < 0) param_offset_[i] = off;
+      slots_.push_back({i, t.name, off, t.rows, t.cols, t.vector, t.decay});
+      off = checked_add(off, checked_mul(t.rows, t.cols));
+    }
+    for (const TensorDecl& t : layers_.back()->buffers()) {
+      if (buffer_offset_[i] < 0) buffer_offset_[i] = boff;
+      bslots_.push_back({i, t.name, boff, t.rows, t.cols, t.vector, false});
+      boff = checked_add(boff, checked_mul(t.rows, t.cols));
     }
   }
+  if (!open.empty()) throw value_error("layer " + std::to_string(open.back().first) + ": residual_begin is never closed");
+  fused_.assign(L, false);
+  for (idx i = 0; i + 1 < L; ++i) fused_[i] = layers_[i]->hosts_epilogue() && layers_[i + 1]->epilogue() != nullptr;
+  if (!allocate) return;
   params_.resize(off);
   grads_.resize(off);
+  buffers_.resize(boff);
   reset_parameters(seed_);
 }
 
@@ -56,134 +66,199 @@ template <class T>
 void Model<T>::reset_parameters(std::uint64_t s) {
   seed = s;
   dropout_calls = 0;
-  for (idx i = 0; i < static_cast<idx>(layers_.size()); ++i) {
-    const LayerSpec& l = layers_[i];
-    if (l.kind != LayerKind::Linear) continue;
-    init_fill(l.init, params_.data() + weight_offset_[i], l.out * l.in, l.in, l.out,
-              derive_seed(s, 2 * static_cast<std::uint64_t>(i)));
-    if (l.bias) {
-      InitSpec b;
-      b.kind = l.init.kind == InitKind::LinearDefault ? InitKind::LinearDefault : InitKind::Zeros;
-      init_fill(b, params_.data() + bias_offset_[i], l.out, l.in, l.out,
-                derive_seed(s, 2 * static_cast<std::uint64_t>(i) + 1));
-    }
+  for (idx i = 0; i < n_layers(); ++i) {
+    T* p = param_offset_[i] >= 0 ? params_.data() + param_offset_[i] : nullptr;
+    T* b = buffer_offset_[i] >= 0 ? buffers_.data() + buffer_offset_[i] : nullptr;
+    layers_[i]->reset(p, b, derive_seed(s, 2 * static_cast<std::uint64_t>(i)),
+                      derive_seed(s, 2 * static_cast<std::uint64_t>(i) + 1));
   }
 }
 
 template <class T>
-idx Model<T>::in_features() const {
-  for (const auto& l : layers_)
-    if (l.kind == LayerKind::Linear) return l.in;
-  return -1;
+void Model<T>::check_input(idx in) const {
+  if (in_features_ >= 0 && in != in_features_)
+    throw value_error("input has " + std::to_string(in) + " features, but the model expects " +
+                      std::to_string(in_features_));
 }
 
 template <class T>
 idx Model<T>::out_features(idx in) const {
+  check_input(in);
   idx w = in;
-  for (const auto& l : layers_)
-    if (l.kind == LayerKind::Linear) w = l.out;
+  for (const auto& l : layers_) w = l->out_width(w);
   return w;
 }
 
 template <class T>
-bool Model<T>::fused(idx i) const {
-  return layers_[i].kind == LayerKind::Linear && i + 1 < static_cast<idx>(layers_.size()) &&
-         layers_[i + 1].kind == LayerKind::Activation;
+bool Model<T>::has_dropout() const {
+  for (const auto& l : layers_)
+    if (l->random(true)) return true;
+  return false;
 }
 
 template <class T>
-bool Model<T>::in_place(idx i) const {
-  if (!fused(i)) return false;
-  const Act a = layers_[i + 1].act;
-  return a != Act::LeakyReLU && a != Act::GELU;  // these need their input in backward
+bool Model<T>::rows_independent(bool train) const {
+  for (const auto& l : layers_)
+    if (!l->rows_independent(train)) return false;
+  return true;
 }
 
+template <class T>
+typename Model<T>::Needs Model<T>::needs(idx i, idx B, const std::vector<idx>& width) const {
+  const Layer<T>& l = *layers_[i];
+  Needs n;
+  const bool own = !(i > 0 && in_place(i - 1)) && !l.identity(true);
+  if (own) n.act = checked_mul(B, width[i + 1]);
+  n.scratch = l.scratch_size(B, width[i]);
+  n.bytes = l.byte_scratch(B, width[i]);
+  if (l.nesting() < 0) n.skip = checked_mul(B, width[i + 1]);
+  return n;
+}
+
+template <class T>
+bool Model<T>::fits(const Workspace<T>& ws, idx B, idx in) const {
+  if (in != ws.in || ws.width.size() != static_cast<size_t>(n_layers() + 1)) return false;
+  if (ws.dout.size() < checked_mul(B, ws.width.back())) return false;
+  idx wmax = 0;
+  for (idx w : ws.width) wmax = std::max(wmax, w);
+  if (ws.grad_a.size() < checked_mul(B, wmax) || ws.grad_b.size() < B * wmax) return false;
+  for (idx i = 0; i < n_layers(); ++i) {
+    const Needs n = needs(i, B, ws.width);
+    if (ws.act[i].size() < n.act || ws.scratch[i].size() < n.scratch || ws.bytes[i].size() < n.bytes ||
+        ws.skip_grad[i].size() < n.skip)
+      return false;
+  }
+  return true;
+}
+
+// Buffers are sized by what this batch needs (rows x each layer's width), each
+// grown on its own; new ones are allocated first and committed only when every
+// allocation has succeeded, so a MemoryError leaves the workspace as it was.
 template <class T>
 void Model<T>::ensure_workspace(Workspace<T>& ws, idx B, idx in) const {
-  if (B <= ws.cap_rows && in == ws.cap_in) return;
-  // Each buffer grows to what this batch needs (B rows of its own width), never to the largest rows
-  // times the largest width seen. Buffer::resize either succeeds or leaves the buffer as it was, and
-  // the sizes are committed only after every allocation succeeded, so a MemoryError here leaves a
-  // workspace that still describes what it has.
-  const idx L = static_cast<idx>(layers_.size());
-  std::vector<idx> width(L + 1, in);  // width[i] = input width of layer i; width[L] = output width
+  const idx L = n_layers();
+  std::vector<idx> width(L + 1, in);
+  for (idx i = 0; i < L; ++i) {
+    width[i + 1] = layers_[i]->out_width(width[i]);
+    if (partner_[i] >= 0 && partner_[i] < i && width[i] != width[partner_[i]])
+      throw value_error(block_width_error(partner_[i], width[partner_[i]], width[i]));
+  }
   idx wmax = in;
+  for (idx w : width) wmax = std::max(wmax, w);
+  std::vector<idx> need_act(L, 0), need_scratch(L, 0), need_bytes(L, 0), need_skip(L, 0);
   for (idx i = 0; i < L; ++i) {
-    width[i + 1] = layers_[i].kind == LayerKind::Linear ? layers_[i].out : width[i];
-    wmax = std::max(wmax, width[i + 1]);
+    const Needs n = needs(i, B, width);
+    need_act[i] = n.act;
+    need_scratch[i] = n.scratch;
+    need_bytes[i] = n.bytes;
+    need_skip[i] = n.skip;
   }
-  ws.act.resize(L);
-  ws.mask.resize(L);
-  ws.out.assign(L + 1, nullptr);
-  ws.dropout_on.assign(L, false);
-  for (idx i = 0; i < L; ++i) {
-    const bool needs_buffer = !(i > 0 && in_place(i - 1));
-    if (needs_buffer) ws.act[i].reserve(checked_mul(B, width[i + 1]));  // (B, width[i + 1])
-    if (layers_[i].kind == LayerKind::Dropout) ws.mask[i].reserve(checked_mul(B, width[i + 1]));
-  }
-  ws.grad_a.reserve(checked_mul(B, wmax));  // (B, any layer's width)
-  ws.grad_b.reserve(checked_mul(B, wmax));
-  ws.dout.reserve(checked_mul(B, width[L]));  // (B, out)
+  const idx big = checked_mul(B, wmax), nout = checked_mul(B, width[L]);
+  // grow into fresh buffers first
+  auto grow = [](std::vector<Buffer<T>>& have, const std::vector<idx>& need, idx L_) {
+    std::vector<Buffer<T>> fresh(L_);
+    for (idx i = 0; i < L_; ++i)
+      if (i >= static_cast<idx>(have.size()) || have[i].size() < need[i]) fresh[i].resize(need[i]);
+    return fresh;
+  };
+  std::vector<Buffer<T>> act = grow(ws.act, need_act, L), scr = grow(ws.scratch, need_scratch, L),
+                         skip = grow(ws.skip_grad, need_skip, L);
+  std::vector<Buffer<std::uint8_t>> bytes(L);
+  for (idx i = 0; i < L; ++i)
+    if (i >= static_cast<idx>(ws.bytes.size()) || ws.bytes[i].size() < need_bytes[i]) bytes[i].resize(need_bytes[i]);
+  Buffer<T> ga, gb, dout;
+  if (ws.grad_a.size() < big) ga.resize(big);
+  if (ws.grad_b.size() < big) gb.resize(big);
+  if (ws.dout.size() < nout) dout.resize(nout);
+  std::vector<const T*> out(L + 1, nullptr);
+  std::vector<std::uint64_t> seeds(L, 0);
+  // commit (nothing below allocates or throws)
+  auto commit = [](auto& have, auto& fresh, idx L_) {
+    if (static_cast<idx>(have.size()) != L_) have.resize(L_);
+    for (idx i = 0; i < L_; ++i)
+      if (fresh[i].size() > have[i].size()) have[i] = std::move(fresh[i]);
+  };
+  ws.act.reserve(L);
+  ws.scratch.reserve(L);
+  ws.skip_grad.reserve(L);
+  ws.bytes.reserve(L);
+  commit(ws.act, act, L);
+  commit(ws.scratch, scr, L);
+  commit(ws.skip_grad, skip, L);
+  commit(ws.bytes, bytes, L);
+  if (ga.size()) ws.grad_a = std::move(ga);
+  if (gb.size()) ws.grad_b = std::move(gb);
+  if (dout.size()) ws.dout = std::move(dout);
   ws.width.swap(width);
-  ws.cap_rows = B;
-  ws.cap_in = in;
+  ws.out.swap(out);
+  ws.seeds.swap(seeds);
+  ws.in = in;
+}
+
+template <class T>
+LayerIO<T> Model<T>::io(const Workspace<T>& ws, idx i, idx B, T* gbuf) const {
+  LayerIO<T> r;
+  r.B = B;
+  r.in = ws.width[i];
+  r.out = ws.width[i + 1];
+  r.x = ws.out[i];
+  r.y = const_cast<T*>(ws.out[i + 1]);
+  if (param_offset_[i] >= 0) {
+    r.w = params_.data() + param_offset_[i];
+    if (gbuf) r.g = gbuf + param_offset_[i];
+  }
+  if (buffer_offset_[i] >= 0) r.buf = const_cast<T*>(buffers_.data()) + buffer_offset_[i];
+  r.scratch = const_cast<T*>(ws.scratch[i].data());
+  r.bytes = const_cast<std::uint8_t*>(ws.bytes[i].data());
+  if (partner_[i] >= 0) {
+    const idx end = std::max(i, partner_[i]);
+    r.skip = ws.out[std::min(i, partner_[i])];
+    r.skip_grad = const_cast<T*>(ws.skip_grad[end].data());
+  }
+  r.train = ws.train;
+  r.seed = ws.seeds[i];
+  return r;
 }
 
 template <class T>
 const T* Model<T>::forward(Workspace<T>& ws, const T* x, idx B, idx in, bool train, bool copy_input) {
-  const idx want = in_features();
-  if (want >= 0 && in != want)
-    throw value_error("input has " + std::to_string(in) + " features, but the model expects " + std::to_string(want));
+  check_input(in);
   ws.rows = -2;  // from here on the buffers change: until this forward succeeds there is none to go back through
-  ensure_workspace(ws, B, in);
+  if (!fits(ws, B, in)) ensure_workspace(ws, B, in);  // a step on a batch seen before allocates nothing
   if (copy_input) {
-    ws.input_copy.reserve(checked_mul(B, in));  // (B, in)
-    std::copy(x, x + B * in, ws.input_copy.data());
-    x = ws.input_copy.data();
+    Buffer<T>& c = ws.input_copy;
+    if (c.size() < checked_mul(B, in)) c.resize(B * in);
+    std::copy(x, x + B * in, c.data());
+    x = c.data();
   }
-  const idx L = static_cast<idx>(layers_.size());
+  const idx L = n_layers();
+  ws.train = train;
   ws.out[0] = x;
-  bool any_dropout = false;
+  bool any_random = false;
   for (idx i = 0; i < L; ++i) {
-    const LayerSpec& l = layers_[i];
-    const T* xin = ws.out[i];
-    ws.dropout_on[i] = false;
-    switch (l.kind) {
-      case LayerKind::Linear: {
-        T* pre = ws.act[i].data();
-        const T* b = l.bias ? params_.data() + bias_offset_[i] : nullptr;
-        linear_forward<T>(xin, params_.data() + weight_offset_[i], nullptr, pre, B, l.in, l.out);
-        ws.out[i + 1] = pre;
-        if (fused(i)) {  // bias + activation in one pass over the GEMM output
-          const LayerSpec& a = layers_[i + 1];
-          T* y = in_place(i) ? pre : ws.act[i + 1].data();
-          bias_activation_forward(a.act, pre, b, y, B, l.out, a.param);
-          ws.out[i + 2] = y;
-          ++i;
-        } else {
-          bias_activation_forward(Act::Identity, pre, b, pre, B, l.out, 0.0);
-        }
-        break;
-      }
-      case LayerKind::Activation:
-        activation_forward(l.act, xin, ws.act[i].data(), B, ws.width[i], l.param);
-        ws.out[i + 1] = ws.act[i].data();
-        break;
-      case LayerKind::Dropout:
-        if (train && l.param > 0) {
-          T* y = ws.act[i].data();
-          dropout_forward(xin, y, ws.mask[i].data(), B * ws.width[i], l.param,
-                          derive_seed(derive_seed(seed, 0x5EEDull + static_cast<std::uint64_t>(i)), dropout_calls));
-          ws.dropout_on[i] = true;
-          any_dropout = true;
-          ws.out[i + 1] = y;
-        } else {
-          ws.out[i + 1] = xin;  // identity: no copy
-        }
-        break;
+    const Layer<T>& l = *layers_[i];
+    if (l.random(train)) {
+      ws.seeds[i] = derive_seed(derive_seed(seed, 0x5EEDull + static_cast<std::uint64_t>(i)), dropout_calls);
+      any_random = true;
     }
+    if (l.identity(train)) {
+      ws.out[i + 1] = ws.out[i];
+      continue;
+    }
+    ws.out[i + 1] = (i > 0 && in_place(i - 1)) ? ws.out[i] : ws.act[i].data();
+    if (fused(i)) {  // the product, then bias + activation in one pass over it
+      LayerIO<T> a = io(ws, i, B, nullptr);
+      l.forward_product(a);
+      const Layer<T>& next = *layers_[i + 1];
+      ws.out[i + 2] = in_place(i) ? ws.out[i + 1] : ws.act[i + 1].data();
+      next.epilogue()->bias_forward(const_cast<T*>(ws.out[i + 1]), l.bias_of(a.w), const_cast<T*>(ws.out[i + 2]), B,
+                                    ws.width[i + 1]);
+      ++i;
+      continue;
+    }
+    l.forward(io(ws, i, B, nullptr));
   }
-  if (any_dropout) ++dropout_calls;
+  if (any_random) ++dropout_calls;
   ws.rows = B;
   return ws.out[L];
 }
@@ -197,86 +272,78 @@ void Model<T>::check_backward(const Workspace<T>& ws) {
 }
 
 template <class T>
-bool Model<T>::has_dropout() const {
-  for (const auto& l : layers_)
-    if (l.kind == LayerKind::Dropout && l.param > 0) return true;
-  return false;
-}
-
-template <class T>
 void Model<T>::backward(Workspace<T>& ws, const T* dy, T* dx, bool accumulate, T* grads) {
   check_backward(ws);
   T* const gbuf = grads ? grads : grads_.data();
   const idx B = ws.rows;
-  const idx L = static_cast<idx>(layers_.size());
+  const idx L = n_layers();
   // below the first layer with parameters, gradients are needed only for dx
   idx stop = 0;
   if (!dx) {
     stop = L;
     for (idx i = 0; i < L; ++i)
-      if (layers_[i].kind == LayerKind::Linear) { stop = i; break; }
+      if (param_offset_[i] >= 0) { stop = i; break; }
   }
   const T* g = dy;
   T* bufs[2] = {ws.grad_a.data(), ws.grad_b.data()};
   int which = 0;
   auto next_buf = [&](idx i) -> T* {
-    if (i == 0) return dx;
+    if (i == 0 && dx) return dx;
     T* p = bufs[which];
     which ^= 1;
     return p;
   };
   for (idx i = L - 1; i >= stop; --i) {
-    const LayerSpec& l = layers_[i];
-    const bool need_gout = i > stop || (i == 0 && dx);
-    if (l.kind == LayerKind::Activation && i > 0 && fused(i - 1)) {
-      // activation derivative and bias gradient in one pass, then the Linear's GEMMs
-      const LayerSpec& lin = layers_[i - 1];
+    const Layer<T>& l = *layers_[i];
+    if (i > 0 && fused(i - 1)) {
+      // the epilogue's derivative and the bias gradient in one pass, then the product's
+      const Layer<T>& host = *layers_[i - 1];
+      LayerIO<T> h = io(ws, i - 1, B, gbuf);
+      h.accumulate = accumulate;
       T* dpre = bufs[which];
       which ^= 1;
-      T* db = lin.bias ? gbuf + bias_offset_[i - 1] : nullptr;
-      activation_bias_backward(l.act, g, ws.out[i], ws.out[i + 1], dpre, db, B, lin.out, l.param, accumulate);
+      l.epilogue()->bias_backward(g, ws.out[i], ws.out[i + 1], dpre, host.bias_of(h.g), B, ws.width[i], accumulate);
       --i;
-      const bool need = i > stop || (i == 0 && dx);
-      T* gout = need ? next_buf(i) : nullptr;
-      linear_backward<T>(dpre, ws.out[i], params_.data() + weight_offset_[i], gout, gbuf + weight_offset_[i],
-                         nullptr, B, lin.in, lin.out, accumulate);
-      if (!need) break;
+      T* gout = (i > stop || (i == 0 && dx)) ? next_buf(i) : nullptr;
+      host.backward_product(h, dpre, gout);
+      if (!gout) break;
       g = gout;
       continue;
     }
-    if (!need_gout && l.kind != LayerKind::Linear) break;
-    T* gout = need_gout ? next_buf(i) : nullptr;
-    switch (l.kind) {
-      case LayerKind::Linear:
-        linear_backward(g, ws.out[i], params_.data() + weight_offset_[i], gout, gbuf + weight_offset_[i],
-                        l.bias ? gbuf + bias_offset_[i] : nullptr, B, l.in, l.out, accumulate);
-        break;
-      case LayerKind::Activation:
-        activation_backward(l.act, g, ws.out[i], ws.out[i + 1], gout, B, ws.width[i], l.param);
-        break;
-      case LayerKind::Dropout:
-        if (ws.dropout_on[i]) dropout_backward(g, ws.mask[i].data(), gout, B * ws.width[i], l.param);
-        else std::copy(g, g + B * ws.width[i], gout);
-        break;
+    const bool need_gout = i > stop || (i == 0 && dx);
+    if (l.nesting() < 0) {  // residual_end: keeps dy for the skip connection; the block gets dy as it is
+      l.backward(io(ws, i, B, gbuf), g, nullptr);
+      continue;
     }
+    if (l.nesting() > 0) {  // residual_begin: the block's gradient plus the skip's
+      if (!need_gout) break;
+      T* gout = next_buf(i);
+      l.backward(io(ws, i, B, gbuf), g, gout);
+      g = gout;
+      continue;
+    }
+    if (l.identity(ws.train)) continue;  // the gradient passes through unchanged
+    if (!need_gout && param_offset_[i] < 0) break;
+    T* gout = need_gout ? next_buf(i) : nullptr;
+    LayerIO<T> a = io(ws, i, B, gbuf);
+    a.accumulate = accumulate;
+    l.backward(a, g, gout);
     if (!need_gout) break;
     g = gout;
   }
-  if (dx && L == 0) std::copy(dy, dy + B * ws.cap_in, dx);
+  if (dx && g != dx) std::copy(g, g + B * ws.width[0], dx);
 }
 
 template <class T>
 double Model<T>::loss_and_grad(const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
                                const T* target, bool train) {
   const T* out = forward(ws_, x, B, in, train, false);
-  const idx C = ws_.width[layers_.size()];
+  const idx C = ws_.width.back();
   const double value = loss_forward(loss, out, B, C, labels, target, ws_.dout.data());
   // every gradient is rewritten, the same as zero_grad followed by accumulation
   backward(ws_, ws_.dout.data(), nullptr, false);
   return value;
 }
-
-
 
 template class Model<float>;
 template class Model<double>;

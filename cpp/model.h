@@ -1,91 +1,94 @@
-// A Sequential model: a list of layers whose parameters, gradients and
-// per-batch activations live in buffers the model owns. Parameters and
-// gradients are each one contiguous buffer, laid out as torch.nn.Sequential's
-// state_dict: for every Linear, weight (out, in) then bias (out).
+// A Sequential model: a flat list of layers (cpp/layer.h; a residual block is
+// its layers between a residual_begin and a residual_end) whose parameters,
+// gradients, buffers and per-batch activations live in buffers the model owns.
+// Parameters, gradients and buffers are each one contiguous buffer, laid out in
+// state_dict order: layer by layer, each layer's tensors in its declared order.
 #pragma once
 #include <cstdint>
+#include <memory>
+#include <string>
 #include <vector>
 
-#include "activations.h"
 #include "gate.h"
-#include "init.h"
+#include "layer.h"
 #include "losses.h"
 #include "optimizers.h"
 
 namespace fastmlp {
 
-enum class LayerKind { Linear, Activation, Dropout };
-
-struct LayerSpec {
-  LayerKind kind = LayerKind::Activation;
-  Act act = Act::Identity;  // Activation
-  double param = 0;         // LeakyReLU negative_slope, Dropout p
-  idx in = 0, out = 0;      // Linear
-  bool bias = true;         // Linear
-  InitSpec init;            // Linear weight (bias: LinearDefault -> +-1/sqrt(in), else zeros)
-};
-
-void check_layers(const std::vector<LayerSpec>& layers);
-
-// Where one parameter tensor lives in the flat buffers.
+// Where one parameter (or buffer) tensor lives in the flat buffers.
 struct ParamSlot {
-  idx layer;    // index in the Sequential
-  bool bias;    // weight or bias
-  idx offset;   // into params()/grads()
-  idx rows, cols;  // weight (out, in); bias (out, 1)
+  idx layer;          // index of its layer in the model's flat list
+  std::string name;   // "weight", "bias", "running_mean", ...
+  idx offset;         // into params()/grads() (parameters) or buffers() (buffers)
+  idx rows, cols;     // (rows, cols); vectors are (n, 1)
+  bool vector;        // 1-D in the state_dict
+  bool decay;         // scikit-learn's L2 penalty applies
 };
 
-// Per-batch buffers of one forward/backward: each grown to what a batch needs
-// when a larger batch (or another input width) first arrives, then reused, so
-// a training step allocates nothing. cap_rows, cap_in and width describe what
-// the buffers hold and change only once every allocation succeeded. Training uses the model's own; predict makes its own
+// Per-batch buffers of one forward/backward: grown when a larger batch (or
+// another input width) first arrives, then reused, so a training step
+// allocates nothing. Training uses the model's own; predict makes its own
 // so that predictions can run concurrently.
 template <class T>
 struct Workspace {
-  idx cap_rows = 0, cap_in = -1;
+  idx in = -1;                              // input width the buffers were laid out for
   std::vector<idx> width;                   // width[i] = input width of layer i; width[L] = output width
-  std::vector<Buffer<T>> act;               // act[i] = output of layer i (rows, width[i + 1])
-  std::vector<Buffer<std::uint8_t>> mask;   // dropout masks
+  std::vector<Buffer<T>> act;               // act[i] = output of layer i (rows, width[i + 1]), unless it is
+                                            // an identity or writes in place into its Linear's output
+  std::vector<Buffer<T>> scratch;           // per layer, kept from forward to backward
+  std::vector<Buffer<std::uint8_t>> bytes;  // per layer (dropout masks)
+  std::vector<Buffer<T>> skip_grad;         // per residual_end: (rows, width) gradient of the skip
   Buffer<T> grad_a, grad_b, input_copy, dout;
   // the last forward: its rows; -1 none yet, -2 it failed (its buffers may have been reallocated)
   idx rows = -1;
+  bool train = false;
   std::vector<const T*> out;                // out[0] = input, out[i + 1] = output of layer i
-  std::vector<bool> dropout_on;
+  std::vector<std::uint64_t> seeds;         // per layer: the random stream of the last forward
 };
 
 template <class T>
 class Model {
  public:
-  Model(std::vector<LayerSpec> layers, std::uint64_t seed);
+  // specs: one Options per layer of the flat list (kind + arguments). Without
+  // allocate, only the structure is built and checked (no parameter buffers).
+  Model(std::vector<Options> specs, std::uint64_t seed, bool allocate = true);
 
-  // Re-initialise every Linear from seed (each layer's own init).
+  // Re-initialise every parameter and buffer from seed (each layer's own reset).
   void reset_parameters(std::uint64_t seed);
 
-  const std::vector<LayerSpec>& layers() const { return layers_; }
-  const std::vector<ParamSlot>& slots() const { return slots_; }
+  idx n_layers() const { return static_cast<idx>(layers_.size()); }
+  const Layer<T>& layer(idx i) const { return *layers_[i]; }
+  const std::vector<Options>& specs() const { return specs_; }
+  const std::vector<ParamSlot>& slots() const { return slots_; }          // parameters
+  const std::vector<ParamSlot>& buffer_slots() const { return bslots_; }  // buffers
   idx n_params() const { return params_.size(); }
+  idx n_buffers() const { return buffers_.size(); }
   T* params() { return params_.data(); }
   T* grads() { return grads_.data(); }
-  // Input width the model needs (-1: any, no Linear), and the output width for an input width.
-  idx in_features() const;
+  T* buffers() { return buffers_.data(); }
+  // Input width the model needs (-1: any), and the output width for an input width.
+  idx in_features() const { return in_features_; }
   idx out_features(idx in) const;
 
   bool training = true;
-  bool has_dropout() const;
+  bool has_dropout() const;                 // a layer draws random numbers in training
+  bool rows_independent(bool train) const;  // every layer's rows are independent in this mode
   std::uint64_t seed = 0;
-  std::uint64_t dropout_calls = 0;  // forward passes in training mode: the dropout masks' stream
+  std::uint64_t dropout_calls = 0;  // forward passes in training mode: the random layers' stream
   std::uint64_t epochs_done = 0;    // epochs of fit: the shuffling stream
 
   // x is (B, in). The workspace keeps a pointer to x for backward unless
   // copy_input is set (then it keeps a copy). Returns the (B, out) output,
-  // valid until the next forward on that workspace. Dropout is active when
-  // train is set.
+  // valid until the next forward on that workspace. train selects training
+  // mode (dropout active, batch statistics; buffers such as running statistics
+  // are updated).
   const T* forward(Workspace<T>& ws, const T* x, idx B, idx in, bool train, bool copy_input);
   // dy is (B, out) for the last forward on ws; parameter gradients are
   // accumulated (or overwritten when accumulate is false) into grads (n_params(),
   // laid out as grads(); null: the model's own); dx is (B, in) or null.
-  // Without dropout, forward and backward on different workspaces (and gradient
-  // buffers) may run concurrently.
+  // Forward and backward on different workspaces (and gradient buffers) may run
+  // concurrently when no layer updates buffers in that mode (see rows_independent).
   void backward(Workspace<T>& ws, const T* dy, T* dx, bool accumulate, T* grads = nullptr);
 
   // The same on the model's own workspace, in the model's mode.
@@ -94,9 +97,10 @@ class Model {
   // Throws unless ws holds a successful forward: value_error if there was none, runtime_error if it failed.
   static void check_backward(const Workspace<T>& ws);
   idx last_rows() const { return ws_.rows; }
+  idx last_in() const { return ws_.in; }
   idx last_out() const { return ws_.width.empty() ? 0 : ws_.width.back(); }
 
-  // forward (dropout active when train) + loss + backward with the gradients
+  // forward (training mode when train) + loss + backward with the gradients
   // overwritten (zero_grad + backward); returns the loss. For full-batch solvers.
   double loss_and_grad(const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
                        const T* target, bool train);
@@ -109,14 +113,25 @@ class Model {
   Gate gate;
 
  private:
+  void check_input(idx in) const;  // value_error unless the model takes `in` features
+  struct Needs { idx act = 0, scratch = 0, bytes = 0, skip = 0; };  // elements layer i needs for B rows
+  Needs needs(idx i, idx B, const std::vector<idx>& width) const;
+  bool fits(const Workspace<T>& ws, idx B, idx in) const;
   void ensure_workspace(Workspace<T>& ws, idx B, idx in) const;
-  bool fused(idx i) const;  // Linear i is followed by an activation fused into its epilogue
-  bool in_place(idx i) const;  // ... which runs in place on the Linear's output
+  LayerIO<T> io(const Workspace<T>& ws, idx i, idx B, T* gbuf) const;
+  // Linear i is followed by an element-wise layer that finishes its product
+  bool fused(idx i) const { return fused_[i]; }
+  // ... which writes in place into the Linear's output
+  bool in_place(idx i) const { return fused_[i] && !layers_[i + 1]->backward_needs_input(); }
 
-  std::vector<LayerSpec> layers_;
-  std::vector<ParamSlot> slots_;
-  std::vector<idx> weight_offset_, bias_offset_;  // per layer, -1 if none
-  Buffer<T> params_, grads_;
+  std::vector<Options> specs_;
+  std::vector<std::unique_ptr<Layer<T>>> layers_;
+  std::vector<ParamSlot> slots_, bslots_;
+  std::vector<idx> param_offset_, buffer_offset_;  // per layer, -1 if it has none
+  std::vector<idx> partner_;                       // residual_begin <-> residual_end
+  std::vector<bool> fused_;
+  idx in_features_ = -1;
+  Buffer<T> params_, grads_, buffers_;
   Workspace<T> ws_;
 };
 

@@ -78,7 +78,7 @@ double l2_penalty_step(Model<T>& m, double l2, double wsum) {
   double sq = 0;
   const T k = T(l2 / wsum);
   for (const ParamSlot& s : m.slots())
-    if (!s.bias) sq += l2_grad(m.params() + s.offset, m.grads() + s.offset, s.rows * s.cols, k);
+    if (s.decay) sq += l2_grad(m.params() + s.offset, m.grads() + s.offset, s.rows * s.cols, k);
   return 0.5 * l2 * sq / wsum;
 }
 
@@ -142,7 +142,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
   if (batch <= 0) throw value_error("batch_size must be positive");
   EpochStats st;
   const idx N = d.N, B = std::min(batch, std::max<idx>(N, 1));
-  const bool split = workers >= 2 && !m.has_dropout();
+  const bool split = workers >= 2 && !m.has_dropout() && m.rows_independent(true);
   if (shuffle) {
     buf.perm.resize(static_cast<size_t>(N));
     for (idx i = 0; i < N; ++i) buf.perm[i] = i;

@@ -89,56 +89,42 @@ E lookup(const std::string& name, const std::pair<const char*, E> (&table)[N], c
   throw value_error(std::string("unknown ") + what + " '" + name + "'");
 }
 
-Act parse_act(const std::string& s) {
-  static const std::pair<const char*, Act> names[] = {
-      {"identity", Act::Identity}, {"relu", Act::ReLU}, {"leaky_relu", Act::LeakyReLU}, {"sigmoid", Act::Sigmoid},
-      {"tanh", Act::Tanh}, {"gelu", Act::GELU}, {"softmax", Act::Softmax}};
-  return lookup(s, names, "activation");
+// A spec dict as the engine's Options: numbers and bools as numbers (ints also
+// exactly), strings as strings, nested dicts flattened with '.' ("init.name").
+void flatten_options(const py::dict& d, const std::string& prefix, Options& o) {
+  for (auto kv : d) {
+    const std::string k = prefix + kv.first.cast<std::string>();
+    py::handle v = kv.second;
+    if (py::isinstance<py::dict>(v)) flatten_options(v.cast<py::dict>(), k + ".", o);
+    else if (py::isinstance<py::str>(v)) o.str[k] = v.cast<std::string>();
+    else if (py::isinstance<py::bool_>(v)) o.num[k] = v.cast<bool>() ? 1 : 0;
+    else if (py::isinstance<py::int_>(v)) {
+      o.num[k] = v.cast<double>();
+      try { o.ints[k] = v.cast<std::int64_t>(); } catch (const py::cast_error&) {}
+    } else if (py::isinstance<py::float_>(v)) o.num[k] = v.cast<double>();
+    else if (!v.is_none()) throw type_error("layer argument '" + k + "' must be a number, a bool or a string");
+  }
+}
+
+Options options_of(const py::dict& d) {
+  Options o;
+  flatten_options(d, "", o);
+  auto it = o.str.find("kind");
+  if (it == o.str.end()) throw value_error("a layer spec needs a 'kind'");
+  o.kind = it->second;
+  return o;
+}
+
+std::vector<Options> parse_layers(const py::list& layers) {
+  std::vector<Options> out;
+  for (auto item : layers) out.push_back(options_of(item.cast<py::dict>()));
+  return out;
 }
 
 InitSpec parse_init(const py::dict& d) {
-  InitSpec s;
-  static const std::pair<const char*, InitKind> names[] = {
-      {"default", InitKind::LinearDefault}, {"zeros", InitKind::Zeros}, {"ones", InitKind::Constant},
-      {"constant", InitKind::Constant}, {"uniform", InitKind::Uniform}, {"normal", InitKind::Normal},
-      {"xavier_uniform", InitKind::XavierUniform}, {"xavier_normal", InitKind::XavierNormal},
-      {"kaiming_uniform", InitKind::KaimingUniform}, {"kaiming_normal", InitKind::KaimingNormal}};
-  const std::string k = get<std::string>(d, "name", "default");
-  s.kind = lookup(k, names, "initializer");
-  if (k == "ones") s.a = 1;
-  s.a = get<double>(d, "a", s.a);
-  s.b = get<double>(d, "b", s.b);
-  s.gain = get<double>(d, "gain", s.gain);
-  s.kaiming_a = get<double>(d, "kaiming_a", s.kaiming_a);
-  s.fan_out = get<std::string>(d, "mode", "fan_in") == "fan_out";
-  s.nonlinearity = get<std::string>(d, "nonlinearity", s.nonlinearity);
-  if (s.kind == InitKind::KaimingUniform || s.kind == InitKind::KaimingNormal) calculate_gain(s.nonlinearity, s.kaiming_a);
-  return s;
-}
-
-std::vector<LayerSpec> parse_layers(const py::list& layers) {
-  std::vector<LayerSpec> out;
-  for (auto item : layers) {
-    py::dict d = item.cast<py::dict>();
-    LayerSpec l;
-    const std::string kind = d["kind"].cast<std::string>();
-    if (kind == "linear") {
-      l.kind = LayerKind::Linear;
-      l.in = d["in_features"].cast<idx>();
-      l.out = d["out_features"].cast<idx>();
-      l.bias = get<bool>(d, "bias", true);
-      if (d.contains("init")) l.init = parse_init(d["init"].cast<py::dict>());
-    } else if (kind == "dropout") {
-      l.kind = LayerKind::Dropout;
-      l.param = d["p"].cast<double>();
-    } else {
-      l.kind = LayerKind::Activation;
-      l.act = parse_act(kind);
-      l.param = get<double>(d, "negative_slope", 0.0);
-    }
-    out.push_back(l);
-  }
-  return out;
+  Options o;
+  flatten_options(d, "", o);
+  return parse_init(o, "");
 }
 
 Reduction parse_reduction(const std::string& r) {
@@ -421,9 +407,19 @@ void bind_dtype(py::module_& m, const char* suffix) {
         PM& s = self.cast<PM&>();
         py::list out;
         for (const auto& sl : s.m.slots()) {
-          std::vector<idx> shape = sl.bias ? std::vector<idx>{sl.rows} : std::vector<idx>{sl.rows, sl.cols};
-          out.append(py::make_tuple(sl.layer, sl.bias, view_of<T>(s.m.params() + sl.offset, shape, self),
+          std::vector<idx> shape = sl.vector ? std::vector<idx>{sl.rows} : std::vector<idx>{sl.rows, sl.cols};
+          out.append(py::make_tuple(sl.layer, sl.name, view_of<T>(s.m.params() + sl.offset, shape, self),
                                     view_of<T>(s.m.grads() + sl.offset, shape, self)));
+        }
+        return out;
+      })
+      // [(layer, name, buffer view)]: state_dict entries that are not trained
+      .def("buffers", [](py::object self) {
+        PM& s = self.cast<PM&>();
+        py::list out;
+        for (const auto& sl : s.m.buffer_slots()) {
+          std::vector<idx> shape = sl.vector ? std::vector<idx>{sl.rows} : std::vector<idx>{sl.rows, sl.cols};
+          out.append(py::make_tuple(sl.layer, sl.name, view_of<T>(s.m.buffers() + sl.offset, shape, self)));
         }
         return out;
       })
@@ -670,7 +666,8 @@ PYBIND11_MODULE(_core, m) {
   });
   m.def("optim_state_slots", [](py::dict cfg) { return optim_state_slots(parse_optim(cfg).kind); });
   m.def("check_optim", [](py::dict cfg) { parse_optim(cfg); });
-  m.def("check_layers", [](py::list layers) { check_layers(parse_layers(layers)); });
+  m.def("check_layers", [](py::list layers) { Model<double> check(parse_layers(layers), 0, false); });
+  m.def("layer_kinds", &layer_kinds);
   m.def("calculate_gain", &calculate_gain, py::arg("nonlinearity"), py::arg("param") = 0.0);
   m.def("blas_set_num_threads", &blas_set_num_threads);
   m.def("blas_get_num_threads", &blas_get_num_threads);

@@ -9,5 +9,5 @@ if [ ! -f build/dev/build.ninja ]; then
   cmake -S . -B build/dev -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE="$(command -v "$py")" \
         -Dpybind11_DIR="$("$py" -c 'import pybind11; print(pybind11.get_cmake_dir())')" >/dev/null
 fi
-ninja -C build/dev >/dev/null
+ninja -C build/dev >build/dev/ninja.log 2>&1 || { grep -E -A3 "error|Error" build/dev/ninja.log | head -60; exit 1; }
 cp build/dev/_core*.so python/fastmlp/

@@ -217,11 +217,11 @@ class Sequential(Module):
         self._core = cls([layer._spec() for layer in layers], seed)
         self._layers = list(layers)
         self._params: "OrderedDict[str, Parameter]" = OrderedDict()
-        for layer_idx, is_bias, data, grad in self._core.parameters():
-            name = f"{layer_idx}.{'bias' if is_bias else 'weight'}"
+        for layer_idx, pname, data, grad in self._core.parameters():
+            name = f"{layer_idx}.{pname}"
             p = Parameter(data, grad, name)
             self._params[name] = p
-            setattr(self._layers[layer_idx], "bias" if is_bias else "weight", p)
+            setattr(self._layers[layer_idx], pname, p)
         self._last_1d = False
         self._fit_lock = threading.Lock()  # held for a whole fit call
         self._file_extra: dict = {}  # metadata of the file the model was loaded from

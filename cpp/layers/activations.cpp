@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "layer.h"
 #include "vmath.h"
 
 namespace fastmlp {
@@ -17,25 +18,34 @@ namespace {
 
 // ---- Identity
 struct IdentityF {
+  static constexpr bool needs_input = false;
+  IdentityF() = default;
+  explicit IdentityF(const Options&) {}
   template <class T> T fwd(T x) const { return x; }
   template <class T> T bwd(T dy, T, T) const { return dy; }
 };
 
 // ---- ReLU: y = max(x, 0); dy/dx = 1 where x > 0 (0 at x == 0, as PyTorch)
 struct ReLUF {
+  static constexpr bool needs_input = false;
+  explicit ReLUF(const Options&) {}
   template <class T> T fwd(T x) const { return x > T(0) ? x : T(0); }
   template <class T> T bwd(T dy, T, T y) const { return y > T(0) ? dy : T(0); }
 };
 
 // ---- LeakyReLU: y = x if x > 0 else slope * x
 struct LeakyReLUF {
+  static constexpr bool needs_input = true;
   double slope;
+  explicit LeakyReLUF(const Options& o) : slope(o.number("negative_slope", 0.01)) {}
   template <class T> T fwd(T x) const { return x > T(0) ? x : T(slope) * x; }
   template <class T> T bwd(T dy, T x, T) const { return x > T(0) ? dy : T(slope) * dy; }
 };
 
 // ---- Sigmoid: y = 1 / (1 + e^-x), with e = e^-|x| so that nothing overflows
 struct SigmoidF {
+  static constexpr bool needs_input = false;
+  explicit SigmoidF(const Options&) {}
   template <class T> T fwd(T x) const {
     const T e = vexp(-std::fabs(x));
     return x >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
@@ -45,12 +55,16 @@ struct SigmoidF {
 
 // ---- Tanh: dy/dx = 1 - y^2
 struct TanhF {
+  static constexpr bool needs_input = false;
+  explicit TanhF(const Options&) {}
   template <class T> T fwd(T x) const { return vtanh(x); }
   template <class T> T bwd(T dy, T, T y) const { return dy * (T(1) - y * y); }
 };
 
 // ---- GELU (erf form): y = x * Phi(x); dy/dx = Phi(x) + x * phi(x)
 struct GELUF {
+  static constexpr bool needs_input = true;
+  explicit GELUF(const Options&) {}
   template <class T> T fwd(T x) const { return T(0.5) * x * (T(1) + std::erf(x * T(0.70710678118654752440))); }
   template <class T> T bwd(T dy, T x, T) const {
     const T cdf = T(0.5) * (T(1) + std::erf(x * T(0.70710678118654752440)));
@@ -100,19 +114,6 @@ FASTMLP_SIMD void map_bias_backward(const T* dy, const T* x, const T* y, T* dx, 
   }
 }
 
-// Calls fn with the functor of an element-wise activation (not Softmax).
-template <class Fn> void with_functor(Act a, double param, Fn fn) {
-  switch (a) {
-    case Act::Identity: fn(IdentityF{}); break;
-    case Act::ReLU: fn(ReLUF{}); break;
-    case Act::LeakyReLU: fn(LeakyReLUF{param}); break;
-    case Act::Sigmoid: fn(SigmoidF{}); break;
-    case Act::Tanh: fn(TanhF{}); break;
-    case Act::GELU: fn(GELUF{}); break;
-    case Act::Softmax: break;
-  }
-}
-
 // ---- Softmax over each row of (B, C), shifted by the row maximum
 template <class T> void softmax_forward(const T* x, T* y, idx B, idx C) {
   for (idx r = 0; r < B; ++r) {
@@ -138,55 +139,79 @@ template <class T> void softmax_backward(const T* dy, const T* y, T* dx, idx B, 
   }
 }
 
+// ---- the layers
+// An element-wise activation: F's fwd/bwd over every element, and the fused
+// epilogue of a preceding Linear (bias + F in one pass over the product).
+template <class T, class F>
+class ElementwiseLayer final : public Layer<T>, public Epilogue<T> {
+ public:
+  explicit ElementwiseLayer(const Options& o) : f_(o) {}
+  idx out_width(idx in) const override { return in; }
+  bool backward_needs_input() const override { return F::needs_input; }
+  const Epilogue<T>* epilogue() const override { return this; }
+  // x, y are (B, C)
+  void forward(const LayerIO<T>& io) const override { map_forward(io.x, io.y, checked_mul(io.B, io.in), f_); }
+  // dy, dx are (B, C)
+  void backward(const LayerIO<T>& io, const T* dy, T* dx) const override {
+    map_backward(dy, io.x, io.y, dx, io.B * io.in, f_);
+  }
+  // pre (B, C) += b (C), y (B, C) = f(pre)
+  void bias_forward(T* pre, const T* b, T* y, idx B, idx C) const override { bias_map_forward(pre, b, y, B, C, f_); }
+  // dpre (B, C) = f'(dy, pre, y), db (C) (+)= its column sums
+  void bias_backward(const T* dy, const T* pre, const T* y, T* dpre, T* db, idx B, idx C,
+                     bool accumulate) const override {
+    if (db && !accumulate) std::fill(db, db + C, T(0));
+    map_bias_backward(dy, pre, y, dpre, db, B, C, f_);
+  }
+
+ private:
+  F f_;
+};
+
+// Softmax over the features of each row (dim=1 of a (B, C) batch).
+template <class T>
+class SoftmaxLayer final : public Layer<T>, public Epilogue<T> {
+ public:
+  explicit SoftmaxLayer(const Options&) {}
+  idx out_width(idx in) const override { return in; }
+  bool backward_needs_input() const override { return false; }
+  const Epilogue<T>* epilogue() const override { return this; }
+  void forward(const LayerIO<T>& io) const override { softmax_forward(io.x, io.y, io.B, io.in); }
+  void backward(const LayerIO<T>& io, const T* dy, T* dx) const override { softmax_backward(dy, io.y, dx, io.B, io.in); }
+  void bias_forward(T* pre, const T* b, T* y, idx B, idx C) const override {
+    if (b) bias_map_forward(pre, b, pre, B, C, IdentityF{});
+    softmax_forward(pre, y, B, C);
+  }
+  void bias_backward(const T* dy, const T* pre, const T* y, T* dpre, T* db, idx B, idx C,
+                     bool accumulate) const override {
+    if (db && !accumulate) std::fill(db, db + C, T(0));
+    softmax_backward(dy, y, dpre, B, C);
+    if (db) map_bias_backward(dpre, pre, y, dpre, db, B, C, IdentityF{});
+  }
+};
+
+template <class T> using IdentityLayer = ElementwiseLayer<T, IdentityF>;
+template <class T> using ReLULayer = ElementwiseLayer<T, ReLUF>;
+template <class T> using LeakyReLULayer = ElementwiseLayer<T, LeakyReLUF>;
+template <class T> using SigmoidLayer = ElementwiseLayer<T, SigmoidF>;
+template <class T> using TanhLayer = ElementwiseLayer<T, TanhF>;
+template <class T> using GELULayer = ElementwiseLayer<T, GELUF>;
+
 }  // namespace
 
-template <class T>
-void activation_forward(Act a, const T* x, T* y, idx B, idx C, double param) {
-  const idx n = checked_mul(B, C);
-  if (a == Act::Softmax) return softmax_forward(x, y, B, C);
-  with_functor(a, param, [&](auto f) { map_forward(x, y, n, f); });
-}
+FASTMLP_REGISTER_LAYER("identity", IdentityLayer);
+FASTMLP_REGISTER_LAYER("relu", ReLULayer);
+FASTMLP_REGISTER_LAYER("leaky_relu", LeakyReLULayer);
+FASTMLP_REGISTER_LAYER("sigmoid", SigmoidLayer);
+FASTMLP_REGISTER_LAYER("tanh", TanhLayer);
+FASTMLP_REGISTER_LAYER("gelu", GELULayer);
+FASTMLP_REGISTER_LAYER("softmax", SoftmaxLayer);
 
 template <class T>
-void activation_backward(Act a, const T* dy, const T* x, const T* y, T* dx, idx B, idx C,
-                         double param) {
-  const idx n = checked_mul(B, C);
-  if (a == Act::Softmax) return softmax_backward(dy, y, dx, B, C);
-  with_functor(a, param, [&](auto f) { map_backward(dy, x, y, dx, n, f); });
+void bias_identity_forward(T* y, const T* b, idx B, idx C) {
+  bias_map_forward(y, b, y, B, C, IdentityF{});
 }
-
-template <class T>
-void bias_activation_forward(Act a, T* pre, const T* b, T* y, idx B, idx C, double param) {
-  if (a == Act::Softmax) {
-    if (b) bias_map_forward(pre, b, pre, B, C, IdentityF{});
-    return softmax_forward(pre, y, B, C);
-  }
-  with_functor(a, param, [&](auto f) { bias_map_forward(pre, b, y, B, C, f); });
-}
-
-template <class T>
-void activation_bias_backward(Act a, const T* dy, const T* x, const T* y, T* dx, T* db, idx B, idx C,
-                              double param, bool accumulate) {
-  if (db && !accumulate) std::fill(db, db + C, T(0));
-  if (a == Act::Softmax) {
-    softmax_backward(dy, y, dx, B, C);
-    if (db) map_bias_backward(dx, x, y, dx, db, B, C, IdentityF{});
-    return;
-  }
-  with_functor(a, param, [&](auto f) { map_bias_backward(dy, x, y, dx, db, B, C, f); });
-}
-
-template void bias_activation_forward<float>(Act, float*, const float*, float*, idx, idx, double);
-template void bias_activation_forward<double>(Act, double*, const double*, double*, idx, idx, double);
-template void activation_bias_backward<float>(Act, const float*, const float*, const float*, float*, float*, idx,
-                                              idx, double, bool);
-template void activation_bias_backward<double>(Act, const double*, const double*, const double*, double*, double*,
-                                               idx, idx, double, bool);
-template void activation_forward<float>(Act, const float*, float*, idx, idx, double);
-template void activation_forward<double>(Act, const double*, double*, idx, idx, double);
-template void activation_backward<float>(Act, const float*, const float*, const float*, float*, idx,
-                                         idx, double);
-template void activation_backward<double>(Act, const double*, const double*, const double*, double*,
-                                          idx, idx, double);
+template void bias_identity_forward<float>(float*, const float*, idx, idx);
+template void bias_identity_forward<double>(double*, const double*, idx, idx);
 
 }  // namespace fastmlp

@@ -1,0 +1,101 @@
+#include "linear.h"
+
+#include "activations.h"
+#include "blas.h"
+#include "init.h"
+#include "layer.h"
+
+namespace fastmlp {
+
+namespace {
+// db (out) (+)= sum over the B rows of dy (B, out)
+template <class T>
+FASTMLP_SIMD void column_sums(const T* dy, T* db, idx B, idx out, bool accumulate) {
+  if (!accumulate)
+    for (idx j = 0; j < out; ++j) db[j] = T(0);
+  for (idx r = 0; r < B; ++r) {
+    const T* dyr = dy + r * out;
+    for (idx j = 0; j < out; ++j) db[j] += dyr[j];
+  }
+}
+}  // namespace
+
+template <class T>
+void linear_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out) {
+  // y = x w^T, then + b on every row
+  gemm<T>(false, true, B, out, in, T(1), x, in, w, in, T(0), y, out);
+  if (b) bias_identity_forward(y, b, B, out);
+}
+
+template <class T>
+void linear_backward(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, idx B, idx in,
+                     idx out, bool accumulate) {
+  const T beta = accumulate ? T(1) : T(0);
+  // dw (out, in) (+)= dy^T (out, B) x (B, in)
+  gemm<T>(true, false, out, in, B, T(1), dy, out, x, in, beta, dw, in);
+  if (db) column_sums(dy, db, B, out, accumulate);
+  // dx (B, in) = dy (B, out) w (out, in)
+  if (dx) gemm<T>(false, false, B, in, out, T(1), dy, out, w, in, T(0), dx, in);
+}
+
+// ---- the layer: nn.Linear(in_features, out_features, bias=True), weight (out, in), bias (out)
+template <class T>
+class LinearLayer final : public Layer<T> {
+ public:
+  explicit LinearLayer(const Options& o)
+      : in_(o.integer("in_features")), out_(o.integer("out_features")), bias_(o.flag("bias", true)),
+        init_(parse_init(o, "init.")) {
+    if (in_ < 0 || out_ < 0) throw value_error("Linear sizes must be >= 0");
+    checked_add(checked_mul(in_, out_), out_);
+  }
+  idx in_width() const override { return in_; }
+  idx out_width(idx in) const override {
+    if (in >= 0 && in != in_)
+      throw value_error("Linear expects " + std::to_string(in_) + " input features but the previous layers give " +
+                        std::to_string(in));
+    return out_;
+  }
+  std::vector<TensorDecl> params() const override {
+    std::vector<TensorDecl> p{{"weight", out_, in_, false, true}};
+    if (bias_) p.push_back({"bias", out_, 1, true, false});
+    return p;
+  }
+  // nn.Linear.reset_parameters: weight by its init (default: uniform in +-1/sqrt(in));
+  // the bias uniform in +-1/sqrt(in) with the default init, else zeros
+  void reset(T* p, T*, std::uint64_t seed0, std::uint64_t seed1) const override {
+    init_fill(init_, p, out_ * in_, in_, out_, seed0);
+    if (!bias_) return;
+    InitSpec b;
+    b.kind = init_.kind == InitKind::LinearDefault ? InitKind::LinearDefault : InitKind::Zeros;
+    init_fill(b, p + out_ * in_, out_, in_, out_, seed1);
+  }
+  bool hosts_epilogue() const override { return true; }
+  const T* bias_of(const T* w) const override { return bias_ && w ? w + out_ * in_ : nullptr; }
+  T* bias_of(T* g) const override { return bias_ && g ? g + out_ * in_ : nullptr; }
+
+  // x is (B, in), w is (out, in), y is (B, out)
+  void forward(const LayerIO<T>& io) const override { linear_forward(io.x, io.w, bias_of(io.w), io.y, io.B, in_, out_); }
+  void forward_product(const LayerIO<T>& io) const override { linear_forward<T>(io.x, io.w, nullptr, io.y, io.B, in_, out_); }
+  // dy is (B, out), dx is (B, in) or null; dw (out, in) and db (out) in io.g
+  void backward(const LayerIO<T>& io, const T* dy, T* dx) const override {
+    linear_backward(dy, io.x, io.w, dx, io.g, bias_of(io.g), io.B, in_, out_, io.accumulate);
+  }
+  void backward_product(const LayerIO<T>& io, const T* dy, T* dx) const override {
+    linear_backward<T>(dy, io.x, io.w, dx, io.g, nullptr, io.B, in_, out_, io.accumulate);
+  }
+
+ private:
+  idx in_, out_;
+  bool bias_;
+  InitSpec init_;
+};
+FASTMLP_REGISTER_LAYER("linear", LinearLayer);
+
+template void linear_forward<float>(const float*, const float*, const float*, float*, idx, idx, idx);
+template void linear_forward<double>(const double*, const double*, const double*, double*, idx, idx, idx);
+template void linear_backward<float>(const float*, const float*, const float*, float*, float*, float*,
+                                     idx, idx, idx, bool);
+template void linear_backward<double>(const double*, const double*, const double*, double*, double*,
+                                      double*, idx, idx, idx, bool);
+
+}  // namespace fastmlp
