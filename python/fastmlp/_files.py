@@ -80,8 +80,8 @@ def atomic_write(path: Any, text: bool = False) -> Iterator[IO[Any]]:
     mode = 0o666 if st is None else stat.S_IMODE(st.st_mode)
     try:
         # no bare descriptor is ever held here: an interrupt at any point leaves nothing to close twice
-        with open(tmp, "x" if text else "xb", opener=lambda p, flags: os.open(p, flags, mode),
-                  **({"newline": "", "encoding": "utf-8"} if text else {})) as f:
+        kw: dict[str, Any] = {"newline": "", "encoding": "utf-8"} if text else {}
+        with open(tmp, "x" if text else "xb", opener=lambda p, flags: os.open(p, flags, mode), **kw) as f:
             if st is not None:
                 os.fchmod(f.fileno(), mode)
             yield f
@@ -188,17 +188,22 @@ class NpyMembers:
         if max_bytes is not None and nbytes > max_bytes:
             raise ValueError(f"{self.path}: array {name!r} declares {nbytes} bytes of data, more than this reader "
                              f"accepts ({max_bytes})")
-        size = self.names[name].file_size
+        info = self.names[name]
+        size = info.file_size
+        ratio = {zipfile.ZIP_STORED: 1, zipfile.ZIP_DEFLATED: 1032}.get(info.compress_type)  # deflate's maximum
+        if ratio is not None and size > info.compress_size * ratio + 1024:
+            raise ValueError(f"{self.path}: array {name!r}: the archive member declares {size} bytes, more than its "
+                             f"{info.compress_size} compressed bytes can hold")
         if size != offset + nbytes:
             raise ValueError(f"{self.path}: array {name!r}: its .npy header declares {offset + nbytes} bytes but "
                              f"the archive member holds {size}")
         a = np.empty(got, dtype=dtype, order="F" if fortran else "C")
-        with self._zip.open(self.names[name]) as m:
+        with self._zip.open(info) as m:
             m.read(offset)
-            buf = memoryview(a.reshape(-1, order="A").view(np.uint8)) if a.size else memoryview(b"")
+            buf = memoryview(a.reshape(-1, order="A").view(np.uint8).data) if a.size else memoryview(b"")
             done = 0
             while done < nbytes:
-                n = m.readinto(buf[done:])
+                n = m.readinto(buf[done:])  # type: ignore[attr-defined]  # a ZipExtFile
                 if not n:
                     raise ValueError(f"{self.path}: array {name!r} is truncated")
                 done += n

@@ -195,7 +195,7 @@ def _build(header: dict, z: NpyMembers, with_optimizer: bool) -> Any:
     layers = [_layer_from_spec(s) for s in header["layers"]]
     # the members must be exactly the declared architecture's parameters, each of its declared shape,
     # checked from the .npy headers before any data is decompressed or memory given to the model
-    shapes = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     for i, layer in enumerate(layers):
         if isinstance(layer, Linear):
             shapes[f"{i}.weight"] = (layer.out_features, layer.in_features)
