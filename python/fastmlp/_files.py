@@ -45,12 +45,14 @@ def open_regular(path: str) -> IO[bytes]:
     if not stat.S_ISREG(st.st_mode):
         raise NotRegularFileError(f"{path}: {_kind(st.st_mode)}, not a regular file")
     # O_NONBLOCK: if the path was swapped for a FIFO since the stat, the open cannot block
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    nonblock = getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, os.O_RDONLY | nonblock | getattr(os, "O_CLOEXEC", 0))
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             raise NotRegularFileError(f"{path}: {_kind(mode)}, not a regular file")
-        os.set_blocking(fd, True)
+        if nonblock:
+            os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
