@@ -2,7 +2,8 @@
 or mutated arrays (structured: the mutations get past the zip CRC check,
 which stops most raw-byte mutations early).
 
-Contract as fuzz_load.py: a valid model or ValueError.
+Contract as fuzz_load.py: a valid model or ValueError; and a model that loads has
+exactly the header's values and JSON types (seed, training, version, optimizer steps).
 """
 from __future__ import annotations
 
@@ -156,6 +157,14 @@ def TestOneInput(data: bytes) -> None:
         findings.record(type(e).__name__, str(e), data)
         return
     m = r[0] if with_opt else r
+    # what loads is exactly what the header says: no coercion of "false", "42", 1.9 or True
+    exact = (type(header.get("seed")) is int and m.seed == header["seed"]
+             and m.training is header.get("training", True) and type(header.get("version")) is int)
+    if with_opt and r[1] is not None:
+        steps = header["optimizer"]["steps"]
+        exact = exact and all(type(s) is int and r[1]._core.get_step(i) == s for i, s in enumerate(steps))
+    if not exact:
+        findings.record("header-coerced", json.dumps(header)[:500], data)
     try:
         for name, p in m.named_parameters():
             if not np.isfinite(p.data).all():

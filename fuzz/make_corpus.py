@@ -33,6 +33,8 @@ def model_files(out: str) -> None:
             n_in = m.in_features
             y = np.zeros_like(m(np.ones((2, n_in))))
             m.train_step(rng.normal(size=(2, n_in)), y, fm.MSELoss(), opt)
+        if i % 3 == 2:
+            m.eval()  # header "training": false
         m.save(os.path.join(out, f"model{i}.npz"), optimizer=opt)
 
 

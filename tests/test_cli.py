@@ -2,6 +2,7 @@
 script and `python -m fastmlp`) in a temporary folder, on files written here."""
 import csv
 import gzip
+import importlib.util
 import os
 import re
 import shutil
@@ -373,3 +374,107 @@ def test_bench_script_found_in_checkout():
     if not Path(fm.__file__).resolve().is_relative_to(Path(__file__).resolve().parents[1]):
         pytest.skip("fastmlp is not installed from this checkout (editable)")
     assert script == repo_bench and script.is_file()
+
+
+# --------------------------------------------------------------------------- outputs
+@pytest.fixture
+def small(tmp_path):
+    X, label = blobs(60)
+    write_rows(tmp_path / "d.csv", ["a", "b", "c", "label"], [[*x, lab] for x, lab in zip(X, label)])
+    np.savez(tmp_path / "d.npz", X=X, y=(label == "yes").astype(np.int64))
+    ok(run(["train", "--data", "d.csv", "--epochs", "1", "--hidden", "4", "-q", "--no-plot", "--out", "m.npz"],
+           tmp_path))
+    return tmp_path
+
+
+def test_outputs_never_overwrite_an_input(small):
+    (small / "link.npz").symlink_to(small / "d.npz")
+    before = {p.name: p.read_bytes() for p in small.iterdir() if p.is_file()}
+    for args in (["train", "--data", "d.npz", "--out", "d.npz", "--no-plot"],
+                 ["train", "--data", "d.npz", "--out", "link.npz", "--no-plot"],
+                 ["train", "--data", "d.csv", "--out", "new.npz", "--plot", "d.csv"],
+                 ["train", "--data", "d.csv", "--test-data", "d.npz", "--out", "d.npz"],
+                 ["predict", "--model", "m.npz", "--data", "d.csv", "--out", "m.npz"],
+                 ["predict", "--model", "m.npz", "--data", "d.csv", "--out", "d.csv"]):
+        line = error(run(args, small))
+        assert "is the input file" in line and "refusing to overwrite" in line, (args, line)
+    line = error(run(["train", "--data", "d.csv", "--out", "x.png", "--plot", "x.png"], small))
+    assert "same file" in line
+    assert {p.name: p.read_bytes() for p in small.iterdir() if p.is_file()} == before
+    assert not (small / "new.npz").exists() and (small / "link.npz").is_symlink()
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--out", "missing/m.npz"], "does not exist"),
+    (["--out", "sub"], "is a folder"),
+    (["--plot", "missing/c.png"], "does not exist"),
+    (["--plot", "sub"], "is a folder"),
+    (["--plot", "curves.xyz"], "'xyz'"),
+])
+def test_unwritable_outputs_are_refused_before_training(small, args, expected):
+    pytest.importorskip("matplotlib") if "--plot" in args else None
+    (small / "sub").mkdir()
+    proc = run(["train", "--data", "d.csv", "--epochs", "1", "-q", *args], small)
+    line = error(proc)
+    assert expected in line and "trained" not in proc.stdout and "data:" not in proc.stdout, (line, proc.stdout)
+    proc = run(["predict", "--model", "m.npz", "--data", "d.csv", *args], small)
+    if args[0] == "--out":
+        assert expected in error(proc)
+
+
+def _fail_fsync_of(monkeypatch, name_part):
+    """os.fsync raises ENOSPC (a full disk) for the files whose name contains name_part."""
+    import errno
+
+    real = os.fsync
+
+    def fsync(fd):
+        if name_part in os.path.basename(os.readlink(f"/proc/self/fd/{fd}")):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to tell the files apart")
+def test_a_full_disk_keeps_the_previous_outputs(small, monkeypatch, capsys):
+    from fastmlp import cli
+
+    (small / "p.csv").write_text("previous\n")
+    (small / "m.npz").rename(small / "model.npz")
+    (small / "old.npz").write_bytes(b"old model")
+    (small / "c.png").write_bytes(b"old plot")
+    _fail_fsync_of(monkeypatch, "p.csv.")
+    assert cli.main(["predict", "--model", str(small / "model.npz"), "--data", str(small / "d.csv"),
+                     "--out", str(small / "p.csv")]) == 2
+    assert "No space left" in capsys.readouterr().err
+    _fail_fsync_of(monkeypatch, "old.npz.")
+    assert cli.main(["train", "--data", str(small / "d.csv"), "--epochs", "1", "-q", "--no-plot",
+                     "--out", str(small / "old.npz")]) == 2
+    if importlib.util.find_spec("matplotlib"):
+        _fail_fsync_of(monkeypatch, "c.png.")
+        assert cli.main(["train", "--data", str(small / "d.csv"), "--epochs", "1", "-q",
+                         "--out", str(small / "new.npz"), "--plot", str(small / "c.png")]) == 2
+        assert fm.load(small / "new.npz").in_features == 3  # the model was written before the plot failed
+    assert (small / "p.csv").read_text() == "previous\n"
+    assert (small / "old.npz").read_bytes() == b"old model" and (small / "c.png").read_bytes() == b"old plot"
+    assert not [p.name for p in small.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_predict_output_is_replaced_whole(small):
+    (small / "p.csv").write_text("x\n" * 1000)
+    ok(run(["predict", "--model", "m.npz", "--data", "d.csv", "--out", "p.csv"], small))
+    header, body = read_csv(small / "p.csv")
+    assert header == ["label"] and len(body) == 60
+
+
+def test_bench_never_runs_a_file_beside_an_installed_package(tmp_path):
+    """An installed copy of fastmlp (site-packages/fastmlp) must not run lib/bench/train_speed.py, which
+    is where '<package>/../../bench' points from there."""
+    site = tmp_path / "lib" / "site-packages"
+    shutil.copytree(Path(fm.__file__).parent, site / "fastmlp", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "lib" / "bench").mkdir()
+    (tmp_path / "lib" / "bench" / "train_speed.py").write_text("def main(argv=None):\n    print('PLANTED')\n")
+    proc = run(["bench", "--quick"], tmp_path, env={"PYTHONPATH": str(site), "FASTMLP_BENCH": ""})
+    line = error(proc)
+    assert "PLANTED" not in proc.stdout and "source checkout" in line

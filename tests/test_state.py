@@ -254,16 +254,18 @@ def test_failed_save_leaves_old_file_intact(tmp_path, monkeypatch):
     old_bytes = path.read_bytes()
     new = _net("float64", seed=11)
 
-    real_savez = np.savez
+    from fastmlp import serialization
+
+    real_savez = serialization.write_npz
 
     def failing_savez(f, *args, **kwargs):
         f.write(b"PK\x03\x04 partial garbage")  # something reached the disk
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(np, "savez", failing_savez)
+    monkeypatch.setattr(serialization, "write_npz", failing_savez)
     with pytest.raises(OSError, match="disk full"):
         new.save(path)
-    monkeypatch.setattr(np, "savez", real_savez)
+    monkeypatch.setattr(serialization, "write_npz", real_savez)
     assert path.read_bytes() == old_bytes
     assert os.listdir(tmp_path) == ["m.npz"]  # no temporary file left behind
     _assert_same(_snapshot(fm.load(path)), _snapshot(old))
@@ -273,10 +275,10 @@ def test_failed_save_leaves_old_file_intact(tmp_path, monkeypatch):
         real_savez(f, *args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(np, "savez", interrupted_savez)
+    monkeypatch.setattr(serialization, "write_npz", interrupted_savez)
     with pytest.raises(KeyboardInterrupt):
         new.save(path)
-    monkeypatch.setattr(np, "savez", real_savez)
+    monkeypatch.setattr(serialization, "write_npz", real_savez)
     assert path.read_bytes() == old_bytes
     assert os.listdir(tmp_path) == ["m.npz"]
 

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import importlib.util
 import math
 import os
+import re
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -170,23 +173,53 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# --------------------------------------------------------------------------- outputs
+def _plot_format(path: str) -> str:
+    """The image format of a --plot file, from its extension (png without one); checked before training."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    fmt = os.path.splitext(path)[1][1:].lower() or "png"
+    if fmt not in FigureCanvasBase.get_supported_filetypes():
+        raise CLIError(f"--plot {path}: matplotlib cannot write {fmt!r} files "
+                       f"(use .png, .pdf or .svg)")
+    return fmt
+
+
+def _check_outputs(outputs: Sequence[tuple[str, str]], inputs: Sequence[str | None]) -> None:
+    """Before any work: each output (option, path) is not a folder, its folder exists and is writable,
+    and it is neither an input file nor another output (the outputs are written atomically, at the end)."""
+    seen: dict[str, str] = {}
+    for opt, out in outputs:
+        real = os.path.realpath(out)
+        if os.path.isdir(real):
+            raise CLIError(f"{opt} {out}: is a folder, not a file")
+        folder = os.path.dirname(real)
+        if not os.path.isdir(folder):
+            raise CLIError(f"{opt} {out}: the folder {folder} does not exist")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise CLIError(f"{opt} {out}: the folder {folder} is not writable")
+        for inp in inputs:
+            if inp is not None and (os.path.realpath(inp) == real
+                                    or (os.path.exists(out) and os.path.exists(inp) and os.path.samefile(out, inp))):
+                raise CLIError(f"{opt} {out} is the input file {inp}: refusing to overwrite it")
+        if real in seen:
+            raise CLIError(f"{opt} {out} and {seen[real]} are the same file")
+        seen[real] = f"{opt} {out}"
+
+
 # --------------------------------------------------------------------------- data
 def _sniff(path: str) -> str:
     """'idx', 'npz' or 'csv', from the file's first bytes (gzip is looked into)."""
-    import gzip
-
-    from .datasets import _IDX_TYPES, _path
+    from .datasets import _IDX_TYPES, _GzipReader, _open_binary, _path
 
     _path(path)
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if head[:2] == b"\x1f\x8b":
-        try:
-            with gzip.open(path, "rb") as g:
-                head = g.read(4)
-        except (OSError, EOFError) as e:
-            raise CLIError(f"{path}: damaged gzip file ({e})") from None
-    elif head[:4] == b"PK\x03\x04" or path.lower().endswith(".npz"):
+    try:
+        with _open_binary(path) as f:
+            head = f.read(4)
+            gz = isinstance(f, _GzipReader)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise CLIError(f"{path}: damaged gzip file ({e})") from None
+    if not gz and (head[:4] == b"PK\x03\x04" or path.lower().endswith(".npz")):
         return "npz"
     if len(head) == 4 and head[0] == 0 and head[1] == 0 and head[2] in _IDX_TYPES and head[3] > 0:
         return "idx"
@@ -348,6 +381,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.lr is None:
         args.lr = DEFAULT_LR[args.optimizer]
+    _check_outputs([("--out", args.out)] + ([("--plot", args.plot)] if args.plot else []),
+                   [args.data, args.labels, args.test_data, args.test_labels])
+    plot_format = None  # None: no plot (matplotlib missing: _plot says so)
+    if args.plot and importlib.util.find_spec("matplotlib") is not None:
+        plot_format = _plot_format(args.plot)
     if args.data is None:
         for opt in ("labels", "target", "test_data", "test_labels"):
             if getattr(args, opt) is not None:
@@ -507,21 +545,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.out}: cannot write the model file ({e.strerror or e})") from None
     wrote = [f"{args.out} (model)"]
     if args.plot:
-        png = _plot(h, args.plot, task, f"fastmlp on {os.path.basename(source) if kind != 'digits' else 'digits'}: "
-                    f"{widths}", test_metrics)
+        name = os.path.basename(source) if kind != "digits" else "digits"
+        png = _plot(h, args.plot, plot_format, task, f"fastmlp on {name}: {widths}", test_metrics)
         if png:
             wrote.append(f"{png} (training curves)")
     print("wrote " + " and ".join(wrote))
     return 0
 
 
-def _plot(h: dict, path: str, task: str, title: str, test: dict) -> str | None:
-    try:
-        from matplotlib.figure import Figure
-        from matplotlib.ticker import MaxNLocator
-    except ImportError:
+def _plot(h: dict, path: str, fmt: str | None, task: str, title: str, test: dict) -> str | None:
+    from ._files import atomic_write
+
+    if fmt is None:
         _err("fastmlp: matplotlib is not installed, so no plot was written (pip install 'fastmlp[plot]')")
         return None
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
     epochs = np.arange(1, len(h.get("loss", [])) + 1)
     panels = [("loss", "loss")] + ([("accuracy", "accuracy")] if task == "classify" else [])
     fig = Figure(figsize=(5.5 * len(panels), 4), layout="constrained")
@@ -541,7 +581,8 @@ def _plot(h: dict, path: str, task: str, title: str, test: dict) -> str | None:
         ax.legend()
     fig.suptitle(title)
     try:
-        fig.savefig(path, dpi=100)
+        with atomic_write(path) as f:
+            fig.savefig(f, format=fmt, dpi=100)
     except (OSError, ValueError) as e:
         raise CLIError(f"{path}: cannot write the plot ({e})") from None
     return path
@@ -551,11 +592,13 @@ def _plot(h: dict, path: str, task: str, title: str, test: dict) -> str | None:
 def _load_model(path: str) -> Any:
     import fastmlp as fm
 
+    from ._files import open_regular
+
     if not os.path.exists(path):
         raise CLIError(f"{path}: no such file")
     if os.path.isdir(path):
         raise CLIError(f"{path}: is a folder, not a model file")
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         if f.read(4) != b"PK\x03\x04":
             raise CLIError(f"{path}: not a fastmlp model file (expected an .npz written by 'fastmlp train')")
     return fm.load(path)
@@ -563,7 +606,10 @@ def _load_model(path: str) -> Any:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from . import datasets
+    from ._files import atomic_write
 
+    if args.out:
+        _check_outputs([("--out", args.out)], [args.model, args.data, args.labels])
     model = _load_model(args.model)
     ex = getattr(model, "_file_extra", {}) or {}
     task = ex.get("task")
@@ -634,7 +680,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     rows = [[fmt(c[i]) for c in cols] for i in range(X.shape[0])]
     if args.out:
         try:
-            with open(args.out, "w", newline="") as f:
+            with atomic_write(args.out, text=True) as f:
                 w = csv.writer(f)
                 w.writerow(header)
                 w.writerows(rows)
@@ -702,11 +748,22 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- bench
 def _bench_script() -> Path | None:
+    """FASTMLP_BENCH, or bench/train_speed.py of the source checkout this package is imported from: only
+    when the package is that checkout's python/fastmlp (never a file that happens to sit two folders
+    above an installed package)."""
     env = os.environ.get("FASTMLP_BENCH")
     if env:
         return Path(env)
-    script = Path(__file__).resolve().parents[2] / "bench" / "train_speed.py"
-    return script if script.is_file() else None
+    package = Path(__file__).resolve().parent
+    root = package.parents[1]
+    script = root / "bench" / "train_speed.py"
+    if package != root / "python" / "fastmlp" or not script.is_file():
+        return None
+    try:
+        project = (root / "pyproject.toml").read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return None
+    return script if re.search(r'^\[project\]\s*\nname = "fastmlp"$', project, re.MULTILINE) else None
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

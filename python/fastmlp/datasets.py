@@ -20,12 +20,16 @@ import gzip
 import io
 import math
 import os
+import re
+import stat
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence, TextIO
 
 import numpy as np
+
+from ._files import NpyMembers, open_regular
 
 __all__ = ["DataError", "Dataset", "load_digits", "load_csv", "load_npz", "load_idx", "train_test_split"]
 
@@ -80,16 +84,46 @@ def _path(path: Any) -> str:
         p = os.fspath(path)
     except TypeError:
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}") from None
-    if not os.path.exists(p):
-        raise FileNotFoundError(f"{p}: no such file")
-    if os.path.isdir(p):
+    try:
+        mode = os.stat(p).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{p}: no such file") from None
+    if stat.S_ISDIR(mode):
         raise DataError(f"{p}: is a folder, not a file")
+    if not stat.S_ISREG(mode):  # a FIFO would block the reader, /dev/zero would fill the memory
+        raise DataError(f"{p}: not a regular file (a FIFO, device or socket); give a data file")
     return p
 
 
 def _is_gzip(path: str) -> bool:
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         return f.read(2) == _GZIP_MAGIC
+
+
+class _GzipReader(gzip.GzipFile):
+    """A GzipFile that closes the file it reads from."""
+
+    def __init__(self, raw: Any) -> None:
+        super().__init__(fileobj=raw, mode="rb")
+        self._raw = raw
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._raw.close()
+
+
+def _open_binary(path: str) -> Any:
+    """path opened for reading (regular files only), decompressed if it starts with the gzip magic."""
+    raw = open_regular(path)
+    try:
+        gz = raw.read(2) == _GZIP_MAGIC
+        raw.seek(0)
+        return _GzipReader(raw) if gz else raw
+    except BaseException:
+        raw.close()
+        raise
 
 
 def _float_dtype(dtype: Any) -> np.dtype:
@@ -130,9 +164,7 @@ def load_digits(dtype: Any = np.float32) -> Dataset:
 
 # --------------------------------------------------------------------------- CSV
 def _open_text(path: str) -> TextIO:
-    if _is_gzip(path):
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
+    return io.TextIOWrapper(_open_binary(path), encoding="utf-8-sig", newline="")
 
 
 def read_csv_header(path: Any, delimiter: str = ",") -> list[str]:
@@ -158,6 +190,8 @@ def _header(p: str, f: Any, delimiter: str) -> tuple[list[str], int]:
     with _reading(p):
         for line in f:
             line_no += 1
+            if "\0" in line:
+                raise DataError(f"{p}:{line_no}: a NUL byte: a binary file, not CSV text")
             if line.strip():
                 names = [n.strip() for n in next(csv.reader([line], delimiter=delimiter))]
                 return names, line_no
@@ -234,7 +268,19 @@ def _read_csv_text(p: str, target: Any, delimiter: str,
             raise DataError(f"{p}: no feature columns (the header has only {_column_list(names)})")
         with _reading(p):
             body = f.read()
+    nul = body.find("\0")
+    if nul >= 0:
+        raise DataError(f"{p}:{header_line + 1 + body.count(chr(10), 0, nul)}: a NUL byte: a binary file, not CSV text")
     return names, header_line, body, t, feat
+
+
+# what both CSV paths read as a number: np.loadtxt's syntax (Python's float() also takes '1_000' and
+# non-ASCII digits, which loadtxt refuses: the slow path refuses them too, so that the paths agree)
+_NUMBER = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|inf|infinity|nan)", re.IGNORECASE | re.ASCII)
+
+
+def _number(s: str) -> float | None:
+    return float(s) if _NUMBER.fullmatch(s) else None
 
 
 def _fast_csv(p: str, body: str, names: list[str], t: int | None, feat: list[int], delimiter: str,
@@ -245,7 +291,8 @@ def _fast_csv(p: str, body: str, names: list[str], t: int | None, feat: list[int
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "input contained no data" etc. -> slow path
-        a = np.loadtxt(io.StringIO(body), delimiter=delimiter, dtype=np.float64, ndmin=2, quotechar='"')
+        a = np.loadtxt(io.StringIO(body), delimiter=delimiter, dtype=np.float64, ndmin=2, quotechar='"',
+                       comments=None)  # '#' is no comment in a CSV: a cell '#3' is an error
     if a.shape[0] == 0 or a.shape[1] != len(names) or not np.isfinite(a).all():
         raise ValueError("slow path")
     X = np.ascontiguousarray(a[:, feat], dtype=dt)
@@ -274,10 +321,9 @@ def _slow_csv(p: str, body: str, header_line: int, names: list[str], t: int | No
                 where = f"{p}:{line}:{c + 1}: column {names[c]!r}"
                 if not s:
                     raise DataError(f"{where}: empty cell (missing value)")
-                try:
-                    v = float(s)
-                except ValueError:
-                    raise DataError(f"{where}: {s!r} is not a number") from None
+                v = _number(s)
+                if v is None:
+                    raise DataError(f"{where}: {s!r} is not a number")
                 if not math.isfinite(v):
                     raise DataError(f"{where}: {s!r} is not a finite number")
                 vals.append(v)
@@ -295,10 +341,10 @@ def _slow_csv(p: str, body: str, header_line: int, names: list[str], t: int | No
     X = np.array(rows, dtype=dt).reshape(len(rows), len(feat))
     y = None
     if t is not None:
-        try:
-            num = np.array([float(s) for s in targets])
-            y = _as_target(num) if np.isfinite(num).all() else np.array(targets)
-        except ValueError:
+        parsed = [_number(s) for s in targets]
+        if all(v is not None and math.isfinite(v) for v in parsed):
+            y = _as_target(np.array(parsed, dtype=np.float64))
+        else:
             y = np.array(targets)  # text class labels
     ds = Dataset(X, y, [names[i] for i in feat], None if t is None else names[t], source=p)
     ds._target_lines = target_lines  # for error messages about the target (fastmlp train --task regress)
@@ -313,31 +359,33 @@ def load_npz(path: Any, dtype: Any = np.float32) -> Dataset:
     sample. Object arrays are refused (no pickle is ever loaded)."""
     p = _path(path)
     dt = _float_dtype(dtype)
+    with open_regular(p) as f:
+        if f.read(6) == b"\x93NUMPY":
+            raise DataError(f"{p}: a single .npy array, not an .npz archive; save with np.savez(path, X=X, y=y)")
     try:
-        z = np.load(p, allow_pickle=False)
+        z = NpyMembers(p)
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
-    except Exception as e:  # a damaged file fails in many ways inside numpy/zipfile: all mean "not readable"
+    except Exception as e:  # a damaged file fails in many ways inside zipfile: all mean "not readable"
         raise DataError(f"{p}: not a readable .npz archive ({type(e).__name__}: {e})") from None
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise DataError(f"{p}: a single .npy array, not an .npz archive; save with np.savez(path, X=X, y=y)")
-    with z:
-        keys = list(z.files)
+    with z:  # only X and y are read (other members are never decompressed), each checked before it is
+        keys = list(z.names)
+
+        def get(k: str, kinds: str) -> np.ndarray:
+            try:
+                return z.read(k, max_bytes=_MAX_IDX_BYTES, kinds=kinds)
+            except MemoryError:
+                raise
+            except Exception as e:  # damaged member: zip, zlib, npy-header errors of every kind
+                msg = str(e).removeprefix(f"{p}: ")
+                raise DataError(f"{p}: array {k!r} cannot be read ({msg})" if not msg.startswith(repr(k))
+                                else f"{p}: {msg}") from None
+
         if "X" not in keys:
             raise DataError(f"{p}: no array named 'X' (the archive has: {', '.join(keys) or 'nothing'}); "
                             "save with np.savez(path, X=X, y=y)")
-
-        def get(k: str) -> np.ndarray:
-            try:
-                a = z[k]
-            except Exception as e:  # damaged member: zip, zlib, npy-header errors of every kind
-                raise DataError(f"{p}: array {k!r} cannot be read ({type(e).__name__}: {e})") from None
-            if not isinstance(a, np.ndarray):  # a member that is not a .npy file comes back as bytes
-                raise DataError(f"{p}: {k!r} is not a NumPy array in the archive; save with np.savez(path, X=X, y=y)")
-            return a
-
-        X = get("X")
-        y = get("y") if "y" in keys else None
+        X = get("X", "biufUS")  # text and objects are refused below with a clear message
+        y = get("y", "biufUS") if "y" in keys else None
     if X.dtype.kind not in "biuf":
         raise DataError(f"{p}: X must be numeric, got dtype {X.dtype}")
     if X.ndim < 2:
@@ -374,7 +422,7 @@ def _read_idx(p: str) -> np.ndarray:
     # Read the header first and then exactly the bytes it declares, so that a
     # compressed file never inflates beyond its declared size (a gzip bomb).
     try:
-        with (gzip.open(p, "rb") if _is_gzip(p) else open(p, "rb")) as f:
+        with _open_binary(p) as f:
             magic = f.read(4)
             if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
                 value = int.from_bytes(magic.ljust(4, b"\0"), "big")
@@ -446,7 +494,12 @@ def load_idx(images_path: Any, labels_path: Any = None, normalize: bool = True, 
                             "(magic 0x00000801)")
         if lab.shape[0] != n:
             raise DataError(f"{lp}: {lab.shape[0]} labels do not match the {n} images in {ip}")
-        y = lab.astype(np.int64) if lab.dtype.kind in "iu" else _as_target(lab)
+        if lab.dtype.kind == "f":  # class labels stored as floats: each must be a whole number
+            bad = ~np.isfinite(lab) | (lab != np.round(lab)) | (np.abs(lab) >= 2**53)
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise DataError(f"{lp}: label {i} is {lab[i]}; labels must be finite whole numbers")
+        y = lab.astype(np.int64)
     return Dataset(X, y, names, None if y is None else "label", source=ip)
 
 

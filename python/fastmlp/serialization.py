@@ -13,18 +13,21 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import re
 from typing import Any
 
 import numpy as np
+
+from ._files import NpyMembers, atomic_write, open_regular, write_npz
 
 FORMAT_VERSION = 1
 _HEADER = "__fastmlp__"
 
 
 def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None) -> None:
-    """Write model (and optimizer) to path atomically: a temporary file in the
-    same folder is written, flushed and renamed over path."""
+    """Write model (and optimizer) to path atomically (see _files.atomic_write:
+    a symlink is written through, an existing file keeps its mode, an
+    interrupted save leaves the previous file and no temporary file)."""
     from .nn import Parameter
 
     with model._core.hold(False):  # one consistent state, even during a fit in another thread
@@ -52,96 +55,174 @@ def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None
                                    "momentum_ready": [bool(optimizer._core.get_momentum_ready(i))
                                                       for i in range(len(groups))]}
     blob = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".fastmlp-", suffix=".npz.tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{_HEADER: blob, **arrays})
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        write_npz(f, {_HEADER: blob, **arrays})
 
 
-def _read(path: Any) -> tuple[dict, dict]:
-    path = os.fspath(path)
-    with open(path, "rb") as f:
-        if f.read(4) != b"PK\x03\x04":
-            raise ValueError(f"{path}: not a fastmlp model file (not an .npz archive)")
-    try:
-        z = np.load(path, allow_pickle=False)
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            raise ValueError("an .npy array, not an .npz archive")
-        with z:
-            files = {k: z[k] for k in z.files}
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
-        raise
-    except Exception as e:  # a damaged file fails in many ways inside numpy/zipfile: all mean "not readable"
-        raise ValueError(f"{path}: not a readable fastmlp model file ({type(e).__name__}: {e})") from None
-    if _HEADER not in files:
+_MAX_HEADER_BYTES = 1 << 28  # 256 MiB of JSON: far above any real header (the CLI's has the feature names)
+_U64 = 2**64 - 1
+_MEMBER = re.compile(r"param/(\d+)\.(weight|bias)|optim/(\d+)")
+_TOP_FIELDS = {"format", "version", "dtype", "seed", "training", "dropout_calls", "epochs_done", "layers",
+               "optimizer", "extra"}
+_LAYER_FIELDS = {"linear": {"kind", "in_features", "out_features", "bias", "init"}, "dropout": {"kind", "p"},
+                 "leaky_relu": {"kind", "negative_slope"}}
+
+
+def _json(v: Any) -> str:
+    return json.dumps(v)[:60]
+
+
+def _need(ok: bool, field: str, what: str, v: Any) -> None:
+    if not ok:
+        raise ValueError(f"header field {field} must be {what}, got {_json(v)}")
+
+
+def _check_int(v: Any, field: str, low: int, high: int) -> None:
+    _need(type(v) is int and low <= v <= high, field, f"an integer in [{low}, {high}]", v)
+
+
+def _check_keys(d: Any, field: str, allowed: set, required: set) -> None:
+    _need(isinstance(d, dict), field, "an object", d)
+    unknown, missing = sorted(set(d) - allowed), sorted(required - set(d))
+    if unknown:
+        raise ValueError(f"header field {field} has unknown entries {unknown}")
+    if missing:
+        raise ValueError(f"header field {field} lacks {missing}")
+
+
+def _check_header(h: Any) -> None:
+    """Every field of a version-1 header has its exact JSON type (bool is not an
+    int, an int is not a float) and a value the engine accepts; the message names
+    the field. The values' meaning (ranges of p, lr, ...) is checked again by
+    the constructors."""
+    _check_keys(h, "(the header)", _TOP_FIELDS, {"format", "version", "dtype", "seed", "layers"})
+    _need(h["dtype"] in ("float32", "float64"), "dtype", "'float32' or 'float64'", h["dtype"])
+    _check_int(h["seed"], "seed", 0, _U64)
+    _need(type(h.get("training", True)) is bool, "training", "true or false", h.get("training"))
+    for k in ("dropout_calls", "epochs_done"):
+        _check_int(h.get(k, 0), k, 0, _U64)
+    _need(isinstance(h.get("extra", {}), dict), "extra", "an object", h.get("extra"))
+    _need(isinstance(h["layers"], list), "layers", "a list", h["layers"])
+    for i, spec in enumerate(h["layers"]):
+        f = f"layers[{i}]"
+        _need(isinstance(spec, dict) and isinstance(spec.get("kind"), str), f, "an object with a 'kind'", spec)
+        kind = spec["kind"]
+        _check_keys(spec, f, _LAYER_FIELDS.get(kind, {"kind"}), _LAYER_FIELDS.get(kind, {"kind"}) - {"bias", "init"})
+        if kind == "linear":
+            for k in ("in_features", "out_features"):
+                _check_int(spec[k], f"{f}.{k}", 1, 2**62)
+            _need(type(spec.get("bias", True)) is bool, f"{f}.bias", "true or false", spec.get("bias"))
+            init = spec.get("init", {"name": "default"})
+            _check_keys(init, f"{f}.init", {"name"}, {"name"})
+            _need(isinstance(init["name"], str), f"{f}.init.name", "a string", init["name"])
+        for k in ("p", "negative_slope"):
+            if k in spec:
+                _need(type(spec[k]) in (int, float), f"{f}.{k}", "a number", spec[k])
+    oh = h.get("optimizer")
+    if oh is None:
+        return
+    _check_keys(oh, "optimizer", {"class", "param_groups", "steps", "momentum_ready"},
+                {"class", "param_groups", "steps"})
+    _need(isinstance(oh["class"], str), "optimizer.class", "a string", oh["class"])
+    groups = oh["param_groups"]
+    _need(isinstance(groups, list) and len(groups) > 0, "optimizer.param_groups", "a non-empty list", groups)
+    for gi, g in enumerate(groups):
+        f = f"optimizer.param_groups[{gi}]"
+        _need(isinstance(g, dict) and isinstance(g.get("params"), list)
+              and all(isinstance(n, str) for n in g["params"]), f, "an object with 'params', a list of names", g)
+        for k, v in g.items():
+            ok = type(v) in (int, float, bool) or (isinstance(v, list) and all(type(b) in (int, float) for b in v))
+            _need(k == "params" or ok, f"{f}.{k}", "a number, true/false or a list of numbers", v)
+    n = len(groups)
+    steps, ready = oh["steps"], oh.get("momentum_ready", [False] * n)
+    _need(isinstance(steps, list) and len(steps) == n, "optimizer.steps", f"a list of {n} integers", steps)
+    for gi, st in enumerate(steps):
+        _check_int(st, f"optimizer.steps[{gi}]", 0, 2**63 - 2)  # the engine's int64 counts one more step
+    _need(isinstance(ready, list) and len(ready) == n and all(type(r) is bool for r in ready),
+          "optimizer.momentum_ready", f"a list of {n} true/false values", ready)
+
+
+def _read_header(path: str, z: NpyMembers) -> dict:
+    for key, info in z.names.items():
+        if key != _HEADER and not _MEMBER.fullmatch(key) or info.filename != key + ".npy":
+            raise ValueError(f"{path}: not a fastmlp model file (unknown member {info.filename!r})")
+    if _HEADER not in z.names:
         raise ValueError(f"{path}: not a fastmlp model file (no {_HEADER} header)")
-    blob = files.pop(_HEADER)
-    if not isinstance(blob, np.ndarray) or blob.dtype != np.uint8:
-        raise ValueError(f"{path}: corrupted header (not a uint8 array)")
+    blob = z.read(_HEADER, max_bytes=_MAX_HEADER_BYTES, kinds="u")
+    if blob.dtype != np.uint8 or blob.ndim != 1:
+        raise ValueError(f"{path}: corrupted header (not a 1-D uint8 array)")
     try:
         header = json.loads(blob.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise ValueError(f"{path}: corrupted header ({type(e).__name__})") from None
     if not isinstance(header, dict) or header.get("format") != "fastmlp":
         raise ValueError(f"{path}: not a fastmlp model file")
-    if header.get("version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: model file format version {header.get('version')} is not supported "
+    version = header.get("version")
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise ValueError(f"{path}: model file format version {_json(version)} is not supported "
                          f"(this fastmlp reads version {FORMAT_VERSION})")
-    return header, files
+    _check_header(header)
+    return header
 
 
 def load(path: Any, optimizer: bool = False) -> Any:
     """Read a model written by ``model.save``. With optimizer=True, return
     (model, optimizer) with the optimizer's state restored (None if none was
-    saved). A damaged or foreign file raises ValueError; nothing is executed."""
-    header, files = _read(path)
+    saved). A damaged or foreign file raises ValueError; nothing is executed.
+    Only the members the format names are read (an unknown one is refused),
+    each checked against the header's architecture before it is decompressed."""
+    path = os.fspath(path)
+    with open_regular(path) as f:
+        if f.read(4) != b"PK\x03\x04":
+            raise ValueError(f"{path}: not a fastmlp model file (not an .npz archive)")
     try:
-        return _build(header, files, optimizer)
-    except (KeyError, TypeError, AttributeError, IndexError, ValueError, OverflowError) as e:
-        raise ValueError(f"{os.fspath(path)}: corrupted or incompatible model file ({type(e).__name__}: {e})") from None
+        with NpyMembers(path) as z:
+            header = _read_header(path, z)
+            return _build(header, z, optimizer)
+    except (FileNotFoundError, IsADirectoryError, PermissionError, MemoryError):
+        raise
+    except ValueError as e:
+        msg = str(e)
+        raise ValueError(msg if msg.startswith(path) else f"{path}: corrupted or incompatible model file ({msg})") \
+            from None
+    except Exception as e:  # a damaged file fails in many ways inside zipfile/zlib/numpy: all mean "not readable"
+        raise ValueError(f"{path}: not a readable fastmlp model file ({type(e).__name__}: {e})") from None
 
 
-def _build(header: dict, files: dict, with_optimizer: bool) -> Any:
+def _build(header: dict, z: NpyMembers, with_optimizer: bool) -> Any:
     from . import optim
     from .nn import Linear, Sequential, _layer_from_spec
 
     layers = [_layer_from_spec(s) for s in header["layers"]]
-    # the arrays must match the declared architecture before any memory is given to it
+    # the members must be exactly the declared architecture's parameters, each of its declared shape,
+    # checked from the .npy headers before any data is decompressed or memory given to the model
+    shapes: dict[str, tuple[int, ...]] = {}
     for i, layer in enumerate(layers):
         if isinstance(layer, Linear):
-            shapes = {"weight": (layer.out_features, layer.in_features), "bias": (layer.out_features,)}
-            for name, shape in shapes.items():
-                a = files.get(f"param/{i}.{name}")
-                if a is None and name == "bias" and not layer.bias_enabled:
-                    continue
-                if a is None or a.shape != shape:
-                    raise ValueError(f"parameter {i}.{name} is missing or does not have the declared shape {shape}")
-    model = Sequential(*layers, seed=int(header["seed"]), dtype=header["dtype"])
-    state = {k[len("param/"):]: v for k, v in files.items() if k.startswith("param/")}
+            shapes[f"{i}.weight"] = (layer.out_features, layer.in_features)
+            if layer.bias_enabled:
+                shapes[f"{i}.bias"] = (layer.out_features,)
+    present = {k[len("param/"):] for k in z.names if k.startswith("param/")}
+    if present != set(shapes):
+        missing, extra = sorted(set(shapes) - present), sorted(present - set(shapes))
+        raise ValueError(f"the parameters do not match the declared layers (missing {missing}, unexpected {extra})")
+    for name, shape in shapes.items():
+        dtype, got, _, _ = z.header(f"param/{name}")
+        if tuple(got) != shape:
+            raise ValueError(f"parameter {name} does not have the declared shape {shape}")
+    state = {name: z.read(f"param/{name}", shape, kinds="f") for name, shape in shapes.items()}
+    model = Sequential(*layers, seed=header["seed"], dtype=header["dtype"])
     model.load_state_dict(state)
-    counters = {k: header.get(k, 0) for k in ("dropout_calls", "epochs_done")}
-    for k, v in counters.items():
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"{k} must be a non-negative integer, got {v!r}")
-    model.train(bool(header.get("training", True)))
-    model._core.dropout_calls = counters["dropout_calls"]
-    model._core.epochs_done = counters["epochs_done"]
+    model.train(header.get("training", True))
+    model._core.dropout_calls = header.get("dropout_calls", 0)
+    model._core.epochs_done = header.get("epochs_done", 0)
     model._file_extra = header.get("extra", {})
-    if not with_optimizer:
+    if not with_optimizer:  # the optimizer's members are not read
         return model
     oh = header.get("optimizer")
+    n_groups = 0 if oh is None else len(oh["param_groups"])
+    if {k for k in z.names if k.startswith("optim/")} != {f"optim/{gi}" for gi in range(n_groups)}:
+        raise ValueError(f"the optimizer state members do not match the header's {n_groups} parameter group(s)")
     if oh is None:
         return model, None
     cls: Any = getattr(optim, oh["class"], None)
@@ -151,19 +232,19 @@ def _build(header: dict, files: dict, with_optimizer: bool) -> Any:
     groups = []
     for g in oh["param_groups"]:
         hyper = {k: (tuple(v) if k == "betas" else v) for k, v in g.items() if k != "params"}
+        unknown = [n for n in g["params"] if n not in params]
+        if unknown:
+            raise ValueError(f"the optimizer names parameters the model does not have: {unknown}")
         groups.append({**hyper, "params": [params[n] for n in g["params"]]})
     factory: Any = cls  # a concrete optimizer class, whose first argument is the groups
     opt = factory(groups)
-    steps = oh["steps"]
-    if len(steps) != len(groups) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in steps):
-        raise ValueError(f"optimizer steps {steps!r} do not match its {len(groups)} parameter group(s)")
-    ready = oh.get("momentum_ready", [False] * len(groups))
-    for gi, step in enumerate(steps):
-        buf = files.get(f"optim/{gi}")
+    ready = oh.get("momentum_ready", [False] * n_groups)
+    for gi, step in enumerate(oh["steps"]):
         dst = opt._core.state(gi)
-        if buf is None or buf.shape != dst.shape or buf.dtype != dst.dtype or not np.isfinite(buf).all():
-            raise ValueError(f"optimizer state of group {gi} is missing or corrupted")
+        buf = z.read(f"optim/{gi}", dst.shape, kinds="f")
+        if buf.dtype != dst.dtype or not np.isfinite(buf).all():
+            raise ValueError(f"optimizer state of group {gi} is corrupted (dtype {buf.dtype}, or not finite)")
         dst[...] = buf
         opt._core.set_step(gi, step)
-        opt._core.set_momentum_ready(gi, bool(ready[gi]))
+        opt._core.set_momentum_ready(gi, ready[gi])
     return model, opt
