@@ -416,10 +416,11 @@ def test_float32_attributes_and_predictions_close_to_float64():
 
 @pytest.mark.parametrize("solver", ["lbfgs", "adadelta", "adam"])
 def test_float32_predictions_on_subsets_agree_at_float32_precision(solver):
-    # scikit-learn's check_methods_subset_invariance (atol=1e-7 on the float64 outputs) runs the
-    # float32 instances in float64 (test_sklearn_checks.py): a float32 network's output for a row
-    # depends on the batch it is computed in by a few float32 roundings (the matrix products sum
-    # in another order; measured up to 2.4e-7 on outputs of about 2). Here at float32 precision.
+    # scikit-learn's check_methods_subset_invariance (atol=1e-7) and check_methods_sample_order_invariance
+    # (rtol=1e-7) run the float32 instances in float64 (test_sklearn_checks.py): a float32 network's
+    # output for a row depends on the batch it is computed in, and on its place there, by a few float32
+    # roundings (the matrix products sum in another order; measured up to 2.4e-7 on outputs of about 2).
+    # Here at float32 precision.
     rng = np.random.RandomState(0)
     X = 3 * rng.uniform(size=(20, 3))  # the check's data
     y = X[:, 0].astype(int)
@@ -430,6 +431,8 @@ def test_float32_predictions_on_subsets_agree_at_float32_precision(solver):
         full = f(X)
         for rows in (slice(i, i + 1) for i in range(20)), (slice(i, i + 7) for i in range(0, 20, 7)):
             np.testing.assert_allclose(np.concatenate([f(X[r]) for r in rows]), full, rtol=1e-5, atol=1e-6)
+        perm = np.random.RandomState(0).permutation(20)  # check_methods_sample_order_invariance's case
+        np.testing.assert_allclose(f(X[perm]), full[perm], rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------- real data sets
