@@ -863,7 +863,7 @@ def test_diverging_fit_with_early_stopping_finishes_as_sklearns():
     assert c.n_iter_ == 20 and np.isnan(c.validation_scores_[-1]) and np.isfinite(c.predict(X)).all()
     # without early stopping there are no best weights to go back to: scikit-learn's error
     with pytest.raises(ValueError, match="Solver produced non-finite parameter weights"):
-        fm.MLPRegressor(**_diverging(validation_fraction=0.1)).set_params(early_stopping=False).fit(X, y)
+        fm.MLPRegressor(**_diverging()).set_params(early_stopping=False).fit(X, y)
 
 
 def _worked_example(est):
