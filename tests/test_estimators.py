@@ -6,6 +6,7 @@ same training trajectory (weights to ~1e-12) for every solver rule it shares
 with scikit-learn, and on the bundled real data sets it must reach the same
 accuracy / R^2.
 """
+import copy
 import inspect
 import io
 import pickle
@@ -405,7 +406,7 @@ def test_float32_attributes_and_predictions_close_to_float64():
     for i in range(2):
         np.testing.assert_allclose(c32.coefs_[i], c64.coefs_[i], rtol=1e-4, atol=1e-5)
     p32 = c32.predict_proba(X)
-    assert p32.dtype == np.float64
+    assert p32.dtype == np.float32  # the network's dtype, as scikit-learn
     np.testing.assert_allclose(p32, c64.predict_proba(X), atol=1e-5)
     np.testing.assert_allclose(c32.loss_curve_, c64.loss_curve_, rtol=1e-5)
     r32 = fm.MLPRegressor(solver="lbfgs", max_iter=30, random_state=0).fit(*_diabetes())
@@ -415,10 +416,11 @@ def test_float32_attributes_and_predictions_close_to_float64():
 
 @pytest.mark.parametrize("solver", ["lbfgs", "adadelta", "adam"])
 def test_float32_predictions_on_subsets_agree_at_float32_precision(solver):
-    # scikit-learn's check_methods_subset_invariance (atol=1e-7 on the float64 outputs) runs the
-    # float32 instances in float64 (test_sklearn_checks.py): a float32 network's output for a row
-    # depends on the batch it is computed in by a few float32 roundings (the matrix products sum
-    # in another order; measured up to 2.4e-7 on outputs of about 2). Here at float32 precision.
+    # scikit-learn's check_methods_subset_invariance (atol=1e-7) and check_methods_sample_order_invariance
+    # (rtol=1e-7) run the float32 instances in float64 (test_sklearn_checks.py): a float32 network's
+    # output for a row depends on the batch it is computed in, and on its place there, by a few float32
+    # roundings (the matrix products sum in another order; measured up to 2.4e-7 on outputs of about 2).
+    # Here at float32 precision.
     rng = np.random.RandomState(0)
     X = 3 * rng.uniform(size=(20, 3))  # the check's data
     y = X[:, 0].astype(int)
@@ -429,6 +431,8 @@ def test_float32_predictions_on_subsets_agree_at_float32_precision(solver):
         full = f(X)
         for rows in (slice(i, i + 1) for i in range(20)), (slice(i, i + 7) for i in range(0, 20, 7)):
             np.testing.assert_allclose(np.concatenate([f(X[r]) for r in rows]), full, rtol=1e-5, atol=1e-6)
+        perm = np.random.RandomState(0).permutation(20)  # check_methods_sample_order_invariance's case
+        np.testing.assert_allclose(f(X[perm]), full[perm], rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------- real data sets
@@ -826,3 +830,200 @@ def test_core_does_not_import_sklearn():
     assert "MLPClassifier" in fm.__all__ and "MLPRegressor" in fm.__all__
     with pytest.raises(AttributeError):
         fm.MLPSomething  # noqa: B018
+
+
+# ---------------------------------------------------------------- scikit-learn's behaviour in corner cases
+def _diverging(**kw):
+    # scikit-learn's regression test for its gh-29504 (test_mlp_diverging_loss), without shuffling
+    return dict(hidden_layer_sizes=(100,), activation="identity", solver="sgd", learning_rate_init=1.0,
+                max_iter=20, early_stopping=True, n_iter_no_change=10, random_state=0, shuffle=False, **kw)
+
+
+def test_diverging_fit_with_early_stopping_finishes_as_sklearns():
+    X, y = load_iris(return_X_y=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # scikit-learn's overflows
+        a = SKRegressor(**_diverging()).fit(X, y)
+    with pytest.warns(RuntimeWarning, match="training diverged in epoch"):
+        b = fm.MLPRegressor(dtype="float64", **_diverging()).fit(X, y)
+    assert b.n_iter_ == a.n_iter_ == 20 and b.t_ == a.t_
+    np.testing.assert_array_equal(np.isnan(b.validation_scores_), np.isnan(a.validation_scores_))
+    assert np.isnan(b.validation_scores_[-1]) and isinstance(b.validation_scores_[-1], float)
+    finite = ~np.isnan(a.validation_scores_)
+    assert 0 < finite.sum() < 20  # it did diverge, after some finite epochs
+    np.testing.assert_allclose(np.array(b.validation_scores_)[finite], np.array(a.validation_scores_)[finite],
+                               rtol=1e-9)
+    assert b.best_validation_score_ == pytest.approx(a.best_validation_score_, rel=1e-9)
+    assert np.isnan(b.loss_curve_[-1]) and len(b.loss_curve_) == 20
+    assert_same_params(a, b)  # the best weights, restored
+    np.testing.assert_allclose(b.predict(X), a.predict(X), rtol=1e-9)
+    # float32: the same ending
+    with pytest.warns(RuntimeWarning, match="training diverged"):
+        c = fm.MLPRegressor(**_diverging()).fit(X, y)
+    assert c.n_iter_ == 20 and np.isnan(c.validation_scores_[-1]) and np.isfinite(c.predict(X)).all()
+    # without early stopping there are no best weights to go back to: scikit-learn's error
+    with pytest.raises(ValueError, match="Solver produced non-finite parameter weights"):
+        fm.MLPRegressor(**_diverging()).set_params(early_stopping=False).fit(X, y)
+
+
+def _worked_example(est):
+    # scikit-learn's test_fit: weights assigned to an unfitted estimator, one partial_fit step
+    est.coefs_ = [0] * 2
+    est.intercepts_ = [0] * 2
+    est.coefs_[0] = np.array([[0.1, 0.2], [0.3, 0.1], [0.5, 0]])
+    est.coefs_[1] = np.array([[0.1], [0.2]])
+    est.intercepts_[0] = np.array([0.1, 0.1])
+    est.intercepts_[1] = np.array([1.0])
+    est.n_outputs_, est.n_layers_, est.n_iter_, est.t_ = 1, 3, 0, 0
+    est.out_activation_, est.best_loss_, est.loss_curve_, est._no_improvement_count = "logistic", np.inf, [], 0
+    return est.partial_fit(np.array([[0.6, 0.8, 0.7]]), np.array([0]), classes=[0, 1])
+
+
+def test_coefs_assigned_before_and_after_fit_take_effect_as_in_sklearn():
+    kw = dict(solver="sgd", learning_rate_init=0.1, alpha=0.1, activation="logistic", random_state=1, max_iter=1,
+              hidden_layer_sizes=2, momentum=0)
+    a = _worked_example(SKClassifier(**kw))
+    b = _worked_example(fm.MLPClassifier(dtype="float64", **kw))
+    assert_same_params(a, b, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(b.coefs_[1], [[0.04706], [0.154089]], atol=1e-3)  # scikit-learn's worked numbers
+    X, y = _iris()
+    clf = fm.MLPClassifier(hidden_layer_sizes=(5,), max_iter=5, random_state=0, dtype="float64").fit(X, y)
+    clf.coefs_[1] = np.zeros((5, 3))
+    clf.intercepts_[-1] = [1.0, 2.0, 3.0]
+    e = np.exp([1.0, 2.0, 3.0])
+    np.testing.assert_allclose(clf.predict_proba(X), np.tile(e / e.sum(), (len(X), 1)))
+    clf.coefs_[:1] = [np.ones((4, 5))]
+    np.testing.assert_array_equal(clf.coefs_[0], np.ones((4, 5)))
+    before = _params(clf)
+    with pytest.raises(ValueError, match=r"coefs_\[0\] has shape \(4, 5\), got an array of shape \(5, 4\)"):
+        clf.coefs_[0] = np.ones((5, 4))
+    with pytest.raises(ValueError, match="NaN"):
+        clf.intercepts_ = [np.zeros(5), np.array([0.0, np.nan, 0.0])]
+    with pytest.raises(IndexError):
+        clf.coefs_[2] = np.ones((5, 3))
+    with pytest.raises(TypeError, match="one array per layer"):
+        clf.coefs_.append(np.ones((3, 3)))
+    for x, y0 in zip(_params(clf), before):
+        np.testing.assert_array_equal(x, y0)
+    for copied in (copy.deepcopy(clf.coefs_), pickle.loads(pickle.dumps(clf.intercepts_))):
+        assert type(copied) is list and not np.shares_memory(copied[0], clf._model._core.flat_params())
+    with pytest.raises(AttributeError, match="no attribute 'coefs_'"):
+        fm.MLPClassifier().coefs_  # noqa: B018
+    est = fm.MLPClassifier(hidden_layer_sizes=(3,), warm_start=True)  # assigned weights of the wrong shape
+    est.coefs_, est.intercepts_ = [np.ones((4, 2)), np.ones((2, 3))], [np.ones(2), np.ones(3)]
+    with pytest.raises(ValueError, match=r"coefs_\[0\] and intercepts_\[0\] have shapes \(4, 2\) and \(2,\)"):
+        est.fit(X, y)
+    assert not hasattr(est, "classes_") and est.coefs_[0].shape == (4, 2)  # the failed fit changed nothing
+
+
+def test_predictions_have_the_networks_dtype():
+    X, y = _iris()
+    for dtype in (np.float32, np.float64):
+        reg = fm.MLPRegressor(max_iter=3, dtype=dtype.__name__).fit(X, y.astype(float))
+        assert reg.predict(X).dtype == dtype
+        clf = fm.MLPClassifier(max_iter=3, dtype=dtype.__name__).fit(X, y)
+        assert clf.predict_proba(X).dtype == clf.predict_log_proba(X).dtype == dtype
+        binary = fm.MLPClassifier(max_iter=3, dtype=dtype.__name__).fit(X, y == 1)
+        assert binary.predict_proba(X).dtype == dtype
+        assert clf.predict(X).dtype == clf.classes_.dtype and binary.predict(X).dtype == np.bool_
+
+
+def test_early_stopping_split_of_a_class_with_one_member():
+    X, y = _iris()
+    yb = np.zeros(len(y), int)
+    yb[0] = 1
+    sk_error = pytest.raises(ValueError, match=r"The least populated classes in y have only 1 member.*\['True'\]")
+    with sk_error:
+        SKClassifier(early_stopping=True).fit(X, yb)
+    clf = fm.MLPClassifier(max_iter=3, random_state=0).fit(X, y)
+    state = _params(clf), list(clf.classes_), clf.n_iter_
+    with pytest.raises(ValueError, match=r"The least populated classes in y have only 1 member.*\['True'\]"):
+        clf.set_params(early_stopping=True).fit(X, yb)
+    assert list(clf.classes_) == state[1] and clf.n_iter_ == state[2]  # the failed fit changed nothing
+    for a, b in zip(_params(clf), state[0]):
+        np.testing.assert_array_equal(a, b)
+    # multiclass: scikit-learn does not stratify; fastmlp does, unless a class is too small: then as scikit-learn
+    ym = y.copy()
+    ym[0] = 3
+    kw = dict(hidden_layer_sizes=(7,), shuffle=False, max_iter=15, random_state=2, early_stopping=True,
+              learning_rate_init=0.05, solver="sgd")
+    a = SKClassifier(**kw).fit(X, ym)
+    b = fm.MLPClassifier(dtype="float64", **kw).fit(X, ym)
+    assert b.validation_scores_ == a.validation_scores_
+    assert_same_params(a, b)
+
+
+def test_values_beyond_float32_range_are_named():
+    X, y = _diabetes(100)
+    big = X.copy()
+    big[3, 1] = 1e39  # finite in float64, infinite in float32
+    msg = "X has values beyond the float32 range .* use dtype='float64'"
+    with pytest.raises(ValueError, match=msg):
+        fm.MLPRegressor(max_iter=2).fit(big, y)
+    reg = fm.MLPRegressor(max_iter=2).fit(X, y)
+    with pytest.raises(ValueError, match=msg):
+        reg.predict(big)
+    with pytest.raises(ValueError, match="y has values beyond the float32 range"):
+        fm.MLPRegressor(max_iter=2).fit(X, np.where(np.arange(100) == 5, -1e39, y))
+    with pytest.raises(ValueError, match="X_val has values beyond the float32 range"):
+        fm.MLPRegressor(max_iter=2).fit(X, y, X_val=big, y_val=y)
+    with pytest.raises(ValueError, match="sample_weight has values beyond the float32 range"):
+        fm.MLPRegressor(max_iter=2).fit(X, y, sample_weight=np.where(np.arange(100) == 5, 1e39, 1.0))
+    with pytest.raises(ValueError, match="infinity"):  # a true infinity is still named as one
+        reg.predict(np.where(big > 1e38, np.inf, big))
+    with pytest.raises(ValueError, match="Solver produced non-finite"):  # float64 takes them: scikit-learn's path
+        fm.MLPRegressor(max_iter=2, dtype="float64").fit(big * 1e269, y)
+
+
+@pytest.mark.parametrize("change", [dict(activation="tanh"), dict(dropout=0.2), dict(activation=["relu", "tanh"]),
+                                    dict(dropout=[0.0, 0.5])])
+def test_warm_start_and_partial_fit_refuse_another_architecture(change):
+    # scikit-learn cannot continue with other hidden_layer_sizes (it fails); fastmlp names every
+    # architecture parameter that changed instead of silently keeping the old network
+    X, y = _iris()
+    clf = fm.MLPClassifier(hidden_layer_sizes=(6, 5), max_iter=3, random_state=0, warm_start=True).fit(X, y)
+    before = _params(clf)
+    with pytest.raises(ValueError, match="hidden layers have activation .* refit with warm_start=False"):
+        clf.set_params(**change).fit(X, y)
+    with pytest.raises(ValueError, match="hidden layers have activation"):
+        clf.partial_fit(X, y)
+    for a, b in zip(_params(clf), before):
+        np.testing.assert_array_equal(a, b)
+    clf.set_params(warm_start=False).fit(X, y)  # a new network has the new architecture
+    assert clf._built_hidden_layers() == (clf._activation_list(2), clf._dropout_list(2))
+    with pytest.raises(ValueError, match="layer sizes"):
+        clf.set_params(warm_start=True, hidden_layer_sizes=(6,), activation="relu", dropout=0.0).fit(X, y)
+    same = fm.MLPClassifier(hidden_layer_sizes=(6, 5), max_iter=3, random_state=0, warm_start=True).fit(X, y)
+    same.set_params(activation=["relu", "relu"], dropout=[0.0, 0.0]).fit(X, y)  # the same network, spelled otherwise
+    assert same.n_iter_ == 3 and len(same.loss_curve_) == 6
+
+
+def test_masked_arrays_with_masked_entries_are_refused():
+    X, y = _iris()
+    mask = np.zeros(X.shape, bool)
+    mask[2, 1] = True
+    Xm = np.ma.masked_array(X, mask=mask)
+    with pytest.raises(ValueError, match="X is a masked array with 1 masked entries"):
+        fm.MLPClassifier(max_iter=2).fit(Xm, y)
+    with pytest.raises(ValueError, match="y is a masked array"):
+        fm.MLPRegressor(max_iter=2).fit(X, np.ma.masked_array(y.astype(float), mask=y == 1))
+    with pytest.raises(ValueError, match="sample_weight is a masked array"):
+        fm.MLPClassifier(max_iter=2).fit(X, y, sample_weight=np.ma.masked_array(np.ones(len(y)), mask=y == 1))
+    clf = fm.MLPClassifier(max_iter=2, random_state=0, dtype="float64").fit(X, y)
+    with pytest.raises(ValueError, match="X is a masked array"):
+        clf.predict(Xm)
+    # nothing masked: nothing to honour, the values are used (as scikit-learn uses them)
+    full = fm.MLPClassifier(max_iter=2, random_state=0, dtype="float64").fit(np.ma.masked_array(X), y)
+    assert_same_params(full, clf, rtol=0, atol=0)
+    np.testing.assert_array_equal(clf.predict_proba(np.ma.masked_array(X, mask=np.zeros_like(mask))),
+                                  clf.predict_proba(X))
+
+
+@pytest.mark.parametrize("class_weight", [{0: -1.0, 1: 1.0, 2: 1.0}, {0: np.nan}, {1: np.inf},
+                                          [{0: 1.0, 1: -0.5}]])
+def test_negative_or_non_finite_class_weights_are_refused(class_weight):
+    X, y = _iris()
+    if isinstance(class_weight, list):  # multilabel: one dict per output
+        y = np.c_[y == 0, y == 1]
+    with pytest.raises(ValueError, match="class_weight must give every class a finite weight >= 0"):
+        fm.MLPClassifier(max_iter=2, class_weight=class_weight).fit(X, y)

@@ -24,10 +24,15 @@ Known small differences
     The rows are shuffled by fastmlp's
     generator (seeded from ``random_state``), not NumPy's; the
     ``early_stopping`` split is stratified for binary and multiclass targets
-    (as scikit-learn documents), not only for binary ones. For several regression
-    outputs the L-BFGS objective is the one whose gradient scikit-learn uses
-    (half squared error summed over outputs); ``loss_`` is reported as
-    scikit-learn reports it (averaged over outputs).
+    (as scikit-learn documents), not only for binary ones (multiclass targets
+    with a class too small to stratify are split as scikit-learn splits them).
+    For several regression outputs the L-BFGS objective is the one whose
+    gradient scikit-learn uses (half squared error summed over outputs);
+    ``loss_`` is reported as scikit-learn reports it (averaged over outputs).
+    The network's precision is ``dtype``, not X's dtype. ``warm_start`` and
+    ``partial_fit`` raise when ``hidden_layer_sizes``, ``activation`` or
+    ``dropout`` changed; masked arrays with masked entries raise (scikit-learn
+    uses the values under the mask); class weights must be finite and >= 0.
 
 Beyond scikit-learn
     ``dropout`` (after every hidden activation, or a list with one rate per
@@ -82,6 +87,27 @@ def _validate_data(est: Any, *args: Any, **kwargs: Any) -> Any:
 
 def _dense(X: Any) -> np.ndarray:
     return X.toarray() if sp.issparse(X) else X
+
+
+def _as_dtype(a: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
+    """a as a C-contiguous array of dtype; finite values beyond float32's range raise (the cast
+    would make them infinite)."""
+    with np.errstate(over="raise"):
+        try:
+            return np.ascontiguousarray(a, dtype=dtype)
+        except FloatingPointError:
+            raise ValueError(f"{name} has values beyond the float32 range (magnitudes above "
+                             f"{np.finfo(np.float32).max:.4g}): use dtype='float64', or scale the data") from None
+
+
+def _reject_masked(**arrays: Any) -> None:
+    """Raise for masked arrays with masked entries: the estimators cannot honour a mask.
+    (scikit-learn's MLP silently uses the values under it.)"""
+    for name, a in arrays.items():
+        if isinstance(a, np.ma.MaskedArray) and np.ma.is_masked(a):
+            raise ValueError(f"{name} is a masked array with {np.ma.count_masked(a)} masked entries, which the "
+                             f"estimators cannot honour: fill them ({name}.filled(value)) or impute them "
+                             "(sklearn.impute.SimpleImputer) first")
 
 
 def _check_sample_weight(sample_weight: Any, n: int) -> np.ndarray | None:
@@ -178,6 +204,41 @@ class _SklearnAdam(_optim.Adam):
     def __init__(self, params: Any, lr: float, betas: tuple, eps: float) -> None:
         _optim.Optimizer.__init__(self, params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=0.0,
                                                      amsgrad=False, maximize=False, sklearn_adam=True))
+
+
+_LAYER_ATTRS = {"weight": "coefs_", "bias": "intercepts_"}
+_INITIAL = {"weight": "_initial_coefs", "bias": "_initial_intercepts"}  # where they are kept before a fit
+
+
+class _LayerArrays(list):
+    """coefs_ or intercepts_ of a fitted estimator: a list of views of the network's parameters,
+    one per layer. Assigning an element (``est.coefs_[i] = a``) copies a into the network, as
+    assigning into scikit-learn's list changes its model. The number of layers is fixed by
+    hidden_layer_sizes: methods that would change it raise."""
+
+    def __init__(self, est: "_BaseMLP", kind: str) -> None:
+        layers = est._linear_layers()
+        super().__init__(la.weight.data.T if kind == "weight" else la.bias.data for la in layers)
+        self._est, self._kind = est, kind
+
+    def __setitem__(self, i: Any, value: Any) -> None:
+        index = range(len(self))[i]  # IndexError as a list's
+        if isinstance(index, range):
+            value = list(value)
+            if len(value) != len(index):
+                raise ValueError(f"{_LAYER_ATTRS[self._kind]}[{i}] takes {len(index)} arrays, got {len(value)}")
+            self._est._load_layer_arrays(self._kind, dict(zip(index, value)))
+        else:
+            self._est._load_layer_arrays(self._kind, {index: value})  # the list's views now hold the values
+
+    def _fixed(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"{_LAYER_ATTRS[self._kind]} has one array per layer; set hidden_layer_sizes and refit "
+                        "to change the layers")
+
+    append = extend = insert = pop = remove = clear = sort = reverse = __delitem__ = __iadd__ = __imul__ = _fixed
+
+    def __reduce_ex__(self, protocol: Any) -> Any:  # copies and pickles are plain lists of arrays
+        return list, (list(self),)
 
 
 class _BaseMLP(BaseEstimator):
@@ -279,34 +340,57 @@ class _BaseMLP(BaseEstimator):
 
     @property
     def coefs_(self) -> list:
-        """Weight matrices, (n_in, n_out) each: views of the network's weights
-        (writing into them changes the network)."""
-        if "_model" not in self.__dict__:
-            raise AttributeError("coefs_")
-        return [layer.weight.data.T for layer in self._linear_layers()]
+        """Weight matrices, (n_in, n_out) each: views of the network's weights (writing into them
+        changes the network, and so does assigning an element, ``coefs_[i] = a``)."""
+        return self._layer_arrays("weight")
 
     @coefs_.setter
     def coefs_(self, value: list) -> None:
-        layers = self._linear_layers()
-        if len(value) != len(layers):
-            raise ValueError(f"coefs_ needs {len(layers)} arrays, got {len(value)}")
-        self._model.load_state_dict({f"{self._model._layers.index(la)}.weight": np.asarray(v).T
-                                     for la, v in zip(layers, value)}, strict=False)
+        self._set_layer_arrays("weight", value)
 
     @property
     def intercepts_(self) -> list:
-        """Bias vectors: views of the network's biases."""
-        if "_model" not in self.__dict__:
-            raise AttributeError("intercepts_")
-        return [layer.bias.data for layer in self._linear_layers()]
+        """Bias vectors: views of the network's biases (as coefs_)."""
+        return self._layer_arrays("bias")
 
     @intercepts_.setter
     def intercepts_(self, value: list) -> None:
+        self._set_layer_arrays("bias", value)
+
+    def _layer_arrays(self, kind: str) -> list:
+        if "_model" in self.__dict__:
+            return _LayerArrays(self, kind)
+        if _INITIAL[kind] in self.__dict__:  # assigned before the first fit: the list as given
+            return self.__dict__[_INITIAL[kind]]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{_LAYER_ATTRS[kind]}'")
+
+    def _set_layer_arrays(self, kind: str, value: list) -> None:
+        """Assign coefs_ or intercepts_: into the network once fitted; before, kept as the initial
+        weights of a first partial_fit or warm-started fit (as scikit-learn uses them)."""
+        if "_model" not in self.__dict__:
+            self.__dict__[_INITIAL[kind]] = list(value)
+            return
+        value = list(value)
+        n = len(self._linear_layers())
+        if len(value) != n:
+            raise ValueError(f"{_LAYER_ATTRS[kind]} needs {n} arrays (one per layer), got {len(value)}")
+        self._load_layer_arrays(kind, dict(enumerate(value)))
+
+    def _load_layer_arrays(self, kind: str, arrays: dict) -> None:
+        """Copy {layer index: (n_in, n_out) weights or (n_out,) biases} into the network; everything
+        is checked before anything changes."""
         layers = self._linear_layers()
-        if len(value) != len(layers):
-            raise ValueError(f"intercepts_ needs {len(layers)} arrays, got {len(value)}")
-        self._model.load_state_dict({f"{self._model._layers.index(la)}.bias": np.asarray(v)
-                                     for la, v in zip(layers, value)}, strict=False)
+        sd = {}
+        for i, v in arrays.items():
+            la, a = layers[i], np.asarray(v)
+            want = (la.in_features, la.out_features) if kind == "weight" else (la.out_features,)
+            if a.shape != want:
+                raise ValueError(f"{_LAYER_ATTRS[kind]}[{i}] has shape {want}, got an array of shape {a.shape}")
+            sd[f"{self._model._layers.index(la)}.{kind}"] = a.T
+        self._model.load_state_dict(sd, strict=False)
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return "_model" in self.__dict__
 
     def _build_model(self, layer_units: list, init: list, seed: int, dtype: np.dtype) -> Sequential:
         n_hidden = len(layer_units) - 2
@@ -325,18 +409,12 @@ class _BaseMLP(BaseEstimator):
         model.load_state_dict(sd)
         return model
 
-    def _initialize(self, Y: np.ndarray, layer_units: list, rs: np.random.RandomState) -> list:
-        """Set the fitted attributes of a first fit; return the initial
-        (coef, intercept) pairs, drawn as scikit-learn draws them."""
-        self.n_iter_ = 0
-        self.t_ = 0
-        self.n_outputs_ = Y.shape[1]
-        self.n_layers_ = len(layer_units)
-        self.out_activation_ = self._out_activation()
+    def _draw_weights(self, layer_units: list, rs: np.random.RandomState) -> list:
+        """The initial (coef, intercept) pairs of a first fit, drawn as scikit-learn draws them."""
         n_hidden = len(layer_units) - 2
         acts = self._activation_list(n_hidden)
         init = []
-        for i in range(self.n_layers_ - 1):
+        for i in range(len(layer_units) - 1):
             act = acts[min(i, n_hidden - 1)] if n_hidden else self.activation
             factor = 2.0 if act == "logistic" else 6.0
             fan_in, fan_out = layer_units[i], layer_units[i + 1]
@@ -344,11 +422,40 @@ class _BaseMLP(BaseEstimator):
             coef = rs.uniform(-bound, bound, (fan_in, fan_out))
             intercept = rs.uniform(-bound, bound, fan_out)
             init.append((coef, intercept))
+        return init
+
+    def _assigned_weights(self, layer_units: list) -> list:
+        """The (coef, intercept) pairs assigned to coefs_ and intercepts_ before the first fit, checked
+        against the network that the data and hidden_layer_sizes need."""
+        coefs, intercepts = self.__dict__.get(_INITIAL["weight"]), self.__dict__.get(_INITIAL["bias"])
+        if coefs is None or intercepts is None:
+            raise ValueError("assign both coefs_ and intercepts_ to start a fit from given weights")
+        n = len(layer_units) - 1
+        if len(coefs) != n or len(intercepts) != n:
+            raise ValueError(f"the data and hidden_layer_sizes need {n} layers (units {layer_units}), but coefs_ "
+                             f"has {len(coefs)} arrays and intercepts_ {len(intercepts)}")
+        init = []
+        for i, (c, b) in enumerate(zip(coefs, intercepts)):
+            c, b = np.asarray(c, dtype=np.float64), np.asarray(b, dtype=np.float64)
+            if c.shape != (layer_units[i], layer_units[i + 1]) or b.shape != (layer_units[i + 1],):
+                raise ValueError(f"coefs_[{i}] and intercepts_[{i}] have shapes {c.shape} and {b.shape}; the data "
+                                 f"and hidden_layer_sizes need {(layer_units[i], layer_units[i + 1])} and "
+                                 f"{(layer_units[i + 1],)}")
+            init.append((c, b))
+        return init
+
+    def _initialize(self, Y: np.ndarray, layer_units: list) -> None:
+        """Set the fitted attributes of a first fit."""
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_outputs_ = Y.shape[1]
+        self.n_layers_ = len(layer_units)
+        self.out_activation_ = self._out_activation()
         if self.solver in _STOCHASTIC_SOLVERS:
             self._init_stochastic_attributes()
         self.validation_loss_curve_ = None
-        self.__dict__.pop("_optimizer_state", None)
-        return init
+        for key in ("_model", "_optimizer_state", *_INITIAL.values()):
+            self.__dict__.pop(key, None)
 
     def _init_stochastic_attributes(self) -> None:
         self.loss_curve_ = []
@@ -376,32 +483,18 @@ class _BaseMLP(BaseEstimator):
                              "minimises a deterministic objective")
         if (X_val is None) != (y_val is None):
             raise ValueError("pass both X_val and y_val, or neither")
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        _reject_masked(X=X, y=y, sample_weight=sample_weight, X_val=X_val, y_val=y_val)
 
-        first_pass = "_model" not in self.__dict__ or (not self.warm_start and not incremental)
-        X, y = self._validate_input(X, y, incremental, reset=first_pass)
-        X = _dense(X)
-        n_samples, n_features = X.shape
-        sw = _check_sample_weight(sample_weight, n_samples)
-        sw = self._apply_class_weight(sw, y, incremental)
-        Y = self._encode(y)
-        layer_units = [n_features] + hidden + [Y.shape[1]]
-
-        rs = check_random_state(self.random_state)
-        init = None
-        if first_pass:
-            init = self._initialize(Y, layer_units, rs)
-            self.__dict__.pop("_model", None)
-        else:
-            old = [self._linear_layers()[0].in_features] + [la.out_features for la in self._linear_layers()]
-            if old != layer_units:
-                raise ValueError(f"the network has layer sizes {old}, but the data and hidden_layer_sizes "
-                                 f"need {layer_units}; refit with warm_start=False")
-            if self._model.dtype != dtype:  # the dtype changed between warm-started fits
-                self._model = self._convert_model(dtype)
-
-        val = None
-        if X_val is not None:
-            val = self._validation_set(X_val, y_val)
+        saved = self.__dict__.copy()  # a call that fails before training changes nothing
+        try:
+            X, Y, sw, rs, init, layer_units, val = self._prepare(X, y, sample_weight, incremental, X_val, y_val,
+                                                                 hidden, dtype)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
 
         if self.solver in _STOCHASTIC_SOLVERS:
             self._fit_stochastic(X, Y, sw, incremental, rs, init, layer_units, dtype, val)
@@ -412,6 +505,90 @@ class _BaseMLP(BaseEstimator):
             raise ValueError("Solver produced non-finite parameter weights. The input data may contain large "
                              "values and need to be preprocessed.")
         return self
+
+    def _prepare(self, X: Any, y: Any, sample_weight: Any, incremental: bool, X_val: Any, y_val: Any,
+                 hidden: list, dtype: np.dtype) -> tuple:
+        """Check the data and set the fitted attributes a fit starts from: (X, Y, sample weights,
+        random state, initial weights or None to continue the network, layer units, validation set)."""
+        fitted = "_model" in self.__dict__
+        assigned = not fitted and any(k in self.__dict__ for k in _INITIAL.values())  # set before a first fit
+        # as scikit-learn: warm_start and partial_fit continue from existing (or assigned) weights
+        first_pass = (not fitted and not assigned) or (not self.warm_start and not incremental)
+        X, y = self._validate_input(X, y, incremental, reset=first_pass or assigned)
+        X = _as_dtype(_dense(X), dtype, "X")
+        n_samples, n_features = X.shape
+        sw = _check_sample_weight(sample_weight, n_samples)
+        sw = self._apply_class_weight(sw, y, incremental)
+        Y = self._encode(y)
+        layer_units = [n_features] + hidden + [Y.shape[1]]
+
+        rs = check_random_state(self.random_state)
+        if first_pass:
+            init = self._draw_weights(layer_units, rs)
+        elif assigned:
+            init = self._assigned_weights(layer_units)
+        else:
+            init = None
+            self._check_architecture(layer_units)
+
+        if init is not None:
+            self._initialize(Y, layer_units)
+        elif self._model.dtype != dtype:  # the dtype changed between warm-started fits
+            self._model = self._convert_model(dtype)
+
+        val = None
+        if X_val is not None:
+            val = self._validation_set(X_val, y_val, dtype)
+        elif self.early_stopping and self.solver in _STOCHASTIC_SOLVERS:
+            X, Y, sw, val = self._early_stopping_split(X, Y, sw, rs)
+        return X, Y, sw, rs, init, layer_units, val
+
+    def _built_hidden_layers(self) -> tuple:
+        """(activations, dropout rates) of the network's hidden layers, as built."""
+        names: dict = {cls: name for name, cls in _ACTIVATIONS.items()}
+        acts: list = []
+        drops: list = []
+        for layer in list(self._model)[:-1]:
+            if isinstance(layer, Dropout):
+                drops[-1] = layer.p
+            elif not isinstance(layer, Linear):
+                acts.append(names[type(layer)])
+                drops.append(0.0)
+        return acts, drops
+
+    def _check_architecture(self, layer_units: list) -> None:
+        """warm_start and partial_fit continue the fitted network: raise if the data or the parameters
+        ask for another one (scikit-learn cannot continue with other hidden_layer_sizes either)."""
+        old = [self._linear_layers()[0].in_features] + [la.out_features for la in self._linear_layers()]
+        if old != layer_units:
+            raise ValueError(f"the network has layer sizes {old}, but the data and hidden_layer_sizes "
+                             f"need {layer_units}; refit with warm_start=False")
+        n_hidden = len(layer_units) - 2
+        built, wanted = self._built_hidden_layers(), (self._activation_list(n_hidden), self._dropout_list(n_hidden))
+        if built != wanted:
+            raise ValueError(f"the network's hidden layers have activation {built[0]} and dropout {built[1]}, but "
+                             f"the parameters now ask for activation {wanted[0]} and dropout {wanted[1]}; "
+                             "warm_start and partial_fit continue the fitted network: refit with warm_start=False")
+
+    def _early_stopping_split(self, X: np.ndarray, Y: np.ndarray, sw: np.ndarray | None,
+                              rs: np.random.RandomState) -> tuple:
+        """scikit-learn's validation_fraction split: (X, Y, sample weights) of the training part and
+        the validation set (X, labels as given to score, targets of the loss, sample weights)."""
+        stratify, required = self._stratify(Y)
+        arrays = (X, Y) if sw is None else (X, Y, sw)
+        try:
+            parts = train_test_split(*arrays, random_state=rs, test_size=self.validation_fraction, stratify=stratify)
+        except ValueError:
+            if stratify is None or required:
+                raise
+            # a multiclass target with too few rows per class: unstratified, as scikit-learn splits it
+            parts = train_test_split(*arrays, random_state=rs, test_size=self.validation_fraction)
+        X_train, X_v, Y_train, Y_v = parts[:4]
+        sw_train, sw_v = (parts[4], parts[5]) if sw is not None else (None, None)
+        if X_v.shape[0] < 2:
+            raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size "
+                             "of your dataset.")
+        return X_train, Y_train, sw_train, (X_v, self._decode(Y_v), self._target(Y_v), sw_v)
 
     def _convert_model(self, dtype: np.dtype) -> Sequential:
         state = self._model.__getstate__()
@@ -428,11 +605,11 @@ class _BaseMLP(BaseEstimator):
             self._best_params = self._model._core.flat_params().copy()
         return self._model
 
-    def _validation_set(self, X_val: Any, y_val: Any) -> tuple:
+    def _validation_set(self, X_val: Any, y_val: Any, dtype: np.dtype) -> tuple:
         """(X, labels as given to score, targets of the loss, None) for a user validation set."""
         X_val = _validate_data(self, X_val, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32),
                                reset=False)
-        X_val = _dense(X_val)
+        X_val = _as_dtype(_dense(X_val), dtype, "X_val")
         y_val = self._check_y_val(y_val)
         if y_val.shape[0] != X_val.shape[0]:
             raise ValueError(f"X_val has {X_val.shape[0]} samples, y_val has {y_val.shape[0]}")
@@ -475,30 +652,10 @@ class _BaseMLP(BaseEstimator):
         for g in opt.param_groups:
             g["lr"] = lr
 
-    def _fit_stochastic(self, X: np.ndarray, Y: np.ndarray, sw: np.ndarray | None, incremental: bool,
-                        rs: np.random.RandomState, init: list | None, layer_units: list, dtype: np.dtype,
-                        val: tuple | None) -> None:
-        if self.early_stopping and incremental:
-            raise ValueError("partial_fit does not support early_stopping=True")
+    def _fit_stochastic(self, X_train: np.ndarray, Y_train: np.ndarray, sw_train: np.ndarray | None,
+                        incremental: bool, rs: np.random.RandomState, init: list | None, layer_units: list,
+                        dtype: np.dtype, val: tuple | None) -> None:
         early_stopping = self.early_stopping
-        if early_stopping and val is None:
-            stratify = self._stratify(Y)
-            arrays = (X, Y) if sw is None else (X, Y, sw)
-            try:
-                parts = train_test_split(*arrays, random_state=rs, test_size=self.validation_fraction,
-                                         stratify=stratify)
-            except ValueError:
-                if stratify is None:
-                    raise
-                parts = train_test_split(*arrays, random_state=rs, test_size=self.validation_fraction)
-            X_train, X_v, Y_train, Y_v = parts[:4]
-            sw_train, sw_v = (parts[4], parts[5]) if sw is not None else (None, None)
-            if X_v.shape[0] < 2:
-                raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size "
-                                 "of your dataset.")
-            val = (X_v, self._decode(Y_v), self._target(Y_v), sw_v)
-        else:
-            X_train, Y_train, sw_train = X, Y, sw
         model = self._ensure_model(init, layer_units, rs, dtype)
         if "loss_curve_" not in self.__dict__:  # warm start after an L-BFGS fit
             self._init_stochastic_attributes()
@@ -522,7 +679,7 @@ class _BaseMLP(BaseEstimator):
         n_batches = -(-n_samples // batch_size)
         Xc = np.ascontiguousarray(X_train, dtype=dtype)
         t = self._target(Y_train)
-        swc = None if sw_train is None else np.ascontiguousarray(sw_train, dtype=dtype)
+        swc = None if sw_train is None else _as_dtype(sw_train, dtype, "sample_weight")
         loss_fn, factor = self._loss()
         # scikit-learn's L2 penalty (per batch, over the batch's weight sum) except for 'adamw',
         # whose decay is decoupled; its log-loss clips probabilities at the dtype's epsilon
@@ -585,8 +742,10 @@ class _BaseMLP(BaseEstimator):
                           shuffle=self.shuffle, verbose=0, n_threads=self.n_threads, sample_weight=swc,
                           callbacks=[end_of_epoch])
             except FloatingPointError as e:
-                raise ValueError("Solver produced non-finite parameter weights. The input data may contain "
-                                 "large values and need to be preprocessed.") from e
+                if not early_stopping:
+                    raise ValueError("Solver produced non-finite parameter weights. The input data may contain "
+                                     "large values and need to be preprocessed.") from e
+                self._record_divergence(n_samples)
             if not stopped and not incremental and self.n_iter_ == self.max_iter:
                 warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the optimization "
                               "hasn't converged yet." % self.max_iter, ConvergenceWarning)
@@ -598,6 +757,29 @@ class _BaseMLP(BaseEstimator):
 
         if early_stopping:
             model._core.flat_params()[...] = self._best_params
+
+    def _record_divergence(self, n_samples: int) -> None:
+        """Finish a fit with early stopping whose training diverged as scikit-learn does: its weights
+        turn NaN, so that epoch and every later one up to max_iter get a NaN loss and validation score
+        (a NaN score never counts as no improvement), and the best weights are restored at the end.
+        fastmlp's engine stops at the diverging epoch; the later epochs are recorded, not run."""
+        scores, curve = self.validation_scores_, self.validation_loss_curve_
+        assert scores is not None  # early stopping always has a validation set
+        warnings.warn(f"training diverged in epoch {self.n_iter_ + 1} (the loss or the weights became non-finite): "
+                      "as in scikit-learn, the epochs from there to max_iter are recorded with a NaN loss and "
+                      "validation score, and the weights of the best validation score are restored",
+                      RuntimeWarning, stacklevel=4)
+        while self.n_iter_ < self.max_iter:
+            self.n_iter_ += 1
+            self.t_ += n_samples
+            self.loss_ = np.nan
+            self.loss_curve_.append(np.nan)
+            scores.append(np.nan)
+            if curve is not None:
+                curve.append(np.nan)
+            self._no_improvement_count = 0
+            if self.verbose:
+                print("Iteration %d, loss = %.8f\nValidation score: %f" % (self.n_iter_, np.nan, np.nan))
 
     def _trigger_stopping(self, msg: str) -> bool:
         if self.solver != "sgd" or self.learning_rate != "adaptive":
@@ -674,7 +856,7 @@ class _BaseMLP(BaseEstimator):
         const = self._loss_constant(Y, sw)
         spec = loss_fn._spec(model.dtype)
         if sw is not None:
-            spec["sample_weight"] = np.ascontiguousarray(sw, dtype=dtype)
+            spec["sample_weight"] = _as_dtype(sw, dtype, "sample_weight")
         sw_sum = X.shape[0] if sw is None else float(np.sum(sw))
         c = float(self.alpha) / sw_sum
         flat, grads = model._core.flat_params(), model._core.flat_grads()
@@ -733,13 +915,11 @@ class _BaseMLP(BaseEstimator):
 
     # ------------------------------------------------------------------ prediction
     def _forward(self, X: Any) -> np.ndarray:
-        """Network outputs (before the output activation) for validated X, float64."""
-        X = _dense(X)
-        out = self._model.predict(np.ascontiguousarray(X, dtype=self._model.dtype), n_threads=self.n_threads)
-        return out.astype(np.float64)
-
-    def _check_X(self, X: Any) -> Any:
-        return _validate_data(self, X, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32), reset=False)
+        """Network outputs (before the output activation) for X, in the network's dtype (as
+        scikit-learn computes in its network's dtype)."""
+        _reject_masked(X=X)
+        X = _validate_data(self, X, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32), reset=False)
+        return self._model.predict(_as_dtype(_dense(X), self._model.dtype, "X"), n_threads=self.n_threads)
 
     def _score_out(self, out: np.ndarray, y: np.ndarray, sw: np.ndarray | None) -> float:
         y_pred = self._predict_from_out(out)
@@ -908,6 +1088,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if self.class_weight == "balanced":
             cw = _balanced_weights(y, sw)
         else:
+            given = self.class_weight if isinstance(self.class_weight, list) else [self.class_weight]
+            for label, w in (item for d in given if isinstance(d, dict) for item in d.items()):
+                if isinstance(w, bool) or not isinstance(w, numbers.Real) or not 0 <= float(w) < np.inf:
+                    raise ValueError(f"class_weight must give every class a finite weight >= 0, got {w!r} "
+                                     f"for class {label!r}")
             cw = compute_sample_weight(self.class_weight, y)
         out = cw if sw is None else sw * cw
         if not out.any():
@@ -930,12 +1115,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _target(self, Y: np.ndarray) -> np.ndarray:
         if self._multiclass():
             return np.ascontiguousarray(np.argmax(Y, axis=1), dtype=np.int64)
-        return np.ascontiguousarray(Y, dtype=self._model.dtype if "_model" in self.__dict__ else self._np_dtype())
+        return _as_dtype(Y, self._np_dtype(), "y")
 
-    def _stratify(self, Y: np.ndarray) -> np.ndarray | None:
+    def _stratify(self, Y: np.ndarray) -> tuple:
+        """(labels, whether required) of the stratified early-stopping split. Binary targets are
+        stratified as in scikit-learn, which raises when it cannot; multiclass targets too, as
+        scikit-learn documents (its code does not), and unstratified where they cannot be."""
         if self._multiclass():
-            return np.argmax(Y, axis=1)
-        return Y if Y.shape[1] == 1 else None
+            return np.argmax(Y, axis=1), False
+        return (Y, True) if Y.shape[1] == 1 else (None, False)
 
     def _check_y_val(self, y_val: Any) -> np.ndarray:
         y_val = np.asarray(y_val) if not sp.issparse(y_val) else y_val.toarray()
@@ -1033,12 +1221,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def predict(self, X):
         """Predicted class labels (an indicator matrix for multilabel targets)."""
         check_is_fitted(self)
-        return self._predict_from_out(self._forward(self._check_X(X)))
+        return self._predict_from_out(self._forward(X))
 
     def predict_proba(self, X):
         """Class probabilities, columns in the order of ``classes_``."""
         check_is_fitted(self)
-        p = self._proba_from_out(self._forward(self._check_X(X)))
+        p = self._proba_from_out(self._forward(X))
         if self.n_outputs_ == 1:
             p = p.ravel()
             return np.vstack([1 - p, p]).T
@@ -1143,10 +1331,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return "exp" if self.loss == "poisson" else "identity"
 
     def _target(self, Y: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(Y, dtype=self._model.dtype if "_model" in self.__dict__ else self._np_dtype())
+        return _as_dtype(Y, self._np_dtype(), "y")
 
-    def _stratify(self, Y: np.ndarray) -> None:
-        return None
+    def _stratify(self, Y: np.ndarray) -> tuple:
+        return None, False
 
     def _check_y_val(self, y_val: Any) -> np.ndarray:
         y_val = np.asarray(y_val, dtype=np.float64)
@@ -1208,4 +1396,4 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def predict(self, X):
         """Predicted values, (n_samples,) or (n_samples, n_outputs)."""
         check_is_fitted(self)
-        return self._predict_from_out(self._forward(self._check_X(X)))
+        return self._predict_from_out(self._forward(X))
