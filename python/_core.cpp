@@ -668,6 +668,16 @@ PYBIND11_MODULE(_core, m) {
   m.def("check_optim", [](py::dict cfg) { parse_optim(cfg); });
   m.def("check_layers", [](py::list layers) { Model<double> check(parse_layers(layers), 0, false); });
   m.def("layer_kinds", &layer_kinds);
+  // [(layer, name, shape)] of the parameters a model of these layers has, without allocating them
+  m.def("layer_tensors", [](py::list layers) {
+    Model<double> check(parse_layers(layers), 0, false);
+    py::list out;
+    for (const auto& sl : check.slots()) {
+      py::tuple shape = sl.vector ? py::tuple(py::make_tuple(sl.rows)) : py::tuple(py::make_tuple(sl.rows, sl.cols));
+      out.append(py::make_tuple(sl.layer, sl.name, shape));
+    }
+    return out;
+  });
   m.def("calculate_gain", &calculate_gain, py::arg("nonlinearity"), py::arg("param") = 0.0);
   m.def("blas_set_num_threads", &blas_set_num_threads);
   m.def("blas_get_num_threads", &blas_get_num_threads);

@@ -60,14 +60,34 @@ class Parameter:
         return f"Parameter {self.name} {self._data.shape} {self._data.dtype}:\n{self._data!r}"
 
 
+_LAYER_TYPES: dict[str, type["Module"]] = {}
+
+
 class Module:
     """Base of the layers. Layers describe the computation; a Sequential
-    owns their parameters, which appear as ``.weight``/``.bias`` once built."""
+    owns their parameters, which appear as ``.weight``/``.bias`` once built.
+
+    A layer class names its engine kind (``_kind``, the name the C++ layer is
+    registered under in cpp/layers/) and the arguments of its spec (``_fields``:
+    name -> the JSON types a model file may give; each is an attribute of the same
+    name and a constructor argument). The spec is what the engine builds the layer
+    from, what model files store and what `_layer_from_spec` rebuilds it from."""
 
     training: bool = True
+    _kind: str = ""
+    _fields: dict[str, tuple] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("_kind"):
+            _LAYER_TYPES[cls._kind] = cls
 
     def _spec(self) -> dict:
-        raise NotImplementedError
+        return {"kind": self._kind, **{k: getattr(self, k) for k in self._fields}}
+
+    @classmethod
+    def _from_spec(cls, spec: Mapping[str, Any]) -> "Module":
+        return cls(**{k: spec[k] for k in cls._fields if k in spec})
 
     def extra_repr(self) -> str:
         return ""
@@ -86,6 +106,9 @@ class Linear(Module):
     uniform in +-1/sqrt(in_features)); with any other init the bias starts at 0.
     """
 
+    _kind = "linear"
+    _fields = {"in_features": (int,), "out_features": (int,), "bias": (bool,), "init": (dict,)}
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, init: str = "default") -> None:
         self.in_features = check_int(in_features, "in_features", low=1, high=2**62)
         self.out_features = check_int(out_features, "out_features", low=1, high=2**62)
@@ -100,15 +123,19 @@ class Linear(Module):
         return {"kind": "linear", "in_features": self.in_features, "out_features": self.out_features,
                 "bias": self.bias_enabled, "init": {"name": self.init}}
 
+    @classmethod
+    def _from_spec(cls, spec: Mapping[str, Any]) -> "Module":
+        init = spec.get("init", {"name": "default"})
+        if not (isinstance(init, Mapping) and set(init) == {"name"} and isinstance(init["name"], str)):
+            raise ValueError(f"linear: init must be an object {{'name': ...}}, got {init!r}")
+        return cls(spec["in_features"], spec["out_features"], bias=spec.get("bias", True), init=init["name"])
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias_enabled}"
 
 
 class _Activation(Module):
-    _kind = ""
-
-    def _spec(self) -> dict:
-        return {"kind": self._kind}
+    pass
 
 
 class ReLU(_Activation):
@@ -150,12 +177,10 @@ class Softmax(_Activation):
 
 class LeakyReLU(_Activation):
     _kind = "leaky_relu"
+    _fields = {"negative_slope": (int, float)}
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         self.negative_slope = check_number(negative_slope, "negative_slope")
-
-    def _spec(self) -> dict:
-        return {"kind": "leaky_relu", "negative_slope": self.negative_slope}
 
     def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}"
@@ -165,32 +190,36 @@ class Dropout(Module):
     """Inverted dropout: in training, zero each element with probability p
     and scale the rest by 1/(1-p); identity in eval mode."""
 
+    _kind = "dropout"
+    _fields = {"p": (int, float)}
+
     def __init__(self, p: float = 0.5) -> None:
         self.p = check_number(p, "dropout probability p", low=0.0, high=1.0, high_open=True)
-
-    def _spec(self) -> dict:
-        return {"kind": "dropout", "p": self.p}
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
 
 
-_LAYER_TYPES = {"linear": Linear, "relu": ReLU, "leaky_relu": LeakyReLU, "sigmoid": Sigmoid, "tanh": Tanh,
-                "gelu": GELU, "softmax": Softmax, "identity": Identity, "dropout": Dropout}
-
-
 def _layer_from_spec(spec: Mapping[str, Any]) -> Module:
-    kind = spec.get("kind")
-    if kind == "linear":
-        return Linear(spec["in_features"], spec["out_features"], bias=spec.get("bias", True),
-                      init=spec.get("init", {}).get("name", "default"))
-    if kind == "dropout":
-        return Dropout(spec["p"])
-    if kind == "leaky_relu":
-        return LeakyReLU(spec["negative_slope"])
-    if kind in _LAYER_TYPES:
-        return _LAYER_TYPES[kind]()
-    raise ValueError(f"unknown layer kind {kind!r}")
+    """The layer a spec describes (a model file's or a pickle's), through the
+    registry of layer classes: unknown kinds and unknown arguments are refused."""
+    cls = _LAYER_TYPES.get(spec.get("kind"))  # type: ignore[arg-type]
+    if cls is None:
+        raise ValueError(f"unknown layer kind {spec.get('kind')!r}")
+    unknown = sorted(set(spec) - {"kind"} - set(cls._fields))
+    if unknown:
+        raise ValueError(f"{cls._kind}: unknown arguments {unknown}")
+    return cls._from_spec(spec)
+
+
+def _tensor_shapes(layers: list) -> dict:
+    """{state_dict key: shape} of every parameter a Sequential of these layers
+    would have, from the engine's table, without building it (no memory is
+    given to the parameters)."""
+    out = {}
+    for i, name, shape in _core.layer_tensors([layer._spec() for layer in layers]):
+        out[f"{i}.{name}"] = tuple(shape)
+    return out
 
 
 class Sequential(Module):

@@ -61,11 +61,9 @@ def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None
 
 _MAX_HEADER_BYTES = 1 << 28  # 256 MiB of JSON: far above any real header (the CLI's has the feature names)
 _U64 = 2**64 - 1
-_MEMBER = re.compile(r"param/(\d+)\.(weight|bias)|optim/(\d+)")
+_MEMBER = re.compile(r"param/(\d+)\.([a-z_]+)|optim/(\d+)")
 _TOP_FIELDS = {"format", "version", "dtype", "seed", "training", "dropout_calls", "epochs_done", "layers",
                "optimizer", "extra"}
-_LAYER_FIELDS = {"linear": {"kind", "in_features", "out_features", "bias", "init"}, "dropout": {"kind", "p"},
-                 "leaky_relu": {"kind", "negative_slope"}}
 
 
 def _json(v: Any) -> str:
@@ -106,18 +104,21 @@ def _check_header(h: Any) -> None:
     for i, spec in enumerate(h["layers"]):
         f = f"layers[{i}]"
         _need(isinstance(spec, dict) and isinstance(spec.get("kind"), str), f, "an object with a 'kind'", spec)
-        kind = spec["kind"]
-        _check_keys(spec, f, _LAYER_FIELDS.get(kind, {"kind"}), _LAYER_FIELDS.get(kind, {"kind"}) - {"bias", "init"})
-        if kind == "linear":
+        from .nn import _LAYER_TYPES
+
+        cls = _LAYER_TYPES.get(spec["kind"])
+        _need(cls is not None, f"{f}.kind", "a layer kind", spec["kind"])
+        _check_keys(spec, f, {"kind", *cls._fields}, set())  # type: ignore[union-attr]
+        for k, v in spec.items():  # each argument has its exact JSON type (bool is not a number)
+            types = {"kind": (str,), **cls._fields}[k]  # type: ignore[union-attr]
+            _need(type(v) in types, f"{f}.{k}", " or ".join(t.__name__ for t in types), v)
+        if spec["kind"] == "linear":
             for k in ("in_features", "out_features"):
+                _need(k in spec, f"{f}.{k}", "an integer", None)
                 _check_int(spec[k], f"{f}.{k}", 1, 2**62)
-            _need(type(spec.get("bias", True)) is bool, f"{f}.bias", "true or false", spec.get("bias"))
             init = spec.get("init", {"name": "default"})
             _check_keys(init, f"{f}.init", {"name"}, {"name"})
             _need(isinstance(init["name"], str), f"{f}.init.name", "a string", init["name"])
-        for k in ("p", "negative_slope"):
-            if k in spec:
-                _need(type(spec[k]) in (int, float), f"{f}.{k}", "a number", spec[k])
     oh = h.get("optimizer")
     if oh is None:
         return
@@ -191,17 +192,12 @@ def load(path: Any, optimizer: bool = False) -> Any:
 
 def _build(header: dict, z: NpyMembers, with_optimizer: bool) -> Any:
     from . import optim
-    from .nn import Linear, Sequential, _layer_from_spec
+    from .nn import Sequential, _layer_from_spec, _tensor_shapes
 
     layers = [_layer_from_spec(s) for s in header["layers"]]
     # the members must be exactly the declared architecture's parameters, each of its declared shape,
     # checked from the .npy headers before any data is decompressed or memory given to the model
-    shapes: dict[str, tuple[int, ...]] = {}
-    for i, layer in enumerate(layers):
-        if isinstance(layer, Linear):
-            shapes[f"{i}.weight"] = (layer.out_features, layer.in_features)
-            if layer.bias_enabled:
-                shapes[f"{i}.bias"] = (layer.out_features,)
+    shapes = _tensor_shapes(layers)
     present = {k[len("param/"):] for k in z.names if k.startswith("param/")}
     if present != set(shapes):
         missing, extra = sorted(set(shapes) - present), sorted(present - set(shapes))
