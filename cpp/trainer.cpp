@@ -36,9 +36,11 @@ void Snapshot<T>::save(Model<T>& m, Optimizer<T>& opt, bool grads) {
   snapshot_copy(m, opt, values, grads, true);
   steps.resize(opt.groups.size());
   momentum_ready.resize(opt.groups.size());
+  mu_products.resize(opt.groups.size());
   for (size_t i = 0; i < opt.groups.size(); ++i) {
     steps[i] = opt.groups[i].step;
     momentum_ready[i] = opt.groups[i].momentum_ready;
+    mu_products[i] = opt.groups[i].mu_product;
   }
 }
 
@@ -49,6 +51,7 @@ void Snapshot<T>::restore(Model<T>& m, Optimizer<T>& opt) {
   for (size_t i = 0; i < opt.groups.size(); ++i) {
     opt.groups[i].step = steps[i];
     opt.groups[i].momentum_ready = momentum_ready[i] != 0;
+    opt.groups[i].mu_product = mu_products[i];
   }
 }
 

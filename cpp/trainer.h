@@ -47,6 +47,7 @@ struct Snapshot {
   Buffer<T> values;
   std::vector<std::int64_t> steps;
   std::vector<std::uint8_t> momentum_ready;
+  std::vector<double> mu_products;
   bool with_grads = false;
   std::uint64_t dropout_calls = 0;
   void save(Model<T>& m, Optimizer<T>& opt, bool with_grads = false);

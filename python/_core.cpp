@@ -182,7 +182,8 @@ OptimConfig parse_optim(const py::dict& d) {
   OptimConfig c;
   static const std::pair<const char*, OptimKind> names[] = {
       {"sgd", OptimKind::SGD}, {"adagrad", OptimKind::Adagrad}, {"rmsprop", OptimKind::RMSprop},
-      {"adadelta", OptimKind::Adadelta}, {"adam", OptimKind::Adam}, {"adamw", OptimKind::AdamW}};
+      {"adadelta", OptimKind::Adadelta}, {"adam", OptimKind::Adam}, {"adamw", OptimKind::AdamW},
+      {"nadam", OptimKind::NAdam}, {"radam", OptimKind::RAdam}, {"adamax", OptimKind::Adamax}};
   c.kind = lookup(d["kind"].cast<std::string>(), names, "optimizer");
   c.lr = get<double>(d, "lr", c.lr);
   c.weight_decay = get<double>(d, "weight_decay", c.weight_decay);
@@ -201,6 +202,8 @@ OptimConfig parse_optim(const py::dict& d) {
     c.beta2 = b.second;
   }
   c.amsgrad = get<bool>(d, "amsgrad", c.amsgrad);
+  c.decoupled_weight_decay = get<bool>(d, "decoupled_weight_decay", c.kind == OptimKind::AdamW);
+  c.momentum_decay = get<double>(d, "momentum_decay", c.momentum_decay);
   c.eps = get<double>(d, "eps", c.eps);
   optim_check_config(c);
   c.sklearn_adam = get<bool>(d, "sklearn_adam", c.sklearn_adam);
@@ -503,6 +506,8 @@ void bind_dtype(py::module_& m, const char* suffix) {
       .def("get_lr", [](PO& s, size_t i) { return s.opt.groups.at(i).config.lr; })
       .def("get_momentum_ready", [](PO& s, size_t i) { return s.opt.groups.at(i).momentum_ready; })
       .def("set_momentum_ready", [](PO& s, size_t i, bool v) { s.opt.groups.at(i).momentum_ready = v; })
+      .def("get_mu_product", [](PO& s, size_t i) { return s.opt.groups.at(i).mu_product; })
+      .def("set_mu_product", [](PO& s, size_t i, double v) { s.opt.groups.at(i).mu_product = v; })
       // (slots, n_total) view of a group's state
       .def("state", [](py::object self, size_t i) {
         PO& s = self.cast<PO&>();

@@ -20,6 +20,15 @@ STEPS = 60
 TOL = 1e-10
 
 
+@pytest.fixture(autouse=True)
+def _torch_float64():
+    """torch keeps scalar state (NAdam's mu_product, ASGD's eta) in the default dtype: float64 here."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
 def _torch_opt(name, params, **kw):
     return getattr(torch.optim, name)(params, foreach=False, **kw)
 
