@@ -148,12 +148,18 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
     for cb in callbacks:
         if not (isinstance(cb, Callback) or callable(cb)):
             raise TypeError(f"callbacks must be fastmlp Callbacks or callables f(epoch, logs), got {type(cb).__name__}")
-    from .optim import Optimizer
+    from .optim import LBFGS, Optimizer
 
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a fastmlp optimizer, got {type(optimizer).__name__}")
-    core_opt = optimizer._core_for(model)
-    Xa, ta = _data(model, X, y, loss_fn, "X", check_x=epochs == 0)  # else checked batch by batch in C++
+    full_batch = isinstance(optimizer, LBFGS)  # one step(closure) per epoch over the whole data set
+    if full_batch:
+        if {id(p) for p in model.parameters()} != {id(p) for p in optimizer.param_groups[0]["params"]}:
+            raise ValueError("the optimizer must be built over this model's parameters (model.parameters())")
+    else:
+        core_opt = optimizer._core_for(model)
+    # X is checked batch by batch in C++ (by one pass here for full-batch L-BFGS)
+    Xa, ta = _data(model, X, y, loss_fn, "X", check_x=epochs == 0 or full_batch)
     val = None
     if validation_data is not None:
         if len(validation_data) != 2:
@@ -187,8 +193,11 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
 
                 t0 = time.perf_counter()
                 try:
-                    st = model._core.train_epoch(Xa, ta, spec, core_opt, batch_size, bool(shuffle), classify, progress,
-                                                 workers)
+                    if full_batch:
+                        st = _full_batch_epoch(model, Xa, ta, spec, optimizer, classify)
+                    else:
+                        st = model._core.train_epoch(Xa, ta, spec, core_opt, batch_size, bool(shuffle), classify,
+                                                     progress, workers)
                 except BaseException:  # Ctrl-C: the model keeps the last completed step
                     if bar is not None:
                         bar.close()
@@ -242,6 +251,23 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
         finally:
             model._fit_lock.release()
     return history
+
+
+def _full_batch_epoch(model: Any, Xa: np.ndarray, ta: np.ndarray, spec: dict, optimizer: Any,
+                      classify: bool) -> dict:
+    """One L-BFGS step(closure) over the whole data set (the closure: loss and
+    gradients of every row in one C++ call); the epoch's loss is the one at its start."""
+    def closure() -> float:
+        return float(model._core.loss_and_grad(Xa, ta, spec))
+
+    loss = float(optimizer.step(closure))
+    n = Xa.shape[0]
+    weights_ok = all(np.isfinite(p.data).all() for p in model.parameters())
+    correct = 0
+    if classify and n and weights_ok:
+        correct = round(_accuracy(model, model._core.predict(Xa, 4096), ta) * n)
+    return {"loss": loss, "l2_penalty": 0.0, "samples": n, "correct": correct, "batches": 1,
+            "diverged": not (np.isfinite(loss) and weights_ok), "restored": False}
 
 
 def _accuracy(model: Any, out: np.ndarray, t: np.ndarray) -> float:
