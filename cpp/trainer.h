@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "model.h"
+#include "schedules.h"
 #include "worker.h"
 
 namespace fastmlp {
@@ -90,10 +91,11 @@ struct FitBuffers {
 // once on two threads, each with single-threaded BLAS; their gradients are
 // summed before the step. The result is the same computation in another
 // summation order, deterministic for a given worker count.
+// sched, if given, sets each batch's lr (and momentum) before its step.
 template <class T>
 EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss, Optimizer<T>& opt, idx batch,
                        bool shuffle, bool count_accuracy, FitBuffers<T>& buf, const Progress& progress,
-                       int workers = 1);
+                       int workers = 1, const BatchSchedule* sched = nullptr);
 
 // zero_grad + forward (dropout active) + loss + backward + optimizer step on
 // x (B, in) and labels (B) or target (B, out); returns the loss before the

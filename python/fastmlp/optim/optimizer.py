@@ -18,8 +18,10 @@ __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW"
 # options torch.optim keeps in its param_groups that have no effect here (CPU,
 # one fused pass, no autograd): accepted and kept so torch code runs unchanged
 _TORCH_ONLY_OPTIONS = {"foreach", "fused", "capturable", "differentiable"}
+# what schedules keep in param_groups (torch's names)
+_SCHEDULE_KEYS = {"initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"}
 # the group entries that are not hyperparameters of the C++ step
-_NOT_CONFIG = {"params", "initial_lr", "param_names", *_TORCH_ONLY_OPTIONS}
+_NOT_CONFIG = {"params", "param_names", *_SCHEDULE_KEYS, *_TORCH_ONLY_OPTIONS}
 
 # state_dict names of each optimizer's state slots, in the C++ slot order
 _SLOT_NAMES = {
@@ -94,7 +96,7 @@ class Optimizer:
             if id(p) in seen:
                 raise ValueError("some parameters appear in more than one parameter group")
             seen.add(id(p))
-        unknown = set(g) - set(self.defaults) - {"params", "initial_lr", "param_names"}
+        unknown = set(g) - set(self.defaults) - {"params", "param_names", *_SCHEDULE_KEYS}
         if unknown:
             raise TypeError(f"unknown option(s) {sorted(unknown)} for {type(self).__name__}")
         group = {**self.defaults, **{k: v for k, v in g.items() if k != "params"}, "params": ps}
@@ -288,7 +290,7 @@ class Optimizer:
         for gi, (mine, theirs) in enumerate(zip(self.param_groups, groups)):
             if len(theirs["params"]) != len(mine["params"]):
                 raise ValueError("loaded state dict contains a parameter group that doesn't match the size of optimizer's group")
-            hyper = {k: v for k, v in theirs.items() if k not in ("params", "param_names") and (k in mine or k == "initial_lr")}
+            hyper = {k: v for k, v in theirs.items() if k not in ("params", "param_names") and (k in mine or k in _SCHEDULE_KEYS)}
             if "betas" in hyper:
                 hyper["betas"] = tuple(hyper["betas"])
             self._check({**mine, **hyper})
