@@ -359,3 +359,82 @@ def pseudo_gradients(shapes, steps, seed=0):
         return [a * np.asarray(p, dtype=np.float64) - bb + n for a, bb, p, n in zip(A, b, params, noise[t])]
 
     return grad_fn
+
+
+# --------------------------------------------------------------------------- schedules, closed forms
+# lr of one group after e steps (e = last_epoch), from the formulas of torch's docs,
+# for a run where nobody edits the lr.
+
+def multistep_lr(base, e, milestones, gamma=0.1):
+    return base * gamma ** sum(1 for m in milestones if m <= e)
+
+
+def constant_lr(base, e, factor=1 / 3, total_iters=5):
+    return base * (factor if e < total_iters else 1.0)
+
+
+def linear_lr(base, e, start_factor=1 / 3, end_factor=1.0, total_iters=5):
+    return base * (start_factor + (end_factor - start_factor) * min(e, total_iters) / total_iters)
+
+
+def polynomial_lr(base, e, total_iters=5, power=1.0):
+    return base * (1 - min(e, total_iters) / total_iters) ** power
+
+
+def lambda_lr(base, e, fn):
+    return base * fn(e)
+
+
+def multiplicative_lr(base, e, fn):
+    lr = base
+    for i in range(1, e + 1):
+        lr *= fn(i)
+    return lr
+
+
+def warm_restarts_lr(base, e, T_0, T_mult=1, eta_min=0.0):
+    """SGDR: restart every T_i epochs, T_i = T_0 T_mult^k."""
+    T_i, T_cur = T_0, e
+    while T_cur >= T_i:
+        T_cur -= T_i
+        T_i *= T_mult
+    return eta_min + (base - eta_min) * (1 + math.cos(math.pi * T_cur / T_i)) / 2
+
+
+def cyclic_lr(e, base_lr, max_lr, step_size_up=2000, step_size_down=None, mode="triangular", gamma=1.0,
+              base_momentum=0.8, max_momentum=0.9):
+    """(lr, momentum) of CyclicLR after e steps: a triangle wave between base_lr and max_lr
+    (up for step_size_up steps, down for step_size_down), its height scaled by 1 (triangular),
+    1 / 2^(cycle - 1) (triangular2) or gamma^e (exp_range); momentum the mirror image."""
+    up = step_size_up
+    down = up if step_size_down is None else step_size_down
+    cycle = e // (up + down)  # 0-based
+    pos = e - cycle * (up + down)
+    frac = pos / up if pos <= up else 1 - (pos - up) / down
+    scale = {"triangular": 1.0, "triangular2": 0.5 ** cycle, "exp_range": gamma ** e}[mode]
+    return (base_lr + (max_lr - base_lr) * frac * scale,
+            max_momentum - (max_momentum - base_momentum) * frac * scale)
+
+
+def one_cycle_lr(e, max_lr, total_steps, pct_start=0.3, anneal_strategy="cos", div_factor=25.0,
+                 final_div_factor=1e4, three_phase=False, base_momentum=0.85, max_momentum=0.95):
+    """(lr, momentum) of the 1cycle policy after e steps: initial = max_lr / div_factor up to max_lr
+    over the first pct_start * total_steps - 1 steps, then down to initial / final_div_factor at
+    total_steps - 1 (three_phase: down to initial at 2 pct_start total - 2, then to the minimum)."""
+    initial = max_lr / div_factor
+    low = initial / final_div_factor
+    p1 = pct_start * total_steps - 1
+    if three_phase:
+        knots = [(0.0, initial, max_momentum), (p1, max_lr, base_momentum),
+                 (2 * pct_start * total_steps - 2, initial, max_momentum), (total_steps - 1, low, max_momentum)]
+    else:
+        knots = [(0.0, initial, max_momentum), (p1, max_lr, base_momentum), (total_steps - 1, low, max_momentum)]
+    for (s0, lr0, m0), (s1, lr1, m1) in zip(knots, knots[1:]):
+        if e <= s1 or s1 == knots[-1][0]:
+            pct = (e - s0) / (s1 - s0)
+            if anneal_strategy == "cos":
+                w = (1 - math.cos(math.pi * pct)) / 2
+            else:
+                w = pct
+            return lr0 + (lr1 - lr0) * w, m0 + (m1 - m0) * w
+    raise AssertionError("unreachable")

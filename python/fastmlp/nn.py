@@ -424,8 +424,8 @@ class Sequential(Module):
         self._core.epochs_done = state["epochs_done"]
 
     # ---- files
-    def save(self, path: Any, optimizer: Any = None) -> None:
-        """Write architecture + weights (+ optimizer state) to an .npz file, atomically."""
+    def save(self, path: Any, optimizer: Any = None, scheduler: Any = None) -> None:
+        """Write architecture + weights (+ optimizer state, + its scheduler's) to an .npz file, atomically."""
         from .serialization import save
 
-        save(self, path, optimizer=optimizer)
+        save(self, path, optimizer=optimizer, scheduler=scheduler)

@@ -22,7 +22,7 @@ FORMAT_VERSION = 1
 _HEADER = "__fastmlp__"
 
 
-def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None) -> None:
+def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None, scheduler: Any = None) -> None:
     """Write model (and optimizer) to path atomically: a temporary file in the
     same folder is written, flushed and renamed over path."""
     from .nn import Parameter
@@ -36,6 +36,9 @@ def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None
         if not np.isfinite(v).all():
             raise ValueError(f"cannot save: {k[len('param/'):]} contains NaN or infinity")
     if optimizer is not None:
+        if not hasattr(optimizer, "_core"):
+            raise ValueError(f"model.save cannot store {type(optimizer).__name__}'s state: pickle the optimizer, "
+                             "or save its state_dict()")
         names = {id(p): n for n, p in model.named_parameters()}
         groups = []
         for gi, g in enumerate(optimizer.param_groups):
@@ -49,7 +52,14 @@ def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None
         header["optimizer"] = {"class": type(optimizer).__name__, "param_groups": groups,
                                "steps": [int(optimizer._core.get_step(i)) for i in range(len(groups))],
                                "momentum_ready": [bool(optimizer._core.get_momentum_ready(i))
-                                                  for i in range(len(groups))]}
+                                                  for i in range(len(groups))],
+                               "mu_product": [float(optimizer._core.get_mu_product(i)) for i in range(len(groups))]}
+    if scheduler is not None:
+        from .optim.lr_scheduler import _to_file
+
+        if optimizer is None or getattr(scheduler, "optimizer", None) is not optimizer:
+            raise ValueError("save(scheduler=...) needs the optimizer it schedules, saved with it (optimizer=...)")
+        header["scheduler"] = _to_file(scheduler)
     blob = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -101,18 +111,18 @@ def _read(path: Any) -> tuple[dict, dict]:
     return header, files
 
 
-def load(path: Any, optimizer: bool = False) -> Any:
+def load(path: Any, optimizer: bool = False, scheduler: bool = False) -> Any:
     """Read a model written by ``model.save``. With optimizer=True, return
     (model, optimizer) with the optimizer's state restored (None if none was
     saved). A damaged or foreign file raises ValueError; nothing is executed."""
     header, files = _read(path)
     try:
-        return _build(header, files, optimizer)
+        return _build(header, files, optimizer, scheduler)
     except (KeyError, TypeError, AttributeError, IndexError, ValueError, OverflowError) as e:
         raise ValueError(f"{os.fspath(path)}: corrupted or incompatible model file ({type(e).__name__}: {e})") from None
 
 
-def _build(header: dict, files: dict, with_optimizer: bool) -> Any:
+def _build(header: dict, files: dict, with_optimizer: bool, with_scheduler: bool = False) -> Any:
     from . import optim
     from .nn import Linear, Sequential, _layer_from_spec
 
@@ -138,11 +148,13 @@ def _build(header: dict, files: dict, with_optimizer: bool) -> Any:
     model._core.dropout_calls = counters["dropout_calls"]
     model._core.epochs_done = counters["epochs_done"]
     model._file_extra = header.get("extra", {})
-    if not with_optimizer:
+    if not with_optimizer and not with_scheduler:
         return model
+    if with_scheduler and not with_optimizer:
+        raise TypeError("load(scheduler=True) needs optimizer=True: a scheduler comes with its optimizer")
     oh = header.get("optimizer")
     if oh is None:
-        return model, None
+        return (model, None, None) if with_scheduler else (model, None)
     cls: Any = getattr(optim, oh["class"], None)
     if not (isinstance(cls, type) and issubclass(cls, optim.Optimizer)) or cls is optim.Optimizer:
         raise ValueError(f"unknown optimizer class {oh['class']!r}")
@@ -165,4 +177,10 @@ def _build(header: dict, files: dict, with_optimizer: bool) -> Any:
         dst[...] = buf
         opt._core.set_step(gi, step)
         opt._core.set_momentum_ready(gi, bool(ready[gi]))
+        opt._core.set_mu_product(gi, float(oh.get("mu_product", [1.0] * len(groups))[gi]))
+    if with_scheduler:
+        from .optim.lr_scheduler import _from_file
+
+        sh = header.get("scheduler")
+        return model, opt, None if sh is None else _from_file(sh, opt)
     return model, opt

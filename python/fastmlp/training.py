@@ -194,11 +194,11 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
 
                 t0 = time.perf_counter()
                 undo = table = None
-                if per_batch:  # step the schedule for every batch of the epoch now; the loop applies the values
-                    undo = _schedule_state(scheduler, optimizer)
-                    table = _batch_table(scheduler, optimizer, -(-Xa.shape[0] // batch_size))
-                    optimizer.__dict__.pop("_pushed", None)  # the loop changes the C++ lrs: push them again next time
                 try:
+                    if per_batch:  # step the schedule for every batch of the epoch now; the loop applies the values
+                        undo = _schedule_state(scheduler, optimizer)
+                        table = _batch_table(scheduler, optimizer, -(-Xa.shape[0] // batch_size))
+                        optimizer.__dict__.pop("_pushed", None)  # the loop changes the C++ lrs: push them again
                     if full_batch:
                         st = _full_batch_epoch(model, Xa, ta, spec, optimizer, classify)
                     else:
