@@ -507,6 +507,7 @@ class OneCycleLR(_Momentum, LRScheduler):
         if cycle_momentum:
             self._init_momentum(optimizer, base_momentum, max_momentum, last_epoch)
         n = self.total_steps
+        self._schedule_phases: list[dict[str, Any]]
         if three_phase:
             self._schedule_phases = [
                 {"end_step": float(pct_start * n) - 1, "start_lr": "initial_lr", "end_lr": "max_lr",
