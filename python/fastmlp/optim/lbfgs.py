@@ -128,7 +128,7 @@ class LBFGS(Optimizer):
         if len(groups) != 1:
             raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
         self.param_groups = [self._new_group(groups[0])]
-        self._dtype = np.dtype(self._param_array(self.param_groups[0]["params"][0]).dtype)
+        self._dtype = np.dtype(self._param_array(self.param_groups[0]["params"][0]).dtype.char)
         self._params = self.param_groups[0]["params"]
         if not all(isinstance(p, Parameter) for p in self._params):
             raise TypeError("LBFGS needs Parameters (model.parameters()): the closure fills their .grad")

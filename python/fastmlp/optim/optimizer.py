@@ -52,7 +52,7 @@ class Optimizer:
         self.param_groups: list[dict] = []
         for g in groups:
             self.param_groups.append(self._new_group(g))
-        self._dtype = np.dtype(self._param_array(self.param_groups[0]["params"][0]).dtype)
+        self._dtype = np.dtype(self._param_array(self.param_groups[0]["params"][0]).dtype.char)
         self._core = self._make_core()
 
     @staticmethod
@@ -132,7 +132,7 @@ class Optimizer:
         self.param_groups, self.defaults = [], dict(state["defaults"])
         for g in state["param_groups"]:
             self.param_groups.append(self._new_group(g))
-        self._dtype = np.dtype(self._param_array(self.param_groups[0]["params"][0]).dtype)
+        self._dtype = np.dtype(self._param_array(self.param_groups[0]["params"][0]).dtype.char)
         self._core = self._make_core()
         self.load_state_dict(state["state_dict"])
 
@@ -168,7 +168,10 @@ class Optimizer:
 
     @staticmethod
     def _pair(p: Any) -> tuple:
-        return (p.data, p.grad) if isinstance(p, Parameter) else (p, None)
+        if isinstance(p, Parameter):
+            return p.data, p.grad
+        # the C++ side wants numpy's own dtype object (an unpickled array has an equal copy of it)
+        return p.view(np.dtype(p.dtype.char)), None
 
     @staticmethod
     def _snapshot(cfg: dict) -> dict | None:
