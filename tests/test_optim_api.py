@@ -169,3 +169,21 @@ def test_lbfgs_cannot_go_into_a_model_file(tmp_path):
     with pytest.raises(ValueError, match="LBFGS"):
         m.save(tmp_path / "m.npz", optimizer=fm.optim.LBFGS(m.parameters()))
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["SGD", "NAdam", "Adamax"])
+def test_optimizer_over_parameters_pickles(name):
+    """An optimizer over a model's Parameters pickles with copies of them (as a torch
+    optimizer's deepcopy holds copies of its tensors); the copy steps on its own .grad."""
+    m = _model()
+    opt = getattr(fm.optim, name)(m.parameters(), **CONFIGS[name][-1])
+    _steps(m, opt, 5)
+    twin = pickle.loads(pickle.dumps(opt))
+    mine, theirs = opt.param_groups[0]["params"], twin.param_groups[0]["params"]
+    for p, q in zip(mine, theirs):
+        np.testing.assert_array_equal(p.data, q.data)
+        q.grad[...] = p.grad
+    opt.step()
+    twin.step()
+    for p, q in zip(mine, theirs):
+        np.testing.assert_array_equal(p.data, q.data)

@@ -114,7 +114,10 @@ def _read(path: Any) -> tuple[dict, dict]:
 def load(path: Any, optimizer: bool = False, scheduler: bool = False) -> Any:
     """Read a model written by ``model.save``. With optimizer=True, return
     (model, optimizer) with the optimizer's state restored (None if none was
-    saved). A damaged or foreign file raises ValueError; nothing is executed."""
+    saved); with scheduler=True as well, (model, optimizer, scheduler). A damaged
+    or foreign file raises ValueError; nothing is executed."""
+    if scheduler and not optimizer:
+        raise TypeError("load(scheduler=True) needs optimizer=True: a scheduler comes with its optimizer")
     header, files = _read(path)
     try:
         return _build(header, files, optimizer, scheduler)
@@ -148,10 +151,8 @@ def _build(header: dict, files: dict, with_optimizer: bool, with_scheduler: bool
     model._core.dropout_calls = counters["dropout_calls"]
     model._core.epochs_done = counters["epochs_done"]
     model._file_extra = header.get("extra", {})
-    if not with_optimizer and not with_scheduler:
+    if not with_optimizer:
         return model
-    if with_scheduler and not with_optimizer:
-        raise TypeError("load(scheduler=True) needs optimizer=True: a scheduler comes with its optimizer")
     oh = header.get("optimizer")
     if oh is None:
         return (model, None, None) if with_scheduler else (model, None)

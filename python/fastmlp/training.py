@@ -232,7 +232,9 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                     logs["val_loss"] = float(loss_fn(out, val[1]))
                     if classify:
                         logs["val_accuracy"] = _accuracy(model, out, val[1])
-                logs["lr"] = float(optimizer.param_groups[0]["lr"])
+                # the lr the epoch (per batch: its last batch) stepped with
+                logs["lr"] = float(table[0][-1, 0] if table is not None and len(table[0]) else
+                                   optimizer.param_groups[0]["lr"])
                 logs["time"] = time.perf_counter() - t0
                 if bar is not None:
                     bar.update(Xa.shape[0] - state["samples"])

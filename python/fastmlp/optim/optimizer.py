@@ -168,9 +168,9 @@ class Optimizer:
 
     @staticmethod
     def _pair(p: Any) -> tuple:
-        if isinstance(p, Parameter):
-            return p.data, p.grad
         # the C++ side wants numpy's own dtype object (an unpickled array has an equal copy of it)
+        if isinstance(p, Parameter):
+            return p.data.view(np.dtype(p.dtype.char)), p.grad.view(np.dtype(p.dtype.char))
         return p.view(np.dtype(p.dtype.char)), None
 
     @staticmethod
