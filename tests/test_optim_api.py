@@ -164,13 +164,6 @@ def test_nadam_mu_product_in_state_dict_and_from_torch():
         torch.set_default_dtype(before)
 
 
-def test_lbfgs_cannot_go_into_a_model_file(tmp_path):
-    m = _model()
-    with pytest.raises(ValueError, match="LBFGS"):
-        m.save(tmp_path / "m.npz", optimizer=fm.optim.LBFGS(m.parameters()))
-    assert not list(tmp_path.iterdir())
-
-
 @pytest.mark.parametrize("name", ["SGD", "NAdam", "Adamax"])
 def test_optimizer_over_parameters_pickles(name):
     """An optimizer over a model's Parameters pickles with copies of them (as a torch

@@ -142,3 +142,21 @@ def test_bad_arguments():
     with pytest.raises(TypeError, match="closure"):
         opt.step()
     assert opt.param_groups[0]["max_eval"] == 25  # torch: max_iter * 5 // 4
+
+
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+def test_model_file_round_trip_continues_identically(line_search_fn, tmp_path):
+    X, y = _data(7)
+    loss_fn = fm.CrossEntropyLoss()
+    m1 = _model(8)
+    o1 = fm.optim.LBFGS(m1.parameters(), history_size=4, max_iter=6, line_search_fn=line_search_fn)
+    s1 = fm.optim.lr_scheduler.StepLR(o1, step_size=2, gamma=0.5)
+    m1.fit(X, y, loss_fn, o1, epochs=2, scheduler=s1, verbose=0)
+    m1.save(tmp_path / "m.npz", optimizer=o1, scheduler=s1)
+    m2, o2, s2 = fm.load(tmp_path / "m.npz", optimizer=True, scheduler=True)
+    assert isinstance(o2, fm.optim.LBFGS) and o2.param_groups[0]["history_size"] == 4
+    h1 = m1.fit(X, y, loss_fn, o1, epochs=2, scheduler=s1, verbose=0)
+    h2 = m2.fit(X, y, loss_fn, o2, epochs=2, scheduler=s2, verbose=0)
+    assert h1.history["loss"] == h2.history["loss"] and h1.history["lr"] == h2.history["lr"]
+    for k, v in m1.state_dict().items():
+        np.testing.assert_array_equal(m2.state_dict()[k], v)

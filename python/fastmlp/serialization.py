@@ -36,24 +36,29 @@ def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None
         if not np.isfinite(v).all():
             raise ValueError(f"cannot save: {k[len('param/'):]} contains NaN or infinity")
     if optimizer is not None:
-        if not hasattr(optimizer, "_core"):
-            raise ValueError(f"model.save cannot store {type(optimizer).__name__}'s state: pickle the optimizer, "
-                             "or save its state_dict()")
         names = {id(p): n for n, p in model.named_parameters()}
         groups = []
         for gi, g in enumerate(optimizer.param_groups):
             if not all(isinstance(p, Parameter) and id(p) in names for p in g["params"]):
                 raise ValueError("save(optimizer=...) needs an optimizer over this model's parameters")
             groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": [names[id(p)] for p in g["params"]]})
+            if not hasattr(optimizer, "_core"):  # LBFGS: its own state, below
+                continue
             arrays[f"optim/{gi}"] = np.array(optimizer._core.state(gi))
             if not np.isfinite(arrays[f"optim/{gi}"]).all():
                 raise ValueError(f"cannot save: the optimizer state of group {gi} contains NaN or infinity "
                                  "(save the model without the optimizer, or reset it)")
-        header["optimizer"] = {"class": type(optimizer).__name__, "param_groups": groups,
-                               "steps": [int(optimizer._core.get_step(i)) for i in range(len(groups))],
-                               "momentum_ready": [bool(optimizer._core.get_momentum_ready(i))
-                                                  for i in range(len(groups))],
-                               "mu_product": [float(optimizer._core.get_mu_product(i)) for i in range(len(groups))]}
+        if hasattr(optimizer, "_core"):
+            header["optimizer"] = {"class": type(optimizer).__name__, "param_groups": groups,
+                                   "steps": [int(optimizer._core.get_step(i)) for i in range(len(groups))],
+                                   "momentum_ready": [bool(optimizer._core.get_momentum_ready(i))
+                                                      for i in range(len(groups))],
+                                   "mu_product": [float(optimizer._core.get_mu_product(i))
+                                                  for i in range(len(groups))]}
+        else:  # LBFGS
+            meta, lbfgs_arrays = optimizer._file_state()
+            header["optimizer"] = {"class": type(optimizer).__name__, "param_groups": groups, "lbfgs": meta}
+            arrays.update(lbfgs_arrays)
     if scheduler is not None:
         from .optim.lr_scheduler import _to_file
 
@@ -166,6 +171,20 @@ def _build(header: dict, files: dict, with_optimizer: bool, with_scheduler: bool
         groups.append({**hyper, "params": [params[n] for n in g["params"]]})
     factory: Any = cls  # a concrete optimizer class, whose first argument is the groups
     opt = factory(groups)
+    if cls is optim.LBFGS:
+        opt._load_file_state(oh["lbfgs"], files)
+    else:
+        _load_optim_state(opt, oh, files)
+    if with_scheduler:
+        from .optim.lr_scheduler import _from_file
+
+        sh = header.get("scheduler")
+        return model, opt, None if sh is None else _from_file(sh, opt)
+    return model, opt
+
+
+def _load_optim_state(opt: Any, oh: dict, files: dict) -> None:
+    groups = opt.param_groups
     steps = oh["steps"]
     if len(steps) != len(groups) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in steps):
         raise ValueError(f"optimizer steps {steps!r} do not match its {len(groups)} parameter group(s)")
@@ -179,9 +198,3 @@ def _build(header: dict, files: dict, with_optimizer: bool, with_scheduler: bool
         opt._core.set_step(gi, step)
         opt._core.set_momentum_ready(gi, bool(ready[gi]))
         opt._core.set_mu_product(gi, float(oh.get("mu_product", [1.0] * len(groups))[gi]))
-    if with_scheduler:
-        from .optim.lr_scheduler import _from_file
-
-        sh = header.get("scheduler")
-        return model, opt, None if sh is None else _from_file(sh, opt)
-    return model, opt

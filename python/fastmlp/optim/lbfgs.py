@@ -322,6 +322,45 @@ class LBFGS(Optimizer):
         self.param_groups[0].update(hyper)
         self._lbfgs = new
 
+    # ---- model files: the scalars go in the JSON header, the vectors in arrays
+    _FILE_SCALARS = ("func_evals", "n_iter", "t", "H_diag", "prev_loss")
+    _FILE_VECTORS = ("d", "prev_flat_grad", "old_dirs", "old_stps")
+
+    def _file_state(self) -> tuple[dict, dict]:
+        st = self._lbfgs
+        meta: dict[str, Any] = {k: float(st[k]) for k in self._FILE_SCALARS if st.get(k) is not None}
+        if "ro" in st:
+            meta["ro"] = [float(r) for r in st["ro"]]
+        if "al" in st:
+            meta["al"] = [None if a is None else float(a) for a in st["al"]]
+        n = sum(p.data.size for p in self._params)
+        arrays = {f"lbfgs/{k}": np.array(st[k], dtype=self._dtype).reshape(-1, n) for k in self._FILE_VECTORS
+                  if st.get(k) is not None}
+        return meta, arrays
+
+    def _load_file_state(self, meta: dict, files: dict) -> None:
+        n = sum(p.data.size for p in self._params)
+        st: dict[str, Any] = {}
+        for k in self._FILE_SCALARS:
+            if k in meta:
+                v = check_number(meta[k], k)
+                st[k] = int(v) if k in ("func_evals", "n_iter") else self._dtype.type(v)
+        for k in self._FILE_VECTORS:
+            a = files.get(f"lbfgs/{k}")
+            if a is None:
+                continue
+            if a.ndim != 2 or a.shape[1] != n or a.dtype != self._dtype or not np.isfinite(a).all():
+                raise ValueError(f"LBFGS state {k!r} is corrupted")
+            st[k] = [row.copy() for row in a] if k.startswith("old_") else a[0].copy()
+        if "ro" in meta:
+            st["ro"] = [self._dtype.type(check_number(r, "ro")) for r in meta["ro"]]
+        if "al" in meta:
+            st["al"] = [None if a is None else self._dtype.type(check_number(a, "al")) for a in meta["al"]]
+        if len(st.get("old_dirs", [])) != len(st.get("old_stps", [])) or len(st.get("old_dirs", [])) != len(
+                st.get("ro", [])):
+            raise ValueError("LBFGS history is corrupted")
+        self._lbfgs = st
+
     def __getstate__(self) -> dict:
         return {"params": self._params, "defaults": self.defaults, "state_dict": self.state_dict()}
 
