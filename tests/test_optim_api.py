@@ -42,6 +42,13 @@ def test_named_parameters_are_accepted_and_named(name):
         np.testing.assert_array_equal(m2.state_dict()[k], v)
     with pytest.raises(ValueError, match="names"):
         getattr(fm.optim, name)([("a", np.zeros(2)), np.zeros(3)])
+    # named groups survive pickling and model files
+    m3 = _model()
+    named = list(m3.named_parameters())
+    o3 = getattr(fm.optim, name)([{"params": named[:2]}, {"params": named[2:], "lr": 0.01}])
+    assert pickle.loads(pickle.dumps(o3)).param_groups[1]["param_names"] == ["2.weight", "2.bias"]
+    with pytest.raises(ValueError, match="with/without names"):
+        o3.add_param_group({"params": [np.zeros(2)]})
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -78,7 +78,7 @@ class Optimizer:
             ps = [p[1] for p in ps]
         if not ps:
             raise ValueError("optimizer got an empty parameter list")
-        if self.param_groups and bool(names) != ("param_names" in self.param_groups[0]):
+        if self.param_groups and bool(names or "param_names" in g) != ("param_names" in self.param_groups[0]):
             raise ValueError("all optimizer param groups should be with/without names")
         dtype = getattr(self, "_dtype", None)
         seen = {id(p) for grp in self.param_groups for p in grp["params"]}
