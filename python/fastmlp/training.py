@@ -311,21 +311,29 @@ def _restore_schedule(scheduler: Any, optimizer: Any, undo: tuple) -> None:
 
 def _batch_table(scheduler: Any, optimizer: Any, batches: int) -> tuple:
     """Step the schedule once per batch, recording what each batch steps with: the lrs
-    (batches, groups) and the momentum (SGD, RMSprop) or beta1 (Adam family) of each group,
-    each row checked as the optimizer checks its hyperparameters."""
+    (batches, groups) and the momentum (SGD, RMSprop) or beta1 (Adam family) of each group.
+    The optimizer's own check runs on each group with its smallest and its largest recorded
+    values (every constraint on these is an interval)."""
     groups = optimizer.param_groups
     beta1 = "betas" in optimizer.defaults
     key = "betas" if beta1 else "momentum" if "momentum" in optimizer.defaults else None
     lr = np.empty((batches, len(groups)))
     mom = np.empty((batches, len(groups))) if key else None
-    checked = {"lr", key}
     for b in range(batches):
         for i, g in enumerate(groups):
-            optimizer._check(g, checked)
             lr[b, i] = g["lr"]
             if mom is not None:
                 mom[b, i] = g["betas"][0] if beta1 else g["momentum"]
         scheduler.step()
+    if batches:
+        for i, g in enumerate(groups):
+            for pick in (np.argmin, np.argmax):
+                b = int(pick(lr[:, i]))
+                trial = {**g, "lr": float(lr[b, i]) if np.isfinite(lr[:, i]).all() else float("nan")}
+                if mom is not None:
+                    m = float(mom[int(pick(mom[:, i])), i]) if np.isfinite(mom[:, i]).all() else float("nan")
+                    trial[key] = (m, *g["betas"][1:]) if beta1 else m
+                optimizer._check(trial, {"lr", key})
     return lr, mom, beta1
 
 
