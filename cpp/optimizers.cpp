@@ -14,6 +14,9 @@ int optim_state_slots(OptimKind k) {
     case OptimKind::Adadelta: return 2;  // square_avg, acc_delta
     case OptimKind::Adam:
     case OptimKind::AdamW: return 3;     // exp_avg, exp_avg_sq, max_exp_avg_sq
+    case OptimKind::NAdam:
+    case OptimKind::RAdam: return 2;     // exp_avg, exp_avg_sq
+    case OptimKind::Adamax: return 2;    // exp_avg, exp_inf
   }
   return 0;
 }
@@ -43,8 +46,14 @@ void optim_check_config(const OptimConfig& c) {
     case OptimKind::Adadelta:
       need(c.rho >= 0 && c.rho <= 1, "rho", c.rho, "must be in [0, 1]");
       break;
+    case OptimKind::NAdam:
+      need(std::isfinite(c.momentum_decay) && c.momentum_decay >= 0, "momentum_decay", c.momentum_decay,
+           "must be >= 0");
+      [[fallthrough]];
     case OptimKind::Adam:
     case OptimKind::AdamW:
+    case OptimKind::RAdam:
+    case OptimKind::Adamax:
       need(c.beta1 >= 0 && c.beta1 < 1, "beta parameter at index 0", c.beta1, "must be in [0, 1)");
       need(c.beta2 >= 0 && c.beta2 < 1, "beta parameter at index 1", c.beta2, "must be in [0, 1)");
       break;
@@ -125,7 +134,7 @@ FASTMLP_SIMD void adadelta_step(const OptimConfig& c, T* p, const T* g, idx n, T
 // p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps); AdamW first p *= 1 - lr wd
 template <class T>
 FASTMLP_SIMD void adam_step(const OptimConfig& c, std::int64_t step, T* p, const T* g, idx n, T* m, T* v, T* vmax) {
-  const bool decoupled = c.kind == OptimKind::AdamW;
+  const bool decoupled = c.decoupled_weight_decay;
   const double bc1 = 1 - std::pow(c.beta1, double(step)), bc2 = 1 - std::pow(c.beta2, double(step));
   const T step_size = T(c.lr / bc1), bc2_sqrt = T(std::sqrt(bc2));
   const T b1c = T(1 - c.beta1), b2 = T(c.beta2), b2c = T(1 - c.beta2), eps = T(c.eps);
@@ -156,11 +165,79 @@ FASTMLP_SIMD void adam_step(const OptimConfig& c, std::int64_t step, T* p, const
   }
 }
 
+
+// ---- NAdam: mu_t = b1 (1 - 0.5 0.96^(t psi)); m = lerp(m, g, 1 - b1); v = b2 v + (1 - b2) g^2;
+// denom = sqrt(v / (1 - b2^t)) + eps;
+// p += -lr (1 - mu_t) / (1 - prod mu_1..t) g / denom - lr mu_t+1 / (1 - prod mu_1..t+1) m / denom
+template <class T>
+FASTMLP_SIMD void nadam_step(const OptimConfig& c, std::int64_t step, double mu_product, T* p, const T* g, idx n,
+                             T* m, T* v) {
+  const double mu = nadam_mu(c, step), mu_next = nadam_mu(c, step + 1);
+  const T bc2 = T(1 - std::pow(c.beta2, double(step)));
+  const T kg = T(-c.lr * (1 - mu) / (1 - mu_product)), km = T(-c.lr * mu_next / (1 - mu_product * mu_next));
+  const T b1c = T(1 - c.beta1), b2 = T(c.beta2), b2c = T(1 - c.beta2), eps = T(c.eps);
+  const T wd = T(c.weight_decay), decay = T(1 - c.lr * c.weight_decay), sign = c.maximize ? T(-1) : T(1);
+  for (idx i = 0; i < n; ++i) {
+    T d = sign * g[i];
+    if (c.decoupled_weight_decay) p[i] *= decay;
+    else d += wd * p[i];
+    m[i] = m[i] + b1c * (d - m[i]);
+    v[i] = b2 * v[i] + b2c * d * d;
+    const T denom = std::sqrt(v[i] / bc2) + eps;
+    p[i] += kg * d / denom;
+    p[i] += km * m[i] / denom;
+  }
+}
+
+// ---- RAdam: m, v as Adam; rho_t = rho_inf - 2 t b2^t / (1 - b2^t), rho_inf = 2 / (1 - b2) - 1;
+// rho_t > 5: p -= m / (1 - b1^t) lr sqrt(1 - b2^t) / (sqrt(v) + eps) r_t (the rectification);
+// else p -= m / (1 - b1^t) lr
+template <class T>
+FASTMLP_SIMD void radam_step(const OptimConfig& c, std::int64_t step, T* p, const T* g, idx n, T* m, T* v) {
+  const double t = double(step), b2t = std::pow(c.beta2, t);
+  const double bc1 = 1 - std::pow(c.beta1, t), bc2 = 1 - b2t;
+  const double rho_inf = 2 / (1 - c.beta2) - 1, rho_t = rho_inf - 2 * t * b2t / bc2;
+  const bool rectify = rho_t > 5.0;
+  const T rect = rectify ? T(std::sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)))
+                         : T(0);
+  const T tbc1 = T(bc1), lr = T(c.lr), bc2_sqrt = T(std::sqrt(bc2));
+  const T b1c = T(1 - c.beta1), b2 = T(c.beta2), b2c = T(1 - c.beta2), eps = T(c.eps);
+  const T wd = T(c.weight_decay), decay = T(1 - c.lr * c.weight_decay), sign = c.maximize ? T(-1) : T(1);
+  for (idx i = 0; i < n; ++i) {
+    T d = sign * g[i];
+    if (c.decoupled_weight_decay) p[i] *= decay;
+    else d += wd * p[i];
+    m[i] = m[i] + b1c * (d - m[i]);
+    v[i] = b2 * v[i] + b2c * d * d;
+    const T mhat = m[i] / tbc1;
+    if (rectify) p[i] -= mhat * lr * (bc2_sqrt / (std::sqrt(v[i]) + eps)) * rect;
+    else p[i] -= mhat * lr;
+  }
+}
+
+// ---- Adamax: m = lerp(m, g, 1 - b1); u = max(b2 u, |g| + eps); p -= lr / (1 - b1^t) m / u
+template <class T>
+FASTMLP_SIMD void adamax_step(const OptimConfig& c, std::int64_t step, T* p, const T* g, idx n, T* m, T* u) {
+  const T nclr = T(-(c.lr / (1 - std::pow(c.beta1, double(step)))));
+  const T b1c = T(1 - c.beta1), b2 = T(c.beta2), eps = T(c.eps);
+  const T wd = T(c.weight_decay), sign = c.maximize ? T(-1) : T(1);
+  for (idx i = 0; i < n; ++i) {
+    const T d = sign * g[i] + wd * p[i];
+    m[i] = m[i] + b1c * (d - m[i]);
+    u[i] = std::max(b2 * u[i], std::abs(d) + eps);
+    p[i] += nclr * m[i] / u[i];
+  }
+}
+
 }  // namespace
 
+double nadam_mu(const OptimConfig& c, std::int64_t t) {
+  return c.beta1 * (1.0 - 0.5 * std::pow(0.96, double(t) * c.momentum_decay));
+}
+
 template <class T>
-void optimizer_step(const OptimConfig& c, std::int64_t step, bool momentum_ready, const Segment<T>* segs, idx nseg,
-                    T* state, idx n_total) {
+void optimizer_step(const OptimConfig& c, std::int64_t step, bool momentum_ready, double mu_product,
+                    const Segment<T>* segs, idx nseg, T* state, idx n_total) {
   for (idx s = 0; s < nseg; ++s) {
     const Segment<T>& sg = segs[s];
     T* s0 = state + sg.offset;
@@ -173,6 +250,9 @@ void optimizer_step(const OptimConfig& c, std::int64_t step, bool momentum_ready
       case OptimKind::Adadelta: adadelta_step(c, sg.p, sg.g, sg.n, s0, s1); break;
       case OptimKind::Adam:
       case OptimKind::AdamW: adam_step(c, step, sg.p, sg.g, sg.n, s0, s1, s2); break;
+      case OptimKind::NAdam: nadam_step(c, step, mu_product, sg.p, sg.g, sg.n, s0, s1); break;
+      case OptimKind::RAdam: radam_step(c, step, sg.p, sg.g, sg.n, s0, s1); break;
+      case OptimKind::Adamax: adamax_step(c, step, sg.p, sg.g, sg.n, s0, s1); break;
     }
   }
 }
@@ -185,11 +265,13 @@ void ParamGroup<T>::reset_state() {
     std::fill(state.data(), state.data() + n_total, T(config.initial_accumulator_value));
   step = 0;
   momentum_ready = false;
+  mu_product = 1;
 }
 
-template void optimizer_step<float>(const OptimConfig&, std::int64_t, bool, const Segment<float>*, idx, float*, idx);
-template void optimizer_step<double>(const OptimConfig&, std::int64_t, bool, const Segment<double>*, idx, double*,
-                                     idx);
+template void optimizer_step<float>(const OptimConfig&, std::int64_t, bool, double, const Segment<float>*, idx,
+                                    float*, idx);
+template void optimizer_step<double>(const OptimConfig&, std::int64_t, bool, double, const Segment<double>*, idx,
+                                     double*, idx);
 template struct ParamGroup<float>;
 template struct ParamGroup<double>;
 

@@ -9,7 +9,7 @@
 
 namespace fastmlp {
 
-enum class OptimKind { SGD, Adagrad, RMSprop, Adadelta, Adam, AdamW };
+enum class OptimKind { SGD, Adagrad, RMSprop, Adadelta, Adam, AdamW, NAdam, RAdam, Adamax };
 
 struct OptimConfig {
   OptimKind kind = OptimKind::SGD;
@@ -20,8 +20,10 @@ struct OptimConfig {
   double alpha = 0.99;                             // RMSprop
   bool centered = false;
   double rho = 0.9;                                // Adadelta
-  double beta1 = 0.9, beta2 = 0.999;               // Adam, AdamW
+  double beta1 = 0.9, beta2 = 0.999;               // Adam family, Adamax
   bool amsgrad = false;
+  bool decoupled_weight_decay = false;             // Adam family: p *= 1 - lr wd (AdamW: true)
+  double momentum_decay = 4e-3;                    // NAdam
   double eps = 1e-8;
   // Adam in scikit-learn's form (its estimators): m = b1 m + (1 - b1) g and
   // p -= lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps), eps before the bias correction
@@ -47,9 +49,12 @@ struct Segment {
 // 1-based count of this step (Adam's bias correction, Adagrad's lr decay);
 // momentum_ready says SGD's momentum buffer holds a value (PyTorch's
 // "momentum_buffer is not None"); on the first momentum step buf = d.
+// mu_product is NAdam's product of the momentum coefficients mu_1..mu_step.
 template <class T>
-void optimizer_step(const OptimConfig& c, std::int64_t step, bool momentum_ready, const Segment<T>* segs, idx nseg,
-                    T* state, idx n_total);
+void optimizer_step(const OptimConfig& c, std::int64_t step, bool momentum_ready, double mu_product,
+                    const Segment<T>* segs, idx nseg, T* state, idx n_total);
+// NAdam's momentum coefficient of step t: beta1 (1 - 0.5 * 0.96^(t momentum_decay)).
+double nadam_mu(const OptimConfig& c, std::int64_t t);
 
 // A parameter group: hyperparameters, its segments and its state buffer,
 // allocated once at construction.
@@ -60,11 +65,14 @@ struct ParamGroup {
   idx n_total = 0;
   std::int64_t step = 0;
   bool momentum_ready = false;  // SGD: the momentum buffer has been set
+  double mu_product = 1;        // NAdam: the product of mu over the steps taken (one value for every parameter)
   Buffer<T> state;
   void reset_state();  // zeros, Adagrad's sum = initial_accumulator_value, step = 0
   // One step over segs (this group's parameters, possibly with other gradients).
   void step_with(const std::vector<Segment<T>>& segs) {
-    optimizer_step(config, step + 1, momentum_ready, segs.data(), static_cast<idx>(segs.size()), state.data(), n_total);
+    if (config.kind == OptimKind::NAdam) mu_product *= nadam_mu(config, step + 1);
+    optimizer_step(config, step + 1, momentum_ready, mu_product, segs.data(), static_cast<idx>(segs.size()),
+                   state.data(), n_total);
     ++step;
     if (config.kind == OptimKind::SGD && config.momentum != 0) momentum_ready = true;
   }

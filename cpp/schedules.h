@@ -1,38 +1,31 @@
-// Learning-rate schedules with PyTorch's (recursive) update rules, stepped
-// once per epoch: StepLR, ExponentialLR, CosineAnnealingLR, ReduceLROnPlateau.
+// Learning-rate schedules stepped per batch inside fit's C++ loop
+// (scheduler_interval='batch'). The schedules themselves are torch's, in
+// Python (fastmlp/optim/lr_scheduler.py): before an epoch, fit steps the
+// schedule once per batch and records what each batch steps with, so the loop
+// calls no Python per batch.
 #pragma once
-#include <cstdint>
-
 #include "common.h"
+#include "optimizers.h"
 
 namespace fastmlp {
 
-enum class ScheduleKind { StepLR, ExponentialLR, CosineAnnealingLR, ReduceLROnPlateau };
+// Row b holds, for each parameter group, the hyperparameters batch b steps with.
+struct BatchSchedule {
+  const double* lr = nullptr;        // lr is (batches, groups)
+  const double* momentum = nullptr;  // momentum is (batches, groups), or null: momentum (SGD, RMSprop) or beta1
+  bool beta1 = false;                // momentum holds Adam's beta1
+  idx batches = 0, groups = 0;
 
-struct ScheduleConfig {
-  ScheduleKind kind = ScheduleKind::StepLR;
-  idx step_size = 1;       // StepLR
-  double gamma = 0.1;      // StepLR, ExponentialLR
-  idx T_max = 1;           // CosineAnnealingLR
-  double eta_min = 0;      // CosineAnnealingLR
-  bool mode_max = false;   // ReduceLROnPlateau: mode='max'
-  double factor = 0.1, threshold = 1e-4, min_lr = 0, eps = 1e-8;
-  bool threshold_abs = false;  // threshold_mode='abs'
-  idx patience = 10, cooldown = 0;
+  // Set batch b's values into opt's groups (the rows were checked when recorded).
+  template <class T>
+  void apply(Optimizer<T>& opt, idx b) const {
+    if (b >= batches) return;
+    for (idx g = 0; g < groups; ++g) {
+      OptimConfig& c = opt.groups[static_cast<size_t>(g)].config;
+      c.lr = lr[b * groups + g];
+      if (momentum) (beta1 ? c.beta1 : c.momentum) = momentum[b * groups + g];
+    }
+  }
 };
-
-struct ScheduleState {
-  idx last_epoch = 0;
-  double best = 0;  // ReduceLROnPlateau
-  idx num_bad_epochs = 0, cooldown_counter = 0;
-};
-
-void schedule_check_config(const ScheduleConfig& c);
-ScheduleState schedule_initial_state(const ScheduleConfig& c);
-
-// Advance one epoch. lrs are the groups' current learning rates (updated in
-// place), base_lrs their initial ones; metric is used by ReduceLROnPlateau.
-void schedule_step(const ScheduleConfig& c, ScheduleState& s, double* lrs, const double* base_lrs,
-                   idx ngroups, double metric);
 
 }  // namespace fastmlp

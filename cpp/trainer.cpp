@@ -34,12 +34,14 @@ void Snapshot<T>::save(Model<T>& m, Optimizer<T>& opt, bool grads) {
   // everything that can fail (allocations) first: a failed save leaves the previous snapshot whole
   steps.resize(opt.groups.size());
   momentum_ready.resize(opt.groups.size());
+  mu_products.resize(opt.groups.size());
   snapshot_copy(m, opt, values, grads, true);
   with_grads = grads;
   dropout_calls = m.dropout_calls;
   for (size_t i = 0; i < opt.groups.size(); ++i) {
     steps[i] = opt.groups[i].step;
     momentum_ready[i] = opt.groups[i].momentum_ready;
+    mu_products[i] = opt.groups[i].mu_product;
   }
 }
 
@@ -50,6 +52,7 @@ void Snapshot<T>::restore(Model<T>& m, Optimizer<T>& opt) {
   for (size_t i = 0; i < opt.groups.size(); ++i) {
     opt.groups[i].step = steps[i];
     opt.groups[i].momentum_ready = momentum_ready[i] != 0;
+    opt.groups[i].mu_product = mu_products[i];
   }
 }
 
@@ -138,7 +141,7 @@ struct BatchJob {
 template <class T>
 EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss, Optimizer<T>& opt, idx batch,
                        bool shuffle, bool count_accuracy, FitBuffers<T>& buf, const Progress& progress,
-                       int workers) {
+                       int workers, const BatchSchedule* sched) {
   if (batch <= 0) throw value_error("batch_size must be positive");
   EpochStats st;
   const idx N = d.N, B = std::min(batch, std::max<idx>(N, 1));
@@ -228,6 +231,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
     }
     st.correct += buf.half[0].correct;
     if (loss.l2 > 0) penalty_sum += l2_penalty_step(m, loss.l2, wsum) * double(b);
+    if (sched) sched->apply(opt, start / B);
     opt.step();
     loss_sum += value * double(b);
     st.samples += b;
@@ -288,9 +292,11 @@ void predict(Model<T>& m, const T* X, idx N, idx in, T* out, idx chunk) {
 }
 
 template EpochStats train_epoch<float>(Model<float>&, const Dataset<float>&, const LossSpec<float>&, Optimizer<float>&,
-                                       idx, bool, bool, FitBuffers<float>&, const Progress&, int);
+                                       idx, bool, bool, FitBuffers<float>&, const Progress&, int,
+                                       const BatchSchedule*);
 template EpochStats train_epoch<double>(Model<double>&, const Dataset<double>&, const LossSpec<double>&,
-                                        Optimizer<double>&, idx, bool, bool, FitBuffers<double>&, const Progress&, int);
+                                        Optimizer<double>&, idx, bool, bool, FitBuffers<double>&, const Progress&, int,
+                                        const BatchSchedule*);
 template double train_step<float>(Model<float>&, const float*, idx, idx, const LossSpec<float>&, const std::int64_t*,
                                   const float*, Optimizer<float>&, Snapshot<float>&);
 template double train_step<double>(Model<double>&, const double*, idx, idx, const LossSpec<double>&,

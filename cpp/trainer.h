@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "model.h"
+#include "schedules.h"
 #include "worker.h"
 
 namespace fastmlp {
@@ -47,6 +48,7 @@ struct Snapshot {
   Buffer<T> values;
   std::vector<std::int64_t> steps;
   std::vector<std::uint8_t> momentum_ready;
+  std::vector<double> mu_products;
   bool with_grads = false;
   std::uint64_t dropout_calls = 0;
   void save(Model<T>& m, Optimizer<T>& opt, bool with_grads = false);
@@ -89,10 +91,11 @@ struct FitBuffers {
 // once on two threads, each with single-threaded BLAS; their gradients are
 // summed before the step. The result is the same computation in another
 // summation order, deterministic for a given worker count.
+// sched, if given, sets each batch's lr (and momentum) before its step.
 template <class T>
 EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss, Optimizer<T>& opt, idx batch,
                        bool shuffle, bool count_accuracy, FitBuffers<T>& buf, const Progress& progress,
-                       int workers = 1);
+                       int workers = 1, const BatchSchedule* sched = nullptr);
 
 // zero_grad + forward (dropout active) + loss + backward + optimizer step on
 // x (B, in) and labels (B) or target (B, out); returns the loss before the

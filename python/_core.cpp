@@ -171,7 +171,8 @@ OptimConfig parse_optim(const py::dict& d) {
   OptimConfig c;
   static const std::pair<const char*, OptimKind> names[] = {
       {"sgd", OptimKind::SGD}, {"adagrad", OptimKind::Adagrad}, {"rmsprop", OptimKind::RMSprop},
-      {"adadelta", OptimKind::Adadelta}, {"adam", OptimKind::Adam}, {"adamw", OptimKind::AdamW}};
+      {"adadelta", OptimKind::Adadelta}, {"adam", OptimKind::Adam}, {"adamw", OptimKind::AdamW},
+      {"nadam", OptimKind::NAdam}, {"radam", OptimKind::RAdam}, {"adamax", OptimKind::Adamax}};
   c.kind = lookup(d["kind"].cast<std::string>(), names, "optimizer");
   c.lr = get<double>(d, "lr", c.lr);
   c.weight_decay = get<double>(d, "weight_decay", c.weight_decay);
@@ -190,31 +191,11 @@ OptimConfig parse_optim(const py::dict& d) {
     c.beta2 = b.second;
   }
   c.amsgrad = get<bool>(d, "amsgrad", c.amsgrad);
+  c.decoupled_weight_decay = get<bool>(d, "decoupled_weight_decay", c.kind == OptimKind::AdamW);
+  c.momentum_decay = get<double>(d, "momentum_decay", c.momentum_decay);
   c.eps = get<double>(d, "eps", c.eps);
   optim_check_config(c);
   c.sklearn_adam = get<bool>(d, "sklearn_adam", c.sklearn_adam);
-  return c;
-}
-
-ScheduleConfig parse_schedule(const py::dict& d) {
-  ScheduleConfig c;
-  static const std::pair<const char*, ScheduleKind> names[] = {
-      {"step", ScheduleKind::StepLR}, {"exponential", ScheduleKind::ExponentialLR},
-      {"cosine", ScheduleKind::CosineAnnealingLR}, {"plateau", ScheduleKind::ReduceLROnPlateau}};
-  c.kind = lookup(d["kind"].cast<std::string>(), names, "schedule");
-  c.step_size = get<idx>(d, "step_size", c.step_size);
-  c.gamma = get<double>(d, "gamma", c.gamma);
-  c.T_max = get<idx>(d, "T_max", c.T_max);
-  c.eta_min = get<double>(d, "eta_min", c.eta_min);
-  c.mode_max = get<std::string>(d, "mode", "min") == "max";
-  c.factor = get<double>(d, "factor", c.factor);
-  c.patience = get<idx>(d, "patience", c.patience);
-  c.threshold = get<double>(d, "threshold", c.threshold);
-  c.threshold_abs = get<std::string>(d, "threshold_mode", "rel") == "abs";
-  c.cooldown = get<idx>(d, "cooldown", c.cooldown);
-  c.min_lr = get<double>(d, "min_lr", c.min_lr);
-  c.eps = get<double>(d, "eps", c.eps);
-  schedule_check_config(c);
   return c;
 }
 
@@ -463,9 +444,30 @@ void bind_dtype(py::module_& m, const char* suffix) {
       })
       // One epoch of mini-batch training; progress(batches, samples, loss) is called
       // at most every 0.1 s with the GIL held, and Ctrl-C stops at a batch boundary.
+      // schedule: None, or (lr (batches, groups), momentum (batches, groups) or None, momentum is beta1)
       .def("train_epoch", [](PM& s, py::array x, py::array y, py::dict loss, PyOptimizer<T>& opt, idx batch,
-                             bool shuffle, bool count_accuracy, py::object progress, int workers) {
+                             bool shuffle, bool count_accuracy, py::object progress, int workers,
+                             py::object schedule) {
         if (workers < 1 || workers > 2) throw value_error("workers must be 1 or 2, got " + std::to_string(workers));
+        BatchSchedule sched;
+        py::array_t<double, py::array::c_style | py::array::forcecast> sched_lr, sched_mom;
+        if (!schedule.is_none()) {
+          auto t = schedule.cast<py::tuple>();
+          sched_lr = t[0].cast<decltype(sched_lr)>();
+          const idx groups = static_cast<idx>(opt.opt.groups.size());
+          if (sched_lr.ndim() != 2 || sched_lr.shape(1) != groups)
+            throw value_error("the schedule's lr table must be (batches, " + std::to_string(groups) + ")");
+          sched.lr = sched_lr.data();
+          sched.batches = static_cast<idx>(sched_lr.shape(0));
+          sched.groups = groups;
+          if (!t[1].is_none()) {
+            sched_mom = t[1].cast<decltype(sched_mom)>();
+            if (sched_mom.ndim() != 2 || sched_mom.shape(0) != sched_lr.shape(0) || sched_mom.shape(1) != groups)
+              throw value_error("the schedule's momentum table must have the lr table's shape");
+            sched.momentum = sched_mom.data();
+            sched.beta1 = t[2].cast<bool>();
+          }
+        }
         auto [N, in] = rows_cols(x, "X");
         Dataset<T> d;
         d.X = array_data<T>(x, "X", false);
@@ -511,7 +513,8 @@ void bind_dtype(py::module_& m, const char* suffix) {
         {
           py::gil_scoped_release nogil;
           GateHold hold(s.m.gate, true);
-          st = train_epoch(s.m, d, spec, opt.opt, batch, shuffle, count_accuracy, s.fit_buffers, cb, workers);
+          st = train_epoch(s.m, d, spec, opt.opt, batch, shuffle, count_accuracy, s.fit_buffers, cb, workers,
+                           schedule.is_none() ? nullptr : &sched);
         }
         if (interrupted) throw py::error_already_set();
         py::dict out;
@@ -524,7 +527,8 @@ void bind_dtype(py::module_& m, const char* suffix) {
         out["diverged"] = st.diverged;
         out["restored"] = st.restored;
         return out;
-      })
+      }, py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("opt"), py::arg("batch"), py::arg("shuffle"),
+         py::arg("count_accuracy"), py::arg("progress"), py::arg("workers"), py::arg("schedule") = py::none())
       .def("predict", [](PM& s, py::array x, idx chunk) {
         auto [N, in] = rows_cols(x, "X");
         const T* xd = array_data<T>(x, "X", false);
@@ -585,6 +589,8 @@ void bind_dtype(py::module_& m, const char* suffix) {
       .def("get_lr", [](PO& s, size_t i) { return s.opt.groups.at(i).config.lr; })
       .def("get_momentum_ready", [](PO& s, size_t i) { return s.opt.groups.at(i).momentum_ready; })
       .def("set_momentum_ready", [](PO& s, size_t i, bool v) { s.opt.groups.at(i).momentum_ready = v; })
+      .def("get_mu_product", [](PO& s, size_t i) { return s.opt.groups.at(i).mu_product; })
+      .def("set_mu_product", [](PO& s, size_t i, double v) { s.opt.groups.at(i).mu_product = v; })
       // (slots, n_total) view of a group's state
       .def("state", [](py::object self, size_t i) {
         PO& s = self.cast<PO&>();
@@ -647,23 +653,6 @@ PYBIND11_MODULE(_core, m) {
   bind_dtype<float>(m, "32");
   bind_dtype<double>(m, "64");
 
-  m.def("schedule_step", [](py::dict cfg, py::tuple state, std::vector<double> lrs, std::vector<double> base,
-                            double metric) {
-    ScheduleConfig c = parse_schedule(cfg);
-    ScheduleState s;
-    s.last_epoch = state[0].cast<idx>();
-    s.best = state[1].cast<double>();
-    s.num_bad_epochs = state[2].cast<idx>();
-    s.cooldown_counter = state[3].cast<idx>();
-    if (lrs.size() != base.size()) throw value_error("lrs and base_lrs differ in length");
-    schedule_step(c, s, lrs.data(), base.data(), static_cast<idx>(lrs.size()), metric);
-    return py::make_tuple(lrs, py::make_tuple(s.last_epoch, s.best, s.num_bad_epochs, s.cooldown_counter));
-  });
-  m.def("schedule_initial_state", [](py::dict cfg) {
-    ScheduleConfig c = parse_schedule(cfg);
-    ScheduleState s = schedule_initial_state(c);
-    return py::make_tuple(s.last_epoch, s.best, s.num_bad_epochs, s.cooldown_counter);
-  });
   m.def("optim_state_slots", [](py::dict cfg) { return optim_state_slots(parse_optim(cfg).kind); });
   m.def("check_optim", [](py::dict cfg) { parse_optim(cfg); });
   m.def("check_layers", [](py::list layers) { Model<double> check(parse_layers(layers), 0, false); });

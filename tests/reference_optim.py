@@ -20,8 +20,14 @@ DEFAULTS = {
                     maximize=False),
     "RMSprop": dict(lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False, maximize=False),
     "Adadelta": dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False),
-    "Adam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False),
+    "Adam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, maximize=False,
+                 decoupled_weight_decay=False),
     "AdamW": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, maximize=False),
+    "NAdam": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
+                  decoupled_weight_decay=False, maximize=False),
+    "RAdam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False,
+                  maximize=False),
+    "Adamax": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False),
 }
 
 
@@ -102,7 +108,7 @@ def adadelta_update(p, g, state, *, lr, rho, eps, weight_decay, maximize):
     p -= lr * delta
 
 
-def adam_update(p, g, state, *, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled=False):
+def adam_update(p, g, state, *, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay=False):
     """torch.optim.Adam (decoupled=False: d += wd p) / AdamW (decoupled=True: p *= 1 - lr wd first):
     m = b1 m + (1 - b1) d; v = b2 v + (1 - b2) d^2; vmax = max(vmax, v) (amsgrad);
     p -= lr / (1 - b1^t) * m / (sqrt(v or vmax) / sqrt(1 - b2^t) + eps)."""
@@ -114,11 +120,7 @@ def adam_update(p, g, state, *, lr, betas, eps, weight_decay, amsgrad, maximize,
         state["max_exp_avg_sq"] = np.zeros_like(p)
     state["step"] += 1
     t = state["step"]
-    d = -g if maximize else g.copy()
-    if decoupled:
-        p *= 1 - lr * weight_decay
-    elif weight_decay != 0:
-        d = d + weight_decay * p
+    d = _decay(p, -g if maximize else g.copy(), lr, weight_decay, decoupled_weight_decay)
     state["exp_avg"] = b1 * state["exp_avg"] + (1 - b1) * d
     state["exp_avg_sq"] = b2 * state["exp_avg_sq"] + (1 - b2) * d * d
     bc1 = 1 - b1 ** t
@@ -132,12 +134,78 @@ def adam_update(p, g, state, *, lr, betas, eps, weight_decay, amsgrad, maximize,
     p -= (lr / bc1) * state["exp_avg"] / denom
 
 
-def adamw_update(p, g, state, **kw):
-    adam_update(p, g, state, decoupled=True, **kw)
+def _decay(p, d, lr, weight_decay, decoupled):
+    """Weight decay: decoupled (p *= 1 - lr wd, in place; d unchanged) or L2 (d + wd p)."""
+    if decoupled:
+        p *= 1 - lr * weight_decay
+        return d
+    return d + weight_decay * p
+
+
+def adamw_update(p, g, state, decoupled_weight_decay=True, **kw):
+    adam_update(p, g, state, decoupled_weight_decay=decoupled_weight_decay, **kw)
+
+
+def _moments(state, p, d, b1, b2, second="exp_avg_sq"):
+    if "exp_avg" not in state:
+        state["step"] = 0
+        state["exp_avg"] = np.zeros_like(p)
+        state[second] = np.zeros_like(p)
+    state["step"] += 1
+    state["exp_avg"] = b1 * state["exp_avg"] + (1 - b1) * d
+    if second == "exp_avg_sq":
+        state[second] = b2 * state[second] + (1 - b2) * d * d
+    return state["step"]
+
+
+def nadam_update(p, g, state, *, lr, betas, eps, weight_decay, momentum_decay, decoupled_weight_decay, maximize):
+    """torch.optim.NAdam (the algorithm box of its docs): mu_t = b1 (1 - 0.5 * 0.96^(t psi));
+    p -= lr * (mu_{t+1} m / (1 - prod_{i<=t+1} mu_i) + (1 - mu_t) d / (1 - prod_{i<=t} mu_i))
+              / (sqrt(v / (1 - b2^t)) + eps)."""
+    b1, b2 = betas
+    d = _decay(p, -g if maximize else g.copy(), lr, weight_decay, decoupled_weight_decay)
+    t = _moments(state, p, d, b1, b2)
+
+    def mu(i):
+        return b1 * (1 - 0.5 * 0.96 ** (i * momentum_decay))
+
+    # the product of the mu of the steps taken so far (with the momentum_decay of each step, if edited)
+    prod_t = state["mu_product"] = state.get("mu_product", 1.0) * mu(t)
+    prod_next = prod_t * mu(t + 1)
+    mhat = mu(t + 1) * state["exp_avg"] / (1 - prod_next) + (1 - mu(t)) * d / (1 - prod_t)
+    p -= lr * mhat / (np.sqrt(state["exp_avg_sq"] / (1 - b2 ** t)) + eps)
+
+
+def radam_update(p, g, state, *, lr, betas, eps, weight_decay, decoupled_weight_decay, maximize):
+    """torch.optim.RAdam: rho_inf = 2 / (1 - b2) - 1, rho_t = rho_inf - 2 t b2^t / (1 - b2^t);
+    mhat = m / (1 - b1^t); rho_t > 5: p -= lr mhat r_t sqrt(1 - b2^t) / (sqrt(v) + eps) with
+    r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t)); else p -= lr mhat."""
+    b1, b2 = betas
+    d = _decay(p, -g if maximize else g.copy(), lr, weight_decay, decoupled_weight_decay)
+    t = _moments(state, p, d, b1, b2)
+    mhat = state["exp_avg"] / (1 - b1 ** t)
+    rho_inf = 2 / (1 - b2) - 1
+    rho_t = rho_inf - 2 * t * b2 ** t / (1 - b2 ** t)
+    if rho_t > 5:
+        r = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+        p -= lr * mhat * r * math.sqrt(1 - b2 ** t) / (np.sqrt(state["exp_avg_sq"]) + eps)
+    else:
+        p -= lr * mhat
+
+
+def adamax_update(p, g, state, *, lr, betas, eps, weight_decay, maximize):
+    """torch.optim.Adamax: d = g + wd p; m = b1 m + (1 - b1) d; u = max(b2 u, |d| + eps);
+    p -= lr / (1 - b1^t) m / u."""
+    b1, b2 = betas
+    d = (-g if maximize else g) + weight_decay * p
+    t = _moments(state, p, d, b1, b2, second="exp_inf")
+    state["exp_inf"] = np.maximum(b2 * state["exp_inf"], np.abs(d) + eps)
+    p -= lr / (1 - b1 ** t) * state["exp_avg"] / state["exp_inf"]
 
 
 UPDATES = {"SGD": sgd_update, "Adagrad": adagrad_update, "RMSprop": rmsprop_update,
-           "Adadelta": adadelta_update, "Adam": adam_update, "AdamW": adamw_update}
+           "Adadelta": adadelta_update, "Adam": adam_update, "AdamW": adamw_update, "NAdam": nadam_update,
+           "RAdam": radam_update, "Adamax": adamax_update}
 
 
 class RefOptimizer:
@@ -291,3 +359,82 @@ def pseudo_gradients(shapes, steps, seed=0):
         return [a * np.asarray(p, dtype=np.float64) - bb + n for a, bb, p, n in zip(A, b, params, noise[t])]
 
     return grad_fn
+
+
+# --------------------------------------------------------------------------- schedules, closed forms
+# lr of one group after e steps (e = last_epoch), from the formulas of torch's docs,
+# for a run where nobody edits the lr.
+
+def multistep_lr(base, e, milestones, gamma=0.1):
+    return base * gamma ** sum(1 for m in milestones if m <= e)
+
+
+def constant_lr(base, e, factor=1 / 3, total_iters=5):
+    return base * (factor if e < total_iters else 1.0)
+
+
+def linear_lr(base, e, start_factor=1 / 3, end_factor=1.0, total_iters=5):
+    return base * (start_factor + (end_factor - start_factor) * min(e, total_iters) / total_iters)
+
+
+def polynomial_lr(base, e, total_iters=5, power=1.0):
+    return base * (1 - min(e, total_iters) / total_iters) ** power
+
+
+def lambda_lr(base, e, fn):
+    return base * fn(e)
+
+
+def multiplicative_lr(base, e, fn):
+    lr = base
+    for i in range(1, e + 1):
+        lr *= fn(i)
+    return lr
+
+
+def warm_restarts_lr(base, e, T_0, T_mult=1, eta_min=0.0):
+    """SGDR: restart every T_i epochs, T_i = T_0 T_mult^k."""
+    T_i, T_cur = T_0, e
+    while T_cur >= T_i:
+        T_cur -= T_i
+        T_i *= T_mult
+    return eta_min + (base - eta_min) * (1 + math.cos(math.pi * T_cur / T_i)) / 2
+
+
+def cyclic_lr(e, base_lr, max_lr, step_size_up=2000, step_size_down=None, mode="triangular", gamma=1.0,
+              base_momentum=0.8, max_momentum=0.9):
+    """(lr, momentum) of CyclicLR after e steps: a triangle wave between base_lr and max_lr
+    (up for step_size_up steps, down for step_size_down), its height scaled by 1 (triangular),
+    1 / 2^(cycle - 1) (triangular2) or gamma^e (exp_range); momentum the mirror image."""
+    up = step_size_up
+    down = up if step_size_down is None else step_size_down
+    cycle = e // (up + down)  # 0-based
+    pos = e - cycle * (up + down)
+    frac = pos / up if pos <= up else 1 - (pos - up) / down
+    scale = {"triangular": 1.0, "triangular2": 0.5 ** cycle, "exp_range": gamma ** e}[mode]
+    return (base_lr + (max_lr - base_lr) * frac * scale,
+            max_momentum - (max_momentum - base_momentum) * frac * scale)
+
+
+def one_cycle_lr(e, max_lr, total_steps, pct_start=0.3, anneal_strategy="cos", div_factor=25.0,
+                 final_div_factor=1e4, three_phase=False, base_momentum=0.85, max_momentum=0.95):
+    """(lr, momentum) of the 1cycle policy after e steps: initial = max_lr / div_factor up to max_lr
+    over the first pct_start * total_steps - 1 steps, then down to initial / final_div_factor at
+    total_steps - 1 (three_phase: down to initial at 2 pct_start total - 2, then to the minimum)."""
+    initial = max_lr / div_factor
+    low = initial / final_div_factor
+    p1 = pct_start * total_steps - 1
+    if three_phase:
+        knots = [(0.0, initial, max_momentum), (p1, max_lr, base_momentum),
+                 (2 * pct_start * total_steps - 2, initial, max_momentum), (total_steps - 1, low, max_momentum)]
+    else:
+        knots = [(0.0, initial, max_momentum), (p1, max_lr, base_momentum), (total_steps - 1, low, max_momentum)]
+    for (s0, lr0, m0), (s1, lr1, m1) in zip(knots, knots[1:]):
+        if e <= s1 or s1 == knots[-1][0]:
+            pct = (e - s0) / (s1 - s0)
+            if anneal_strategy == "cos":
+                w = (1 - math.cos(math.pi * pct)) / 2
+            else:
+                w = pct
+            return lr0 + (lr1 - lr0) * w, m0 + (m1 - m0) * w
+    raise AssertionError("unreachable")

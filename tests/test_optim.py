@@ -54,7 +54,15 @@ CONFIGS = {
                   weight_decay=[0.0, 0.1], amsgrad=[False, True], maximize=[False, True]),
     "AdamW": _grid(lr=[0.05], betas=[(0.9, 0.999), (0.5, 0.9), (0.0, 0.0)], eps=[1e-8, 1e-3],
                    weight_decay=[0.0, 0.1], amsgrad=[False, True], maximize=[False, True]),
+    "NAdam": _grid(lr=[0.05], betas=[(0.9, 0.999), (0.5, 0.9)], eps=[1e-8, 1e-3], weight_decay=[0.0, 0.1],
+                   momentum_decay=[4e-3, 0.1], decoupled_weight_decay=[False, True], maximize=[False, True]),
+    # betas (0.5, 0.9): rectified from step 3 (rho_inf = 19); (0.9, 0.999): from step 6; (0, 0): never
+    "RAdam": _grid(lr=[0.05], betas=[(0.9, 0.999), (0.5, 0.9), (0.0, 0.0)], eps=[1e-8, 1e-3],
+                   weight_decay=[0.0, 0.1], decoupled_weight_decay=[False, True], maximize=[False, True]),
+    "Adamax": _grid(lr=[0.05], betas=[(0.9, 0.999), (0.5, 0.9), (0.0, 0.0)], eps=[1e-8, 1e-3],
+                    weight_decay=[0.0, 0.1], maximize=[False, True]),
 }
+CONFIGS["Adam"] += [dict(c, decoupled_weight_decay=True) for c in CONFIGS["Adam"] if c["weight_decay"]]
 CASES = [(name, cfg) for name, cfgs in CONFIGS.items() for cfg in cfgs]
 CASE_IDS = [name + "-" + "-".join(f"{k}={v}" for k, v in cfg.items() if k != "lr" or name == "Adadelta")
             for name, cfg in CASES]
@@ -72,7 +80,7 @@ def _initial(shapes, dtype, seed=1):
 
 def test_grids_are_nontrivial():
     assert len(CONFIGS["SGD"]) == 20 and len(INVALID_SGD) == 12
-    assert sum(len(v) for v in CONFIGS.values()) == 20 + 32 + 64 + 32 + 48 + 48
+    assert sum(len(v) for v in CONFIGS.values()) == 20 + 32 + 64 + 32 + (48 + 24) + 48 + 64 + 48 + 24
 
 
 # --------------------------------------------------------------------------- plain arrays
@@ -204,6 +212,9 @@ GROUP_OPTIONS = {
     "Adadelta": ({"lr": 1.0}, {"lr": 0.1, "rho": 0.5}, dict(weight_decay=0.05)),
     "Adam": ({"lr": 0.05}, {"lr": 0.005, "amsgrad": True}, dict(betas=(0.8, 0.99))),
     "AdamW": ({"lr": 0.05}, {"lr": 0.005, "weight_decay": 0.3}, dict(betas=(0.8, 0.99))),
+    "NAdam": ({"lr": 0.05}, {"lr": 0.005, "momentum_decay": 0.1}, dict(betas=(0.8, 0.99), weight_decay=0.1)),
+    "RAdam": ({"lr": 0.05}, {"lr": 0.005, "decoupled_weight_decay": True}, dict(betas=(0.5, 0.9), weight_decay=0.1)),
+    "Adamax": ({"lr": 0.05}, {"lr": 0.005, "weight_decay": 0.3}, dict(betas=(0.8, 0.99))),
 }
 
 
@@ -293,14 +304,18 @@ def test_lr_edit_takes_effect_on_model_parameters():
         np.testing.assert_allclose(v, p0[k] - 0.35, rtol=0, atol=1e-15)
 
 
-@pytest.mark.parametrize("name", ["SGD", "RMSprop", "Adam", "AdamW", "Adagrad", "Adadelta"])
+@pytest.mark.parametrize("name", ["SGD", "RMSprop", "Adam", "AdamW", "Adagrad", "Adadelta", "NAdam", "RAdam",
+                                  "Adamax"])
 def test_other_hyperparameter_edits_take_effect(name):
     edits = {"SGD": {"momentum": 0.3, "weight_decay": 0.2, "dampening": 0.5},
              "RMSprop": {"alpha": 0.7, "momentum": 0.2, "eps": 1e-3},
              "Adam": {"betas": (0.5, 0.8), "weight_decay": 0.2, "eps": 1e-3},
              "AdamW": {"betas": (0.5, 0.8), "weight_decay": 0.2},
              "Adagrad": {"lr_decay": 0.3, "eps": 1e-2},
-             "Adadelta": {"rho": 0.5, "eps": 1e-3}}[name]
+             "Adadelta": {"rho": 0.5, "eps": 1e-3},
+             "NAdam": {"momentum_decay": 0.2, "weight_decay": 0.1, "decoupled_weight_decay": True},
+             "RAdam": {"betas": (0.5, 0.8), "weight_decay": 0.2, "decoupled_weight_decay": True},
+             "Adamax": {"betas": (0.5, 0.8), "weight_decay": 0.2, "eps": 1e-3}}[name]
     start = {"SGD": {"momentum": 0.9}, "RMSprop": {"momentum": 0.9}}.get(name, {})
     params = _initial(SHAPES, "float64", seed=14)
     ref = RefOptimizer(name, params, **start)
@@ -452,7 +467,8 @@ def test_backward_accumulates_until_zero_grad():
 STATE_NAMES = {"SGD": ["momentum_buffer"], "Adagrad": ["sum"],
                "RMSprop": ["square_avg", "momentum_buffer", "grad_avg"], "Adadelta": ["square_avg", "acc_delta"],
                "Adam": ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"],
-               "AdamW": ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]}
+               "AdamW": ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"], "NAdam": ["exp_avg", "exp_avg_sq"],
+               "RAdam": ["exp_avg", "exp_avg_sq"], "Adamax": ["exp_avg", "exp_inf"]}
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

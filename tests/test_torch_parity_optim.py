@@ -20,6 +20,15 @@ STEPS = 60
 TOL = 1e-10
 
 
+@pytest.fixture(autouse=True)
+def _torch_float64():
+    """torch keeps scalar state (NAdam's mu_product, ASGD's eta) in the default dtype: float64 here."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
 def _torch_opt(name, params, **kw):
     return getattr(torch.optim, name)(params, foreach=False, **kw)
 
@@ -71,7 +80,9 @@ def test_parameter_groups_and_lr_edits_match_torch(name):
 
 TRAIN = [("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)),
          ("Adagrad", dict(lr=0.05, lr_decay=0.01)), ("RMSprop", dict(lr=0.005, centered=True, momentum=0.3)),
-         ("Adadelta", dict(lr=0.5)), ("Adam", dict(lr=0.01, amsgrad=True)), ("AdamW", dict(lr=0.01))]
+         ("Adadelta", dict(lr=0.5)), ("Adam", dict(lr=0.01, amsgrad=True)), ("AdamW", dict(lr=0.01)),
+         ("NAdam", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True)), ("RAdam", dict(lr=0.01)),
+         ("Adamax", dict(lr=0.01, weight_decay=0.01))]
 
 
 @pytest.mark.parametrize("name,cfg", TRAIN, ids=[n for n, _ in TRAIN])

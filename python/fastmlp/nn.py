@@ -399,7 +399,8 @@ class Sequential(Module):
 
     def fit(self, X: Any, y: Any, loss: Any, optimizer: Any, epochs: int = 1, batch_size: int = 32,
             shuffle: bool = True, validation_data: Any = None, scheduler: Any = None, callbacks: Any = (),
-            verbose: int = 1, n_threads: int | None = None, sample_weight: Any = None) -> Any:
+            verbose: int = 1, n_threads: int | None = None, sample_weight: Any = None,
+            scheduler_interval: str | None = None) -> Any:
         """Train for ``epochs`` epochs of mini-batches; the loop runs in C++
         with the GIL released. Returns a History (per-epoch loss, val_loss,
         accuracy, val_accuracy, lr, time). Ctrl-C stops at the next batch
@@ -422,12 +423,18 @@ class Sequential(Module):
         ``opt.step()`` wait for the next batch boundary (at most one batch) and see
         one consistent state between two steps. Callbacks and signal handlers run
         on fit's own thread between batches or epochs and may call the model too.
-        A second fit of the same model is refused with RuntimeError."""
+        A second fit of the same model is refused with RuntimeError.
+
+        ``scheduler`` is stepped after every epoch, or after every batch with
+        ``scheduler_interval='batch'`` (inside the C++ loop: no Python call per batch).
+        None: per batch for OneCycleLR and CyclicLR, per epoch for the others.
+        With ``optimizer=LBFGS`` training is full-batch: one ``step(closure)`` per epoch
+        over all of X (batch_size and shuffle are ignored)."""
         from .training import fit
 
         return fit(self, X, y, loss, optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                    validation_data=validation_data, scheduler=scheduler, callbacks=callbacks, verbose=verbose,
-                   n_threads=n_threads, sample_weight=sample_weight)
+                   n_threads=n_threads, sample_weight=sample_weight, scheduler_interval=scheduler_interval)
 
     def predict(self, X: Any, batch_size: int | None = None, n_threads: int | None = None) -> np.ndarray:
         """Eval-mode output for X, in chunks, GIL released. Predicts from several threads run at
@@ -463,8 +470,8 @@ class Sequential(Module):
         self._core.epochs_done = state["epochs_done"]
 
     # ---- files
-    def save(self, path: Any, optimizer: Any = None) -> None:
-        """Write architecture + weights (+ optimizer state) to an .npz file, atomically."""
+    def save(self, path: Any, optimizer: Any = None, scheduler: Any = None) -> None:
+        """Write architecture + weights (+ optimizer state, + its scheduler's) to an .npz file, atomically."""
         from .serialization import save
 
-        save(self, path, optimizer=optimizer)
+        save(self, path, optimizer=optimizer, scheduler=scheduler)

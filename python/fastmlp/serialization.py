@@ -12,6 +12,7 @@ Format (version 1):
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from typing import Any
@@ -24,8 +25,8 @@ FORMAT_VERSION = 1
 _HEADER = "__fastmlp__"
 
 
-def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None) -> None:
-    """Write model (and optimizer) to path atomically (see _files.atomic_write:
+def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None, scheduler: Any = None) -> None:
+    """Write model (and optimizer, and scheduler) to path atomically (see _files.atomic_write:
     a symlink is written through, an existing file keeps its mode, an
     interrupted save leaves the previous file and no temporary file)."""
     from .nn import Parameter
@@ -45,15 +46,31 @@ def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None
             for gi, g in enumerate(optimizer.param_groups):
                 if not all(isinstance(p, Parameter) and id(p) in names for p in g["params"]):
                     raise ValueError("save(optimizer=...) needs an optimizer over this model's parameters")
-                groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": [names[id(p)] for p in g["params"]]})
+                groups.append({**{k: v for k, v in g.items() if k != "params"},
+                               "params": [names[id(p)] for p in g["params"]]})
+                if not hasattr(optimizer, "_core"):  # LBFGS: its own state, below
+                    continue
                 arrays[f"optim/{gi}"] = np.array(optimizer._core.state(gi))
                 if not np.isfinite(arrays[f"optim/{gi}"]).all():
                     raise ValueError(f"cannot save: the optimizer state of group {gi} contains NaN or infinity "
                                      "(save the model without the optimizer, or reset it)")
-            header["optimizer"] = {"class": type(optimizer).__name__, "param_groups": groups,
-                                   "steps": [int(optimizer._core.get_step(i)) for i in range(len(groups))],
-                                   "momentum_ready": [bool(optimizer._core.get_momentum_ready(i))
+            if hasattr(optimizer, "_core"):
+                header["optimizer"] = {"class": type(optimizer).__name__, "param_groups": groups,
+                                       "steps": [int(optimizer._core.get_step(i)) for i in range(len(groups))],
+                                       "momentum_ready": [bool(optimizer._core.get_momentum_ready(i))
+                                                          for i in range(len(groups))],
+                                       "mu_product": [float(optimizer._core.get_mu_product(i))
                                                       for i in range(len(groups))]}
+            else:  # LBFGS
+                meta, lbfgs_arrays = optimizer._file_state()
+                header["optimizer"] = {"class": type(optimizer).__name__, "param_groups": groups, "lbfgs": meta}
+                arrays.update(lbfgs_arrays)
+        if scheduler is not None:
+            from .optim.lr_scheduler import _to_file
+
+            if optimizer is None or getattr(scheduler, "optimizer", None) is not optimizer:
+                raise ValueError("save(scheduler=...) needs the optimizer it schedules, saved with it (optimizer=...)")
+            header["scheduler"] = _to_file(scheduler)
     blob = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
     with atomic_write(path) as f:
         write_npz(f, {_HEADER: blob, **arrays})
@@ -61,9 +78,9 @@ def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None
 
 _MAX_HEADER_BYTES = 1 << 28  # 256 MiB of JSON: far above any real header (the CLI's has the feature names)
 _U64 = 2**64 - 1
-_MEMBER = re.compile(r"param/(\d+)\.([a-z_]+)|optim/(\d+)")
+_MEMBER = re.compile(r"param/(\d+)\.([a-z_]+)|optim/(\d+)|lbfgs/([a-z_]+)")
 _TOP_FIELDS = {"format", "version", "dtype", "seed", "training", "dropout_calls", "epochs_done", "layers",
-               "optimizer", "extra"}
+               "optimizer", "scheduler", "extra"}
 
 
 def _json(v: Any) -> str:
@@ -119,11 +136,13 @@ def _check_header(h: Any) -> None:
             init = spec.get("init", {"name": "default"})
             _check_keys(init, f"{f}.init", {"name"}, {"name"})
             _need(isinstance(init["name"], str), f"{f}.init.name", "a string", init["name"])
+    _need(isinstance(h.get("scheduler", {}), dict), "scheduler", "an object", h.get("scheduler"))
     oh = h.get("optimizer")
     if oh is None:
         return
-    _check_keys(oh, "optimizer", {"class", "param_groups", "steps", "momentum_ready"},
-                {"class", "param_groups", "steps"})
+    lbfgs = isinstance(oh, dict) and oh.get("class") == "LBFGS"  # its state is its own: no steps, no optim/ arrays
+    _check_keys(oh, "optimizer", {"class", "param_groups", "steps", "momentum_ready", "mu_product", "lbfgs"},
+                {"class", "param_groups", "lbfgs"} if lbfgs else {"class", "param_groups", "steps"})
     _need(isinstance(oh["class"], str), "optimizer.class", "a string", oh["class"])
     groups = oh["param_groups"]
     _need(isinstance(groups, list) and len(groups) > 0, "optimizer.param_groups", "a non-empty list", groups)
@@ -133,8 +152,18 @@ def _check_header(h: Any) -> None:
               and all(isinstance(n, str) for n in g["params"]), f, "an object with 'params', a list of names", g)
         for k, v in g.items():
             ok = type(v) in (int, float, bool) or (isinstance(v, list) and all(type(b) in (int, float) for b in v))
-            _need(k == "params" or ok, f"{f}.{k}", "a number, true/false or a list of numbers", v)
+            # None (torch's default for foreach, fused, ..., LBFGS's max_eval and line_search_fn) and LBFGS's
+            # line_search_fn name are values too: the optimizer's own checks judge them when it is rebuilt
+            ok = ok or v is None or (k == "line_search_fn" and isinstance(v, str))
+            ok = ok or (k == "param_names" and isinstance(v, list) and all(isinstance(n, str) for n in v))
+            _need(k == "params" or ok, f"{f}.{k}", "a number, true/false, a string, null or a list of numbers", v)
     n = len(groups)
+    if lbfgs:
+        _need(isinstance(oh["lbfgs"], dict), "optimizer.lbfgs", "an object", oh["lbfgs"])
+        return
+    mu = oh.get("mu_product", [1.0] * n)
+    _need(isinstance(mu, list) and len(mu) == n and all(type(v) in (int, float) and math.isfinite(v) for v in mu),
+          "optimizer.mu_product", f"a list of {n} finite numbers", mu)
     steps, ready = oh["steps"], oh.get("momentum_ready", [False] * n)
     _need(isinstance(steps, list) and len(steps) == n, "optimizer.steps", f"a list of {n} integers", steps)
     for gi, st in enumerate(steps):
@@ -166,12 +195,15 @@ def _read_header(path: str, z: NpyMembers) -> dict:
     return header
 
 
-def load(path: Any, optimizer: bool = False) -> Any:
+def load(path: Any, optimizer: bool = False, scheduler: bool = False) -> Any:
     """Read a model written by ``model.save``. With optimizer=True, return
     (model, optimizer) with the optimizer's state restored (None if none was
-    saved). A damaged or foreign file raises ValueError; nothing is executed.
+    saved); with scheduler=True as well, (model, optimizer, scheduler). A damaged
+    or foreign file raises ValueError; nothing is executed.
     Only the members the format names are read (an unknown one is refused),
     each checked against the header's architecture before it is decompressed."""
+    if scheduler and not optimizer:
+        raise TypeError("load(scheduler=True) needs optimizer=True: a scheduler comes with its optimizer")
     path = os.fspath(path)
     with open_regular(path) as f:
         if f.read(4) != b"PK\x03\x04":
@@ -179,7 +211,7 @@ def load(path: Any, optimizer: bool = False) -> Any:
     try:
         with NpyMembers(path) as z:
             header = _read_header(path, z)
-            return _build(header, z, optimizer)
+            return _build(header, z, optimizer, scheduler)
     except (FileNotFoundError, IsADirectoryError, PermissionError, MemoryError):
         raise
     except ValueError as e:
@@ -190,7 +222,7 @@ def load(path: Any, optimizer: bool = False) -> Any:
         raise ValueError(f"{path}: not a readable fastmlp model file ({type(e).__name__}: {e})") from None
 
 
-def _build(header: dict, z: NpyMembers, with_optimizer: bool) -> Any:
+def _build(header: dict, z: NpyMembers, with_optimizer: bool, with_scheduler: bool = False) -> Any:
     from . import optim
     from .nn import Sequential, _layer_from_spec, _tensor_shapes
 
@@ -216,11 +248,11 @@ def _build(header: dict, z: NpyMembers, with_optimizer: bool) -> Any:
     if not with_optimizer:  # the optimizer's members are not read
         return model
     oh = header.get("optimizer")
-    n_groups = 0 if oh is None else len(oh["param_groups"])
+    n_groups = 0 if oh is None or oh["class"] == "LBFGS" else len(oh["param_groups"])
     if {k for k in z.names if k.startswith("optim/")} != {f"optim/{gi}" for gi in range(n_groups)}:
         raise ValueError(f"the optimizer state members do not match the header's {n_groups} parameter group(s)")
     if oh is None:
-        return model, None
+        return (model, None, None) if with_scheduler else (model, None)
     cls: Any = getattr(optim, oh["class"], None)
     if not (isinstance(cls, type) and issubclass(cls, optim.Optimizer)) or cls is optim.Optimizer:
         raise ValueError(f"unknown optimizer class {oh['class']!r}")
@@ -234,6 +266,24 @@ def _build(header: dict, z: NpyMembers, with_optimizer: bool) -> Any:
         groups.append({**hyper, "params": [params[n] for n in g["params"]]})
     factory: Any = cls  # a concrete optimizer class, whose first argument is the groups
     opt = factory(groups)
+    if cls is optim.LBFGS:
+        n = sum(p.data.size for p in opt._params)
+        rows = int(opt.defaults["history_size"]) + 1
+        files = {name: z.read(name, max_bytes=rows * n * 8 + 4096, kinds="f") for name in z.names
+                 if name.startswith("lbfgs/")}
+        opt._load_file_state(oh["lbfgs"], files)
+    else:
+        _load_optim_state(opt, oh, z)
+    if with_scheduler:
+        from .optim.lr_scheduler import _from_file
+
+        sh = header.get("scheduler")
+        return model, opt, None if sh is None else _from_file(sh, opt)
+    return model, opt
+
+
+def _load_optim_state(opt: Any, oh: dict, z: NpyMembers) -> None:
+    n_groups = len(opt.param_groups)
     ready = oh.get("momentum_ready", [False] * n_groups)
     for gi, step in enumerate(oh["steps"]):
         dst = opt._core.state(gi)
@@ -242,5 +292,5 @@ def _build(header: dict, z: NpyMembers, with_optimizer: bool) -> Any:
             raise ValueError(f"optimizer state of group {gi} is corrupted (dtype {buf.dtype}, or not finite)")
         dst[...] = buf
         opt._core.set_step(gi, step)
-        opt._core.set_momentum_ready(gi, ready[gi])
-    return model, opt
+        opt._core.set_momentum_ready(gi, bool(ready[gi]))
+        opt._core.set_mu_product(gi, float(oh.get("mu_product", [1.0] * n_groups)[gi]))

@@ -136,7 +136,7 @@ def _bar(verbose: int, total: int, desc: str) -> Any:
 def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int = 1, batch_size: int = 32,
         shuffle: bool = True, validation_data: Sequence[Any] | None = None, scheduler: Any = None,
         callbacks: Sequence[Any] = (), verbose: int = 1, n_threads: int | None = None,
-        sample_weight: Any = None) -> History:
+        sample_weight: Any = None, scheduler_interval: str | None = None) -> History:
     from .optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
     if not isinstance(loss_fn, _Loss):
@@ -145,15 +145,22 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
     batch_size = check_int(batch_size, "batch_size", low=1, high=2**62)
     if scheduler is not None and not isinstance(scheduler, LRScheduler):
         raise TypeError(f"scheduler must be a fastmlp.optim.lr_scheduler schedule, got {type(scheduler).__name__}")
+    per_batch = _per_batch(scheduler, scheduler_interval, optimizer)
     for cb in callbacks:
         if not (isinstance(cb, Callback) or callable(cb)):
             raise TypeError(f"callbacks must be fastmlp Callbacks or callables f(epoch, logs), got {type(cb).__name__}")
-    from .optim import Optimizer
+    from .optim import LBFGS, Optimizer
 
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a fastmlp optimizer, got {type(optimizer).__name__}")
-    core_opt = optimizer._core_for(model)
-    Xa, ta = _data(model, X, y, loss_fn, "X", check_x=epochs == 0)  # else checked batch by batch in C++
+    full_batch = isinstance(optimizer, LBFGS)  # one step(closure) per epoch over the whole data set
+    if full_batch:
+        if {id(p) for p in model.parameters()} != {id(p) for p in optimizer.param_groups[0]["params"]}:
+            raise ValueError("the optimizer must be built over this model's parameters (model.parameters())")
+    else:
+        core_opt = optimizer._core_for(model)
+    # X is checked batch by batch in C++ (by one pass here for full-batch L-BFGS)
+    Xa, ta = _data(model, X, y, loss_fn, "X", check_x=epochs == 0 or full_batch)
     val = None
     if validation_data is not None:
         if len(validation_data) != 2:
@@ -185,13 +192,25 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                     state["samples"] = samples
 
                 t0 = time.perf_counter()
+                undo = table = None
                 try:
-                    st = model._core.train_epoch(Xa, ta, spec, core_opt, batch_size, bool(shuffle), classify, progress,
-                                                 workers)
-                except BaseException:  # Ctrl-C: the model keeps the last completed step
+                    if per_batch:  # step the schedule for every batch of the epoch now; the loop applies the values
+                        undo = _schedule_state(scheduler, optimizer)
+                        table = _batch_table(scheduler, optimizer, -(-Xa.shape[0] // batch_size))
+                        optimizer.__dict__.pop("_pushed", None)  # the loop changes the C++ lrs: push them again
+                    if full_batch:
+                        st = _full_batch_epoch(model, Xa, ta, spec, optimizer, classify)
+                    else:
+                        st = model._core.train_epoch(Xa, ta, spec, core_opt, batch_size, bool(shuffle), classify,
+                                                     progress, workers, table)
+                except BaseException:  # Ctrl-C: the model keeps the last completed step (the schedule: the epoch's start)
+                    if undo is not None:
+                        _restore_schedule(scheduler, optimizer, undo)
                     if bar is not None:
                         bar.close()
                     raise
+                if st["diverged"] and undo is not None:  # the model is back at the epoch's start: so is the schedule
+                    _restore_schedule(scheduler, optimizer, undo)
                 if st["diverged"]:
                     if bar is not None:
                         bar.close()
@@ -212,7 +231,9 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                     logs["val_loss"] = float(loss_fn(out, val[1]))
                     if classify:
                         logs["val_accuracy"] = _accuracy(model, out, val[1])
-                logs["lr"] = float(optimizer.param_groups[0]["lr"])
+                # the lr the epoch (per batch: its last batch) stepped with
+                logs["lr"] = float(table[0][-1, 0] if table is not None and len(table[0]) else
+                                   optimizer.param_groups[0]["lr"])
                 logs["time"] = time.perf_counter() - t0
                 if bar is not None:
                     bar.update(Xa.shape[0] - state["samples"])
@@ -221,7 +242,7 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                 elif verbose:
                     print(f"epoch {epoch + 1}/{epochs} " + " ".join(f"{k}={v:.4g}" for k, v in logs.items()))
                 history._append(epoch, logs)
-                if scheduler is not None:
+                if scheduler is not None and not per_batch:
                     if isinstance(scheduler, ReduceLROnPlateau):
                         scheduler.step(logs.get("val_loss", logs["loss"]))
                     else:
@@ -259,6 +280,95 @@ def _take_fit_lock(model: Any) -> None:
         raise RuntimeError("fit cannot be called from inside a running fit (a callback or a signal handler); "
                            "the model is already training in this thread")
     raise RuntimeError("this model is already training in another thread; wait for that fit to finish")
+
+
+def _per_batch(scheduler: Any, interval: str | None, optimizer: Any) -> bool:
+    """Whether fit steps the scheduler per batch. None: per batch for OneCycleLR and CyclicLR
+    (schedules torch users step per batch), per epoch for the others; a composite of both
+    kinds needs an explicit interval."""
+    from .optim.lr_scheduler import CyclicLR, OneCycleLR, ReduceLROnPlateau
+
+    if interval not in (None, "epoch", "batch"):
+        raise ValueError(f"scheduler_interval must be 'epoch', 'batch' or None, got {interval!r}")
+    if scheduler is None:
+        return False
+    if scheduler.optimizer is not optimizer:
+        raise ValueError("the scheduler must schedule the optimizer given to fit")
+    leaves = scheduler._leaves()
+    batchy = [isinstance(s, (OneCycleLR, CyclicLR)) for s in leaves]
+    if interval is None:
+        if any(batchy) and not all(batchy):
+            raise ValueError(f"{type(scheduler).__name__} mixes per-batch schedules (OneCycleLR, CyclicLR) with "
+                             "per-epoch ones: pass scheduler_interval='batch' or 'epoch'")
+        interval = "batch" if all(batchy) else "epoch"
+    if interval == "batch" and isinstance(scheduler, ReduceLROnPlateau):
+        raise ValueError("ReduceLROnPlateau watches a metric per epoch: it cannot be stepped per batch")
+    from .optim import LBFGS
+
+    if interval == "batch" and isinstance(optimizer, LBFGS):
+        raise ValueError("LBFGS trains full-batch: step its scheduler per epoch (scheduler_interval='epoch')")
+    return interval == "batch"
+
+
+_MOMENTUM_KEYS = ("lr", "momentum", "betas")
+
+
+def _schedule_state(scheduler: Any, optimizer: Any) -> tuple:
+    import copy
+
+    return (copy.deepcopy(scheduler.state_dict()),
+            [{k: g[k] for k in g if k in _MOMENTUM_KEYS} for g in optimizer.param_groups])
+
+
+def _restore_schedule(scheduler: Any, optimizer: Any, undo: tuple) -> None:
+    scheduler.load_state_dict(undo[0])
+    for g, saved in zip(optimizer.param_groups, undo[1]):
+        g.update(saved)
+
+
+def _batch_table(scheduler: Any, optimizer: Any, batches: int) -> tuple:
+    """Step the schedule once per batch, recording what each batch steps with: the lrs
+    (batches, groups) and the momentum (SGD, RMSprop) or beta1 (Adam family) of each group.
+    The optimizer's own check runs on each group with its smallest and its largest recorded
+    values (every constraint on these is an interval)."""
+    groups = optimizer.param_groups
+    beta1 = "betas" in optimizer.defaults
+    key = "betas" if beta1 else "momentum" if "momentum" in optimizer.defaults else None
+    lr = np.empty((batches, len(groups)))
+    mom = np.empty((batches, len(groups))) if key else None
+    for b in range(batches):
+        for i, g in enumerate(groups):
+            lr[b, i] = g["lr"]
+            if mom is not None:
+                mom[b, i] = g["betas"][0] if beta1 else g["momentum"]
+        scheduler.step()
+    if batches:
+        for i, g in enumerate(groups):
+            for pick in (np.argmin, np.argmax):
+                b = int(pick(lr[:, i]))
+                trial = {**g, "lr": float(lr[b, i]) if np.isfinite(lr[:, i]).all() else float("nan")}
+                if mom is not None:
+                    m = float(mom[int(pick(mom[:, i])), i]) if np.isfinite(mom[:, i]).all() else float("nan")
+                    trial[key] = (m, *g["betas"][1:]) if beta1 else m
+                optimizer._check(trial, {"lr", key})
+    return lr, mom, beta1
+
+
+def _full_batch_epoch(model: Any, Xa: np.ndarray, ta: np.ndarray, spec: dict, optimizer: Any,
+                      classify: bool) -> dict:
+    """One L-BFGS step(closure) over the whole data set (the closure: loss and
+    gradients of every row in one C++ call); the epoch's loss is the one at its start."""
+    def closure() -> float:
+        return float(model._core.loss_and_grad(Xa, ta, spec))
+
+    loss = float(optimizer.step(closure))
+    n = Xa.shape[0]
+    weights_ok = all(np.isfinite(p.data).all() for p in model.parameters())
+    correct = 0
+    if classify and n and weights_ok:
+        correct = round(_accuracy(model, model._core.predict(Xa, 4096), ta) * n)
+    return {"loss": loss, "l2_penalty": 0.0, "samples": n, "correct": correct, "batches": 1,
+            "diverged": not (np.isfinite(loss) and weights_ok), "restored": False}
 
 
 def _accuracy(model: Any, out: np.ndarray, t: np.ndarray) -> float:

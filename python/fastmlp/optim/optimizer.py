@@ -13,10 +13,15 @@ from .. import _core
 from .._arrays import FLOAT_DTYPES, as_float_array, check_number
 from ..nn import Parameter
 
-__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW"]
+__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAdam", "RAdam", "Adamax"]
 
-# options torch.optim keeps in its param_groups that have no meaning here
-_TORCH_ONLY_OPTIONS = {"foreach", "fused", "capturable", "differentiable", "decoupled_weight_decay"}
+# options torch.optim keeps in its param_groups that have no effect here (CPU,
+# one fused pass, no autograd): accepted and kept so torch code runs unchanged
+_TORCH_ONLY_OPTIONS = {"foreach", "fused", "capturable", "differentiable"}
+# what schedules keep in param_groups (torch's names)
+_SCHEDULE_KEYS = {"initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"}
+# the group entries that are not hyperparameters of the C++ step
+_NOT_CONFIG = {"params", "param_names", *_SCHEDULE_KEYS, *_TORCH_ONLY_OPTIONS}
 
 # state_dict names of each optimizer's state slots, in the C++ slot order
 _SLOT_NAMES = {
@@ -26,6 +31,9 @@ _SLOT_NAMES = {
     "adadelta": ["square_avg", "acc_delta"],
     "adam": ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"],
     "adamw": ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"],
+    "nadam": ["exp_avg", "exp_avg_sq"],
+    "radam": ["exp_avg", "exp_avg_sq"],
+    "adamax": ["exp_avg", "exp_inf"],
 }
 
 
@@ -42,36 +50,91 @@ class Optimizer:
             raise ValueError("optimizer got an empty parameter list")
         groups = params if isinstance(params[0], dict) else [{"params": params}]
         self.param_groups: list[dict] = []
-        seen: set[int] = set()
-        dtype = None
         for g in groups:
-            if not isinstance(g, dict) or "params" not in g:
-                raise TypeError("parameter groups must be dicts with a 'params' entry")
-            ps = g["params"]
-            ps = [ps] if isinstance(ps, (Parameter, np.ndarray)) else list(ps)
-            for p in ps:
-                if not isinstance(p, (Parameter, np.ndarray)):
-                    raise TypeError(f"optimizer can only optimize fastmlp Parameters or NumPy arrays, got {type(p).__name__}")
-                arr = p.data if isinstance(p, Parameter) else p
-                if arr.dtype not in FLOAT_DTYPES:
-                    raise TypeError(f"parameters must be float32 or float64 arrays, got {arr.dtype}")
-                if not arr.flags.c_contiguous or not arr.flags.writeable:
-                    raise ValueError("parameters must be writable C-contiguous arrays (they are updated in place)")
-                if dtype is not None and arr.dtype != dtype:
-                    raise TypeError("all parameters of one optimizer must share a dtype")
-                dtype = arr.dtype
-                if id(p) in seen:
-                    raise ValueError("some parameters appear in more than one parameter group")
-                seen.add(id(p))
-            unknown = set(g) - set(self.defaults) - {"params", "initial_lr"}
-            if unknown:
-                raise TypeError(f"unknown option(s) {sorted(unknown)} for {type(self).__name__}")
-            group = {**self.defaults, **{k: v for k, v in g.items() if k != "params"}, "params": ps}
-            self._check(group)
-            self.param_groups.append(group)
-        self._dtype = np.dtype(dtype)
+            self.param_groups.append(self._new_group(g))
+        self._dtype = np.dtype(self._param_array(self.param_groups[0]["params"][0]).dtype.char)
+        self._core = self._make_core()
+
+    @staticmethod
+    def _param_array(p: Any) -> np.ndarray:
+        return p.data if isinstance(p, Parameter) else p
+
+    def _make_core(self) -> Any:
         cls = _core.Optimizer32 if self._dtype == np.float32 else _core.Optimizer64
-        self._core = cls([(self._config(g), [self._pair(p) for p in g["params"]]) for g in self.param_groups])
+        return cls([(self._config(g), [self._pair(p) for p in g["params"]]) for g in self.param_groups])
+
+    def _new_group(self, g: Any) -> dict:
+        """A checked parameter group: g's options over the defaults; its params
+        may be (name, Parameter) pairs, as named_parameters() gives (their names
+        go to 'param_names', as torch 2.x)."""
+        if not isinstance(g, dict) or "params" not in g:
+            raise TypeError("parameter groups must be dicts with a 'params' entry")
+        ps = g["params"]
+        ps = [ps] if isinstance(ps, (Parameter, np.ndarray)) else list(ps)
+        names = [p[0] for p in ps if isinstance(p, tuple)]
+        if names:
+            if len(names) != len(ps) or not all(len(p) == 2 and isinstance(p[0], str) for p in ps):
+                raise ValueError("all optimizer params should be with/without names. Some param names are missing")
+            ps = [p[1] for p in ps]
+        if not ps:
+            raise ValueError("optimizer got an empty parameter list")
+        if self.param_groups and bool(names or "param_names" in g) != ("param_names" in self.param_groups[0]):
+            raise ValueError("all optimizer param groups should be with/without names")
+        dtype = getattr(self, "_dtype", None)
+        seen = {id(p) for grp in self.param_groups for p in grp["params"]}
+        for p in ps:
+            if not isinstance(p, (Parameter, np.ndarray)):
+                raise TypeError(f"optimizer can only optimize fastmlp Parameters or NumPy arrays, got {type(p).__name__}")
+            arr = self._param_array(p)
+            if arr.dtype not in FLOAT_DTYPES:
+                raise TypeError(f"parameters must be float32 or float64 arrays, got {arr.dtype}")
+            if not arr.flags.c_contiguous or not arr.flags.writeable:
+                raise ValueError("parameters must be writable C-contiguous arrays (they are updated in place)")
+            if dtype is not None and arr.dtype != dtype:
+                raise TypeError("all parameters of one optimizer must share a dtype")
+            dtype = arr.dtype
+            if id(p) in seen:
+                raise ValueError("some parameters appear in more than one parameter group")
+            seen.add(id(p))
+        unknown = set(g) - set(self.defaults) - {"params", "param_names", *_SCHEDULE_KEYS}
+        if unknown:
+            raise TypeError(f"unknown option(s) {sorted(unknown)} for {type(self).__name__}")
+        group = {**self.defaults, **{k: v for k, v in g.items() if k != "params"}, "params": ps}
+        if "betas" in group and isinstance(group["betas"], (list, np.ndarray)):
+            group["betas"] = tuple(group["betas"])
+        if names:
+            group["param_names"] = names
+        self._check(group)
+        return group
+
+    def add_param_group(self, param_group: dict) -> None:
+        """Add a group (a dict with 'params' and options), as torch's add_param_group;
+        the other groups keep their state."""
+        group = self._new_group(param_group)
+        old, self.param_groups = self._core, self.param_groups + [group]
+        try:
+            self._core = self._make_core()
+        except BaseException:
+            self.param_groups.pop()
+            raise
+        for gi in range(len(self.param_groups) - 1):
+            self._core.state(gi)[...] = old.state(gi)
+            self._core.set_step(gi, old.get_step(gi))
+            self._core.set_momentum_ready(gi, old.get_momentum_ready(gi))
+            self._core.set_mu_product(gi, old.get_mu_product(gi))
+        self.__dict__.pop("_pushed", None)
+
+    def __getstate__(self) -> dict:
+        """Pickle/deepcopy: the groups (their parameters are pickled with them) and the state_dict."""
+        return {"param_groups": self.param_groups, "defaults": self.defaults, "state_dict": self.state_dict()}
+
+    def __setstate__(self, state: dict) -> None:
+        self.param_groups, self.defaults = [], dict(state["defaults"])
+        for g in state["param_groups"]:
+            self.param_groups.append(self._new_group(g))
+        self._dtype = np.dtype(self._param_array(self.param_groups[0]["params"][0]).dtype.char)
+        self._core = self._make_core()
+        self.load_state_dict(state["state_dict"])
 
     # ---- hyperparameters
     def _check(self, group: dict, keys: Any = None) -> None:
@@ -80,9 +143,12 @@ class Optimizer:
         for k, v in group.items():
             if keys is not None and k not in keys:
                 continue
-            if k in ("nesterov", "centered", "amsgrad", "maximize", "sklearn_adam"):
+            if k in ("nesterov", "centered", "amsgrad", "maximize", "sklearn_adam", "decoupled_weight_decay"):
                 if not isinstance(v, (bool, np.bool_)):
                     raise TypeError(f"{k} must be True or False, got {v!r}")
+            elif k in _TORCH_ONLY_OPTIONS:
+                if v is not None and not isinstance(v, (bool, np.bool_)):
+                    raise TypeError(f"{k} must be True, False or None, got {v!r}")
             elif k == "betas":
                 if not isinstance(v, (tuple, list, np.ndarray)):
                     raise TypeError(f"betas must be a pair (beta1, beta2), got {v!r}")
@@ -90,18 +156,22 @@ class Optimizer:
                     raise ValueError(f"betas must be a pair (beta1, beta2), got {v!r}")
                 for i, b in enumerate(v):
                     check_number(b, f"beta parameter at index {i}", low=0.0, high=1.0, high_open=True)
-            elif k not in ("params", "initial_lr"):
-                check_number(v, k, low=0.0 if k in ("lr", "eps", "weight_decay", "momentum", "lr_decay") else None)
+            elif k not in _NOT_CONFIG:
+                check_number(v, k, low=0.0 if k in ("lr", "eps", "weight_decay", "momentum", "lr_decay",
+                                                    "momentum_decay") else None)
         _core.check_optim(self._config(group))
 
     def _config(self, group: dict) -> dict:
-        cfg = {k: v for k, v in group.items() if k not in ("params", "initial_lr")}
+        cfg = {k: v for k, v in group.items() if k not in _NOT_CONFIG}
         cfg["kind"] = self._kind
         return cfg
 
     @staticmethod
     def _pair(p: Any) -> tuple:
-        return (p.data, p.grad) if isinstance(p, Parameter) else (p, None)
+        # the C++ side wants numpy's own dtype object (an unpickled array has an equal copy of it)
+        if isinstance(p, Parameter):
+            return p.data.view(np.dtype(p.dtype.char)), p.grad.view(np.dtype(p.dtype.char))
+        return p.view(np.dtype(p.dtype.char)), None
 
     @staticmethod
     def _snapshot(cfg: dict) -> dict | None:
@@ -192,6 +262,8 @@ class Optimizer:
             shape = np.shape(p.data if isinstance(p, Parameter) else p)
             n = int(np.prod(shape))
             st: dict[str, Any] = {"step": step}
+            if self._kind == "nadam":
+                st["mu_product"] = float(self._core.get_mu_product(gi))
             for k, name in enumerate(names):
                 st[name] = buf[k, off:off + n].reshape(shape)
             if self._kind == "sgd" and not raw and not self._core.get_momentum_ready(gi):
@@ -223,17 +295,18 @@ class Optimizer:
         for gi, (mine, theirs) in enumerate(zip(self.param_groups, groups)):
             if len(theirs["params"]) != len(mine["params"]):
                 raise ValueError("loaded state dict contains a parameter group that doesn't match the size of optimizer's group")
-            hyper = {k: v for k, v in theirs.items() if k != "params" and k not in _TORCH_ONLY_OPTIONS}
+            hyper = {k: v for k, v in theirs.items() if k not in ("params", "param_names") and (k in mine or k in _SCHEDULE_KEYS)}
             if "betas" in hyper:
                 hyper["betas"] = tuple(hyper["betas"])
             self._check({**mine, **hyper})
             views = self._group_state(gi, raw=True)
-            fills, step, ready = [], 0.0, False
+            fills, step, ready, mu_product = [], 0.0, False, 1.0
             for pid, view in zip(theirs["params"], views):
                 st = state_dict["state"].get(pid, {})
                 step = float(np.asarray(st.get("step", step)))
+                mu_product = float(np.asarray(st.get("mu_product", mu_product)))
                 for name, v in st.items():
-                    if name == "step" or name not in view:
+                    if name in ("step", "mu_product") or name not in view:
                         continue
                     if v is None:
                         continue
@@ -242,11 +315,12 @@ class Optimizer:
                     if a.shape != view[name].shape:
                         raise ValueError(f"state {name!r} has shape {a.shape}, expected {view[name].shape}")
                     fills.append((view[name], a))
-            staged.append((gi, hyper, int(step), fills, ready))
+            staged.append((gi, hyper, int(step), fills, ready, mu_product))
         with self._core.hold(True):  # during a fit in another thread: between two of its steps
-            for gi, hyper, step, fills, ready in staged:
+            for gi, hyper, step, fills, ready, mu_product in staged:
                 self.param_groups[gi].update(hyper)
                 self._core.set_step(gi, step)
+                self._core.set_mu_product(gi, mu_product)
                 self._core.set_momentum_ready(gi, ready)
                 for dst, src in fills:
                     dst[...] = src
@@ -260,51 +334,76 @@ class Optimizer:
         return "\n".join(lines + [")"])
 
 
+# foreach, fused, capturable and differentiable: accepted (and kept in param_groups, as torch)
+# so that torch code runs unchanged; they have no effect here.
+def _flags(foreach: bool | None, capturable: bool, differentiable: bool, fused: bool | None = None,
+           with_fused: bool = False, with_capturable: bool = True) -> dict:
+    out: dict[str, Any] = {"foreach": foreach, "differentiable": differentiable}
+    if with_capturable:
+        out["capturable"] = capturable
+    if with_fused:
+        out["fused"] = fused
+    return out
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent with optional (Nesterov) momentum, as torch.optim.SGD."""
 
     _kind = "sgd"
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False) -> None:
+                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False,
+                 foreach: bool | None = None, differentiable: bool = False, fused: bool | None = None) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                                      nesterov=nesterov, maximize=maximize))
+                                      nesterov=nesterov, maximize=maximize,
+                                      **_flags(foreach, False, differentiable, fused, True, False)))
 
 
 class Adagrad(Optimizer):
     _kind = "adagrad"
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
-                 initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, maximize: bool = False) -> None:
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10, foreach: bool | None = None, *,
+                 maximize: bool = False, differentiable: bool = False, fused: bool | None = None) -> None:
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
-                                      initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize))
+                                      initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize,
+                                      **_flags(foreach, False, differentiable, fused, True, False)))
 
 
 class RMSprop(Optimizer):
     _kind = "rmsprop"
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False, *,
-                 maximize: bool = False) -> None:
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False,
+                 capturable: bool = False, foreach: bool | None = None, maximize: bool = False,
+                 differentiable: bool = False) -> None:
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-                                      centered=centered, maximize=maximize))
+                                      centered=centered, maximize=maximize,
+                                      **_flags(foreach, capturable, differentiable)))
 
 
 class Adadelta(Optimizer):
     _kind = "adadelta"
 
     def __init__(self, params: Iterable[Any], lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
-                 weight_decay: float = 0.0, *, maximize: bool = False) -> None:
-        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize))
+                 weight_decay: float = 0.0, foreach: bool | None = None, *, capturable: bool = False,
+                 maximize: bool = False, differentiable: bool = False) -> None:
+        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
+                                      **_flags(foreach, capturable, differentiable)))
 
 
 class Adam(Optimizer):
+    """Adam (AMSGrad), as torch.optim.Adam; decoupled_weight_decay=True makes it AdamW."""
+
     _kind = "adam"
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False) -> None:
-        super().__init__(params, dict(lr=lr, betas=tuple(betas) if isinstance(betas, (list, np.ndarray)) else betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                                      maximize=maximize))
+                 weight_decay: float = 0.0, amsgrad: bool = False, *, foreach: bool | None = None,
+                 maximize: bool = False, capturable: bool = False, differentiable: bool = False,
+                 fused: bool | None = None, decoupled_weight_decay: bool = False) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                                      maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
+                                      **_flags(foreach, capturable, differentiable, fused, True)))
 
 
 class AdamW(Adam):
@@ -313,6 +412,49 @@ class AdamW(Adam):
     _kind = "adamw"
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False) -> None:
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
+                 foreach: bool | None = None, capturable: bool = False, differentiable: bool = False,
+                 fused: bool | None = None) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                         maximize=maximize)
+                         maximize=maximize, foreach=foreach, capturable=capturable, differentiable=differentiable,
+                         fused=fused, decoupled_weight_decay=True)
+
+
+class NAdam(Optimizer):
+    """Adam with Nesterov momentum (Dozat 2016), as torch.optim.NAdam; decoupled_weight_decay=True
+    gives NAdamW."""
+
+    _kind = "nadam"
+
+    def __init__(self, params: Iterable[Any], lr: float = 2e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum_decay: float = 4e-3, decoupled_weight_decay: bool = False, *,
+                 foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
+                 differentiable: bool = False) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
+                                      maximize=maximize, **_flags(foreach, capturable, differentiable)))
+
+
+class RAdam(Optimizer):
+    """Rectified Adam (Liu et al. 2019), as torch.optim.RAdam; decoupled_weight_decay=True gives RAdamW."""
+
+    _kind = "radam"
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *, foreach: bool | None = None,
+                 maximize: bool = False, capturable: bool = False, differentiable: bool = False) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
+                                      **_flags(foreach, capturable, differentiable)))
+
+
+class Adamax(Optimizer):
+    """Adam with the infinity norm, as torch.optim.Adamax."""
+
+    _kind = "adamax"
+
+    def __init__(self, params: Iterable[Any], lr: float = 2e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, foreach: bool | None = None, *, maximize: bool = False,
+                 differentiable: bool = False, capturable: bool = False) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
+                                      **_flags(foreach, capturable, differentiable)))
