@@ -1,7 +1,8 @@
 #include "linear.h"
 
-#include "activations.h"
 #include "blas.h"
+#include "gemm.h"
+#include "pool.h"
 
 namespace fastmlp {
 
@@ -20,9 +21,8 @@ FASTMLP_SIMD void column_sums(const T* dy, T* db, idx B, idx out, bool accumulat
 
 template <class T>
 void linear_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out) {
-  // y = x w^T, then + b on every row
-  gemm<T>(false, true, B, out, in, T(1), x, in, w, in, T(0), y, out);
-  if (b) bias_activation_forward(Act::Identity, y, b, y, B, out, 0.0);
+  // y = x w^T + b in gemm.h's fixed order, on fastmlp's threads
+  dense_forward<T>(x, w, b, y, B, in, out, pool_threads());
 }
 
 template <class T>

@@ -1,4 +1,5 @@
 // Batched dense layer: y = x w^T + b, PyTorch's nn.Linear.
+// The forward product is gemm.h's (fixed order, fastmlp's threads); the backward ones are OpenBLAS's.
 #pragma once
 #include "common.h"
 
