@@ -88,12 +88,12 @@ struct Avx512Float {
     idx k = 0;
     for (; k + 16 <= in; k += 16) {
       __m512 xv[M];
-#pragma GCC unroll 4
+#pragma GCC unroll 16
       for (int i = 0; i < M; ++i) xv[i] = _mm512_loadu_ps(xr[i] + k);
 #pragma GCC unroll 16
       for (int j = 0; j < N; ++j) {
         const __m512 wv = _mm512_loadu_ps(wr[j] + k);
-#pragma GCC unroll 4
+#pragma GCC unroll 16
         for (int i = 0; i < M; ++i) acc[i * N + j] = _mm512_fmadd_ps(xv[i], wv, acc[i * N + j]);
       }
     }
@@ -123,12 +123,12 @@ struct Avx512Double {
     idx k = 0;
     for (; k + 8 <= in; k += 8) {
       __m512d xv[M];
-#pragma GCC unroll 4
+#pragma GCC unroll 16
       for (int i = 0; i < M; ++i) xv[i] = _mm512_loadu_pd(xr[i] + k);
 #pragma GCC unroll 16
       for (int j = 0; j < N; ++j) {
         const __m512d wv = _mm512_loadu_pd(wr[j] + k);
-#pragma GCC unroll 4
+#pragma GCC unroll 16
         for (int i = 0; i < M; ++i) acc[i * N + j] = _mm512_fmadd_pd(xv[i], wv, acc[i * N + j]);
       }
     }
@@ -188,20 +188,20 @@ struct Avx2 {
     idx k = 0;
     for (; k + 2 * H <= in; k += 2 * H) {
       V xv[M];
-#pragma GCC unroll 4
+#pragma GCC unroll 16
       for (int i = 0; i < M; ++i) xv[i] = load(xr[i] + k);
 #pragma GCC unroll 8
       for (int j = 0; j < N; ++j) {
         const V wv = load(wr[j] + k);
-#pragma GCC unroll 4
+#pragma GCC unroll 16
         for (int i = 0; i < M; ++i) lo[i * N + j] = fma(xv[i], wv, lo[i * N + j]);
       }
-#pragma GCC unroll 4
+#pragma GCC unroll 16
       for (int i = 0; i < M; ++i) xv[i] = load(xr[i] + k + H);
 #pragma GCC unroll 8
       for (int j = 0; j < N; ++j) {
         const V wv = load(wr[j] + k + H);
-#pragma GCC unroll 4
+#pragma GCC unroll 16
         for (int i = 0; i < M; ++i) hi[i * N + j] = fma(xv[i], wv, hi[i * N + j]);
       }
     }

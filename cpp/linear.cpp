@@ -1,5 +1,6 @@
 #include "linear.h"
 
+#include "activations.h"
 #include "blas.h"
 #include "gemm.h"
 #include "pool.h"
@@ -20,9 +21,11 @@ FASTMLP_SIMD void column_sums(const T* dy, T* db, idx B, idx out, bool accumulat
 }  // namespace
 
 template <class T>
-void linear_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out) {
-  // y = x w^T + b in gemm.h's fixed order, on fastmlp's threads
-  dense_forward<T>(x, w, b, y, B, in, out, pool_threads());
+void linear_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out, bool fixed_order) {
+  if (fixed_order) return dense_forward<T>(x, w, b, y, B, in, out, pool_threads());
+  // y = x w^T, then + b on every row
+  gemm<T>(false, true, B, out, in, T(1), x, in, w, in, T(0), y, out);
+  if (b) bias_activation_forward(Act::Identity, y, b, y, B, out, 0.0);
 }
 
 template <class T>
@@ -36,8 +39,8 @@ void linear_backward(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, i
   if (dx) gemm<T>(false, false, B, in, out, T(1), dy, out, w, in, T(0), dx, in);
 }
 
-template void linear_forward<float>(const float*, const float*, const float*, float*, idx, idx, idx);
-template void linear_forward<double>(const double*, const double*, const double*, double*, idx, idx, idx);
+template void linear_forward<float>(const float*, const float*, const float*, float*, idx, idx, idx, bool);
+template void linear_forward<double>(const double*, const double*, const double*, double*, idx, idx, idx, bool);
 template void linear_backward<float>(const float*, const float*, const float*, float*, float*, float*,
                                      idx, idx, idx, bool);
 template void linear_backward<double>(const double*, const double*, const double*, double*, double*,

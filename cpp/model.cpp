@@ -149,7 +149,9 @@ const T* Model<T>::forward(Workspace<T>& ws, const T* x, idx B, idx in, bool tra
       case LayerKind::Linear: {
         T* pre = ws.act[i].data();
         const T* b = l.bias ? params_.data() + bias_offset_[i] : nullptr;
-        linear_forward<T>(xin, params_.data() + weight_offset_[i], nullptr, pre, B, l.in, l.out);
+        // eval mode: gemm.h's fixed-order product (a row's bits do not depend on its batch);
+        // training: OpenBLAS's, faster at training sizes (bench/gemm_speed.py)
+        linear_forward<T>(xin, params_.data() + weight_offset_[i], nullptr, pre, B, l.in, l.out, !train);
         ws.out[i + 1] = pre;
         if (fused(i)) {  // bias + activation in one pass over the GEMM output
           const LayerSpec& a = layers_[i + 1];
