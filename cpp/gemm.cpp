@@ -51,6 +51,10 @@ struct Reference {
 // lanes. The lane trees of 16 (float) or 8 (double) accumulators are computed
 // together by shuffles that keep every addition of the canonical tree.
 
+// GCC 12's shuffle intrinsics start from _mm512_undefined_*(), which it then
+// reports as used uninitialised (a false positive).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
 // acc[0..15] (16 lanes each) -> their 16 sums; element p is the sum of acc[4 (p % 4) + p / 4].
 AVX512 inline __m512 tree16(const __m512* a) {
   __m512 p[8], q[4], r[2];
@@ -149,6 +153,8 @@ struct Avx512Double {
   }
 };
 
+#pragma GCC diagnostic pop
+
 // ---------------------------------------------------------------- AVX2 + FMA
 // Two ymm accumulators per (row, out) pair: lanes [0, L/2) and [L/2, L). Their
 // sum is the first level of the tree; the rest is done per output.
@@ -177,7 +183,7 @@ AVX2 inline __m256d fma(__m256d a, __m256d b, __m256d c) { return _mm256_fmadd_p
 
 template <class T>
 struct Avx2 {
-  using V = std::conditional_t<sizeof(T) == 4, __m256, __m256d>;
+  using V = decltype(load(static_cast<const T*>(nullptr)));  // __m256 or __m256d
   static constexpr int H = kLanes<T> / 2;          // elements per ymm
   static constexpr int MR = 2, NR = 3, NR1 = 6;  // 12 ymm accumulators
   template <int M, int N>
@@ -313,8 +319,8 @@ template <class T>
 void dense_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out, int threads, GemmIsa isa) {
   const RowsFn<T> fn = rows_fn<T>(isa);
   if (B <= 0 || out <= 0) return;
-  const idx work = checked_mul(checked_mul(B, out), std::max<idx>(in, 1));
-  const idx nt = std::min<idx>({std::max(threads, 1), std::max<idx>(work / kWorkPerThread, 1), B});
+  const double work = double(B) * double(out) * double(std::max<idx>(in, 1));  // multiply-adds, never overflows
+  const idx nt = std::max<idx>(1, static_cast<idx>(std::min({work / double(kWorkPerThread), double(threads), double(B)})));
   Job<T> job{fn, x, w, b, y, B, in, out, nt};
   parallel_for(static_cast<int>(nt), nt, &Job<T>::run, &job);
 }
