@@ -83,12 +83,12 @@ AVX512 inline __m512d tree8(const __m512d* a) {
 }
 
 struct Avx512Float {
-  static constexpr int MR = 4, NR = 4, NR1 = 16;  // 16 accumulators
+  static constexpr int MR = 6, NR = 4, NR1 = 16;  // 24 or 16 accumulators
   template <int M, int N>
   AVX512 static void block(const float* const* xr, const float* const* wr, idx in, float* res) {
-    static_assert(M * N == 16, "tree16 sums 16 accumulators");
-    __m512 acc[16];
-    for (int s = 0; s < 16; ++s) acc[s] = _mm512_setzero_ps();
+    constexpr int A = M * N, G = (A + 15) / 16 * 16;  // accumulators, rounded up to tree16's groups
+    __m512 acc[G];
+    for (int s = 0; s < G; ++s) acc[s] = _mm512_setzero_ps();
     idx k = 0;
     for (; k + 16 <= in; k += 16) {
       __m512 xv[M];
@@ -111,8 +111,13 @@ struct Avx512Float {
       }
     }
     alignas(64) float t[16];
-    _mm512_store_ps(t, tree16(acc));
-    for (int p = 0; p < 16; ++p) res[4 * (p % 4) + p / 4] = t[p];
+    for (int g = 0; g < A; g += 16) {
+      _mm512_store_ps(t, tree16(acc + g));
+      for (int p = 0; p < 16; ++p) {
+        const int s = g + 4 * (p % 4) + p / 4;
+        if (s < A) res[s] = t[p];
+      }
+    }
   }
 };
 
