@@ -2,6 +2,8 @@
 
 #include <cblas.h>
 
+#include "pool.h"
+
 namespace fastmlp {
 
 namespace {
@@ -46,7 +48,10 @@ template void gemm<float>(bool, bool, idx, idx, idx, float, const float*, idx, c
 template void gemm<double>(bool, bool, idx, idx, idx, double, const double*, idx, const double*, idx, double, double*,
                            idx);
 
-void blas_set_num_threads(int n) { scipy_openblas_set_num_threads(n); }
+void blas_set_num_threads(int n) {  // n_threads bounds OpenBLAS's threads and fastmlp's together
+  scipy_openblas_set_num_threads(n);
+  pool_set_threads(n);
+}
 int blas_get_num_threads() { return scipy_openblas_get_num_threads(); }
 std::string blas_core_name() { return scipy_openblas_get_corename(); }
 std::string blas_config() { return scipy_openblas_get_config(); }

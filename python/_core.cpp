@@ -14,6 +14,8 @@
 #include <string>
 
 #include "blas.h"
+#include "activations.h"
+#include "gemm.h"
 #include "init.h"
 #include "losses.h"
 #include "model.h"
@@ -626,6 +628,39 @@ void bind_dtype(py::module_& m, const char* suffix) {
         throw value_error("label " + std::to_string(t.labels[r]) + " is out of range for " + std::to_string(C) + " outputs");
     return count_correct<T>(od, B, C, t.labels, t.values);
   });
+  // Test and benchmark hook: the forward product y = x w^T (+ b) on a chosen kernel path,
+  // or on OpenBLAS ("openblas": sgemm/dgemm with `threads` threads, then + b).
+  m.def((std::string("dense_forward") + suffix).c_str(), [](py::array x, py::array w, py::object b,
+                                                            const std::string& isa, int threads) {
+    auto [B, in] = rows_cols(x, "x");
+    auto [out, win] = rows_cols(w, "w");
+    if (win != in) throw value_error("w has " + std::to_string(win) + " columns, x " + std::to_string(in));
+    const T* xd = array_data<T>(x, "x", false);
+    const T* wd = array_data<T>(w, "w", false);
+    const T* bd = nullptr;
+    py::array ba;
+    if (!b.is_none()) {
+      ba = b.cast<py::array>();
+      if (ba.ndim() != 1 || ba.shape(0) != out) throw value_error("b must have shape (" + std::to_string(out) + ",)");
+      bd = array_data<T>(ba, "b", false);
+    }
+    py::array_t<T> y({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(out)});
+    T* yd = y.mutable_data();
+    if (isa == "openblas") {
+      py::gil_scoped_release nogil;
+      blas_set_num_threads(threads);
+      gemm<T>(false, true, B, out, in, T(1), xd, in, wd, in, T(0), yd, out);
+      if (bd) bias_identity_forward(yd, bd, B, out);
+      return y;
+    }
+    const GemmIsa path = isa == "auto" ? GemmIsa::Auto : isa == "avx512" ? GemmIsa::Avx512
+                         : isa == "avx2" ? GemmIsa::Avx2 : isa == "reference" ? GemmIsa::Reference
+                         : throw value_error("isa must be 'auto', 'avx512', 'avx2' or 'reference', got '" + isa + "'");
+    if (!gemm_isa_available(path)) throw value_error("this CPU cannot run the '" + isa + "' kernel");
+    py::gil_scoped_release nogil;
+    dense_forward<T>(xd, wd, bd, yd, B, in, out, threads, path);
+    return y;
+  });
   m.def((std::string("init_fill") + suffix).c_str(), [](py::array w, py::dict spec, idx fan_in, idx fan_out, std::uint64_t seed) {
     T* wd = array_data<T>(w, "tensor", true);
     InitSpec s = parse_init(spec);
@@ -671,5 +706,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("blas_set_num_threads", &blas_set_num_threads);
   m.def("blas_get_num_threads", &blas_get_num_threads);
   m.def("blas_core_name", &blas_core_name);
+  m.def("gemm_isa_available", [](const std::string& isa) {
+    return isa == "avx512" ? gemm_isa_available(GemmIsa::Avx512) : isa == "avx2" ? gemm_isa_available(GemmIsa::Avx2)
+                                                                                   : isa == "reference";
+  });
   m.def("blas_config", &blas_config);
 }

@@ -2,8 +2,10 @@
 
 #include "activations.h"
 #include "blas.h"
+#include "gemm.h"
 #include "init.h"
 #include "layer.h"
+#include "pool.h"
 
 namespace fastmlp {
 
@@ -21,7 +23,8 @@ FASTMLP_SIMD void column_sums(const T* dy, T* db, idx B, idx out, bool accumulat
 }  // namespace
 
 template <class T>
-void linear_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out) {
+void linear_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out, bool fixed_order) {
+  if (fixed_order) return dense_forward<T>(x, w, b, y, B, in, out, pool_threads());
   // y = x w^T, then + b on every row
   gemm<T>(false, true, B, out, in, T(1), x, in, w, in, T(0), y, out);
   if (b) bias_identity_forward(y, b, B, out);
@@ -73,9 +76,14 @@ class LinearLayer final : public Layer<T> {
   const T* bias_of(const T* w) const override { return bias_ && w ? w + out_ * in_ : nullptr; }
   T* bias_of(T* g) const override { return bias_ && g ? g + out_ * in_ : nullptr; }
 
-  // x is (B, in), w is (out, in), y is (B, out)
-  void forward(const LayerIO<T>& io) const override { linear_forward(io.x, io.w, bias_of(io.w), io.y, io.B, in_, out_); }
-  void forward_product(const LayerIO<T>& io) const override { linear_forward<T>(io.x, io.w, nullptr, io.y, io.B, in_, out_); }
+  // x is (B, in), w is (out, in), y is (B, out). Eval mode: gemm.h's fixed-order product (a row's
+  // bits do not depend on its batch); training: OpenBLAS's, faster at training sizes (bench/gemm_speed.py)
+  void forward(const LayerIO<T>& io) const override {
+    linear_forward(io.x, io.w, bias_of(io.w), io.y, io.B, in_, out_, !io.train);
+  }
+  void forward_product(const LayerIO<T>& io) const override {
+    linear_forward<T>(io.x, io.w, nullptr, io.y, io.B, in_, out_, !io.train);
+  }
   // dy is (B, out), dx is (B, in) or null; dw (out, in) and db (out) in io.g
   void backward(const LayerIO<T>& io, const T* dy, T* dx) const override {
     linear_backward(dy, io.x, io.w, dx, io.g, bias_of(io.g), io.B, in_, out_, io.accumulate);
@@ -91,8 +99,8 @@ class LinearLayer final : public Layer<T> {
 };
 FASTMLP_REGISTER_LAYER("linear", LinearLayer);
 
-template void linear_forward<float>(const float*, const float*, const float*, float*, idx, idx, idx);
-template void linear_forward<double>(const double*, const double*, const double*, double*, idx, idx, idx);
+template void linear_forward<float>(const float*, const float*, const float*, float*, idx, idx, idx, bool);
+template void linear_forward<double>(const double*, const double*, const double*, double*, idx, idx, idx, bool);
 template void linear_backward<float>(const float*, const float*, const float*, float*, float*, float*,
                                      idx, idx, idx, bool);
 template void linear_backward<double>(const double*, const double*, const double*, double*, double*,

@@ -1,0 +1,337 @@
+#include "gemm.h"
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+
+#include "pool.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define FASTMLP_GEMM_X86 1
+#define AVX512 __attribute__((target("avx512f")))
+#define AVX2 __attribute__((target("avx2,fma")))
+#endif
+
+namespace fastmlp {
+
+namespace {
+
+template <class T>
+constexpr int kLanes = sizeof(T) == 4 ? 16 : 8;
+
+// ---------------------------------------------------------------- reference twin
+// One output element in the canonical order (gemm.h), scalar.
+template <class T>
+T dot_reference(const T* x, const T* w, idx in) {
+  constexpr int L = kLanes<T>;
+  T s[L];
+  for (int l = 0; l < L; ++l) s[l] = T(0);
+  for (idx k0 = 0; k0 < in; k0 += L)
+    for (int l = 0; l < L && k0 + l < in; ++l) s[l] = std::fma(x[k0 + l], w[k0 + l], s[l]);
+  for (int h = L / 2; h >= 1; h /= 2)
+    for (int l = 0; l < h; ++l) s[l] = s[l] + s[l + h];
+  return s[0];
+}
+
+template <class T>
+struct Reference {
+  static constexpr int MR = 1, NR = 1, NR1 = 1;
+  // xr: MR row pointers of x, wr: NR row pointers of w; res is (MR, NR).
+  template <int M, int N>
+  static void block(const T* const* xr, const T* const* wr, idx in, T* res) {
+    for (int i = 0; i < M; ++i)
+      for (int j = 0; j < N; ++j) res[i * N + j] = dot_reference(xr[i], wr[j], in);
+  }
+};
+
+#ifdef FASTMLP_GEMM_X86
+// ---------------------------------------------------------------- AVX-512F
+// One zmm accumulator per (row, out) pair holds its 16 (float) or 8 (double)
+// lanes. The lane trees of 16 (float) or 8 (double) accumulators are computed
+// together by shuffles that keep every addition of the canonical tree.
+
+// GCC 12's shuffle intrinsics start from _mm512_undefined_*(), which it then
+// reports as used uninitialised (a false positive).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+// acc[0..15] (16 lanes each) -> their 16 sums; element p is the sum of acc[4 (p % 4) + p / 4].
+AVX512 inline __m512 tree16(const __m512* a) {
+  __m512 p[8], q[4], r[2];
+  for (int i = 0; i < 8; ++i)  // lanes l + (l + 8): [a lanes 0-7 | b lanes 0-7]
+    p[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x44),
+                         _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xEE));
+  for (int i = 0; i < 4; ++i)  // + 4: one 128-bit chunk of 4 lanes per accumulator
+    q[i] = _mm512_add_ps(_mm512_shuffle_f32x4(p[2 * i], p[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(p[2 * i], p[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  for (int i = 0; i < 2; ++i)  // + 2
+    r[i] = _mm512_add_ps(_mm512_shuffle_ps(q[2 * i], q[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_ps(q[2 * i], q[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  return _mm512_add_ps(_mm512_shuffle_ps(r[0], r[1], _MM_SHUFFLE(2, 0, 2, 0)),  // + 1
+                       _mm512_shuffle_ps(r[0], r[1], _MM_SHUFFLE(3, 1, 3, 1)));
+}
+// acc[0..7] (8 lanes each) -> their 8 sums; element p is the sum of acc[4 (p % 2) + p / 2].
+AVX512 inline __m512d tree8(const __m512d* a) {
+  __m512d p[4], q[2];
+  for (int i = 0; i < 4; ++i)  // + 4
+    p[i] = _mm512_add_pd(_mm512_shuffle_f64x2(a[2 * i], a[2 * i + 1], 0x44),
+                         _mm512_shuffle_f64x2(a[2 * i], a[2 * i + 1], 0xEE));
+  for (int i = 0; i < 2; ++i)  // + 2
+    q[i] = _mm512_add_pd(_mm512_shuffle_f64x2(p[2 * i], p[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f64x2(p[2 * i], p[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm512_add_pd(_mm512_unpacklo_pd(q[0], q[1]), _mm512_unpackhi_pd(q[0], q[1]));  // + 1
+}
+
+struct Avx512Float {
+  static constexpr int MR = 6, NR = 4, NR1 = 16;  // 24 or 16 accumulators
+  template <int M, int N>
+  AVX512 static void block(const float* const* xr, const float* const* wr, idx in, float* res) {
+    constexpr int A = M * N, G = (A + 15) / 16 * 16;  // accumulators, rounded up to tree16's groups
+    __m512 acc[G];
+    for (int s = 0; s < G; ++s) acc[s] = _mm512_setzero_ps();
+    idx k = 0;
+    for (; k + 16 <= in; k += 16) {
+      __m512 xv[M];
+#pragma GCC unroll 16
+      for (int i = 0; i < M; ++i) xv[i] = _mm512_loadu_ps(xr[i] + k);
+#pragma GCC unroll 16
+      for (int j = 0; j < N; ++j) {
+        const __m512 wv = _mm512_loadu_ps(wr[j] + k);
+#pragma GCC unroll 16
+        for (int i = 0; i < M; ++i) acc[i * N + j] = _mm512_fmadd_ps(xv[i], wv, acc[i * N + j]);
+      }
+    }
+    if (k < in) {  // the tail: zero products in the missing lanes leave them unchanged
+      const __mmask16 m = static_cast<__mmask16>((1u << (in - k)) - 1);
+      __m512 xv[M];
+      for (int i = 0; i < M; ++i) xv[i] = _mm512_maskz_loadu_ps(m, xr[i] + k);
+      for (int j = 0; j < N; ++j) {
+        const __m512 wv = _mm512_maskz_loadu_ps(m, wr[j] + k);
+        for (int i = 0; i < M; ++i) acc[i * N + j] = _mm512_fmadd_ps(xv[i], wv, acc[i * N + j]);
+      }
+    }
+    alignas(64) float t[16];
+    for (int g = 0; g < A; g += 16) {
+      _mm512_store_ps(t, tree16(acc + g));
+      for (int p = 0; p < 16; ++p) {
+        const int s = g + 4 * (p % 4) + p / 4;
+        if (s < A) res[s] = t[p];
+      }
+    }
+  }
+};
+
+struct Avx512Double {
+  static constexpr int MR = 4, NR = 4, NR1 = 8;  // 16 or 8 accumulators
+  template <int M, int N>
+  AVX512 static void block(const double* const* xr, const double* const* wr, idx in, double* res) {
+    static_assert(M * N % 8 == 0, "tree8 sums 8 accumulators");
+    constexpr int A = M * N;
+    __m512d acc[A];
+    for (int s = 0; s < A; ++s) acc[s] = _mm512_setzero_pd();
+    idx k = 0;
+    for (; k + 8 <= in; k += 8) {
+      __m512d xv[M];
+#pragma GCC unroll 16
+      for (int i = 0; i < M; ++i) xv[i] = _mm512_loadu_pd(xr[i] + k);
+#pragma GCC unroll 16
+      for (int j = 0; j < N; ++j) {
+        const __m512d wv = _mm512_loadu_pd(wr[j] + k);
+#pragma GCC unroll 16
+        for (int i = 0; i < M; ++i) acc[i * N + j] = _mm512_fmadd_pd(xv[i], wv, acc[i * N + j]);
+      }
+    }
+    if (k < in) {
+      const __mmask8 m = static_cast<__mmask8>((1u << (in - k)) - 1);
+      __m512d xv[M];
+      for (int i = 0; i < M; ++i) xv[i] = _mm512_maskz_loadu_pd(m, xr[i] + k);
+      for (int j = 0; j < N; ++j) {
+        const __m512d wv = _mm512_maskz_loadu_pd(m, wr[j] + k);
+        for (int i = 0; i < M; ++i) acc[i * N + j] = _mm512_fmadd_pd(xv[i], wv, acc[i * N + j]);
+      }
+    }
+    alignas(64) double t[8];
+    for (int g = 0; g < A; g += 8) {
+      _mm512_store_pd(t, tree8(acc + g));
+      for (int p = 0; p < 8; ++p) res[g + 4 * (p % 2) + p / 2] = t[p];
+    }
+  }
+};
+
+#pragma GCC diagnostic pop
+
+// ---------------------------------------------------------------- AVX2 + FMA
+// Two ymm accumulators per (row, out) pair: lanes [0, L/2) and [L/2, L). Their
+// sum is the first level of the tree; the rest is done per output.
+AVX2 inline float tree_rest(__m256 lo, __m256 hi) {
+  const __m256 v = _mm256_add_ps(lo, hi);                                          // + 8
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));  // + 4
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));                                          // + 2
+  return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));                         // + 1
+}
+AVX2 inline double tree_rest(__m256d lo, __m256d hi) {
+  const __m256d v = _mm256_add_pd(lo, hi);                                          // + 4
+  const __m128d q = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));  // + 2
+  return _mm_cvtsd_f64(_mm_add_sd(q, _mm_unpackhi_pd(q, q)));                       // + 1
+}
+AVX2 inline __m256 load(const float* p) { return _mm256_loadu_ps(p); }
+AVX2 inline __m256d load(const double* p) { return _mm256_loadu_pd(p); }
+// the first n (<= 8 floats, <= 4 doubles) elements at p, the rest zero
+AVX2 inline __m256 load_first(const float* p, int n) {
+  return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+}
+AVX2 inline __m256d load_first(const double* p, int n) {
+  return _mm256_maskload_pd(p, _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3)));
+}
+AVX2 inline __m256 fma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
+AVX2 inline __m256d fma(__m256d a, __m256d b, __m256d c) { return _mm256_fmadd_pd(a, b, c); }
+
+template <class T>
+struct Avx2 {
+  using V = decltype(load(static_cast<const T*>(nullptr)));  // __m256 or __m256d
+  static constexpr int H = kLanes<T> / 2;          // elements per ymm
+  static constexpr int MR = 2, NR = 3, NR1 = 6;  // 12 ymm accumulators
+  template <int M, int N>
+  AVX2 static void block(const T* const* xr, const T* const* wr, idx in, T* res) {
+    constexpr int A = M * N;
+    V lo[A], hi[A];
+    for (int s = 0; s < A; ++s) lo[s] = hi[s] = V{};
+    idx k = 0;
+    for (; k + 2 * H <= in; k += 2 * H) {
+      V xv[M];
+#pragma GCC unroll 16
+      for (int i = 0; i < M; ++i) xv[i] = load(xr[i] + k);
+#pragma GCC unroll 8
+      for (int j = 0; j < N; ++j) {
+        const V wv = load(wr[j] + k);
+#pragma GCC unroll 16
+        for (int i = 0; i < M; ++i) lo[i * N + j] = fma(xv[i], wv, lo[i * N + j]);
+      }
+#pragma GCC unroll 16
+      for (int i = 0; i < M; ++i) xv[i] = load(xr[i] + k + H);
+#pragma GCC unroll 8
+      for (int j = 0; j < N; ++j) {
+        const V wv = load(wr[j] + k + H);
+#pragma GCC unroll 16
+        for (int i = 0; i < M; ++i) hi[i * N + j] = fma(xv[i], wv, hi[i * N + j]);
+      }
+    }
+    if (k < in) {
+      const int n = static_cast<int>(in - k), n0 = std::min(n, H), n1 = std::max(n - H, 0);
+      for (int j = 0; j < N; ++j) {
+        const V w0 = load_first(wr[j] + k, n0), w1 = load_first(wr[j] + k + H, n1);
+        for (int i = 0; i < M; ++i) {
+          lo[i * N + j] = fma(load_first(xr[i] + k, n0), w0, lo[i * N + j]);
+          hi[i * N + j] = fma(load_first(xr[i] + k + H, n1), w1, hi[i * N + j]);
+        }
+      }
+    }
+    for (int s = 0; s < A; ++s) res[s] = tree_rest(lo[s], hi[s]);
+  }
+};
+#endif
+
+// ---------------------------------------------------------------- the blocked loop
+// y rows [r0, r1) of y (B, out) = x (B, in) w^T (w is (out, in)) + b.
+template <class T, class K>
+struct Driver {
+  // MR x NR outputs y[r .. r + M)[j0 .. je) from rows r.. of x and the w rows [jp, je) of a panel
+  template <int M, int N>
+  static void blocks(const T* x, const T* w, const T* b, T* y, idx r, idx jp, idx je, idx in, idx out) {
+    const T* xr[M];
+    for (int i = 0; i < M; ++i) xr[i] = x + (r + i) * in;
+    for (idx j0 = jp; j0 < je; j0 += N) {
+      const T* wr[N];  // past the panel's end: repeat its last row, whose result is not stored
+      for (int j = 0; j < N; ++j) wr[j] = w + std::min(j0 + j, je - 1) * in;
+      T res[M * N];  // (M, N)
+      K::template block<M, N>(xr, wr, in, res);
+      const int nj = static_cast<int>(std::min<idx>(N, je - j0));
+      for (int i = 0; i < M; ++i) {
+        T* yr = y + (r + i) * out + j0;
+        if (b)
+          for (int j = 0; j < nj; ++j) yr[j] = res[i * N + j] + b[j0 + j];
+        else
+          for (int j = 0; j < nj; ++j) yr[j] = res[i * N + j];
+      }
+    }
+  }
+
+  static void rows(const T* x, const T* w, const T* b, T* y, idx r0, idx r1, idx in, idx out) {
+    // a panel of w rows that stays in L2 while every row block of x (in L1) meets it
+    constexpr idx kPanelBytes = 256 * 1024;
+    const idx per = std::max<idx>(1, kPanelBytes / std::max<idx>(1, in * static_cast<idx>(sizeof(T))));
+    const idx nc = std::max<idx>(K::NR * K::NR1, per / (K::NR * K::NR1) * (K::NR * K::NR1));
+    for (idx jp = 0; jp < out; jp += nc) {
+      const idx je = std::min(out, jp + nc);
+      idx r = r0;
+      for (; r + K::MR <= r1; r += K::MR) blocks<K::MR, K::NR>(x, w, b, y, r, jp, je, in, out);
+      for (; r < r1; ++r) blocks<1, K::NR1>(x, w, b, y, r, jp, je, in, out);
+    }
+  }
+};
+
+template <class T>
+using RowsFn = void (*)(const T*, const T*, const T*, T*, idx, idx, idx, idx);
+
+template <class T>
+RowsFn<T> rows_fn(GemmIsa isa) {
+  if (isa == GemmIsa::Auto) isa = gemm_best_isa();
+  if (!gemm_isa_available(isa)) throw value_error("this CPU cannot run the requested product kernel");
+#ifdef FASTMLP_GEMM_X86
+  if (isa == GemmIsa::Avx512)
+    return &Driver<T, std::conditional_t<sizeof(T) == 4, Avx512Float, Avx512Double>>::rows;
+  if (isa == GemmIsa::Avx2) return &Driver<T, Avx2<T>>::rows;
+#endif
+  return &Driver<T, Reference<T>>::rows;
+}
+
+template <class T>
+struct Job {
+  RowsFn<T> fn;
+  const T *x, *w, *b;
+  T* y;
+  idx B, in, out, chunks;
+  static void run(void* p, idx c) {
+    const Job* j = static_cast<const Job*>(p);
+    j->fn(j->x, j->w, j->b, j->y, j->B * c / j->chunks, j->B * (c + 1) / j->chunks, j->in, j->out);
+  }
+};
+
+// Multiply-adds below which another thread costs more than it brings (a
+// sleeping worker takes tens of microseconds to wake).
+constexpr idx kWorkPerThread = idx(1) << 20;
+
+}  // namespace
+
+bool gemm_isa_available(GemmIsa isa) {
+#ifdef FASTMLP_GEMM_X86
+  if (isa == GemmIsa::Avx512) return __builtin_cpu_supports("avx512f");
+  if (isa == GemmIsa::Avx2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  if (isa == GemmIsa::Avx512 || isa == GemmIsa::Avx2) return false;
+#endif
+  return true;
+}
+
+GemmIsa gemm_best_isa() {
+  static const GemmIsa best = gemm_isa_available(GemmIsa::Avx512) ? GemmIsa::Avx512
+                              : gemm_isa_available(GemmIsa::Avx2) ? GemmIsa::Avx2
+                                                                  : GemmIsa::Reference;
+  return best;
+}
+
+template <class T>
+void dense_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out, int threads, GemmIsa isa) {
+  const RowsFn<T> fn = rows_fn<T>(isa);
+  if (B <= 0 || out <= 0) return;
+  const double work = double(B) * double(out) * double(std::max<idx>(in, 1));  // multiply-adds, never overflows
+  const idx nt = std::max<idx>(1, static_cast<idx>(std::min({work / double(kWorkPerThread), double(threads), double(B)})));
+  Job<T> job{fn, x, w, b, y, B, in, out, nt};
+  parallel_for(static_cast<int>(nt), nt, &Job<T>::run, &job);
+}
+
+template void dense_forward<float>(const float*, const float*, const float*, float*, idx, idx, idx, int, GemmIsa);
+template void dense_forward<double>(const double*, const double*, const double*, double*, idx, idx, idx, int,
+                                    GemmIsa);
+
+}  // namespace fastmlp

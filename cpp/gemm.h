@@ -1,0 +1,35 @@
+// The forward product of a Linear, y = x w^T (+ b), computed in a fixed order
+// so that each output element is a function of (its x row, its w row, in) only:
+// the same bits whatever the row's position, the batch size, how rows are
+// chunked or threaded, which ISA path runs, and what runs concurrently.
+//
+// Canonical order of y[r][j] (L = 16 lanes for float, 8 for double):
+//   lane l in [0, L) accumulates the k = l, l + L, l + 2L, ... < in terms in
+//   increasing k, starting from +0: s_l = fma(x[r][k], w[j][k], s_l);
+//   then a fixed pairwise tree over the lanes: while L > 1, s_l = s_l + s_{l+L/2}
+//   for l < L/2 and L = L/2 (16 -> 8 -> 4 -> 2 -> 1);
+//   then y = s_0 + b[j] if there is a bias.
+// Kernels (BLIS style: one blocked loop, per-ISA micro-kernels of MR x NR dot
+// products): AVX-512F and AVX2+FMA, picked at run time, and the scalar std::fma
+// reference twin, which is the fallback and the tests' oracle. w is used as it
+// is ((out, in) is already contiguous along in), so nothing is repacked.
+#pragma once
+#include "common.h"
+
+namespace fastmlp {
+
+enum class GemmIsa { Auto, Avx512, Avx2, Reference };
+
+// Whether the CPU runs that path (Auto and Reference: always).
+bool gemm_isa_available(GemmIsa isa);
+// The path Auto picks on this CPU.
+GemmIsa gemm_best_isa();
+
+// x is (B, in), w is (out, in), b is (out) or null, y is (B, out); y must not
+// overlap x, w or b. Rows are split over up to `threads` of fastmlp's threads
+// (pool.h) when the product is large enough to gain from it.
+template <class T>
+void dense_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out, int threads,
+                   GemmIsa isa = GemmIsa::Auto);
+
+}  // namespace fastmlp
