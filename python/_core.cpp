@@ -405,8 +405,10 @@ void bind_dtype(py::module_& m, const char* suffix) {
       })
       // One epoch of mini-batch training; progress(batches, samples, loss) is called
       // at most every 0.1 s with the GIL held, and Ctrl-C stops at a batch boundary.
+      // comm (fastmlp.distributed): None, or (stats, reduce_stats, reduce_grads, rank, steps) with stats a
+      // float64 array of Collective::kStats and the reductions callables taking no arguments.
       .def("train_epoch", [](PM& s, py::array x, py::array y, py::dict loss, PyOptimizer<T>& opt, idx batch,
-                             bool shuffle, bool count_accuracy, py::object progress, int workers) {
+                             bool shuffle, bool count_accuracy, py::object progress, int workers, py::object comm) {
         if (workers < 1 || workers > 2) throw value_error("workers must be 1 or 2, got " + std::to_string(workers));
         auto [N, in] = rows_cols(x, "X");
         Dataset<T> d;
@@ -420,14 +422,34 @@ void bind_dtype(py::module_& m, const char* suffix) {
         d.C = C;
         LossSpec<T> spec = parse_loss<T>(loss, N, C);
         if (!opt.has_grads()) throw value_error("fit needs an optimizer over this model's parameters");
-        bool interrupted = false;
+        Collective coll;
+        py::object reduce_stats, reduce_grads;
+        py::array stats;
+        if (!comm.is_none()) {
+          auto c = comm.cast<py::tuple>();
+          stats = c[0].cast<py::array>();
+          if (stats.size() != Collective::kStats) throw value_error("comm stats must hold " + std::to_string(Collective::kStats) + " values");
+          coll.stats = array_data<double>(stats, "comm stats", true);
+          reduce_stats = c[1];
+          reduce_grads = c[2];
+          coll.rank = c[3].cast<int>();
+          coll.steps = c[4].cast<idx>();
+          // the GIL only for the call: they are C functions (MPI), so no Python signal handler runs in between
+          coll.reduce_stats = [&] { py::gil_scoped_acquire gil; reduce_stats(); };
+          coll.reduce_grads = [&] { py::gil_scoped_acquire gil; reduce_grads(); };
+        }
+        // Ctrl-C: the KeyboardInterrupt, kept until the epoch returns (with comm, the other ranks stop at the next step)
+        std::unique_ptr<py::error_already_set> interrupted;
         auto last = std::chrono::steady_clock::now();
         Progress cb = [&](idx batches, idx samples, double running) {
           auto now = std::chrono::steady_clock::now();
           if (now - last < std::chrono::milliseconds(100)) return true;
           last = now;
           py::gil_scoped_acquire gil;
-          if (PyErr_CheckSignals() != 0) { interrupted = true; return false; }
+          if (PyErr_CheckSignals() != 0) {
+            interrupted = std::make_unique<py::error_already_set>();
+            return false;
+          }
           if (!progress.is_none()) progress(batches, samples, running);
           return true;
         };
@@ -436,9 +458,10 @@ void bind_dtype(py::module_& m, const char* suffix) {
           py::gil_scoped_release nogil;
           std::unique_lock<std::mutex> lk(s.m.mutex, std::try_to_lock);
           if (!lk.owns_lock()) throw std::runtime_error("this model is already training or computing in another thread");
-          st = train_epoch(s.m, d, spec, opt.opt, batch, shuffle, count_accuracy, s.fit_buffers, cb, workers);
+          st = train_epoch(s.m, d, spec, opt.opt, batch, shuffle, count_accuracy, s.fit_buffers, cb, workers,
+                           comm.is_none() ? nullptr : &coll);
         }
-        if (interrupted) throw py::error_already_set();
+        if (interrupted) throw *interrupted;
         py::dict out;
         out["loss"] = st.loss;
         out["l2_penalty"] = st.penalty;
@@ -449,7 +472,8 @@ void bind_dtype(py::module_& m, const char* suffix) {
         out["diverged"] = st.diverged;
         out["restored"] = st.restored;
         return out;
-      })
+      }, py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("opt"), py::arg("batch"), py::arg("shuffle"),
+         py::arg("count_accuracy"), py::arg("progress"), py::arg("workers"), py::arg("comm") = py::none())
       .def("predict", [](PM& s, py::array x, idx chunk) {
         auto [N, in] = rows_cols(x, "X");
         const T* xd = array_data<T>(x, "X", false);

@@ -366,7 +366,7 @@ class Sequential(Module):
 
     def fit(self, X: Any, y: Any, loss: Any, optimizer: Any, epochs: int = 1, batch_size: int = 32,
             shuffle: bool = True, validation_data: Any = None, scheduler: Any = None, callbacks: Any = (),
-            verbose: int = 1, n_threads: int | None = None, sample_weight: Any = None) -> Any:
+            verbose: int = 1, n_threads: int | None = None, sample_weight: Any = None, comm: Any = None) -> Any:
         """Train for ``epochs`` epochs of mini-batches; the loop runs in C++
         with the GIL released. Returns a History (per-epoch loss, val_loss,
         accuracy, val_accuracy, lr, time). Ctrl-C stops at the next batch
@@ -382,12 +382,19 @@ class Sequential(Module):
         gradients are added before the step: the same update in another summation
         order (float64 agrees with one thread to ~1e-12), bit-reproducible for a
         given n_threads. Otherwise the products use the threads, or one thread
-        when they are small (where BLAS threads cost more than they bring)."""
-        from .training import fit
+        when they are small (where BLAS threads cost more than they bring).
+
+        ``comm`` (an mpi4py communicator, e.g. ``MPI.COMM_WORLD``) trains data-parallel:
+        X, y are this rank's shard and ``batch_size`` the global batch (see
+        fastmlp.distributed)."""
+        if comm is not None:
+            from .distributed import fit
+        else:
+            from .training import fit
 
         return fit(self, X, y, loss, optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                    validation_data=validation_data, scheduler=scheduler, callbacks=callbacks, verbose=verbose,
-                   n_threads=n_threads, sample_weight=sample_weight)
+                   n_threads=n_threads, sample_weight=sample_weight, comm=comm)
 
     def predict(self, X: Any, batch_size: int | None = None, n_threads: int | None = None) -> np.ndarray:
         """Eval-mode output for X, in chunks, GIL released; safe from several threads."""
