@@ -3,6 +3,7 @@ script (below) whose ranks write what they saw to JSON files. Every run is bound
 group killed on timeout, so a hang fails the test instead of the suite."""
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -167,12 +168,11 @@ with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
 '''
 
 
-def run(tmp_path, n, scenario, timeout=150):
-    """Run the worker under mpiexec -n n; returns each rank's results."""
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
+def mpiexec(n, args, timeout):
+    """mpiexec -n n python args...; returns its output. A run still going after timeout s is killed
+    (its whole process group) and fails the test."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMI_", "PMIX_", "HYDRA_"))}
-    cmd = [MPIEXEC, "-n", str(n), sys.executable, str(script), scenario, str(tmp_path)]
+    cmd = [MPIEXEC, "-n", str(n), sys.executable, *map(str, args)]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                          start_new_session=True)
     try:
@@ -180,8 +180,16 @@ def run(tmp_path, n, scenario, timeout=150):
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGKILL)
         output, _ = p.communicate()
-        pytest.fail(f"mpiexec -n {n} {scenario} did not finish in {timeout} s (a rank hangs):\n{output[-3000:]}")
-    assert p.returncode == 0, f"mpiexec -n {n} {scenario} failed ({p.returncode}):\n{output[-3000:]}"
+        pytest.fail(f"mpiexec -n {n} {args} did not finish in {timeout} s (a rank hangs):\n{output[-3000:]}")
+    assert p.returncode == 0, f"mpiexec -n {n} {args} failed ({p.returncode}):\n{output[-3000:]}"
+    return output
+
+
+def run(tmp_path, n, scenario, timeout=150):
+    """Run the worker's scenario under mpiexec -n n; returns each rank's results."""
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    mpiexec(n, [script, scenario, tmp_path], timeout)
     return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(n)]
 
 
@@ -241,3 +249,11 @@ def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     assert res[1]["error"] == "KeyboardInterrupt", res[1]
     assert res[0]["error"] == "KeyboardInterrupt" and "another rank" in res[0]["message"], res[0]
     assert res[0]["params"] == res[1]["params"] and res[0]["epochs_done"] == res[1]["epochs_done"]
+
+
+def test_example_trains_the_same_model_on_every_rank():
+    example = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "data_parallel.py")
+    out = mpiexec(2, [example], timeout=120)
+    m = re.search(r"2 rank\(s\), (\d+) epochs: test accuracy ([0-9.]+).*identical model on every rank: (\w+)", out)
+    assert m, out
+    assert float(m.group(2)) > 0.95 and m.group(3) == "True", out
