@@ -51,7 +51,8 @@ def global_batches(parts, b, steps):
 CONFIGS = {
     # unequal shards (37 and 45 rows: 10 steps of 4 rows, the longer shards' last 5 rows left out),
     # class and sample weights, Adam
-    "ce": dict(n=lambda r: 37 + 8 * (r % 2), d=5, classes=3, act=fm.Tanh, b=4, epochs=3, weights=True,
+    # rank 0's optimizer has state (a fit of its own before), the others' none: rank 0's is broadcast
+    "ce": dict(n=lambda r: 37 + 8 * (r % 2), d=5, classes=3, act=fm.Tanh, b=4, epochs=3, weights=True, warm=True,
                loss=lambda: fm.CrossEntropyLoss(weight=np.array([1.0, 2.0, 0.5])),
                opt=lambda p: fm.optim.Adam(p, lr=0.01)),
     # reduction 'sum', Nesterov momentum
@@ -70,8 +71,10 @@ CONFIGS = {
 }
 
 
-def train(cfg, m, X, y, w, comm_, val):
+def train(cfg, m, X, y, w, comm_, val, warm):
     opt = cfg["opt"](m.parameters())
+    if warm is not None:
+        m.fit(*warm, cfg["loss"](), opt, epochs=1, batch_size=3, verbose=0)
     extra = {}
     if cfg.get("val"):
         extra = dict(validation_data=val, scheduler=fm.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, threshold=0.02),
@@ -90,13 +93,15 @@ def equivalence():
         val = shard(99, 20, cfg["d"], cfg["classes"])[:2]
         m = net(cfg["d"], out_dim, cfg["act"], seed=rank)  # rank 0's weights must win
         X, y, w = parts[rank]
-        hist = train(cfg, m, X, y, w, comm, val if rank == 0 else None)
+        warm = (X[:7], y[:7]) if cfg.get("warm") and rank == 0 else None
+        hist = train(cfg, m, X, y, w, comm, val if rank == 0 else None, warm)
         res[name] = {"params": flat(m), "history": hist}
         if rank == 0 and not cfg.get("shuffle"):  # single-process training on the same global batches
             steps = min(-(-len(p[0]) // cfg["b"]) for p in parts)
             G = [global_batches([p[k] for p in parts], cfg["b"], steps) for k in range(3)]
             ref = net(cfg["d"], out_dim, cfg["act"], seed=0)
-            res[name]["ref_history"] = train(cfg, ref, G[0], G[1], G[2], None, val)
+            res[name]["ref_history"] = train(cfg, ref, G[0], G[1], G[2], None, val,
+                                                (parts[0][0][:7], parts[0][1][:7]) if cfg.get("warm") else None)
             res[name]["ref_params"] = flat(ref)
     return res
 
@@ -257,3 +262,13 @@ def test_example_trains_the_same_model_on_every_rank():
     m = re.search(r"2 rank\(s\), (\d+) epochs: test accuracy ([0-9.]+).*identical model on every rank: (\w+)", out)
     assert m, out
     assert float(m.group(2)) > 0.95 and m.group(3) == "True", out
+
+
+def test_benchmark_runs(tmp_path):  # a smoke test: no timing is checked
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "d.json"
+    mpiexec(2, [os.path.join(root, "bench", "distributed_speed.py"), "--samples", "2048", "--repeats", "1",
+                "--allreduce-calls", "5", "--out", out], timeout=120)
+    rec = json.loads(out.read_text())[-1]
+    assert rec["ranks"] == 2 and rec["rows_per_rank_and_step"] == 128 and rec["steps_per_epoch"] == 8
+    assert rec["allreduce_bytes_per_step"] == 4 * 203530 and rec["s_per_epoch"] > 0 and rec["loss"] > 0

@@ -5,7 +5,7 @@ Launched as ``mpiexec -n 4 python train.py``, where every rank runs::
     from mpi4py import MPI
     model.fit(X_shard, y_shard, loss, opt, batch_size=256, comm=MPI.COMM_WORLD)
 
-Every rank starts from rank 0's weights (broadcast) and trains on its own shard.
+Every rank starts from rank 0's weights and optimizer state (broadcast) and trains on its own shard.
 ``batch_size`` is the global batch and must be a multiple of the number of ranks:
 each rank takes ``b = batch_size // size`` rows of its shard per step (rows
 ``[i*b, (i+1)*b)`` at step i with ``shuffle=False``; with shuffling, a
@@ -89,9 +89,9 @@ class Session:
             self.coordinated = True
             raise ValueError(message)
 
-    def begin(self, model: Any, n: int, batch_size: int, epochs: int,
+    def begin(self, model: Any, optimizer: Any, n: int, batch_size: int, epochs: int,
               n_threads: int | None) -> tuple[int, int, int, int | None]:
-        """Check that the ranks agree, broadcast rank 0's weights; returns (rows per
+        """Check that the ranks agree, broadcast rank 0's weights and optimizer state; returns (rows per
         rank and step, steps per epoch, global rows per epoch, n_threads)."""
         info = self._exchange((n, batch_size, epochs, model._core.n_params, np.dtype(model.dtype).str))
         self._agree(all(i[1:] == info[0][1:] for i in info),
@@ -107,6 +107,9 @@ class Session:
         n_rows = sum(min(k, self.steps * b) for k in sizes)
         self.comm.Bcast(model._core.flat_params(), root=0)
         model._core.epochs_done = self.comm.bcast(model._core.epochs_done, root=0)
+        state = self.comm.bcast(optimizer.state_dict() if self.rank == 0 else None, root=0)
+        if self.rank != 0:
+            optimizer.load_state_dict(state)
         if n_threads is None:  # the cores of this machine shared among its ranks
             local = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED)
             n_threads = max(1, training.default_threads() // local.Get_size())

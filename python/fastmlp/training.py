@@ -167,7 +167,7 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
 
     batch, n_rows, steps = batch_size, Xa.shape[0], -(-Xa.shape[0] // batch_size)
     if comm is not None:  # this rank's share of the global batch; logs, validation and callbacks: rank 0's
-        batch, steps, n_rows, n_threads = comm.begin(model, Xa.shape[0], batch_size, epochs, n_threads)
+        batch, steps, n_rows, n_threads = comm.begin(model, optimizer, Xa.shape[0], batch_size, epochs, n_threads)
         verbose, callbacks = (verbose, callbacks) if comm.rank == 0 else (0, ())
     if not model._fit_lock.acquire(blocking=False):
         raise RuntimeError("this model is already training in another thread; wait for that fit to finish")
