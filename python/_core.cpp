@@ -434,6 +434,8 @@ void bind_dtype(py::module_& m, const char* suffix) {
           reduce_grads = c[2];
           coll.rank = c[3].cast<int>();
           coll.steps = c[4].cast<idx>();
+          if (batch > 0 && (coll.steps < 0 || coll.steps > (N + batch - 1) / batch))
+            throw value_error("comm steps must be in [0, ceil(N / batch)], got " + std::to_string(coll.steps));
           // the GIL only for the call: they are C functions (MPI), so no Python signal handler runs in between
           coll.reduce_stats = [&] { py::gil_scoped_acquire gil; reduce_stats(); };
           coll.reduce_grads = [&] { py::gil_scoped_acquire gil; reduce_grads(); };
