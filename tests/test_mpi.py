@@ -1,6 +1,7 @@
 """Data-parallel fit over MPI (fastmlp.distributed), on loopback: `mpiexec -n 2` and `-n 4` run a worker
 script (below) whose ranks write what they saw to JSON files. Every run is bounded in time and its process
-group killed on timeout, so a hang fails the test instead of the suite."""
+group killed on timeout, so a hang fails the test instead of the suite. MPICH's mpiexec (the mpich wheel's)
+runs as root and with more ranks than cores as it is; Open MPI's needs --allow-run-as-root --oversubscribe."""
 import json
 import os
 import re
@@ -16,6 +17,7 @@ pytest.importorskip("mpi4py", reason="the 'mpi' extra (mpi4py, mpich) is not ins
 MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
 if MPIEXEC is None:
     pytest.skip("mpiexec not found (the mpich wheel installs it next to python)", allow_module_level=True)
+OPEN_MPI = "Open MPI" in subprocess.run([MPIEXEC, "--version"], capture_output=True, text=True, timeout=60).stdout
 
 WORKER = r'''
 import json, os, signal, sys, threading
@@ -177,7 +179,8 @@ def mpiexec(n, args, timeout):
     """mpiexec -n n python args...; returns its output. A run still going after timeout s is killed
     (its whole process group) and fails the test."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMI_", "PMIX_", "HYDRA_"))}
-    cmd = [MPIEXEC, "-n", str(n), sys.executable, *map(str, args)]
+    cmd = [MPIEXEC, *(["--allow-run-as-root", "--oversubscribe"] if OPEN_MPI else []), "-n", str(n), sys.executable,
+           *map(str, args)]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                          start_new_session=True)
     try:
