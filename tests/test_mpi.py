@@ -98,6 +98,7 @@ def equivalence():
         warm = (X[:7], y[:7]) if cfg.get("warm") and rank == 0 else None
         hist = train(cfg, m, X, y, w, comm, val if rank == 0 else None, warm)
         res[name] = {"params": flat(m), "history": hist}
+        res[name]["dropout_calls"] = int(m._core.dropout_calls)
         if rank == 0 and not cfg.get("shuffle"):  # single-process training on the same global batches
             steps = min(-(-len(p[0]) // cfg["b"]) for p in parts)
             G = [global_batches([p[k] for p in parts], cfg["b"], steps) for k in range(3)]
@@ -105,6 +106,16 @@ def equivalence():
             res[name]["ref_history"] = train(cfg, ref, G[0], G[1], G[2], None, val,
                                                 (parts[0][0][:7], parts[0][1][:7]) if cfg.get("warm") else None)
             res[name]["ref_params"] = flat(ref)
+    # dropout, every rank with the same rows: were the ranks' masks the same, this would be
+    # single-process training on one shard with batch b
+    X, y, _ = shard(0, 24, 5, 3)
+    m = fm.Sequential(fm.Linear(5, 16), fm.ReLU(), fm.Dropout(0.5), fm.Linear(16, 3), seed=0, dtype="float64")
+    one = fm.Sequential(fm.Linear(5, 16), fm.ReLU(), fm.Dropout(0.5), fm.Linear(16, 3), seed=0, dtype="float64")
+    for model, c in ((m, comm), (one, None)):
+        model.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(model.parameters(), lr=0.5), epochs=3,
+                  batch_size=4 * (size if c else 1), shuffle=False, verbose=0, comm=c)
+    res["dropout"] = {"params": flat(m), "one": flat(one), "dropout_calls": int(m._core.dropout_calls),
+                      "one_calls": int(one._core.dropout_calls)}
     return res
 
 
@@ -208,10 +219,15 @@ def ranks(request):
 
 def test_weights_and_history_equal_single_process_on_the_global_batches(tmp_path, ranks):
     res = run(tmp_path, ranks, "equivalence")
+    drop = [r.pop("dropout") for r in res]
+    assert all(d["params"] == drop[0]["params"] for d in drop)
+    assert all(d["dropout_calls"] == d["one_calls"] == 18 for d in drop)  # rank 0's stream position, as one process
+    assert np.abs(np.subtract(drop[0]["params"], drop[0]["one"])).max() > 1e-3  # the ranks drew masks of their own
     for name, r0 in res[0].items():
         for r in res[1:]:  # every rank: the same weights and the same History, bit for bit
             assert r[name]["params"] == r0["params"], name
             assert r[name]["history"] == r0["history"], name
+            assert r[name]["dropout_calls"] == r0["dropout_calls"] == 0, name
         if name == "shuffle":
             assert r0["history"]["loss"][-1] < 0.97 * r0["history"]["loss"][0]
             continue

@@ -10,7 +10,7 @@ Every rank starts from rank 0's weights and optimizer state (broadcast) and trai
 each rank takes ``b = batch_size // size`` rows of its shard per step (rows
 ``[i*b, (i+1)*b)`` at step i with ``shuffle=False``; with shuffling, a
 permutation of its shard from a stream derived from the model's seed, the epoch
-and its rank). Inside the C++ loop, each step sums over the ranks a few numbers
+and its rank; dropout masks likewise come from a stream of its own). Inside the C++ loop, each step sums over the ranks a few numbers
 (rows, weights, the loss's denominator, loss, correct, status) and then the flat
 gradient buffer, in place (one allreduce each, the GIL taken only for the call),
 before the optimizer step: the step is that of the global batch, its loss the
@@ -71,6 +71,7 @@ class Session:
         self.expect = "sync"
         self.coordinated = False  # the exception being raised is raised by every rank
         self.steps = 0
+        self.shift = 0  # this rank's offset of the dropout stream during the fit
 
     def _exchange(self, value: Any, error: str | None = None) -> list:
         """Every rank's value; if a rank sends an error, every rank raises."""
@@ -107,6 +108,9 @@ class Session:
         n_rows = sum(min(k, self.steps * b) for k in sizes)
         self.comm.Bcast(model._core.flat_params(), root=0)
         model._core.epochs_done = self.comm.bcast(model._core.epochs_done, root=0)
+        # each rank its own dropout masks: rank 0's stream, shifted by rank * 2^48 forward passes
+        self.shift = self.rank << 48
+        model._core.dropout_calls = self.comm.bcast(model._core.dropout_calls, root=0) + self.shift
         state = self.comm.bcast(optimizer.state_dict() if self.rank == 0 else None, root=0)
         if self.rank != 0:
             optimizer.load_state_dict(state)
@@ -173,5 +177,7 @@ def fit(model: Any, X: Any, y: Any, loss_fn: Any, optimizer: Any, epochs: int = 
     except BaseException as e:
         session.failed(e)
         raise
+    finally:  # rank 0's stream position again (every rank made as many forward passes)
+        model._core.dropout_calls -= session.shift
     session.finish(model)
     return history
