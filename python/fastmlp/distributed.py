@@ -128,7 +128,7 @@ class Session:
         reduce_grads = functools.partial(self.comm.Allreduce, MPI.IN_PLACE, core.flat_grads())  # zero-copy
         try:
             st = core.train_epoch(*args, comm=(self.stats, reduce_stats, reduce_grads, self.rank, self.steps))
-        except MPI.Exception:
+        except MPI.Exception:  # a reduction itself failed: the other ranks cannot be told (failed() aborts)
             raise
         except BaseException:  # the C++ loop stops every rank at the same step
             self.coordinated = True
