@@ -91,6 +91,17 @@ FASTMLP_SIMD void add_into(T* out, const T* in, idx n) {
   for (idx i = 0; i < n; ++i) out[i] += in[i];
 }
 
+// g (n) *= k
+template <class T>
+FASTMLP_SIMD void scale_by(T* g, idx n, T k) {
+  for (idx i = 0; i < n; ++i) g[i] *= k;
+}
+
+// A step that failed on another rank (maps to Python RuntimeError).
+struct peer_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 // Everything a step over rows of one batch needs: the whole batch on the
 // calling thread, or one half of a split batch on either thread.
 template <class T>
@@ -141,7 +152,7 @@ struct BatchJob {
 template <class T>
 EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss, Optimizer<T>& opt, idx batch,
                        bool shuffle, bool count_accuracy, FitBuffers<T>& buf, const Progress& progress,
-                       int workers, const BatchSchedule* sched) {
+                       int workers, const BatchSchedule* sched, const Collective* comm) {
   if (batch <= 0) throw value_error("batch_size must be positive");
   EpochStats st;
   const idx N = d.N, B = std::min(batch, std::max<idx>(N, 1));
@@ -149,7 +160,8 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
   if (shuffle) {
     buf.perm.resize(static_cast<size_t>(N));
     for (idx i = 0; i < N; ++i) buf.perm[i] = i;
-    Rng rng(derive_seed(derive_seed(m.seed, 0xF17ull), m.epochs_done));
+    const std::uint64_t stream = derive_seed(derive_seed(m.seed, 0xF17ull), m.epochs_done);
+    Rng rng(comm ? derive_seed(stream, std::uint64_t(comm->rank)) : stream);
     for (idx i = N - 1; i > 0; --i) {  // Fisher-Yates
       idx j = static_cast<idx>(rng.uniform() * double(i + 1));
       std::swap(buf.perm[i], buf.perm[j]);
@@ -167,8 +179,38 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
   double loss_sum = 0, penalty_sum = 0;
   LossSpec<T> sp = loss;  // its sample_weight points at the batch's weights
   const idx C = m.out_features(d.in);
+  // comm: whether this rank is inside a collective call, was interrupted (every rank stops at the
+  // next step), or learnt from the reduction that another rank failed
+  bool reducing = false, stop_here = false, peer_failed = false;
+  using S = Collective::Stat;
+  auto reduce_stats = [&] {  // the ranks' sums; false when every rank is to stop (st says why)
+    reducing = true;
+    comm->reduce_stats();
+    reducing = false;
+    const double* s = comm->stats;
+    if (s[S::Failed] > 0) {
+      peer_failed = true;
+      const std::string who = s[S::Failed] == 1 ? "rank " + std::to_string(long(s[S::FailedRank]) - 1)
+                                                : std::to_string(long(s[S::Failed])) + " ranks";
+      throw peer_error(who + " failed at batch " + std::to_string(st.batches + 1) + " (the error is reported there); "
+                       "every rank stopped, with the model and optimizer reset to the start of the epoch");
+    }
+    st.stopped = s[S::Stop] > 0;
+    st.diverged = !st.stopped && s[S::Diverged] > 0;
+    return !st.stopped && !st.diverged;
+  };
+  auto fail = [&] {  // a local failure: the other ranks wait in (or are bound for) the next reduce_stats
+    if (comm && !reducing && !peer_failed) {
+      std::fill(comm->stats, comm->stats + S::kStats, 0.0);
+      comm->stats[S::Failed] = 1;
+      comm->stats[S::FailedRank] = comm->rank + 1;
+      reducing = true;
+      comm->reduce_stats();
+    }
+    buf.snapshot.restore(m, opt);
+  };
   try {  // bad data (a non-finite input row, a bad label) leaves the model as the epoch found it
-  for (idx start = 0; start < N; start += B) {
+  for (idx start = 0, k = 0; comm ? k < comm->steps : start < N; start += B, ++k) {
     const idx b = std::min(B, N - start);
     const idx* p = shuffle ? buf.perm.data() + start : nullptr;
     const std::int64_t* lb = d.labels ? d.labels + start : nullptr;
@@ -188,7 +230,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       wsum = 0;
       for (idx r = 0; r < b; ++r) wsum += double(sp.sample_weight[r]);
     }
-    if (wsum == 0) {  // a batch with no weight carries no information: skip it (its rows still checked)
+    if (wsum == 0 && !comm) {  // a batch with no weight carries no information: skip it (its rows still checked)
       for (idx r = 0; r < b; ++r) {
         const idx row = p ? p[r] : start + r;
         check_rows_finite(d.X + row * d.in, 1, d.in, "X", row);
@@ -196,7 +238,11 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       continue;
     }
     BatchJob<T> job{&m, &d, p, start, C, lb, sp.sample_weight, sp, count_accuracy, &buf.half[0]};
-    const double denom = split && b >= 2 ? loss_mean_denominator(sp, b, C, lb) : 0;
+    double denom = split && b >= 2 ? loss_mean_denominator(sp, b, C, lb) : 0;
+    if (comm) {  // this rank's sums: the global batch's mean comes after the reduction
+      job.spec.reduction = Reduction::Sum;
+      denom = split && b >= 2 ? 1 : 0;
+    }
     if (denom > 0 && std::isfinite(denom)) {
       // two halves at once, each with reduction 'sum' over the whole batch's denominator
       job.spec.reduction = Reduction::Sum;
@@ -223,29 +269,62 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       buf.half[0].r1 = b;
       job.step(buf.half[0]);
     }
+    double value = buf.half[0].value, rows = double(b), correct = double(buf.half[0].correct);
+    if (comm) {  // the global batch: sums over the ranks, then the gradient's allreduce
+      double* s = comm->stats;
+      std::fill(s, s + S::kStats, 0.0);
+      s[S::Diverged] = std::isfinite(value) ? 0 : 1;
+      s[S::Stop] = stop_here;
+      s[S::Rows] = rows;
+      s[S::WeightSum] = wsum;
+      s[S::Denominator] = loss_mean_denominator(sp, b, C, lb);
+      s[S::Loss] = value;
+      s[S::Correct] = correct;
+      if (!reduce_stats()) break;
+      if (s[S::WeightSum] == 0) continue;  // no weight in the global batch: no step on any rank
+      reducing = true;
+      comm->reduce_grads();
+      reducing = false;
+      const bool mean = sp.reduction == Reduction::Mean;
+      if (mean) scale_by(m.grads(), m.n_params(), T(1 / s[S::Denominator]));
+      value = mean ? s[S::Loss] / s[S::Denominator] : s[S::Loss];
+      rows = s[S::Rows];
+      wsum = s[S::WeightSum];
+      correct = s[S::Correct];
+    }
     // the step, with the loss checked before the update
-    const double value = buf.half[0].value;
     if (!std::isfinite(value)) {
       st.diverged = true;
       break;
     }
-    st.correct += buf.half[0].correct;
-    if (loss.l2 > 0) penalty_sum += l2_penalty_step(m, loss.l2, wsum) * double(b);
-    if (sched) sched->apply(opt, start / B);
+    st.correct += idx(correct);
+    if (loss.l2 > 0) penalty_sum += l2_penalty_step(m, loss.l2, wsum) * rows;
+    if (sched) sched->apply(opt, k);
     opt.step();
-    loss_sum += value * double(b);
-    st.samples += b;
+    loss_sum += value * rows;
+    st.samples += idx(rows);
     ++st.batches;
     if (progress && !progress(st.batches, st.samples, loss_sum / double(st.samples))) {
-      st.stopped = true;
-      break;
+      stop_here = true;
+      if (!comm) {
+        st.stopped = true;
+        break;
+      }
     }
   }
+  if (comm && !st.stopped && !st.diverged) {  // the epoch's end: a rank interrupted or failed after its last step
+    std::fill(comm->stats, comm->stats + S::kStats, 0.0);
+    comm->stats[S::Stop] = stop_here;
+    reduce_stats();
+  }
   } catch (const value_error&) {
-    buf.snapshot.restore(m, opt);
+    fail();
     throw;
   } catch (const std::bad_alloc&) {  // a batch's buffers did not fit: the same
-    buf.snapshot.restore(m, opt);
+    fail();
+    throw;
+  } catch (...) {  // anything else (an interrupt in a hook): the other ranks must still be told
+    if (comm) fail();
     throw;
   }
   // on divergence go back to the start of the epoch, the last state known to be good: weights
@@ -293,10 +372,10 @@ void predict(Model<T>& m, const T* X, idx N, idx in, T* out, idx chunk) {
 
 template EpochStats train_epoch<float>(Model<float>&, const Dataset<float>&, const LossSpec<float>&, Optimizer<float>&,
                                        idx, bool, bool, FitBuffers<float>&, const Progress&, int,
-                                       const BatchSchedule*);
+                                       const BatchSchedule*, const Collective*);
 template EpochStats train_epoch<double>(Model<double>&, const Dataset<double>&, const LossSpec<double>&,
-                                        Optimizer<double>&, idx, bool, bool, FitBuffers<double>&, const Progress&, int,
-                                        const BatchSchedule*);
+                                        Optimizer<double>&, idx, bool, bool, FitBuffers<double>&, const Progress&,
+                                        int, const BatchSchedule*, const Collective*);
 template double train_step<float>(Model<float>&, const float*, idx, idx, const LossSpec<float>&, const std::int64_t*,
                                   const float*, Optimizer<float>&, Snapshot<float>&);
 template double train_step<double>(Model<double>&, const double*, idx, idx, const LossSpec<double>&,

@@ -84,6 +84,22 @@ struct FitBuffers {
   std::unique_ptr<Worker> worker;
 };
 
+// Data-parallel training (fastmlp.distributed): the sums over all ranks that
+// make every rank take the same steps. After computing its batch, each rank
+// writes its sums into stats and calls reduce_stats() (an allreduce SUM of
+// stats in place); only when no rank failed, diverged or was interrupted does it
+// call reduce_grads() (an allreduce SUM of the model's flat gradient buffer in
+// place). Every rank makes the same calls, whatever fails, so none is left
+// waiting: a failing rank still joins the next reduce_stats() with Failed set.
+struct Collective {
+  // Failed: ranks whose step raised; FailedRank: the sum of (rank + 1) over them
+  enum Stat { Failed, FailedRank, Diverged, Stop, Rows, WeightSum, Denominator, Loss, Correct, kStats };
+  double* stats = nullptr;  // (kStats)
+  std::function<void()> reduce_stats, reduce_grads;
+  int rank = 0;
+  idx steps = 0;  // batches per epoch, the same on every rank (at most ceil(N / batch) on each)
+};
+
 // One epoch over d in batches (loss.sample_weight, if set, holds the N
 // rows' weights and is gathered with the batches) of `batch` rows, shuffled with a stream derived
 // from (model seed, model.epochs_done) when shuffle is set. With workers == 2
@@ -92,10 +108,14 @@ struct FitBuffers {
 // summed before the step. The result is the same computation in another
 // summation order, deterministic for a given worker count.
 // sched, if given, sets each batch's lr (and momentum) before its step.
+// With comm, d is this rank's shard and batch its share of the global batch:
+// comm->steps batches, each rank's shuffle stream also derived from its rank,
+// the loss and gradient of each step those of the global batch (its mean over
+// the global denominator), and the returned stats global.
 template <class T>
 EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss, Optimizer<T>& opt, idx batch,
                        bool shuffle, bool count_accuracy, FitBuffers<T>& buf, const Progress& progress,
-                       int workers = 1, const BatchSchedule* sched = nullptr);
+                       int workers = 1, const BatchSchedule* sched = nullptr, const Collective* comm = nullptr);
 
 // zero_grad + forward (dropout active) + loss + backward + optimizer step on
 // x (B, in) and labels (B) or target (B, out); returns the loss before the

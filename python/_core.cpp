@@ -447,9 +447,11 @@ void bind_dtype(py::module_& m, const char* suffix) {
       // One epoch of mini-batch training; progress(batches, samples, loss) is called
       // at most every 0.1 s with the GIL held, and Ctrl-C stops at a batch boundary.
       // schedule: None, or (lr (batches, groups), momentum (batches, groups) or None, momentum is beta1)
+      // comm (fastmlp.distributed): None, or (stats, reduce_stats, reduce_grads, rank, steps) with stats a
+      // float64 array of Collective::kStats and the reductions callables taking no arguments.
       .def("train_epoch", [](PM& s, py::array x, py::array y, py::dict loss, PyOptimizer<T>& opt, idx batch,
                              bool shuffle, bool count_accuracy, py::object progress, int workers,
-                             py::object schedule) {
+                             py::object schedule, py::object comm) {
         if (workers < 1 || workers > 2) throw value_error("workers must be 1 or 2, got " + std::to_string(workers));
         BatchSchedule sched;
         py::array_t<double, py::array::c_style | py::array::forcecast> sched_lr, sched_mom;
@@ -482,7 +484,26 @@ void bind_dtype(py::module_& m, const char* suffix) {
         d.C = C;
         LossSpec<T> spec = parse_loss<T>(loss, N, C);
         if (!opt.has_grads()) throw value_error("fit needs an optimizer over this model's parameters");
-        bool interrupted = false;
+        Collective coll;
+        py::object reduce_stats, reduce_grads;
+        py::array stats;
+        if (!comm.is_none()) {
+          auto c = comm.cast<py::tuple>();
+          stats = c[0].cast<py::array>();
+          if (stats.size() != Collective::kStats) throw value_error("comm stats must hold " + std::to_string(Collective::kStats) + " values");
+          coll.stats = array_data<double>(stats, "comm stats", true);
+          reduce_stats = c[1];
+          reduce_grads = c[2];
+          coll.rank = c[3].cast<int>();
+          coll.steps = c[4].cast<idx>();
+          if (batch > 0 && (coll.steps < 0 || coll.steps > (N + batch - 1) / batch))
+            throw value_error("comm steps must be in [0, ceil(N / batch)], got " + std::to_string(coll.steps));
+          // the GIL only for the call: they are C functions (MPI), so no Python signal handler runs in between
+          coll.reduce_stats = [&] { py::gil_scoped_acquire gil; reduce_stats(); };
+          coll.reduce_grads = [&] { py::gil_scoped_acquire gil; reduce_grads(); };
+        }
+        // Ctrl-C: the KeyboardInterrupt, kept until the epoch returns (with comm, the other ranks stop at the next step)
+        std::unique_ptr<py::error_already_set> interrupted;
         auto last = std::chrono::steady_clock::now();
         // Called after every step, between two batches: the model is consistent there, so threads
         // waiting for it get their turn, and Python code (the progress callback, a signal handler) runs
@@ -498,7 +519,10 @@ void bind_dtype(py::module_& m, const char* suffix) {
             ~Reopen() { g.retake(); }
           } reopen(s.m.gate);
           py::gil_scoped_acquire gil;
-          if (PyErr_CheckSignals() != 0) { interrupted = true; return false; }
+          if (PyErr_CheckSignals() != 0) {
+            interrupted = std::make_unique<py::error_already_set>();
+            return false;
+          }
           if (!progress.is_none()) progress(batches, samples, running);
           return true;
         };
@@ -516,9 +540,9 @@ void bind_dtype(py::module_& m, const char* suffix) {
           py::gil_scoped_release nogil;
           GateHold hold(s.m.gate, true);
           st = train_epoch(s.m, d, spec, opt.opt, batch, shuffle, count_accuracy, s.fit_buffers, cb, workers,
-                           schedule.is_none() ? nullptr : &sched);
+                           schedule.is_none() ? nullptr : &sched, comm.is_none() ? nullptr : &coll);
         }
-        if (interrupted) throw py::error_already_set();
+        if (interrupted) throw *interrupted;
         py::dict out;
         out["loss"] = st.loss;
         out["l2_penalty"] = st.penalty;
@@ -530,7 +554,8 @@ void bind_dtype(py::module_& m, const char* suffix) {
         out["restored"] = st.restored;
         return out;
       }, py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("opt"), py::arg("batch"), py::arg("shuffle"),
-         py::arg("count_accuracy"), py::arg("progress"), py::arg("workers"), py::arg("schedule") = py::none())
+         py::arg("count_accuracy"), py::arg("progress"), py::arg("workers"), py::arg("schedule") = py::none(),
+         py::arg("comm") = py::none())
       .def("predict", [](PM& s, py::array x, idx chunk) {
         auto [N, in] = rows_cols(x, "X");
         const T* xd = array_data<T>(x, "X", false);

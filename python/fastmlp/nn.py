@@ -400,7 +400,7 @@ class Sequential(Module):
     def fit(self, X: Any, y: Any, loss: Any, optimizer: Any, epochs: int = 1, batch_size: int = 32,
             shuffle: bool = True, validation_data: Any = None, scheduler: Any = None, callbacks: Any = (),
             verbose: int = 1, n_threads: int | None = None, sample_weight: Any = None,
-            scheduler_interval: str | None = None) -> Any:
+            scheduler_interval: str | None = None, comm: Any = None) -> Any:
         """Train for ``epochs`` epochs of mini-batches; the loop runs in C++
         with the GIL released. Returns a History (per-epoch loss, val_loss,
         accuracy, val_accuracy, lr, time). Ctrl-C stops at the next batch
@@ -429,12 +429,20 @@ class Sequential(Module):
         ``scheduler_interval='batch'`` (inside the C++ loop: no Python call per batch).
         None: per batch for OneCycleLR and CyclicLR, per epoch for the others.
         With ``optimizer=LBFGS`` training is full-batch: one ``step(closure)`` per epoch
-        over all of X (batch_size and shuffle are ignored)."""
-        from .training import fit
+        over all of X (batch_size and shuffle are ignored).
+
+        ``comm`` (an mpi4py communicator, e.g. ``MPI.COMM_WORLD``) trains data-parallel:
+        X, y are this rank's shard and ``batch_size`` the global batch (see
+        fastmlp.distributed)."""
+        if comm is not None:
+            from .distributed import fit
+        else:
+            from .training import fit
 
         return fit(self, X, y, loss, optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                    validation_data=validation_data, scheduler=scheduler, callbacks=callbacks, verbose=verbose,
-                   n_threads=n_threads, sample_weight=sample_weight, scheduler_interval=scheduler_interval)
+                   n_threads=n_threads, sample_weight=sample_weight, scheduler_interval=scheduler_interval,
+                   comm=comm)
 
     def predict(self, X: Any, batch_size: int | None = None, n_threads: int | None = None) -> np.ndarray:
         """Eval-mode output for X, in chunks, GIL released. Predicts from several threads run at

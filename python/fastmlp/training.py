@@ -136,7 +136,8 @@ def _bar(verbose: int, total: int, desc: str) -> Any:
 def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int = 1, batch_size: int = 32,
         shuffle: bool = True, validation_data: Sequence[Any] | None = None, scheduler: Any = None,
         callbacks: Sequence[Any] = (), verbose: int = 1, n_threads: int | None = None,
-        sample_weight: Any = None, scheduler_interval: str | None = None) -> History:
+        sample_weight: Any = None, scheduler_interval: str | None = None, comm: Any = None) -> History:
+    """model.fit; comm is a fastmlp.distributed Session (data-parallel training) or None."""
     from .optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
     if not isinstance(loss_fn, _Loss):
@@ -171,6 +172,12 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
     if sample_weight is not None:
         spec["sample_weight"] = check_sample_weight(sample_weight, Xa.shape[0], model.dtype)
 
+    batch, n_rows, steps = batch_size, Xa.shape[0], -(-Xa.shape[0] // batch_size)
+    if comm is not None:  # this rank's share of the global batch; logs, validation and callbacks: rank 0's
+        if full_batch:
+            raise ValueError("LBFGS trains full-batch on one process: it cannot be used with comm")
+        batch, steps, n_rows, n_threads = comm.begin(model, optimizer, Xa.shape[0], batch_size, epochs, n_threads)
+        verbose, callbacks = (verbose, callbacks) if comm.rank == 0 else (0, ())
     _take_fit_lock(model)
     history = History()
     was_training = model.training
@@ -179,10 +186,10 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
             if isinstance(cb, Callback):
                 cb.on_train_begin(model)
         model.train()
-        with blas_threads(n_threads, model, min(batch_size, Xa.shape[0]), split=True) as workers:
+        with blas_threads(n_threads, model, min(batch, Xa.shape[0]), split=True) as workers:
             for epoch in range(epochs):
                 optimizer._sync()
-                bar = _bar(verbose, Xa.shape[0], f"epoch {epoch + 1}/{epochs}")
+                bar = _bar(verbose, n_rows, f"epoch {epoch + 1}/{epochs}")
                 state = {"samples": 0}
 
                 def progress(batches: int, samples: int, loss: float, bar: Any = bar, state: dict = state) -> None:
@@ -196,13 +203,13 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                 try:
                     if per_batch:  # step the schedule for every batch of the epoch now; the loop applies the values
                         undo = _schedule_state(scheduler, optimizer)
-                        table = _batch_table(scheduler, optimizer, -(-Xa.shape[0] // batch_size))
+                        table = _batch_table(scheduler, optimizer, steps)
                         optimizer.__dict__.pop("_pushed", None)  # the loop changes the C++ lrs: push them again
                     if full_batch:
                         st = _full_batch_epoch(model, Xa, ta, spec, optimizer, classify)
                     else:
-                        st = model._core.train_epoch(Xa, ta, spec, core_opt, batch_size, bool(shuffle), classify,
-                                                     progress, workers, table)
+                        args = (Xa, ta, spec, core_opt, batch, bool(shuffle), classify, progress, workers, table)
+                        st = model._core.train_epoch(*args) if comm is None else comm.train_epoch(model._core, args)
                 except BaseException:  # Ctrl-C: the model keeps the last completed step (the schedule: the epoch's start)
                     if undo is not None:
                         _restore_schedule(scheduler, optimizer, undo)
@@ -215,7 +222,7 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                     if bar is not None:
                         bar.close()
                     where = (f"the loss is not finite at epoch {epoch + 1}, batch {st['batches'] + 1}"
-                             if st["batches"] < -(-Xa.shape[0] // batch_size) else
+                             if st["batches"] < steps else
                              f"the weights became non-finite during epoch {epoch + 1} (by batch {st['batches']})")
                     where += (f"; the model and optimizer were reset to their state at the start of epoch {epoch + 1}"
                               if st["restored"] else "")
@@ -226,7 +233,7 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                     logs["l2_penalty"] = float(st["l2_penalty"])
                 if classify and st["samples"]:
                     logs["accuracy"] = st["correct"] / st["samples"]
-                if val is not None:
+                if val is not None and (comm is None or comm.rank == 0):
                     out = model._core.predict(val[0], max(batch_size, 1024))
                     logs["val_loss"] = float(loss_fn(out, val[1]))
                     if classify:
@@ -236,11 +243,13 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                                    optimizer.param_groups[0]["lr"])
                 logs["time"] = time.perf_counter() - t0
                 if bar is not None:
-                    bar.update(Xa.shape[0] - state["samples"])
+                    bar.update(n_rows - state["samples"])
                     bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if k not in ("lr", "time")})
                     bar.close()
                 elif verbose:
                     print(f"epoch {epoch + 1}/{epochs} " + " ".join(f"{k}={v:.4g}" for k, v in logs.items()))
+                if comm is not None:
+                    logs = comm.share(logs)
                 history._append(epoch, logs)
                 if scheduler is not None and not per_batch:
                     if isinstance(scheduler, ReduceLROnPlateau):
@@ -251,6 +260,8 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                 for cb in callbacks:
                     r = cb.on_epoch_end(epoch, logs) if isinstance(cb, Callback) else cb(epoch, logs)
                     stop = stop or bool(r)
+                if comm is not None:
+                    stop = comm.share(stop, then="sync" if stop or epoch + 1 == epochs else "epoch")
                 if stop:
                     break
     finally:
