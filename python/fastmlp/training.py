@@ -95,6 +95,8 @@ def _data(model: Any, X: Any, y: Any, loss_fn: _Loss, name: str,
     if a.ndim != 2:
         raise ValueError(f"{name} must be 2-D (samples, features), got {a.ndim}-D; "
                          "reshape your data with X.reshape(-1, 1) for one feature or X.reshape(1, -1) for one sample")
+    if a.shape[0] == 0:
+        raise ValueError(f"{name} has 0 samples; at least one is needed")
     if check_x:
         check_finite(a, name)
     want = model.in_features
@@ -168,6 +170,8 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
         raise RuntimeError("this model is already training in another thread; wait for that fit to finish")
     history = History()
     was_training = model.training
+    completed = False
+    model._can_backward = False  # fit's steps replace the last forward
     try:
         for cb in callbacks:
             if isinstance(cb, Callback):
@@ -206,13 +210,13 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                 logs: dict[str, float] = {"loss": float(st["loss"])}
                 if spec.get("l2"):  # the estimators' L2 penalty, apart from the loss
                     logs["l2_penalty"] = float(st["l2_penalty"])
-                if classify and st["samples"]:
-                    logs["accuracy"] = st["correct"] / st["samples"]
+                if classify and st["scored"]:  # rows with an ignored label are not scored
+                    logs["accuracy"] = st["correct"] / st["scored"]
                 if val is not None:
                     out = model._core.predict(val[0], max(batch_size, 1024))
                     logs["val_loss"] = float(loss_fn(out, val[1]))
                     if classify:
-                        logs["val_accuracy"] = _accuracy(model, out, val[1])
+                        logs["val_accuracy"] = _accuracy(model, out, val[1], loss_fn)
                 logs["lr"] = float(optimizer.param_groups[0]["lr"])
                 logs["time"] = time.perf_counter() - t0
                 if bar is not None:
@@ -233,22 +237,25 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                     stop = stop or bool(r)
                 if stop:
                     break
+        completed = True
     finally:
         try:
             model.train(was_training)
-            for cb in callbacks:
-                if isinstance(cb, Callback):
-                    cb.on_train_end()
+            model._grads_set()
+            if completed:  # as Keras: not after Ctrl-C or an error (the model keeps its last completed step)
+                for cb in callbacks:
+                    if isinstance(cb, Callback):
+                        cb.on_train_end()
         finally:
             model._fit_lock.release()
     return history
 
 
-def _accuracy(model: Any, out: np.ndarray, t: np.ndarray) -> float:
-    if out.shape[0] == 0:
-        return float("nan")
+def _accuracy(model: Any, out: np.ndarray, t: np.ndarray, loss_fn: _Loss) -> float:
+    """The share of rows whose prediction is right; rows with an ignored label are not scored."""
     fn = _core.count_correct32 if model.dtype == np.float32 else _core.count_correct64
-    return fn(out, t) / out.shape[0]
+    correct, scored = fn(out, t, getattr(loss_fn, "ignore_index", -100))
+    return correct / scored if scored else float("nan")
 
 
 def _forward_chunks(model: Any, a: np.ndarray, batch_size: int | None, n_threads: int | None) -> np.ndarray:
@@ -271,5 +278,5 @@ def evaluate(model: Any, X: Any, y: Any, loss_fn: _Loss, batch_size: int | None 
     out = _forward_chunks(model, a, batch_size, n_threads)
     res = {"loss": float(loss_fn(out, t))}
     if isinstance(loss_fn, (CrossEntropyLoss, BCEWithLogitsLoss)):
-        res["accuracy"] = _accuracy(model, out, t)
+        res["accuracy"] = _accuracy(model, out, t, loss_fn)
     return res
