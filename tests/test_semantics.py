@@ -643,3 +643,38 @@ def test_masked_arrays_are_refused():
 def test_bad_class_weights_are_refused(w, err):
     with pytest.raises(err, match="weight"):
         fm.CrossEntropyLoss(weight=w)
+
+
+def test_add_param_group_as_torch():
+    torch = pytest.importorskip("torch")
+    X, y = data()
+    _, tm, _, m, _ = _torch_pair("Adam", {})
+    topt = torch.optim.Adam(tm[0].parameters(), lr=0.01)
+    opt = fm.optim.Adam([m[0].weight, m[0].bias], lr=0.01)
+    tx, ty = torch.tensor(X), torch.tensor(y)
+    loss = fm.CrossEntropyLoss()
+
+    def steps(n):
+        for _ in range(n):
+            topt.zero_grad()
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(tm(tx), ty).backward()
+            loss(m(X), y)
+            m.backward(loss.backward())
+            topt.step()
+            opt.step()
+        ref = np.concatenate([p.detach().numpy().ravel() for p in tm.parameters()])
+        np.testing.assert_allclose(weights(m), ref, rtol=1e-10, atol=1e-12)
+
+    steps(2)
+    group0 = opt.param_groups[0]
+    with pytest.raises(ValueError, match="more than one"):
+        opt.add_param_group({"params": [m[0].weight]})
+    with pytest.raises(ValueError, match="lr"):
+        opt.add_param_group({"params": [m[2].weight], "lr": -1.0})
+    assert len(opt.param_groups) == 1
+    topt.add_param_group({"params": list(tm[2].parameters()), "lr": 0.05})
+    opt.add_param_group({"params": [m[2].weight, m[2].bias], "lr": np.float64(0.05)})
+    assert opt.param_groups[0] is group0 and type(opt.param_groups[1]["lr"]) is float
+    assert opt.param_groups[1]["betas"] == (0.9, 0.999)
+    steps(3)

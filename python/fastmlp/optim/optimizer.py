@@ -102,6 +102,22 @@ class Optimizer:
         cls = _core.Optimizer32 if self._dtype == np.float32 else _core.Optimizer64
         self._core = cls([(self._config(g), [self._pair(p) for p in g["params"]]) for g in self.param_groups])
 
+    def add_param_group(self, param_group: dict) -> None:
+        """Add a group of parameters, as torch: options it does not give come
+        from the optimizer's defaults; the other groups keep their state. It is
+        checked like the constructor's groups; on error nothing changes."""
+        if not isinstance(param_group, dict):
+            raise TypeError("param_group must be a dict with a 'params' entry")
+        grown = type(self).__new__(type(self))
+        Optimizer.__init__(grown, self.param_groups + [param_group], self.defaults)
+        for gi in range(len(self.param_groups)):
+            grown._core.state(gi)[...] = self._core.state(gi)
+            grown._core.set_step(gi, self._core.get_step(gi))
+            grown._core.set_momentum_ready(gi, self._core.get_momentum_ready(gi))
+        self.param_groups.append(grown.param_groups[-1])
+        self._core = grown._core
+        self.__dict__["_pushed"] = {}
+
     # ---- hyperparameters
     def _checked(self, group: dict, keys: Any = None) -> dict:
         """The group's hyperparameters (without 'params') as plain Python
