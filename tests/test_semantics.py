@@ -678,3 +678,16 @@ def test_add_param_group_as_torch():
     assert opt.param_groups[0] is group0 and type(opt.param_groups[1]["lr"]) is float
     assert opt.param_groups[1]["betas"] == (0.9, 0.999)
     steps(3)
+
+
+@pytest.mark.parametrize("loss", [fm.CrossEntropyLoss(), fm.CrossEntropyLoss(weight=[1.0, 0.0, 1.0]),
+                                  fm.CrossEntropyLoss(ignore_index=1, reduction="sum")])
+def test_fit_refuses_data_with_nothing_to_learn(loss):
+    X, _ = data(n=30)
+    y = np.full(30, -100) if loss.weight is None and loss.ignore_index == -100 else np.ones(30, np.int64)
+    m = net()
+    before = weights(m)
+    with pytest.raises(ValueError, match="nothing to learn"):
+        m.fit(X, y, loss, fm.optim.SGD(m.parameters(), lr=0.1, weight_decay=0.1), verbose=0)
+    np.testing.assert_array_equal(weights(m), before)
+    assert m._core.epochs_done == 0

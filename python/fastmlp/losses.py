@@ -144,6 +144,12 @@ class CrossEntropyLoss(_Loss):
         return {**super()._spec(dtype), "label_smoothing": self.label_smoothing, "ignore_index": self.ignore_index,
                 "weight": None if self.weight is None else self.weight.astype(dtype)}
 
+    def _counts_some(self, labels: np.ndarray) -> bool:
+        """Whether some row of (checked) class-index labels counts in the loss:
+        a label that is not ignore_index, with a class weight above 0."""
+        kept = labels[labels != self.ignore_index]
+        return bool(kept.size) and (self.weight is None or bool(self.weight[kept].any()))
+
     def _target(self, target: Any, shape: tuple, dtype: np.dtype) -> np.ndarray:
         B, C = shape
         if self.weight is not None and self.weight.shape[0] != C:

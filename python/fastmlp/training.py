@@ -156,6 +156,8 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
         raise TypeError(f"optimizer must be a fastmlp optimizer, got {type(optimizer).__name__}")
     core_opt = optimizer._core_for(model)
     Xa, ta = _data(model, X, y, loss_fn, "X", check_x=epochs == 0)  # else checked batch by batch in C++
+    if isinstance(loss_fn, CrossEntropyLoss) and ta.dtype == np.int64 and not loss_fn._counts_some(ta):
+        raise ValueError("every label is ignore_index or has class weight 0: fit has nothing to learn from")
     val = None
     if validation_data is not None:
         if len(validation_data) != 2:
