@@ -243,7 +243,8 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
     finally:
         try:
             model.train(was_training)
-            model._grads_set()
+            if epochs:  # the C++ loop wrote every gradient
+                model._grads_set()
             if completed:  # as Keras: not after Ctrl-C or an error (the model keeps its last completed step)
                 for cb in callbacks:
                     if isinstance(cb, Callback):
