@@ -290,7 +290,8 @@ double loss_mean_denominator(const LossSpec<T>& sp, idx B, idx C, const std::int
 }
 
 template <class T>
-idx count_correct(const T* out, idx B, idx C, const std::int64_t* labels, const T* target) {
+idx count_correct(const T* out, idx B, idx C, const std::int64_t* labels, const T* target,
+                  std::int64_t ignore_index, idx& scored) {
   auto argmax = [C](const T* row) {
     idx best = 0;
     for (idx j = 1; j < C; ++j) if (row[j] > row[best]) best = j;
@@ -298,6 +299,8 @@ idx count_correct(const T* out, idx B, idx C, const std::int64_t* labels, const 
   };
   idx correct = 0;
   for (idx r = 0; r < B; ++r) {
+    if (labels && labels[r] == ignore_index) continue;
+    ++scored;
     const T* row = out + r * C;
     idx pred = C == 1 ? idx(row[0] > T(0)) : argmax(row);
     idx truth = labels ? labels[r] : (C == 1 ? idx(target[r] > T(0.5)) : argmax(target + r * C));
@@ -312,7 +315,7 @@ template double loss_forward<double>(const LossSpec<double>&, const double*, idx
                                      const std::int64_t*, const double*, double*);
 template double loss_mean_denominator<float>(const LossSpec<float>&, idx, idx, const std::int64_t*);
 template double loss_mean_denominator<double>(const LossSpec<double>&, idx, idx, const std::int64_t*);
-template idx count_correct<float>(const float*, idx, idx, const std::int64_t*, const float*);
-template idx count_correct<double>(const double*, idx, idx, const std::int64_t*, const double*);
+template idx count_correct<float>(const float*, idx, idx, const std::int64_t*, const float*, std::int64_t, idx&);
+template idx count_correct<double>(const double*, idx, idx, const std::int64_t*, const double*, std::int64_t, idx&);
 
 }  // namespace fastmlp

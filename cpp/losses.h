@@ -50,7 +50,9 @@ double loss_mean_denominator(const LossSpec<T>& spec, idx B, idx C, const std::i
 
 // Number of rows of out whose argmax equals the label (or the argmax of the
 // target row), for accuracy. out is (B, C); for C == 1, a logit > 0 is class 1.
+// Rows labelled ignore_index are not scored; scored counts the rows that are.
 template <class T>
-idx count_correct(const T* out, idx B, idx C, const std::int64_t* labels, const T* target);
+idx count_correct(const T* out, idx B, idx C, const std::int64_t* labels, const T* target,
+                  std::int64_t ignore_index, idx& scored);
 
 }  // namespace fastmlp

@@ -143,7 +143,8 @@ struct BatchJob {
     const std::int64_t* l = lb ? lb + h.r0 : nullptr;
     const T* out = m->forward(h.ws, x, rows, in, true, false);
     h.value = loss_forward(sp, out, rows, C, l, t, h.ws.dout.data());
-    h.correct = count ? count_correct(out, rows, C, l, t) : 0;
+    h.scored = 0;
+    h.correct = count ? count_correct(out, rows, C, l, t, sp.ignore_index, h.scored) : 0;
     m->backward(h.ws, h.ws.dout.data(), nullptr, false, h.grads);
   }
 };
@@ -230,7 +231,11 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       wsum = 0;
       for (idx r = 0; r < b; ++r) wsum += double(sp.sample_weight[r]);
     }
-    if (wsum == 0 && !comm) {  // a batch with no weight carries no information: skip it (its rows still checked)
+    // 'mean' over a batch with no weight (zero sample weights, every label ignored, zero class weights)
+    // is 0/0: the batch carries no information, so it is skipped (its rows still checked); with comm
+    // that is decided for the global batch, after the reduction
+    const double denom_all = loss_mean_denominator(sp, b, C, lb);
+    if ((wsum == 0 || denom_all == 0) && !comm) {
       for (idx r = 0; r < b; ++r) {
         const idx row = p ? p[r] : start + r;
         check_rows_finite(d.X + row * d.in, 1, d.in, "X", row);
@@ -238,7 +243,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       continue;
     }
     BatchJob<T> job{&m, &d, p, start, C, lb, sp.sample_weight, sp, count_accuracy, &buf.half[0]};
-    double denom = split && b >= 2 ? loss_mean_denominator(sp, b, C, lb) : 0;
+    double denom = split && b >= 2 ? denom_all : 0;
     if (comm) {  // this rank's sums: the global batch's mean comes after the reduction
       job.spec.reduction = Reduction::Sum;
       denom = split && b >= 2 ? 1 : 0;
@@ -263,13 +268,15 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       if (mine) std::rethrow_exception(mine);
       buf.half[0].value += buf.half[1].value;
       buf.half[0].correct += buf.half[1].correct;
+      buf.half[0].scored += buf.half[1].scored;
       if (std::isfinite(buf.half[0].value)) add_into(m.grads(), buf.grads2.data(), m.n_params());
     } else {
       buf.half[0].r0 = 0;
       buf.half[0].r1 = b;
       job.step(buf.half[0]);
     }
-    double value = buf.half[0].value, rows = double(b), correct = double(buf.half[0].correct);
+    double value = buf.half[0].value, rows = double(b), correct = double(buf.half[0].correct),
+           scored = double(buf.half[0].scored);
     if (comm) {  // the global batch: sums over the ranks, then the gradient's allreduce
       double* s = comm->stats;
       std::fill(s, s + S::kStats, 0.0);
@@ -280,8 +287,9 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       s[S::Denominator] = loss_mean_denominator(sp, b, C, lb);
       s[S::Loss] = value;
       s[S::Correct] = correct;
+      s[S::Scored] = scored;
       if (!reduce_stats()) break;
-      if (s[S::WeightSum] == 0) continue;  // no weight in the global batch: no step on any rank
+      if (s[S::WeightSum] == 0 || s[S::Denominator] == 0) continue;  // nothing to learn in the global batch
       reducing = true;
       comm->reduce_grads();
       reducing = false;
@@ -291,6 +299,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       rows = s[S::Rows];
       wsum = s[S::WeightSum];
       correct = s[S::Correct];
+      scored = s[S::Scored];
     }
     // the step, with the loss checked before the update
     if (!std::isfinite(value)) {
@@ -298,6 +307,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       break;
     }
     st.correct += idx(correct);
+    st.scored += idx(scored);
     if (loss.l2 > 0) penalty_sum += l2_penalty_step(m, loss.l2, wsum) * rows;
     if (sched) sched->apply(opt, k);
     opt.step();
@@ -344,6 +354,9 @@ template <class T>
 double train_step(Model<T>& m, const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
                   const T* target, Optimizer<T>& opt, Snapshot<T>& snapshot) {
   const double value = m.loss_and_grad(x, B, in, loss, labels, target, true);
+  // nothing to learn from ('mean' over no weight: every label ignored, or zero class weights):
+  // no step, as fit skips such a batch; the loss is NaN, as PyTorch's
+  if (loss_mean_denominator(loss, B, m.out_features(in), labels) == 0) return value;
   if (!std::isfinite(value))
     throw numeric_error("the loss is not finite (" + std::to_string(value) +
                         "); the step was not taken. Try a lower learning rate, or standardize the inputs");

@@ -28,6 +28,7 @@ struct EpochStats {
   double penalty = 0;   // the same mean of the batches' L2 penalties (LossSpec::l2)
   idx samples = 0;      // samples trained on (fewer than N if stopped)
   idx correct = 0;      // argmax matches, when counted
+  idx scored = 0;       // rows counted for accuracy (ignored labels left out)
   idx batches = 0;
   bool stopped = false;  // progress asked to stop (Ctrl-C)
   bool diverged = false;  // a non-finite loss (that batch's step was not taken) or non-finite weights
@@ -66,7 +67,7 @@ struct BatchHalf {
   // the job: rows [r0, r1) of the batch
   idx r0 = 0, r1 = 0;
   double value = 0;
-  idx correct = 0;
+  idx correct = 0, scored = 0;  // accuracy counts of its rows
 };
 
 // Buffers of a fit call, kept by the model between calls: the permutation,
@@ -93,7 +94,7 @@ struct FitBuffers {
 // waiting: a failing rank still joins the next reduce_stats() with Failed set.
 struct Collective {
   // Failed: ranks whose step raised; FailedRank: the sum of (rank + 1) over them
-  enum Stat { Failed, FailedRank, Diverged, Stop, Rows, WeightSum, Denominator, Loss, Correct, kStats };
+  enum Stat { Failed, FailedRank, Diverged, Stop, Rows, WeightSum, Denominator, Loss, Correct, Scored, kStats };
   double* stats = nullptr;  // (kStats)
   std::function<void()> reduce_stats, reduce_grads;
   int rank = 0;

@@ -320,6 +320,23 @@ struct PyOptimizer {
     unlock();
   }
 
+  // One step over the parameters flagged in active (one flag per parameter, in order, over all
+  // groups), as torch skips a parameter whose .grad is None; a group with none is not stepped.
+  void step_some(const std::vector<bool>& active) {
+    if (!has_grads()) throw value_error("these parameters have no .grad: pass the gradients, opt.step(grads)");
+    std::vector<std::vector<Segment<T>>> segs(params.size());
+    size_t k = 0;
+    for (size_t i = 0; i < params.size(); ++i)
+      for (const auto& s : params[i]) {
+        if (k >= active.size()) throw value_error("step_some needs one flag per parameter");
+        if (active[k++]) segs[i].push_back(s);
+      }
+    if (k != active.size()) throw value_error("step_some needs one flag per parameter");
+    py::gil_scoped_release nogil;
+    for (size_t i = 0; i < segs.size(); ++i)
+      if (!segs[i].empty()) opt.groups[i].step_with(segs[i]);
+  }
+
   // grads: one array per parameter, in order, over all groups
   void step_with(const py::list& grads) {
     idx total = 0;
@@ -548,6 +565,7 @@ void bind_dtype(py::module_& m, const char* suffix) {
         out["l2_penalty"] = st.penalty;
         out["samples"] = st.samples;
         out["correct"] = st.correct;
+        out["scored"] = st.scored;
         out["batches"] = st.batches;
         out["stopped"] = st.stopped;
         out["diverged"] = st.diverged;
@@ -607,6 +625,7 @@ void bind_dtype(py::module_& m, const char* suffix) {
       .def(py::init<const py::list&>())
       .def("step", &PO::step)
       .def("step_with", &PO::step_with)
+      .def("step_some", &PO::step_some)
       .def_property_readonly("n_groups", [](PO& s) { return s.opt.groups.size(); })
       // the gates of the models whose parameters it updates (none for plain arrays)
       .def("hold", [](py::object self, bool exclusive) { return PyHold{self.cast<PO&>().gates, exclusive, self}; })
@@ -644,14 +663,17 @@ void bind_dtype(py::module_& m, const char* suffix) {
     }
     return py::make_tuple(v, want_grad ? py::object(g) : py::object(py::none()));
   });
-  m.def((std::string("count_correct") + suffix).c_str(), [](py::array out, py::array y) {
+  // (correct, scored): rows labelled ignore_index are not scored
+  m.def((std::string("count_correct") + suffix).c_str(), [](py::array out, py::array y, std::int64_t ignore_index) {
     auto [B, C] = rows_cols(out, "output");
     const T* od = array_data<T>(out, "output", false);
     const Target<T> t = target_of<T>(y, B, C);
     for (idx r = 0; t.labels && r < B; ++r)
-      if (t.labels[r] < 0 || t.labels[r] >= std::max<idx>(C, 2))
+      if (t.labels[r] != ignore_index && (t.labels[r] < 0 || t.labels[r] >= std::max<idx>(C, 2)))
         throw value_error("label " + std::to_string(t.labels[r]) + " is out of range for " + std::to_string(C) + " outputs");
-    return count_correct<T>(od, B, C, t.labels, t.values);
+    idx scored = 0;
+    const idx correct = count_correct<T>(od, B, C, t.labels, t.values, ignore_index, scored);
+    return py::make_tuple(correct, scored);
   });
   // Test and benchmark hook: the forward product y = x w^T (+ b) on a chosen kernel path,
   // or on OpenBLAS ("openblas": sgemm/dgemm with `threads` threads, then + b).

@@ -101,9 +101,9 @@ def test_backward_uses_the_forward_mask(dtype):
     out2 = m(x)
     mask2 = out2 != 0
     assert (mask1 != mask2).any()
-    dx2 = m.backward(dy)
+    dx2 = m.backward(dy, retain_graph=True)
     np.testing.assert_array_equal(dx2 != 0, mask2 & (dy != 0))
-    # the same mask is used by repeated backward calls
+    # the same mask is used by repeated backward calls (retain_graph, as in torch)
     np.testing.assert_array_equal(m.backward(dy), dx2)
 
 

@@ -159,7 +159,7 @@ def test_softmax_rows_sum_to_one_and_backward_is_jvp(dtype):
     for j in range(6):
         dy = np.zeros_like(x)
         dy[:, j] = 1.0
-        dx = m.backward(dy)
+        dx = m.backward(dy, retain_graph=True)
         for r in range(x.shape[0]):
             J = ref.softmax_jacobian(ref.softmax(x[r:r + 1])[0])
             np.testing.assert_allclose(dx[r], J[j, :], rtol=tol(dtype)[0], atol=tol(dtype)[1])
@@ -272,19 +272,23 @@ def test_grads_accumulate_and_zero_grad(dtype):
     rtol, atol = (1e-10, 1e-12) if dtype == "float64" else (1e-5, 1e-5)
     np.testing.assert_allclose(model[0].weight.grad, gW1 + gW2, rtol=rtol, atol=atol)
     np.testing.assert_allclose(model[0].bias.grad, gb1 + gb2, rtol=rtol, atol=atol)
-    # two backward calls on the same forward also add up
-    model.zero_grad()
+    # two backward calls on the same forward (retain_graph) also add up
+    model.zero_grad(set_to_none=False)
     np.testing.assert_array_equal(model[0].weight.grad, 0.0)
     np.testing.assert_array_equal(model[0].bias.grad, 0.0)
+    model.zero_grad()  # torch's default: set_to_none
+    assert model[0].weight.grad is None and model[0].bias.grad is None
     model(x1)
+    model.backward(d1, retain_graph=True)
     model.backward(d1)
-    model.backward(d1)
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        model.backward(d1)
     np.testing.assert_allclose(model[0].weight.grad, 2 * gW1, rtol=rtol, atol=atol)
     np.testing.assert_allclose(model[0].bias.grad, 2 * gb1, rtol=rtol, atol=atol)
     # grads named_parameters exposes are the same buffers
     grads = {n: p.grad for n, p in model.named_parameters()}
     np.testing.assert_allclose(grads["0.weight"], 2 * gW1, rtol=rtol, atol=atol)
-    model.zero_grad()
+    model.zero_grad(set_to_none=False)
     for _, p in model.named_parameters():
         np.testing.assert_array_equal(p.grad, 0.0)
     # zero_grad does not touch the weights

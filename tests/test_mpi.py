@@ -80,7 +80,7 @@ def train(cfg, m, X, y, w, comm_, val, warm):
     extra = {}
     if cfg.get("val"):
         extra = dict(validation_data=val, scheduler=fm.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, threshold=0.02),
-                     callbacks=[fm.EarlyStopping(patience=1, min_delta=0.01, restore_best_weights=True)])
+                     callbacks=[fm.EarlyStopping(patience=2, min_delta=0.01, restore_best_weights=True)])
     h = m.fit(X, y, cfg["loss"](), opt, epochs=cfg["epochs"], batch_size=cfg["b"] * size, shuffle=cfg.get("shuffle", False),
               verbose=0, n_threads=cfg.get("threads", 1), sample_weight=w if cfg["weights"] else None, comm=comm_,
               **extra)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import fastmlp as fm
+from fastmlp.distributed import N_STATS
 
 FAILED, FAILED_RANK, DIVERGED, STOP, ROWS, WEIGHT_SUM, DENOMINATOR, LOSS, CORRECT = range(9)
 
@@ -26,7 +27,7 @@ class Peers:
     """size - 1 other ranks that hold this rank's exact copy: their sums are this rank's times size."""
 
     def __init__(self, m, size, on_stats=None):
-        self.stats, self.grads, self.size, self.on_stats, self.calls = np.zeros(9), m._core.flat_grads(), size, on_stats, []
+        self.stats, self.grads, self.size, self.on_stats, self.calls = np.zeros(N_STATS), m._core.flat_grads(), size, on_stats, []
 
     def reduce_stats(self):
         self.calls.append("stats")

@@ -431,12 +431,15 @@ def test_zero_grad_zeroes_only_own_parameters():
     grads = {n: p.grad.copy() for n, p in model.named_parameters()}
     assert all(np.abs(g).max() > 0 for g in grads.values())
     opt = fm.optim.SGD([model[2].weight, model[2].bias], lr=0.1)
-    opt.zero_grad()
+    opt.zero_grad(set_to_none=False)
     for n, p in model.named_parameters():
         if n.startswith("2."):
             np.testing.assert_array_equal(p.grad, 0)
         else:
             np.testing.assert_array_equal(p.grad, grads[n])
+    opt.zero_grad()  # torch's default: set_to_none
+    for n, p in model.named_parameters():
+        assert (p.grad is None) == n.startswith("2.")
     # a step after zero_grad (no new grads) with plain SGD leaves the parameters unchanged
     before = model.state_dict()
     opt.step()

@@ -88,16 +88,22 @@ def test_sample_weights_with_zero_rows(kind):
     np.testing.assert_allclose(h2["loss"], h1["loss"], rtol=1e-11)
 
 
-def test_a_batch_whose_rows_are_all_ignored_falls_back_to_one_thread():
-    # 'mean' over no counted row is 0/0: the split path leaves such a batch to the one-thread path,
-    # which reports the non-finite loss as divergence, exactly as with one thread
-    X = np.random.default_rng(0).standard_normal((128, 5))
-    y = np.full(128, 3)
+def test_a_batch_whose_rows_are_all_ignored_is_skipped_with_any_threads():
+    # 'mean' over no counted row is 0/0: the batch is skipped (as one of zero sample weights), on the
+    # split path as on one thread; a training set with no counted row at all is refused
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((256, 5))
+    y = np.r_[np.full(128, 3), rng.integers(0, 3, 128)]
+    loss = fm.CrossEntropyLoss(ignore_index=3)
     for n_threads in (1, 2):
-        m = net("float64")
-        with pytest.raises(FloatingPointError, match="not finite"):
-            m.fit(X, y, fm.CrossEntropyLoss(ignore_index=3), fm.optim.SGD(m.parameters(), lr=0.1), batch_size=128,
-                  verbose=0, n_threads=n_threads)
+        m, ref = net("float64"), net("float64")
+        m.fit(X, y, loss, fm.optim.SGD(m.parameters(), lr=0.1, momentum=0.9), batch_size=128, shuffle=False,
+              verbose=0, n_threads=n_threads)
+        ref.fit(X[128:], y[128:], loss, fm.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9), batch_size=128,
+                shuffle=False, verbose=0, n_threads=n_threads)
+        np.testing.assert_array_equal(m._core.flat_params(), ref._core.flat_params())
+        with pytest.raises(ValueError, match="nothing to learn"):
+            m.fit(X[:128], y[:128], loss, fm.optim.SGD(m.parameters(), lr=0.1), verbose=0, n_threads=n_threads)
 
 
 def test_two_thread_fit_is_bit_reproducible():

@@ -26,12 +26,21 @@ def as_float_array(x: Any, dtype: np.dtype, name: str = "X") -> np.ndarray:
     Numbers (bool excluded) are converted; strings, objects, complex and
     other kinds raise a TypeError naming the argument.
     """
+    reject_masked(x, name)
     a = x if isinstance(x, np.ndarray) else np.asarray(x)
     if a.dtype.kind not in "fiu":
         if a.dtype.kind == "b":
             raise TypeError(f"{name} is a boolean array; convert it to a float array first")
         raise TypeError(f"{name} must be an array of real numbers, got dtype {a.dtype}")
     return np.ascontiguousarray(a, dtype=dtype)
+
+
+def reject_masked(x: Any, name: str) -> None:
+    """A masked array (numpy.ma) with masked entries raises: the mask cannot be
+    honoured, and the hidden values would be used as data."""
+    if isinstance(x, np.ma.MaskedArray) and np.ma.getmaskarray(x).any():
+        raise ValueError(f"{name} is a masked array (numpy.ma), whose mask fastmlp cannot honour; pass "
+                         f"{name}.filled(value), or drop the masked rows, e.g. x[~x.mask.any(axis=1)]")
 
 
 def check_finite(a: np.ndarray, name: str = "X") -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._arrays import FLOAT_DTYPES, as_float_array, check_int, check_number
+from ._arrays import FLOAT_DTYPES, as_float_array, check_int, check_number, reject_masked
 
 __all__ = ["MSELoss", "L1Loss", "HuberLoss", "CrossEntropyLoss", "BCEWithLogitsLoss", "PoissonNLLLoss"]
 
@@ -104,15 +104,23 @@ class PoissonNLLLoss(_Loss):
         return {**super()._spec(dtype), "log_input": self.log_input, "eps": self.eps}
 
 
-def _class_weights(w: Any, name: str) -> np.ndarray | None:
+def _class_weights(w: Any, name: str, non_negative: bool = False) -> np.ndarray | None:
     if w is None:
         return None
-    a = np.asarray(w, dtype=np.float64)
+    a = as_float_array(_numpy(w), np.dtype(np.float64), name)
     if a.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array of per-class weights")
     if not np.isfinite(a).all():
         raise ValueError(f"{name} contains NaN or infinity")
+    if non_negative and (a < 0).any():
+        raise ValueError(f"{name} must be >= 0 (a negative class weight makes the loss unbounded; the mean's "
+                         f"denominator can reach 0), got {a[a < 0][0]}")
     return a
+
+
+def _numpy(v: Any) -> Any:
+    """A torch tensor as a NumPy array; anything else unchanged."""
+    return v.detach().cpu().numpy() if hasattr(v, "detach") else v
 
 
 class CrossEntropyLoss(_Loss):
@@ -128,7 +136,7 @@ class CrossEntropyLoss(_Loss):
     def __init__(self, weight: Any = None, ignore_index: int = -100, reduction: str = "mean",
                  label_smoothing: float = 0.0) -> None:
         super().__init__(reduction)
-        self.weight = _class_weights(weight, "weight")
+        self.weight = _class_weights(weight, "weight", non_negative=True)
         self.ignore_index = check_int(ignore_index, "ignore_index", low=-2**63, high=2**63 - 1)
         self.label_smoothing = check_number(label_smoothing, "label_smoothing", low=0.0, high=1.0)
 
@@ -136,10 +144,17 @@ class CrossEntropyLoss(_Loss):
         return {**super()._spec(dtype), "label_smoothing": self.label_smoothing, "ignore_index": self.ignore_index,
                 "weight": None if self.weight is None else self.weight.astype(dtype)}
 
+    def _counts_some(self, labels: np.ndarray) -> bool:
+        """Whether some row of (checked) class-index labels counts in the loss:
+        a label that is not ignore_index, with a class weight above 0."""
+        kept = labels[labels != self.ignore_index]
+        return bool(kept.size) and (self.weight is None or bool(self.weight[kept].any()))
+
     def _target(self, target: Any, shape: tuple, dtype: np.dtype) -> np.ndarray:
         B, C = shape
         if self.weight is not None and self.weight.shape[0] != C:
             raise ValueError(f"weight has {self.weight.shape[0]} entries, but the input has {C} classes")
+        reject_masked(target, "target")
         t = np.asarray(target)
         if t.ndim == 0:
             t = t.reshape(1)

@@ -19,14 +19,33 @@ _INIT_NAMES = ("default", "zeros", "ones", "uniform", "normal", "xavier_uniform"
                "kaiming_uniform", "kaiming_normal")
 
 
+class Grad(np.ndarray):
+    """A parameter's gradient: a NumPy view of the model's gradient buffer,
+    with torch's ``zero_()`` (NumPy's way: ``p.grad[...] = 0``)."""
+
+    def zero_(self) -> "Grad":
+        self[...] = 0
+        return self
+
+
+def _value(v: Any) -> Any:
+    return v._data if isinstance(v, Parameter) else v
+
+
 class Parameter:
     """A parameter of a model: ``data`` and ``grad`` are NumPy views of the
-    model's C++ buffers (zero-copy). Assigning to ``data`` copies into them."""
+    model's C++ buffers (zero-copy). Assigning to ``data`` copies into them.
 
-    __slots__ = ("_data", "_grad", "name")
+    In-place arithmetic writes into the model (``p -= lr * p.grad``), and the
+    usual torch in-place methods exist (``zero_``, ``fill_``, ``copy_``,
+    ``add_``, ``sub_``, ``mul_``, ``div_``). ``grad`` is None after
+    ``zero_grad()`` (set_to_none, torch's default) until the next backward."""
+
+    __slots__ = ("_data", "_grad", "_grad_none", "name")
 
     def __init__(self, data: np.ndarray, grad: np.ndarray, name: str = "") -> None:
-        self._data, self._grad, self.name = data, grad, name
+        self._data, self._grad, self.name = data, grad.view(Grad), name
+        self._grad_none = False
 
     @property
     def data(self) -> np.ndarray:
@@ -40,16 +59,91 @@ class Parameter:
         self._data[...] = value
 
     @property
-    def grad(self) -> np.ndarray:
-        return self._grad
+    def grad(self) -> Grad | None:
+        return None if self._grad_none else self._grad
+
+    @grad.setter
+    def grad(self, value: Any) -> None:
+        if value is None:
+            self._zero_grad(True)
+            return
+        a = as_float_array(value, self._data.dtype, f"{self.name or 'parameter'}.grad")
+        if a.shape != self._data.shape:
+            raise ValueError(f"{self.name or 'parameter'}.grad: shape {a.shape} does not match {self._data.shape}")
+        self._grad[...] = a
+        self._grad_none = False
+
+    def _zero_grad(self, set_to_none: bool) -> None:
+        """Zero the gradient buffer (so the next backward starts from 0); with
+        set_to_none, .grad reads None until then."""
+        self._grad[...] = 0
+        self._grad_none = self._grad_none or set_to_none
 
     shape = property(lambda self: self._data.shape)
     dtype = property(lambda self: self._data.dtype)
     ndim = property(lambda self: self._data.ndim)
     size = property(lambda self: self._data.size)
+    requires_grad = property(lambda self: True)
 
     def numel(self) -> int:
         return int(self._data.size)
+
+    # ---- in place, into the model's buffer (torch's names); each returns the Parameter
+    def __iadd__(self, other: Any) -> "Parameter":
+        self._data += _value(other)
+        return self
+
+    def __isub__(self, other: Any) -> "Parameter":
+        self._data -= _value(other)
+        return self
+
+    def __imul__(self, other: Any) -> "Parameter":
+        self._data *= _value(other)
+        return self
+
+    def __itruediv__(self, other: Any) -> "Parameter":
+        self._data /= _value(other)
+        return self
+
+    def zero_(self) -> "Parameter":
+        self._data[...] = 0
+        return self
+
+    def fill_(self, value: float) -> "Parameter":
+        self._data[...] = check_number(value, "fill_ value")
+        return self
+
+    def copy_(self, src: Any) -> "Parameter":
+        self.data = _value(src)
+        return self
+
+    def add_(self, other: Any, alpha: float = 1) -> "Parameter":
+        self._data += alpha * np.asarray(_value(other))
+        return self
+
+    def sub_(self, other: Any, alpha: float = 1) -> "Parameter":
+        self._data -= alpha * np.asarray(_value(other))
+        return self
+
+    def mul_(self, other: Any) -> "Parameter":
+        return self.__imul__(other)
+
+    def div_(self, other: Any) -> "Parameter":
+        return self.__itruediv__(other)
+
+    def detach(self) -> np.ndarray:
+        """The values as a NumPy view of the model's buffer (torch's detach shares memory too)."""
+        return self._data
+
+    numpy = detach
+
+    def clone(self) -> np.ndarray:
+        return self._data.copy()
+
+    def __getattr__(self, name: str) -> Any:
+        hint = ("; it is a NumPy view: write in place with NumPy (p.data[...] = ..., p.grad[...] = 0) or fm.init"
+                if name.endswith("_") and not name.startswith("_") else "")
+        raise AttributeError(f"'Parameter' object has no attribute {name!r}{hint}")
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         if copy:
@@ -240,6 +334,16 @@ class Sequential(Module):
                 raise TypeError(f"layer {i}: nested Sequential models are not supported; list the layers flat")
             if not isinstance(layer, Module):
                 raise TypeError(f"layer {i}: expected a fastmlp layer (Linear, ReLU, ...), got {type(layer).__name__}")
+            if isinstance(layer, Linear):
+                # a model owns its layers' parameters (one buffer per model): a Linear cannot be in two
+                # places, which would look weight-tied without being so
+                if layer.weight is not None:
+                    raise ValueError(f"layer {i}: this Linear already belongs to a model, and a layer cannot be "
+                                     "shared between models; use copy.deepcopy(model) for an independent copy, "
+                                     "or a new Linear(...)")
+                if any(other is layer for other in layers[:i]):
+                    raise ValueError(f"layer {i}: this Linear appears twice; weight sharing is not supported. "
+                                     "Use two Linear layers (copy.deepcopy(layer) before building the model)")
         self.dtype = as_dtype(dtype)
         seed = _random.next_seed() if seed is None else _random.check_seed(seed)
         cls = _core.Model32 if self.dtype == np.float32 else _core.Model64
@@ -252,6 +356,7 @@ class Sequential(Module):
             self._params[name] = p
             setattr(self._layers[layer_idx], pname, p)
         self._last_1d = False
+        self._can_backward: bool | None = None  # None: no forward yet; False: its backward has run
         self._fit_lock = threading.Lock()  # held for a whole fit call
         self._file_extra: dict = {}  # metadata of the file the model was loaded from
 
@@ -305,9 +410,17 @@ class Sequential(Module):
     def num_parameters(self) -> int:
         return int(self._core.n_params)
 
-    def zero_grad(self) -> None:
-        with self._core.hold(True):
-            self._core.flat_grads()[...] = 0
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset every gradient, as torch: to None by default (an optimizer's
+        step() skips the parameter until a backward), or to zeros."""
+        with self._core.hold(True):  # during a fit in another thread: between two of its steps
+            for p in self._params.values():
+                p._zero_grad(set_to_none)
+
+    def _grads_set(self) -> None:
+        """A backward (or a training step) gave every parameter a gradient."""
+        for p in self._params.values():
+            p._grad_none = False
 
     def reset_parameters(self, seed: int | None = None) -> "Sequential":
         """Re-initialise every Linear, from seed (default: the model's seed)."""
@@ -367,16 +480,26 @@ class Sequential(Module):
         a = self._input(x)
         out = self._core.forward(a)
         self._last_1d = np.ndim(x) == 1  # only once the forward succeeded
+        self._can_backward = True
         return out[0] if self._last_1d else out
 
     __call__ = forward
 
-    def backward(self, grad_output: Any) -> np.ndarray:
-        """Back-propagate dL/d(output) of the last forward: accumulates every
-        parameter's .grad and returns dL/d(input)."""
+    def backward(self, grad_output: Any, retain_graph: bool = False) -> np.ndarray:
+        """Back-propagate dL/d(output) through the last forward (the model keeps
+        only the last one's activations): accumulates every parameter's .grad
+        and returns dL/d(input). grad_output must have that output's shape. As
+        in PyTorch, a second backward of the same forward raises unless the
+        first one passed retain_graph=True."""
+        if self._can_backward is False:
+            raise RuntimeError("Trying to backward through the graph a second time: the last forward was "
+                               "already back-propagated (or train_step/fit ran since); call the model on the "
+                               "input again, or pass retain_graph=True to the first backward")
         g = as_float_array(grad_output, self.dtype, "grad_output")
         g = g.reshape(1, -1) if (self._last_1d and g.ndim == 1) else g
         dx = self._core.backward(g, True)
+        self._can_backward = bool(retain_graph)
+        self._grads_set()
         return dx[0] if self._last_1d else dx
 
     def train_step(self, x: Any, y: Any, loss_fn: Any, optimizer: Any) -> float:
@@ -394,8 +517,13 @@ class Sequential(Module):
         out_width = self._core.out_features(a.shape[1])
         t = loss_fn._target(y, (a.shape[0], out_width), self.dtype)
         check_finite(t, "target")
+        if a.shape[0] == 0:
+            raise ValueError("train_step got 0 samples: a step needs at least one")
         optimizer._sync()
-        return float(self._core.train_step(a, t, loss_fn._spec(self.dtype), core_opt))
+        self._can_backward = False  # the step's own forward replaces the last one
+        loss = float(self._core.train_step(a, t, loss_fn._spec(self.dtype), core_opt))
+        self._grads_set()
+        return loss
 
     def fit(self, X: Any, y: Any, loss: Any, optimizer: Any, epochs: int = 1, batch_size: int = 32,
             shuffle: bool = True, validation_data: Any = None, scheduler: Any = None, callbacks: Any = (),

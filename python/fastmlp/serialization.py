@@ -41,6 +41,7 @@ def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None
             if not np.isfinite(v).all():
                 raise ValueError(f"cannot save: {k[len('param/'):]} contains NaN or infinity")
         if optimizer is not None:
+            optimizer._sync()  # the hyperparameters as the next step would use them: checked, plain numbers
             names = {id(p): n for n, p in model.named_parameters()}
             groups = []
             for gi, g in enumerate(optimizer.param_groups):

@@ -95,6 +95,8 @@ def _data(model: Any, X: Any, y: Any, loss_fn: _Loss, name: str,
     if a.ndim != 2:
         raise ValueError(f"{name} must be 2-D (samples, features), got {a.ndim}-D; "
                          "reshape your data with X.reshape(-1, 1) for one feature or X.reshape(1, -1) for one sample")
+    if a.shape[0] == 0:
+        raise ValueError(f"{name} has 0 samples; at least one is needed")
     if check_x:
         check_finite(a, name)
     want = model.in_features
@@ -162,6 +164,8 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
         core_opt = optimizer._core_for(model)
     # X is checked batch by batch in C++ (by one pass here for full-batch L-BFGS)
     Xa, ta = _data(model, X, y, loss_fn, "X", check_x=epochs == 0 or full_batch)
+    if isinstance(loss_fn, CrossEntropyLoss) and ta.dtype == np.int64 and not loss_fn._counts_some(ta):
+        raise ValueError("every label is ignore_index or has class weight 0: fit has nothing to learn from")
     val = None
     if validation_data is not None:
         if len(validation_data) != 2:
@@ -181,6 +185,8 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
     _take_fit_lock(model)
     history = History()
     was_training = model.training
+    completed = False
+    model._can_backward = False  # fit's steps replace the last forward
     try:
         for cb in callbacks:
             if isinstance(cb, Callback):
@@ -231,13 +237,13 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                 logs: dict[str, float] = {"loss": float(st["loss"])}
                 if spec.get("l2"):  # the estimators' L2 penalty, apart from the loss
                     logs["l2_penalty"] = float(st["l2_penalty"])
-                if classify and st["samples"]:
-                    logs["accuracy"] = st["correct"] / st["samples"]
+                if classify and st["scored"]:  # rows with an ignored label are not scored
+                    logs["accuracy"] = st["correct"] / st["scored"]
                 if val is not None and (comm is None or comm.rank == 0):
                     out = model._core.predict(val[0], max(batch_size, 1024))
                     logs["val_loss"] = float(loss_fn(out, val[1]))
                     if classify:
-                        logs["val_accuracy"] = _accuracy(model, out, val[1])
+                        logs["val_accuracy"] = _accuracy(model, out, val[1], loss_fn)
                 # the lr the epoch (per batch: its last batch) stepped with
                 logs["lr"] = float(table[0][-1, 0] if table is not None and len(table[0]) else
                                    optimizer.param_groups[0]["lr"])
@@ -264,12 +270,16 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                     stop = comm.share(stop, then="sync" if stop or epoch + 1 == epochs else "epoch")
                 if stop:
                     break
+        completed = True
     finally:
         try:
             model.train(was_training)
-            for cb in callbacks:
-                if isinstance(cb, Callback):
-                    cb.on_train_end()
+            if epochs:  # the C++ loop wrote every gradient
+                model._grads_set()
+            if completed:  # as Keras: not after Ctrl-C or an error (the model keeps its last completed step)
+                for cb in callbacks:
+                    if isinstance(cb, Callback):
+                        cb.on_train_end()
         finally:
             model._fit_lock.release()
     return history
@@ -361,7 +371,7 @@ def _batch_table(scheduler: Any, optimizer: Any, batches: int) -> tuple:
                 if mom is not None:
                     m = float(mom[int(pick(mom[:, i])), i]) if np.isfinite(mom[:, i]).all() else float("nan")
                     trial[key] = (m, *g["betas"][1:]) if beta1 else m
-                optimizer._check(trial, {"lr", key})
+                optimizer._checked(trial, {"lr", key})
     return lr, mom, beta1
 
 
@@ -375,18 +385,19 @@ def _full_batch_epoch(model: Any, Xa: np.ndarray, ta: np.ndarray, spec: dict, op
     loss = float(optimizer.step(closure))
     n = Xa.shape[0]
     weights_ok = all(np.isfinite(p.data).all() for p in model.parameters())
-    correct = 0
+    correct = scored = 0
     if classify and n and weights_ok:
-        correct = round(_accuracy(model, model._core.predict(Xa, 4096), ta) * n)
-    return {"loss": loss, "l2_penalty": 0.0, "samples": n, "correct": correct, "batches": 1,
+        fn = _core.count_correct32 if model.dtype == np.float32 else _core.count_correct64
+        correct, scored = fn(model._core.predict(Xa, 4096), ta, spec.get("ignore_index", -100))
+    return {"loss": loss, "l2_penalty": 0.0, "samples": n, "correct": correct, "scored": scored, "batches": 1,
             "diverged": not (np.isfinite(loss) and weights_ok), "restored": False}
 
 
-def _accuracy(model: Any, out: np.ndarray, t: np.ndarray) -> float:
-    if out.shape[0] == 0:
-        return float("nan")
+def _accuracy(model: Any, out: np.ndarray, t: np.ndarray, loss_fn: _Loss) -> float:
+    """The share of rows whose prediction is right; rows with an ignored label are not scored."""
     fn = _core.count_correct32 if model.dtype == np.float32 else _core.count_correct64
-    return fn(out, t) / out.shape[0]
+    correct, scored = fn(out, t, getattr(loss_fn, "ignore_index", -100))
+    return correct / scored if scored else float("nan")
 
 
 def _forward_chunks(model: Any, a: np.ndarray, batch_size: int | None, n_threads: int | None) -> np.ndarray:
@@ -409,5 +420,5 @@ def evaluate(model: Any, X: Any, y: Any, loss_fn: _Loss, batch_size: int | None 
     out = _forward_chunks(model, a, batch_size, n_threads)
     res = {"loss": float(loss_fn(out, t))}
     if isinstance(loss_fn, (CrossEntropyLoss, BCEWithLogitsLoss)):
-        res["accuracy"] = _accuracy(model, out, t)
+        res["accuracy"] = _accuracy(model, out, t, loss_fn)
     return res

@@ -144,6 +144,11 @@ class LBFGS(Optimizer):
         if group["line_search_fn"] not in (None, "strong_wolfe"):
             raise ValueError(f"line_search_fn must be None or 'strong_wolfe', got {group['line_search_fn']!r}")
 
+    def _checked(self, group: dict, keys: Any = None) -> dict:
+        """The base class's one validation point: LBFGS's own options, checked."""
+        self._check(group)
+        return {k: v for k, v in group.items() if k != "params"}
+
     def _make_core(self) -> Any:
         raise TypeError("LBFGS has a single parameter group")
 

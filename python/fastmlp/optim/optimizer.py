@@ -5,6 +5,7 @@ float arrays, updated in place (pass their gradients: ``opt.step(grads)``).
 """
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -22,6 +23,41 @@ _TORCH_ONLY_OPTIONS = {"foreach", "fused", "capturable", "differentiable"}
 _SCHEDULE_KEYS = {"initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"}
 # the group entries that are not hyperparameters of the C++ step
 _NOT_CONFIG = {"params", "param_names", *_SCHEDULE_KEYS, *_TORCH_ONLY_OPTIONS}
+
+# hyperparameters that are switches, and numbers that must be >= 0
+_BOOL_OPTIONS = {"nesterov", "centered", "amsgrad", "maximize", "sklearn_adam", "decoupled_weight_decay"}
+_NON_NEGATIVE = {"lr", "eps", "weight_decay", "momentum", "lr_decay", "initial_lr", "momentum_decay"}
+# state slots that hold sums or averages of squares (>= 0, else the next step takes sqrt of a negative)
+_SQUARE_SLOTS = {"sum", "square_avg", "acc_delta", "exp_avg_sq", "max_exp_avg_sq"}
+
+
+def _hyperparameter(k: str, v: Any) -> Any:
+    """One hyperparameter checked alone and converted to a plain Python value
+    (bool, float or a pair of floats), so that it saves as JSON."""
+    if k in _BOOL_OPTIONS:
+        if not isinstance(v, (bool, np.bool_)):
+            raise TypeError(f"{k} must be True or False, got {v!r}")
+        return bool(v)
+    if k in _TORCH_ONLY_OPTIONS:
+        if v is not None and not isinstance(v, (bool, np.bool_)):
+            raise TypeError(f"{k} must be True, False or None, got {v!r}")
+        return None if v is None else bool(v)
+    if k == "param_names":
+        return list(v)
+    if k == "betas":
+        if not isinstance(v, (tuple, list, np.ndarray)):
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {v!r}")
+        if len(v) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {v!r}")
+        return tuple(check_number(b, f"beta parameter at index {i}", low=0.0, high=1.0, high_open=True)
+                     for i, b in enumerate(v))
+    return check_number(v, k, low=0.0 if k in _NON_NEGATIVE else None)
+
+
+def _numpy(v: Any) -> Any:
+    """A torch tensor as a NumPy array; anything else unchanged."""
+    return v.detach().cpu().numpy() if hasattr(v, "detach") else v
+
 
 # state_dict names of each optimizer's state slots, in the C++ slot order
 _SLOT_NAMES = {
@@ -44,7 +80,7 @@ class Optimizer:
     _kind = ""
 
     def __init__(self, params: Iterable[Any], defaults: dict) -> None:
-        self.defaults = dict(defaults)
+        self.defaults = {k: _hyperparameter(k, v) for k, v in defaults.items()}
         params = list(params) if not isinstance(params, (Parameter, np.ndarray)) else [params]
         if not params:
             raise ValueError("optimizer got an empty parameter list")
@@ -99,12 +135,9 @@ class Optimizer:
         unknown = set(g) - set(self.defaults) - {"params", "param_names", *_SCHEDULE_KEYS}
         if unknown:
             raise TypeError(f"unknown option(s) {sorted(unknown)} for {type(self).__name__}")
-        group = {**self.defaults, **{k: v for k, v in g.items() if k != "params"}, "params": ps}
-        if "betas" in group and isinstance(group["betas"], (list, np.ndarray)):
-            group["betas"] = tuple(group["betas"])
+        group = {**self._checked({**self.defaults, **{k: v for k, v in g.items() if k != "params"}}), "params": ps}
         if names:
             group["param_names"] = names
-        self._check(group)
         return group
 
     def add_param_group(self, param_group: dict) -> None:
@@ -137,29 +170,24 @@ class Optimizer:
         self.load_state_dict(state["state_dict"])
 
     # ---- hyperparameters
-    def _check(self, group: dict, keys: Any = None) -> None:
-        """Check the group's values (only those named in keys, if given), then
-        their combination."""
-        for k, v in group.items():
-            if keys is not None and k not in keys:
-                continue
-            if k in ("nesterov", "centered", "amsgrad", "maximize", "sklearn_adam", "decoupled_weight_decay"):
-                if not isinstance(v, (bool, np.bool_)):
-                    raise TypeError(f"{k} must be True or False, got {v!r}")
-            elif k in _TORCH_ONLY_OPTIONS:
-                if v is not None and not isinstance(v, (bool, np.bool_)):
-                    raise TypeError(f"{k} must be True, False or None, got {v!r}")
-            elif k == "betas":
-                if not isinstance(v, (tuple, list, np.ndarray)):
-                    raise TypeError(f"betas must be a pair (beta1, beta2), got {v!r}")
-                if len(v) != 2:
-                    raise ValueError(f"betas must be a pair (beta1, beta2), got {v!r}")
-                for i, b in enumerate(v):
-                    check_number(b, f"beta parameter at index {i}", low=0.0, high=1.0, high_open=True)
-            elif k not in _NOT_CONFIG:
-                check_number(v, k, low=0.0 if k in ("lr", "eps", "weight_decay", "momentum", "lr_decay",
-                                                    "momentum_decay") else None)
-        _core.check_optim(self._config(group))
+    def _checked(self, group: dict, keys: Any = None) -> dict:
+        """The group's hyperparameters (without 'params') as plain Python
+        values: each checked (only those named in keys, if given), then their
+        combination. The one place hyperparameters are validated."""
+        out = {k: (v if keys is not None and k not in keys else _hyperparameter(k, v))
+               for k, v in group.items() if k != "params"}
+        _core.check_optim(self._config(out))
+        return out
+
+    @staticmethod
+    def _store(group: dict, clean: dict) -> None:
+        """Write checked values back into a group as plain Python values; a
+        list (betas) is updated in place, so later edits of it are still seen."""
+        for k, v in clean.items():
+            if isinstance(group.get(k), list):
+                group[k][:] = v
+            else:
+                group[k] = v
 
     def _config(self, group: dict) -> dict:
         cfg = {k: v for k, v in group.items() if k not in _NOT_CONFIG}
@@ -170,7 +198,7 @@ class Optimizer:
     def _pair(p: Any) -> tuple:
         # the C++ side wants numpy's own dtype object (an unpickled array has an equal copy of it)
         if isinstance(p, Parameter):
-            return p.data.view(np.dtype(p.dtype.char)), p.grad.view(np.dtype(p.dtype.char))
+            return p.data.view(np.dtype(p.dtype.char)), p._grad.view(np.dtype(p.dtype.char))
         return p.view(np.dtype(p.dtype.char)), None
 
     @staticmethod
@@ -196,11 +224,12 @@ class Optimizer:
             if snap is not None and snap == old:
                 continue
             changed = None if snap is None or old is None else {k for k in snap if snap[k] != old.get(k)}
-            self._check(g, changed)
-            todo.append((i, cfg, snap))
-        for i, cfg, snap in todo:
+            todo.append((i, self._checked(g, changed)))
+        for i, clean in todo:
+            self._store(self.param_groups[i], clean)
+            cfg = self._config(clean)
             self._core.set_config(i, cfg)
-            pushed[i] = snap
+            pushed[i] = self._snapshot(cfg)
 
     def _core_for(self, model: Any) -> Any:
         """The C++ optimizer, for a model whose parameters these must be."""
@@ -220,7 +249,13 @@ class Optimizer:
         loss = closure() if closure is not None else None
         self._sync()
         if grads is None:
-            self._core.step()
+            # as torch: a Parameter whose .grad is None (zero_grad(set_to_none=True), no backward since)
+            # is skipped, and a group with none left is not stepped at all
+            active = [not (isinstance(p, Parameter) and p.grad is None) for g in self.param_groups for p in g["params"]]
+            if all(active):
+                self._core.step()
+            elif any(active):
+                self._core.step_some(active)
         else:
             flat = [p for g in self.param_groups for p in g["params"]]
             grads = [grads] if isinstance(grads, np.ndarray) and len(flat) == 1 and grads.shape == np.shape(flat[0]) else list(grads)
@@ -236,10 +271,13 @@ class Optimizer:
         return loss
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset the gradients of the Parameters, as torch: to None by default
+        (then step() skips them until a backward gives them a gradient again),
+        or to zeros with set_to_none=False (a gradient that is None stays None)."""
         for g in self.param_groups:
             for p in g["params"]:
                 if isinstance(p, Parameter):
-                    p.grad[...] = 0
+                    p._zero_grad(set_to_none)
 
     # ---- state
     @property
@@ -287,44 +325,94 @@ class Optimizer:
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Load a state_dict from state_dict() (or torch's, as NumPy arrays)."""
-        groups = state_dict["param_groups"]
+        """Load a state_dict from state_dict() (or torch's, tensors or NumPy
+        arrays). Everything is checked before anything changes: the groups'
+        sizes and hyperparameters (options of another optimizer are refused),
+        each state's names, shapes and values, and the step. A parameter
+        without state (torch's empty ``state``) starts afresh: zero moments."""
+        if not isinstance(state_dict, dict) or not isinstance(state_dict.get("param_groups"), (list, tuple)):
+            raise TypeError("state_dict must be a dict with 'state' and 'param_groups', as from optimizer.state_dict()")
+        groups, states = state_dict["param_groups"], state_dict.get("state", {})
+        if not isinstance(states, dict):
+            raise TypeError("state_dict['state'] must be a dict {parameter index: state}")
         if len(groups) != len(self.param_groups):
             raise ValueError("loaded state dict has a different number of parameter groups")
+        names, ids = _SLOT_NAMES[self._kind], [pid for g in groups for pid in g.get("params", ())]
+        if len(set(ids)) != len(ids):
+            raise ValueError("loaded state dict lists a parameter in more than one place")
+        if set(states) - set(ids):
+            raise ValueError(f"loaded state dict has state for unknown parameter(s) {sorted(set(states) - set(ids), key=str)}")
         staged = []
         for gi, (mine, theirs) in enumerate(zip(self.param_groups, groups)):
-            if len(theirs["params"]) != len(mine["params"]):
+            if not isinstance(theirs, dict) or len(theirs.get("params", ())) != len(mine["params"]):
                 raise ValueError("loaded state dict contains a parameter group that doesn't match the size of optimizer's group")
-            hyper = {k: v for k, v in theirs.items() if k not in ("params", "param_names") and (k in mine or k in _SCHEDULE_KEYS)}
-            if "betas" in hyper:
-                hyper["betas"] = tuple(hyper["betas"])
-            self._check({**mine, **hyper})
-            views = self._group_state(gi, raw=True)
-            fills, step, ready, mu_product = [], 0.0, False, 1.0
-            for pid, view in zip(theirs["params"], views):
-                st = state_dict["state"].get(pid, {})
-                step = float(np.asarray(st.get("step", step)))
-                mu_product = float(np.asarray(st.get("mu_product", mu_product)))
-                for name, v in st.items():
-                    if name in ("step", "mu_product") or name not in view:
-                        continue
+            hyper = {k: v for k, v in theirs.items() if k not in ("params", "param_names") and k not in _TORCH_ONLY_OPTIONS}
+            unknown = set(hyper) - set(self.defaults) - _SCHEDULE_KEYS
+            if unknown:
+                raise ValueError(f"loaded parameter group {gi} has option(s) {sorted(unknown)} that "
+                                 f"{type(self).__name__} does not have (a state_dict of another optimizer?)")
+            clean = self._checked({**{k: v for k, v in mine.items() if k != "params"}, **hyper})
+            buf = np.array(self._core.state(gi))  # the new state, built in a copy: (slots, n)
+            buf[...] = 0
+            if self._kind == "adagrad":
+                buf[0] = clean["initial_accumulator_value"]
+            steps, ready, mus, off = set(), [], set(), 0
+            for pid, p in zip(theirs["params"], mine["params"]):
+                shape = np.shape(p.data if isinstance(p, Parameter) else p)
+                n = int(np.prod(shape))
+                st = states.get(pid, {})
+                if not isinstance(st, dict):
+                    raise TypeError(f"state of parameter {pid!r} must be a dict, got {type(st).__name__}")
+                extra = set(st) - set(names) - {"step", *(("mu_product",) if self._kind == "nadam" else ())}
+                if extra:
+                    raise ValueError(f"state of parameter {pid!r} has {sorted(extra)}, which {type(self).__name__} "
+                                     f"does not keep (it keeps {names}; a state_dict of another optimizer?)")
+                steps.add(self._checked_step(st.get("step", 0), pid))
+                if "mu_product" in st:
+                    mus.add(check_number(float(np.asarray(_numpy(st["mu_product"]))), "mu_product", low=0.0))
+                if self._kind == "sgd":
+                    ready.append(st.get("momentum_buffer") is not None)
+                for k, name in enumerate(names):
+                    v = st.get(name)
                     if v is None:
                         continue
-                    ready = ready or name == "momentum_buffer"
-                    a = np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v, dtype=self._dtype)
-                    if a.shape != view[name].shape:
-                        raise ValueError(f"state {name!r} has shape {a.shape}, expected {view[name].shape}")
-                    fills.append((view[name], a))
-            staged.append((gi, hyper, int(step), fills, ready, mu_product))
+                    a = as_float_array(_numpy(v), self._dtype, f"state {name!r} of parameter {pid!r}")
+                    if a.shape != shape:
+                        raise ValueError(f"state {name!r} of parameter {pid!r} has shape {a.shape}, expected {shape}")
+                    if not np.isfinite(a).all():
+                        raise ValueError(f"state {name!r} of parameter {pid!r} contains NaN or infinity")
+                    if name in _SQUARE_SLOTS and (a < 0).any():
+                        raise ValueError(f"state {name!r} of parameter {pid!r} has negative values "
+                                         "(it is a sum or average of squares)")
+                    buf[k, off:off + n] = a.reshape(-1)
+                off += n
+            if len(steps) > 1 or len(set(ready)) > 1 or len(mus) > 1:
+                raise ValueError(f"the parameters of group {gi} are at different steps; fastmlp keeps one step "
+                                 "count (and one SGD momentum state) per parameter group")
+            staged.append((gi, clean, steps.pop() if steps else 0, buf, all(ready) and bool(ready),
+                           mus.pop() if mus else 1.0))
+        pushed = self.__dict__.setdefault("_pushed", {})
         with self._core.hold(True):  # during a fit in another thread: between two of its steps
-            for gi, hyper, step, fills, ready, mu_product in staged:
-                self.param_groups[gi].update(hyper)
+            for gi, clean, step, buf, is_ready, mu_product in staged:
+                self._store(self.param_groups[gi], clean)
+                cfg = self._config(clean)
+                self._core.set_config(gi, cfg)
+                pushed[gi] = self._snapshot(cfg)
                 self._core.set_step(gi, step)
+                self._core.set_momentum_ready(gi, is_ready)
                 self._core.set_mu_product(gi, mu_product)
-                self._core.set_momentum_ready(gi, ready)
-                for dst, src in fills:
-                    dst[...] = src
-        self._sync()
+                self._core.state(gi)[...] = buf
+
+    @staticmethod
+    def _checked_step(v: Any, pid: Any) -> int:
+        """A loaded step count as an int (torch keeps it as a float tensor)."""
+        v = _numpy(v)
+        if isinstance(v, np.ndarray) and v.size == 1:
+            v = v.reshape(()).item()
+        f = float(v) if isinstance(v, numbers.Real) and not isinstance(v, bool) else float("nan")
+        if not (np.isfinite(f) and f == int(f) and 0 <= f <= 2**53):
+            raise ValueError(f"step of parameter {pid!r} must be a whole number in [0, 2**53], got {v!r}")
+        return int(f)
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
