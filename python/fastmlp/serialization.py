@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
@@ -51,12 +51,18 @@ def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None
                                "momentum_ready": [bool(optimizer._core.get_momentum_ready(i))
                                                   for i in range(len(groups))]}
     blob = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
+    atomic_write(path, lambda f: np.savez(f, **{_HEADER: blob, **arrays}))
+
+
+def atomic_write(path: Any, write: Callable[[BinaryIO], Any]) -> None:
+    """Call write(f) on a temporary file in path's folder, flush it to disk and
+    rename it over path: an interrupted write never leaves a torn file."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".fastmlp-", suffix=".npz.tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".fastmlp-", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{_HEADER: blob, **arrays})
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         umask = os.umask(0)
