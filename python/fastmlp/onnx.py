@@ -18,15 +18,19 @@ import importlib.util
 from typing import Any, Callable
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+
+try:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+except ImportError as e:  # pragma: no cover - the optional extra is missing
+    raise ImportError(f"fastmlp.onnx needs the onnx package: pip install 'fastmlp[onnx]' ({e})") from e
 
 from ._export import check_model, check_scaling, widths
 from .serialization import atomic_write
 
 __all__ = ["export", "to_model", "register_skl2onnx", "DEFAULT_OPSET"]
 
-DEFAULT_OPSET = 17  # supported by every ONNX Runtime since 1.11, with float64 LeakyRelu
+DEFAULT_OPSET = 17  # ONNX 1.12 (2022): widely supported by runtimes
 MIN_OPSET = 13  # Softmax over the last axis only (its opset-13 meaning), Erf, Gemm with a 1-D bias
 _PROTO = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE}
 
