@@ -17,17 +17,13 @@ from .losses import BCEWithLogitsLoss, CrossEntropyLoss, _Loss
 
 
 def default_threads() -> int:
-    """The threads of n_threads=None: the cores this process may run on, at most
-    OMP_NUM_THREADS when it is set (as joblib's and Dask's worker processes set
-    it), and inside a Dask worker at most the worker's threads (its share of the
-    machine), so that parallel fits do not oversubscribe the cores."""
+    """The threads of n_threads=None: the cores this process may run on, and
+    inside a Dask worker at most the worker's threads (its share of the
+    machine), so that fits running side by side do not oversubscribe the cores."""
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         n = os.cpu_count() or 1
-    env = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if env.isdigit() and int(env) >= 1:
-        n = min(n, int(env))
     distributed = sys.modules.get("distributed")  # imported in every Dask worker
     if distributed is not None:
         try:
