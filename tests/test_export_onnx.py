@@ -228,7 +228,6 @@ def test_skl2onnx_regressor_pipeline(loss, outputs, dtype):
 # --------------------------------------------------------------------------- fastmlp export
 def test_cli_export_onnx_keeps_the_scaling(tmp_path, monkeypatch, capsys):
     from fastmlp import cli
-    from fastmlp.datasets import load_digits
 
     monkeypatch.chdir(tmp_path)
     ds = load_digits()
