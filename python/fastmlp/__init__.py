@@ -26,6 +26,7 @@ from ._random import initial_seed, manual_seed  # noqa: E402
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, PoissonNLLLoss  # noqa: E402
 from .nn import (  # noqa: E402
     GELU, Dropout, Identity, LeakyReLU, Linear, Module, Parameter, ReLU, Sequential, Sigmoid, Softmax, Tanh)
+from .c_export import export_c  # noqa: E402
 from .serialization import load  # noqa: E402
 
 __version__ = "0.1.0"
@@ -34,7 +35,8 @@ __all__ = [
     "Module", "Parameter", "Sequential", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
     "Identity", "Dropout", "MSELoss", "L1Loss", "HuberLoss", "CrossEntropyLoss", "BCEWithLogitsLoss",
     "PoissonNLLLoss", "datasets",
-    "optim", "init", "callbacks", "EarlyStopping", "History", "manual_seed", "initial_seed", "load", "__version__",
+    "optim", "init", "callbacks", "EarlyStopping", "History", "manual_seed", "initial_seed", "load", "export_c",
+    "__version__",
 ]
 
 # scikit-learn estimators, imported on first use so that the core never imports scikit-learn
@@ -47,4 +49,7 @@ def __getattr__(name: str):  # noqa: E302
     if name in ("MLPClassifier", "MLPRegressor"):
         from . import estimators
         return getattr(estimators, name)
+    if name == "onnx":  # the ONNX exporter, imported on first use (needs the 'onnx' extra)
+        import importlib
+        return importlib.import_module(".onnx", __name__)
     raise AttributeError(f"module 'fastmlp' has no attribute {name!r}")

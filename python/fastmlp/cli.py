@@ -5,6 +5,7 @@
     fastmlp train --data train-images-idx3-ubyte.gz --labels train-labels-idx1-ubyte.gz
     fastmlp predict --model fastmlp-model.npz --data new.csv --out preds.csv
     fastmlp info fastmlp-model.npz
+    fastmlp export fastmlp-model.npz --format onnx --out model.onnx     # or --format c --out model.c
     fastmlp bench --quick
 
 Errors print one line on stderr (naming the file, line and column) and exit with code 2.
@@ -96,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastmlp", description="Train and use fast multilayer perceptrons (fastmlp).",
                                 epilog="Run 'fastmlp train' with no arguments for a demo on the shipped digits.")
     p.add_argument("--version", action="version", version=f"fastmlp {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="{train,predict,info,bench}")
+    sub = p.add_subparsers(dest="command", metavar="{train,predict,info,export,bench}")
     sub.required = True
 
     t = sub.add_parser("train", help="train an MLP on a data file (default: the shipped 8x8 digits)",
@@ -162,6 +163,19 @@ def build_parser() -> argparse.ArgumentParser:
                                                                            "the training summary of a model file.")
     i.add_argument("model", metavar="MODEL", help="model file (.npz)")
     i.set_defaults(func=cmd_info)
+
+    e = sub.add_parser("export", help="write a model file as ONNX or as one C source file",
+                       description="Write the model as an ONNX graph (needs the 'onnx' extra) or as one C99 source "
+                                   "file with <prefix>_predict(const float *x, int n, float *y). A model from "
+                                   "'fastmlp train' keeps its saved scaling: the export takes raw features (and "
+                                   "gives regression targets in their units); a classifier outputs the logits of "
+                                   "its classes in the order 'fastmlp info' lists.")
+    e.add_argument("model", metavar="MODEL", help="model file (.npz)")
+    e.add_argument("--format", required=True, choices=("onnx", "c"))
+    e.add_argument("--out", required=True, metavar="PATH", help="file to write (.onnx or .c)")
+    e.add_argument("--opset", type=_positive_int, default=None, help="ONNX opset (default 17)")
+    e.add_argument("--prefix", default="fastmlp", help="C: prefix of the function names (default fastmlp)")
+    e.set_defaults(func=cmd_export)
 
     b = sub.add_parser("bench", help="run the training-speed benchmark (bench/train_speed.py of a source checkout)",
                        description="Run bench/train_speed.py from the fastmlp source tree (the FASTMLP_BENCH "
@@ -743,6 +757,35 @@ def cmd_info(args: argparse.Namespace) -> int:
     test = ex.get("test") or {}
     if test:
         print("test: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in test.items()))
+    return 0
+
+
+# --------------------------------------------------------------------------- export
+def cmd_export(args: argparse.Namespace) -> int:
+    _check_outputs([("--out", args.out)], [args.model])
+    model = _load_model(args.model)
+    ex = getattr(model, "_file_extra", {}) or {}
+    sc, ts = ex.get("scaler"), ex.get("target_scaler") if ex.get("task") == "regress" else None
+    scaling = {"input_scaling": (sc["mean"], sc["std"]) if sc else None,
+               "output_scaling": (ts["mean"], ts["std"]) if ts else None}
+    if args.format == "onnx":
+        if args.prefix != "fastmlp":
+            raise CLIError("--prefix applies to --format c")
+        if importlib.util.find_spec("onnx") is None:
+            raise CLIError("the onnx package is not installed (pip install 'fastmlp[onnx]')")
+        from . import onnx as fm_onnx
+
+        opset = fm_onnx.DEFAULT_OPSET if args.opset is None else args.opset
+        fm_onnx.export(model, args.out, opset, **scaling)
+        what = f"ONNX opset {opset}, input 'input', output 'output'"
+    else:
+        if args.opset is not None:
+            raise CLIError("--opset applies to --format onnx")
+        from .c_export import export_c
+
+        export_c(model, args.out, args.prefix, **scaling)
+        what = f"C99, {args.prefix}_predict(const float *x, int n, float *y)"
+    print(f"wrote {args.out} ({what}" + (", standardizes its input" if sc else "") + ")")
     return 0
 
 

@@ -611,3 +611,11 @@ class Sequential(Module):
         from .serialization import save
 
         save(self, path, optimizer=optimizer, scheduler=scheduler)
+
+    def to_onnx(self, path: Any = None, opset: int | None = None) -> Any:
+        """The ONNX model (onnx.ModelProto) computing predict; with a path, also
+        written there (atomically). Needs the 'onnx' extra; see fastmlp.onnx."""
+        from . import onnx as fm_onnx
+
+        opset = fm_onnx.DEFAULT_OPSET if opset is None else opset
+        return fm_onnx.to_model(self, opset) if path is None else fm_onnx.export(self, path, opset)

@@ -3,6 +3,7 @@ epoch loop in C++ (one call per epoch, GIL released)."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
@@ -16,10 +17,20 @@ from .losses import BCEWithLogitsLoss, CrossEntropyLoss, _Loss
 
 
 def default_threads() -> int:
+    """The threads of n_threads=None: the cores this process may run on, and
+    inside a Dask worker at most the worker's threads (its share of the
+    machine), so that fits running side by side do not oversubscribe the cores."""
     try:
-        return len(os.sched_getaffinity(0))
+        n = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        n = os.cpu_count() or 1
+    distributed = sys.modules.get("distributed")  # imported in every Dask worker
+    if distributed is not None:
+        try:
+            n = min(n, int(distributed.get_worker().state.nthreads))
+        except (ValueError, AttributeError):  # not inside a worker
+            pass
+    return n
 
 
 # Below this many multiply-adds in the largest layer's per-batch product, OpenBLAS's

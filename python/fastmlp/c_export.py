@@ -1,0 +1,177 @@
+"""Export a model to one dependency-free C99 source file: ``fm.export_c(model, "model.c")``.
+
+The file defines, for ``prefix`` P:
+
+    void P_predict(const float *x, int n, float *y);   /* x (n, in) row-major -> y (n, out), eval mode */
+    int P_in_features(void);
+    int P_out_features(void);
+
+The weights are static arrays printed to round-trip exactly (float32 ``%.9g``,
+float64 ``%.17g``); a float64 model computes in double between the float
+input and output. No allocation: rows are processed one at a time through two
+scratch rows of the widest layer, on the stack (static when they exceed 64 KiB,
+which makes P_predict not reentrant). Only ``<math.h>`` is used. Each layer kind
+is one entry of ``_LAYERS``: a function returning the C statements of the layer.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+import numpy as np
+
+from ._export import check_model, check_scaling, widths
+from ._files import atomic_write
+
+__all__ = ["export_c"]
+
+_STACK_LIMIT = 64 * 1024  # bytes of scratch rows kept on the stack
+
+
+class _C:
+    """What a layer's code needs: the real type's names, and the arrays emitted so far."""
+
+    def __init__(self, prefix: str, dtype: np.dtype) -> None:
+        self.prefix = prefix
+        self.double = dtype == np.float64
+        self.real = "double" if self.double else "float"
+        self.suffix = "" if self.double else "f"  # math.h function suffix and literal suffix
+        self.arrays: list[str] = []
+
+    def lit(self, v: float) -> str:
+        s = f"{float(v):.17g}" if self.double else f"{float(np.float32(v)):.9g}"
+        if not any(c in s for c in ".en"):
+            s += ".0"  # "3f" is not a C literal
+        return s + self.suffix
+
+    def array(self, name: str, values: np.ndarray) -> str:
+        full = f"{self.prefix}_{name}"
+        vals = [self.lit(v) for v in np.asarray(values).ravel().tolist()]
+        rows = ",\n".join("    " + ", ".join(vals[i:i + 8]) for i in range(0, len(vals), 8))
+        self.arrays.append(f"static const {self.real} {full}[{len(vals)}] = {{\n{rows}\n}};")
+        return full
+
+    def fn(self, name: str) -> str:
+        return name + self.suffix
+
+
+def _linear(c: _C, i: int, layer: Any, n: int) -> tuple[str, int]:
+    m = layer.out_features
+    wt = c.array(f"w{i}", layer.weight.data.T)  # stored (in, out): the inner loop runs over outputs
+    init = f"{c.array(f'b{i}', layer.bias.data)}[j]" if layer.bias is not None else c.lit(0.0)
+    code = (f"for (j = 0; j < {m}; ++j) b[j] = {init};\n"
+            f"for (k = 0; k < {n}; ++k) {{\n"
+            f"    const {c.real} ak = a[k], *w = {wt} + (long)k * {m};\n"
+            f"    for (j = 0; j < {m}; ++j) b[j] += ak * w[j];\n"
+            f"}}\n"
+            f"t = a; a = b; b = t;")
+    return code, m
+
+
+def _map(expr: Callable[[_C, Any], str], pre: Callable[[_C], str] = lambda c: "") \
+        -> Callable[[_C, int, Any, int], tuple[str, int]]:
+    """An element-wise layer: a[j] = expr(c, layer), a C expression of v = a[j],
+    after the C statements pre(c)."""
+    def emit(c: _C, i: int, layer: Any, n: int) -> tuple[str, int]:
+        return f"for (j = 0; j < {n}; ++j) {{ const {c.real} v = a[j]; {pre(c)}a[j] = {expr(c, layer)}; }}", n
+    return emit
+
+
+def _softmax(c: _C, i: int, layer: Any, n: int) -> tuple[str, int]:
+    return (f"{{ {c.real} mx = a[0], s = {c.lit(0)};\n"
+            f"for (j = 1; j < {n}; ++j) if (a[j] > mx) mx = a[j];\n"
+            f"for (j = 0; j < {n}; ++j) {{ a[j] = {c.fn('exp')}(a[j] - mx); s += a[j]; }}\n"
+            f"s = {c.lit(1)} / s;\n"
+            f"for (j = 0; j < {n}; ++j) a[j] *= s; }}"), n
+
+
+def _identity(c: _C, i: int, layer: Any, n: int) -> tuple[str, int]:
+    return "", n
+
+
+# kind -> f(context, layer index, layer, input width) -> (C statements on the row a (width), output width)
+_LAYERS: dict[str, Callable[[_C, int, Any, int], tuple[str, int]]] = {
+    "linear": _linear,
+    "relu": _map(lambda c, layer: f"v > 0 ? v : {c.lit(0)}"),
+    "leaky_relu": _map(lambda c, layer: f"v > 0 ? v : {c.lit(layer.negative_slope)} * v"),
+    "sigmoid": _map(lambda c, layer: f"v >= 0 ? {c.lit(1)} / ({c.lit(1)} + e) : e / ({c.lit(1)} + e)",
+                    pre=lambda c: f"const {c.real} e = {c.fn('exp')}(-{c.fn('fabs')}(v)); "),  # never overflows
+    "tanh": _map(lambda c, layer: f"{c.fn('tanh')}(v)"),
+    "gelu": _map(lambda c, layer: f"{c.lit(0.5)} * v * ({c.lit(1)} + {c.fn('erf')}(v * {c.lit(2 ** -0.5)}))"),
+    "softmax": _softmax,
+    "identity": _identity,
+    "dropout": _identity,  # identity in eval mode
+}
+
+
+def _scale(c: _C, name: str, scaling: tuple | None, inverse: bool) -> str:
+    """(a - mean) / std, or with inverse a * std + mean, over the row a."""
+    if scaling is None:
+        return ""
+    mean, std = c.array(f"{name}_mean", scaling[0]), c.array(f"{name}_std", scaling[1])
+    expr = f"a[j] * {std}[j] + {mean}[j]" if inverse else f"(a[j] - {mean}[j]) / {std}[j]"
+    return f"/* {name} scaling */\nfor (j = 0; j < {len(scaling[0])}; ++j) a[j] = {expr};"
+
+
+def _source(model: Any, prefix: str, scale_in: tuple | None, scale_out: tuple | None) -> str:
+    from . import __version__
+
+    c = _C(prefix, model.dtype)
+    n_in = model.in_features
+    if n_in is None:
+        raise ValueError("the C export needs a fixed input width: the model has no Linear layer")
+    width, widest, steps = n_in, n_in, [_scale(c, "input", scale_in, False)]
+    for i, layer in enumerate(model):
+        kind = layer._spec()["kind"]
+        if kind not in _LAYERS:
+            raise ValueError(f"layer {i} ({type(layer).__name__}) has no C export")
+        code, width = _LAYERS[kind](c, i, layer, width)
+        widest = max(widest, width)
+        if code:
+            steps.append(f"/* layer {i}: {layer!r} */\n{code}")
+    steps.append(_scale(c, "output", scale_out, True))
+    n_out = width
+    storage = "static " if 2 * widest * np.dtype(model.dtype).itemsize > _STACK_LIMIT else ""
+    body = "\n".join(s for s in steps if s).replace("\n", "\n        ")
+    arch = " ".join(repr(model).split())
+    return f"""/* Generated by fastmlp {__version__}: {arch}, {model.dtype.name}.
+ * C99, no allocation, only <math.h>. {prefix}_predict(x, n, y): x is (n, {n_in}) row-major, y is (n, {n_out});
+ * the model in eval mode (dropout off). Compile with e.g. cc -O2 -std=c99 -c file.c (link with -lm). */
+#include <math.h>
+
+{chr(10).join(c.arrays)}
+
+int {prefix}_in_features(void) {{ return {n_in}; }}
+int {prefix}_out_features(void) {{ return {n_out}; }}
+
+void {prefix}_predict(const float *x, int n, float *y) {{
+    /* two scratch rows of the widest layer: a holds the current activations */
+    {storage}{c.real} buf0[{widest}], buf1[{widest}];
+    {c.real} *a, *b, *t;
+    int r, j, k;
+    for (r = 0; r < n; ++r) {{
+        a = buf0; b = buf1;
+        for (j = 0; j < {n_in}; ++j) a[j] = x[(long)r * {n_in} + j];
+        {body}
+        for (j = 0; j < {n_out}; ++j) y[(long)r * {n_out} + j] = (float)a[j];
+    }}
+    (void)b; (void)t; (void)k;
+}}
+"""
+
+
+def export_c(model: Any, path: Any, prefix: str = "fastmlp", *, input_scaling: Any = None,
+             output_scaling: Any = None) -> None:
+    """Write ``model`` (a fastmlp Sequential) as one C99 source file at ``path``
+    (atomically), defining ``<prefix>_predict``, ``<prefix>_in_features`` and
+    ``<prefix>_out_features``; see the module's documentation. The scalings are
+    fastmlp.onnx.to_model's: ``(x - mean) / std`` first, ``y * std + mean`` last."""
+    check_model(model)
+    if not isinstance(prefix, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", prefix):
+        raise ValueError(f"prefix must be a C identifier (letters, digits, _; not starting with a digit), "
+                         f"got {prefix!r}")
+    n_in, n_out = widths(model)
+    src = _source(model, prefix, check_scaling(input_scaling, n_in, "input_scaling"),
+                  check_scaling(output_scaling, n_out, "output_scaling")).encode("utf-8")
+    with atomic_write(path) as f:
+        f.write(src)

@@ -1,0 +1,273 @@
+"""Export to ONNX (needs the ``onnx`` extra: ``pip install fastmlp[onnx]``).
+
+    fm.onnx.export(model, "model.onnx")          # or model.to_onnx("model.onnx"); model.to_onnx() -> ModelProto
+
+The graph computes ``model.predict`` (eval mode: Dropout is the identity) in the
+model's dtype, with one input ``input`` (batch, in_features) and one output
+``output`` (batch, out_features); the batch size is dynamic. Each layer kind is
+one entry of ``_LAYERS``: a function that appends the layer's nodes.
+
+``import fastmlp.onnx`` also registers fastmlp's ``MLPClassifier`` and
+``MLPRegressor`` with skl2onnx when it is installed (``register_skl2onnx()``
+does it explicitly), so that ``skl2onnx.to_onnx(pipeline, X[:1])`` converts
+pipelines that contain them, with the outputs of skl2onnx's own MLP converters.
+"""
+from __future__ import annotations
+
+import importlib.util
+from typing import Any, Callable
+
+import numpy as np
+
+try:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+except ImportError as e:  # pragma: no cover - the optional extra is missing
+    raise ImportError(f"fastmlp.onnx needs the onnx package: pip install 'fastmlp[onnx]' ({e})") from e
+
+from ._export import check_model, check_scaling, widths
+from ._files import atomic_write
+
+__all__ = ["export", "to_model", "register_skl2onnx", "DEFAULT_OPSET"]
+
+DEFAULT_OPSET = 17  # ONNX 1.12 (2022): widely supported by runtimes
+MIN_OPSET = 13  # Softmax over the last axis only (its opset-13 meaning), Erf, Gemm with a 1-D bias
+_PROTO = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE}
+
+
+class _Builder:
+    """Adds nodes and constants to a graph, naming them uniquely; the graph's
+    compute dtype is ``dtype``. ``node`` returns the name of its output."""
+
+    def __init__(self, dtype: Any) -> None:
+        self.dtype = np.dtype(dtype)
+        self.nodes: list = []
+        self.initializers: list = []
+        self._count: dict = {}
+
+    def name(self, base: str) -> str:
+        self._count[base] = self._count.get(base, -1) + 1
+        return f"{base}_{self._count[base]}"
+
+    def const(self, base: str, value: Any, dtype: Any = None) -> str:
+        name = self.name(base)
+        self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype=dtype or self.dtype), name))
+        return name
+
+    def node(self, op: str, inputs: list, domain: str = "", out: str | None = None, **attrs: Any) -> str:
+        out = out or self.name(op.lower())
+        self.nodes.append(helper.make_node(op, inputs, [out], name=self.name(f"{op}_node"), domain=domain, **attrs))
+        return out
+
+
+def _linear(g: _Builder, layer: Any, x: str) -> str:
+    inputs = [x, g.const("weight", layer.weight.data)]  # weight (out, in): Gemm's transB
+    if layer.bias is not None:
+        inputs.append(g.const("bias", layer.bias.data))
+    return g.node("Gemm", inputs, transB=1)
+
+
+def _leaky_relu(g: _Builder, layer: Any, x: str) -> str:
+    if g.dtype == np.float32:
+        return g.node("LeakyRelu", [x], alpha=layer.negative_slope)
+    # alpha is a float32 attribute: in float64 the slope is a float64 constant, x if x > 0 else slope * x
+    positive = g.node("Greater", [x, g.const("zero", 0.0)])
+    return g.node("Where", [positive, x, g.node("Mul", [x, g.const("slope", layer.negative_slope)])])
+
+
+def _gelu(g: _Builder, layer: Any, x: str) -> str:
+    # 0.5 * x * (1 + erf(x / sqrt(2))), as PyTorch's GELU(approximate='none')
+    erf = g.node("Erf", [g.node("Mul", [x, g.const("inv_sqrt2", 0.70710678118654752440)])])
+    half_x = g.node("Mul", [x, g.const("half", 0.5)])
+    return g.node("Mul", [half_x, g.node("Add", [erf, g.const("one", 1.0)])])
+
+
+# kind (as in a layer's spec) -> f(builder, layer, input name) -> output name
+_LAYERS: dict[str, Callable[[_Builder, Any, str], str]] = {
+    "linear": _linear,
+    "relu": lambda g, layer, x: g.node("Relu", [x]),
+    "leaky_relu": _leaky_relu,
+    "sigmoid": lambda g, layer, x: g.node("Sigmoid", [x]),
+    "tanh": lambda g, layer, x: g.node("Tanh", [x]),
+    "gelu": _gelu,
+    "softmax": lambda g, layer, x: g.node("Softmax", [x], axis=-1),
+    "identity": lambda g, layer, x: x,
+    "dropout": lambda g, layer, x: x,  # identity in eval mode
+}
+
+
+def _network(g: _Builder, model: Any, x: str) -> str:
+    """Append model's layers to g after the tensor x; return the output's name."""
+    for i, layer in enumerate(model):
+        kind = layer._spec()["kind"]
+        if kind not in _LAYERS:
+            raise ValueError(f"layer {i} ({type(layer).__name__}) has no ONNX export")
+        x = _LAYERS[kind](g, layer, x)
+    return x
+
+
+def _check_opset(opset: Any) -> int:
+    top = onnx.defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)) or not MIN_OPSET <= opset <= top:
+        raise ValueError(f"opset must be an integer from {MIN_OPSET} to {top} (this onnx's newest), got {opset!r}")
+    return int(opset)
+
+
+def to_model(model: Any, opset: int = DEFAULT_OPSET, *, input_scaling: Any = None,
+             output_scaling: Any = None) -> onnx.ModelProto:
+    """The ONNX model (onnx.ModelProto) of a fastmlp Sequential, checked with onnx.checker.
+
+    ``input_scaling=(mean, std)`` makes the graph standardize its input first,
+    ``(input - mean) / std``; ``output_scaling=(mean, std)`` maps the network's
+    output to ``output * std + mean`` (one value per feature, or scalars)."""
+    check_model(model)
+    opset = _check_opset(opset)
+    n_in, n_out = widths(model)
+    scale_in, scale_out = check_scaling(input_scaling, n_in, "input_scaling"), \
+        check_scaling(output_scaling, n_out, "output_scaling")
+    g = _Builder(model.dtype)
+    x = "input"
+    if scale_in is not None:
+        x = g.node("Div", [g.node("Sub", [x, g.const("input_mean", scale_in[0])]), g.const("input_std", scale_in[1])])
+    out = _network(g, model, x)
+    if scale_out is not None:
+        out = g.node("Add", [g.node("Mul", [out, g.const("output_std", scale_out[1])]),
+                             g.const("output_mean", scale_out[0])])
+    if out == "input":  # no layer computes anything
+        g.nodes.append(helper.make_node("Identity", ["input"], ["output"], name="Identity_output"))
+    else:  # the node that computes the result gives it the graph's output name
+        next(node for node in g.nodes if node.output[0] == out).output[0] = "output"
+    in_dim: Any = n_in if n_in is not None else "features"
+    out_dim: Any = n_out if n_out is not None else "features"
+    proto = _PROTO[model.dtype]
+    graph = helper.make_graph(g.nodes, "fastmlp", [helper.make_tensor_value_info("input", proto, ["batch", in_dim])],
+                              [helper.make_tensor_value_info("output", proto, ["batch", out_dim])], g.initializers)
+    opsets = [helper.make_opsetid("", opset)]
+    from . import __version__
+
+    m = helper.make_model(graph, opset_imports=opsets, producer_name="fastmlp", producer_version=__version__,
+                          doc_string=" ".join(repr(model).split()))
+    m.ir_version = helper.find_min_ir_version_for(opsets)  # the oldest runtime that knows the opset reads it
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+def export(model: Any, path: Any, opset: int = DEFAULT_OPSET, *, input_scaling: Any = None,
+           output_scaling: Any = None) -> onnx.ModelProto:
+    """Write the ONNX model of ``model`` (see to_model) to ``path``, atomically, and return it."""
+    m = to_model(model, opset, input_scaling=input_scaling, output_scaling=output_scaling)
+    with atomic_write(path) as f:
+        f.write(m.SerializeToString())
+    return m
+
+
+# --------------------------------------------------------------------------- skl2onnx
+class _Skl2onnxBuilder(_Builder):
+    """A _Builder that writes into skl2onnx's scope and container; ``out``
+    names a node's output (one of the operator's outputs)."""
+
+    def __init__(self, dtype: Any, scope: Any, container: Any) -> None:
+        super().__init__(dtype)
+        self.scope, self.container = scope, container
+
+    def name(self, base: str) -> str:
+        return self.scope.get_unique_variable_name(base)
+
+    def const(self, base: str, value: Any, dtype: Any = None) -> str:
+        a = np.asarray(value, dtype=self.dtype if dtype is None else dtype)
+        name = self.name(base)
+        if a.dtype.kind == "U":
+            self.container.add_initializer(name, TensorProto.STRING, list(a.shape),
+                                           [v.encode("utf-8") for v in a.ravel().tolist()])
+        else:
+            self.container.add_initializer(name, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape),
+                                           a.ravel().tolist())
+        return name
+
+    def node(self, op: str, inputs: list, domain: str = "", out: str | None = None, **attrs: Any) -> str:
+        out = out or self.name(op.lower())
+        self.container.add_node(op, inputs, out, op_domain=domain, name=self.scope.get_unique_operator_name(op),
+                                **attrs)
+        return out
+
+
+def _skl_network(operator: Any, scope: Any, container: Any) -> tuple[_Skl2onnxBuilder, str]:
+    """The estimator's network on the operator's input, computed in the
+    estimator's dtype (as its predict does); returns the logits."""
+    model = operator.raw_operator._model
+    g = _Skl2onnxBuilder(model.dtype, scope, container)
+    x = g.node("Cast", [operator.inputs[0].full_name], to=_PROTO[model.dtype])
+    return g, _network(g, model, x)
+
+
+def _proto_of(variable: Any) -> int:
+    return TensorProto.DOUBLE if type(variable.type).__name__ == "DoubleTensorType" else TensorProto.FLOAT
+
+
+def _convert_classifier(scope: Any, operator: Any, container: Any) -> None:
+    # the outputs of skl2onnx's MLPClassifier converter: label, probabilities (as predict_proba)
+    est = operator.raw_operator
+    g, logits = _skl_network(operator, scope, container)
+    label, proba = operator.outputs[0].full_name, operator.outputs[1].full_name
+    p = g.node("Softmax", [logits], axis=-1) if est._multiclass() else g.node("Sigmoid", [logits])
+    if est.n_outputs_ == 1:  # binary: the columns (1 - p, p)
+        p = g.node("Concat", [g.node("Sub", [g.const("one", 1.0), p]), p], axis=1)
+    g.node("Cast", [p], to=_proto_of(operator.outputs[1]), out=proba)
+    if est._label_binarizer.y_type_ == "multilabel-indicator":  # an indicator matrix, p > 0.5
+        g.node("Cast", [g.node("Binarizer", [p], domain="ai.onnx.ml", threshold=0.5)], to=TensorProto.INT64,
+               out=label)
+        return
+    classes = np.asarray(est.classes_)
+    if scope.get_options(est, {"nocl": False})["nocl"]:  # labels are the class indices
+        classes = np.arange(len(classes), dtype=np.int64)
+    classes = classes.astype(np.int64) if classes.dtype.kind in "biuf" else classes.astype(str)  # as skl2onnx
+    picked = g.node("ArrayFeatureExtractor", [g.const("classes", classes, dtype=classes.dtype),
+                                              g.node("ArgMax", [p], axis=1)], domain="ai.onnx.ml")
+    g.node("Reshape", [picked, g.const("flat", [-1], dtype=np.int64)], out=label)
+
+
+def _convert_regressor(scope: Any, operator: Any, container: Any) -> None:
+    est = operator.raw_operator
+    g, out = _skl_network(operator, scope, container)
+    if est.loss == "poisson":
+        out = g.node("Exp", [out])
+    g.node("Cast", [out], to=_proto_of(operator.outputs[0]), out=operator.outputs[0].full_name)
+
+
+def _classifier_shapes(operator: Any) -> None:
+    from skl2onnx.common.data_types import Int64TensorType
+    from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
+
+    calculate_linear_classifier_output_shapes(operator)
+    est = operator.raw_operator
+    if est._label_binarizer.y_type_ == "multilabel-indicator":
+        n = operator.inputs[0].get_first_dimension()
+        operator.outputs[0].set_type(Int64TensorType(shape=[n, est.n_outputs_]))
+        operator.outputs[1].type.shape = [n, est.n_outputs_]
+
+
+def _regressor_shapes(operator: Any) -> None:
+    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
+
+    cls = DoubleTensorType if isinstance(operator.inputs[0].type, DoubleTensorType) else FloatTensorType
+    operator.outputs[0].set_type(cls([operator.inputs[0].get_first_dimension(), operator.raw_operator.n_outputs_]))
+
+
+def register_skl2onnx() -> None:
+    """Register fastmlp's MLPClassifier and MLPRegressor with skl2onnx (idempotent).
+    The classifier takes skl2onnx's classifier options ``zipmap`` (True, False or
+    'columns'), ``nocl`` and ``output_class_labels``."""
+    from skl2onnx import update_registered_converter
+
+    from .estimators import MLPClassifier, MLPRegressor
+
+    update_registered_converter(MLPClassifier, "FastmlpMLPClassifier", _classifier_shapes, _convert_classifier,
+                                options={"zipmap": [True, False, "columns"], "nocl": [False, True],
+                                         "output_class_labels": [False, True]},
+                                overwrite=True)
+    update_registered_converter(MLPRegressor, "FastmlpMLPRegressor", _regressor_shapes, _convert_regressor,
+                                overwrite=True)
+
+
+if all(importlib.util.find_spec(m) for m in ("skl2onnx", "sklearn", "scipy")):
+    register_skl2onnx()
