@@ -13,10 +13,12 @@ namespace fastmlp {
 
 namespace {
 
+// Sums are accumulated in double for both dtypes (as PyTorch's CPU kernels do), so that
+// a float32 feature of values near 1e6 keeps its spread.
 // sum over k < n of f(k), in eight partial sums so that the loop vectorizes
-template <class T, class F>
-inline T sum8(idx n, F f) {
-  T p[8] = {T(0), T(0), T(0), T(0), T(0), T(0), T(0), T(0)};
+template <class F>
+inline double sum8(idx n, F f) {
+  double p[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   idx k = 0;
   for (; k + 8 <= n; k += 8)
     for (int l = 0; l < 8; ++l) p[l] += f(k + l);
@@ -27,17 +29,17 @@ inline T sum8(idx n, F f) {
 // ---------------------------------------------------------------- BatchNorm1d
 // x (B, C); mean, var (C): each column's mean and biased variance, rows summed in order
 template <class T>
-FASTMLP_SIMD void column_mean_var(const T* x, idx B, idx C, T* mean, T* var) {
-  for (idx c = 0; c < C; ++c) mean[c] = var[c] = T(0);
+FASTMLP_SIMD void column_mean_var(const T* x, idx B, idx C, double* mean, double* var) {
+  for (idx c = 0; c < C; ++c) mean[c] = var[c] = 0;
   for (idx r = 0; r < B; ++r)
-    for (idx c = 0; c < C; ++c) mean[c] += x[r * C + c];
-  for (idx c = 0; c < C; ++c) mean[c] /= T(B);
+    for (idx c = 0; c < C; ++c) mean[c] += double(x[r * C + c]);
+  for (idx c = 0; c < C; ++c) mean[c] /= double(B);
   for (idx r = 0; r < B; ++r)
     for (idx c = 0; c < C; ++c) {
-      const T d = x[r * C + c] - mean[c];
+      const double d = double(x[r * C + c]) - mean[c];
       var[c] += d * d;
     }
-  for (idx c = 0; c < C; ++c) var[c] /= T(B);
+  for (idx c = 0; c < C; ++c) var[c] /= double(B);
 }
 
 // y (B, C) = (x - mean) * invstd * w + b; w, b (C) or null (1 and 0)
@@ -59,31 +61,31 @@ FASTMLP_SIMD void batchnorm_forward(const T* x, const T* mean, const T* invstd, 
 // dx = w invstd dy. dx may be null.
 template <class T>
 FASTMLP_SIMD void batchnorm_backward(const T* dy, const T* x, const T* mean, const T* invstd, const T* w, T* dx,
-                                     T* sdy, T* sdyx, idx B, idx C, bool batch_stats) {
-  for (idx c = 0; c < C; ++c) sdy[c] = sdyx[c] = T(0);
+                                     double* sdy, double* sdyx, idx B, idx C, bool batch_stats) {
+  for (idx c = 0; c < C; ++c) sdy[c] = sdyx[c] = 0;
   for (idx r = 0; r < B; ++r)
     for (idx c = 0; c < C; ++c) {
       const T g = dy[r * C + c];
-      sdy[c] += g;
-      sdyx[c] += g * ((x[r * C + c] - mean[c]) * invstd[c]);
+      sdy[c] += double(g);
+      sdyx[c] += double(g * ((x[r * C + c] - mean[c]) * invstd[c]));
     }
   if (!dx) return;
-  const T k = batch_stats ? T(1) / T(B) : T(0);
+  const double k = batch_stats ? 1.0 / double(B) : 0.0;
   for (idx r = 0; r < B; ++r)
     for (idx c = 0; c < C; ++c) {
       const T xhat = (x[r * C + c] - mean[c]) * invstd[c];
       const T a = w ? w[c] * invstd[c] : invstd[c];
-      dx[r * C + c] = a * (dy[r * C + c] - k * sdy[c] - xhat * (k * sdyx[c]));
+      dx[r * C + c] = a * (dy[r * C + c] - T(k * sdy[c]) - xhat * T(k * sdyx[c]));
     }
 }
 
 // out (n) (+)= in (n)
 template <class T>
-FASTMLP_SIMD void add_or_set(T* out, const T* in, idx n, bool accumulate) {
+FASTMLP_SIMD void add_or_set(T* out, const double* in, idx n, bool accumulate) {
   if (accumulate)
-    for (idx i = 0; i < n; ++i) out[i] += in[i];
+    for (idx i = 0; i < n; ++i) out[i] += T(in[i]);
   else
-    for (idx i = 0; i < n; ++i) out[i] = in[i];
+    for (idx i = 0; i < n; ++i) out[i] = T(in[i]);
 }
 
 std::string batch_size_error(idx B, idx C) {
@@ -134,10 +136,12 @@ class BatchNormLayer final : public Layer<T> {
     if (buf) buf[2 * C_] = T(0);
   }
   bool rows_independent(bool train) const override { return !batch_stats(train); }
-  // mean, invstd (C), then the backward's two column sums (C each)
-  idx scratch_size(idx, idx) const override { return 4 * C_; }
+  // mean, invstd (C) of the statistics used, kept for backward
+  idx scratch_size(idx, idx) const override { return 2 * C_; }
+  // two double sums per column (C each): the batch's mean and variance, then backward's sums
+  idx byte_scratch(idx, idx) const override { return checked_mul(C_, 2 * sizeof(double)); }
 
-  // x, y (B, C); scratch: mean (C), invstd (C) of the statistics used
+  // x, y (B, C)
   void forward(const LayerIO<T>& io) const override {
     const idx B = io.B;
     T* mean = io.scratch;
@@ -146,9 +150,14 @@ class BatchNormLayer final : public Layer<T> {
     const T* b = affine_ ? io.w + C_ : nullptr;
     if (batch_stats(io.train)) {
       if (B <= 1) throw value_error(batch_size_error(B, C_));
-      column_mean_var(io.x, B, C_, mean, invstd);  // invstd holds the variance until below
-      if (io.train && track_) update_running(io.buf, mean, invstd, B);
-      for (idx c = 0; c < C_; ++c) invstd[c] = T(1) / std::sqrt(invstd[c] + T(eps_));
+      double* m = reinterpret_cast<double*>(io.bytes);  // (C) each; the byte scratch is 64-byte aligned
+      double* v = m + C_;
+      column_mean_var(io.x, B, C_, m, v);
+      if (io.train && track_) update_running(io.buf, m, v, B);
+      for (idx c = 0; c < C_; ++c) {
+        mean[c] = T(m[c]);
+        invstd[c] = T(1.0 / std::sqrt(v[c] + eps_));
+      }
     } else {
       for (idx c = 0; c < C_; ++c) {
         mean[c] = io.buf[c];
@@ -161,8 +170,8 @@ class BatchNormLayer final : public Layer<T> {
   void backward(const LayerIO<T>& io, const T* dy, T* dx) const override {
     const T* mean = io.scratch;
     const T* invstd = io.scratch + C_;
-    T* sdy = io.scratch + 2 * C_;
-    T* sdyx = io.scratch + 3 * C_;
+    double* sdy = reinterpret_cast<double*>(io.bytes);
+    double* sdyx = sdy + C_;
     batchnorm_backward(dy, io.x, mean, invstd, affine_ ? io.w : nullptr, dx, sdy, sdyx, io.B, C_,
                        batch_stats(io.train));
     if (affine_ && io.g) {
@@ -174,13 +183,13 @@ class BatchNormLayer final : public Layer<T> {
  private:
   bool batch_stats(bool train) const { return train || !track_; }
   // buf: running_mean, running_var (C), num_batches_tracked; var is the batch's biased variance
-  void update_running(T* buf, const T* mean, const T* var, idx B) const {
+  void update_running(T* buf, const double* mean, const double* var, idx B) const {
     buf[2 * C_] += T(1);
     const T f = cumulative_ ? T(1) / buf[2 * C_] : T(momentum_);
-    const T unbias = T(B) / T(B - 1);
+    const double unbias = double(B) / double(B - 1);
     for (idx c = 0; c < C_; ++c) {
-      buf[c] = (T(1) - f) * buf[c] + f * mean[c];
-      buf[C_ + c] = (T(1) - f) * buf[C_ + c] + f * (var[c] * unbias);
+      buf[c] = (T(1) - f) * buf[c] + f * T(mean[c]);
+      buf[C_ + c] = (T(1) - f) * buf[C_ + c] + f * T(var[c] * unbias);
     }
   }
 
@@ -194,14 +203,14 @@ class BatchNormLayer final : public Layer<T> {
 // invstd_r = 1 / sqrt(mean(x^2) + eps) (RMSNorm, center = false); y = xhat * w + b.
 // mean, invstd (B) are saved for backward.
 template <class T>
-FASTMLP_SIMD void rownorm_forward(const T* x, const T* w, const T* b, T* y, T* mean, T* invstd, idx B, idx C, T eps,
+FASTMLP_SIMD void rownorm_forward(const T* x, const T* w, const T* b, T* y, T* mean, T* invstd, idx B, idx C, double eps,
                                   bool center) {
   for (idx r = 0; r < B; ++r) {
     const T* xr = x + r * C;
     T* yr = y + r * C;
-    const T m = center ? sum8<T>(C, [&](idx c) { return xr[c]; }) / T(C) : T(0);
-    const T v = sum8<T>(C, [&](idx c) { const T d = xr[c] - m; return d * d; }) / T(C);
-    const T s = T(1) / std::sqrt(v + eps);
+    const double md = center ? sum8(C, [&](idx c) { return double(xr[c]); }) / double(C) : 0.0;
+    const double v = sum8(C, [&](idx c) { const double d = double(xr[c]) - md; return d * d; }) / double(C);
+    const T m = T(md), s = T(1.0 / std::sqrt(v + eps));
     mean[r] = m;
     invstd[r] = s;
     if (w)
@@ -231,8 +240,8 @@ FASTMLP_SIMD void rownorm_backward(const T* dy, const T* x, const T* w, const T*
     if (!dx) continue;
     T* dxr = dx + r * C;
     auto dxhat = [&](idx c) { return w ? dyr[c] * w[c] : dyr[c]; };
-    const T a = center ? sum8<T>(C, dxhat) / T(C) : T(0);
-    const T k = sum8<T>(C, [&](idx c) { return dxhat(c) * ((xr[c] - m) * s); }) / T(C);
+    const T a = center ? T(sum8(C, [&](idx c) { return double(dxhat(c)); }) / double(C)) : T(0);
+    const T k = T(sum8(C, [&](idx c) { return double(dxhat(c) * ((xr[c] - m) * s)); }) / double(C));
     for (idx c = 0; c < C; ++c) dxr[c] = s * (dxhat(c) - a - ((xr[c] - m) * s) * k);
   }
 }
@@ -271,7 +280,7 @@ class RowNormLayer final : public Layer<T> {
   // x, y (B, C)
   void forward(const LayerIO<T>& io) const override {
     rownorm_forward(io.x, affine_ ? io.w : nullptr, bias_ ? io.w + C_ : nullptr, io.y, io.scratch,
-                    io.scratch + io.B, io.B, C_, T(eps_), Center);
+                    io.scratch + io.B, io.B, C_, eps_, Center);
   }
   void backward(const LayerIO<T>& io, const T* dy, T* dx) const override {
     T* dw = affine_ && io.g ? io.g : nullptr;

@@ -448,7 +448,7 @@ class Sequential(Module):
             v = state_dict[k]
             if hasattr(v, "detach"):  # a torch tensor
                 v = v.detach().cpu().numpy()
-            a = as_float_array(v, dst.dtype, name=f"state_dict[{k!r}]")
+            a = as_float_array(v, dst.dtype, name=f"state_dict[{k!r}]").reshape(np.shape(v))  # 0-D stays 0-D
             if a.shape != dst.shape:
                 raise ValueError(f"size mismatch for {k}: copying a param with shape {a.shape}, "
                                  f"the shape in current model is {dst.shape}")
