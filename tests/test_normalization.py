@@ -526,3 +526,102 @@ def test_torch_parity_linear_batchnorm_relu_dropout_with_adamw():
     tsd = t.state_dict()
     for k, v in m.state_dict().items():
         np.testing.assert_allclose(v, tsd[k].numpy(), rtol=1e-10, atol=1e-12, err_msg=k)
+
+
+# ---------------------------------------------------------------- Residual(*layers): x + block(x)
+def torch_residual(torch):
+    class Residual(torch.nn.Module):  # the torch module whose names fm.Residual follows
+        def __init__(self, *layers):
+            super().__init__()
+            self.block = torch.nn.Sequential(*layers)
+
+        def forward(self, x):
+            return x + self.block(x)
+
+    class MaskDropout(torch.nn.Module):  # multiplies by the mask fastmlp drew (set before each step)
+        mask = None
+
+        def forward(self, x):
+            return x * self.mask if self.training else x
+
+    return Residual, MaskDropout
+
+
+def test_residual_state_dict_round_trip_with_torch_and_files(tmp_path):
+    torch = torch_or_skip()
+    nn = torch.nn
+    TRes, _ = torch_residual(torch)
+    m = net(fm.Linear(5, 8), fm.Residual(fm.Linear(8, 8), fm.BatchNorm1d(8), fm.ReLU(), fm.Residual(fm.LayerNorm(8))),
+            fm.RMSNorm(8), fm.Linear(8, 2), seed=7)
+    t = nn.Sequential(nn.Linear(5, 8), TRes(nn.Linear(8, 8), nn.BatchNorm1d(8), nn.ReLU(), TRes(nn.LayerNorm(8))),
+                      nn.RMSNorm(8), nn.Linear(8, 2)).double()
+    assert list(m.state_dict()) == list(t.state_dict())
+    assert m[1].block[1].running_var.shape == (8,) and m[1].block[3].block[0].weight.shape == (8,)
+    rng = np.random.default_rng(16)
+    randomize(m, rng)
+    x = rng.normal(size=(10, 5))
+    t.load_state_dict(to_torch(torch, m.state_dict(), "float64"))
+    for train in (True, False):
+        m.train(train)
+        t.train(train)
+        xt = torch.tensor(x, requires_grad=True)
+        yt = t(xt)
+        y = m(x)
+        dy = rng.normal(size=y.shape)
+        yt.backward(torch.tensor(dy))
+        np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(m.backward(dy), xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    m2 = net(fm.Linear(5, 8), fm.Residual(fm.Linear(8, 8), fm.BatchNorm1d(8), fm.ReLU(),
+                                          fm.Residual(fm.LayerNorm(8))), fm.RMSNorm(8), fm.Linear(8, 2), seed=1)
+    m2.load_state_dict(t.state_dict())  # torch -> fastmlp
+    m2.eval()
+    np.testing.assert_allclose(m2.predict(x), t(torch.tensor(x)).detach().numpy(), rtol=1e-10, atol=1e-12)
+    m2.save(tmp_path / "r.npz")
+    for other in (fm.load(tmp_path / "r.npz"), pickle.loads(pickle.dumps(m2))):
+        assert isinstance(other[1], fm.Residual) and isinstance(other[1].block[3], fm.Residual)
+        np.testing.assert_array_equal(other.predict(x), m2.predict(x))
+    with pytest.raises(ValueError, match="x \\+ f\\(x\\) needs f to keep the width"):
+        net(fm.Linear(2, 3), fm.Residual(fm.Linear(3, 4)))
+    with pytest.raises(TypeError, match="Residual: layer 0"):
+        fm.Residual(3)
+
+
+def test_torch_parity_resnet_mlp_with_adamw():
+    """Linear, two residual blocks x + Dropout(ReLU(BatchNorm(Linear(x)))), Linear: 30 AdamW steps
+    from the same state_dict equal torch's to 1e-10, with fastmlp's dropout masks (probes at the
+    Dropouts' places in the engine's flat list: 0 Linear, 1 begin, 2-5 block, 6 end, 7 begin, ...)."""
+    torch = torch_or_skip()
+    nn = torch.nn
+    TRes, MaskDropout = torch_residual(torch)
+    rng = np.random.default_rng(17)
+
+    def block():
+        return fm.Residual(fm.Linear(16, 16, bias=False), fm.BatchNorm1d(16), fm.ReLU(), fm.Dropout(0.1))
+
+    m = net(fm.Linear(10, 16), block(), block(), fm.Linear(16, 4), seed=8)
+    probes = {i: net(*([fm.Identity()] * i + [fm.Dropout(0.1)]), seed=8) for i in (5, 11)}
+    drops = [MaskDropout(), MaskDropout()]
+    t = nn.Sequential(nn.Linear(10, 16),
+                      TRes(nn.Linear(16, 16, bias=False), nn.BatchNorm1d(16), nn.ReLU(), drops[0]),
+                      TRes(nn.Linear(16, 16, bias=False), nn.BatchNorm1d(16), nn.ReLU(), drops[1]),
+                      nn.Linear(16, 4)).double()
+    t.load_state_dict(to_torch(torch, m.state_dict(), "float64"))
+    opt = fm.optim.AdamW(m.parameters(), lr=1e-2)
+    topt = torch.optim.AdamW(t.parameters(), lr=1e-2)
+    for step in range(30):
+        x, y = rng.normal(size=(32, 10)), rng.integers(0, 4, size=32)
+        for d, i in zip(drops, (5, 11)):
+            d.mask = torch.tensor(probes[i](np.ones((32, 16))))
+        loss = m.train_step(x, y, fm.CrossEntropyLoss(), opt)
+        topt.zero_grad()
+        tl = nn.functional.cross_entropy(t(torch.tensor(x)), torch.tensor(y))
+        tl.backward()
+        topt.step()
+        assert abs(loss - tl.item()) < 1e-10
+    tsd = t.state_dict()
+    for k, v in m.state_dict().items():
+        np.testing.assert_allclose(v, tsd[k].numpy(), rtol=1e-10, atol=1e-12, err_msg=k)
+    m.eval()
+    t.eval()
+    x = rng.normal(size=(20, 10))
+    np.testing.assert_allclose(m.predict(x), t(torch.tensor(x)).detach().numpy(), rtol=1e-10, atol=1e-12)

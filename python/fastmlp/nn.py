@@ -12,7 +12,7 @@ from ._arrays import as_dtype, as_float_array, check_finite, check_int, check_nu
 
 __all__ = [
     "Module", "Parameter", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
-    "Identity", "Dropout", "BatchNorm1d", "LayerNorm", "RMSNorm", "Sequential",
+    "Identity", "Dropout", "BatchNorm1d", "LayerNorm", "RMSNorm", "Residual", "Sequential",
 ]
 
 _INIT_NAMES = ("default", "zeros", "ones", "uniform", "normal", "xavier_uniform", "xavier_normal",
@@ -286,6 +286,53 @@ class RMSNorm(Module):
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
 
 
+# ---- residual blocks (cpp/layers/residual.cpp: residual_begin ... residual_end in the flat list)
+class Residual(Module):
+    """x + block(x), as a torch module ``Residual`` whose ``block`` is ``nn.Sequential(*layers)``
+    and whose forward is ``x + self.block(x)``: its tensors are named '<i>.block.<j>.weight'.
+    The block must keep the width. Blocks nest."""
+
+    _kind = "residual"
+    _fields = {"block": (list,)}
+
+    def __init__(self, *layers: Module) -> None:
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        for j, layer in enumerate(layers):
+            if not isinstance(layer, Module) or isinstance(layer, Sequential):
+                raise TypeError(f"Residual: layer {j} must be a fastmlp layer, got {type(layer).__name__}")
+        self.block = list(layers)
+
+    def _spec(self) -> dict:
+        return {"kind": self._kind, "block": [layer._spec() for layer in self.block]}
+
+    @classmethod
+    def _from_spec(cls, spec: Mapping[str, Any]) -> "Module":
+        block = spec.get("block", [])
+        if not isinstance(block, list) or not all(isinstance(b, Mapping) for b in block):
+            raise ValueError("residual: block must be a list of layer specs")
+        return cls(*[_layer_from_spec(b) for b in block])
+
+    def __repr__(self) -> str:
+        inner = "".join(f"\n    ({j}): " + repr(layer).replace("\n", "\n    ") for j, layer in enumerate(self.block))
+        return f"Residual(\n  (block): Sequential({inner}\n  )\n)"
+
+
+def _flatten(layers: Any, prefix: str = "") -> list:
+    """The engine's flat layer list for these layers: [(spec, state_dict prefix or None, layer)],
+    a Residual becoming residual_begin, its block's layers ('<i>.block.<j>'), residual_end."""
+    out: list = []
+    for i, layer in enumerate(layers):
+        name = f"{prefix}{i}"
+        if isinstance(layer, Residual):
+            out.append(({"kind": "residual_begin"}, None, None))
+            out += _flatten(layer.block, f"{name}.block.")
+            out.append(({"kind": "residual_end"}, None, None))
+        else:
+            out.append((layer._spec(), name, layer))
+    return out
+
+
 # buffers that torch keeps as int64 (stored in the model's float type, exact up to 2**24 / 2**53)
 _INT_BUFFERS = frozenset({"num_batches_tracked"})
 
@@ -306,10 +353,11 @@ def _tensor_shapes(layers: list, buffers: bool = False) -> dict:
     """{state_dict key: shape} of every parameter (buffers=True: every buffer) a
     Sequential of these layers would have, from the engine's table, without
     building it (no memory is given to the tensors)."""
+    flat = _flatten(layers)
     out = {}
-    for i, name, shape, is_buffer in _core.layer_tensors([layer._spec() for layer in layers]):
+    for i, name, shape, is_buffer in _core.layer_tensors([spec for spec, _, _ in flat]):
         if is_buffer == buffers:
-            out[f"{i}.{name}"] = tuple(shape)
+            out[f"{flat[i][1]}.{name}"] = tuple(shape)
     return out
 
 
@@ -334,22 +382,24 @@ class Sequential(Module):
         self.dtype = as_dtype(dtype)
         seed = _random.next_seed() if seed is None else _random.check_seed(seed)
         cls = _core.Model32 if self.dtype == np.float32 else _core.Model64
-        self._core = cls([layer._spec() for layer in layers], seed)
+        flat = _flatten(layers)  # residual blocks become residual_begin ... residual_end
+        self._core = cls([spec for spec, _, _ in flat], seed)
         self._layers = list(layers)
         self._params: "OrderedDict[str, Parameter]" = OrderedDict()
+        order = []  # torch's state_dict order: layer by layer, its parameters then its buffers
         for layer_idx, pname, data, grad in self._core.parameters():
-            name = f"{layer_idx}.{pname}"
+            name = f"{flat[layer_idx][1]}.{pname}"
             p = Parameter(data, grad, name)
             self._params[name] = p
-            setattr(self._layers[layer_idx], pname, p)
+            setattr(flat[layer_idx][2], pname, p)
+            order.append((layer_idx, 0, name))
         self._buffers: "OrderedDict[str, np.ndarray]" = OrderedDict()  # live views: running statistics
         for layer_idx, bname, view in self._core.buffers():
-            self._buffers[f"{layer_idx}.{bname}"] = view
-            setattr(self._layers[layer_idx], bname, view)
-        # torch's state_dict order: layer by layer, its parameters then its buffers
-        order = [(int(k.split(".")[0]), 0) for k in self._params] + [(int(k.split(".")[0]), 1) for k in self._buffers]
-        keys = list(self._params) + list(self._buffers)
-        self._state_keys = [k for _, k in sorted(zip(order, keys), key=lambda t: t[0])]
+            name = f"{flat[layer_idx][1]}.{bname}"
+            self._buffers[name] = view
+            setattr(flat[layer_idx][2], bname, view)
+            order.append((layer_idx, 1, name))
+        self._state_keys = [k for _, _, k in sorted(order, key=lambda t: t[:2])]
         self._last_1d = False
         self._fit_lock = threading.Lock()  # held for a whole fit call
         self._file_extra: dict = {}  # metadata of the file the model was loaded from
@@ -365,7 +415,7 @@ class Sequential(Module):
         return iter(self._layers)
 
     def __repr__(self) -> str:
-        inner = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self._layers))
+        inner = "".join(f"\n  ({i}): " + repr(layer).replace("\n", "\n  ") for i, layer in enumerate(self._layers))
         return f"Sequential({inner}\n)" if inner else "Sequential()"
 
     @property
@@ -387,6 +437,9 @@ class Sequential(Module):
 
     def train(self, mode: bool = True) -> "Sequential":
         self._core.training = bool(mode)
+        for _, _, layer in _flatten(self._layers):
+            if layer is not None:
+                layer.training = bool(mode)
         for layer in self._layers:
             layer.training = bool(mode)
         return self

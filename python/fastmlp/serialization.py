@@ -62,7 +62,7 @@ def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None
 
 _MAX_HEADER_BYTES = 1 << 28  # 256 MiB of JSON: far above any real header (the CLI's has the feature names)
 _U64 = 2**64 - 1
-_MEMBER = re.compile(r"(param|buffer)/(\d+)\.([a-z_]+)|optim/(\d+)")
+_MEMBER = re.compile(r"(param|buffer)/\d+(\.block\.\d+)*\.[a-z_]+|optim/\d+")  # residual blocks: '1.block.0.weight'
 _TOP_FIELDS = {"format", "version", "dtype", "seed", "training", "dropout_calls", "epochs_done", "layers",
                "optimizer", "extra"}
 
