@@ -625,3 +625,53 @@ def test_torch_parity_resnet_mlp_with_adamw():
     t.eval()
     x = rng.normal(size=(20, 10))
     np.testing.assert_allclose(m.predict(x), t(torch.tensor(x)).detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_file_with_a_badly_typed_layer_inside_a_residual_block_is_refused(tmp_path):
+    import json
+
+    m = net(fm.Residual(fm.LayerNorm(3), fm.Residual(fm.BatchNorm1d(3))))
+    m.save(tmp_path / "m.npz")
+    z = dict(np.load(tmp_path / "m.npz"))
+    header = json.loads(z["__fastmlp__"].tobytes())
+    assert header["layers"][0]["block"][1]["kind"] == "residual"
+    header["layers"][0]["block"][1]["block"][0]["num_features"] = 3.0
+    z["__fastmlp__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "bad.npz", **z)
+    with pytest.raises(ValueError, match=r"layers\[0\]\.block\[1\]\.block\[0\]\.num_features must be int"):
+        fm.load(tmp_path / "bad.npz")
+
+
+NORM_HOSTILE = [
+    "fm.Sequential(fm.BatchNorm1d(2**62))",
+    "fm.Sequential(fm.BatchNorm1d(2**62 - 1), dtype='float64')",
+    "fm.Sequential(fm.LayerNorm(2**62))",
+    "fm.Sequential(fm.RMSNorm(2**40))",
+    "fm.Sequential(fm.Residual(fm.BatchNorm1d(2**40)))",
+    "m = fm.Sequential(fm.BatchNorm1d(1)); m(np.broadcast_to(np.ones(1), (2**62, 1)))",
+    "m = fm.Sequential(fm.LayerNorm(2**20)); m(np.ones((2**20, 2**20), dtype=np.float32))",
+]
+
+
+@pytest.mark.parametrize("code", NORM_HOSTILE, ids=[str(i) for i in range(len(NORM_HOSTILE))])
+def test_giant_sizes_raise_not_crash(code):
+    import subprocess
+    import sys
+    import textwrap
+
+    src = textwrap.dedent("""
+        import os, resource, sys
+        import numpy as np
+        import fastmlp as fm
+        if "asan" not in os.environ.get("LD_PRELOAD", ""):  # AddressSanitizer needs its shadow memory
+            resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+        try:
+            {body}
+        except (MemoryError, ValueError) as e:
+            print("RAISED", type(e).__name__, e)
+            sys.exit(0)
+        print("NO ERROR")
+        sys.exit(4)
+    """).format(body=code)
+    r = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "RAISED" in r.stdout, f"exit code {r.returncode}:\n{r.stdout}{r.stderr}"

@@ -137,7 +137,7 @@ class BatchNormLayer final : public Layer<T> {
   }
   bool rows_independent(bool train) const override { return !batch_stats(train); }
   // mean, invstd (C) of the statistics used, kept for backward
-  idx scratch_size(idx, idx) const override { return 2 * C_; }
+  idx scratch_size(idx, idx) const override { return checked_mul(C_, 2); }
   // two double sums per column (C each): the batch's mean and variance, then backward's sums
   idx byte_scratch(idx, idx) const override { return checked_mul(C_, 2 * sizeof(double)); }
 

@@ -89,24 +89,14 @@ def _check_keys(d: Any, field: str, allowed: set, required: set) -> None:
         raise ValueError(f"header field {field} lacks {missing}")
 
 
-def _check_header(h: Any) -> None:
-    """Every field of a version-1 header has its exact JSON type (bool is not an
-    int, an int is not a float) and a value the engine accepts; the message names
-    the field. The values' meaning (ranges of p, lr, ...) is checked again by
-    the constructors."""
-    _check_keys(h, "(the header)", _TOP_FIELDS, {"format", "version", "dtype", "seed", "layers"})
-    _need(h["dtype"] in ("float32", "float64"), "dtype", "'float32' or 'float64'", h["dtype"])
-    _check_int(h["seed"], "seed", 0, _U64)
-    _need(type(h.get("training", True)) is bool, "training", "true or false", h.get("training"))
-    for k in ("dropout_calls", "epochs_done"):
-        _check_int(h.get(k, 0), k, 0, _U64)
-    _need(isinstance(h.get("extra", {}), dict), "extra", "an object", h.get("extra"))
-    _need(isinstance(h["layers"], list), "layers", "a list", h["layers"])
-    for i, spec in enumerate(h["layers"]):
-        f = f"layers[{i}]"
-        _need(isinstance(spec, dict) and isinstance(spec.get("kind"), str), f, "an object with a 'kind'", spec)
-        from .nn import _LAYER_TYPES
+def _check_layers(layers: list, field: str, depth: int = 0) -> None:
+    """Each layer spec of the list (and of a residual block's, nested) has its exact JSON types."""
+    from .nn import _LAYER_TYPES
 
+    _need(depth < 64, field, "nested less than 64 deep", "...")
+    for i, spec in enumerate(layers):
+        f = f"{field}[{i}]"
+        _need(isinstance(spec, dict) and isinstance(spec.get("kind"), str), f, "an object with a 'kind'", spec)
         cls = _LAYER_TYPES.get(spec["kind"])
         _need(cls is not None, f"{f}.kind", "a layer kind", spec["kind"])
         _check_keys(spec, f, {"kind", *cls._fields}, set())  # type: ignore[union-attr]
@@ -120,6 +110,24 @@ def _check_header(h: Any) -> None:
             init = spec.get("init", {"name": "default"})
             _check_keys(init, f"{f}.init", {"name"}, {"name"})
             _need(isinstance(init["name"], str), f"{f}.init.name", "a string", init["name"])
+        if spec["kind"] == "residual":
+            _check_layers(spec.get("block", []), f"{f}.block", depth + 1)
+
+
+def _check_header(h: Any) -> None:
+    """Every field of a version-1 header has its exact JSON type (bool is not an
+    int, an int is not a float) and a value the engine accepts; the message names
+    the field. The values' meaning (ranges of p, lr, ...) is checked again by
+    the constructors."""
+    _check_keys(h, "(the header)", _TOP_FIELDS, {"format", "version", "dtype", "seed", "layers"})
+    _need(h["dtype"] in ("float32", "float64"), "dtype", "'float32' or 'float64'", h["dtype"])
+    _check_int(h["seed"], "seed", 0, _U64)
+    _need(type(h.get("training", True)) is bool, "training", "true or false", h.get("training"))
+    for k in ("dropout_calls", "epochs_done"):
+        _check_int(h.get(k, 0), k, 0, _U64)
+    _need(isinstance(h.get("extra", {}), dict), "extra", "an object", h.get("extra"))
+    _need(isinstance(h["layers"], list), "layers", "a list", h["layers"])
+    _check_layers(h["layers"], "layers")
     oh = h.get("optimizer")
     if oh is None:
         return
