@@ -675,3 +675,14 @@ def test_giant_sizes_raise_not_crash(code):
     """).format(body=code)
     r = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "RAISED" in r.stdout, f"exit code {r.returncode}:\n{r.stdout}{r.stderr}"
+
+
+def test_train_and_eval_reach_the_layers_inside_residual_blocks():
+    m = net(fm.Residual(fm.Residual(fm.BatchNorm1d(2)), fm.Dropout(0.5)))
+    inner = m[0].block[0].block[0]
+    m.eval()
+    assert not m.training and not inner.training and not m[0].block[1].training
+    x = np.array([[1.0, 2.0]])
+    np.testing.assert_allclose(m(x), 2 * x + x / np.sqrt(1 + 1e-5), rtol=1e-12)  # x + (x + BN(x)), no dropout
+    m.train()
+    assert inner.training

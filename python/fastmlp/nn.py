@@ -333,6 +333,14 @@ def _flatten(layers: Any, prefix: str = "") -> list:
     return out
 
 
+def _modules(layers: Any) -> Iterator[Module]:
+    """Every layer, those inside residual blocks too."""
+    for layer in layers:
+        yield layer
+        if isinstance(layer, Residual):
+            yield from _modules(layer.block)
+
+
 # buffers that torch keeps as int64 (stored in the model's float type, exact up to 2**24 / 2**53)
 _INT_BUFFERS = frozenset({"num_batches_tracked"})
 
@@ -437,10 +445,7 @@ class Sequential(Module):
 
     def train(self, mode: bool = True) -> "Sequential":
         self._core.training = bool(mode)
-        for _, _, layer in _flatten(self._layers):
-            if layer is not None:
-                layer.training = bool(mode)
-        for layer in self._layers:
+        for layer in _modules(self._layers):
             layer.training = bool(mode)
         return self
 
