@@ -65,7 +65,8 @@ _LAYER_TYPES: dict[str, type["Module"]] = {}
 
 class Module:
     """Base of the layers. Layers describe the computation; a Sequential
-    owns their parameters, which appear as ``.weight``/``.bias`` once built.
+    owns their parameters and buffers, which appear as ``.weight``/``.bias``
+    (``.running_mean``, ...) once built.
 
     A layer class names its engine kind (``_kind``, the name the C++ layer is
     registered under in cpp/layers/) and the arguments of its spec (``_fields``:
@@ -467,7 +468,8 @@ class Sequential(Module):
             self._core.flat_grads()[...] = 0
 
     def reset_parameters(self, seed: int | None = None) -> "Sequential":
-        """Re-initialise every Linear, from seed (default: the model's seed)."""
+        """Re-initialise every layer's parameters and buffers (running statistics), from seed (default:
+        the model's seed)."""
         self._core.reset_parameters(self.seed if seed is None else _random.check_seed(seed))
         return self
 
