@@ -269,6 +269,25 @@ def test_batch_of_one_in_training_raises_as_torch_and_changes_nothing(dtype):
         np.testing.assert_array_equal(after[k], before[k])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_of_zero_rows_as_torch(dtype):
+    # torch: an empty output, num_batches_tracked counts the batch, the statistics stay; zero gradients
+    for layer in (fm.BatchNorm1d(4), fm.BatchNorm1d(4, momentum=None), fm.LayerNorm(4), fm.RMSNorm(4)):
+        m = net(layer, dtype=dtype)
+        before = m.state_dict()
+        y = m(np.ones((0, 4), dtype=dtype))
+        assert y.shape == (0, 4)
+        assert m.backward(y).shape == (0, 4)
+        for _, p in m.named_parameters():
+            np.testing.assert_array_equal(p.grad, 0)
+        after = m.state_dict()
+        for k in before:
+            if k.endswith("num_batches_tracked"):
+                assert after[k] == before[k] + 1
+            else:
+                np.testing.assert_array_equal(after[k], before[k])
+
+
 @pytest.mark.parametrize("make", [lambda n: fm.BatchNorm1d(n), lambda n: fm.LayerNorm(n), lambda n: fm.RMSNorm(n)])
 def test_zero_features_refused(make):
     with pytest.raises(ValueError, match=">= 1"):

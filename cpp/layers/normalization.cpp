@@ -149,7 +149,11 @@ class BatchNormLayer final : public Layer<T> {
     const T* w = affine_ ? io.w : nullptr;
     const T* b = affine_ ? io.w + C_ : nullptr;
     if (batch_stats(io.train)) {
-      if (B <= 1) throw value_error(batch_size_error(B, C_));
+      if (B == 0) {  // as torch: an empty output, the batch counted, the statistics unchanged
+        if (io.train && track_) io.buf[2 * C_] += T(1);
+        return;
+      }
+      if (B == 1) throw value_error(batch_size_error(B, C_));
       double* m = reinterpret_cast<double*>(io.bytes);  // (C) each; the byte scratch is 64-byte aligned
       double* v = m + C_;
       column_mean_var(io.x, B, C_, m, v);
