@@ -37,6 +37,7 @@ struct TensorDecl {
   idx rows, cols;    // (rows, cols); a vector is (n, 1) with vector = true
   bool vector;       // 1-D in the state_dict
   bool decay;        // scikit-learn's L2 penalty applies (Linear weights)
+  bool scalar = false;  // 0-D in the state_dict (a (1, 1) count: num_batches_tracked)
 };
 
 // What a layer's forward and backward see of one pass over a batch.

@@ -43,12 +43,12 @@ Model<T>::Model(std::vector<Options> specs, std::uint64_t seed_, bool allocate) 
     }
     for (const TensorDecl& t : layers_.back()->params()) {
       if (param_offset_[i] < 0) param_offset_[i] = off;
-      slots_.push_back({i, t.name, off, t.rows, t.cols, t.vector, t.decay});
+      slots_.push_back({i, t.name, off, t.rows, t.cols, t.vector, t.decay, t.scalar});
       off = checked_add(off, checked_mul(t.rows, t.cols));
     }
     for (const TensorDecl& t : layers_.back()->buffers()) {
       if (buffer_offset_[i] < 0) buffer_offset_[i] = boff;
-      bslots_.push_back({i, t.name, boff, t.rows, t.cols, t.vector, false});
+      bslots_.push_back({i, t.name, boff, t.rows, t.cols, t.vector, false, t.scalar});
       boff = checked_add(boff, checked_mul(t.rows, t.cols));
     }
   }

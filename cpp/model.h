@@ -24,6 +24,7 @@ struct ParamSlot {
   idx rows, cols;     // (rows, cols); vectors are (n, 1)
   bool vector;        // 1-D in the state_dict
   bool decay;         // scikit-learn's L2 penalty applies
+  bool scalar;        // 0-D in the state_dict
 };
 
 // Per-batch buffers of one forward/backward: grown when a larger batch (or

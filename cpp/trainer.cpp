@@ -10,11 +10,11 @@
 namespace fastmlp {
 
 namespace {
-// Copy the parameters (and the gradients, if grads) and every group's optimizer
-// state into (to_snapshot) or out of snap.
+// Copy the parameters, the buffers (running statistics), the gradients if grads,
+// and every group's optimizer state into (to_snapshot) or out of snap.
 template <class T>
 void snapshot_copy(Model<T>& m, Optimizer<T>& opt, Buffer<T>& snap, bool grads, bool to_snapshot) {
-  idx total = grads ? checked_mul(m.n_params(), 2) : m.n_params();
+  idx total = checked_add(grads ? checked_mul(m.n_params(), 2) : m.n_params(), m.n_buffers());
   for (auto& g : opt.groups) total = checked_add(total, g.state.size());
   snap.reserve(total);
   T* s = snap.data();
@@ -24,6 +24,7 @@ void snapshot_copy(Model<T>& m, Optimizer<T>& opt, Buffer<T>& snap, bool grads, 
     s += n;
   };
   copy(m.params(), m.n_params());
+  copy(m.buffers(), m.n_buffers());
   if (grads) copy(m.grads(), m.n_params());
   for (auto& g : opt.groups) copy(g.state.data(), g.state.size());
 }
@@ -340,7 +341,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
   // on divergence go back to the start of the epoch, the last state known to be good: weights
   // before a non-finite loss can be finite but useless (1e299), and a step can overflow while
   // its loss was still finite
-  if (st.diverged || !all_finite(m.params(), m.n_params())) {
+  if (st.diverged || !all_finite(m.params(), m.n_params()) || !all_finite(m.buffers(), m.n_buffers())) {
     buf.snapshot.restore(m, opt);
     st.diverged = st.restored = true;
   }
@@ -353,16 +354,27 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
 template <class T>
 double train_step(Model<T>& m, const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
                   const T* target, Optimizer<T>& opt, Snapshot<T>& snapshot) {
-  const double value = m.loss_and_grad(x, B, in, loss, labels, target, true);
+  snapshot.save(m, opt);  // before the forward, which updates the running statistics
+  double value;
+  try {
+    value = m.loss_and_grad(x, B, in, loss, labels, target, true);
+  } catch (...) {
+    snapshot.restore(m, opt);
+    throw;
+  }
   // nothing to learn from ('mean' over no weight: every label ignored, or zero class weights):
-  // no step, as fit skips such a batch; the loss is NaN, as PyTorch's
-  if (loss_mean_denominator(loss, B, m.out_features(in), labels) == 0) return value;
-  if (!std::isfinite(value))
+  // no step and nothing changed, as fit skips such a batch; the loss is NaN, as PyTorch's
+  if (loss_mean_denominator(loss, B, m.out_features(in), labels) == 0) {
+    snapshot.restore(m, opt);
+    return value;
+  }
+  if (!std::isfinite(value)) {
+    snapshot.restore(m, opt);
     throw numeric_error("the loss is not finite (" + std::to_string(value) +
                         "); the step was not taken. Try a lower learning rate, or standardize the inputs");
-  snapshot.save(m, opt);
+  }
   opt.step();
-  if (!all_finite(m.params(), m.n_params())) {
+  if (!all_finite(m.params(), m.n_params()) || !all_finite(m.buffers(), m.n_buffers())) {
     snapshot.restore(m, opt);
     throw numeric_error("the step diverged: it made the weights non-finite, so it was undone. "
                         "Try a lower learning rate, or standardize the inputs");

@@ -39,7 +39,8 @@ struct EpochStats {
 // returns false to stop at this batch boundary.
 using Progress = std::function<bool(idx, idx, double)>;
 
-// An undo copy of everything a step changes: the parameters, every group's
+// An undo copy of everything a step changes: the parameters, the buffers
+// (running statistics), every group's
 // optimizer state, step count and momentum flag; with_grads, also the
 // gradients and the dropout stream's position (all a failed epoch may have
 // touched). Its buffers are reused, so saving allocates only the first time

@@ -377,6 +377,12 @@ py::array view_of(T* p, std::vector<idx> shape, py::handle base) {
   return py::array_t<T>(sh, st, p, base);
 }
 
+// A tensor's shape in the state_dict: 0-D, 1-D or 2-D.
+std::vector<idx> shape_of(const ParamSlot& sl) {
+  if (sl.scalar) return {};
+  return sl.vector ? std::vector<idx>{sl.rows} : std::vector<idx>{sl.rows, sl.cols};
+}
+
 template <class T>
 void bind_dtype(py::module_& m, const char* suffix) {
   using PM = PyModel<T>;
@@ -407,7 +413,7 @@ void bind_dtype(py::module_& m, const char* suffix) {
         PM& s = self.cast<PM&>();
         py::list out;
         for (const auto& sl : s.m.slots()) {
-          std::vector<idx> shape = sl.vector ? std::vector<idx>{sl.rows} : std::vector<idx>{sl.rows, sl.cols};
+          const std::vector<idx> shape = shape_of(sl);
           out.append(py::make_tuple(sl.layer, sl.name, view_of<T>(s.m.params() + sl.offset, shape, self),
                                     view_of<T>(s.m.grads() + sl.offset, shape, self)));
         }
@@ -417,10 +423,8 @@ void bind_dtype(py::module_& m, const char* suffix) {
       .def("buffers", [](py::object self) {
         PM& s = self.cast<PM&>();
         py::list out;
-        for (const auto& sl : s.m.buffer_slots()) {
-          std::vector<idx> shape = sl.vector ? std::vector<idx>{sl.rows} : std::vector<idx>{sl.rows, sl.cols};
-          out.append(py::make_tuple(sl.layer, sl.name, view_of<T>(s.m.buffers() + sl.offset, shape, self)));
-        }
+        for (const auto& sl : s.m.buffer_slots())
+          out.append(py::make_tuple(sl.layer, sl.name, view_of<T>(s.m.buffers() + sl.offset, shape_of(sl), self)));
         return out;
       })
       .def("forward", [](PM& s, py::array x) {
@@ -739,14 +743,14 @@ PYBIND11_MODULE(_core, m) {
   m.def("check_optim", [](py::dict cfg) { parse_optim(cfg); });
   m.def("check_layers", [](py::list layers) { Model<double> check(parse_layers(layers), 0, false); });
   m.def("layer_kinds", &layer_kinds);
-  // [(layer, name, shape)] of the parameters a model of these layers has, without allocating them
+  // [(layer, name, shape, is_buffer)] of the parameters, then the buffers, a model of these layers
+  // has, without allocating them
   m.def("layer_tensors", [](py::list layers) {
     Model<double> check(parse_layers(layers), 0, false);
     py::list out;
-    for (const auto& sl : check.slots()) {
-      py::tuple shape = sl.vector ? py::tuple(py::make_tuple(sl.rows)) : py::tuple(py::make_tuple(sl.rows, sl.cols));
-      out.append(py::make_tuple(sl.layer, sl.name, shape));
-    }
+    for (const auto& sl : check.slots()) out.append(py::make_tuple(sl.layer, sl.name, py::tuple(py::cast(shape_of(sl))), false));
+    for (const auto& sl : check.buffer_slots())
+      out.append(py::make_tuple(sl.layer, sl.name, py::tuple(py::cast(shape_of(sl))), true));
     return out;
   });
   m.def("calculate_gain", &calculate_gain, py::arg("nonlinearity"), py::arg("param") = 0.0);

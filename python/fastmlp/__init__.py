@@ -25,7 +25,8 @@ from .callbacks import EarlyStopping, History  # noqa: E402
 from ._random import initial_seed, manual_seed  # noqa: E402
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, PoissonNLLLoss  # noqa: E402
 from .nn import (  # noqa: E402
-    GELU, Dropout, Identity, LeakyReLU, Linear, Module, Parameter, ReLU, Sequential, Sigmoid, Softmax, Tanh)
+    GELU, BatchNorm1d, Dropout, Identity, LayerNorm, LeakyReLU, Linear, Module, Parameter, ReLU, Residual, RMSNorm,
+    Sequential, Sigmoid, Softmax, Tanh)
 from .c_export import export_c  # noqa: E402
 from .serialization import load  # noqa: E402
 
@@ -33,8 +34,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Module", "Parameter", "Sequential", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
-    "Identity", "Dropout", "MSELoss", "L1Loss", "HuberLoss", "CrossEntropyLoss", "BCEWithLogitsLoss",
-    "PoissonNLLLoss", "datasets",
+    "Identity", "Dropout", "BatchNorm1d", "LayerNorm", "RMSNorm", "Residual", "MSELoss", "L1Loss", "HuberLoss",
+    "CrossEntropyLoss", "BCEWithLogitsLoss", "PoissonNLLLoss", "datasets",
     "optim", "init", "callbacks", "EarlyStopping", "History", "manual_seed", "initial_seed", "load", "export_c",
     "__version__",
 ]

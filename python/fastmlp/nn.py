@@ -12,7 +12,7 @@ from ._arrays import as_dtype, as_float_array, check_finite, check_int, check_nu
 
 __all__ = [
     "Module", "Parameter", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
-    "Identity", "Dropout", "Sequential",
+    "Identity", "Dropout", "BatchNorm1d", "LayerNorm", "RMSNorm", "Residual", "Sequential",
 ]
 
 _INIT_NAMES = ("default", "zeros", "ones", "uniform", "normal", "xavier_uniform", "xavier_normal",
@@ -159,7 +159,8 @@ _LAYER_TYPES: dict[str, type["Module"]] = {}
 
 class Module:
     """Base of the layers. Layers describe the computation; a Sequential
-    owns their parameters, which appear as ``.weight``/``.bias`` once built.
+    owns their parameters and buffers, which appear as ``.weight``/``.bias``
+    (``.running_mean``, ...) once built.
 
     A layer class names its engine kind (``_kind``, the name the C++ layer is
     registered under in cpp/layers/) and the arguments of its spec (``_fields``:
@@ -294,6 +295,151 @@ class Dropout(Module):
         return f"p={self.p}"
 
 
+# ---- normalization layers (cpp/layers/normalization.cpp)
+def _width(normalized_shape: Any, layer: str) -> int:
+    """normalized_shape as the feature width: an int or a 1-tuple (inputs are (batch, features))."""
+    if isinstance(normalized_shape, (tuple, list)):
+        if len(normalized_shape) != 1:
+            raise ValueError(f"{layer}: normalized_shape must be an int or a 1-tuple (the feature width of a "
+                             f"(batch, features) input), got {tuple(normalized_shape)}")
+        normalized_shape = normalized_shape[0]
+    return check_int(normalized_shape, "normalized_shape", low=1, high=2**62)
+
+
+class BatchNorm1d(Module):
+    """Batch normalization over the batch of (batch, num_features) inputs, as torch.nn.BatchNorm1d: in
+    training, each feature is normalized by the batch's mean and biased variance, and the running
+    estimates are updated with the unbiased variance (momentum=None: their cumulative average); in
+    eval mode the running estimates are used (the batch's statistics if track_running_stats=False).
+    state_dict: weight, bias (affine), running_mean, running_var, num_batches_tracked (int64)."""
+
+    _kind = "batch_norm"
+    _fields = {"num_features": (int,), "eps": (int, float), "momentum": (int, float, type(None)),
+               "affine": (bool,), "track_running_stats": (bool,)}
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
+                 track_running_stats: bool = True) -> None:
+        self.num_features = check_int(num_features, "num_features", low=1, high=2**62)
+        self.eps = check_number(eps, "eps", low=0.0, low_open=True)
+        self.momentum = None if momentum is None else check_number(momentum, "momentum", low=0.0, high=1.0)
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        self.weight: Parameter | None = None
+        self.bias: Parameter | None = None
+        self.running_mean: np.ndarray | None = None
+        self.running_var: np.ndarray | None = None
+        self.num_batches_tracked: np.ndarray | None = None
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+class LayerNorm(Module):
+    """Normalization of each row over its features, as torch.nn.LayerNorm(normalized_shape) for
+    (batch, features) inputs: (x - mean) / sqrt(var + eps) * weight + bias (biased variance)."""
+
+    _kind = "layer_norm"
+    _fields = {"normalized_shape": (int,), "eps": (int, float), "elementwise_affine": (bool,), "bias": (bool,)}
+
+    def __init__(self, normalized_shape: int | tuple[int], eps: float = 1e-5, elementwise_affine: bool = True,
+                 bias: bool = True) -> None:
+        self.normalized_shape = (_width(normalized_shape, "LayerNorm"),)
+        self.eps = check_number(eps, "eps", low=0.0)
+        self.elementwise_affine = bool(elementwise_affine)
+        self.bias_enabled = bool(bias)
+        self.weight: Parameter | None = None
+        self.bias: Parameter | None = None
+
+    def _spec(self) -> dict:
+        return {"kind": self._kind, "normalized_shape": self.normalized_shape[0], "eps": self.eps,
+                "elementwise_affine": self.elementwise_affine, "bias": self.bias_enabled}
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class RMSNorm(Module):
+    """x / sqrt(mean(x^2) + eps) * weight over each row's features, as torch.nn.RMSNorm; eps=None is
+    the machine epsilon of the model's dtype (torch.finfo(dtype).eps)."""
+
+    _kind = "rms_norm"
+    _fields = {"normalized_shape": (int,), "eps": (int, float, type(None)), "elementwise_affine": (bool,)}
+
+    def __init__(self, normalized_shape: int | tuple[int], eps: float | None = None,
+                 elementwise_affine: bool = True) -> None:
+        self.normalized_shape = (_width(normalized_shape, "RMSNorm"),)
+        self.eps = None if eps is None else check_number(eps, "eps", low=0.0)
+        self.elementwise_affine = bool(elementwise_affine)
+        self.weight: Parameter | None = None
+
+    def _spec(self) -> dict:
+        return {"kind": self._kind, "normalized_shape": self.normalized_shape[0], "eps": self.eps,
+                "elementwise_affine": self.elementwise_affine}
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+# ---- residual blocks (cpp/layers/residual.cpp: residual_begin ... residual_end in the flat list)
+class Residual(Module):
+    """x + block(x), as a torch module ``Residual`` whose ``block`` is ``nn.Sequential(*layers)``
+    and whose forward is ``x + self.block(x)``: its tensors are named '<i>.block.<j>.weight'.
+    The block must keep the width. Blocks nest."""
+
+    _kind = "residual"
+    _fields = {"block": (list,)}
+
+    def __init__(self, *layers: Module) -> None:
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        for j, layer in enumerate(layers):
+            if not isinstance(layer, Module) or isinstance(layer, Sequential):
+                raise TypeError(f"Residual: layer {j} must be a fastmlp layer, got {type(layer).__name__}")
+        self.block = list(layers)
+
+    def _spec(self) -> dict:
+        return {"kind": self._kind, "block": [layer._spec() for layer in self.block]}
+
+    @classmethod
+    def _from_spec(cls, spec: Mapping[str, Any]) -> "Module":
+        block = spec.get("block", [])
+        if not isinstance(block, list) or not all(isinstance(b, Mapping) for b in block):
+            raise ValueError("residual: block must be a list of layer specs")
+        return cls(*[_layer_from_spec(b) for b in block])
+
+    def __repr__(self) -> str:
+        inner = "".join(f"\n    ({j}): " + repr(layer).replace("\n", "\n    ") for j, layer in enumerate(self.block))
+        return f"Residual(\n  (block): Sequential({inner}\n  )\n)"
+
+
+def _flatten(layers: Any, prefix: str = "") -> list:
+    """The engine's flat layer list for these layers: [(spec, state_dict prefix or None, layer)],
+    a Residual becoming residual_begin, its block's layers ('<i>.block.<j>'), residual_end."""
+    out: list = []
+    for i, layer in enumerate(layers):
+        name = f"{prefix}{i}"
+        if isinstance(layer, Residual):
+            out.append(({"kind": "residual_begin"}, None, None))
+            out += _flatten(layer.block, f"{name}.block.")
+            out.append(({"kind": "residual_end"}, None, None))
+        else:
+            out.append((layer._spec(), name, layer))
+    return out
+
+
+def _modules(layers: Any) -> Iterator[Module]:
+    """Every layer, those inside residual blocks too."""
+    for layer in layers:
+        yield layer
+        if isinstance(layer, Residual):
+            yield from _modules(layer.block)
+
+
+# buffers that torch keeps as int64 (stored in the model's float type, exact up to 2**24 / 2**53)
+_INT_BUFFERS = frozenset({"num_batches_tracked"})
+
+
 def _layer_from_spec(spec: Mapping[str, Any]) -> Module:
     """The layer a spec describes (a model file's or a pickle's), through the
     registry of layer classes: unknown kinds and unknown arguments are refused."""
@@ -306,13 +452,15 @@ def _layer_from_spec(spec: Mapping[str, Any]) -> Module:
     return cls._from_spec(spec)
 
 
-def _tensor_shapes(layers: list) -> dict:
-    """{state_dict key: shape} of every parameter a Sequential of these layers
-    would have, from the engine's table, without building it (no memory is
-    given to the parameters)."""
+def _tensor_shapes(layers: list, buffers: bool = False) -> dict:
+    """{state_dict key: shape} of every parameter (buffers=True: every buffer) a
+    Sequential of these layers would have, from the engine's table, without
+    building it (no memory is given to the tensors)."""
+    flat = _flatten(layers)
     out = {}
-    for i, name, shape in _core.layer_tensors([layer._spec() for layer in layers]):
-        out[f"{i}.{name}"] = tuple(shape)
+    for i, name, shape, is_buffer in _core.layer_tensors([spec for spec, _, _ in flat]):
+        if is_buffer == buffers:
+            out[f"{flat[i][1]}.{name}"] = tuple(shape)
     return out
 
 
@@ -347,14 +495,24 @@ class Sequential(Module):
         self.dtype = as_dtype(dtype)
         seed = _random.next_seed() if seed is None else _random.check_seed(seed)
         cls = _core.Model32 if self.dtype == np.float32 else _core.Model64
-        self._core = cls([layer._spec() for layer in layers], seed)
+        flat = _flatten(layers)  # residual blocks become residual_begin ... residual_end
+        self._core = cls([spec for spec, _, _ in flat], seed)
         self._layers = list(layers)
         self._params: "OrderedDict[str, Parameter]" = OrderedDict()
+        order = []  # torch's state_dict order: layer by layer, its parameters then its buffers
         for layer_idx, pname, data, grad in self._core.parameters():
-            name = f"{layer_idx}.{pname}"
+            name = f"{flat[layer_idx][1]}.{pname}"
             p = Parameter(data, grad, name)
             self._params[name] = p
-            setattr(self._layers[layer_idx], pname, p)
+            setattr(flat[layer_idx][2], pname, p)
+            order.append((layer_idx, 0, name))
+        self._buffers: "OrderedDict[str, np.ndarray]" = OrderedDict()  # live views: running statistics
+        for layer_idx, bname, view in self._core.buffers():
+            name = f"{flat[layer_idx][1]}.{bname}"
+            self._buffers[name] = view
+            setattr(flat[layer_idx][2], bname, view)
+            order.append((layer_idx, 1, name))
+        self._state_keys = [k for _, _, k in sorted(order, key=lambda t: t[:2])]
         self._last_1d = False
         self._can_backward: bool | None = None  # None: no forward yet; False: its backward has run
         self._fit_lock = threading.Lock()  # held for a whole fit call
@@ -371,7 +529,7 @@ class Sequential(Module):
         return iter(self._layers)
 
     def __repr__(self) -> str:
-        inner = "".join(f"\n  ({i}): {layer!r}" for i, layer in enumerate(self._layers))
+        inner = "".join(f"\n  ({i}): " + repr(layer).replace("\n", "\n  ") for i, layer in enumerate(self._layers))
         return f"Sequential({inner}\n)" if inner else "Sequential()"
 
     @property
@@ -393,7 +551,7 @@ class Sequential(Module):
 
     def train(self, mode: bool = True) -> "Sequential":
         self._core.training = bool(mode)
-        for layer in self._layers:
+        for layer in _modules(self._layers):
             layer.training = bool(mode)
         return self
 
@@ -423,42 +581,62 @@ class Sequential(Module):
             p._grad_none = False
 
     def reset_parameters(self, seed: int | None = None) -> "Sequential":
-        """Re-initialise every Linear, from seed (default: the model's seed)."""
+        """Re-initialise every layer's parameters and buffers (running statistics), from seed (default:
+        the model's seed)."""
         self._core.reset_parameters(self.seed if seed is None else _random.check_seed(seed))
         return self
 
+    def buffers(self) -> Iterator[np.ndarray]:
+        """The buffers (BatchNorm's running statistics): live NumPy views, not trained."""
+        return iter(list(self._buffers.values()))
+
+    def named_buffers(self) -> Iterator[tuple[str, np.ndarray]]:
+        return iter(list(self._buffers.items()))
+
+    def _tensor(self, key: str) -> np.ndarray:
+        return self._params[key].data if key in self._params else self._buffers[key]
+
     def state_dict(self) -> "OrderedDict[str, np.ndarray]":
-        """Copies of the parameters, keyed and shaped as torch.nn.Sequential's: one consistent state
-        (during a fit in another thread, taken between two of its steps)."""
+        """Copies of the parameters and buffers, keyed, ordered and shaped as torch.nn.Sequential's
+        (num_batches_tracked as a 0-D int64): one consistent state (during a fit in another thread,
+        taken between two of its steps)."""
         with self._core.hold(False):
-            return OrderedDict((k, p.data.copy()) for k, p in self._params.items())
+            return OrderedDict((k, np.array(self._tensor(k), dtype=np.int64) if k.rsplit(".", 1)[1] in _INT_BUFFERS
+                                else self._tensor(k).copy()) for k in self._state_keys)
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
-        """Copy parameters in (NumPy arrays, or anything np.asarray takes,
+        """Copy parameters and buffers in (NumPy arrays, or anything np.asarray takes,
         e.g. CPU torch tensors). Everything is checked before anything changes."""
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
-        missing = [k for k in self._params if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in self._params]
+        missing = [k for k in self._state_keys if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in self._params and k not in self._buffers]
         if strict and (missing or unexpected):
             raise KeyError(f"Error(s) in loading state_dict: missing keys {missing}, unexpected keys {unexpected}")
         staged = {}
-        for k, p in self._params.items():
+        for k in self._state_keys:
             if k not in state_dict:
                 continue
+            dst = self._tensor(k)
             v = state_dict[k]
             if hasattr(v, "detach"):  # a torch tensor
                 v = v.detach().cpu().numpy()
-            a = as_float_array(v, p.dtype, name=f"state_dict[{k!r}]")
-            if a.shape != p.shape:
+            a = as_float_array(v, dst.dtype, name=f"state_dict[{k!r}]").reshape(np.shape(v))  # 0-D stays 0-D
+            if a.shape != dst.shape:
                 raise ValueError(f"size mismatch for {k}: copying a param with shape {a.shape}, "
-                                 f"the shape in current model is {p.shape}")
+                                 f"the shape in current model is {dst.shape}")
             if not np.isfinite(a).all():
                 raise ValueError(f"state_dict[{k!r}] contains NaN or infinity")
+            if k.rsplit(".", 1)[1] in _INT_BUFFERS:
+                exact = 2 ** (np.finfo(dst.dtype).nmant + 1)  # every count up to here is exact in the dtype
+                n = np.asarray(v)
+                if not (n.dtype.kind in "fiu" and n == np.floor(n) and 0 <= n <= exact):
+                    raise ValueError(f"state_dict[{k!r}] must be an integer count in [0, {exact}] "
+                                     f"(exact in {dst.dtype}), got {n}")
             staged[k] = a
         with self._core.hold(True):  # during a fit in another thread: between two of its steps
             for k, a in staged.items():
-                self._params[k].data[...] = a
+                self._tensor(k)[...] = a
 
     # ---- compute
     def _input(self, x: Any, check: bool = True) -> np.ndarray:

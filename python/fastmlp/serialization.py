@@ -7,6 +7,7 @@ Format (version 1):
   "optimizer": null | {"class", "param_groups": [{hyperparameters...,
   "params": [names]}], "steps": [...], "momentum_ready": [...]}, "extra": {...}}``
 - ``param/<name>``: each parameter ('0.weight', '0.bias', ...).
+- ``buffer/<name>``: each buffer ('1.running_mean', ...; '1.num_batches_tracked' as a 0-D int64).
 - ``optim/<group>``: each optimizer group's state buffer (slots, n).
 """
 from __future__ import annotations
@@ -36,10 +37,10 @@ def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None
                         "training": model.training, "dropout_calls": int(model._core.dropout_calls),
                         "epochs_done": int(model._core.epochs_done),
                         "layers": model._layer_specs(), "optimizer": None, "extra": extra or {}}
-        arrays = {f"param/{k}": v for k, v in model.state_dict().items()}
+        arrays = {f"{'buffer' if k in model._buffers else 'param'}/{k}": v for k, v in model.state_dict().items()}
         for k, v in arrays.items():
             if not np.isfinite(v).all():
-                raise ValueError(f"cannot save: {k[len('param/'):]} contains NaN or infinity")
+                raise ValueError(f"cannot save: {k.split('/', 1)[1]} contains NaN or infinity")
         if optimizer is not None:
             optimizer._sync()  # the hyperparameters as the next step would use them: checked, plain numbers
             names = {id(p): n for n, p in model.named_parameters()}
@@ -79,7 +80,7 @@ def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None
 
 _MAX_HEADER_BYTES = 1 << 28  # 256 MiB of JSON: far above any real header (the CLI's has the feature names)
 _U64 = 2**64 - 1
-_MEMBER = re.compile(r"param/(\d+)\.([a-z_]+)|optim/(\d+)|lbfgs/([a-z_]+)")
+_MEMBER = re.compile(r"(param|buffer)/\d+(\.block\.\d+)*\.[a-z_]+|optim/\d+|lbfgs/[a-z_]+")  # '1.block.0.weight'
 _TOP_FIELDS = {"format", "version", "dtype", "seed", "training", "dropout_calls", "epochs_done", "layers",
                "optimizer", "scheduler", "extra"}
 
@@ -106,24 +107,14 @@ def _check_keys(d: Any, field: str, allowed: set, required: set) -> None:
         raise ValueError(f"header field {field} lacks {missing}")
 
 
-def _check_header(h: Any) -> None:
-    """Every field of a version-1 header has its exact JSON type (bool is not an
-    int, an int is not a float) and a value the engine accepts; the message names
-    the field. The values' meaning (ranges of p, lr, ...) is checked again by
-    the constructors."""
-    _check_keys(h, "(the header)", _TOP_FIELDS, {"format", "version", "dtype", "seed", "layers"})
-    _need(h["dtype"] in ("float32", "float64"), "dtype", "'float32' or 'float64'", h["dtype"])
-    _check_int(h["seed"], "seed", 0, _U64)
-    _need(type(h.get("training", True)) is bool, "training", "true or false", h.get("training"))
-    for k in ("dropout_calls", "epochs_done"):
-        _check_int(h.get(k, 0), k, 0, _U64)
-    _need(isinstance(h.get("extra", {}), dict), "extra", "an object", h.get("extra"))
-    _need(isinstance(h["layers"], list), "layers", "a list", h["layers"])
-    for i, spec in enumerate(h["layers"]):
-        f = f"layers[{i}]"
-        _need(isinstance(spec, dict) and isinstance(spec.get("kind"), str), f, "an object with a 'kind'", spec)
-        from .nn import _LAYER_TYPES
+def _check_layers(layers: list, field: str, depth: int = 0) -> None:
+    """Each layer spec of the list (and of a residual block's, nested) has its exact JSON types."""
+    from .nn import _LAYER_TYPES
 
+    _need(depth < 64, field, "nested less than 64 deep", "...")
+    for i, spec in enumerate(layers):
+        f = f"{field}[{i}]"
+        _need(isinstance(spec, dict) and isinstance(spec.get("kind"), str), f, "an object with a 'kind'", spec)
         cls = _LAYER_TYPES.get(spec["kind"])
         _need(cls is not None, f"{f}.kind", "a layer kind", spec["kind"])
         _check_keys(spec, f, {"kind", *cls._fields}, set())  # type: ignore[union-attr]
@@ -137,6 +128,24 @@ def _check_header(h: Any) -> None:
             init = spec.get("init", {"name": "default"})
             _check_keys(init, f"{f}.init", {"name"}, {"name"})
             _need(isinstance(init["name"], str), f"{f}.init.name", "a string", init["name"])
+        if spec["kind"] == "residual":
+            _check_layers(spec.get("block", []), f"{f}.block", depth + 1)
+
+
+def _check_header(h: Any) -> None:
+    """Every field of a version-1 header has its exact JSON type (bool is not an
+    int, an int is not a float) and a value the engine accepts; the message names
+    the field. The values' meaning (ranges of p, lr, ...) is checked again by
+    the constructors."""
+    _check_keys(h, "(the header)", _TOP_FIELDS, {"format", "version", "dtype", "seed", "layers"})
+    _need(h["dtype"] in ("float32", "float64"), "dtype", "'float32' or 'float64'", h["dtype"])
+    _check_int(h["seed"], "seed", 0, _U64)
+    _need(type(h.get("training", True)) is bool, "training", "true or false", h.get("training"))
+    for k in ("dropout_calls", "epochs_done"):
+        _check_int(h.get(k, 0), k, 0, _U64)
+    _need(isinstance(h.get("extra", {}), dict), "extra", "an object", h.get("extra"))
+    _need(isinstance(h["layers"], list), "layers", "a list", h["layers"])
+    _check_layers(h["layers"], "layers")
     _need(isinstance(h.get("scheduler", {}), dict), "scheduler", "an object", h.get("scheduler"))
     oh = h.get("optimizer")
     if oh is None:
@@ -225,21 +234,26 @@ def load(path: Any, optimizer: bool = False, scheduler: bool = False) -> Any:
 
 def _build(header: dict, z: NpyMembers, with_optimizer: bool, with_scheduler: bool = False) -> Any:
     from . import optim
-    from .nn import Sequential, _layer_from_spec, _tensor_shapes
+    from .nn import _INT_BUFFERS, Sequential, _layer_from_spec, _tensor_shapes
 
     layers = [_layer_from_spec(s) for s in header["layers"]]
     # the members must be exactly the declared architecture's parameters, each of its declared shape,
     # checked from the .npy headers before any data is decompressed or memory given to the model
-    shapes = _tensor_shapes(layers)
-    present = {k[len("param/"):] for k in z.names if k.startswith("param/")}
-    if present != set(shapes):
-        missing, extra = sorted(set(shapes) - present), sorted(present - set(shapes))
-        raise ValueError(f"the parameters do not match the declared layers (missing {missing}, unexpected {extra})")
-    for name, shape in shapes.items():
-        dtype, got, _, _ = z.header(f"param/{name}")
-        if tuple(got) != shape:
-            raise ValueError(f"parameter {name} does not have the declared shape {shape}")
-    state = {name: z.read(f"param/{name}", shape, kinds="f") for name, shape in shapes.items()}
+    members = {}  # member name -> (state_dict key, shape)
+    for member, what in (("param", "parameters"), ("buffer", "buffers")):
+        shapes = _tensor_shapes(layers, buffers=member == "buffer")
+        present = {k[len(member) + 1:] for k in z.names if k.startswith(member + "/")}
+        if present != set(shapes):
+            missing, extra = sorted(set(shapes) - present), sorted(present - set(shapes))
+            raise ValueError(f"the {what} do not match the declared layers (missing {missing}, unexpected {extra})")
+        for name, shape in shapes.items():
+            dtype, got, _, _ = z.header(f"{member}/{name}")
+            if tuple(got) != shape:
+                raise ValueError(f"{what[:-1]} {name} does not have the declared shape {shape}")
+            members[f"{member}/{name}"] = (name, shape)
+    # a count is an int64 (load_state_dict checks that it is exact in the model's dtype)
+    state = {name: z.read(m, shape, kinds="i" if name.rsplit(".", 1)[1] in _INT_BUFFERS else "f")
+             for m, (name, shape) in members.items()}
     model = Sequential(*layers, seed=header["seed"], dtype=header["dtype"])
     model.load_state_dict(state)
     model.train(header.get("training", True))
