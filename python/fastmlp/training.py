@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _core
 from ._arrays import as_float_array, check_finite, check_int
-from .callbacks import Callback, History
+from .callbacks import Callback, History, _Callbacks, _epoch_line
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, _Loss
 
 
@@ -163,6 +163,7 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
     for cb in callbacks:
         if not (isinstance(cb, Callback) or callable(cb)):
             raise TypeError(f"callbacks must be fastmlp Callbacks or callables f(epoch, logs), got {type(cb).__name__}")
+    verbose = _verbosity(verbose)
     from .optim import LBFGS, Optimizer
 
     if not isinstance(optimizer, Optimizer):
@@ -195,18 +196,22 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
         verbose, callbacks = (verbose, callbacks) if comm.rank == 0 else (0, ())
     _take_fit_lock(model)
     history = History()
+    logs: dict[str, float] = {}
     was_training = model.training
     completed = False
     model._can_backward = False  # fit's steps replace the last forward
     try:
-        for cb in callbacks:
-            if isinstance(cb, Callback):
-                cb.on_train_begin(model)
+        calls = _Callbacks(callbacks, model, {"epochs": epochs, "steps": steps, "verbose": verbose,
+                                              "optimizer": optimizer, "scheduler": scheduler})
+        calls.train_begin()
         model.train()
         with blas_threads(n_threads, model, min(batch, Xa.shape[0]), split=True) as workers:
             for epoch in range(epochs):
+                calls.epoch_begin(epoch)
                 optimizer._sync()
-                bar = _bar(verbose, n_rows, f"epoch {epoch + 1}/{epochs}")
+                bar = _bar(verbose == 1, n_rows, f"epoch {epoch + 1}/{epochs}")
+                if bar is None and verbose and epochs > 1:
+                    print(f"Epoch {epoch + 1}/{epochs}")
                 state = {"samples": 0}
 
                 def progress(batches: int, samples: int, loss: float, bar: Any = bar, state: dict = state) -> None:
@@ -243,9 +248,12 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                              f"the weights became non-finite during epoch {epoch + 1} (by batch {st['batches']})")
                     where += (f"; the model and optimizer were reset to their state at the start of epoch {epoch + 1}"
                               if st["restored"] else "")
+                    if calls.terminate_on_nan and st["restored"]:  # Keras's message; the model: the epoch's start
+                        print(f"Batch {min(st['batches'], steps - 1)}: Invalid loss, terminating training")
+                        break
                     raise FloatingPointError(f"training diverged: {where}. Try a lower learning rate, "
                                              "or standardize the inputs.")
-                logs: dict[str, float] = {"loss": float(st["loss"])}
+                logs = {"loss": float(st["loss"])}
                 if spec.get("l2"):  # the estimators' L2 penalty, apart from the loss
                     logs["l2_penalty"] = float(st["l2_penalty"])
                 if classify and st["scored"]:  # rows with an ignored label are not scored
@@ -264,7 +272,7 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                     bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if k not in ("lr", "time")})
                     bar.close()
                 elif verbose:
-                    print(f"epoch {epoch + 1}/{epochs} " + " ".join(f"{k}={v:.4g}" for k, v in logs.items()))
+                    print(_epoch_line(st["batches"], logs))
                 if comm is not None:
                     logs = comm.share(logs)
                 history._append(epoch, logs)
@@ -273,10 +281,7 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                         scheduler.step(logs.get("val_loss", logs["loss"]))
                     else:
                         scheduler.step()
-                stop = False
-                for cb in callbacks:
-                    r = cb.on_epoch_end(epoch, logs) if isinstance(cb, Callback) else cb(epoch, logs)
-                    stop = stop or bool(r)
+                stop = calls.epoch_end(epoch, logs)
                 if comm is not None:
                     stop = comm.share(stop, then="sync" if stop or epoch + 1 == epochs else "epoch")
                 if stop:
@@ -288,12 +293,22 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
             if epochs:  # the C++ loop wrote every gradient
                 model._grads_set()
             if completed:  # as Keras: not after Ctrl-C or an error (the model keeps its last completed step)
-                for cb in callbacks:
-                    if isinstance(cb, Callback):
-                        cb.on_train_end()
+                calls.train_end(logs)
         finally:
             model._fit_lock.release()
     return history
+
+
+def _verbosity(verbose: Any) -> int:
+    """Keras's verbose: 0 silent, 1 a progress bar per epoch (tqdm; without it, as 2),
+    2 one line per epoch; 'auto' is 1."""
+    if verbose == "auto":
+        return 1
+    if isinstance(verbose, bool):
+        return int(verbose)
+    if not isinstance(verbose, (int, np.integer)) or verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
+    return int(verbose)
 
 
 def _take_fit_lock(model: Any) -> None:
