@@ -16,6 +16,7 @@
 #include "blas.h"
 #include "activations.h"
 #include "gemm.h"
+#include "gemm_bf16.h"
 #include "init.h"
 #include "losses.h"
 #include "model.h"
@@ -762,4 +763,47 @@ PYBIND11_MODULE(_core, m) {
                                                                                    : isa == "reference";
   });
   m.def("blas_config", &blas_config);
+  // Test and benchmark hooks of cpp/gemm_bf16.h (float32 in and out).
+  m.def("bf16_isa_available", [](const std::string& isa) {
+    return isa == "avx512bf16" ? bf16_isa_available(Bf16Isa::Avx512Bf16) : isa == "emulation";
+  });
+  // x (rows, cols) -> its bfloat16 bits (rows, bf16_stride(cols)), or of its transpose (cols, bf16_stride(rows))
+  m.def("to_bf16", [](py::array x, bool transposed) {
+    auto [rows, cols] = rows_cols(x, "x");
+    const float* xd = array_data<float>(x, "x", false);
+    const idx n = transposed ? cols : rows, k = transposed ? rows : cols;
+    py::array_t<std::uint16_t> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(bf16_stride(k))});
+    bf16* od = out.mutable_data();
+    py::gil_scoped_release nogil;
+    if (transposed) convert_bf16_transposed(xd, od, rows, cols);
+    else convert_bf16(xd, od, rows, cols);
+    return out;
+  });
+  // y = bf16(x) bf16(w)^T (+ b) on a chosen path ("auto", "avx512bf16", "emulation")
+  m.def("gemm_bf16", [](py::array x, py::array w, py::object b, const std::string& isa, int threads) {
+    auto [B, in] = rows_cols(x, "x");
+    auto [out, win] = rows_cols(w, "w");
+    if (win != in) throw value_error("w has " + std::to_string(win) + " columns, x " + std::to_string(in));
+    const float* xd = array_data<float>(x, "x", false);
+    const float* wd = array_data<float>(w, "w", false);
+    const float* bd = nullptr;
+    py::array ba;
+    if (!b.is_none()) {
+      ba = b.cast<py::array>();
+      if (ba.ndim() != 1 || ba.shape(0) != out) throw value_error("b must have shape (" + std::to_string(out) + ",)");
+      bd = array_data<float>(ba, "b", false);
+    }
+    const Bf16Isa path = isa == "auto" ? Bf16Isa::Auto : isa == "avx512bf16" ? Bf16Isa::Avx512Bf16
+                         : isa == "emulation" ? Bf16Isa::Emulation
+                         : throw value_error("isa must be 'auto', 'avx512bf16' or 'emulation', got '" + isa + "'");
+    if (!bf16_isa_available(path)) throw value_error("this CPU cannot run the '" + isa + "' kernel");
+    py::array_t<float> y({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(out)});
+    float* yd = y.mutable_data();
+    py::gil_scoped_release nogil;
+    std::vector<bf16> xb(static_cast<std::size_t>(B * bf16_stride(in))), wb(static_cast<std::size_t>(out * bf16_stride(in)));
+    convert_bf16(xd, xb.data(), B, in);
+    convert_bf16(wd, wb.data(), out, in);
+    gemm_bf16(xb.data(), wb.data(), bd, yd, B, out, in, false, threads, path);
+    return y;
+  });
 }
