@@ -181,3 +181,144 @@ def test_bad_arguments():
         _core.gemm_bf16(x, np.ones((2, 4), np.float32), None, "auto", 1)
     with pytest.raises(TypeError, match="float32"):
         _core.gemm_bf16(x.astype(np.float64), x, None, "auto", 1)
+
+
+# ---------------------------------------------------------------- models: precision='bfloat16'
+import fastmlp as fm  # noqa: E402
+from fastmlp.datasets import load_digits  # noqa: E402
+
+
+def mlp(n_in=20, hidden=37, n_out=5, seed=0, dtype="float32"):
+    return fm.Sequential(fm.Linear(n_in, hidden), fm.ReLU(), fm.Linear(hidden, n_out), seed=seed, dtype=dtype)
+
+
+def weights(model):
+    return [p.data.copy() for p in model.parameters()]  # W1, b1, W2, b2
+
+
+def bf16_forward(x, W1, b1, W2, b2):
+    """the engine's bfloat16 forward from the product kernel (checked above) and NumPy float32 work"""
+    h = np.maximum(_core.gemm_bf16(x, W1, b1, "auto", 1), np.float32(0))
+    return h, _core.gemm_bf16(h, W2, b2, "auto", 1)
+
+
+@pytest.mark.parametrize("B", [1, 2, 33, 100])
+def test_predict_forward_and_evaluate(B):
+    model = mlp()
+    x = np.random.default_rng(B).normal(size=(B, 20)).astype(np.float32)
+    want = bf16_forward(x, *weights(model))[1]
+    assert same_bits(model.predict(x, precision="bfloat16"), want)
+    assert same_bits(model.predict(x, batch_size=7, precision="bfloat16"), want)  # rows independent of the chunk
+    assert same_bits(model(x, precision="bfloat16"), want)
+    f32 = model.predict(x)
+    assert not same_bits(f32, want) and np.allclose(f32, want, rtol=0.05, atol=0.05)
+    assert same_bits(model.predict(x, precision="float32"), f32)
+    y = np.arange(B) % 5
+    loss = fm.CrossEntropyLoss()
+    assert model.evaluate(x, y, loss, precision="bfloat16")["loss"] == pytest.approx(float(loss(want, y)), rel=1e-6)
+
+
+def test_first_layer_against_float64_reference():
+    rng = np.random.default_rng(3)
+    model = fm.Sequential(fm.Linear(300, 40), seed=1, dtype="float32")
+    x = (rng.normal(size=(50, 300)) * 3).astype(np.float32)
+    W, b = weights(model)
+    ref = padded(x) @ padded(W).T + b
+    scale = np.abs(padded(x)) @ np.abs(padded(W)).T + np.abs(b)
+    assert np.all(np.abs(model.predict(x, precision="bfloat16") - ref) <= 1e-5 * scale)
+
+
+def test_backward_and_train_step():
+    """gradients of the bfloat16 products: dW = bf16(dy)^T bf16(x), dx = bf16(dy) bf16(W), db and the
+    element-wise work in float32; then an SGD step in float32"""
+    rng = np.random.default_rng(7)
+    model = mlp()
+    x = rng.normal(size=(45, 20)).astype(np.float32)
+    g = rng.normal(size=(45, 5)).astype(np.float32)
+    W1, b1, W2, b2 = weights(model)
+    h, out = bf16_forward(x, W1, b1, W2, b2)
+    assert same_bits(model.forward(x, precision="bfloat16"), out)
+    model.zero_grad()
+    dx = model.backward(g)
+    dh = _core.gemm_bf16(g, np.ascontiguousarray(W2.T), None, "auto", 1) * (h > 0)
+    want = [_core.gemm_bf16(np.ascontiguousarray(dh.T), np.ascontiguousarray(x.T), None, "auto", 1), _column_sums(dh),
+            _core.gemm_bf16(np.ascontiguousarray(g.T), np.ascontiguousarray(h.T), None, "auto", 1), _column_sums(g)]
+    for p, w in zip(model.parameters(), want):
+        assert same_bits(p.grad, w), p.name
+    assert same_bits(dx, _core.gemm_bf16(dh.astype(np.float32), np.ascontiguousarray(W1.T), None, "auto", 1))
+    # train_step: the same gradients (of the mean loss) with a float32 SGD step
+    y = rng.integers(0, 5, size=45)
+    opt = fm.optim.SGD(model.parameters(), lr=0.1)
+    before = weights(model)
+    model.train_step(x, y, fm.CrossEntropyLoss(), opt, precision="bfloat16")
+    p_out = np.exp(out - out.max(1, keepdims=True))
+    p_out /= p_out.sum(1, keepdims=True)
+    p_out[np.arange(45), y] -= 1
+    d = (p_out / 45).astype(np.float32)
+    dW2 = _core.gemm_bf16(np.ascontiguousarray(d.T), np.ascontiguousarray(h.T), None, "auto", 1)
+    step = before[2] - list(model.parameters())[2].data
+    assert np.abs(step - 0.1 * dW2).max() <= 1e-3 * np.abs(0.1 * dW2).max()
+
+
+def _column_sums(d):
+    acc = np.zeros(d.shape[1], np.float32)
+    for r in d:  # row by row in float32, as the engine
+        acc += r
+    return acc
+
+
+def test_fit_digits_accuracy():
+    X, y = load_digits()
+    X = X / np.float32(16)
+    Xtr, ytr, Xte, yte = X[:1400], y[:1400], X[1400:], y[1400:]
+    acc = {}
+    for precision in ("float32", "bfloat16"):
+        model = fm.Sequential(fm.Linear(64, 128), fm.ReLU(), fm.Linear(128, 10), seed=3, dtype="float32")
+        opt = fm.optim.Adam(model.parameters(), lr=3e-3)
+        hist = model.fit(Xtr, ytr, fm.CrossEntropyLoss(), opt, epochs=15, batch_size=64, verbose=0,
+                         precision=precision)
+        assert np.isfinite(hist.history["loss"]).all()
+        acc[precision] = float(np.mean(model.predict(Xte, precision=precision).argmax(1) == yte))
+    assert acc["float32"] > 0.9
+    assert abs(acc["bfloat16"] - acc["float32"]) <= 0.005 + 1e-9, acc
+
+
+def test_fit_bfloat16_differs_from_float32_and_is_reproducible():
+    X, y = load_digits()
+    X = X[:300] / np.float32(16)
+    runs = []
+    for precision in ("bfloat16", "bfloat16", "float32"):
+        model = fm.Sequential(fm.Linear(64, 32), fm.Tanh(), fm.Linear(32, 10), seed=1, dtype="float32")
+        opt = fm.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        model.fit(X, y[:300], fm.CrossEntropyLoss(), opt, epochs=2, batch_size=32, verbose=0, precision=precision)
+        runs.append(np.concatenate([p.data.ravel() for p in model.parameters()]))
+    assert same_bits(runs[0], runs[1]) and not same_bits(runs[0], runs[2])
+
+
+@pytest.mark.parametrize("bad", ["bf16", "float16", "", None, 16, "BFLOAT16"])
+def test_bad_precision_raises(bad):
+    model = mlp()
+    x = np.ones((3, 20), np.float32)
+    before = weights(model)
+    opt = fm.optim.SGD(model.parameters(), lr=0.1)
+    for call in (lambda: model.predict(x, precision=bad), lambda: model(x, precision=bad),
+                 lambda: model.evaluate(x, [0, 1, 2], fm.CrossEntropyLoss(), precision=bad),
+                 lambda: model.train_step(x, [0, 1, 2], fm.CrossEntropyLoss(), opt, precision=bad),
+                 lambda: model.fit(x, [0, 1, 2], fm.CrossEntropyLoss(), opt, verbose=0, precision=bad)):
+        with pytest.raises(ValueError, match="precision must be 'float32' or 'bfloat16'"):
+            call()
+    assert all(same_bits(a, b) for a, b in zip(before, weights(model)))
+
+
+def test_float64_model_refuses_bfloat16():
+    model = mlp(dtype="float64")
+    x = np.ones((3, 20))
+    opt = fm.optim.SGD(model.parameters(), lr=0.1)
+    before = weights(model)
+    for call in (lambda: model.predict(x, precision="bfloat16"),
+                 lambda: model.fit(x, [0, 1, 2], fm.CrossEntropyLoss(), opt, verbose=0, precision="bfloat16"),
+                 lambda: model.train_step(x, [0, 1, 2], fm.CrossEntropyLoss(), opt, precision="bfloat16")):
+        with pytest.raises(ValueError, match="needs a float32 model"):
+            call()
+    assert all(np.array_equal(a, b) for a, b in zip(before, weights(model)))
+    model.predict(x, precision="float32")  # the default: the model's own dtype
