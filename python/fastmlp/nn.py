@@ -653,10 +653,14 @@ class Sequential(Module):
             raise ValueError(f"input must be 1-D (one sample) or 2-D (batch, features), got {a.ndim}-D")
         return a
 
-    def forward(self, x: Any) -> np.ndarray:
-        """The model's output for x (batch, in_features) as a new array."""
+    def forward(self, x: Any, precision: str = "float32") -> np.ndarray:
+        """The model's output for x (batch, in_features) as a new array. ``precision='bfloat16'``: the
+        products in bfloat16 (see ``fit``); the next ``backward`` uses the same precision."""
+        from .training import check_precision
+
+        bf16 = check_precision(precision, self)
         a = self._input(x)
-        out = self._core.forward(a)
+        out = self._core.forward(a, bf16)
         self._last_1d = np.ndim(x) == 1  # only once the forward succeeded
         self._can_backward = True
         return out[0] if self._last_1d else out
@@ -680,12 +684,14 @@ class Sequential(Module):
         self._grads_set()
         return dx[0] if self._last_1d else dx
 
-    def train_step(self, x: Any, y: Any, loss_fn: Any, optimizer: Any) -> float:
+    def train_step(self, x: Any, y: Any, loss_fn: Any, optimizer: Any, precision: str = "float32") -> float:
         """zero_grad + forward + loss + backward + optimizer.step in one C++
-        call (dropout active). Returns the loss before the step."""
+        call (dropout active). Returns the loss before the step. ``precision``: as ``fit``'s."""
         from .losses import _Loss
         from .optim import Optimizer
+        from .training import check_precision
 
+        bf16 = check_precision(precision, self)
         if not isinstance(loss_fn, _Loss):
             raise TypeError(f"loss_fn must be a fastmlp loss (e.g. fm.CrossEntropyLoss()), got {type(loss_fn).__name__}")
         if not isinstance(optimizer, Optimizer):
@@ -699,14 +705,14 @@ class Sequential(Module):
             raise ValueError("train_step got 0 samples: a step needs at least one")
         optimizer._sync()
         self._can_backward = False  # the step's own forward replaces the last one
-        loss = float(self._core.train_step(a, t, loss_fn._spec(self.dtype), core_opt))
+        loss = float(self._core.train_step(a, t, loss_fn._spec(self.dtype), core_opt, bf16))
         self._grads_set()
         return loss
 
     def fit(self, X: Any, y: Any, loss: Any, optimizer: Any, epochs: int = 1, batch_size: int = 32,
             shuffle: bool = True, validation_data: Any = None, scheduler: Any = None, callbacks: Any = (),
             verbose: int = 1, n_threads: int | None = None, sample_weight: Any = None,
-            scheduler_interval: str | None = None, comm: Any = None) -> Any:
+            scheduler_interval: str | None = None, comm: Any = None, precision: str = "float32") -> Any:
         """Train for ``epochs`` epochs of mini-batches; the loop runs in C++
         with the GIL released. Returns a History (per-epoch loss, val_loss,
         accuracy, val_accuracy, lr, time). Ctrl-C stops at the next batch
@@ -739,7 +745,13 @@ class Sequential(Module):
 
         ``comm`` (an mpi4py communicator, e.g. ``MPI.COMM_WORLD``) trains data-parallel:
         X, y are this rank's shard and ``batch_size`` the global batch (see
-        fastmlp.distributed)."""
+        fastmlp.distributed).
+
+        ``precision='bfloat16'`` (float32 models) runs every Linear product, forward and backward, as
+        ``torch.autocast('cpu', dtype=torch.bfloat16)`` does: both operands rounded to bfloat16 (to nearest
+        even), the products accumulated in float32 (AVX512_BF16 where the CPU has it, else an emulation with
+        the same bits). Weights, gradients, optimizer state, activations, losses and element-wise layers stay
+        float32. The default ``'float32'`` computes in the model's dtype."""
         if comm is not None:
             from .distributed import fit
         else:
@@ -748,22 +760,23 @@ class Sequential(Module):
         return fit(self, X, y, loss, optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                    validation_data=validation_data, scheduler=scheduler, callbacks=callbacks, verbose=verbose,
                    n_threads=n_threads, sample_weight=sample_weight, scheduler_interval=scheduler_interval,
-                   comm=comm)
+                   comm=comm, precision=precision)
 
-    def predict(self, X: Any, batch_size: int | None = None, n_threads: int | None = None) -> np.ndarray:
+    def predict(self, X: Any, batch_size: int | None = None, n_threads: int | None = None,
+                precision: str = "float32") -> np.ndarray:
         """Eval-mode output for X, in chunks, GIL released. Predicts from several threads run at
         once; each one uses one set of weights for all its chunks (during a fit in another
-        thread, the weights between two of its steps)."""
+        thread, the weights between two of its steps). ``precision``: as ``fit``'s."""
         from .training import predict
 
-        return predict(self, X, batch_size=batch_size, n_threads=n_threads)
+        return predict(self, X, batch_size=batch_size, n_threads=n_threads, precision=precision)
 
     def evaluate(self, X: Any, y: Any, loss: Any, batch_size: int | None = None,
-                 n_threads: int | None = None) -> dict:
-        """{'loss': ..., 'accuracy': ... (classification losses)} in eval mode."""
+                 n_threads: int | None = None, precision: str = "float32") -> dict:
+        """{'loss': ..., 'accuracy': ... (classification losses)} in eval mode. ``precision``: as ``fit``'s."""
         from .training import evaluate
 
-        return evaluate(self, X, y, loss, batch_size=batch_size, n_threads=n_threads)
+        return evaluate(self, X, y, loss, batch_size=batch_size, n_threads=n_threads, precision=precision)
 
     # ---- pickling (joblib, copy.deepcopy): the architecture and arrays, never the C++ object
     def __getstate__(self) -> dict:
