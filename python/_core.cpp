@@ -20,6 +20,7 @@
 #include "optimizers.h"
 #include "schedules.h"
 #include "trainer.h"
+#include "vmath.h"
 #include <chrono>
 
 namespace py = pybind11;
@@ -619,6 +620,14 @@ void bind_dtype(py::module_& m, const char* suffix) {
       if (t.labels[r] < 0 || t.labels[r] >= std::max<idx>(C, 2))
         throw value_error("label " + std::to_string(t.labels[r]) + " is out of range for " + std::to_string(C) + " outputs");
     return count_correct<T>(od, B, C, t.labels, t.values);
+  });
+  // x[...] = f(x) for f a function of cpp/vmath.h, in place (tests/test_vmath.py checks them)
+  m.def((std::string("vmath") + suffix).c_str(), [](const std::string& f, py::array x) {
+    T* d = array_data<T>(x, "x", true);
+    T (*fn)(T) = f == "exp" ? &vexp<T> : f == "expm1" ? &vexpm1<T> : f == "tanh" ? &vtanh<T> : f == "log1p"
+                 ? &vlog1p<T> : f == "erf" ? static_cast<T (*)(T)>(&verf) : nullptr;
+    if (!fn) throw value_error("unknown vmath function '" + f + "'");
+    for (py::ssize_t i = 0; i < x.size(); ++i) d[i] = fn(d[i]);
   });
   m.def((std::string("init_fill") + suffix).c_str(), [](py::array w, py::dict spec, idx fan_in, idx fan_out, std::uint64_t seed) {
     T* wd = array_data<T>(w, "tensor", true);
