@@ -25,14 +25,17 @@ from .callbacks import EarlyStopping, History  # noqa: E402
 from ._random import initial_seed, manual_seed  # noqa: E402
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, PoissonNLLLoss  # noqa: E402
 from .nn import (  # noqa: E402
-    GELU, Dropout, Identity, LeakyReLU, Linear, Module, Parameter, ReLU, Sequential, Sigmoid, Softmax, Tanh)
+    CELU, ELU, GELU, SELU, AlphaDropout, Dropout, Flatten, Hardsigmoid, Hardswish, Hardtanh, Identity, LeakyReLU,
+    Linear, LogSigmoid, LogSoftmax, Mish, Module, Parameter, PReLU, ReLU, ReLU6, Sequential, Sigmoid, SiLU, Softmax,
+    Softplus, Softsign, Tanh)
 from .serialization import load  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Module", "Parameter", "Sequential", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
-    "Identity", "Dropout", "MSELoss", "L1Loss", "HuberLoss", "CrossEntropyLoss", "BCEWithLogitsLoss",
+    "Identity", "Dropout", "ELU", "CELU", "SELU", "SiLU", "Mish", "Softplus", "Softsign", "Hardtanh", "ReLU6",
+    "Hardsigmoid", "Hardswish", "LogSigmoid", "LogSoftmax", "PReLU", "Flatten", "AlphaDropout", "MSELoss", "L1Loss", "HuberLoss", "CrossEntropyLoss", "BCEWithLogitsLoss",
     "PoissonNLLLoss", "datasets",
     "optim", "init", "callbacks", "EarlyStopping", "History", "manual_seed", "initial_seed", "load", "__version__",
 ]
