@@ -43,12 +43,12 @@ struct LeakyReLUF {
 };
 
 // 1 / (1 + e^-x), with e = e^-|x| so that nothing overflows
-template <class T> T sigmoid(T x) {
+template <class T> FASTMLP_VINLINE T sigmoid(T x) {
   const T e = vexp(-std::fabs(x));
   return x >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
 }
 // log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow, and e^x itself for x << 0
-template <class T> T softplus(T x) { return std::max(x, T(0)) + vlog1p(vexp(-std::fabs(x))); }
+template <class T> FASTMLP_VINLINE T softplus(T x) { return std::max(x, T(0)) + vlog1p(vexp(-std::fabs(x))); }
 
 // ---- Sigmoid
 struct SigmoidF {
