@@ -23,6 +23,7 @@
 #include "optimizers.h"
 #include "schedules.h"
 #include "trainer.h"
+#include "vmath.h"
 #include <chrono>
 
 namespace py = pybind11;
@@ -727,6 +728,14 @@ void bind_dtype(py::module_& m, const char* suffix) {
     py::gil_scoped_release nogil;
     dense_forward<T>(xd, wd, bd, yd, B, in, out, threads, path);
     return y;
+  });
+  // x[...] = f(x) for f a function of cpp/vmath.h, in place (tests/test_vmath.py checks them)
+  m.def((std::string("vmath") + suffix).c_str(), [](const std::string& f, py::array x) {
+    T* d = array_data<T>(x, "x", true);
+    T (*fn)(T) = f == "exp" ? &vexp<T> : f == "expm1" ? &vexpm1<T> : f == "tanh" ? &vtanh<T> : f == "log1p"
+                 ? &vlog1p<T> : f == "erf" ? static_cast<T (*)(T)>(&verf) : nullptr;
+    if (!fn) throw value_error("unknown vmath function '" + f + "'");
+    for (py::ssize_t i = 0; i < x.size(); ++i) d[i] = fn(d[i]);
   });
   m.def((std::string("init_fill") + suffix).c_str(), [](py::array w, py::dict spec, idx fan_in, idx fan_out, std::uint64_t seed) {
     T* wd = array_data<T>(w, "tensor", true);

@@ -67,7 +67,8 @@ from threadpoolctl import threadpool_limits
 
 from . import losses as _losses
 from . import optim as _optim
-from .nn import Dropout, Identity, Linear, ReLU, Sequential, Sigmoid, Tanh
+from .nn import (CELU, ELU, GELU, SELU, Dropout, Hardsigmoid, Hardswish, Hardtanh, Identity, LeakyReLU, Linear,
+                 LogSigmoid, Mish, ReLU, ReLU6, Sequential, Sigmoid, SiLU, Softplus, Softsign, Tanh)
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _sk_validate_data
@@ -76,7 +77,12 @@ except ImportError:  # pragma: no cover - older scikit-learn
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
-_ACTIVATIONS = {"identity": Identity, "logistic": Sigmoid, "tanh": Tanh, "relu": ReLU}
+# scikit-learn's four names, then torch.nn's parameter-free activations (default arguments) by their
+# torch.nn.functional names
+_ACTIVATIONS = {"identity": Identity, "logistic": Sigmoid, "tanh": Tanh, "relu": ReLU,
+                "leaky_relu": LeakyReLU, "elu": ELU, "selu": SELU, "celu": CELU, "silu": SiLU, "mish": Mish,
+                "gelu": GELU, "softplus": Softplus, "softsign": Softsign, "hardtanh": Hardtanh, "relu6": ReLU6,
+                "hardswish": Hardswish, "hardsigmoid": Hardsigmoid, "logsigmoid": LogSigmoid}
 _STOCHASTIC_SOLVERS = ("sgd", "adam", "rmsprop", "adagrad", "adadelta", "adamw")
 
 
@@ -941,8 +947,11 @@ class _BaseMLP(BaseEstimator):
 _COMMON_DOC = """
     hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
         The ith element is the number of neurons in the ith hidden layer.
-    activation : {'identity', 'logistic', 'tanh', 'relu'} or list of them, default='relu'
-        Activation of the hidden layers; a list gives one per hidden layer.
+    activation : {'identity', 'logistic', 'tanh', 'relu', 'leaky_relu', 'elu', 'selu', 'celu', 'silu', \
+'mish', 'gelu', 'softplus', 'softsign', 'hardtanh', 'relu6', 'hardswish', 'hardsigmoid', 'logsigmoid'} \
+or list of them, default='relu'
+        Activation of the hidden layers (scikit-learn's four, then torch.nn's with their default
+        arguments); a list gives one per hidden layer.
     solver : {'lbfgs', 'sgd', 'adam', 'rmsprop', 'adagrad', 'adadelta', 'adamw'}, default='adam'
         'lbfgs' runs scipy's L-BFGS-B on fastmlp's loss and gradient; 'sgd' and
         'adam' are scikit-learn's; 'rmsprop', 'adagrad', 'adadelta' and 'adamw'
