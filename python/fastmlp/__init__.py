@@ -23,7 +23,8 @@ from . import callbacks, init, optim  # noqa: E402
 from . import datasets  # noqa: E402
 from .callbacks import EarlyStopping, History  # noqa: E402
 from ._random import initial_seed, manual_seed  # noqa: E402
-from .losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, PoissonNLLLoss  # noqa: E402
+from .losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, GaussianNLLLoss, HuberLoss, KLDivLoss,  # noqa: E402
+                     L1Loss, MSELoss, MultiLabelSoftMarginLoss, NLLLoss, PoissonNLLLoss, SmoothL1Loss)
 from .nn import (  # noqa: E402
     GELU, BatchNorm1d, Dropout, Identity, LayerNorm, LeakyReLU, Linear, Module, Parameter, ReLU, Residual, RMSNorm,
     Sequential, Sigmoid, Softmax, Tanh)
@@ -35,7 +36,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Module", "Parameter", "Sequential", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
     "Identity", "Dropout", "BatchNorm1d", "LayerNorm", "RMSNorm", "Residual", "MSELoss", "L1Loss", "HuberLoss",
-    "CrossEntropyLoss", "BCEWithLogitsLoss", "PoissonNLLLoss", "datasets",
+    "CrossEntropyLoss", "BCEWithLogitsLoss", "PoissonNLLLoss", "NLLLoss", "BCELoss", "SmoothL1Loss",
+    "KLDivLoss", "GaussianNLLLoss", "MultiLabelSoftMarginLoss", "datasets",
     "optim", "init", "callbacks", "EarlyStopping", "History", "manual_seed", "initial_seed", "load", "export_c",
     "__version__",
 ]
