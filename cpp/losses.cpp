@@ -109,7 +109,7 @@ double poisson_nll_loss_forward(const LossSpec<T>& sp, const T* x, const T* t, T
 }
 
 // BCELoss on probabilities x in [0, 1]: -(t max(log x, -100) + (1 - t) max(log(1 - x), -100)),
-// gradient (x - t) / max(x (1 - x), 1e-12), as PyTorch clamps both.
+// gradient (x - t) / max(x (1 - x), eps), as PyTorch clamps both (its eps is the float 1e-12).
 template <class T>
 double bce_loss_forward(const LossSpec<T>& sp, const T* x, const T* t, T* dout, idx B, idx C) {
   for (idx i = 0; i < B * C; ++i) {
@@ -122,7 +122,7 @@ double bce_loss_forward(const LossSpec<T>& sp, const T* x, const T* t, T* dout, 
   }
   return elementwise_loss(sp, x, t, dout, B, C, [](double xi, double ti, idx) {
     const double v = -(ti * std::max(std::log(xi), -100.0) + (1 - ti) * std::max(std::log1p(-xi), -100.0));
-    return std::pair<double, double>(v, (xi - ti) / std::max((1 - xi) * xi, 1e-12));
+    return std::pair<double, double>(v, (xi - ti) / std::max((1 - xi) * xi, double(1e-12f)));
   });
 }
 

@@ -333,8 +333,10 @@ class GaussianNLLLoss(_Loss):
     PyTorch's forward(input, target, var) takes the variance apart; here it is
     the second half of the input's columns, so a model trained by fit(X, y)
     predicts both: input (batch, 2D) = [means, variances], target (batch, D).
-    The variances must be >= 0 (e.g. a Softplus on those columns); a negative
-    one raises. 'none' gives (batch, D); backward gives (batch, 2D)."""
+    The variances must be >= 0 (e.g. a final Sigmoid, or Softplus); a negative
+    one raises. 'none' gives (batch, D); backward gives (batch, 2D). A target of
+    the input's shape (batch, 2D) is taken as already widened: its last D
+    columns are ignored."""
 
     _kind = "gaussian_nll"
 
@@ -351,7 +353,10 @@ class GaussianNLLLoss(_Loss):
         if C % 2:
             raise ValueError(f"GaussianNLLLoss: the input needs an even number of columns, the means then the "
                              f"variances, got {C}")
-        t = super()._target(target, (B, C // 2), dtype)
+        t = as_float_array(target, dtype, "target")
+        if t.shape == shape:  # already widened (fit converts y once, then evaluates on it)
+            return t
+        t = super()._target(t, (B, C // 2), dtype)
         padded = np.zeros(shape, dtype)  # the kernel reads the first C/2 columns
         padded[:, :C // 2] = t
         return padded
