@@ -481,3 +481,18 @@ def test_wrong_shapes():
 def test_in_all():
     for name in ("NLLLoss", "BCELoss", "SmoothL1Loss", "KLDivLoss", "GaussianNLLLoss", "MultiLabelSoftMarginLoss"):
         assert name in fm.__all__ and name in fm.losses.__all__
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("loss,width", [(fm.BCELoss(), 2), (fm.GaussianNLLLoss(), 2)])
+def test_fit_and_train_step_on_outputs_out_of_range_raise(loss, width, threads):
+    X = np.random.default_rng(0).normal(size=(192, 4))
+    y = (X[:, :width // 2 if isinstance(loss, fm.GaussianNLLLoss) else width] > 0) * 1.0
+    model = fm.Sequential(fm.Linear(4, 8), fm.Linear(8, width), dtype="float64")  # no Sigmoid: outputs < 0
+    before = [np.array(p) for p in model.parameters()]
+    with pytest.raises(ValueError, match="between 0 and 1|var has negative"):
+        model.train_step(X, y, loss, fm.optim.SGD(model.parameters(), lr=0.1))
+    for a, b in zip(before, model.parameters()):
+        np.testing.assert_array_equal(a, np.asarray(b))
+    with pytest.raises(ValueError, match="between 0 and 1|var has negative"):
+        model.fit(X, y, loss, fm.optim.SGD(model.parameters(), lr=0.1), batch_size=96, verbose=0, n_threads=threads)
