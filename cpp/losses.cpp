@@ -13,27 +13,34 @@ namespace {
 double nan() { return std::numeric_limits<double>::quiet_NaN(); }
 
 // An element-wise loss: f(x, t, column) gives (value, d value / d x). Sample
-// weights, reductions and scale are applied here, once for every such loss.
+// weights, per-column weights, reductions and scale are applied here, once for
+// every such loss. MultiLabelSoftMarginLoss: a row's loss is the mean of its C
+// elements ('sum' and 'none' sum those row means); KLDivLoss 'batchmean':
+// 'mean' divides by the rows' weight, not times C.
 template <class T, class F>
 double elementwise_loss(const LossSpec<T>& sp, const T* x, const T* t, T* dout, idx B, idx C, F f) {
   double wsum = 0;
   for (idx r = 0; r < B; ++r) wsum += sp.sample_weight ? double(sp.sample_weight[r]) : 1.0;
-  const bool mean = sp.reduction == Reduction::Mean;
+  const bool mean = sp.reduction == Reduction::Mean, per_row = sp.kind == LossKind::MultiLabelSoftMargin;
   if (mean && (B == 0 || C == 0)) {
     if (dout) std::fill(dout, dout + B * C, T(0));
     return nan();
   }
-  const double k = (mean ? 1.0 / (wsum * double(C)) : 1.0) * sp.scale;
+  const double k = (mean ? 1.0 / (wsum * (sp.batchmean ? 1.0 : double(C))) : per_row ? 1.0 / double(C) : 1.0) *
+                   sp.scale;
   double s = 0;
   for (idx r = 0; r < B; ++r) {
     const double w = sp.sample_weight ? double(sp.sample_weight[r]) : 1.0;
     double row = 0;
     for (idx j = 0; j < C; ++j) {
       const idx i = r * C + j;
+      const double cw = sp.weight ? double(sp.weight[j]) : 1.0;
       auto [v, g] = f(double(x[i]), double(t[i]), j);
-      row += v;
-      if (dout) dout[i] = T(k * w * g);
+      row += cw * v;
+      if (dout) dout[i] = T(k * w * cw * g);
+      if (sp.values && !per_row) sp.values[i] = T(k * w * cw * v);
     }
+    if (sp.values && per_row) sp.values[r] = T(k * w * row);
     s += w * row;
   }
   return s * k;
@@ -101,6 +108,111 @@ double poisson_nll_loss_forward(const LossSpec<T>& sp, const T* x, const T* t, T
   });
 }
 
+// BCELoss on probabilities x in [0, 1]: -(t max(log x, -100) + (1 - t) max(log(1 - x), -100)),
+// gradient (x - t) / max(x (1 - x), eps), as PyTorch clamps both (its eps is the float 1e-12).
+template <class T>
+double bce_loss_forward(const LossSpec<T>& sp, const T* x, const T* t, T* dout, idx B, idx C) {
+  for (idx i = 0; i < B * C; ++i) {
+    if (!(x[i] >= T(0) && x[i] <= T(1)))
+      throw value_error("BCELoss: all elements of input should be between 0 and 1 (got " + std::to_string(x[i]) +
+                        "); for logits use BCEWithLogitsLoss");
+    if (!(t[i] >= T(0) && t[i] <= T(1)))
+      throw value_error("BCELoss: all elements of target should be between 0 and 1 (got " +
+                        std::to_string(t[i]) + ")");
+  }
+  return elementwise_loss(sp, x, t, dout, B, C, [](double xi, double ti, idx) {
+    const double v = -(ti * std::max(std::log(xi), -100.0) + (1 - ti) * std::max(std::log1p(-xi), -100.0));
+    return std::pair<double, double>(v, (xi - ti) / std::max((1 - xi) * xi, double(1e-12f)));
+  });
+}
+
+// SmoothL1Loss: 0.5 d^2 / beta if |d| < beta else |d| - 0.5 beta (beta 0: L1Loss)
+template <class T>
+double smooth_l1_loss_forward(const LossSpec<T>& sp, const T* x, const T* t, T* dout, idx B, idx C) {
+  const double beta = sp.beta;
+  return elementwise_loss(sp, x, t, dout, B, C, [beta](double xi, double ti, idx) {
+    const double d = xi - ti, a = std::fabs(d), sign = double((d > 0) - (d < 0));
+    if (a < beta) return std::pair<double, double>(0.5 * d * d / beta, d / beta);
+    return std::pair<double, double>(a - 0.5 * beta, sign);
+  });
+}
+
+// KLDivLoss on log-probabilities x: t (log t - x) (0 where t = 0), gradient -t;
+// with log_target, e^t (t - x), gradient -e^t.
+template <class T>
+double kl_div_loss_forward(const LossSpec<T>& sp, const T* x, const T* t, T* dout, idx B, idx C) {
+  const bool log_target = sp.log_target;
+  return elementwise_loss(sp, x, t, dout, B, C, [log_target](double xi, double ti, idx) {
+    if (log_target) {
+      const double e = std::exp(ti);
+      return std::pair<double, double>(e * (ti - xi), -e);
+    }
+    return std::pair<double, double>((ti == 0 ? 0.0 : ti * std::log(ti)) - ti * xi, -ti);
+  });
+}
+
+// GaussianNLLLoss: x is (B, 2D), means x[:, :D] and variances x[:, D:]; t is (B, 2D), its first D
+// columns the targets. l = 0.5 (log v + (m - t)^2 / v) (+ 0.5 log 2 pi when full), v = max(var, eps);
+// as PyTorch clamps under no_grad, d l / d var is taken at the clamped v.
+template <class T>
+double gaussian_nll_loss_forward(const LossSpec<T>& sp, const T* x, const T* t, T* dout, idx B, idx C) {
+  if (C % 2) throw value_error("GaussianNLLLoss: the input needs an even number of columns, the means then the "
+                               "variances, got " + std::to_string(C));
+  const idx D = C / 2;
+  for (idx r = 0; r < B; ++r)
+    for (idx j = 0; j < D; ++j)
+      if (x[r * C + D + j] < T(0)) throw value_error("GaussianNLLLoss: var has negative entry/entries");
+  double wsum = 0;
+  for (idx r = 0; r < B; ++r) wsum += sp.sample_weight ? double(sp.sample_weight[r]) : 1.0;
+  const bool mean = sp.reduction == Reduction::Mean;
+  if (mean && (B == 0 || D == 0)) {
+    if (dout) std::fill(dout, dout + B * C, T(0));
+    return nan();
+  }
+  const double k = (mean ? 1.0 / (wsum * double(D)) : 1.0) * sp.scale;
+  const double c = sp.full ? 0.5 * std::log(2 * 3.14159265358979323846) : 0.0;
+  double s = 0;
+  for (idx r = 0; r < B; ++r) {
+    const double w = sp.sample_weight ? double(sp.sample_weight[r]) : 1.0;
+    const T* xr = x + r * C;  // (2D) means then variances
+    for (idx j = 0; j < D; ++j) {
+      const double v = std::max(double(xr[D + j]), sp.eps), d = double(xr[j]) - double(t[r * C + j]);
+      const double l = 0.5 * (std::log(v) + d * d / v) + c;
+      s += w * l;
+      if (sp.values) sp.values[r * D + j] = T(k * w * l);
+      if (dout) {
+        dout[r * C + j] = T(k * w * d / v);
+        dout[r * C + D + j] = T(k * w * 0.5 * (1 / v - d * d / (v * v)));
+      }
+    }
+  }
+  return s * k;
+}
+
+// NLLLoss on log-probabilities: -w_y x_y per row, 'mean' divided by the rows' sum of w_y
+// (ignored rows left out), as PyTorch.
+template <class T>
+double nll_loss_forward(const LossSpec<T>& sp, const T* x, const std::int64_t* y, T* dout, idx B, idx C) {
+  const double denom = loss_mean_denominator(sp, B, C, y);
+  const bool mean = sp.reduction == Reduction::Mean;
+  const double k = (mean ? (denom > 0 ? 1.0 / denom : 0.0) : 1.0) * sp.scale;
+  if (dout) std::fill(dout, dout + B * C, T(0));
+  double total = 0;
+  for (idx r = 0; r < B; ++r) {
+    double l = 0;
+    if (y[r] != sp.ignore_index) {
+      const double w = (sp.sample_weight ? double(sp.sample_weight[r]) : 1.0) *
+                       (sp.weight ? double(sp.weight[y[r]]) : 1.0);
+      l = -w * double(x[r * C + y[r]]);
+      if (dout) dout[r * C + y[r]] = T(-k * w);
+    }
+    total += l;
+    if (sp.values) sp.values[r] = T(k * l);
+  }
+  if (mean) return denom > 0 ? total * k : nan();
+  return total * k;
+}
+
 // log-sum-exp of a row, shifted by its maximum
 template <class T>
 double row_logsumexp(const T* x, idx C) {
@@ -149,6 +261,7 @@ FASTMLP_SIMD double cross_entropy_rows(const LossSpec<T>& sp, const T* x, const 
       T* dr = dout ? dout + r * C : nullptr;
       if (y[r] == sp.ignore_index) {
         if (dr) std::fill(dr, dr + C, T(0));
+        if (sp.values) sp.values[r] = T(0);
         continue;
       }
       const T* xr = x + r * C;
@@ -179,6 +292,7 @@ FASTMLP_SIMD double cross_entropy_rows(const LossSpec<T>& sp, const T* x, const 
         loss += c * smooth;
       }
       total += w * loss;
+      if (sp.values) sp.values[r] = T(k * w * loss);
       if (!dr) continue;
       // d/dx_j = k w ((1 - eps) w_y (p_j - [j == y]) + eps / C (wall p_j - w_j)), p = softmax(x)
       const double kw = k * w, a = (1 - eps) * wy;
@@ -203,10 +317,6 @@ FASTMLP_SIMD double cross_entropy_rows(const LossSpec<T>& sp, const T* x, const 
 template <class T>
 double cross_entropy_loss_forward(const LossSpec<T>& sp, const T* x, const std::int64_t* y, T* dout,
                                   idx B, idx C) {
-  for (idx r = 0; r < B; ++r)
-    if (y[r] != sp.ignore_index && (y[r] < 0 || y[r] >= C))
-      throw value_error("CrossEntropyLoss: target " + std::to_string(y[r]) + " is out of bounds for " +
-                        std::to_string(C) + " classes");
   auto cw = [&](idx j) { return sp.weight ? double(sp.weight[j]) : 1.0; };
   double wall = 0;  // sum of all class weights
   for (idx j = 0; j < C; ++j) wall += cw(j);
@@ -233,13 +343,15 @@ double cross_entropy_prob_loss_forward(const LossSpec<T>& sp, const T* x, const 
     const T* xr = x + r * C;
     const double lse = row_logsumexp(xr, C);
     const double sw = sp.sample_weight ? double(sp.sample_weight[r]) : 1.0;
-    double wt = 0;  // sum_j w_j t_j
+    double wt = 0, row = 0;  // sum_j w_j t_j, the row's loss
     for (idx j = 0; j < C; ++j) {
       double wj = sp.weight ? double(sp.weight[j]) : 1.0;
       double tj = target(r, j);
-      if (tj != 0) total += sw * wj * tj * (lse - double(xr[j]));
+      if (tj != 0) row += wj * tj * (lse - double(xr[j]));
       wt += wj * tj;
     }
+    total += sw * row;
+    if (sp.values) sp.values[r] = T(k * sw * row);
     if (dout)
       for (idx j = 0; j < C; ++j) {
         double wj = sp.weight ? double(sp.weight[j]) : 1.0;
@@ -256,8 +368,16 @@ template <class T>
 double loss_forward(const LossSpec<T>& sp, const T* out, idx B, idx C, const std::int64_t* labels,
                     const T* target, T* dout) {
   checked_mul(B, C);
-  if (sp.kind == LossKind::CrossEntropy) {
-    if (C == 0 && B > 0) throw value_error("CrossEntropyLoss needs at least one class column");
+  const bool nll = sp.kind == LossKind::NLL;
+  if (sp.kind == LossKind::CrossEntropy || nll) {
+    const char* name = nll ? "NLLLoss" : "CrossEntropyLoss";
+    if (C == 0 && B > 0) throw value_error(std::string(name) + " needs at least one class column");
+    if (nll && !labels) throw value_error("NLLLoss needs class-index targets (integers)");
+    for (idx r = 0; labels && r < B; ++r)
+      if (labels[r] != sp.ignore_index && (labels[r] < 0 || labels[r] >= C))
+        throw value_error(std::string(name) + ": target " + std::to_string(labels[r]) + " is out of bounds for " +
+                          std::to_string(C) + " classes");
+    if (nll) return nll_loss_forward(sp, out, labels, dout, B, C);
     return labels ? cross_entropy_loss_forward(sp, out, labels, dout, B, C)
                   : cross_entropy_prob_loss_forward(sp, out, target, dout, B, C);
   }
@@ -268,6 +388,11 @@ double loss_forward(const LossSpec<T>& sp, const T* out, idx B, idx C, const std
     case LossKind::Huber: return huber_loss_forward(sp, out, target, dout, B, C);
     case LossKind::BCEWithLogits: return bce_with_logits_loss_forward(sp, out, target, dout, B, C);
     case LossKind::PoissonNLL: return poisson_nll_loss_forward(sp, out, target, dout, B, C);
+    case LossKind::MultiLabelSoftMargin: return bce_with_logits_loss_forward(sp, out, target, dout, B, C);
+    case LossKind::BCE: return bce_loss_forward(sp, out, target, dout, B, C);
+    case LossKind::SmoothL1: return smooth_l1_loss_forward(sp, out, target, dout, B, C);
+    case LossKind::KLDiv: return kl_div_loss_forward(sp, out, target, dout, B, C);
+    case LossKind::GaussianNLL: return gaussian_nll_loss_forward(sp, out, target, dout, B, C);
     default: break;
   }
   throw value_error("unknown loss");
@@ -276,17 +401,22 @@ double loss_forward(const LossSpec<T>& sp, const T* out, idx B, idx C, const std
 template <class T>
 double loss_mean_denominator(const LossSpec<T>& sp, idx B, idx C, const std::int64_t* labels) {
   if (sp.reduction != Reduction::Mean) return 1.0;
+  const bool by_label = (sp.kind == LossKind::CrossEntropy || sp.kind == LossKind::NLL) && labels;
   double d = 0;
   for (idx r = 0; r < B; ++r) {
     const double w = sp.sample_weight ? double(sp.sample_weight[r]) : 1.0;
-    if (sp.kind == LossKind::CrossEntropy && labels) {
+    if (by_label) {
       const std::int64_t y = labels[r];
       if (y != sp.ignore_index && y >= 0 && y < C) d += w * (sp.weight ? double(sp.weight[y]) : 1.0);
     } else {
       d += w;
     }
   }
-  return sp.kind == LossKind::CrossEntropy ? d : d * double(C);
+  // 'sum' of MultiLabelSoftMarginLoss sums the rows' means over their C elements
+  if (sp.kind == LossKind::CrossEntropy || sp.kind == LossKind::NLL || sp.kind == LossKind::MultiLabelSoftMargin ||
+      sp.batchmean)
+    return d;
+  return sp.kind == LossKind::GaussianNLL ? d * double(C / 2) : d * double(C);
 }
 
 template <class T>

@@ -7,7 +7,10 @@
 
 namespace fastmlp {
 
-enum class LossKind { MSE, L1, Huber, CrossEntropy, BCEWithLogits, PoissonNLL };
+enum class LossKind {
+  MSE, L1, Huber, CrossEntropy, BCEWithLogits, PoissonNLL,
+  NLL, BCE, SmoothL1, KLDiv, GaussianNLL, MultiLabelSoftMargin
+};
 
 template <class T>
 struct LossSpec {
@@ -15,11 +18,20 @@ struct LossSpec {
   Reduction reduction = Reduction::Mean;
   double delta = 1.0;            // HuberLoss
   double label_smoothing = 0.0;  // CrossEntropyLoss
-  std::int64_t ignore_index = -100;  // CrossEntropyLoss with class labels
-  const T* weight = nullptr;      // (C) class weights of CrossEntropyLoss, or null
+  std::int64_t ignore_index = -100;  // CrossEntropyLoss / NLLLoss with class labels
+  const T* weight = nullptr;      // (C) class weights of CrossEntropyLoss / NLLLoss, per-column weights of
+                                  // BCELoss / BCEWithLogitsLoss / MultiLabelSoftMarginLoss, or null
   const T* pos_weight = nullptr;  // (C) positive-class weights of BCEWithLogitsLoss, or null
   bool log_input = true;          // PoissonNLLLoss: the input is log(rate)
-  double eps = 1e-8;              // PoissonNLLLoss with log_input false
+  double eps = 1e-8;              // PoissonNLLLoss with log_input false; GaussianNLLLoss's variance clamp
+  double beta = 1.0;              // SmoothL1Loss
+  bool log_target = false;        // KLDivLoss: the target is log-probabilities
+  bool batchmean = false;         // KLDivLoss 'batchmean': reduction Mean divides by the rows, not the elements
+  bool full = false;              // GaussianNLLLoss: add 0.5 log(2 pi)
+  // Reduction 'none' (run with reduction Sum): when set, each sample's term of the sum is written here,
+  // PyTorch's shape: (B, C) element-wise, (B) for row losses (cross-entropy, NLL, MultiLabelSoftMargin),
+  // (B, C / 2) for GaussianNLLLoss. dout is then d(sum)/dout, each sample's own gradient.
+  T* values = nullptr;
   // Extensions beyond PyTorch (used by the scikit-learn estimators):
   const T* sample_weight = nullptr;  // (B) per-row weights: 'mean' becomes the weighted mean over rows
   double scale = 1.0;                // multiplies the loss and its gradient (e.g. 0.5 for half squared error)
@@ -30,7 +42,8 @@ struct LossSpec {
                         // reported apart from the loss
 };
 
-// out is (B, C). With sample weights w, 'mean' is sum_r w_r l_r / sum_r w_r,
+// out is (B, C). GaussianNLLLoss: out is (B, 2D), the means then the variances, and
+// target (B, 2D) of which only the first D columns are read. With sample weights w, 'mean' is sum_r w_r l_r / sum_r w_r,
 // where l_r is the row's mean over its C elements (cross-entropy: the row's
 // loss, its class weight folded into w_r). The target is either labels, (B) class indices (cross-entropy
 // only), or target, (B, C) values / class probabilities. dout is (B, C) or

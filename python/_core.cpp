@@ -136,10 +136,12 @@ InitSpec parse_init(const py::dict& d) {
   return parse_init(o, "");
 }
 
+// 'none' trains on the mean of the per-sample losses (loss_forward handles 'none' itself);
+// 'batchmean' (KLDivLoss) is 'mean' over the rows, set by parse_loss.
 Reduction parse_reduction(const std::string& r) {
-  if (r == "mean") return Reduction::Mean;
+  if (r == "mean" || r == "none" || r == "batchmean") return Reduction::Mean;
   if (r == "sum") return Reduction::Sum;
-  throw value_error("reduction must be 'mean' or 'sum', got '" + r + "'");
+  throw value_error("reduction must be 'none', 'mean' or 'sum', got '" + r + "'");
 }
 
 // A loss spec plus the arrays its pointers refer to (kept alive by the dict).
@@ -150,9 +152,18 @@ LossSpec<T> parse_loss(const py::dict& d, idx rows, idx C) {
   static const std::pair<const char*, LossKind> names[] = {
       {"mse", LossKind::MSE}, {"l1", LossKind::L1}, {"huber", LossKind::Huber},
       {"cross_entropy", LossKind::CrossEntropy}, {"bce_with_logits", LossKind::BCEWithLogits},
-      {"poisson_nll", LossKind::PoissonNLL}};
+      {"poisson_nll", LossKind::PoissonNLL}, {"nll", LossKind::NLL}, {"bce", LossKind::BCE},
+      {"smooth_l1", LossKind::SmoothL1}, {"kl_div", LossKind::KLDiv}, {"gaussian_nll", LossKind::GaussianNLL},
+      {"multilabel_soft_margin", LossKind::MultiLabelSoftMargin}};
   s.kind = lookup(d["kind"].cast<std::string>(), names, "loss");
-  s.reduction = parse_reduction(get<std::string>(d, "reduction", "mean"));
+  const std::string reduction = get<std::string>(d, "reduction", "mean");
+  s.reduction = parse_reduction(reduction);
+  s.batchmean = reduction == "batchmean";
+  if (s.batchmean && s.kind != LossKind::KLDiv) throw value_error("reduction 'batchmean' is KLDivLoss's only");
+  s.beta = get<double>(d, "beta", 1.0);
+  s.log_target = get<bool>(d, "log_target", false);
+  s.full = get<bool>(d, "full", false);
+  if (!(s.beta >= 0) || !std::isfinite(s.beta)) throw value_error("beta must be a finite number >= 0");
   s.delta = get<double>(d, "delta", 1.0);
   s.label_smoothing = get<double>(d, "label_smoothing", 0.0);
   s.ignore_index = get<std::int64_t>(d, "ignore_index", -100);
@@ -666,9 +677,22 @@ void bind_dtype(py::module_& m, const char* suffix) {
       })
       .def("reset_state", [](PO& s) { for (auto& g : s.opt.groups) g.reset_state(); });
 
+  // reduction 'none': the per-sample losses go to a new array (PyTorch's shape, 2-D as
+  // (B, C) / (B, C / 2) or 1-D (B)), returned third; the gradient is each sample's own
   m.def((std::string("loss_forward") + suffix).c_str(), [](py::dict spec, py::array out, py::array y, bool want_grad) {
     auto [B, C] = rows_cols(out, "input");
     LossSpec<T> sp = parse_loss<T>(spec, B, C);
+    py::object values = py::none();
+    if (get<std::string>(spec, "reduction", "mean") == "none") {
+      sp.reduction = Reduction::Sum;
+      const bool rows = sp.kind == LossKind::CrossEntropy || sp.kind == LossKind::NLL ||
+                        sp.kind == LossKind::MultiLabelSoftMargin;
+      py::array_t<T> v = rows ? py::array_t<T>(static_cast<py::ssize_t>(B))
+                              : py::array_t<T>({static_cast<py::ssize_t>(B),
+                                                static_cast<py::ssize_t>(sp.kind == LossKind::GaussianNLL ? C / 2 : C)});
+      sp.values = v.mutable_data();
+      values = v;
+    }
     const T* od = array_data<T>(out, "input", false);
     const Target<T> t = target_of<T>(y, B, C);
     py::array_t<T> g;
@@ -682,7 +706,9 @@ void bind_dtype(py::module_& m, const char* suffix) {
       py::gil_scoped_release nogil;
       v = loss_forward(sp, od, B, C, t.labels, t.values, gd);
     }
-    return py::make_tuple(v, want_grad ? py::object(g) : py::object(py::none()));
+    py::object grad = want_grad ? py::object(g) : py::object(py::none());
+    if (values.is_none()) return py::tuple(py::make_tuple(v, grad));
+    return py::tuple(py::make_tuple(v, grad, values));
   });
   // (correct, scored): rows labelled ignore_index are not scored
   m.def((std::string("count_correct") + suffix).c_str(), [](py::array out, py::array y, std::int64_t ignore_index) {

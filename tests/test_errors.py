@@ -94,7 +94,7 @@ CONSTRUCTOR_ERRORS = [
     (lambda: fm.Sequential(fm.Linear(3, 4), seed=1.5), TypeError, "seed"),
     # losses
     (lambda: fm.MSELoss(reduction="avg"), ValueError, "reduction"),
-    (lambda: fm.MSELoss(reduction="none"), ValueError, "reduction"),
+    (lambda: fm.MSELoss(reduction="None"), ValueError, "reduction"),
     (lambda: fm.L1Loss(reduction="SUM"), ValueError, "reduction"),
     (lambda: fm.HuberLoss(reduction="median"), ValueError, "reduction"),
     (lambda: fm.CrossEntropyLoss(reduction="batchmean"), ValueError, "reduction"),

@@ -23,7 +23,8 @@ from . import callbacks, init, optim  # noqa: E402
 from . import datasets  # noqa: E402
 from .callbacks import EarlyStopping, History  # noqa: E402
 from ._random import initial_seed, manual_seed  # noqa: E402
-from .losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, PoissonNLLLoss  # noqa: E402
+from .losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, GaussianNLLLoss, HuberLoss, KLDivLoss,  # noqa: E402
+                     L1Loss, MSELoss, MultiLabelSoftMarginLoss, NLLLoss, PoissonNLLLoss, SmoothL1Loss)
 from .nn import (  # noqa: E402
     CELU, ELU, GELU, SELU, AlphaDropout, BatchNorm1d, Dropout, Flatten, Hardsigmoid, Hardswish, Hardtanh, Identity,
     LayerNorm, LeakyReLU, Linear, LogSigmoid, LogSoftmax, Mish, Module, Parameter, PReLU, ReLU, ReLU6, Residual,
@@ -38,7 +39,8 @@ __all__ = [
     "Identity", "Dropout", "ELU", "CELU", "SELU", "SiLU", "Mish", "Softplus", "Softsign", "Hardtanh", "ReLU6",
     "Hardsigmoid", "Hardswish", "LogSigmoid", "LogSoftmax", "PReLU", "Flatten", "AlphaDropout",
     "BatchNorm1d", "LayerNorm", "RMSNorm", "Residual", "MSELoss", "L1Loss", "HuberLoss",
-    "CrossEntropyLoss", "BCEWithLogitsLoss", "PoissonNLLLoss", "datasets",
+    "CrossEntropyLoss", "BCEWithLogitsLoss", "PoissonNLLLoss", "NLLLoss", "BCELoss", "SmoothL1Loss",
+    "KLDivLoss", "GaussianNLLLoss", "MultiLabelSoftMarginLoss", "datasets",
     "optim", "init", "callbacks", "EarlyStopping", "History", "manual_seed", "initial_seed", "load", "export_c",
     "__version__",
 ]

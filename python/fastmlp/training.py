@@ -13,7 +13,7 @@ import numpy as np
 from . import _core
 from ._arrays import as_float_array, check_finite, check_int
 from .callbacks import Callback, History, _Callbacks, _epoch_line
-from .losses import BCEWithLogitsLoss, CrossEntropyLoss, _Loss
+from .losses import BCEWithLogitsLoss, _ClassLoss, _Loss
 
 
 def default_threads() -> int:
@@ -192,14 +192,14 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
         core_opt = optimizer._core_for(model)
     # X is checked batch by batch in C++ (by one pass here for full-batch L-BFGS)
     Xa, ta = _data(model, X, y, loss_fn, "X", check_x=epochs == 0 or full_batch)
-    if isinstance(loss_fn, CrossEntropyLoss) and ta.dtype == np.int64 and not loss_fn._counts_some(ta):
+    if isinstance(loss_fn, _ClassLoss) and ta.dtype == np.int64 and not loss_fn._counts_some(ta):
         raise ValueError("every label is ignore_index or has class weight 0: fit has nothing to learn from")
     val = None
     if validation_data is not None:
         if len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (X_val, y_val)")
         val = _data(model, validation_data[0], validation_data[1], loss_fn, "X_val")
-    classify = isinstance(loss_fn, (CrossEntropyLoss, BCEWithLogitsLoss))
+    classify = isinstance(loss_fn, (_ClassLoss, BCEWithLogitsLoss))
     spec = loss_fn._spec(model.dtype)
     if sample_weight is not None:
         spec["sample_weight"] = check_sample_weight(sample_weight, Xa.shape[0], model.dtype)
@@ -276,7 +276,7 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                     logs["accuracy"] = st["correct"] / st["scored"]
                 if val is not None and (comm is None or comm.rank == 0):
                     out = model._core.predict(val[0], max(batch_size, 1024), bf16)
-                    logs["val_loss"] = float(loss_fn(out, val[1]))
+                    logs["val_loss"] = loss_fn._value(out, val[1])
                     if classify:
                         logs["val_accuracy"] = _accuracy(model, out, val[1], loss_fn)
                 # the lr the epoch (per batch: its last batch) stepped with
@@ -464,7 +464,7 @@ def evaluate(model: Any, X: Any, y: Any, loss_fn: _Loss, batch_size: int | None 
     bf16 = check_precision(precision, model)
     a, t = _data(model, X, y, loss_fn, "X", check_x=False)  # X's finiteness: checked chunk by chunk in C++
     out = _forward_chunks(model, a, batch_size, n_threads, bf16)
-    res = {"loss": float(loss_fn(out, t))}
-    if isinstance(loss_fn, (CrossEntropyLoss, BCEWithLogitsLoss)):
+    res = {"loss": loss_fn._value(out, t)}
+    if isinstance(loss_fn, (_ClassLoss, BCEWithLogitsLoss)):
         res["accuracy"] = _accuracy(model, out, t, loss_fn)
     return res
