@@ -1,6 +1,7 @@
 """Layers and the Sequential model (torch.nn semantics, C++ engine)."""
 from __future__ import annotations
 
+import builtins
 import copy
 import threading
 import weakref
@@ -716,7 +717,7 @@ class Sequential(Module):
         finally:
             self._fit_lock.release()
 
-    def __setitem__(self, i: Any, layer: Module) -> None:
+    def __setitem__(self, i: Any, layer: Any) -> None:
         layers = list(self._layers)
         if isinstance(i, slice):
             layers[i] = list(layer)
@@ -965,7 +966,7 @@ class Sequential(Module):
         self._grads_set()
         return dx[0] if self._last_1d else dx
 
-    def train_step(self, x: Any, y: Any, loss_fn: Any, optimizer: Any) -> float:
+    def train_step(self, x: Any, y: Any, loss_fn: Any, optimizer: Any) -> builtins.float:
         """zero_grad + forward + loss + backward + optimizer.step in one C++
         call (dropout active). Returns the loss before the step."""
         from .losses import _Loss
