@@ -463,7 +463,8 @@ class RMSNorm(Module):
 class Residual(Module):
     """x + block(x), as a torch module ``Residual`` whose ``block`` is ``nn.Sequential(*layers)``
     and whose forward is ``x + self.block(x)``: its tensors are named '<i>.block.<j>.weight'.
-    The block must keep the width. Blocks nest."""
+    The block must keep the width. Blocks nest. ``block`` is indexed and iterated as that
+    nn.Sequential (``model[1].block[0].weight``) and is fixed: replace the Residual to change it."""
 
     _kind = "residual"
     _fields = {"block": (list,)}
