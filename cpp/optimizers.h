@@ -67,6 +67,9 @@ struct ParamGroup {
   bool momentum_ready = false;  // SGD: the momentum buffer has been set
   double mu_product = 1;        // NAdam: the product of mu over the steps taken (one value for every parameter)
   Buffer<T> state;
+  // segments without the frozen parameters (requires_grad False), used by step() when any is frozen
+  std::vector<Segment<T>> live;
+  bool has_frozen = false;
   void reset_state();  // zeros, Adagrad's sum = initial_accumulator_value, step = 0
   // One step over segs (this group's parameters, possibly with other gradients).
   void step_with(const std::vector<Segment<T>>& segs) {
@@ -81,8 +84,13 @@ struct ParamGroup {
 template <class T>
 struct Optimizer {
   std::vector<ParamGroup<T>> groups;
+  // One step of every group over its parameters that are not frozen; a group whose
+  // parameters are all frozen is not stepped (as torch skips parameters without a grad).
   void step() {
-    for (auto& g : groups) g.step_with(g.segments);
+    for (auto& g : groups) {
+      if (!g.has_frozen) g.step_with(g.segments);
+      else if (!g.live.empty()) g.step_with(g.live);
+    }
   }
 };
 

@@ -284,23 +284,48 @@ struct PyOptimizer {
         ps.push_back({pd, gd, static_cast<idx>(p.size()), g.n_total});
         g.n_total = checked_add(g.n_total, static_cast<idx>(p.size()));
       }
-      // merge runs that are adjacent in memory (a model's flat buffers) into one segment
-      for (const auto& s : ps) {
-        if (!g.segments.empty()) {
-          Segment<T>& b = g.segments.back();
-          if (b.g && s.g && b.p + b.n == s.p && b.g + b.n == s.g && b.offset + b.n == s.offset) {
-            b.n += s.n;
-            continue;
-          }
-        }
-        g.segments.push_back(s);
-      }
+      g.segments = merged(ps, {});
       g.reset_state();
       params.push_back(std::move(ps));
       opt.groups.push_back(std::move(g));
     }
     std::sort(gates.begin(), gates.end());
     gates.erase(std::unique(gates.begin(), gates.end()), gates.end());
+  }
+
+  // ps without those flagged in frozen (one flag each, or none), runs adjacent in memory (a
+  // model's flat buffers) merged into one segment
+  static std::vector<Segment<T>> merged(const std::vector<Segment<T>>& ps, const std::vector<bool>& frozen) {
+    std::vector<Segment<T>> out;
+    for (size_t k = 0; k < ps.size(); ++k) {
+      const Segment<T>& s = ps[k];
+      if (!frozen.empty() && frozen[k]) continue;
+      if (!out.empty()) {
+        Segment<T>& b = out.back();
+        if (b.g && s.g && b.p + b.n == s.p && b.g + b.n == s.g && b.offset + b.n == s.offset) {
+          b.n += s.n;
+          continue;
+        }
+      }
+      out.push_back(s);
+    }
+    return out;
+  }
+
+  // The frozen parameters (requires_grad False; one flag per parameter, in order, over all groups):
+  // every later step() (opt.step, train_step, fit's C++ loop) leaves them and their state alone.
+  void set_frozen(const std::vector<bool>& frozen) {
+    size_t total = 0;
+    for (const auto& ps : params) total += ps.size();
+    if (frozen.size() != total) throw value_error("set_frozen needs one flag per parameter");
+    size_t k = 0;
+    for (size_t i = 0; i < params.size(); ++i) {
+      std::vector<bool> f(frozen.begin() + k, frozen.begin() + k + params[i].size());
+      k += params[i].size();
+      auto& g = opt.groups[i];
+      g.has_frozen = std::find(f.begin(), f.end(), true) != f.end();
+      g.live = g.has_frozen ? merged(params[i], f) : std::vector<Segment<T>>{};
+    }
   }
 
   // Writes the models' parameters: exclusive, so a step from another thread during fit waits for a
@@ -658,6 +683,7 @@ void bind_dtype(py::module_& m, const char* suffix) {
       .def("step", &PO::step)
       .def("step_with", &PO::step_with)
       .def("step_some", &PO::step_some)
+      .def("set_frozen", &PO::set_frozen)
       .def_property_readonly("n_groups", [](PO& s) { return s.opt.groups.size(); })
       // the gates of the models whose parameters it updates (none for plain arrays)
       .def("hold", [](py::object self, bool exclusive) { return PyHold{self.cast<PO&>().gates, exclusive, self}; })

@@ -1,7 +1,10 @@
 """Layers and the Sequential model (torch.nn semantics, C++ engine)."""
 from __future__ import annotations
 
+import builtins
+import copy
 import threading
+import weakref
 from collections import OrderedDict
 from typing import Any, Iterator, Mapping
 
@@ -41,13 +44,17 @@ class Parameter:
     In-place arithmetic writes into the model (``p -= lr * p.grad``), and the
     usual torch in-place methods exist (``zero_``, ``fill_``, ``copy_``,
     ``add_``, ``sub_``, ``mul_``, ``div_``). ``grad`` is None after
-    ``zero_grad()`` (set_to_none, torch's default) until the next backward."""
+    ``zero_grad()`` (set_to_none, torch's default) until the next backward.
 
-    __slots__ = ("_data", "_grad", "_grad_none", "name")
+    ``requires_grad_(False)`` freezes it, as torch: its ``grad`` stays None and no
+    optimizer step (``opt.step()``, ``train_step``, ``fit``) changes it or its state."""
+
+    __slots__ = ("_data", "_grad", "_grad_none", "_requires_grad", "name")
 
     def __init__(self, data: np.ndarray, grad: np.ndarray, name: str = "") -> None:
         self._data, self._grad, self.name = data, grad.view(Grad), name
         self._grad_none = False
+        self._requires_grad = True
 
     @property
     def data(self) -> np.ndarray:
@@ -62,7 +69,7 @@ class Parameter:
 
     @property
     def grad(self) -> Grad | None:
-        return None if self._grad_none else self._grad
+        return None if self._grad_none or not self._requires_grad else self._grad
 
     @grad.setter
     def grad(self, value: Any) -> None:
@@ -85,7 +92,21 @@ class Parameter:
     dtype = property(lambda self: self._data.dtype)
     ndim = property(lambda self: self._data.ndim)
     size = property(lambda self: self._data.size)
-    requires_grad = property(lambda self: True)
+
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"requires_grad must be True or False, got {value!r}")
+        self._requires_grad = bool(value)
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Parameter":
+        """Freeze (False) or unfreeze the parameter in place, as torch; returns it."""
+        self.requires_grad = requires_grad
+        return self
 
     def numel(self) -> int:
         return int(self._data.size)
@@ -173,6 +194,8 @@ class Module:
     training: bool = True
     _kind: str = ""
     _fields: dict[str, tuple] = {}
+    _owner: Any = None  # a weak reference to the Sequential whose buffers hold this layer's tensors
+    _requires_grad: bool = True  # given to the layer's Parameters when a model creates them
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -194,6 +217,61 @@ class Module:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(f"{type(self).__name__} is a layer description: put it in fm.Sequential(...) and call that")
+
+    # ---- the module tree, as torch.nn.Module's
+    def _named_children(self) -> list:
+        return []
+
+    def named_children(self) -> Iterator[tuple[str, "Module"]]:
+        return iter(self._named_children())
+
+    def children(self) -> Iterator["Module"]:
+        return iter([m for _, m in self._named_children()])
+
+    def named_modules(self, memo: set | None = None, prefix: str = "",
+                      remove_duplicate: bool = True) -> Iterator[tuple[str, "Module"]]:
+        """This module and every module inside it, depth first, with torch's names
+        ('', '0', '1', '1.block', '1.block.0', ...); a module met twice is given once."""
+        memo = set() if memo is None else memo
+        if remove_duplicate:
+            if id(self) in memo:
+                return
+            memo.add(id(self))
+        yield prefix, self
+        for name, m in self._named_children():
+            yield from m.named_modules(memo, f"{prefix}.{name}" if prefix else name, remove_duplicate)
+
+    def modules(self) -> Iterator["Module"]:
+        return iter([m for _, m in self.named_modules()])
+
+    def apply(self, fn: Any) -> "Module":
+        """fn(module) on every child module (recursively), then on this one, as torch; returns self."""
+        for m in self.children():
+            m.apply(fn)
+        fn(self)
+        return self
+
+    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:  # type: ignore[override]
+        """The layer's Parameters (and those of the layers inside it) with names relative to it
+        ('weight', 'block.0.bias'); none until a Sequential holding the layer is built."""
+        out = []
+        for prefix, m in self.named_modules():
+            out += [(f"{prefix}.{k}" if prefix else k, v) for k, v in vars(m).items() if isinstance(v, Parameter)]
+        return iter(out)
+
+    def parameters(self) -> Iterator[Parameter]:
+        return iter([p for _, p in self.named_parameters()])
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Module":
+        """Freeze (False) or unfreeze every parameter of this module, as torch; a layer not yet in a
+        model passes the setting to the Parameters the model creates for it. Returns self."""
+        if not isinstance(requires_grad, (bool, np.bool_)):
+            raise TypeError(f"requires_grad must be True or False, got {requires_grad!r}")
+        for m in self.modules():
+            m._requires_grad = bool(requires_grad)
+        for p in self.parameters():
+            p.requires_grad = bool(requires_grad)
+        return self
 
 
 class Linear(Module):
@@ -549,7 +627,8 @@ class RMSNorm(Module):
 class Residual(Module):
     """x + block(x), as a torch module ``Residual`` whose ``block`` is ``nn.Sequential(*layers)``
     and whose forward is ``x + self.block(x)``: its tensors are named '<i>.block.<j>.weight'.
-    The block must keep the width. Blocks nest."""
+    The block must keep the width. Blocks nest. ``block`` is indexed and iterated as that
+    nn.Sequential (``model[1].block[0].weight``) and is fixed: replace the Residual to change it."""
 
     _kind = "residual"
     _fields = {"block": (list,)}
@@ -558,9 +637,12 @@ class Residual(Module):
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
         for j, layer in enumerate(layers):
-            if not isinstance(layer, Module) or isinstance(layer, Sequential):
+            if not isinstance(layer, Module) or isinstance(layer, (Sequential, _Block)):
                 raise TypeError(f"Residual: layer {j} must be a fastmlp layer, got {type(layer).__name__}")
-        self.block = list(layers)
+        self.block = _Block(layers)
+
+    def _named_children(self) -> list:
+        return [("block", self.block)]
 
     def _spec(self) -> dict:
         return {"kind": self._kind, "block": [layer._spec() for layer in self.block]}
@@ -573,8 +655,37 @@ class Residual(Module):
         return cls(*[_layer_from_spec(b) for b in block])
 
     def __repr__(self) -> str:
-        inner = "".join(f"\n    ({j}): " + repr(layer).replace("\n", "\n    ") for j, layer in enumerate(self.block))
-        return f"Residual(\n  (block): Sequential({inner}\n  )\n)"
+        return "Residual(\n  (block): " + repr(self.block).replace("\n", "\n  ") + "\n)"
+
+
+class _Block(Module):
+    """A Residual's block: its layers in order, indexed and iterated as torch's nn.Sequential
+    ('1.block.0'). Fixed once built: to change a block, replace the Residual (model[i] = ...)."""
+
+    def __init__(self, layers: Any) -> None:
+        self._layers = tuple(layers)
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    def __getitem__(self, i: Any) -> Any:
+        return list(self._layers[i]) if isinstance(i, slice) else self._layers[i]
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._layers)
+
+    def __setitem__(self, i: Any, value: Any) -> None:
+        raise TypeError("a Residual's block cannot be edited in place: replace the whole block, "
+                        "model[i] = fm.Residual(...) (the layers you keep keep their parameters)")
+
+    __delitem__ = __setitem__
+
+    def _named_children(self) -> list:
+        return [(str(j), layer) for j, layer in enumerate(self._layers)]
+
+    def __repr__(self) -> str:
+        inner = "".join(f"\n  ({j}): " + repr(layer).replace("\n", "\n  ") for j, layer in enumerate(self._layers))
+        return f"Sequential({inner}\n)"
 
 
 def _flatten(layers: Any, prefix: str = "") -> list:
@@ -598,6 +709,12 @@ def _modules(layers: Any) -> Iterator[Module]:
         yield layer
         if isinstance(layer, Residual):
             yield from _modules(layer.block)
+
+
+def _detached(layer: Module) -> Module:
+    """A copy of layer (and the layers inside it) with copies of its tensors, owned by no model."""
+    memo = {id(m._owner): None for m in _modules([layer]) if m._owner is not None}
+    return copy.deepcopy(layer, memo)
 
 
 # buffers that torch keeps as int64 (stored in the model's float type, exact up to 2**24 / 2**53)
@@ -656,56 +773,226 @@ class Sequential(Module):
     def __init__(self, *layers: Module, seed: int | None = None, dtype: Any = "float32") -> None:
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
-        for i, layer in enumerate(layers):
-            if isinstance(layer, Sequential):
-                raise TypeError(f"layer {i}: nested Sequential models are not supported; list the layers flat")
-            if not isinstance(layer, Module):
-                raise TypeError(f"layer {i}: expected a fastmlp layer (Linear, ReLU, ...), got {type(layer).__name__}")
-            if isinstance(layer, Linear):
-                # a model owns its layers' parameters (one buffer per model): a Linear cannot be in two
-                # places, which would look weight-tied without being so
-                if layer.weight is not None:
-                    raise ValueError(f"layer {i}: this Linear already belongs to a model, and a layer cannot be "
-                                     "shared between models; use copy.deepcopy(model) for an independent copy, "
-                                     "or a new Linear(...)")
-                if any(other is layer for other in layers[:i]):
-                    raise ValueError(f"layer {i}: this Linear appears twice; weight sharing is not supported. "
-                                     "Use two Linear layers (copy.deepcopy(layer) before building the model)")
-        self.dtype = as_dtype(dtype)
-        seed = _random.next_seed() if seed is None else _random.check_seed(seed)
-        cls = _core.Model32 if self.dtype == np.float32 else _core.Model64
-        flat = _flatten(layers)  # residual blocks become residual_begin ... residual_end
-        self._core = cls([spec for spec, _, _ in flat], seed)
-        self._layers = list(layers)
+        self._layers: list[Module] = []
         self._params: "OrderedDict[str, Parameter]" = OrderedDict()
-        order = []  # torch's state_dict order: layer by layer, its parameters then its buffers
-        for layer_idx, pname, data, grad in self._core.parameters():
-            name = f"{flat[layer_idx][1]}.{pname}"
-            p = Parameter(data, grad, name)
-            self._params[name] = p
-            setattr(flat[layer_idx][2], pname, p)
-            order.append((layer_idx, 0, name))
-        self._buffers: "OrderedDict[str, np.ndarray]" = OrderedDict()  # live views: running statistics
-        for layer_idx, bname, view in self._core.buffers():
-            name = f"{flat[layer_idx][1]}.{bname}"
-            self._buffers[name] = view
-            setattr(flat[layer_idx][2], bname, view)
-            order.append((layer_idx, 1, name))
-        self._state_keys = [k for _, _, k in sorted(order, key=lambda t: t[:2])]
+        self._buffers: "OrderedDict[str, np.ndarray]" = OrderedDict()
+        self._build(list(layers), as_dtype(dtype), _random.next_seed() if seed is None else _random.check_seed(seed))
         self._last_1d = False
         self._can_backward: bool | None = None  # None: no forward yet; False: its backward has run
         self._fit_lock = threading.Lock()  # held for a whole fit call
         self._file_extra: dict = {}  # metadata of the file the model was loaded from
 
+    def _build(self, layers: list, dtype: np.dtype, seed: int) -> None:
+        """Build the C++ model of these layers. A layer that already has tensors (this model's, or
+        one removed from a model) gives them its values, and keeps its Parameter objects (pointed
+        at the new buffers, converted to dtype); the others are initialised from seed. Layers of
+        this model left out get copies of their tensors. Everything is checked before anything changes."""
+        for i, layer in enumerate(layers):
+            if isinstance(layer, (Sequential, _Block)):
+                raise TypeError(f"layer {i}: nested Sequential models are not supported; list the layers flat")
+            if not isinstance(layer, Module):
+                raise TypeError(f"layer {i}: expected a fastmlp layer (Linear, ReLU, ...), got {type(layer).__name__}")
+        seen: set = set()
+        for layer in _modules(layers):
+            if "weight" not in vars(layer):  # stateless (activations, dropout): may appear anywhere, twice
+                continue
+            # a model owns its layers' tensors (one buffer per model): a layer cannot be in two places,
+            # which would look weight-tied without being so
+            owner = layer._owner() if layer._owner is not None else None
+            if owner is not None and owner is not self:
+                raise ValueError(f"this {type(layer).__name__} already belongs to a model, and a layer cannot be "
+                                 "shared between models; use copy.deepcopy(model) for an independent copy, "
+                                 f"or a new {type(layer).__name__}(...)")
+            if id(layer) in seen:
+                raise ValueError(f"this {type(layer).__name__} appears twice; weight sharing is not supported. "
+                                 "Use two layers (copy.deepcopy(layer) before building the model)")
+            seen.add(id(layer))
+        cls = _core.Model32 if dtype == np.float32 else _core.Model64
+        flat = _flatten(layers)  # residual blocks become residual_begin ... residual_end
+        core = cls([spec for spec, _, _ in flat], seed)
+        old = getattr(self, "_core", None)
+        if old is not None:
+            core.training = old.training
+            core.dropout_calls, core.epochs_done = old.dropout_calls, old.epochs_done
+        params: "OrderedDict[str, Parameter]" = OrderedDict()
+        buffers: "OrderedDict[str, np.ndarray]" = OrderedDict()
+        order, kept = [], []  # torch's state_dict order: layer by layer, its parameters then its buffers
+        for layer_idx, pname, data, grad in core.parameters():
+            name, layer = f"{flat[layer_idx][1]}.{pname}", flat[layer_idx][2]
+            p = getattr(layer, pname, None)
+            if isinstance(p, Parameter) and p.shape == data.shape:
+                data[...], grad[...] = p._data, p._grad
+                kept.append((p, data, grad, name))
+            else:
+                p = Parameter(data, grad, name)
+                p._requires_grad = layer._requires_grad
+            params[name] = p
+            order.append((layer_idx, 0, name, layer, pname))
+        for layer_idx, bname, view in core.buffers():
+            name, layer = f"{flat[layer_idx][1]}.{bname}", flat[layer_idx][2]
+            v = getattr(layer, bname, None)
+            if isinstance(v, np.ndarray) and v.shape == view.shape:
+                view[...] = v
+            buffers[name] = view
+            order.append((layer_idx, 1, name, layer, bname))
+        # nothing below can fail: commit
+        mine = {id(m) for m in _modules(layers)}
+        for m in _modules(self._layers):  # left out: they keep copies of their tensors
+            if id(m) not in mine:
+                for k, v in list(vars(m).items()):
+                    if isinstance(v, Parameter):
+                        v._data, v._grad = v._data.copy(), v._grad.copy().view(Grad)
+                    elif isinstance(v, np.ndarray):
+                        setattr(m, k, v.copy())
+                m._owner = None
+        for p, data, grad, name in kept:
+            p._data, p._grad, p.name = data, grad.view(Grad), name
+        for _, kind, name, layer, attr in order:
+            setattr(layer, attr, params[name] if kind == 0 else buffers[name])
+        ref = weakref.ref(self)
+        for m in _modules(layers):
+            m._owner = ref
+            m.training = bool(core.training)
+        self.dtype, self._core, self._layers, self._params, self._buffers = dtype, core, layers, params, buffers
+        self._state_keys = [k for _, _, k, _, _ in sorted(order, key=lambda t: t[:2])]
+
     # ---- structure
     def __len__(self) -> int:
         return len(self._layers)
 
-    def __getitem__(self, i: int) -> Module:
-        return self._layers[i]
+    def __getitem__(self, i: Any) -> Any:
+        """model[i] is the layer; model[a:b] a new Sequential of copies of those layers (their
+        current values, the model's seed and dtype: a layer belongs to one model)."""
+        if isinstance(i, slice):
+            with self._core.hold(False):
+                copies = [_detached(layer) for layer in self._layers[i]]
+            out = Sequential(*copies, seed=self.seed, dtype=self.dtype)
+            return out.train(self.training)
+        return self._layers[self._index(i)]
 
     def __iter__(self) -> Iterator[Module]:
-        return iter(self._layers)
+        return iter(list(self._layers))
+
+    def _index(self, i: Any, insert: bool = False) -> int:
+        """i as a position in the layers, as torch.nn.Sequential reads it (negative from the end);
+        insert: a position to insert at (clamped, as list.insert)."""
+        if not isinstance(i, (int, np.integer)) or isinstance(i, (bool, np.bool_)):
+            raise TypeError(f"Sequential indices must be integers or slices, not {type(i).__name__}")
+        n, i = len(self._layers), int(i)
+        if insert:
+            return max(0, min(n, i + n if i < 0 else i))
+        if not -n <= i < n:
+            raise IndexError(f"index {i} is out of range")
+        return i + n if i < 0 else i
+
+    def _restructure(self, layers: list) -> None:
+        """Rebuild the C++ model for a new layer list (structural edits). Optimizers built before
+        keep the old buffers: their step raises, asking for a new optimizer."""
+        if not self._fit_lock.acquire(blocking=False):
+            raise RuntimeError("the model is being trained (fit): change its structure after fit returns")
+        try:
+            with self._core.hold(True):
+                self._build(layers, self.dtype, self.seed)
+            self._can_backward = None  # the last forward belongs to the old structure
+        finally:
+            self._fit_lock.release()
+
+    def __setitem__(self, i: Any, layer: Any) -> None:
+        layers = list(self._layers)
+        if isinstance(i, slice):
+            layers[i] = list(layer)
+        else:
+            layers[self._index(i)] = layer
+        self._restructure(layers)
+
+    def __delitem__(self, i: Any) -> None:
+        layers = list(self._layers)
+        if isinstance(i, slice):
+            del layers[i]
+        else:
+            del layers[self._index(i)]
+        self._restructure(layers)
+
+    def append(self, layer: Module) -> "Sequential":
+        """Add a layer at the end (rebuilding the C++ model; the other layers keep their values)."""
+        self._restructure(self._layers + [layer])
+        return self
+
+    def extend(self, layers: Any) -> "Sequential":
+        self._restructure(self._layers + list(layers))
+        return self
+
+    def insert(self, index: int, layer: Module) -> "Sequential":
+        layers = list(self._layers)
+        layers.insert(self._index(index, insert=True), layer)
+        self._restructure(layers)
+        return self
+
+    def pop(self, index: int = -1) -> Module:
+        layer = self._layers[self._index(index)]
+        del self[index]
+        return layer
+
+    def _named_children(self) -> list:
+        return [(str(i), layer) for i, layer in enumerate(self._layers)]
+
+    # ---- dtype, as torch's module.to(dtype) / .double() / .float()
+    def to(self, dtype: Any) -> "Sequential":
+        """Convert the parameters and buffers to dtype ('float32', 'float64', np.float64 or a
+        torch dtype), in place; the Parameter objects stay the model's. Returns self."""
+        dt = as_dtype(str(dtype).replace("torch.", "") if "torch" in str(type(dtype)) else dtype)
+        if dt != self.dtype:
+            if not self._fit_lock.acquire(blocking=False):
+                raise RuntimeError("the model is being trained (fit): convert it after fit returns")
+            try:
+                with self._core.hold(True):
+                    self._build(self._layers, dt, self.seed)
+                self._can_backward = None
+            finally:
+                self._fit_lock.release()
+        return self
+
+    def double(self) -> "Sequential":
+        return self.to(np.float64)
+
+    def float(self) -> "Sequential":
+        return self.to(np.float32)
+
+    def summary(self, print_fn: Any = print) -> str | None:
+        """A table of the layers (nested blocks indented), their output widths and parameter
+        counts, then the totals (trainable / frozen) as Keras's model.summary(). Printed with
+        print_fn (print); print_fn=None returns the text instead."""
+        width = self.in_features
+        rows = []
+
+        def walk(layers: Any, prefix: str, depth: int) -> None:
+            nonlocal width
+            for i, layer in enumerate(layers):
+                name = f"{prefix}{i}"
+                if isinstance(layer, Linear):
+                    width = layer.out_features
+                n = sum(p.numel() for p in layer.parameters())
+                rows.append(("  " * depth + f"{name} ({type(layer).__name__})",
+                             "?" if width is None else f"(None, {width})", f"{n:,}"))
+                if isinstance(layer, Residual):
+                    walk(layer.block, f"{name}.block.", depth + 1)
+
+        walk(self._layers, "", 0)
+        head = ("Layer (type)", "Output Shape", "Param #")
+        w = [max(len(r[k]) for r in rows + [head]) for k in range(3)]
+        line = lambda r: f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:>{w[2]}}"  # noqa: E731
+        rule = "=" * (sum(w) + 4)
+        total = sum(p.numel() for p in self._params.values())
+        frozen = sum(p.numel() for p in self._params.values() if not p.requires_grad)
+        n_buf = sum(int(b.size) for b in self._buffers.values())
+        text = "\n".join([f'Model: "Sequential" ({self.dtype.name})', rule, line(head), rule,
+                          *[line(r) for r in rows], rule, f"Total params: {total:,}",
+                          f"Trainable params: {total - frozen:,}", f"Non-trainable params: {frozen:,}",
+                          *([f"Buffers (not trained): {n_buf:,}"] if n_buf else []), rule])
+        if print_fn is None:
+            return text
+        print_fn(text)
+        return None
 
     def __repr__(self) -> str:
         inner = "".join(f"\n  ({i}): " + repr(layer).replace("\n", "\n  ") for i, layer in enumerate(self._layers))
@@ -863,7 +1150,7 @@ class Sequential(Module):
         self._grads_set()
         return dx[0] if self._last_1d else dx
 
-    def train_step(self, x: Any, y: Any, loss_fn: Any, optimizer: Any, precision: str = "float32") -> float:
+    def train_step(self, x: Any, y: Any, loss_fn: Any, optimizer: Any, precision: str = "float32") -> builtins.float:
         """zero_grad + forward + loss + backward + optimizer.step in one C++
         call (dropout active). Returns the loss before the step. ``precision``: as ``fit``'s."""
         from .losses import _Loss
@@ -965,7 +1252,8 @@ class Sequential(Module):
     def _state(self) -> dict:
         return {"layers": self._layer_specs(), "dtype": self.dtype.name, "seed": self.seed,
                 "training": self.training, "dropout_calls": int(self._core.dropout_calls),
-                "epochs_done": int(self._core.epochs_done), "state_dict": self.state_dict()}
+                "epochs_done": int(self._core.epochs_done), "state_dict": self.state_dict(),
+                "frozen": [k for k, p in self._params.items() if not p.requires_grad]}
 
     def __setstate__(self, state: dict) -> None:
         Sequential.__init__(self, *[_layer_from_spec(s) for s in state["layers"]], seed=state["seed"],
@@ -974,6 +1262,8 @@ class Sequential(Module):
         self.train(state["training"])
         self._core.dropout_calls = state["dropout_calls"]
         self._core.epochs_done = state["epochs_done"]
+        for k in state.get("frozen", ()):
+            self._params[k].requires_grad = False
 
     # ---- files
     def save(self, path: Any, optimizer: Any = None, scheduler: Any = None) -> None:

@@ -163,7 +163,9 @@ class LBFGS(Optimizer):
 
     # ---- the flat parameter vector
     def _gather_flat_grad(self) -> np.ndarray:
-        return np.concatenate([p.grad.reshape(-1) for p in self._params])
+        # as torch: a parameter without a gradient (frozen, or no backward) counts as a zero gradient
+        return np.concatenate([np.zeros(p.data.size, p.data.dtype) if p.grad is None else p.grad.reshape(-1)
+                               for p in self._params])
 
     def _add_grad(self, step_size: Any, update: np.ndarray) -> None:
         offset = 0

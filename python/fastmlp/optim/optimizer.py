@@ -97,7 +97,18 @@ class Optimizer:
 
     def _make_core(self) -> Any:
         cls = _core.Optimizer32 if self._dtype == np.float32 else _core.Optimizer64
-        return cls([(self._config(g), [self._pair(p) for p in g["params"]]) for g in self.param_groups])
+        core = cls([(self._config(g), [self._pair(p) for p in g["params"]]) for g in self.param_groups])
+        # the arrays the C++ optimizer writes: a model rebuilt since (append, insert, to(dtype), ...)
+        # gives its Parameters new ones, and this optimizer would update the old ones
+        self._arrays = [p._data if isinstance(p, Parameter) else p for g in self.param_groups for p in g["params"]]
+        self.__dict__.pop("_frozen", None)
+        return core
+
+    def _check_current(self) -> None:
+        if not all(a is (p._data if isinstance(p, Parameter) else p)
+                   for a, p in zip(self._arrays, (p for g in self.param_groups for p in g["params"]))):
+            raise RuntimeError("the model's structure or dtype changed (append, insert, del, model[i] = ..., to) "
+                               "after this optimizer was built: build a new optimizer over model.parameters()")
 
     def _new_group(self, g: Any) -> dict:
         """A checked parameter group: g's options over the defaults; its params
@@ -230,9 +241,15 @@ class Optimizer:
             cfg = self._config(clean)
             self._core.set_config(i, cfg)
             pushed[i] = self._snapshot(cfg)
+        # the frozen parameters (requires_grad False), which every C++ step leaves alone
+        frozen = [isinstance(p, Parameter) and not p.requires_grad for g in self.param_groups for p in g["params"]]
+        if frozen != self.__dict__.get("_frozen", [False] * len(frozen)):
+            self._core.set_frozen(frozen)
+            self._frozen = frozen
 
     def _core_for(self, model: Any) -> Any:
         """The C++ optimizer, for a model whose parameters these must be."""
+        self._check_current()
         if model.dtype != self._dtype:
             raise TypeError(f"optimizer parameters are {self._dtype}, the model is {model.dtype}")
         mine = {id(p) for p in model.parameters()}
@@ -247,6 +264,7 @@ class Optimizer:
         if callable(grads) and closure is None:
             grads, closure = None, grads
         loss = closure() if closure is not None else None
+        self._check_current()
         self._sync()
         if grads is None:
             # as torch: a Parameter whose .grad is None (zero_grad(set_to_none=True), no backward since)
