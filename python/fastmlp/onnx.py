@@ -77,10 +77,57 @@ def _leaky_relu(g: _Builder, layer: Any, x: str) -> str:
 
 
 def _gelu(g: _Builder, layer: Any, x: str) -> str:
+    if getattr(layer, "approximate", "none") == "tanh":  # x sigmoid(2z), z = sqrt(2/pi) (x + 0.044715 x^3)
+        cube = g.node("Mul", [g.node("Mul", [x, x]), x])
+        z = g.node("Add", [x, g.node("Mul", [cube, g.const("c", 0.044715)])])
+        return g.node("Mul", [x, g.node("Sigmoid", [g.node("Mul", [z, g.const("k", 2 * (2 / np.pi) ** 0.5)])])])
     # 0.5 * x * (1 + erf(x / sqrt(2))), as PyTorch's GELU(approximate='none')
     erf = g.node("Erf", [g.node("Mul", [x, g.const("inv_sqrt2", 0.70710678118654752440)])])
     half_x = g.node("Mul", [x, g.const("half", 0.5)])
     return g.node("Mul", [half_x, g.node("Add", [erf, g.const("one", 1.0)])])
+
+
+# The activations below are composed from Exp, Log, Tanh, Sigmoid, Max/Min and Where with constants in the
+# model's dtype, as their torch definitions: ONNX's own Elu, Selu, Softplus, ... take float32 attributes
+# and ONNX Runtime has no float64 kernels for several of them.
+def _where_positive(g: _Builder, x: str, negative: str) -> str:
+    """x where x > 0, else the tensor negative."""
+    return g.node("Where", [g.node("Greater", [x, g.const("zero", 0.0)]), x, negative])
+
+
+def _expm1_negative(g: _Builder, x: str, scale: float = 1.0) -> str:
+    """exp(min(x, 0) / scale) - 1 (the min keeps the unused branch of Where finite)."""
+    v = g.node("Min", [x, g.const("zero", 0.0)])
+    v = g.node("Mul", [v, g.const("inv_scale", 1 / scale)]) if scale != 1.0 else v
+    return g.node("Sub", [g.node("Exp", [v]), g.const("one", 1.0)])
+
+
+def _elu(g: _Builder, alpha: float, x: str, scale: float = 1.0) -> str:
+    """x if x > 0 else alpha (exp(x / scale) - 1) (ELU: scale 1; CELU: scale alpha)."""
+    return _where_positive(g, x, g.node("Mul", [_expm1_negative(g, x, scale), g.const("alpha", alpha)]))
+
+
+def _softplus_of(g: _Builder, z: str) -> str:
+    """log(1 + e^z) = max(z, 0) + log(1 + e^-|z|), which never overflows."""
+    tail = g.node("Log", [g.node("Add", [g.const("one", 1.0), g.node("Exp", [g.node("Neg", [g.node("Abs", [z])])])])])
+    return g.node("Add", [g.node("Max", [z, g.const("zero", 0.0)]), tail])
+
+
+def _softplus(g: _Builder, layer: Any, x: str) -> str:
+    z = g.node("Mul", [x, g.const("beta", layer.beta)])
+    y = g.node("Mul", [_softplus_of(g, z), g.const("inv_beta", 1 / layer.beta)])
+    return g.node("Where", [g.node("Greater", [z, g.const("threshold", layer.threshold)]), x, y])
+
+
+def _clamp(g: _Builder, x: str, lo: float, hi: float) -> str:
+    return g.node("Min", [g.node("Max", [x, g.const("min_val", lo)]), g.const("max_val", hi)])
+
+
+def _hardsigmoid(g: _Builder, x: str) -> str:  # relu6(x + 3) / 6
+    return g.node("Div", [_clamp(g, g.node("Add", [x, g.const("three", 3.0)]), 0.0, 6.0), g.const("six", 6.0)])
+
+
+_SELU_ALPHA, _SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
 
 
 def _mean(g: _Builder, x: str, axis: int) -> str:
@@ -152,6 +199,22 @@ _LAYERS: dict[str, Callable[[_Builder, Any, str], str]] = {
     "layer_norm": _layer_norm,
     "rms_norm": _rms_norm,
     "residual": _residual,
+    "elu": lambda g, layer, x: _elu(g, layer.alpha, x),
+    "celu": lambda g, layer, x: _elu(g, layer.alpha, x, layer.alpha),
+    "selu": lambda g, layer, x: g.node("Mul", [_elu(g, _SELU_ALPHA, x), g.const("scale", _SELU_SCALE)]),
+    "silu": lambda g, layer, x: g.node("Mul", [x, g.node("Sigmoid", [x])]),
+    "mish": lambda g, layer, x: g.node("Mul", [x, g.node("Tanh", [_softplus_of(g, x)])]),
+    "softplus": _softplus,
+    "softsign": lambda g, layer, x: g.node("Div", [x, g.node("Add", [g.node("Abs", [x]), g.const("one", 1.0)])]),
+    "hardtanh": lambda g, layer, x: _clamp(g, x, layer.min_val, layer.max_val),
+    "relu6": lambda g, layer, x: _clamp(g, x, 0.0, 6.0),
+    "hardsigmoid": lambda g, layer, x: _hardsigmoid(g, x),
+    "hardswish": lambda g, layer, x: g.node("Mul", [x, _hardsigmoid(g, x)]),
+    "logsigmoid": lambda g, layer, x: g.node("Neg", [_softplus_of(g, g.node("Neg", [x]))]),
+    "log_softmax": lambda g, layer, x: g.node("LogSoftmax", [x], axis=-1),
+    "prelu": lambda g, layer, x: _where_positive(g, x, g.node("Mul", [x, g.const("weight", layer.weight.data)])),
+    "alpha_dropout": lambda g, layer, x: x,  # identity in eval mode
+    "flatten": lambda g, layer, x: x,  # the identity on (batch, features)
 }
 
 
