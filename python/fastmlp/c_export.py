@@ -70,13 +70,51 @@ def _linear(c: _C, i: Any, layer: Any, n: int) -> tuple[str, int]:
     return code, m
 
 
-def _map(expr: Callable[[_C, Any], str], pre: Callable[[_C], str] = lambda c: "") \
+def _map(expr: Callable[[_C, Any], str], pre: Callable[[_C, Any], str] = lambda c, layer: "") \
         -> Callable[[_C, Any, Any, int], tuple[str, int]]:
     """An element-wise layer: a[j] = expr(c, layer), a C expression of v = a[j],
-    after the C statements pre(c)."""
+    after the C statements pre(c, layer)."""
     def emit(c: _C, i: Any, layer: Any, n: int) -> tuple[str, int]:
-        return f"for (j = 0; j < {n}; ++j) {{ const {c.real} v = a[j]; {pre(c)}a[j] = {expr(c, layer)}; }}", n
+        return f"for (j = 0; j < {n}; ++j) {{ const {c.real} v = a[j]; {pre(c, layer)}a[j] = {expr(c, layer)}; }}", n
     return emit
+
+
+def _sigmoid(c: _C, z: str) -> str:
+    """1 / (1 + e^-z) as a C expression that never overflows."""
+    e = f"{c.fn('exp')}(-{c.fn('fabs')}({z}))"
+    return f"({z} >= 0 ? {c.lit(1)} / ({c.lit(1)} + {e}) : {e} / ({c.lit(1)} + {e}))"
+
+
+def _softplus(c: _C, z: str) -> str:
+    """log(1 + e^z) = max(z, 0) + log1p(e^-|z|) as a C expression that never overflows."""
+    return f"({c.fn('fmax')}({z}, {c.lit(0)}) + {c.fn('log1p')}({c.fn('exp')}(-{c.fn('fabs')}({z}))))"
+
+
+def _clamp(c: _C, v: str, lo: float, hi: float) -> str:
+    return f"({v} < {c.lit(lo)} ? {c.lit(lo)} : {v} > {c.lit(hi)} ? {c.lit(hi)} : {v})"
+
+
+def _prelu(c: _C, i: Any, layer: Any, n: int) -> tuple[str, int]:
+    w = c.array(f"w{i}", layer.weight.data)
+    return f"for (j = 0; j < {n}; ++j) if (a[j] <= 0) a[j] *= {w}[{'j' if layer.weight.data.size > 1 else 0}];", n
+
+
+def _log_softmax(c: _C, i: Any, layer: Any, n: int) -> tuple[str, int]:
+    return (f"{{ {c.real} mx = a[0], s = {c.lit(0)};\n"
+            f"for (j = 1; j < {n}; ++j) if (a[j] > mx) mx = a[j];\n"
+            f"for (j = 0; j < {n}; ++j) s += {c.fn('exp')}(a[j] - mx);\n"
+            f"s = mx + {c.fn('log')}(s);\n"
+            f"for (j = 0; j < {n}; ++j) a[j] -= s; }}"), n
+
+
+def _gelu(c: _C, approximate: str) -> str:
+    if approximate == "tanh":  # x sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)), as the engine
+        z = f"({c.lit(2 * (2 / np.pi) ** 0.5)} * (v + {c.lit(0.044715)} * v * v * v))"
+        return f"v * {_sigmoid(c, z)}"
+    return f"{c.lit(0.5)} * v * ({c.lit(1)} + {c.fn('erf')}(v * {c.lit(2 ** -0.5)}))"
+
+
+_SELU_ALPHA, _SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
 
 
 def _softmax(c: _C, i: Any, layer: Any, n: int) -> tuple[str, int]:
@@ -149,9 +187,9 @@ _LAYERS: dict[str, Callable[[_C, Any, Any, int], tuple[str, int]]] = {
     "relu": _map(lambda c, layer: f"v > 0 ? v : {c.lit(0)}"),
     "leaky_relu": _map(lambda c, layer: f"v > 0 ? v : {c.lit(layer.negative_slope)} * v"),
     "sigmoid": _map(lambda c, layer: f"v >= 0 ? {c.lit(1)} / ({c.lit(1)} + e) : e / ({c.lit(1)} + e)",
-                    pre=lambda c: f"const {c.real} e = {c.fn('exp')}(-{c.fn('fabs')}(v)); "),  # never overflows
+                    pre=lambda c, layer: f"const {c.real} e = {c.fn('exp')}(-{c.fn('fabs')}(v)); "),  # never overflows
     "tanh": _map(lambda c, layer: f"{c.fn('tanh')}(v)"),
-    "gelu": _map(lambda c, layer: f"{c.lit(0.5)} * v * ({c.lit(1)} + {c.fn('erf')}(v * {c.lit(2 ** -0.5)}))"),
+    "gelu": _map(lambda c, layer: _gelu(c, getattr(layer, "approximate", "none"))),
     "softmax": _softmax,
     "identity": _identity,
     "dropout": _identity,  # identity in eval mode
@@ -159,6 +197,23 @@ _LAYERS: dict[str, Callable[[_C, Any, Any, int], tuple[str, int]]] = {
     "layer_norm": _layer_norm,
     "rms_norm": _rms_norm,
     "residual": _residual,
+    "elu": _map(lambda c, layer: f"v > 0 ? v : {c.lit(layer.alpha)} * {c.fn('expm1')}(v)"),
+    "celu": _map(lambda c, layer: f"v > 0 ? v : {c.lit(layer.alpha)} * {c.fn('expm1')}(v / {c.lit(layer.alpha)})"),
+    "selu": _map(lambda c, layer: f"{c.lit(_SELU_SCALE)} * (v > 0 ? v : {c.lit(_SELU_ALPHA)} * {c.fn('expm1')}(v))"),
+    "silu": _map(lambda c, layer: f"v * {_sigmoid(c, 'v')}"),
+    "mish": _map(lambda c, layer: f"v * {c.fn('tanh')}({_softplus(c, 'v')})"),
+    "softplus": _map(lambda c, layer: f"z > {c.lit(layer.threshold)} ? v : {_softplus(c, 'z')} / {c.lit(layer.beta)}",
+                     pre=lambda c, layer: f"const {c.real} z = {c.lit(layer.beta)} * v; "),
+    "softsign": _map(lambda c, layer: f"v / ({c.lit(1)} + {c.fn('fabs')}(v))"),
+    "hardtanh": _map(lambda c, layer: _clamp(c, "v", layer.min_val, layer.max_val)),
+    "relu6": _map(lambda c, layer: _clamp(c, "v", 0.0, 6.0)),
+    "hardsigmoid": _map(lambda c, layer: f"{_clamp(c, f'(v + {c.lit(3)})', 0.0, 6.0)} / {c.lit(6)}"),
+    "hardswish": _map(lambda c, layer: f"v * {_clamp(c, f'(v + {c.lit(3)})', 0.0, 6.0)} / {c.lit(6)}"),
+    "logsigmoid": _map(lambda c, layer: f"-{_softplus(c, '(-v)')}"),
+    "log_softmax": _log_softmax,
+    "prelu": _prelu,
+    "alpha_dropout": _identity,  # identity in eval mode
+    "flatten": _identity,  # the identity on (batch, features)
 }
 
 
