@@ -217,6 +217,38 @@ def test_residual_networks(opset, dtype):
     np.testing.assert_allclose(run_onnx(fm.Sequential(fm.Residual(), dtype=dtype).to_onnx(), x), 2 * x)
 
 
+# the activations of issue 10 (their classes may not be in this build yet): (class name, arguments)
+MODERN = [("ELU", (0.7,)), ("CELU", (1.3,)), ("SELU", ()), ("SiLU", ()), ("Mish", ()), ("Softplus", (2.0, 5.0)),
+          ("Softsign", ()), ("Hardtanh", (-0.5, 2.0)), ("ReLU6", ()), ("Hardswish", ()), ("Hardsigmoid", ()),
+          ("PReLU", ()), ("PReLU", (9,)), ("LogSoftmax", ()), ("LogSigmoid", ()), ("GELU", ("tanh",)),
+          ("AlphaDropout", (0.3,)), ("Flatten", ())]
+MODERN_IDS = [f"{name}{''.join(map(str, args))}" for name, args in MODERN]
+
+
+def modern(name, args):
+    if not hasattr(fm, "SiLU"):  # GELU exists without approximate='tanh' before them
+        pytest.skip(f"fm.{name}{args} is not in this build (the modern activations are not merged yet)")
+    return getattr(fm, name)(*args)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name, args", MODERN, ids=MODERN_IDS)
+def test_modern_activations(name, args, dtype):
+    model = trained(fm.Sequential(fm.Linear(7, 9), modern(name, args), fm.Linear(9, 5), seed=6, dtype=dtype))
+    proto = model.to_onnx()
+    for n in (0, 1, 5, 256):
+        x = inputs(n, 7, dtype) * 3
+        want = model.predict(x)
+        np.testing.assert_allclose(run_onnx(proto, x), want, rtol=TOL[dtype]["rtol"],
+                                   atol=TOL[dtype]["rtol"] * np.abs(want).max(initial=1.0))
+    # alone, at +-1000 and near 0: no overflow, the same values
+    alone = fm.Sequential(modern(name, args), seed=6, dtype=dtype)
+    x = np.array([[1000.0, -1000.0, 0.0, 1e-9, -1e-9, 30.0, -30.0, 2.5, -2.5]] * 2, dtype=dtype)
+    got, want = run_onnx(alone.to_onnx(), x), alone.predict(x)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, want, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["rtol"] * np.abs(want).max())
+
+
 def test_digits_model():
     ds = load_digits()
     X = ((ds.X - ds.X.mean(0)) / (ds.X.std(0) + 1e-9)).astype(np.float32)
