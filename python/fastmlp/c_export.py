@@ -9,8 +9,8 @@ The file defines, for ``prefix`` P:
 The weights are static arrays printed to round-trip exactly (float32 ``%.9g``,
 float64 ``%.17g``); a float64 model computes in double between the float
 input and output. No allocation: rows are processed one at a time through two
-scratch rows of the widest layer (and one row per residual block for its input), on the stack (static when they exceed 64 KiB,
-which makes P_predict not reentrant). Only ``<math.h>`` is used. Each layer kind
+scratch rows of the widest layer (and one row per residual block for its input),
+on the stack (static when they exceed 64 KiB, which makes P_predict not reentrant). Only ``<math.h>`` is used. Each layer kind
 is one entry of ``_LAYERS``: a function returning the C statements of the layer.
 """
 from __future__ import annotations
@@ -181,7 +181,8 @@ def _residual(c: _C, i: Any, layer: Any, n: int) -> tuple[str, int]:
                       f"for (j = 0; j < {n}; ++j) a[j] += {skip}[j];"]), n
 
 
-# kind -> f(context, layer name (its index path), layer, input width) -> (C statements on the row a (width), output width)
+# kind -> f(context, layer name (its index path), layer, input width)
+#      -> (C statements on the row a (width), output width)
 _LAYERS: dict[str, Callable[[_C, Any, Any, int], tuple[str, int]]] = {
     "linear": _linear,
     "relu": _map(lambda c, layer: f"v > 0 ? v : {c.lit(0)}"),
@@ -250,8 +251,8 @@ def _source(model: Any, prefix: str, scale_in: tuple | None, scale_out: tuple | 
     if n_in is None:
         raise ValueError("the C export needs a fixed input width: the model has no Linear layer")
     c.widest = n_in
-    body, n_out = _steps(c, model, n_in)
-    steps = [_scale(c, "input", scale_in, False), *body, _scale(c, "output", scale_out, True)]
+    layers, n_out = _steps(c, model, n_in)
+    steps = [_scale(c, "input", scale_in, False), *layers, _scale(c, "output", scale_out, True)]
     widest = c.widest
     rows = [f"buf0[{widest}]", f"buf1[{widest}]"] + [f"skip{k}[{w}]" for k, w in enumerate(c.skips)]
     storage = "static " if (2 * widest + sum(c.skips)) * np.dtype(model.dtype).itemsize > _STACK_LIMIT else ""
