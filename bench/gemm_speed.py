@@ -3,10 +3,15 @@ layer shapes of bench/train_speed.py, and predict of the seed model.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/gemm_speed.py [--repeats 7]
 
-Times are the best of --repeats runs; both sides include the bias add."""
+Both sides include the bias add and are timed in alternation (one call of each per
+repeat), so that outside load hits them alike; each is the best of --repeats. At one
+thread the time is the calling thread's CPU time (time.thread_time), which a busy
+machine disturbs less than wall time; at two threads it is wall time. The load
+average is printed first: compare ratios of runs made at the same load."""
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -21,20 +26,28 @@ CASES = [(np.float32, SEED, [1, 32, 256, 60000]), (np.float32, LARGE, [1, 32, 25
          (np.float64, SEED, [1, 32, 256, 60000])]
 
 
-def best(fn, repeats: int) -> float:
-    fn()
-    ts = []
+def best(fn, repeats: int, clock=time.perf_counter) -> float:
+    return best_pair(fn, fn, repeats, clock)[0]
+
+
+def best_pair(f, g, repeats: int, clock=time.perf_counter) -> tuple[float, float]:
+    """The best times of f and of g over `repeats` alternating calls (after one warm-up call each)."""
+    f(), g()
+    tf, tg = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return min(ts)
+        for fn, ts in ((f, tf), (g, tg)):
+            t = clock()
+            fn()
+            ts.append(clock() - t)
+    return min(tf), min(tg)
 
 
 def products(rng: np.random.Generator, repeats: int) -> None:
     blas = [(i.get("internal_api"), i.get("architecture")) for i in threadpool_info() if "scipy_openblas.so" in i["filepath"]]
     isa = next(i for i in ("avx512", "avx2", "reference") if _core.gemm_isa_available(i))
     print(f"fastmlp kernel: {isa}; fastmlp's OpenBLAS core: {_core.blas_core_name()} (threadpoolctl: {blas})")
+    print("load average (1, 5, 15 min): " + ", ".join(f"{a:.1f}" for a in os.getloadavg()))
+    print("times: thread CPU time at 1 thread, wall time at 2")
     print(f"{'dtype':8} {'batch':>6} {'in':>5} {'out':>5} {'thr':>3} {'fastmlp us':>11} {'OpenBLAS us':>11} {'OB/fm':>6}")
     for dtype, shapes, batches in CASES:
         f = _core.dense_forward32 if dtype == np.float32 else _core.dense_forward64
@@ -45,8 +58,9 @@ def products(rng: np.random.Generator, repeats: int) -> None:
                 b = rng.normal(size=n_out).astype(dtype)
                 reps = repeats if batch < 60000 else max(2, repeats // 3)
                 for threads in (1, 2):
-                    ours = best(lambda: f(x, w, b, "auto", threads), reps)
-                    theirs = best(lambda: f(x, w, b, "openblas", threads), reps)
+                    clock = time.thread_time if threads == 1 else time.perf_counter
+                    ours, theirs = best_pair(lambda: f(x, w, b, "auto", threads),
+                                             lambda: f(x, w, b, "openblas", threads), reps, clock)
                     print(f"{np.dtype(dtype).name:8} {batch:6} {n_in:5} {n_out:5} {threads:3} {ours * 1e6:11.1f} "
                           f"{theirs * 1e6:11.1f} {theirs / ours:6.2f}", flush=True)
 

@@ -125,10 +125,9 @@ struct Avx512Double {
   static constexpr int MR = 4, NR = 4, NR1 = 8;  // 16 or 8 accumulators
   template <int M, int N>
   AVX512 static void block(const double* const* xr, const double* const* wr, idx in, double* res) {
-    static_assert(M * N % 8 == 0, "tree8 sums 8 accumulators");
-    constexpr int A = M * N;
-    __m512d acc[A];
-    for (int s = 0; s < A; ++s) acc[s] = _mm512_setzero_pd();
+    constexpr int A = M * N, G = (A + 7) / 8 * 8;  // accumulators, rounded up to tree8's groups
+    __m512d acc[G];
+    for (int s = 0; s < G; ++s) acc[s] = _mm512_setzero_pd();
     idx k = 0;
     for (; k + 8 <= in; k += 8) {
       __m512d xv[M];
@@ -153,7 +152,10 @@ struct Avx512Double {
     alignas(64) double t[8];
     for (int g = 0; g < A; g += 8) {
       _mm512_store_pd(t, tree8(acc + g));
-      for (int p = 0; p < 8; ++p) res[g + 4 * (p % 2) + p / 2] = t[p];
+      for (int p = 0; p < 8; ++p) {
+        const int s = g + 4 * (p % 2) + p / 2;
+        if (s < A) res[s] = t[p];
+      }
     }
   }
 };
@@ -256,6 +258,17 @@ struct Driver {
     }
   }
 
+  // rows [r, r1) (fewer than M + 1 of them) for the w rows [jp, je)
+  template <int M>
+  static void rest(const T* x, const T* w, const T* b, T* y, idx r, idx r1, idx jp, idx je, idx in, idx out) {
+    if constexpr (M <= 1) {
+      if (r < r1) blocks<1, K::NR1>(x, w, b, y, r, jp, je, in, out);
+    } else {
+      if (r1 - r == M) return blocks<M, K::NR>(x, w, b, y, r, jp, je, in, out);
+      rest<M - 1>(x, w, b, y, r, r1, jp, je, in, out);
+    }
+  }
+
   static void rows(const T* x, const T* w, const T* b, T* y, idx r0, idx r1, idx in, idx out) {
     // a panel of w rows that stays in L2 while every row block of x (in L1) meets it
     constexpr idx kPanelBytes = 256 * 1024;
@@ -265,7 +278,8 @@ struct Driver {
       const idx je = std::min(out, jp + nc);
       idx r = r0;
       for (; r + K::MR <= r1; r += K::MR) blocks<K::MR, K::NR>(x, w, b, y, r, jp, je, in, out);
-      for (; r < r1; ++r) blocks<1, K::NR1>(x, w, b, y, r, jp, je, in, out);
+      // the last r1 - r < MR rows together, so that each w row loaded serves all of them
+      rest<K::MR - 1>(x, w, b, y, r, r1, jp, je, in, out);
     }
   }
 };

@@ -51,6 +51,8 @@ struct LayerIO {
   T* buf = nullptr;           // its buffers, in TensorDecl order (null: none)
   T* scratch = nullptr;       // scratch_size(B, in) elements, kept from forward to backward
   std::uint8_t* bytes = nullptr;  // byte_scratch(B, in) bytes, kept from forward to backward
+  std::uint16_t* half = nullptr;  // products in bfloat16 (gemm_bf16.h): bf16_scratch(B, in) elements,
+                                  // kept from forward to backward; null: products in T
   const T* skip = nullptr;    // residual_end: the input of its block
   T* skip_grad = nullptr;     // residual pair: (B, out) gradient of the skip connection
   bool train = false;         // training mode (dropout active, batch statistics)
@@ -96,6 +98,8 @@ class Layer {
   // Per-batch scratch kept from forward to backward.
   virtual idx scratch_size(idx /*B*/, idx /*in*/) const { return 0; }
   virtual idx byte_scratch(idx /*B*/, idx /*in*/) const { return 0; }
+  // Per-batch bfloat16 scratch when the products are in bfloat16 (LayerIO::half).
+  virtual idx bf16_scratch(idx /*B*/, idx /*in*/) const { return 0; }
   // +1: opens a residual block, -1: closes one.
   virtual int nesting() const { return 0; }
   // Linear: an element-wise next layer may finish its product (forward_product

@@ -104,13 +104,14 @@ bool Model<T>::rows_independent(bool train) const {
 }
 
 template <class T>
-typename Model<T>::Needs Model<T>::needs(idx i, idx B, const std::vector<idx>& width) const {
+typename Model<T>::Needs Model<T>::needs(idx i, idx B, const std::vector<idx>& width, bool bf16) const {
   const Layer<T>& l = *layers_[i];
   Needs n;
   const bool own = !(i > 0 && in_place(i - 1)) && !l.identity(true);
   if (own) n.act = checked_mul(B, width[i + 1]);
   n.scratch = l.scratch_size(B, width[i]);
   n.bytes = l.byte_scratch(B, width[i]);
+  if (bf16) n.half = l.bf16_scratch(B, width[i]);
   if (l.nesting() < 0) n.skip = checked_mul(B, width[i + 1]);
   return n;
 }
@@ -123,9 +124,9 @@ bool Model<T>::fits(const Workspace<T>& ws, idx B, idx in) const {
   for (idx w : ws.width) wmax = std::max(wmax, w);
   if (ws.grad_a.size() < checked_mul(B, wmax) || ws.grad_b.size() < B * wmax) return false;
   for (idx i = 0; i < n_layers(); ++i) {
-    const Needs n = needs(i, B, ws.width);
+    const Needs n = needs(i, B, ws.width, ws.bf16);
     if (ws.act[i].size() < n.act || ws.scratch[i].size() < n.scratch || ws.bytes[i].size() < n.bytes ||
-        ws.skip_grad[i].size() < n.skip)
+        ws.skip_grad[i].size() < n.skip || ws.half[i].size() < n.half)
       return false;
   }
   return true;
@@ -145,9 +146,10 @@ void Model<T>::ensure_workspace(Workspace<T>& ws, idx B, idx in) const {
   }
   idx wmax = in;
   for (idx w : width) wmax = std::max(wmax, w);
-  std::vector<idx> need_act(L, 0), need_scratch(L, 0), need_bytes(L, 0), need_skip(L, 0);
+  std::vector<idx> need_act(L, 0), need_scratch(L, 0), need_bytes(L, 0), need_skip(L, 0), need_half(L, 0);
   for (idx i = 0; i < L; ++i) {
-    const Needs n = needs(i, B, width);
+    const Needs n = needs(i, B, width, ws.bf16);
+    need_half[i] = n.half;
     need_act[i] = n.act;
     need_scratch[i] = n.scratch;
     need_bytes[i] = n.bytes;
@@ -166,6 +168,9 @@ void Model<T>::ensure_workspace(Workspace<T>& ws, idx B, idx in) const {
   std::vector<Buffer<std::uint8_t>> bytes(L);
   for (idx i = 0; i < L; ++i)
     if (i >= static_cast<idx>(ws.bytes.size()) || ws.bytes[i].size() < need_bytes[i]) bytes[i].resize(need_bytes[i]);
+  std::vector<Buffer<std::uint16_t>> half(L);
+  for (idx i = 0; i < L; ++i)
+    if (i >= static_cast<idx>(ws.half.size()) || ws.half[i].size() < need_half[i]) half[i].resize(need_half[i]);
   Buffer<T> ga, gb, dout;
   if (ws.grad_a.size() < big) ga.resize(big);
   if (ws.grad_b.size() < big) gb.resize(big);
@@ -182,10 +187,12 @@ void Model<T>::ensure_workspace(Workspace<T>& ws, idx B, idx in) const {
   ws.scratch.reserve(L);
   ws.skip_grad.reserve(L);
   ws.bytes.reserve(L);
+  ws.half.reserve(L);
   commit(ws.act, act, L);
   commit(ws.scratch, scr, L);
   commit(ws.skip_grad, skip, L);
   commit(ws.bytes, bytes, L);
+  commit(ws.half, half, L);
   if (ga.size()) ws.grad_a = std::move(ga);
   if (gb.size()) ws.grad_b = std::move(gb);
   if (dout.size()) ws.dout = std::move(dout);
@@ -210,6 +217,7 @@ LayerIO<T> Model<T>::io(const Workspace<T>& ws, idx i, idx B, T* gbuf) const {
   if (buffer_offset_[i] >= 0) r.buf = const_cast<T*>(buffers_.data()) + buffer_offset_[i];
   r.scratch = const_cast<T*>(ws.scratch[i].data());
   r.bytes = const_cast<std::uint8_t*>(ws.bytes[i].data());
+  if (ws.bf16) r.half = const_cast<std::uint16_t*>(ws.half[i].data());
   if (partner_[i] >= 0) {
     const idx end = std::max(i, partner_[i]);
     r.skip = ws.out[std::min(i, partner_[i])];

@@ -39,6 +39,10 @@ struct Workspace {
                                             // an identity or writes in place into its Linear's output
   std::vector<Buffer<T>> scratch;           // per layer, kept from forward to backward
   std::vector<Buffer<std::uint8_t>> bytes;  // per layer (dropout masks)
+  std::vector<Buffer<std::uint16_t>> half;  // per layer, bfloat16 operands (when bf16)
+  // products of the passes on this workspace in bfloat16 (float32 models; set before a forward, and
+  // kept until its backward): torch.autocast(dtype=torch.bfloat16)'s matmuls
+  bool bf16 = false;
   std::vector<Buffer<T>> skip_grad;         // per residual_end: (rows, width) gradient of the skip
   Buffer<T> grad_a, grad_b, input_copy, dout;
   // the last forward: its rows; -1 none yet, -2 it failed (its buffers may have been reallocated)
@@ -115,8 +119,8 @@ class Model {
 
  private:
   void check_input(idx in) const;  // value_error unless the model takes `in` features
-  struct Needs { idx act = 0, scratch = 0, bytes = 0, skip = 0; };  // elements layer i needs for B rows
-  Needs needs(idx i, idx B, const std::vector<idx>& width) const;
+  struct Needs { idx act = 0, scratch = 0, bytes = 0, skip = 0, half = 0; };  // elements layer i needs for B rows
+  Needs needs(idx i, idx B, const std::vector<idx>& width, bool bf16) const;
   bool fits(const Workspace<T>& ws, idx B, idx in) const;
   void ensure_workspace(Workspace<T>& ws, idx B, idx in) const;
   LayerIO<T> io(const Workspace<T>& ws, idx i, idx B, T* gbuf) const;

@@ -142,6 +142,7 @@ struct BatchJob {
     LossSpec<T> sp = spec;
     if (wb) sp.sample_weight = wb + h.r0;
     const std::int64_t* l = lb ? lb + h.r0 : nullptr;
+    h.ws.bf16 = m->workspace().bf16;  // fit's passes take the products' precision of the model's own
     const T* out = m->forward(h.ws, x, rows, in, true, false);
     h.value = loss_forward(sp, out, rows, C, l, t, h.ws.dout.data());
     h.scored = 0;
@@ -383,9 +384,10 @@ double train_step(Model<T>& m, const T* x, idx B, idx in, const LossSpec<T>& los
 }
 
 template <class T>
-void predict(Model<T>& m, const T* X, idx N, idx in, T* out, idx chunk) {
+void predict(Model<T>& m, const T* X, idx N, idx in, T* out, idx chunk, bool bf16) {
   if (chunk <= 0) throw value_error("batch_size must be positive");
   Workspace<T> ws;
+  ws.bf16 = bf16;
   const idx C = m.out_features(in);
   for (idx start = 0; start < N; start += chunk) {
     const idx b = std::min(chunk, N - start);
@@ -407,7 +409,7 @@ template double train_step<double>(Model<double>&, const double*, idx, idx, cons
                                    const std::int64_t*, const double*, Optimizer<double>&, Snapshot<double>&);
 template struct Snapshot<float>;
 template struct Snapshot<double>;
-template void predict<float>(Model<float>&, const float*, idx, idx, float*, idx);
-template void predict<double>(Model<double>&, const double*, idx, idx, double*, idx);
+template void predict<float>(Model<float>&, const float*, idx, idx, float*, idx, bool);
+template void predict<double>(Model<double>&, const double*, idx, idx, double*, idx, bool);
 
 }  // namespace fastmlp

@@ -130,7 +130,8 @@ double train_step(Model<T>& m, const T* x, idx B, idx in, const LossSpec<T>& los
 
 // Eval-mode forward of X (N, in) into out (N, out) in chunks of `chunk`
 // rows, on a workspace of its own (safe to run concurrently).
+// bf16: the products in bfloat16 (Workspace::bf16).
 template <class T>
-void predict(Model<T>& m, const T* X, idx N, idx in, T* out, idx chunk);
+void predict(Model<T>& m, const T* X, idx N, idx in, T* out, idx chunk, bool bf16 = false);
 
 }  // namespace fastmlp

@@ -16,12 +16,14 @@
 #include "blas.h"
 #include "activations.h"
 #include "gemm.h"
+#include "gemm_bf16.h"
 #include "init.h"
 #include "losses.h"
 #include "model.h"
 #include "optimizers.h"
 #include "schedules.h"
 #include "trainer.h"
+#include "vmath.h"
 #include <chrono>
 
 namespace py = pybind11;
@@ -43,6 +45,11 @@ T* array_data(py::array& a, const char* what, bool writable) {
   if (writable && !a.writeable()) throw value_error(std::string(what) + " is read-only");
   // inputs are only read, so read-only arrays are fine
   return writable ? static_cast<T*>(a.mutable_data()) : const_cast<T*>(static_cast<const T*>(a.data()));
+}
+// bfloat16 products (cpp/gemm_bf16.h) take float32 models only.
+template <class T>
+void check_bf16(bool bf16) {
+  if (bf16 && sizeof(T) != 4) throw value_error("precision='bfloat16' needs a float32 model (this one is float64)");
 }
 const std::int64_t* label_data(py::array& a) {
   if (!a.dtype().is(py::dtype::of<std::int64_t>())) throw type_error("labels must be an int64 array");
@@ -427,20 +434,22 @@ void bind_dtype(py::module_& m, const char* suffix) {
           out.append(py::make_tuple(sl.layer, sl.name, view_of<T>(s.m.buffers() + sl.offset, shape_of(sl), self)));
         return out;
       })
-      .def("forward", [](PM& s, py::array x) {
+      .def("forward", [](PM& s, py::array x, bool bf16) {
         auto [B, in] = rows_cols(x, "input");
         const T* xd = array_data<T>(x, "input", false);
         const idx out = s.m.out_features(in);
+        check_bf16<T>(bf16);
         py::array_t<T> y({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(out)});
         T* yd = y.mutable_data();
         {
           py::gil_scoped_release nogil;
           GateHold hold(s.m.gate, true);
+          s.m.workspace().bf16 = bf16;
           const T* r = s.m.forward(xd, B, in, true);
           std::copy(r, r + B * out, yd);
         }
         return y;
-      })
+      }, py::arg("x"), py::arg("bf16") = false)
       .def("backward", [](PM& s, py::array dy, bool want_dx) -> py::object {
         auto [B, C] = rows_cols(dy, "gradient");
         const T* dyd = array_data<T>(dy, "gradient", false);
@@ -468,11 +477,13 @@ void bind_dtype(py::module_& m, const char* suffix) {
       // One epoch of mini-batch training; progress(batches, samples, loss) is called
       // at most every 0.1 s with the GIL held, and Ctrl-C stops at a batch boundary.
       // schedule: None, or (lr (batches, groups), momentum (batches, groups) or None, momentum is beta1)
+      // bf16: the products in bfloat16 (cpp/gemm_bf16.h).
       // comm (fastmlp.distributed): None, or (stats, reduce_stats, reduce_grads, rank, steps) with stats a
       // float64 array of Collective::kStats and the reductions callables taking no arguments.
       .def("train_epoch", [](PM& s, py::array x, py::array y, py::dict loss, PyOptimizer<T>& opt, idx batch,
                              bool shuffle, bool count_accuracy, py::object progress, int workers,
-                             py::object schedule, py::object comm) {
+                             py::object schedule, bool bf16, py::object comm) {
+        check_bf16<T>(bf16);
         if (workers < 1 || workers > 2) throw value_error("workers must be 1 or 2, got " + std::to_string(workers));
         BatchSchedule sched;
         py::array_t<double, py::array::c_style | py::array::forcecast> sched_lr, sched_mom;
@@ -560,6 +571,7 @@ void bind_dtype(py::module_& m, const char* suffix) {
         {
           py::gil_scoped_release nogil;
           GateHold hold(s.m.gate, true);
+          s.m.workspace().bf16 = bf16;
           st = train_epoch(s.m, d, spec, opt.opt, batch, shuffle, count_accuracy, s.fit_buffers, cb, workers,
                            schedule.is_none() ? nullptr : &sched, comm.is_none() ? nullptr : &coll);
         }
@@ -577,8 +589,9 @@ void bind_dtype(py::module_& m, const char* suffix) {
         return out;
       }, py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("opt"), py::arg("batch"), py::arg("shuffle"),
          py::arg("count_accuracy"), py::arg("progress"), py::arg("workers"), py::arg("schedule") = py::none(),
-         py::arg("comm") = py::none())
-      .def("predict", [](PM& s, py::array x, idx chunk) {
+         py::arg("bf16") = false, py::arg("comm") = py::none())
+      .def("predict", [](PM& s, py::array x, idx chunk, bool bf16) {
+        check_bf16<T>(bf16);
         auto [N, in] = rows_cols(x, "X");
         const T* xd = array_data<T>(x, "X", false);
         const idx want = s.m.in_features();
@@ -591,10 +604,10 @@ void bind_dtype(py::module_& m, const char* suffix) {
         {
           py::gil_scoped_release nogil;
           GateHold hold(s.m.gate, false);  // one set of weights for every chunk; other predicts run alongside
-          predict(s.m, xd, N, in, od, chunk);
+          predict(s.m, xd, N, in, od, chunk, bf16);
         }
         return out;
-      })
+      }, py::arg("x"), py::arg("chunk"), py::arg("bf16") = false)
       // with model._core.hold(exclusive): the model's gate for a block of Python code
       .def("hold", [](py::object self, bool exclusive) {
         return PyHold{{&self.cast<PM&>().m.gate}, exclusive, self};
@@ -602,7 +615,8 @@ void bind_dtype(py::module_& m, const char* suffix) {
       .def_property("epochs_done", [](PM& s) { return s.m.epochs_done; },
                     [](PM& s, std::uint64_t v) { s.m.epochs_done = v; })
       // forward + loss + backward over one batch, gradients overwritten; returns the loss
-      .def("loss_and_grad", [](PM& s, py::array x, py::array y, py::dict loss) {
+      .def("loss_and_grad", [](PM& s, py::array x, py::array y, py::dict loss, bool bf16) {
+        check_bf16<T>(bf16);
         auto [B, in] = rows_cols(x, "input");
         const T* xd = array_data<T>(x, "input", false);
         const idx C = s.m.out_features(in);
@@ -610,9 +624,11 @@ void bind_dtype(py::module_& m, const char* suffix) {
         const Target<T> t = target_of<T>(y, B, C);
         py::gil_scoped_release nogil;
         GateHold hold(s.m.gate, true);
+        s.m.workspace().bf16 = bf16;
         return s.m.loss_and_grad(xd, B, in, spec, t.labels, t.values, s.m.training);
-      })
-      .def("train_step", [](PM& s, py::array x, py::array y, py::dict loss, PyOptimizer<T>& opt) {
+      }, py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("bf16") = false)
+      .def("train_step", [](PM& s, py::array x, py::array y, py::dict loss, PyOptimizer<T>& opt, bool bf16) {
+        check_bf16<T>(bf16);
         auto [B, in] = rows_cols(x, "input");
         const T* xd = array_data<T>(x, "input", false);
         const idx C = s.m.out_features(in);
@@ -621,8 +637,9 @@ void bind_dtype(py::module_& m, const char* suffix) {
         if (!opt.has_grads()) throw value_error("train_step needs an optimizer over this model's parameters");
         py::gil_scoped_release nogil;
         GateHold hold(s.m.gate, true);
+        s.m.workspace().bf16 = bf16;
         return train_step(s.m, xd, B, in, spec, t.labels, t.values, opt.opt, s.step_snapshot);
-      });
+      }, py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("opt"), py::arg("bf16") = false);
 
   using PO = PyOptimizer<T>;
   py::class_<PO>(m, (std::string("Optimizer") + suffix).c_str())
@@ -712,6 +729,14 @@ void bind_dtype(py::module_& m, const char* suffix) {
     dense_forward<T>(xd, wd, bd, yd, B, in, out, threads, path);
     return y;
   });
+  // x[...] = f(x) for f a function of cpp/vmath.h, in place (tests/test_vmath.py checks them)
+  m.def((std::string("vmath") + suffix).c_str(), [](const std::string& f, py::array x) {
+    T* d = array_data<T>(x, "x", true);
+    T (*fn)(T) = f == "exp" ? &vexp<T> : f == "expm1" ? &vexpm1<T> : f == "tanh" ? &vtanh<T> : f == "log1p"
+                 ? &vlog1p<T> : f == "erf" ? static_cast<T (*)(T)>(&verf) : nullptr;
+    if (!fn) throw value_error("unknown vmath function '" + f + "'");
+    for (py::ssize_t i = 0; i < x.size(); ++i) d[i] = fn(d[i]);
+  });
   m.def((std::string("init_fill") + suffix).c_str(), [](py::array w, py::dict spec, idx fan_in, idx fan_out, std::uint64_t seed) {
     T* wd = array_data<T>(w, "tensor", true);
     InitSpec s = parse_init(spec);
@@ -762,4 +787,47 @@ PYBIND11_MODULE(_core, m) {
                                                                                    : isa == "reference";
   });
   m.def("blas_config", &blas_config);
+  // Test and benchmark hooks of cpp/gemm_bf16.h (float32 in and out).
+  m.def("bf16_isa_available", [](const std::string& isa) {
+    return isa == "avx512bf16" ? bf16_isa_available(Bf16Isa::Avx512Bf16) : isa == "emulation";
+  });
+  // x (rows, cols) -> its bfloat16 bits (rows, bf16_stride(cols)), or of its transpose (cols, bf16_stride(rows))
+  m.def("to_bf16", [](py::array x, bool transposed) {
+    auto [rows, cols] = rows_cols(x, "x");
+    const float* xd = array_data<float>(x, "x", false);
+    const idx n = transposed ? cols : rows, k = transposed ? rows : cols;
+    py::array_t<std::uint16_t> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(bf16_stride(k))});
+    bf16* od = out.mutable_data();
+    py::gil_scoped_release nogil;
+    if (transposed) convert_bf16_transposed(xd, od, rows, cols);
+    else convert_bf16(xd, od, rows, cols);
+    return out;
+  });
+  // y = bf16(x) bf16(w)^T (+ b) on a chosen path ("auto", "avx512bf16", "emulation")
+  m.def("gemm_bf16", [](py::array x, py::array w, py::object b, const std::string& isa, int threads) {
+    auto [B, in] = rows_cols(x, "x");
+    auto [out, win] = rows_cols(w, "w");
+    if (win != in) throw value_error("w has " + std::to_string(win) + " columns, x " + std::to_string(in));
+    const float* xd = array_data<float>(x, "x", false);
+    const float* wd = array_data<float>(w, "w", false);
+    const float* bd = nullptr;
+    py::array ba;
+    if (!b.is_none()) {
+      ba = b.cast<py::array>();
+      if (ba.ndim() != 1 || ba.shape(0) != out) throw value_error("b must have shape (" + std::to_string(out) + ",)");
+      bd = array_data<float>(ba, "b", false);
+    }
+    const Bf16Isa path = isa == "auto" ? Bf16Isa::Auto : isa == "avx512bf16" ? Bf16Isa::Avx512Bf16
+                         : isa == "emulation" ? Bf16Isa::Emulation
+                         : throw value_error("isa must be 'auto', 'avx512bf16' or 'emulation', got '" + isa + "'");
+    if (!bf16_isa_available(path)) throw value_error("this CPU cannot run the '" + isa + "' kernel");
+    py::array_t<float> y({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(out)});
+    float* yd = y.mutable_data();
+    py::gil_scoped_release nogil;
+    std::vector<bf16> xb(static_cast<std::size_t>(B * bf16_stride(in))), wb(static_cast<std::size_t>(out * bf16_stride(in)));
+    convert_bf16(xd, xb.data(), B, in);
+    convert_bf16(wd, wb.data(), out, in);
+    gemm_bf16(xb.data(), wb.data(), bd, yd, B, out, in, false, threads, path);
+    return y;
+  });
 }

@@ -76,6 +76,23 @@ def test_fast_kernels_equal_reference_bit_for_bit(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_every_count_of_leftover_rows_equals_reference(dtype):
+    """Batches that leave 1 .. MR-1 rows after the full row blocks (every MR up to 8):
+    those rows go through smaller blocks together and must still give the reference's
+    bits, and each row the bits it has alone."""
+    rng = np.random.default_rng(7)
+    for B in range(1, 18):
+        for n_in, n_out in ((1, 5), (15, 4), (17, 33), (784, 17), (33, 1)):
+            x, w, b = data(rng, dtype, B, n_in, n_out)
+            ref = dense(x, w, b, "reference")
+            alone = np.concatenate([dense(x[r:r + 1], w, b) for r in range(B)])
+            assert same_bits(alone, ref), (B, n_in, n_out)
+            for isa in FAST:
+                for threads in (1, 2):
+                    assert same_bits(dense(x, w, b, isa, threads), ref), (B, n_in, n_out, isa, threads)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_extreme_values_match_reference(dtype):
     info = np.finfo(dtype)
     rng = np.random.default_rng(1)

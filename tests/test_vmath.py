@@ -95,3 +95,79 @@ def test_float32_tanh_and_sigmoid_within_4_ulp():
         np.testing.assert_array_max_ulp(got[normal], want[normal].astype(np.float32), maxulp=4)
         assert np.all(np.abs(got[~normal]) <= np.finfo(np.float32).tiny)
         assert np.isnan(fm.Sequential(layer)._core.forward(np.array([[np.nan]], np.float32))[0, 0])
+
+
+# ---- vlog1p and verf (behind Softplus, LogSigmoid, Mish's neighbours and GELU), called directly
+def vmath(name, x, dtype):
+    y = np.array(x, dtype=dtype)  # a fresh C-contiguous copy, overwritten in place
+    (fm._core.vmath64 if dtype == np.float64 else fm._core.vmath32)(name, y)
+    return y
+
+
+def ulps(got, want, dtype):
+    """|got - want| in units of the last place of want (in dtype)."""
+    want = want.astype(dtype)
+    return np.abs(got.astype(np.float64) - want.astype(np.float64)) / np.spacing(np.abs(want)).astype(np.float64)
+
+
+def test_log1p_within_1_ulp_of_the_c_library():
+    rng = np.random.default_rng(4)
+    x = np.concatenate([np.linspace(-0.999999, 4, 1_000_001), np.logspace(-310, 308, 20_001),
+                        -np.logspace(-310, np.log10(0.999), 20_001), -1 + np.logspace(-16, -1, 5_001),
+                        rng.normal(size=20_000) * np.exp2(-rng.integers(0, 60, 20_000))])
+    x = x[x > -1]
+    assert ulps(vmath("log1p", x, np.float64), np.log1p(x), np.float64).max() <= 1
+
+
+def test_float32_log1p_within_1_ulp():
+    rng = np.random.default_rng(5)
+    x = np.concatenate([np.linspace(-0.9999, 4, 500_001), np.logspace(-44, 38, 20_001), -np.logspace(-44, np.log10(0.999), 5_001),
+                        rng.normal(size=20_000) * np.exp2(-rng.integers(0, 30, 20_000))]).astype(np.float32)
+    x = x[x > -1]
+    want = np.log1p(x.astype(np.float64))  # correctly rounded to float32 but for double rounding
+    assert ulps(vmath("log1p", x, np.float32), want, np.float32).max() <= 1
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_log1p_special_values(dtype):
+    x = np.array([0.0, -0.0, -1.0, -1.5, -np.inf, np.inf, np.nan], dtype=dtype)
+    y = vmath("log1p", x, dtype)
+    assert y[0] == 0 and not np.signbit(y[0]) and y[1] == 0 and np.signbit(y[1])
+    assert y[2] == -np.inf and np.isnan(y[3]) and np.isnan(y[4]) and y[5] == np.inf and np.isnan(y[6])
+
+
+def test_erf_within_2_ulp_of_the_c_library_over_a_dense_grid():
+    rng = np.random.default_rng(6)
+    x = np.concatenate([np.linspace(-7, 7, 2_800_001), np.logspace(-310, 2, 20_001), -np.logspace(-310, 2, 20_001),
+                        rng.normal(size=50_000) * np.exp2(-rng.integers(0, 60, 50_000)),
+                        np.nextafter(1.0, [0.0, 2.0]), np.nextafter(6.0, [0.0, 7.0])])
+    want = np.array([math.erf(v) for v in x])
+    assert ulps(vmath("erf", x, np.float64), want, np.float64).max() <= 2
+
+
+def test_float32_erf_within_1_ulp():
+    x = np.concatenate([np.linspace(-5, 5, 1_000_001), np.logspace(-44, 1, 10_001),
+                        -np.logspace(-44, 1, 10_001)]).astype(np.float32)
+    want = np.array([math.erf(v) for v in x.astype(np.float64)])
+    assert ulps(vmath("erf", x, np.float32), want, np.float32).max() <= 1
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_erf_special_values(dtype):
+    y = vmath("erf", [0.0, -0.0, np.inf, -np.inf, 6.0, -6.0, 1e3, -1e30, np.nan], dtype)
+    assert y[0] == 0 and not np.signbit(y[0]) and y[1] == 0 and np.signbit(y[1])
+    np.testing.assert_array_equal(y[2:8], [1, -1, 1, -1, 1, -1])
+    assert np.isnan(y[8])
+
+
+def test_gelu_in_every_simd_clone_computes_what_the_scalar_erf_does():
+    # the GELU layer's loop runs in the machine's widest clone; the binding above runs the scalar
+    # code: IEEE operations without contraction give the same bits
+    x = np.random.default_rng(7).normal(scale=3, size=10_001)
+    got = np.asarray(fm.Sequential(fm.GELU(), dtype="float64")._core.forward(x.reshape(-1, 1))).ravel()
+    np.testing.assert_array_equal(got, 0.5 * x * (1 + vmath("erf", x * 0.7071067811865476, np.float64)))
+
+
+def test_unknown_vmath_function():
+    with pytest.raises(ValueError, match="unknown vmath function"):
+        vmath("sin", [1.0], np.float64)

@@ -1,8 +1,12 @@
 #include "linear.h"
 
+#include <algorithm>
+#include <type_traits>
+
 #include "activations.h"
 #include "blas.h"
 #include "gemm.h"
+#include "gemm_bf16.h"
 #include "init.h"
 #include "layer.h"
 #include "pool.h"
@@ -20,10 +24,54 @@ FASTMLP_SIMD void column_sums(const T* dy, T* db, idx B, idx out, bool accumulat
     for (idx j = 0; j < out; ++j) db[j] += dyr[j];
   }
 }
+
+// ---- bfloat16 products (gemm_bf16.h): float32 in and out, the operands rounded to bfloat16 in h, with
+// s = bf16_stride. Forward: xb (B, s(in)), wb (out, s(in)). Backward, in the same elements: dyt (out, s(B)),
+// xt (in, s(B)), dyb (B, s(out)), wt (in, s(out)).
+template <class T>
+void forward_bf16(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out, bf16* h) {
+  if constexpr (!std::is_same_v<T, float>) {
+    throw value_error("bfloat16 products need a float32 model");
+  } else {
+    bf16 *xb = h, *wb = h + B * bf16_stride(in);
+    convert_bf16(x, xb, B, in);
+    convert_bf16(w, wb, out, in);
+    // y (B, out) = xb wb^T (+ b)
+    gemm_bf16(xb, wb, b, y, B, out, in, false, pool_threads());
+  }
+}
+template <class T>
+void backward_bf16(const T* dy, const T* x, const T* w, T* dx, T* dw, idx B, idx in, idx out, bool accumulate,
+                   bf16* h) {
+  if constexpr (!std::is_same_v<T, float>) {
+    throw value_error("bfloat16 products need a float32 model");
+  } else {
+    bf16 *dyt = h, *xt = dyt + out * bf16_stride(B), *dyb = xt + in * bf16_stride(B),
+         *wt = dyb + B * bf16_stride(out);
+    // dw (out, in) (+)= dyt xt^T, summed over the batch
+    convert_bf16_transposed(dy, dyt, B, out);
+    convert_bf16_transposed(x, xt, B, in);
+    gemm_bf16(dyt, xt, nullptr, dw, out, in, B, accumulate, pool_threads());
+    if (!dx) return;
+    // dx (B, in) = dyb wt^T, summed over the outputs
+    convert_bf16(dy, dyb, B, out);
+    convert_bf16_transposed(w, wt, out, in);
+    gemm_bf16(dyb, wt, nullptr, dx, B, in, out, false, pool_threads());
+  }
+}
 }  // namespace
 
+idx linear_bf16_scratch(idx B, idx in, idx out) {
+  const idx fwd = checked_mul(checked_add(B, out), bf16_stride(in));
+  const idx bwd = checked_add(checked_mul(checked_add(out, in), bf16_stride(B)),
+                              checked_mul(checked_add(B, in), bf16_stride(out)));
+  return std::max(fwd, bwd);
+}
+
 template <class T>
-void linear_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out, bool fixed_order) {
+void linear_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out, bool fixed_order,
+                    std::uint16_t* half) {
+  if (half) return forward_bf16(x, w, b, y, B, in, out, half);
   if (fixed_order) return dense_forward<T>(x, w, b, y, B, in, out, pool_threads());
   // y = x w^T, then + b on every row
   gemm<T>(false, true, B, out, in, T(1), x, in, w, in, T(0), y, out);
@@ -32,7 +80,12 @@ void linear_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx
 
 template <class T>
 void linear_backward(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, idx B, idx in,
-                     idx out, bool accumulate) {
+                     idx out, bool accumulate, std::uint16_t* half) {
+  if (half) {
+    backward_bf16(dy, x, w, dx, dw, B, in, out, accumulate, half);
+    if (db) column_sums(dy, db, B, out, accumulate);
+    return;
+  }
   const T beta = accumulate ? T(1) : T(0);
   // dw (out, in) (+)= dy^T (out, B) x (B, in)
   gemm<T>(true, false, out, in, B, T(1), dy, out, x, in, beta, dw, in);
@@ -79,18 +132,19 @@ class LinearLayer final : public Layer<T> {
   // x is (B, in), w is (out, in), y is (B, out). Eval mode: gemm.h's fixed-order product (a row's
   // bits do not depend on its batch); training: OpenBLAS's, faster at training sizes (bench/gemm_speed.py)
   void forward(const LayerIO<T>& io) const override {
-    linear_forward(io.x, io.w, bias_of(io.w), io.y, io.B, in_, out_, !io.train);
+    linear_forward(io.x, io.w, bias_of(io.w), io.y, io.B, in_, out_, !io.train, io.half);
   }
   void forward_product(const LayerIO<T>& io) const override {
-    linear_forward<T>(io.x, io.w, nullptr, io.y, io.B, in_, out_, !io.train);
+    linear_forward<T>(io.x, io.w, nullptr, io.y, io.B, in_, out_, !io.train, io.half);
   }
   // dy is (B, out), dx is (B, in) or null; dw (out, in) and db (out) in io.g
   void backward(const LayerIO<T>& io, const T* dy, T* dx) const override {
-    linear_backward(dy, io.x, io.w, dx, io.g, bias_of(io.g), io.B, in_, out_, io.accumulate);
+    linear_backward(dy, io.x, io.w, dx, io.g, bias_of(io.g), io.B, in_, out_, io.accumulate, io.half);
   }
   void backward_product(const LayerIO<T>& io, const T* dy, T* dx) const override {
-    linear_backward<T>(dy, io.x, io.w, dx, io.g, nullptr, io.B, in_, out_, io.accumulate);
+    linear_backward<T>(dy, io.x, io.w, dx, io.g, nullptr, io.B, in_, out_, io.accumulate, io.half);
   }
+  idx bf16_scratch(idx B, idx) const override { return linear_bf16_scratch(B, in_, out_); }
 
  private:
   idx in_, out_;
@@ -99,11 +153,13 @@ class LinearLayer final : public Layer<T> {
 };
 FASTMLP_REGISTER_LAYER("linear", LinearLayer);
 
-template void linear_forward<float>(const float*, const float*, const float*, float*, idx, idx, idx, bool);
-template void linear_forward<double>(const double*, const double*, const double*, double*, idx, idx, idx, bool);
+template void linear_forward<float>(const float*, const float*, const float*, float*, idx, idx, idx, bool,
+                                    std::uint16_t*);
+template void linear_forward<double>(const double*, const double*, const double*, double*, idx, idx, idx, bool,
+                                     std::uint16_t*);
 template void linear_backward<float>(const float*, const float*, const float*, float*, float*, float*,
-                                     idx, idx, idx, bool);
+                                     idx, idx, idx, bool, std::uint16_t*);
 template void linear_backward<double>(const double*, const double*, const double*, double*, double*,
-                                      double*, idx, idx, idx, bool);
+                                      double*, idx, idx, idx, bool, std::uint16_t*);
 
 }  // namespace fastmlp

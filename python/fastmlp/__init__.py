@@ -25,8 +25,9 @@ from .callbacks import EarlyStopping, History  # noqa: E402
 from ._random import initial_seed, manual_seed  # noqa: E402
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, PoissonNLLLoss  # noqa: E402
 from .nn import (  # noqa: E402
-    GELU, BatchNorm1d, Dropout, Identity, LayerNorm, LeakyReLU, Linear, Module, Parameter, ReLU, Residual, RMSNorm,
-    Sequential, Sigmoid, Softmax, Tanh)
+    CELU, ELU, GELU, SELU, AlphaDropout, BatchNorm1d, Dropout, Flatten, Hardsigmoid, Hardswish, Hardtanh, Identity,
+    LayerNorm, LeakyReLU, Linear, LogSigmoid, LogSoftmax, Mish, Module, Parameter, PReLU, ReLU, ReLU6, Residual,
+    RMSNorm, Sequential, Sigmoid, SiLU, Softmax, Softplus, Softsign, Tanh)
 from .c_export import export_c  # noqa: E402
 from .serialization import load  # noqa: E402
 
@@ -34,7 +35,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Module", "Parameter", "Sequential", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
-    "Identity", "Dropout", "BatchNorm1d", "LayerNorm", "RMSNorm", "Residual", "MSELoss", "L1Loss", "HuberLoss",
+    "Identity", "Dropout", "ELU", "CELU", "SELU", "SiLU", "Mish", "Softplus", "Softsign", "Hardtanh", "ReLU6",
+    "Hardsigmoid", "Hardswish", "LogSigmoid", "LogSoftmax", "PReLU", "Flatten", "AlphaDropout",
+    "BatchNorm1d", "LayerNorm", "RMSNorm", "Residual", "MSELoss", "L1Loss", "HuberLoss",
     "CrossEntropyLoss", "BCEWithLogitsLoss", "PoissonNLLLoss", "datasets",
     "optim", "init", "callbacks", "EarlyStopping", "History", "manual_seed", "initial_seed", "load", "export_c",
     "__version__",

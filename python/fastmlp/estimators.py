@@ -40,7 +40,8 @@ Beyond scikit-learn
     ``class_weight`` (classifier), the solvers 'rmsprop', 'adagrad',
     'adadelta' and 'adamw', a user validation set ``fit(X, y, X_val=...,
     y_val=...)`` with ``validation_scores_`` and ``validation_loss_curve_``,
-    ``dtype`` ('float32', the default, or 'float64') and ``n_threads``.
+    ``dtype`` ('float32', the default, or 'float64'), ``precision``
+    ('float32' or 'bfloat16' products) and ``n_threads``.
 """
 from __future__ import annotations
 
@@ -66,7 +67,8 @@ from threadpoolctl import threadpool_limits
 
 from . import losses as _losses
 from . import optim as _optim
-from .nn import Dropout, Identity, Linear, ReLU, Sequential, Sigmoid, Tanh
+from .nn import (CELU, ELU, GELU, SELU, Dropout, Hardsigmoid, Hardswish, Hardtanh, Identity, LeakyReLU, Linear,
+                 LogSigmoid, Mish, ReLU, ReLU6, Sequential, Sigmoid, SiLU, Softplus, Softsign, Tanh)
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _sk_validate_data
@@ -75,7 +77,12 @@ except ImportError:  # pragma: no cover - older scikit-learn
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
-_ACTIVATIONS = {"identity": Identity, "logistic": Sigmoid, "tanh": Tanh, "relu": ReLU}
+# scikit-learn's four names, then torch.nn's parameter-free activations (default arguments) by their
+# torch.nn.functional names
+_ACTIVATIONS = {"identity": Identity, "logistic": Sigmoid, "tanh": Tanh, "relu": ReLU,
+                "leaky_relu": LeakyReLU, "elu": ELU, "selu": SELU, "celu": CELU, "silu": SiLU, "mish": Mish,
+                "gelu": GELU, "softplus": Softplus, "softsign": Softsign, "hardtanh": Hardtanh, "relu6": ReLU6,
+                "hardswish": Hardswish, "hardsigmoid": Hardsigmoid, "logsigmoid": LogSigmoid}
 _STOCHASTIC_SOLVERS = ("sgd", "adam", "rmsprop", "adagrad", "adadelta", "adamw")
 
 
@@ -280,6 +287,7 @@ class _BaseMLP(BaseEstimator):
         "max_fun": [Interval(numbers.Integral, 1, None, closed="left")],
         "dropout": [Interval(numbers.Real, 0, 1, closed="left"), list, tuple],
         "dtype": [StrOptions({"float32", "float64"}), type, np.dtype],
+        "precision": [StrOptions({"float32", "bfloat16"})],
         "n_threads": [Interval(numbers.Integral, 1, None, closed="left"), None],
     }
 
@@ -478,6 +486,8 @@ class _BaseMLP(BaseEstimator):
         self._activation_list(n_hidden)
         drops = self._dropout_list(n_hidden)
         dtype = self._np_dtype()
+        if self.precision == "bfloat16" and dtype != np.float32:
+            raise ValueError("precision='bfloat16' needs dtype='float32'")
         if self.solver == "lbfgs" and any(drops):
             raise ValueError("dropout needs a stochastic solver ('sgd', 'adam', ...); solver='lbfgs' "
                              "minimises a deterministic objective")
@@ -740,7 +750,7 @@ class _BaseMLP(BaseEstimator):
             try:
                 model.fit(Xc, t, loss_fn, opt, epochs=1 if incremental else self.max_iter, batch_size=batch_size,
                           shuffle=self.shuffle, verbose=0, n_threads=self.n_threads, sample_weight=swc,
-                          callbacks=[end_of_epoch])
+                          callbacks=[end_of_epoch], precision=self.precision)
             except FloatingPointError as e:
                 if not early_stopping:
                     raise ValueError("Solver produced non-finite parameter weights. The input data may contain "
@@ -799,7 +809,7 @@ class _BaseMLP(BaseEstimator):
         """Score the network on a validation set (X, y, loss targets, sample weights): append its
         loss to validation_loss_curve_ and its score to validation_scores_; return the score."""
         X_v, y_v, t_v, sw_v = val
-        out = model.predict(X_v, n_threads=self.n_threads).astype(np.float64)
+        out = model.predict(X_v, n_threads=self.n_threads, precision=self.precision).astype(np.float64)
         curve, scores = self.validation_loss_curve_, self.validation_scores_
         # the solvers make both lists before the first epoch when there is a validation set
         assert curve is not None and scores is not None
@@ -868,7 +878,7 @@ class _BaseMLP(BaseEstimator):
 
         def fun(x: np.ndarray) -> tuple:
             flat[...] = x
-            value = core.loss_and_grad(Xc, t, spec) + const + penalty(x)
+            value = core.loss_and_grad(Xc, t, spec, self.precision == "bfloat16") + const + penalty(x)
             g = grads.astype(np.float64)
             for s in wsl:
                 g[s] += c * x[s]
@@ -919,7 +929,8 @@ class _BaseMLP(BaseEstimator):
         scikit-learn computes in its network's dtype)."""
         _reject_masked(X=X)
         X = _validate_data(self, X, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32), reset=False)
-        return self._model.predict(_as_dtype(_dense(X), self._model.dtype, "X"), n_threads=self.n_threads)
+        return self._model.predict(_as_dtype(_dense(X), self._model.dtype, "X"), n_threads=self.n_threads,
+                                   precision=self.precision)
 
     def _score_out(self, out: np.ndarray, y: np.ndarray, sw: np.ndarray | None) -> float:
         y_pred = self._predict_from_out(out)
@@ -936,8 +947,11 @@ class _BaseMLP(BaseEstimator):
 _COMMON_DOC = """
     hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
         The ith element is the number of neurons in the ith hidden layer.
-    activation : {'identity', 'logistic', 'tanh', 'relu'} or list of them, default='relu'
-        Activation of the hidden layers; a list gives one per hidden layer.
+    activation : {'identity', 'logistic', 'tanh', 'relu', 'leaky_relu', 'elu', 'selu', 'celu', 'silu', \
+'mish', 'gelu', 'softplus', 'softsign', 'hardtanh', 'relu6', 'hardswish', 'hardsigmoid', 'logsigmoid'} \
+or list of them, default='relu'
+        Activation of the hidden layers (scikit-learn's four, then torch.nn's with their default
+        arguments); a list gives one per hidden layer.
     solver : {'lbfgs', 'sgd', 'adam', 'rmsprop', 'adagrad', 'adadelta', 'adamw'}, default='adam'
         'lbfgs' runs scipy's L-BFGS-B on fastmlp's loss and gradient; 'sgd' and
         'adam' are scikit-learn's; 'rmsprop', 'adagrad', 'adadelta' and 'adamw'
@@ -984,6 +998,10 @@ _COMMON_DOC = """
         stochastic solvers only.
     dtype : {'float32', 'float64'}, default='float32'
         Precision of the network and of the training.
+    precision : {'float32', 'bfloat16'}, default='float32'
+        'bfloat16' (dtype='float32' only): the products of training and
+        prediction in bfloat16 with float32 accumulation, as
+        ``torch.autocast`` (see ``Sequential.fit``); weights stay float32.
     n_threads : int or None, default=None
         Threads for training and prediction (None: every available core); see
         ``Sequential.fit`` for how a batch is shared between two threads.
@@ -1028,7 +1046,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
                  epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dropout=0.0, class_weight=None,
-                 dtype="float32", n_threads=None):
+                 dtype="float32", precision="float32", n_threads=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -1055,6 +1073,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.dropout = dropout
         self.class_weight = class_weight
         self.dtype = dtype
+        self.precision = precision
         self.n_threads = n_threads
 
     # ---- targets
@@ -1280,7 +1299,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
                  momentum=0.9, nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9,
                  beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dropout=0.0, dtype="float32",
-                 n_threads=None):
+                 precision="float32", n_threads=None):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -1307,6 +1326,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.max_fun = max_fun
         self.dropout = dropout
         self.dtype = dtype
+        self.precision = precision
         self.n_threads = n_threads
 
     def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple:

@@ -12,7 +12,9 @@ from ._arrays import as_dtype, as_float_array, check_finite, check_int, check_nu
 
 __all__ = [
     "Module", "Parameter", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
-    "Identity", "Dropout", "BatchNorm1d", "LayerNorm", "RMSNorm", "Residual", "Sequential",
+    "Identity", "Dropout", "BatchNorm1d", "LayerNorm", "RMSNorm", "Residual", "Sequential", "ELU", "CELU",
+    "SELU", "SiLU", "Mish", "Softplus", "Softsign", "Hardtanh", "ReLU6", "Hardsigmoid", "Hardswish", "LogSigmoid",
+    "LogSoftmax", "PReLU", "Flatten", "AlphaDropout",
 ]
 
 _INIT_NAMES = ("default", "zeros", "ones", "uniform", "normal", "xavier_uniform", "xavier_normal",
@@ -250,13 +252,19 @@ class Identity(_Activation):
 
 
 class GELU(_Activation):
-    """GELU, the exact erf form (PyTorch's default, approximate='none')."""
+    """GELU: x * Phi(x) (approximate='none', PyTorch's default: the erf form) or
+    x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))) (approximate='tanh')."""
 
     _kind = "gelu"
+    _fields = {"approximate": (str,)}
 
     def __init__(self, approximate: str = "none") -> None:
-        if approximate != "none":
-            raise ValueError("GELU: only approximate='none' (the erf form) is supported")
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"
 
 
 class Softmax(_Activation):
@@ -279,6 +287,162 @@ class LeakyReLU(_Activation):
 
     def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}"
+
+
+# ---- the modern activations (torch.nn's names, arguments, defaults and formulas)
+class ELU(_Activation):
+    """x if x > 0 else alpha * (e^x - 1)."""
+
+    _kind = "elu"
+    _fields = {"alpha": (int, float)}
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        self.alpha = check_number(alpha, "ELU alpha")
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+
+class CELU(_Activation):
+    """max(0, x) + min(0, alpha * (e^(x/alpha) - 1)); alpha must not be 0."""
+
+    _kind = "celu"
+    _fields = {"alpha": (int, float)}
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        self.alpha = check_number(alpha, "CELU alpha")
+        if self.alpha == 0:
+            raise ValueError("CELU: alpha must not be 0")
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+
+class SELU(_Activation):
+    """scale * ELU(x, alpha) with scale = 1.0507009873554805, alpha = 1.6732632423543772."""
+
+    _kind = "selu"
+
+
+class SiLU(_Activation):
+    """x * sigmoid(x) (also called swish)."""
+
+    _kind = "silu"
+
+
+class Mish(_Activation):
+    """x * tanh(softplus(x))."""
+
+    _kind = "mish"
+
+
+class Softplus(_Activation):
+    """log(1 + e^(beta x)) / beta, and x where beta * x > threshold."""
+
+    _kind = "softplus"
+    _fields = {"beta": (int, float), "threshold": (int, float)}
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
+        self.beta = check_number(beta, "Softplus beta")
+        if self.beta == 0:
+            raise ValueError("Softplus: beta must not be 0")
+        self.threshold = check_number(threshold, "Softplus threshold")
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, threshold={self.threshold}"
+
+
+class Softsign(_Activation):
+    """x / (1 + |x|)."""
+
+    _kind = "softsign"
+
+
+class Hardtanh(_Activation):
+    """x clamped to [min_val, max_val] (gradient 0 at and beyond the ends)."""
+
+    _kind = "hardtanh"
+    _fields = {"min_val": (int, float), "max_val": (int, float)}
+
+    def __init__(self, min_val: float = -1.0, max_val: float = 1.0) -> None:
+        self.min_val = check_number(min_val, "Hardtanh min_val")
+        self.max_val = check_number(max_val, "Hardtanh max_val")
+        if not self.min_val < self.max_val:
+            raise ValueError(f"Hardtanh: min_val ({self.min_val}) must be less than max_val ({self.max_val})")
+
+    def extra_repr(self) -> str:
+        return f"min_val={self.min_val}, max_val={self.max_val}"
+
+
+class ReLU6(_Activation):
+    """min(max(x, 0), 6), i.e. Hardtanh(0, 6)."""
+
+    _kind = "relu6"
+
+
+class Hardsigmoid(_Activation):
+    """min(max(x + 3, 0), 6) / 6."""
+
+    _kind = "hardsigmoid"
+
+
+class Hardswish(_Activation):
+    """x * min(max(x + 3, 0), 6) / 6."""
+
+    _kind = "hardswish"
+
+
+class LogSigmoid(_Activation):
+    """log(sigmoid(x)) = -softplus(-x)."""
+
+    _kind = "logsigmoid"
+
+
+class LogSoftmax(_Activation):
+    """log(softmax(x)) over the features of each row (dim=1 / dim=-1 of a batch)."""
+
+    _kind = "log_softmax"
+
+    def __init__(self, dim: int = 1) -> None:
+        if isinstance(dim, bool) or dim not in (1, -1):
+            raise ValueError(f"LogSoftmax: only dim=1 or dim=-1 (the feature axis of a (batch, features) input) "
+                             f"is supported, got {dim!r}")
+        self.dim = 1
+
+
+class PReLU(Module):
+    """x if x > 0 else a * x with a learnable ``weight`` a of shape (num_parameters,): one weight
+    for every feature (num_parameters=1) or one per feature (num_parameters = the input width),
+    each starting at ``init``."""
+
+    _kind = "prelu"
+    _fields = {"num_parameters": (int,), "init": (int, float)}
+
+    def __init__(self, num_parameters: int = 1, init: float = 0.25) -> None:
+        self.num_parameters = check_int(num_parameters, "PReLU num_parameters", low=1, high=2**62)
+        self.init = check_number(init, "PReLU init")
+        self.weight: Parameter | None = None
+
+    def extra_repr(self) -> str:
+        return f"num_parameters={self.num_parameters}"
+
+
+class Flatten(Module):
+    """nn.Flatten(start_dim=1, end_dim=-1): the identity on (batch, features) inputs (so that torch
+    models and checkpoints with a Flatten line up layer by layer)."""
+
+    _kind = "flatten"
+    _fields = {"start_dim": (int,), "end_dim": (int,)}
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
+        for name, v in (("start_dim", start_dim), ("end_dim", end_dim)):
+            if isinstance(v, bool) or v not in (1, -1):
+                raise ValueError(f"Flatten: only {name}=1 or -1 (the feature axis of a (batch, features) input) "
+                                 f"is supported, got {v!r}")
+        self.start_dim, self.end_dim = int(start_dim), int(end_dim)
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
 
 class Dropout(Module):
@@ -438,6 +602,21 @@ def _modules(layers: Any) -> Iterator[Module]:
 
 # buffers that torch keeps as int64 (stored in the model's float type, exact up to 2**24 / 2**53)
 _INT_BUFFERS = frozenset({"num_batches_tracked"})
+
+
+class AlphaDropout(Module):
+    """Alpha dropout for SELU networks, as torch.nn.AlphaDropout: in training each element is
+    dropped with probability p to alpha' = -1.7580993408473766 and the result is scaled and
+    shifted (a * (...) + b) so that zero mean and unit variance are kept; identity in eval mode."""
+
+    _kind = "alpha_dropout"
+    _fields = {"p": (int, float)}
+
+    def __init__(self, p: float = 0.5) -> None:
+        self.p = check_number(p, "alpha dropout probability p", low=0.0, high=1.0)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 def _layer_from_spec(spec: Mapping[str, Any]) -> Module:
@@ -653,10 +832,14 @@ class Sequential(Module):
             raise ValueError(f"input must be 1-D (one sample) or 2-D (batch, features), got {a.ndim}-D")
         return a
 
-    def forward(self, x: Any) -> np.ndarray:
-        """The model's output for x (batch, in_features) as a new array."""
+    def forward(self, x: Any, precision: str = "float32") -> np.ndarray:
+        """The model's output for x (batch, in_features) as a new array. ``precision='bfloat16'``: the
+        products in bfloat16 (see ``fit``); the next ``backward`` uses the same precision."""
+        from .training import check_precision
+
+        bf16 = check_precision(precision, self)
         a = self._input(x)
-        out = self._core.forward(a)
+        out = self._core.forward(a, bf16)
         self._last_1d = np.ndim(x) == 1  # only once the forward succeeded
         self._can_backward = True
         return out[0] if self._last_1d else out
@@ -680,12 +863,14 @@ class Sequential(Module):
         self._grads_set()
         return dx[0] if self._last_1d else dx
 
-    def train_step(self, x: Any, y: Any, loss_fn: Any, optimizer: Any) -> float:
+    def train_step(self, x: Any, y: Any, loss_fn: Any, optimizer: Any, precision: str = "float32") -> float:
         """zero_grad + forward + loss + backward + optimizer.step in one C++
-        call (dropout active). Returns the loss before the step."""
+        call (dropout active). Returns the loss before the step. ``precision``: as ``fit``'s."""
         from .losses import _Loss
         from .optim import Optimizer
+        from .training import check_precision
 
+        bf16 = check_precision(precision, self)
         if not isinstance(loss_fn, _Loss):
             raise TypeError(f"loss_fn must be a fastmlp loss (e.g. fm.CrossEntropyLoss()), got {type(loss_fn).__name__}")
         if not isinstance(optimizer, Optimizer):
@@ -699,14 +884,14 @@ class Sequential(Module):
             raise ValueError("train_step got 0 samples: a step needs at least one")
         optimizer._sync()
         self._can_backward = False  # the step's own forward replaces the last one
-        loss = float(self._core.train_step(a, t, loss_fn._spec(self.dtype), core_opt))
+        loss = float(self._core.train_step(a, t, loss_fn._spec(self.dtype), core_opt, bf16))
         self._grads_set()
         return loss
 
     def fit(self, X: Any, y: Any, loss: Any, optimizer: Any, epochs: int = 1, batch_size: int = 32,
             shuffle: bool = True, validation_data: Any = None, scheduler: Any = None, callbacks: Any = (),
             verbose: int = 1, n_threads: int | None = None, sample_weight: Any = None,
-            scheduler_interval: str | None = None, comm: Any = None) -> Any:
+            scheduler_interval: str | None = None, comm: Any = None, precision: str = "float32") -> Any:
         """Train for ``epochs`` epochs of mini-batches; the loop runs in C++
         with the GIL released. Returns a History (per-epoch loss, val_loss,
         accuracy, val_accuracy, lr, time). Ctrl-C stops at the next batch
@@ -739,7 +924,13 @@ class Sequential(Module):
 
         ``comm`` (an mpi4py communicator, e.g. ``MPI.COMM_WORLD``) trains data-parallel:
         X, y are this rank's shard and ``batch_size`` the global batch (see
-        fastmlp.distributed)."""
+        fastmlp.distributed).
+
+        ``precision='bfloat16'`` (float32 models) runs every Linear product, forward and backward, as
+        ``torch.autocast('cpu', dtype=torch.bfloat16)`` does: both operands rounded to bfloat16 (to nearest
+        even), the products accumulated in float32 (AVX512_BF16 where the CPU has it, else an emulation with
+        the same bits). Weights, gradients, optimizer state, activations, losses and element-wise layers stay
+        float32. The default ``'float32'`` computes in the model's dtype."""
         if comm is not None:
             from .distributed import fit
         else:
@@ -748,22 +939,23 @@ class Sequential(Module):
         return fit(self, X, y, loss, optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                    validation_data=validation_data, scheduler=scheduler, callbacks=callbacks, verbose=verbose,
                    n_threads=n_threads, sample_weight=sample_weight, scheduler_interval=scheduler_interval,
-                   comm=comm)
+                   comm=comm, precision=precision)
 
-    def predict(self, X: Any, batch_size: int | None = None, n_threads: int | None = None) -> np.ndarray:
+    def predict(self, X: Any, batch_size: int | None = None, n_threads: int | None = None,
+                precision: str = "float32") -> np.ndarray:
         """Eval-mode output for X, in chunks, GIL released. Predicts from several threads run at
         once; each one uses one set of weights for all its chunks (during a fit in another
-        thread, the weights between two of its steps)."""
+        thread, the weights between two of its steps). ``precision``: as ``fit``'s."""
         from .training import predict
 
-        return predict(self, X, batch_size=batch_size, n_threads=n_threads)
+        return predict(self, X, batch_size=batch_size, n_threads=n_threads, precision=precision)
 
     def evaluate(self, X: Any, y: Any, loss: Any, batch_size: int | None = None,
-                 n_threads: int | None = None) -> dict:
-        """{'loss': ..., 'accuracy': ... (classification losses)} in eval mode."""
+                 n_threads: int | None = None, precision: str = "float32") -> dict:
+        """{'loss': ..., 'accuracy': ... (classification losses)} in eval mode. ``precision``: as ``fit``'s."""
         from .training import evaluate
 
-        return evaluate(self, X, y, loss, batch_size=batch_size, n_threads=n_threads)
+        return evaluate(self, X, y, loss, batch_size=batch_size, n_threads=n_threads, precision=precision)
 
     # ---- pickling (joblib, copy.deepcopy): the architecture and arrays, never the C++ object
     def __getstate__(self) -> dict:

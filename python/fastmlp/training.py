@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _core
 from ._arrays import as_float_array, check_finite, check_int
-from .callbacks import Callback, History
+from .callbacks import Callback, History, _Callbacks, _epoch_line
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, _Loss
 
 
@@ -98,6 +98,20 @@ def blas_threads(n_threads: int | None, model: Any = None, rows: int = 0, split:
         _core.blas_set_num_threads(before)
 
 
+PRECISIONS = ("float32", "bfloat16")
+
+
+def check_precision(precision: Any, model: Any) -> bool:
+    """Whether the products run in bfloat16 (cpp/gemm_bf16.h); ValueError for anything but 'float32' (the
+    model's own dtype) and 'bfloat16' (float32 models only)."""
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
+    if precision == "bfloat16" and model.dtype != np.float32:
+        raise ValueError("precision='bfloat16' needs a float32 model (this one is float64): build it with "
+                         "dtype='float32'")
+    return precision == "bfloat16"
+
+
 def _data(model: Any, X: Any, y: Any, loss_fn: _Loss, name: str,
           check_x: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """X and y checked and converted. check_x=False leaves X's finiteness to the
@@ -149,10 +163,12 @@ def _bar(verbose: int, total: int, desc: str) -> Any:
 def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int = 1, batch_size: int = 32,
         shuffle: bool = True, validation_data: Sequence[Any] | None = None, scheduler: Any = None,
         callbacks: Sequence[Any] = (), verbose: int = 1, n_threads: int | None = None,
-        sample_weight: Any = None, scheduler_interval: str | None = None, comm: Any = None) -> History:
+        sample_weight: Any = None, scheduler_interval: str | None = None, comm: Any = None,
+        precision: str = "float32") -> History:
     """model.fit; comm is a fastmlp.distributed Session (data-parallel training) or None."""
     from .optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
+    bf16 = check_precision(precision, model)
     if not isinstance(loss_fn, _Loss):
         raise TypeError(f"loss must be a fastmlp loss (e.g. fm.CrossEntropyLoss()), got {type(loss_fn).__name__}")
     epochs = check_int(epochs, "epochs", low=0, high=2**62)
@@ -163,6 +179,7 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
     for cb in callbacks:
         if not (isinstance(cb, Callback) or callable(cb)):
             raise TypeError(f"callbacks must be fastmlp Callbacks or callables f(epoch, logs), got {type(cb).__name__}")
+    verbose = _verbosity(verbose)
     from .optim import LBFGS, Optimizer
 
     if not isinstance(optimizer, Optimizer):
@@ -195,18 +212,22 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
         verbose, callbacks = (verbose, callbacks) if comm.rank == 0 else (0, ())
     _take_fit_lock(model)
     history = History()
+    logs: dict[str, float] = {}
     was_training = model.training
     completed = False
     model._can_backward = False  # fit's steps replace the last forward
     try:
-        for cb in callbacks:
-            if isinstance(cb, Callback):
-                cb.on_train_begin(model)
+        calls = _Callbacks(callbacks, model, {"epochs": epochs, "steps": steps, "verbose": verbose,
+                                              "optimizer": optimizer, "scheduler": scheduler})
+        calls.train_begin()
         model.train()
         with blas_threads(n_threads, model, min(batch, Xa.shape[0]), split=True) as workers:
             for epoch in range(epochs):
+                calls.epoch_begin(epoch)
                 optimizer._sync()
-                bar = _bar(verbose, n_rows, f"epoch {epoch + 1}/{epochs}")
+                bar = _bar(verbose == 1, n_rows, f"epoch {epoch + 1}/{epochs}")
+                if bar is None and verbose and epochs > 1:
+                    print(f"Epoch {epoch + 1}/{epochs}")
                 state = {"samples": 0}
 
                 def progress(batches: int, samples: int, loss: float, bar: Any = bar, state: dict = state) -> None:
@@ -223,9 +244,9 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                         table = _batch_table(scheduler, optimizer, steps)
                         optimizer.__dict__.pop("_pushed", None)  # the loop changes the C++ lrs: push them again
                     if full_batch:
-                        st = _full_batch_epoch(model, Xa, ta, spec, optimizer, classify)
+                        st = _full_batch_epoch(model, Xa, ta, spec, optimizer, classify, bf16)
                     else:
-                        args = (Xa, ta, spec, core_opt, batch, bool(shuffle), classify, progress, workers, table)
+                        args = (Xa, ta, spec, core_opt, batch, bool(shuffle), classify, progress, workers, table, bf16)
                         st = model._core.train_epoch(*args) if comm is None else comm.train_epoch(model._core, args)
                 except BaseException:  # Ctrl-C: the model keeps the last completed step (the schedule: the epoch's start)
                     if undo is not None:
@@ -243,15 +264,18 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                              f"the weights became non-finite during epoch {epoch + 1} (by batch {st['batches']})")
                     where += (f"; the model and optimizer were reset to their state at the start of epoch {epoch + 1}"
                               if st["restored"] else "")
+                    if calls.terminate_on_nan and st["restored"]:  # Keras's message; the model: the epoch's start
+                        print(f"Batch {min(st['batches'], steps - 1)}: Invalid loss, terminating training")
+                        break
                     raise FloatingPointError(f"training diverged: {where}. Try a lower learning rate, "
                                              "or standardize the inputs.")
-                logs: dict[str, float] = {"loss": float(st["loss"])}
+                logs = {"loss": float(st["loss"])}
                 if spec.get("l2"):  # the estimators' L2 penalty, apart from the loss
                     logs["l2_penalty"] = float(st["l2_penalty"])
                 if classify and st["scored"]:  # rows with an ignored label are not scored
                     logs["accuracy"] = st["correct"] / st["scored"]
                 if val is not None and (comm is None or comm.rank == 0):
-                    out = model._core.predict(val[0], max(batch_size, 1024))
+                    out = model._core.predict(val[0], max(batch_size, 1024), bf16)
                     logs["val_loss"] = float(loss_fn(out, val[1]))
                     if classify:
                         logs["val_accuracy"] = _accuracy(model, out, val[1], loss_fn)
@@ -264,7 +288,7 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                     bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if k not in ("lr", "time")})
                     bar.close()
                 elif verbose:
-                    print(f"epoch {epoch + 1}/{epochs} " + " ".join(f"{k}={v:.4g}" for k, v in logs.items()))
+                    print(_epoch_line(st["batches"], logs))
                 if comm is not None:
                     logs = comm.share(logs)
                 history._append(epoch, logs)
@@ -273,10 +297,7 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                         scheduler.step(logs.get("val_loss", logs["loss"]))
                     else:
                         scheduler.step()
-                stop = False
-                for cb in callbacks:
-                    r = cb.on_epoch_end(epoch, logs) if isinstance(cb, Callback) else cb(epoch, logs)
-                    stop = stop or bool(r)
+                stop = calls.epoch_end(epoch, logs)
                 if comm is not None:
                     stop = comm.share(stop, then="sync" if stop or epoch + 1 == epochs else "epoch")
                 if stop:
@@ -288,12 +309,22 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
             if epochs:  # the C++ loop wrote every gradient
                 model._grads_set()
             if completed:  # as Keras: not after Ctrl-C or an error (the model keeps its last completed step)
-                for cb in callbacks:
-                    if isinstance(cb, Callback):
-                        cb.on_train_end()
+                calls.train_end(logs)
         finally:
             model._fit_lock.release()
     return history
+
+
+def _verbosity(verbose: Any) -> int:
+    """Keras's verbose: 0 silent, 1 a progress bar per epoch (tqdm; without it, as 2),
+    2 one line per epoch; 'auto' is 1."""
+    if verbose == "auto":
+        return 1
+    if isinstance(verbose, bool):
+        return int(verbose)
+    if not isinstance(verbose, (int, np.integer)) or verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
+    return int(verbose)
 
 
 def _take_fit_lock(model: Any) -> None:
@@ -387,11 +418,11 @@ def _batch_table(scheduler: Any, optimizer: Any, batches: int) -> tuple:
 
 
 def _full_batch_epoch(model: Any, Xa: np.ndarray, ta: np.ndarray, spec: dict, optimizer: Any,
-                      classify: bool) -> dict:
+                      classify: bool, bf16: bool) -> dict:
     """One L-BFGS step(closure) over the whole data set (the closure: loss and
     gradients of every row in one C++ call); the epoch's loss is the one at its start."""
     def closure() -> float:
-        return float(model._core.loss_and_grad(Xa, ta, spec))
+        return float(model._core.loss_and_grad(Xa, ta, spec, bf16))
 
     loss = float(optimizer.step(closure))
     n = Xa.shape[0]
@@ -399,7 +430,7 @@ def _full_batch_epoch(model: Any, Xa: np.ndarray, ta: np.ndarray, spec: dict, op
     correct = scored = 0
     if classify and n and weights_ok:
         fn = _core.count_correct32 if model.dtype == np.float32 else _core.count_correct64
-        correct, scored = fn(model._core.predict(Xa, 4096), ta, spec.get("ignore_index", -100))
+        correct, scored = fn(model._core.predict(Xa, 4096, bf16), ta, spec.get("ignore_index", -100))
     return {"loss": loss, "l2_penalty": 0.0, "samples": n, "correct": correct, "scored": scored, "batches": 1,
             "diverged": not (np.isfinite(loss) and weights_ok), "restored": False}
 
@@ -411,24 +442,28 @@ def _accuracy(model: Any, out: np.ndarray, t: np.ndarray, loss_fn: _Loss) -> flo
     return correct / scored if scored else float("nan")
 
 
-def _forward_chunks(model: Any, a: np.ndarray, batch_size: int | None, n_threads: int | None) -> np.ndarray:
+def _forward_chunks(model: Any, a: np.ndarray, batch_size: int | None, n_threads: int | None,
+                    bf16: bool = False) -> np.ndarray:
     """Eval-mode output of the checked 2-D array a, in chunks of batch_size rows (default 4096)."""
     chunk = 4096 if batch_size is None else check_int(batch_size, "batch_size", low=1, high=2**62)
     with blas_threads(n_threads, model, min(chunk, a.shape[0])):
-        return model._core.predict(a, chunk)
+        return model._core.predict(a, chunk, bf16)
 
 
-def predict(model: Any, X: Any, batch_size: int | None = None, n_threads: int | None = None) -> np.ndarray:
+def predict(model: Any, X: Any, batch_size: int | None = None, n_threads: int | None = None,
+            precision: str = "float32") -> np.ndarray:
+    bf16 = check_precision(precision, model)
     one = np.ndim(X) == 1
     a = model._input(X, check=False)  # finiteness: checked chunk by chunk in C++
-    out = _forward_chunks(model, a, batch_size, n_threads)
+    out = _forward_chunks(model, a, batch_size, n_threads, bf16)
     return out[0] if one else out
 
 
 def evaluate(model: Any, X: Any, y: Any, loss_fn: _Loss, batch_size: int | None = None,
-             n_threads: int | None = None) -> dict:
+             n_threads: int | None = None, precision: str = "float32") -> dict:
+    bf16 = check_precision(precision, model)
     a, t = _data(model, X, y, loss_fn, "X", check_x=False)  # X's finiteness: checked chunk by chunk in C++
-    out = _forward_chunks(model, a, batch_size, n_threads)
+    out = _forward_chunks(model, a, batch_size, n_threads, bf16)
     res = {"loss": float(loss_fn(out, t))}
     if isinstance(loss_fn, (CrossEntropyLoss, BCEWithLogitsLoss)):
         res["accuracy"] = _accuracy(model, out, t, loss_fn)

@@ -1,0 +1,349 @@
+"""bfloat16 products (cpp/gemm_bf16.h): the rounding to bfloat16 against a NumPy
+uint32 rounding, the emulation twin against a NumPy evaluation of the documented
+canonical order (bit for bit), the AVX512_BF16 kernel against the twin (bit for
+bit), and both against a float64 product of the rounded inputs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastmlp import _core
+
+HW = _core.bf16_isa_available("avx512bf16")
+needs_hw = pytest.mark.skipif(not HW, reason="this CPU has no AVX512_BF16 (the emulation path is tested alone)")
+PATHS = ["emulation", "auto"] + (["avx512bf16"] if HW else [])
+K_SIZES = [0, 1, 2, 3, 15, 16, 17, 31, 32, 33, 63, 64, 65, 255, 256, 257, 1023, 1024, 1025]
+MN_SIZES = [(0, 3), (3, 0), (1, 1), (1, 17), (5, 4), (6, 4), (7, 5), (13, 16), (17, 33), (12, 8)]
+FLT_MIN = np.float32(2.0**-126)
+
+
+def round_bf16(x):
+    """float32 -> bfloat16 bits (uint16): round to nearest even by uint32 arithmetic; float32 denormals to
+    a zero of their sign; NaN quiet; as VCVTNEPS2BF16."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    rounded = (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+    sign = (u >> np.uint32(16)) & np.uint32(0x8000)
+    nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    out = np.where(nan, (u >> np.uint32(16)) | np.uint32(0x40), rounded)
+    out = np.where((u & np.uint32(0x7F800000)) == 0, sign, out)
+    return out.astype(np.uint16)
+
+
+def from_bf16(h):
+    return (h.astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+def stride(k):
+    return (k + 31) // 32 * 32
+
+
+def padded(x):
+    """x (rows, k) float32 -> its bfloat16 values (rows, stride(k)) as float64, zero padded."""
+    out = np.zeros((x.shape[0], stride(x.shape[1])))
+    out[:, : x.shape[1]] = from_bf16(round_bf16(x))
+    return out
+
+
+def flush(v):
+    """a float32 denormal to a zero of its sign (VDPBF16PS's FTZ)."""
+    return np.where(np.abs(v) < FLT_MIN, np.copysign(np.float32(0), v), v).astype(np.float32)
+
+
+def canonical(x, w, b=None):
+    """y = bf16(x) bf16(w)^T (+ b) in the documented order (gemm_bf16.h). Every step is one fma: the product
+    of two bfloat16 values is exact in float64 and, for the data used (all magnitudes in [2^-4, 4] or zero,
+    k < 2^11), so is the float64 sum; its rounding to float32 is then the fma's single rounding."""
+    a, c = padded(x), padded(w)
+    s = np.zeros((x.shape[0], w.shape[0], 16), np.float32)
+    lanes = 2 * np.arange(16)
+    for k0 in range(0, a.shape[1], 32):
+        for e in (1, 0):
+            k = k0 + lanes + e
+            p = a[:, None, k] * c[None, :, k]  # (M, N, 16), exact
+            s = flush((s.astype(np.float64) + p).astype(np.float32))
+    for h in (8, 4, 2, 1):
+        s = s[..., :h] + s[..., h : 2 * h]
+    y = s[..., 0]
+    return y if b is None else y + b
+
+
+def data(rng, *shape):
+    """normal values with magnitudes below 2^-4 set to zero and above 4 clipped (see canonical)"""
+    v = rng.normal(size=shape)
+    v = np.where(np.abs(v) < 2.0**-4, 0.0, np.clip(v, -4, 4))
+    return v.astype(np.float32)
+
+
+def same_bits(a, b):
+    assert a.shape == b.shape and a.dtype == b.dtype == np.float32
+    nan = np.isnan(a)
+    assert np.array_equal(nan, np.isnan(b))
+    return bool(np.array_equal(a.view(np.uint32)[~nan], b.view(np.uint32)[~nan]))
+
+
+def test_rounding_matches_numpy():
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2**32, size=200_000, dtype=np.uint64).astype(np.uint32)
+    special = np.array([0, 0x80000000, 0x00000001, 0x807FFFFF, 0x00800000, 0x7F800000, 0xFF800000, 0x7FC00000,
+                        0x7F800001, 0xFF800001, 0x7F7FFFFF, 0xFF7FFFFF, 0x3F808000, 0x3F818000, 0x3F808001,
+                        0x3F807FFF, 0x7F7F8000], np.uint32)
+    x = np.concatenate([bits, special]).view(np.float32).reshape(-1, 1)
+    got = _core.to_bf16(x, False)
+    assert got.shape == (x.shape[0], 32) and not got[:, 1:].any()
+    assert np.array_equal(got[:, 0], round_bf16(x[:, 0]))
+    # ties to even, overflow to inf, NaN stays NaN, denormals to signed zero
+    v = from_bf16(got[-17:, 0])
+    assert v[0] == 0 and v[2] == 0 and np.signbit(v[3]) and v[3] == 0
+    assert np.isinf(v[16]) and np.isnan(v[8]) and np.isnan(v[9])
+    assert from_bf16(round_bf16(np.float32([1.00390625, 1.01171875]))).tolist() == [1.0, 1.015625]
+
+
+@pytest.mark.parametrize("rows,cols", [(0, 5), (5, 0), (1, 1), (3, 31), (33, 2), (40, 65)])
+def test_transposed_conversion(rows, cols):
+    x = np.random.default_rng(1).normal(size=(rows, cols)).astype(np.float32)
+    t = _core.to_bf16(x, True)
+    assert t.shape == (cols, stride(rows))
+    assert np.array_equal(t[:, :rows], round_bf16(x.T).reshape(cols, rows)) and not t[:, rows:].any()
+    assert np.array_equal(_core.to_bf16(np.ascontiguousarray(x.T), False), t)
+
+
+@pytest.mark.parametrize("k", K_SIZES)
+@pytest.mark.parametrize("mn", MN_SIZES)
+def test_emulation_is_the_canonical_order(k, mn):
+    m, n = mn
+    rng = np.random.default_rng(k * 100 + m * 10 + n)
+    x, w, b = data(rng, m, k), data(rng, n, k), data(rng, n)
+    for bias in (None, b):
+        want = canonical(x, w, bias)
+        for path in PATHS:
+            assert same_bits(_core.gemm_bf16(x, w, bias, path, 1), want), path
+
+
+@pytest.mark.parametrize("k", [1, 33, 300, 1025])
+def test_close_to_float64_product(k):
+    """Any normal data: within float32 accumulation error of the exact product of the rounded inputs."""
+    rng = np.random.default_rng(k)
+    x = (rng.normal(size=(9, k)) * np.exp(rng.normal(size=(9, k)))).astype(np.float32)
+    w = rng.normal(size=(7, k)).astype(np.float32)
+    ref = padded(x) @ padded(w).T
+    scale = np.abs(padded(x)) @ np.abs(padded(w)).T
+    for path in PATHS:
+        got = _core.gemm_bf16(x, w, None, path, 1)
+        assert np.all(np.abs(got - ref) <= 1e-5 * scale + 1e-30), path
+    # and the rounding to bfloat16 matters: far from the float32 product
+    assert not np.allclose(x.astype(np.float64) @ w.T.astype(np.float64), ref, rtol=1e-5, atol=0)
+
+
+def test_flush_to_zero_of_denormal_results():
+    """products below float32's normal range give zero (FTZ), where float32 would keep a denormal"""
+    x = np.float32([[2.0**-100, 2.0**-100, 1.0]])
+    w = np.float32([[2.0**-30, -(2.0**-30), 0.0]])
+    for path in PATHS:
+        y = _core.gemm_bf16(x, w, None, path, 1)
+        assert y[0, 0] == 0 and same_bits(y, canonical(x, w))
+    assert (np.float32(2.0**-100) * np.float32(2.0**-30)) != 0  # float32 itself would not flush
+
+
+@needs_hw
+@pytest.mark.parametrize("scale", [1.0, 1e-20, 1e-34, 1e-36, 1e19, 1e33])  # 1e-34..: denormal sums flushed
+def test_hardware_equals_emulation(scale):
+    """random data over the whole float32 range, with tiny, huge, zero, inf and NaN values and
+    cancellations: the same bits on both paths (NaN: any NaN)"""
+    rng = np.random.default_rng(int(np.log10(scale) + 40))
+    for m, n, k in [(7, 9, 1), (13, 5, 31), (6, 17, 64), (25, 11, 333), (3, 4, 1500)]:
+        x = (rng.normal(size=(m, k)) * scale * np.exp(rng.normal(size=(m, k)) * 3)).astype(np.float32)
+        w = (rng.normal(size=(n, k)) * np.exp(rng.normal(size=(n, k)) * 3)).astype(np.float32)
+        x[rng.random(x.shape) < 0.05] = 0
+        h = k // 2  # exact and near cancellations in the first rows: x[2i+1] w[2i+1] = -x[2i] w[2i] (1 + d)
+        x[:2, 1 : 2 * h : 2] = x[:2, 0 : 2 * h : 2]
+        w[:, 1 : 2 * h : 2] = -w[:, 0 : 2 * h : 2] * np.float32(1 + 2.0**-8) ** rng.integers(0, 2, size=(n, h))
+        if k > 10:
+            x[0, 3], w[1, 5], x[2, 4] = np.inf, -np.inf, np.nan
+        b = rng.normal(size=n).astype(np.float32)
+        with np.errstate(all="ignore"):
+            assert same_bits(_core.gemm_bf16(x, w, b, "avx512bf16", 1), _core.gemm_bf16(x, w, b, "emulation", 1))
+
+
+@needs_hw
+def test_hardware_threads_and_batch_do_not_change_bits():
+    rng = np.random.default_rng(5)
+    x, w = data(rng, 203, 300), data(rng, 70, 300)
+    one = _core.gemm_bf16(x, w, None, "avx512bf16", 1)
+    assert same_bits(_core.gemm_bf16(x, w, None, "avx512bf16", 2), one)
+    assert same_bits(_core.gemm_bf16(x[5:6], w, None, "avx512bf16", 1), one[5:6])
+
+
+def test_bad_arguments():
+    x = np.ones((2, 3), np.float32)
+    with pytest.raises(ValueError, match="isa must be"):
+        _core.gemm_bf16(x, x, None, "bogus", 1)
+    with pytest.raises(ValueError, match="columns"):
+        _core.gemm_bf16(x, np.ones((2, 4), np.float32), None, "auto", 1)
+    with pytest.raises(TypeError, match="float32"):
+        _core.gemm_bf16(x.astype(np.float64), x, None, "auto", 1)
+
+
+# ---------------------------------------------------------------- models: precision='bfloat16'
+import fastmlp as fm  # noqa: E402
+from fastmlp.datasets import load_digits  # noqa: E402
+
+
+def mlp(n_in=20, hidden=37, n_out=5, seed=0, dtype="float32"):
+    return fm.Sequential(fm.Linear(n_in, hidden), fm.ReLU(), fm.Linear(hidden, n_out), seed=seed, dtype=dtype)
+
+
+def weights(model):
+    return [p.data.copy() for p in model.parameters()]  # W1, b1, W2, b2
+
+
+def bf16_forward(x, W1, b1, W2, b2):
+    """the engine's bfloat16 forward from the product kernel (checked above) and NumPy float32 work"""
+    h = np.maximum(_core.gemm_bf16(x, W1, b1, "auto", 1), np.float32(0))
+    return h, _core.gemm_bf16(h, W2, b2, "auto", 1)
+
+
+@pytest.mark.parametrize("B", [1, 2, 33, 100])
+def test_predict_forward_and_evaluate(B):
+    model = mlp()
+    x = np.random.default_rng(B).normal(size=(B, 20)).astype(np.float32)
+    want = bf16_forward(x, *weights(model))[1]
+    assert same_bits(model.predict(x, precision="bfloat16"), want)
+    assert same_bits(model.predict(x, batch_size=7, precision="bfloat16"), want)  # rows independent of the chunk
+    assert same_bits(model(x, precision="bfloat16"), want)
+    f32 = model.predict(x)
+    assert not same_bits(f32, want) and np.allclose(f32, want, rtol=0.05, atol=0.05)
+    assert same_bits(model.predict(x, precision="float32"), f32)
+    y = np.arange(B) % 5
+    loss = fm.CrossEntropyLoss()
+    assert model.evaluate(x, y, loss, precision="bfloat16")["loss"] == pytest.approx(float(loss(want, y)), rel=1e-6)
+
+
+def test_first_layer_against_float64_reference():
+    rng = np.random.default_rng(3)
+    model = fm.Sequential(fm.Linear(300, 40), seed=1, dtype="float32")
+    x = (rng.normal(size=(50, 300)) * 3).astype(np.float32)
+    W, b = weights(model)
+    ref = padded(x) @ padded(W).T + b
+    scale = np.abs(padded(x)) @ np.abs(padded(W)).T + np.abs(b)
+    assert np.all(np.abs(model.predict(x, precision="bfloat16") - ref) <= 1e-5 * scale)
+
+
+def test_backward_and_train_step():
+    """gradients of the bfloat16 products: dW = bf16(dy)^T bf16(x), dx = bf16(dy) bf16(W), db and the
+    element-wise work in float32; then an SGD step in float32"""
+    rng = np.random.default_rng(7)
+    model = mlp()
+    x = rng.normal(size=(45, 20)).astype(np.float32)
+    g = rng.normal(size=(45, 5)).astype(np.float32)
+    W1, b1, W2, b2 = weights(model)
+    h, out = bf16_forward(x, W1, b1, W2, b2)
+    assert same_bits(model.forward(x, precision="bfloat16"), out)
+    model.zero_grad()
+    dx = model.backward(g)
+    dh = _core.gemm_bf16(g, np.ascontiguousarray(W2.T), None, "auto", 1) * (h > 0)
+    want = [_core.gemm_bf16(np.ascontiguousarray(dh.T), np.ascontiguousarray(x.T), None, "auto", 1), _column_sums(dh),
+            _core.gemm_bf16(np.ascontiguousarray(g.T), np.ascontiguousarray(h.T), None, "auto", 1), _column_sums(g)]
+    for p, w in zip(model.parameters(), want):
+        assert same_bits(p.grad, w), p.name
+    assert same_bits(dx, _core.gemm_bf16(dh.astype(np.float32), np.ascontiguousarray(W1.T), None, "auto", 1))
+    # train_step: the same gradients (of the mean loss) with a float32 SGD step
+    y = rng.integers(0, 5, size=45)
+    opt = fm.optim.SGD(model.parameters(), lr=0.1)
+    before = weights(model)
+    model.train_step(x, y, fm.CrossEntropyLoss(), opt, precision="bfloat16")
+    p_out = np.exp(out - out.max(1, keepdims=True))
+    p_out /= p_out.sum(1, keepdims=True)
+    p_out[np.arange(45), y] -= 1
+    d = (p_out / 45).astype(np.float32)
+    dW2 = _core.gemm_bf16(np.ascontiguousarray(d.T), np.ascontiguousarray(h.T), None, "auto", 1)
+    step = before[2] - list(model.parameters())[2].data
+    assert np.abs(step - 0.1 * dW2).max() <= 1e-3 * np.abs(0.1 * dW2).max()
+
+
+def _column_sums(d):
+    acc = np.zeros(d.shape[1], np.float32)
+    for r in d:  # row by row in float32, as the engine
+        acc += r
+    return acc
+
+
+def test_fit_digits_accuracy():
+    X, y = load_digits()
+    X = X / np.float32(16)
+    Xtr, ytr, Xte, yte = X[:1400], y[:1400], X[1400:], y[1400:]
+    acc = {}
+    for precision in ("float32", "bfloat16"):
+        model = fm.Sequential(fm.Linear(64, 128), fm.ReLU(), fm.Linear(128, 10), seed=3, dtype="float32")
+        opt = fm.optim.Adam(model.parameters(), lr=3e-3)
+        hist = model.fit(Xtr, ytr, fm.CrossEntropyLoss(), opt, epochs=15, batch_size=64, verbose=0,
+                         precision=precision)
+        assert np.isfinite(hist.history["loss"]).all()
+        acc[precision] = float(np.mean(model.predict(Xte, precision=precision).argmax(1) == yte))
+    assert acc["float32"] > 0.85
+    assert abs(acc["bfloat16"] - acc["float32"]) <= 0.005 + 1e-9, acc
+
+
+def test_fit_bfloat16_differs_from_float32_and_is_reproducible():
+    X, y = load_digits()
+    X = X[:300] / np.float32(16)
+    runs = []
+    for precision in ("bfloat16", "bfloat16", "float32"):
+        model = fm.Sequential(fm.Linear(64, 32), fm.Tanh(), fm.Linear(32, 10), seed=1, dtype="float32")
+        opt = fm.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        model.fit(X, y[:300], fm.CrossEntropyLoss(), opt, epochs=2, batch_size=32, verbose=0, precision=precision)
+        runs.append(np.concatenate([p.data.ravel() for p in model.parameters()]))
+    assert same_bits(runs[0], runs[1]) and not same_bits(runs[0], runs[2])
+
+
+@pytest.mark.parametrize("bad", ["bf16", "float16", "", None, 16, "BFLOAT16"])
+def test_bad_precision_raises(bad):
+    model = mlp()
+    x = np.ones((3, 20), np.float32)
+    before = weights(model)
+    opt = fm.optim.SGD(model.parameters(), lr=0.1)
+    for call in (lambda: model.predict(x, precision=bad), lambda: model(x, precision=bad),
+                 lambda: model.evaluate(x, [0, 1, 2], fm.CrossEntropyLoss(), precision=bad),
+                 lambda: model.train_step(x, [0, 1, 2], fm.CrossEntropyLoss(), opt, precision=bad),
+                 lambda: model.fit(x, [0, 1, 2], fm.CrossEntropyLoss(), opt, verbose=0, precision=bad)):
+        with pytest.raises(ValueError, match="precision must be 'float32' or 'bfloat16'"):
+            call()
+    assert all(same_bits(a, b) for a, b in zip(before, weights(model)))
+
+
+def test_float64_model_refuses_bfloat16():
+    model = mlp(dtype="float64")
+    x = np.ones((3, 20))
+    opt = fm.optim.SGD(model.parameters(), lr=0.1)
+    before = weights(model)
+    for call in (lambda: model.predict(x, precision="bfloat16"),
+                 lambda: model.fit(x, [0, 1, 2], fm.CrossEntropyLoss(), opt, verbose=0, precision="bfloat16"),
+                 lambda: model.train_step(x, [0, 1, 2], fm.CrossEntropyLoss(), opt, precision="bfloat16")):
+        with pytest.raises(ValueError, match="needs a float32 model"):
+            call()
+    assert all(np.array_equal(a, b) for a, b in zip(before, weights(model)))
+    model.predict(x, precision="float32")  # the default: the model's own dtype
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_estimators_precision():
+    X, y = load_digits()
+    X = X[:600] / np.float32(16)
+    y = y[:600]
+    kw = dict(hidden_layer_sizes=(32,), max_iter=30, random_state=0)
+    f32 = fm.MLPClassifier(**kw).fit(X, y)
+    bf = fm.MLPClassifier(precision="bfloat16", **kw).fit(X, y)
+    assert bf.get_params()["precision"] == "bfloat16"
+    assert not np.array_equal(f32.coefs_[0], bf.coefs_[0])
+    assert abs(f32.score(X, y) - bf.score(X, y)) <= 0.02
+    # predict uses the bfloat16 products
+    out = bf._model.predict(X, precision="bfloat16")
+    assert not same_bits(out, bf._model.predict(X))
+    assert np.array_equal(bf.predict(X), bf._model.predict(X, precision="bfloat16").argmax(1))
+    r = fm.MLPRegressor(precision="bfloat16", solver="lbfgs", max_iter=20, **{k: kw[k] for k in ("hidden_layer_sizes",
+                                                                                                "random_state")})
+    r.fit(X, X[:, 10])
+    assert np.isfinite(r.loss_)
+    with pytest.raises(ValueError, match="precision"):
+        fm.MLPClassifier(precision="half").fit(X, y)
+    with pytest.raises(ValueError, match="needs dtype='float32'"):
+        fm.MLPClassifier(precision="bfloat16", dtype="float64").fit(X, y)
