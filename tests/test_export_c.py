@@ -79,6 +79,79 @@ def test_edge_widths_scaling_and_prefix(tmp_path):
           input_scaling=(np.array([1.0, -2.0, 3.0]), np.array([0.5, 2.0, 4.0])), output_scaling=(10.0, 3.0))
 
 
+NORMS = [fm.BatchNorm1d, lambda w: fm.BatchNorm1d(w, affine=False, momentum=None), fm.LayerNorm,
+         lambda w: fm.LayerNorm(w, eps=1e-7, elementwise_affine=False), lambda w: fm.LayerNorm(w, bias=False),
+         fm.RMSNorm, lambda w: fm.RMSNorm(w, eps=1e-3, elementwise_affine=False)]
+NORM_IDS = ["batchnorm", "batchnorm-plain-cumulative", "layernorm", "layernorm-plain", "layernorm-nobias", "rmsnorm",
+            "rmsnorm-plain"]
+
+
+def trained(model, steps=5, seed=0):
+    """model after a few SGD steps on random data, so that running statistics and affine parameters are not
+    their initial values."""
+    rng = np.random.default_rng(seed)
+    opt = fm.optim.SGD(model.parameters(), lr=0.05)
+    model.train()
+    for _ in range(steps):
+        x = rng.normal(1.5, 2, (16, model.in_features)).astype(model.dtype)
+        model.train_step(x, rng.normal(size=model(x).shape).astype(model.dtype), fm.MSELoss(), opt)
+    for name, b in model.named_buffers():
+        if name.endswith("running_mean"):
+            assert np.abs(b).min() > 0.0  # moved from the initial zeros
+    return model
+
+
+@needs_cc
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("make", NORMS, ids=NORM_IDS)
+def test_normalization_layers(make, dtype, tmp_path):
+    src = check(trained(fm.Sequential(fm.Linear(7, 9), make(9), fm.Linear(9, 5), seed=4, dtype=dtype)), tmp_path)
+    assert not re.search(r"\b(malloc|calloc|alloca)\b", src.read_text())
+
+
+def tabular_resnet(dtype, seed=8):
+    """Linear, two residual blocks x + Dropout(ReLU(BatchNorm(Linear(x)))) (one nesting a LayerNorm-RMSNorm
+    block), Linear."""
+    def block(*inner):
+        return fm.Residual(fm.Linear(16, 16, bias=False), fm.BatchNorm1d(16), fm.ReLU(), fm.Dropout(0.1), *inner)
+
+    return fm.Sequential(fm.Linear(10, 16), block(), block(fm.Residual(fm.LayerNorm(16), fm.Tanh(), fm.RMSNorm(16))),
+                         fm.Linear(16, 4), seed=seed, dtype=dtype)
+
+
+@needs_cc
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_residual_networks(dtype, tmp_path):
+    src = check(trained(tabular_resnet(dtype)), tmp_path)
+    assert src.read_text().count("skip") == 3 * 3  # a kept input row per block: declared, saved, added back
+    check(fm.Sequential(fm.Linear(3, 3), fm.Residual(), seed=0, dtype=dtype), tmp_path, prefix="empty")  # 2x
+
+
+def test_batch_statistics_in_eval_are_refused(tmp_path):
+    model = fm.Sequential(fm.Linear(3, 4), fm.Residual(fm.BatchNorm1d(4, track_running_stats=False)), seed=0)
+    with pytest.raises(ValueError, match=r"layer 1_0 \(BatchNorm1d\(track_running_stats=False\)\) normalizes "
+                                         r"with the statistics of the whole batch.*the ONNX export can"):
+        fm.export_c(model, tmp_path / "m.c")
+    assert list(tmp_path.iterdir()) == []
+
+
+# the activations of issue 10 (their classes may not be in this build yet): (class name, arguments)
+MODERN = [("ELU", (0.7,)), ("CELU", (1.3,)), ("SELU", ()), ("SiLU", ()), ("Mish", ()), ("Softplus", (2.0, 5.0)),
+          ("Softsign", ()), ("Hardtanh", (-0.5, 2.0)), ("ReLU6", ()), ("Hardswish", ()), ("Hardsigmoid", ()),
+          ("PReLU", ()), ("PReLU", (9,)), ("LogSoftmax", ()), ("LogSigmoid", ()), ("GELU", ("tanh",)),
+          ("AlphaDropout", (0.3,)), ("Flatten", ())]
+
+
+@needs_cc
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name, args", MODERN, ids=[f"{n}{''.join(map(str, a))}" for n, a in MODERN])
+def test_modern_activations(name, args, dtype, tmp_path):
+    if not hasattr(fm, "SiLU"):  # GELU exists without approximate='tanh' before them
+        pytest.skip(f"fm.{name}{args} is not in this build (the modern activations are not merged yet)")
+    check(trained(fm.Sequential(fm.Linear(7, 9), getattr(fm, name)(*args), fm.Linear(9, 5), seed=6, dtype=dtype)),
+          tmp_path)
+
+
 @needs_cc
 def test_weights_round_trip_exactly(tmp_path):
     model = fm.Sequential(fm.Linear(5, 4), seed=0)

@@ -118,6 +118,137 @@ def test_graph_is_small_and_clean(tmp_path):
     np.testing.assert_array_equal(w[g.node[0].input[1]], model[0].weight.data)  # (out, in), bit-exact
 
 
+NORMS = [fm.BatchNorm1d, lambda w: fm.BatchNorm1d(w, affine=False, momentum=None),
+         lambda w: fm.BatchNorm1d(w, track_running_stats=False), fm.LayerNorm,
+         lambda w: fm.LayerNorm(w, eps=1e-7, elementwise_affine=False), lambda w: fm.LayerNorm(w, bias=False),
+         fm.RMSNorm, lambda w: fm.RMSNorm(w, eps=1e-3, elementwise_affine=False)]
+NORM_IDS = ["batchnorm", "batchnorm-plain-cumulative", "batchnorm-batch-stats", "layernorm", "layernorm-plain",
+            "layernorm-nobias", "rmsnorm", "rmsnorm-plain"]
+
+
+def trained(model, steps=5, seed=0):
+    """model after a few SGD steps on random data (so that running statistics and affine parameters are
+    not their initial values), in eval mode."""
+    rng = np.random.default_rng(seed)
+    params = list(model.parameters())
+    opt = fm.optim.SGD(params, lr=0.05) if params else None
+    model.train()
+    for _ in range(steps):
+        x = rng.normal(1.5, 2, (16, model.in_features)).astype(model.dtype)
+        if opt is None:  # nothing to train: a forward pass in training mode updates the running statistics
+            model(x)
+        else:
+            model.train_step(x, rng.normal(size=model(x).shape).astype(model.dtype), fm.MSELoss(), opt)
+    for name, b in model.named_buffers():
+        if name.endswith("running_mean"):
+            assert np.abs(b).min() > 0.0  # moved from the initial zeros
+    return model.eval()
+
+
+def norm_reference(layer, x):
+    """The layer's eval-mode output in float64, from its definition."""
+    eps = np.finfo(x.dtype).eps if getattr(layer, "eps", 0) is None else layer.eps  # RMSNorm's None: the dtype's
+    x = x.astype(np.float64)
+    w = getattr(layer, "weight", None)
+    b = getattr(layer, "bias", None)
+    if isinstance(layer, fm.BatchNorm1d):
+        m, v = (layer.running_mean, layer.running_var) if layer.track_running_stats else (x.mean(0), x.var(0))
+        y = (x - m) / np.sqrt(v + layer.eps)
+    elif isinstance(layer, fm.LayerNorm):
+        y = (x - x.mean(1, keepdims=True)) / np.sqrt(x.var(1, keepdims=True) + layer.eps)
+    else:
+        y = x / np.sqrt((x * x).mean(1, keepdims=True) + eps)
+    y = y * w.data if w is not None else y
+    return y + b.data if b is not None else y
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("opset", [13, 17, 18])
+@pytest.mark.parametrize("make", NORMS, ids=NORM_IDS)
+def test_normalization_layers(make, opset, dtype):
+    model = trained(fm.Sequential(fm.Linear(7, 9), make(9), fm.Linear(9, 5), seed=4, dtype=dtype))
+    proto = model.to_onnx(opset=opset)
+    batch_stats = isinstance(model[1], fm.BatchNorm1d) and not model[1].track_running_stats
+    for n in (2, 5, 256) if batch_stats else (0, 1, 5, 256):
+        x = inputs(n, 7, dtype)
+        got, want = run_onnx(proto, x), model.predict(x)
+        assert got.dtype == np.dtype(dtype) and got.shape == (n, 5)
+        np.testing.assert_allclose(got, want, rtol=TOL[dtype]["rtol"],
+                                   atol=TOL[dtype]["rtol"] * np.abs(want).max(initial=1.0))
+    alone = trained(fm.Sequential(make(9), seed=5, dtype=dtype))  # the layer on its own, against its definition
+    x = inputs(33, 9, dtype, seed=1)
+    want = norm_reference(alone[0], x)
+    np.testing.assert_allclose(run_onnx(alone.to_onnx(opset=opset), x), want,
+                               rtol=1e-5 if dtype == "float32" else 1e-10, atol=(1e-5 if dtype == "float32" else 1e-10)
+                               * np.abs(want).max())
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_row_statistics_keep_the_spread_of_large_values(opset):
+    """float32 rows near 1e3 with a spread of 1e-2: the graph computes the statistics in float64 as the engine does
+    (in float32 the mean alone is off by 6e-5, the normalized values by 1e-2)."""
+    model = fm.Sequential(fm.LayerNorm(8), fm.RMSNorm(8), fm.BatchNorm1d(8, track_running_stats=False), seed=0)
+    x = (1000 + np.random.default_rng(0).normal(size=(16, 8)) * 0.01).astype(np.float32)
+    np.testing.assert_allclose(run_onnx(model.to_onnx(opset=opset), x), model.predict(x), rtol=1e-5, atol=1e-5)
+
+
+def tabular_resnet(dtype, seed=8):
+    """Linear, two residual blocks x + Dropout(ReLU(BatchNorm(Linear(x)))) (one nesting a LayerNorm-RMSNorm
+    block), Linear."""
+    def block(*inner):
+        return fm.Residual(fm.Linear(16, 16, bias=False), fm.BatchNorm1d(16), fm.ReLU(), fm.Dropout(0.1), *inner)
+
+    return fm.Sequential(fm.Linear(10, 16), block(), block(fm.Residual(fm.LayerNorm(16), fm.Tanh(), fm.RMSNorm(16))),
+                         fm.Linear(16, 4), seed=seed, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("opset", [13, 18])
+def test_residual_networks(opset, dtype):
+    model = trained(tabular_resnet(dtype))
+    proto = model.to_onnx(opset=opset)
+    for n in (0, 1, 7, 300):
+        x = inputs(n, 10, dtype, seed=n)
+        want = model.predict(x)
+        np.testing.assert_allclose(run_onnx(proto, x), want, rtol=TOL[dtype]["rtol"],
+                                   atol=TOL[dtype]["rtol"] * np.abs(want).max(initial=1.0))
+    # x + block(x) is not block(x): an empty block doubles its input, as torch's x + Sequential()(x)
+    x = inputs(5, 3, dtype)
+    np.testing.assert_allclose(run_onnx(fm.Sequential(fm.Residual(), dtype=dtype).to_onnx(), x), 2 * x)
+
+
+# the activations of issue 10 (their classes may not be in this build yet): (class name, arguments)
+MODERN = [("ELU", (0.7,)), ("CELU", (1.3,)), ("SELU", ()), ("SiLU", ()), ("Mish", ()), ("Softplus", (2.0, 5.0)),
+          ("Softsign", ()), ("Hardtanh", (-0.5, 2.0)), ("ReLU6", ()), ("Hardswish", ()), ("Hardsigmoid", ()),
+          ("PReLU", ()), ("PReLU", (9,)), ("LogSoftmax", ()), ("LogSigmoid", ()), ("GELU", ("tanh",)),
+          ("AlphaDropout", (0.3,)), ("Flatten", ())]
+MODERN_IDS = [f"{name}{''.join(map(str, args))}" for name, args in MODERN]
+
+
+def modern(name, args):
+    if not hasattr(fm, "SiLU"):  # GELU exists without approximate='tanh' before them
+        pytest.skip(f"fm.{name}{args} is not in this build (the modern activations are not merged yet)")
+    return getattr(fm, name)(*args)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name, args", MODERN, ids=MODERN_IDS)
+def test_modern_activations(name, args, dtype):
+    model = trained(fm.Sequential(fm.Linear(7, 9), modern(name, args), fm.Linear(9, 5), seed=6, dtype=dtype))
+    proto = model.to_onnx()
+    for n in (0, 1, 5, 256):
+        x = inputs(n, 7, dtype) * 3
+        want = model.predict(x)
+        np.testing.assert_allclose(run_onnx(proto, x), want, rtol=TOL[dtype]["rtol"],
+                                   atol=TOL[dtype]["rtol"] * np.abs(want).max(initial=1.0))
+    # alone, at +-1000 and near 0: no overflow, the same values
+    alone = fm.Sequential(modern(name, args), seed=6, dtype=dtype)
+    x = np.array([[1000.0, -1000.0, 0.0, 1e-9, -1e-9, 30.0, -30.0, 2.5, -2.5]] * 2, dtype=dtype)
+    got, want = run_onnx(alone.to_onnx(), x), alone.predict(x)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, want, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["rtol"] * np.abs(want).max())
+
+
 def test_digits_model():
     ds = load_digits()
     X = ((ds.X - ds.X.mean(0)) / (ds.X.std(0) + 1e-9)).astype(np.float32)

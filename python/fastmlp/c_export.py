@@ -9,8 +9,8 @@ The file defines, for ``prefix`` P:
 The weights are static arrays printed to round-trip exactly (float32 ``%.9g``,
 float64 ``%.17g``); a float64 model computes in double between the float
 input and output. No allocation: rows are processed one at a time through two
-scratch rows of the widest layer, on the stack (static when they exceed 64 KiB,
-which makes P_predict not reentrant). Only ``<math.h>`` is used. Each layer kind
+scratch rows of the widest layer (and one row per residual block for its input),
+on the stack (static when they exceed 64 KiB, which makes P_predict not reentrant). Only ``<math.h>`` is used. Each layer kind
 is one entry of ``_LAYERS``: a function returning the C statements of the layer.
 """
 from __future__ import annotations
@@ -37,6 +37,8 @@ class _C:
         self.real = "double" if self.double else "float"
         self.suffix = "" if self.double else "f"  # math.h function suffix and literal suffix
         self.arrays: list[str] = []
+        self.skips: list[int] = []  # the widths of the rows that keep residual blocks' inputs
+        self.widest = 0
 
     def lit(self, v: float) -> str:
         s = f"{float(v):.17g}" if self.double else f"{float(np.float32(v)):.9g}"
@@ -55,7 +57,7 @@ class _C:
         return name + self.suffix
 
 
-def _linear(c: _C, i: int, layer: Any, n: int) -> tuple[str, int]:
+def _linear(c: _C, i: Any, layer: Any, n: int) -> tuple[str, int]:
     m = layer.out_features
     wt = c.array(f"w{i}", layer.weight.data.T)  # stored (in, out): the inner loop runs over outputs
     init = f"{c.array(f'b{i}', layer.bias.data)}[j]" if layer.bias is not None else c.lit(0.0)
@@ -68,16 +70,54 @@ def _linear(c: _C, i: int, layer: Any, n: int) -> tuple[str, int]:
     return code, m
 
 
-def _map(expr: Callable[[_C, Any], str], pre: Callable[[_C], str] = lambda c: "") \
-        -> Callable[[_C, int, Any, int], tuple[str, int]]:
+def _map(expr: Callable[[_C, Any], str], pre: Callable[[_C, Any], str] = lambda c, layer: "") \
+        -> Callable[[_C, Any, Any, int], tuple[str, int]]:
     """An element-wise layer: a[j] = expr(c, layer), a C expression of v = a[j],
-    after the C statements pre(c)."""
-    def emit(c: _C, i: int, layer: Any, n: int) -> tuple[str, int]:
-        return f"for (j = 0; j < {n}; ++j) {{ const {c.real} v = a[j]; {pre(c)}a[j] = {expr(c, layer)}; }}", n
+    after the C statements pre(c, layer)."""
+    def emit(c: _C, i: Any, layer: Any, n: int) -> tuple[str, int]:
+        return f"for (j = 0; j < {n}; ++j) {{ const {c.real} v = a[j]; {pre(c, layer)}a[j] = {expr(c, layer)}; }}", n
     return emit
 
 
-def _softmax(c: _C, i: int, layer: Any, n: int) -> tuple[str, int]:
+def _sigmoid(c: _C, z: str) -> str:
+    """1 / (1 + e^-z) as a C expression that never overflows."""
+    e = f"{c.fn('exp')}(-{c.fn('fabs')}({z}))"
+    return f"({z} >= 0 ? {c.lit(1)} / ({c.lit(1)} + {e}) : {e} / ({c.lit(1)} + {e}))"
+
+
+def _softplus(c: _C, z: str) -> str:
+    """log(1 + e^z) = max(z, 0) + log1p(e^-|z|) as a C expression that never overflows."""
+    return f"({c.fn('fmax')}({z}, {c.lit(0)}) + {c.fn('log1p')}({c.fn('exp')}(-{c.fn('fabs')}({z}))))"
+
+
+def _clamp(c: _C, v: str, lo: float, hi: float) -> str:
+    return f"({v} < {c.lit(lo)} ? {c.lit(lo)} : {v} > {c.lit(hi)} ? {c.lit(hi)} : {v})"
+
+
+def _prelu(c: _C, i: Any, layer: Any, n: int) -> tuple[str, int]:
+    w = c.array(f"w{i}", layer.weight.data)
+    return f"for (j = 0; j < {n}; ++j) if (a[j] <= 0) a[j] *= {w}[{'j' if layer.weight.data.size > 1 else 0}];", n
+
+
+def _log_softmax(c: _C, i: Any, layer: Any, n: int) -> tuple[str, int]:
+    return (f"{{ {c.real} mx = a[0], s = {c.lit(0)};\n"
+            f"for (j = 1; j < {n}; ++j) if (a[j] > mx) mx = a[j];\n"
+            f"for (j = 0; j < {n}; ++j) s += {c.fn('exp')}(a[j] - mx);\n"
+            f"s = mx + {c.fn('log')}(s);\n"
+            f"for (j = 0; j < {n}; ++j) a[j] -= s; }}"), n
+
+
+def _gelu(c: _C, approximate: str) -> str:
+    if approximate == "tanh":  # x sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)), as the engine
+        z = f"({c.lit(2 * (2 / np.pi) ** 0.5)} * (v + {c.lit(0.044715)} * v * v * v))"
+        return f"v * {_sigmoid(c, z)}"
+    return f"{c.lit(0.5)} * v * ({c.lit(1)} + {c.fn('erf')}(v * {c.lit(2 ** -0.5)}))"
+
+
+_SELU_ALPHA, _SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+
+
+def _softmax(c: _C, i: Any, layer: Any, n: int) -> tuple[str, int]:
     return (f"{{ {c.real} mx = a[0], s = {c.lit(0)};\n"
             f"for (j = 1; j < {n}; ++j) if (a[j] > mx) mx = a[j];\n"
             f"for (j = 0; j < {n}; ++j) {{ a[j] = {c.fn('exp')}(a[j] - mx); s += a[j]; }}\n"
@@ -85,23 +125,113 @@ def _softmax(c: _C, i: int, layer: Any, n: int) -> tuple[str, int]:
             f"for (j = 0; j < {n}; ++j) a[j] *= s; }}"), n
 
 
-def _identity(c: _C, i: int, layer: Any, n: int) -> tuple[str, int]:
+def _identity(c: _C, i: Any, layer: Any, n: int) -> tuple[str, int]:
     return "", n
 
 
-# kind -> f(context, layer index, layer, input width) -> (C statements on the row a (width), output width)
-_LAYERS: dict[str, Callable[[_C, int, Any, int], tuple[str, int]]] = {
+def _affine(c: _C, i: Any, n: int, expr: str, weight: Any, bias: Any) -> str:
+    """a[j] = expr * weight[j] + bias[j] (each factor only when present)."""
+    if weight is not None:
+        expr = f"{expr} * {c.array(f'w{i}', weight.data)}[j]"
+    if bias is not None:
+        expr = f"{expr} + {c.array(f'b{i}', bias.data)}[j]"
+    return f"for (j = 0; j < {n}; ++j) a[j] = {expr};"
+
+
+def _batch_norm(c: _C, i: Any, layer: Any, n: int) -> tuple[str, int]:
+    if not layer.track_running_stats:
+        raise ValueError(f"layer {i} (BatchNorm1d(track_running_stats=False)) normalizes with the statistics of "
+                         f"the whole batch, also in eval mode; the C export computes one row at a time and cannot "
+                         f"export it (the ONNX export can)")
+    var = layer.running_var
+    invstd = 1 / np.sqrt(var + var.dtype.type(layer.eps))  # in the dtype, as the engine
+    expr = f"(a[j] - {c.array(f'mean{i}', layer.running_mean)}[j]) * {c.array(f'invstd{i}', invstd)}[j]"
+    return _affine(c, i, n, expr, *((layer.weight, layer.bias) if layer.affine else (None, None))), n
+
+
+def _row_norm(c: _C, i: Any, n: int, eps: float, center: bool, weight: Any, bias: Any) -> str:
+    """(a - mean) / sqrt(var + eps) over the row (without center a / sqrt(mean(a^2) + eps)), the
+    statistics summed in double as the engine does."""
+    mean = (f"for (j = 0; j < {n}; ++j) m += (double)a[j];\n"
+            f"m /= {n}.0;\n") if center else ""
+    return (f"{{ double m = 0.0, v = 0.0; {c.real} mt, s;\n{mean}"
+            f"for (j = 0; j < {n}; ++j) {{ const double d = (double)a[j] - m; v += d * d; }}\n"
+            f"mt = ({c.real})m; s = ({c.real})(1.0 / sqrt(v / {n}.0 + {float(eps)!r}));\n"
+            f"{_affine(c, i, n, '(a[j] - mt) * s', weight, bias)} }}")
+
+
+def _layer_norm(c: _C, i: Any, layer: Any, n: int) -> tuple[str, int]:
+    affine = (layer.weight, layer.bias) if layer.elementwise_affine else (None, None)
+    return _row_norm(c, i, n, layer.eps, True, *affine), n
+
+
+def _rms_norm(c: _C, i: Any, layer: Any, n: int) -> tuple[str, int]:
+    eps = float(np.finfo(np.float64 if c.double else np.float32).eps) if layer.eps is None else layer.eps
+    return _row_norm(c, i, n, eps, False, layer.weight if layer.elementwise_affine else None, None), n
+
+
+def _residual(c: _C, i: Any, layer: Any, n: int) -> tuple[str, int]:
+    """a + block(a): the input is kept in a row of its own (one per residual block)."""
+    skip = f"skip{len(c.skips)}"
+    c.skips.append(n)
+    steps, width = _steps(c, layer.block, n, f"{i}_")
+    if width != n:
+        raise ValueError(f"layer {i}: the residual block changes the width from {n} to {width}")
+    return "\n".join([f"for (j = 0; j < {n}; ++j) {skip}[j] = a[j];", *steps,
+                      f"for (j = 0; j < {n}; ++j) a[j] += {skip}[j];"]), n
+
+
+# kind -> f(context, layer name (its index path), layer, input width)
+#      -> (C statements on the row a (width), output width)
+_LAYERS: dict[str, Callable[[_C, Any, Any, int], tuple[str, int]]] = {
     "linear": _linear,
     "relu": _map(lambda c, layer: f"v > 0 ? v : {c.lit(0)}"),
     "leaky_relu": _map(lambda c, layer: f"v > 0 ? v : {c.lit(layer.negative_slope)} * v"),
     "sigmoid": _map(lambda c, layer: f"v >= 0 ? {c.lit(1)} / ({c.lit(1)} + e) : e / ({c.lit(1)} + e)",
-                    pre=lambda c: f"const {c.real} e = {c.fn('exp')}(-{c.fn('fabs')}(v)); "),  # never overflows
+                    pre=lambda c, layer: f"const {c.real} e = {c.fn('exp')}(-{c.fn('fabs')}(v)); "),  # never overflows
     "tanh": _map(lambda c, layer: f"{c.fn('tanh')}(v)"),
-    "gelu": _map(lambda c, layer: f"{c.lit(0.5)} * v * ({c.lit(1)} + {c.fn('erf')}(v * {c.lit(2 ** -0.5)}))"),
+    "gelu": _map(lambda c, layer: _gelu(c, getattr(layer, "approximate", "none"))),
     "softmax": _softmax,
     "identity": _identity,
     "dropout": _identity,  # identity in eval mode
+    "batch_norm": _batch_norm,
+    "layer_norm": _layer_norm,
+    "rms_norm": _rms_norm,
+    "residual": _residual,
+    "elu": _map(lambda c, layer: f"v > 0 ? v : {c.lit(layer.alpha)} * {c.fn('expm1')}(v)"),
+    "celu": _map(lambda c, layer: f"v > 0 ? v : {c.lit(layer.alpha)} * {c.fn('expm1')}(v / {c.lit(layer.alpha)})"),
+    "selu": _map(lambda c, layer: f"{c.lit(_SELU_SCALE)} * (v > 0 ? v : {c.lit(_SELU_ALPHA)} * {c.fn('expm1')}(v))"),
+    "silu": _map(lambda c, layer: f"v * {_sigmoid(c, 'v')}"),
+    "mish": _map(lambda c, layer: f"v * {c.fn('tanh')}({_softplus(c, 'v')})"),
+    "softplus": _map(lambda c, layer: f"z > {c.lit(layer.threshold)} ? v : {_softplus(c, 'z')} / {c.lit(layer.beta)}",
+                     pre=lambda c, layer: f"const {c.real} z = {c.lit(layer.beta)} * v; "),
+    "softsign": _map(lambda c, layer: f"v / ({c.lit(1)} + {c.fn('fabs')}(v))"),
+    "hardtanh": _map(lambda c, layer: _clamp(c, "v", layer.min_val, layer.max_val)),
+    "relu6": _map(lambda c, layer: _clamp(c, "v", 0.0, 6.0)),
+    "hardsigmoid": _map(lambda c, layer: f"{_clamp(c, f'(v + {c.lit(3)})', 0.0, 6.0)} / {c.lit(6)}"),
+    "hardswish": _map(lambda c, layer: f"v * {_clamp(c, f'(v + {c.lit(3)})', 0.0, 6.0)} / {c.lit(6)}"),
+    "logsigmoid": _map(lambda c, layer: f"-{_softplus(c, '(-v)')}"),
+    "log_softmax": _log_softmax,
+    "prelu": _prelu,
+    "alpha_dropout": _identity,  # identity in eval mode
+    "flatten": _identity,  # the identity on (batch, features)
 }
+
+
+def _steps(c: _C, layers: Any, width: int, path: str = "") -> tuple[list[str], int]:
+    """The C statements of the layers (a model's or a residual block's, named path + index) on a row of
+    the given width, and the output width; c.widest grows to the widest row."""
+    steps = []
+    for i, layer in enumerate(layers):
+        kind = layer._spec()["kind"]
+        if kind not in _LAYERS:
+            raise ValueError(f"layer {path}{i} ({type(layer).__name__}) has no C export")
+        code, width = _LAYERS[kind](c, f"{path}{i}", layer, width)
+        c.widest = max(c.widest, width)
+        if code:
+            about = "Residual, a + block(a)" if kind == "residual" else " ".join(repr(layer).split())
+            steps.append(f"/* layer {path}{i}: {about} */\n{code}")
+    return steps, width
 
 
 def _scale(c: _C, name: str, scaling: tuple | None, inverse: bool) -> str:
@@ -120,18 +250,12 @@ def _source(model: Any, prefix: str, scale_in: tuple | None, scale_out: tuple | 
     n_in = model.in_features
     if n_in is None:
         raise ValueError("the C export needs a fixed input width: the model has no Linear layer")
-    width, widest, steps = n_in, n_in, [_scale(c, "input", scale_in, False)]
-    for i, layer in enumerate(model):
-        kind = layer._spec()["kind"]
-        if kind not in _LAYERS:
-            raise ValueError(f"layer {i} ({type(layer).__name__}) has no C export")
-        code, width = _LAYERS[kind](c, i, layer, width)
-        widest = max(widest, width)
-        if code:
-            steps.append(f"/* layer {i}: {layer!r} */\n{code}")
-    steps.append(_scale(c, "output", scale_out, True))
-    n_out = width
-    storage = "static " if 2 * widest * np.dtype(model.dtype).itemsize > _STACK_LIMIT else ""
+    c.widest = n_in
+    layers, n_out = _steps(c, model, n_in)
+    steps = [_scale(c, "input", scale_in, False), *layers, _scale(c, "output", scale_out, True)]
+    widest = c.widest
+    rows = [f"buf0[{widest}]", f"buf1[{widest}]"] + [f"skip{k}[{w}]" for k, w in enumerate(c.skips)]
+    storage = "static " if (2 * widest + sum(c.skips)) * np.dtype(model.dtype).itemsize > _STACK_LIMIT else ""
     body = "\n".join(s for s in steps if s).replace("\n", "\n        ")
     arch = " ".join(repr(model).split())
     return f"""/* Generated by fastmlp {__version__}: {arch}, {model.dtype.name}.
@@ -145,8 +269,8 @@ int {prefix}_in_features(void) {{ return {n_in}; }}
 int {prefix}_out_features(void) {{ return {n_out}; }}
 
 void {prefix}_predict(const float *x, int n, float *y) {{
-    /* two scratch rows of the widest layer: a holds the current activations */
-    {storage}{c.real} buf0[{widest}], buf1[{widest}];
+    /* two scratch rows of the widest layer (a holds the current activations), one per residual block */
+    {storage}{c.real} {", ".join(rows)};
     {c.real} *a, *b, *t;
     int r, j, k;
     for (r = 0; r < n; ++r) {{

@@ -39,8 +39,9 @@ class _Builder:
     """Adds nodes and constants to a graph, naming them uniquely; the graph's
     compute dtype is ``dtype``. ``node`` returns the name of its output."""
 
-    def __init__(self, dtype: Any) -> None:
+    def __init__(self, dtype: Any, opset: int) -> None:
         self.dtype = np.dtype(dtype)
+        self.opset = opset
         self.nodes: list = []
         self.initializers: list = []
         self._count: dict = {}
@@ -76,10 +77,111 @@ def _leaky_relu(g: _Builder, layer: Any, x: str) -> str:
 
 
 def _gelu(g: _Builder, layer: Any, x: str) -> str:
+    if getattr(layer, "approximate", "none") == "tanh":  # x sigmoid(2z), z = sqrt(2/pi) (x + 0.044715 x^3)
+        cube = g.node("Mul", [g.node("Mul", [x, x]), x])
+        z = g.node("Add", [x, g.node("Mul", [cube, g.const("c", 0.044715)])])
+        return g.node("Mul", [x, g.node("Sigmoid", [g.node("Mul", [z, g.const("k", 2 * (2 / np.pi) ** 0.5)])])])
     # 0.5 * x * (1 + erf(x / sqrt(2))), as PyTorch's GELU(approximate='none')
     erf = g.node("Erf", [g.node("Mul", [x, g.const("inv_sqrt2", 0.70710678118654752440)])])
     half_x = g.node("Mul", [x, g.const("half", 0.5)])
     return g.node("Mul", [half_x, g.node("Add", [erf, g.const("one", 1.0)])])
+
+
+# The activations below are composed from Exp, Log, Tanh, Sigmoid, Max/Min and Where with constants in the
+# model's dtype, as their torch definitions: ONNX's own Elu, Selu, Softplus, ... take float32 attributes
+# and ONNX Runtime has no float64 kernels for several of them.
+def _where_positive(g: _Builder, x: str, negative: str) -> str:
+    """x where x > 0, else the tensor negative."""
+    return g.node("Where", [g.node("Greater", [x, g.const("zero", 0.0)]), x, negative])
+
+
+def _expm1_negative(g: _Builder, x: str, scale: float = 1.0) -> str:
+    """exp(min(x, 0) / scale) - 1 (the min keeps the unused branch of Where finite)."""
+    v = g.node("Min", [x, g.const("zero", 0.0)])
+    v = g.node("Mul", [v, g.const("inv_scale", 1 / scale)]) if scale != 1.0 else v
+    return g.node("Sub", [g.node("Exp", [v]), g.const("one", 1.0)])
+
+
+def _elu(g: _Builder, alpha: float, x: str, scale: float = 1.0) -> str:
+    """x if x > 0 else alpha (exp(x / scale) - 1) (ELU: scale 1; CELU: scale alpha)."""
+    return _where_positive(g, x, g.node("Mul", [_expm1_negative(g, x, scale), g.const("alpha", alpha)]))
+
+
+def _softplus_of(g: _Builder, z: str) -> str:
+    """log(1 + e^z) = max(z, 0) + log(1 + e^-|z|), which never overflows."""
+    tail = g.node("Log", [g.node("Add", [g.const("one", 1.0), g.node("Exp", [g.node("Neg", [g.node("Abs", [z])])])])])
+    return g.node("Add", [g.node("Max", [z, g.const("zero", 0.0)]), tail])
+
+
+def _softplus(g: _Builder, layer: Any, x: str) -> str:
+    z = g.node("Mul", [x, g.const("beta", layer.beta)])
+    y = g.node("Mul", [_softplus_of(g, z), g.const("inv_beta", 1 / layer.beta)])
+    return g.node("Where", [g.node("Greater", [z, g.const("threshold", layer.threshold)]), x, y])
+
+
+def _clamp(g: _Builder, x: str, lo: float, hi: float) -> str:
+    return g.node("Min", [g.node("Max", [x, g.const("min_val", lo)]), g.const("max_val", hi)])
+
+
+def _hardsigmoid(g: _Builder, x: str) -> str:  # relu6(x + 3) / 6
+    return g.node("Div", [_clamp(g, g.node("Add", [x, g.const("three", 3.0)]), 0.0, 6.0), g.const("six", 6.0)])
+
+
+_SELU_ALPHA, _SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+
+
+def _mean(g: _Builder, x: str, axis: int) -> str:
+    """The mean of x over one axis, keeping it (ReduceMean's axes are an input from opset 18)."""
+    if g.opset >= 18:
+        return g.node("ReduceMean", [x, g.const("axes", [axis], dtype=np.int64)], keepdims=1)
+    return g.node("ReduceMean", [x], axes=[axis], keepdims=1)
+
+
+def _normalize(g: _Builder, x: str, axis: int, eps: float, center: bool) -> str:
+    """(x - mean) / sqrt(var + eps) over axis (biased variance; without center x / sqrt(mean(x^2) + eps)).
+    The statistics are computed in float64 and rounded to the dtype, as the engine does: in float32
+    mean and variance would lose the spread of values near 1e3 (and ONNX Runtime's LayerNormalization
+    kernel computes E[x^2] - mean^2), so LayerNormalization is not used."""
+    xd = g.node("Cast", [x], to=TensorProto.DOUBLE) if g.dtype == np.float32 else x
+    mean = _mean(g, xd, axis) if center else None
+    d = g.node("Sub", [xd, mean]) if mean else xd
+    var = _mean(g, g.node("Mul", [d, d]), axis)
+    invstd = g.node("Reciprocal", [g.node("Sqrt", [g.node("Add", [var, g.const("eps", eps, dtype=np.float64)])])])
+    if g.dtype == np.float32:
+        invstd = g.node("Cast", [invstd], to=TensorProto.FLOAT)
+        mean = g.node("Cast", [mean], to=TensorProto.FLOAT) if mean else None
+    return g.node("Mul", [g.node("Sub", [x, mean]) if mean else x, invstd])
+
+
+def _affine(g: _Builder, x: str, weight: Any, bias: Any) -> str:
+    if weight is not None:
+        x = g.node("Mul", [x, g.const("weight", weight.data)])
+    if bias is not None:
+        x = g.node("Add", [x, g.const("bias", bias.data)])
+    return x
+
+
+def _batch_norm(g: _Builder, layer: Any, x: str) -> str:
+    if layer.track_running_stats:  # eval mode: (x - running_mean) / sqrt(running_var + eps) * weight + bias
+        invstd = 1 / np.sqrt(layer.running_var + layer.running_var.dtype.type(layer.eps))  # in the dtype, as the engine
+        x = g.node("Mul", [g.node("Sub", [x, g.const("running_mean", layer.running_mean)]), g.const("invstd", invstd)])
+    else:  # the batch's own statistics, in eval mode too (as torch)
+        x = _normalize(g, x, 0, layer.eps, True)
+    return _affine(g, x, layer.weight, layer.bias) if layer.affine else x
+
+
+def _layer_norm(g: _Builder, layer: Any, x: str) -> str:
+    y = _normalize(g, x, -1, layer.eps, True)
+    return _affine(g, y, *((layer.weight, layer.bias) if layer.elementwise_affine else (None, None)))
+
+
+def _rms_norm(g: _Builder, layer: Any, x: str) -> str:
+    eps = float(np.finfo(g.dtype).eps) if layer.eps is None else layer.eps  # None: the dtype's machine epsilon
+    return _affine(g, _normalize(g, x, -1, eps, False), layer.weight if layer.elementwise_affine else None, None)
+
+
+def _residual(g: _Builder, layer: Any, x: str) -> str:
+    return g.node("Add", [x, _network(g, layer.block, x)])  # x + block(x)
 
 
 # kind (as in a layer's spec) -> f(builder, layer, input name) -> output name
@@ -93,12 +195,32 @@ _LAYERS: dict[str, Callable[[_Builder, Any, str], str]] = {
     "softmax": lambda g, layer, x: g.node("Softmax", [x], axis=-1),
     "identity": lambda g, layer, x: x,
     "dropout": lambda g, layer, x: x,  # identity in eval mode
+    "batch_norm": _batch_norm,
+    "layer_norm": _layer_norm,
+    "rms_norm": _rms_norm,
+    "residual": _residual,
+    "elu": lambda g, layer, x: _elu(g, layer.alpha, x),
+    "celu": lambda g, layer, x: _elu(g, layer.alpha, x, layer.alpha),
+    "selu": lambda g, layer, x: g.node("Mul", [_elu(g, _SELU_ALPHA, x), g.const("scale", _SELU_SCALE)]),
+    "silu": lambda g, layer, x: g.node("Mul", [x, g.node("Sigmoid", [x])]),
+    "mish": lambda g, layer, x: g.node("Mul", [x, g.node("Tanh", [_softplus_of(g, x)])]),
+    "softplus": _softplus,
+    "softsign": lambda g, layer, x: g.node("Div", [x, g.node("Add", [g.node("Abs", [x]), g.const("one", 1.0)])]),
+    "hardtanh": lambda g, layer, x: _clamp(g, x, layer.min_val, layer.max_val),
+    "relu6": lambda g, layer, x: _clamp(g, x, 0.0, 6.0),
+    "hardsigmoid": lambda g, layer, x: _hardsigmoid(g, x),
+    "hardswish": lambda g, layer, x: g.node("Mul", [x, _hardsigmoid(g, x)]),
+    "logsigmoid": lambda g, layer, x: g.node("Neg", [_softplus_of(g, g.node("Neg", [x]))]),
+    "log_softmax": lambda g, layer, x: g.node("LogSoftmax", [x], axis=-1),
+    "prelu": lambda g, layer, x: _where_positive(g, x, g.node("Mul", [x, g.const("weight", layer.weight.data)])),
+    "alpha_dropout": lambda g, layer, x: x,  # identity in eval mode
+    "flatten": lambda g, layer, x: x,  # the identity on (batch, features)
 }
 
 
-def _network(g: _Builder, model: Any, x: str) -> str:
-    """Append model's layers to g after the tensor x; return the output's name."""
-    for i, layer in enumerate(model):
+def _network(g: _Builder, layers: Any, x: str) -> str:
+    """Append the layers (a model's, or a residual block's) to g after the tensor x; return the output's name."""
+    for i, layer in enumerate(layers):
         kind = layer._spec()["kind"]
         if kind not in _LAYERS:
             raise ValueError(f"layer {i} ({type(layer).__name__}) has no ONNX export")
@@ -125,7 +247,7 @@ def to_model(model: Any, opset: int = DEFAULT_OPSET, *, input_scaling: Any = Non
     n_in, n_out = widths(model)
     scale_in, scale_out = check_scaling(input_scaling, n_in, "input_scaling"), \
         check_scaling(output_scaling, n_out, "output_scaling")
-    g = _Builder(model.dtype)
+    g = _Builder(model.dtype, opset)
     x = "input"
     if scale_in is not None:
         x = g.node("Div", [g.node("Sub", [x, g.const("input_mean", scale_in[0])]), g.const("input_std", scale_in[1])])
@@ -167,7 +289,7 @@ class _Skl2onnxBuilder(_Builder):
     names a node's output (one of the operator's outputs)."""
 
     def __init__(self, dtype: Any, scope: Any, container: Any) -> None:
-        super().__init__(dtype)
+        super().__init__(dtype, container.target_opset)
         self.scope, self.container = scope, container
 
     def name(self, base: str) -> str:
