@@ -98,6 +98,23 @@ FASTMLP_SIMD void scale_by(T* g, idx n, T k) {
   for (idx i = 0; i < n; ++i) g[i] *= k;
 }
 
+// sum g^2 (n) (eight partial sums, so that it vectorizes)
+template <class T>
+FASTMLP_SIMD double sum_squares(const T* g, idx n) {
+  double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  idx i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) part[l] += double(g[i + l]) * double(g[i + l]);
+  for (; i < n; ++i) part[0] += double(g[i]) * double(g[i]);
+  return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+}
+
+// g (n) clamped to [-v, v]
+template <class T>
+FASTMLP_SIMD void clamp_into(T* g, idx n, T v) {
+  for (idx i = 0; i < n; ++i) g[i] = std::min(std::max(g[i], -v), v);
+}
+
 // A step that failed on another rank (maps to Python RuntimeError).
 struct peer_error : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -151,10 +168,23 @@ struct BatchJob {
 };
 }  // namespace
 
+namespace {
+// the flat gradient g (n) clipped in place by c
+template <class T>
+void clip_grads(T* g, idx n, const Clip& c) {
+  if (c.max_norm != INFINITY) {
+    // torch's formula: a non-finite norm makes the coefficient (and so the step) non-finite
+    const double coef = c.max_norm / (std::sqrt(sum_squares(g, n)) + 1e-6);
+    if (!(coef >= 1.0)) scale_by(g, n, T(coef));
+  }
+  if (c.value != INFINITY) clamp_into(g, n, T(c.value));
+}
+}  // namespace
+
 template <class T>
 EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss, Optimizer<T>& opt, idx batch,
                        bool shuffle, bool count_accuracy, FitBuffers<T>& buf, const Progress& progress,
-                       int workers, const BatchSchedule* sched, const Collective* comm) {
+                       int workers, const BatchSchedule* sched, const Collective* comm, const Clip& clip) {
   if (batch <= 0) throw value_error("batch_size must be positive");
   EpochStats st;
   const idx N = d.N, B = std::min(batch, std::max<idx>(N, 1));
@@ -310,6 +340,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
     st.correct += idx(correct);
     st.scored += idx(scored);
     if (loss.l2 > 0) penalty_sum += l2_penalty_step(m, loss.l2, wsum) * rows;
+    if (clip.active()) clip_grads(m.grads(), m.n_params(), clip);
     if (sched) sched->apply(opt, k);
     opt.step();
     loss_sum += value * rows;
@@ -353,7 +384,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
 
 template <class T>
 double train_step(Model<T>& m, const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
-                  const T* target, Optimizer<T>& opt, Snapshot<T>& snapshot) {
+                  const T* target, Optimizer<T>& opt, Snapshot<T>& snapshot, const Clip& clip) {
   snapshot.save(m, opt);  // before the forward, which updates the running statistics
   double value;
   try {
@@ -373,6 +404,7 @@ double train_step(Model<T>& m, const T* x, idx B, idx in, const LossSpec<T>& los
     throw numeric_error("the loss is not finite (" + std::to_string(value) +
                         "); the step was not taken. Try a lower learning rate, or standardize the inputs");
   }
+  if (clip.active()) clip_grads(m.grads(), m.n_params(), clip);
   opt.step();
   if (!all_finite(m.params(), m.n_params()) || !all_finite(m.buffers(), m.n_buffers())) {
     snapshot.restore(m, opt);
@@ -397,14 +429,15 @@ void predict(Model<T>& m, const T* X, idx N, idx in, T* out, idx chunk) {
 
 template EpochStats train_epoch<float>(Model<float>&, const Dataset<float>&, const LossSpec<float>&, Optimizer<float>&,
                                        idx, bool, bool, FitBuffers<float>&, const Progress&, int,
-                                       const BatchSchedule*, const Collective*);
+                                       const BatchSchedule*, const Collective*, const Clip&);
 template EpochStats train_epoch<double>(Model<double>&, const Dataset<double>&, const LossSpec<double>&,
                                         Optimizer<double>&, idx, bool, bool, FitBuffers<double>&, const Progress&,
-                                        int, const BatchSchedule*, const Collective*);
+                                        int, const BatchSchedule*, const Collective*, const Clip&);
 template double train_step<float>(Model<float>&, const float*, idx, idx, const LossSpec<float>&, const std::int64_t*,
-                                  const float*, Optimizer<float>&, Snapshot<float>&);
+                                  const float*, Optimizer<float>&, Snapshot<float>&, const Clip&);
 template double train_step<double>(Model<double>&, const double*, idx, idx, const LossSpec<double>&,
-                                   const std::int64_t*, const double*, Optimizer<double>&, Snapshot<double>&);
+                                   const std::int64_t*, const double*, Optimizer<double>&, Snapshot<double>&,
+                                   const Clip&);
 template struct Snapshot<float>;
 template struct Snapshot<double>;
 template void predict<float>(Model<float>&, const float*, idx, idx, float*, idx);

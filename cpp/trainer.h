@@ -2,6 +2,7 @@
 // chunked prediction, all in C++ so that Python is called only between
 // epochs (and, throttled, for progress and Ctrl-C).
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -102,6 +103,16 @@ struct Collective {
   idx steps = 0;  // batches per epoch, the same on every rank (at most ceil(N / batch) on each)
 };
 
+// Gradient clipping between backward and step, as torch.nn.utils.clip_grad_norm_
+// (total 2-norm over every parameter's gradient, scaled by
+// min(1, max_norm / (norm + 1e-6))) then clip_grad_value_ (each element clamped
+// to [-value, value]); infinity switches either off.
+struct Clip {
+  double max_norm = INFINITY;
+  double value = INFINITY;
+  bool active() const { return max_norm != INFINITY || value != INFINITY; }
+};
+
 // One epoch over d in batches (loss.sample_weight, if set, holds the N
 // rows' weights and is gathered with the batches) of `batch` rows, shuffled with a stream derived
 // from (model seed, model.epochs_done) when shuffle is set. With workers == 2
@@ -113,20 +124,24 @@ struct Collective {
 // With comm, d is this rank's shard and batch its share of the global batch:
 // comm->steps batches, each rank's shuffle stream also derived from its rank,
 // the loss and gradient of each step those of the global batch (its mean over
-// the global denominator), and the returned stats global.
+// the global denominator), and the returned stats global. clip applies to
+// each step's whole gradient (the two halves' sum; with comm, after the
+// allreduce), just before the step.
 template <class T>
 EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss, Optimizer<T>& opt, idx batch,
                        bool shuffle, bool count_accuracy, FitBuffers<T>& buf, const Progress& progress,
-                       int workers = 1, const BatchSchedule* sched = nullptr, const Collective* comm = nullptr);
+                       int workers = 1, const BatchSchedule* sched = nullptr, const Collective* comm = nullptr,
+                       const Clip& clip = Clip());
 
 // zero_grad + forward (dropout active) + loss + backward + optimizer step on
 // x (B, in) and labels (B) or target (B, out); returns the loss before the
 // step. A non-finite loss throws numeric_error before the step; a step that
 // makes the weights non-finite is undone (weights and optimizer state) and
-// throws numeric_error. snapshot is scratch space, kept by the caller.
+// throws numeric_error. snapshot is scratch space, kept by the caller. clip
+// applies to the gradient before the step.
 template <class T>
 double train_step(Model<T>& m, const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
-                  const T* target, Optimizer<T>& opt, Snapshot<T>& snapshot);
+                  const T* target, Optimizer<T>& opt, Snapshot<T>& snapshot, const Clip& clip = Clip());
 
 // Eval-mode forward of X (N, in) into out (N, out) in chunks of `chunk`
 // rows, on a workspace of its own (safe to run concurrently).

@@ -77,6 +77,13 @@ std::pair<idx, idx> rows_cols(const py::array& a, const char* what) {
   return {a.shape(0), a.shape(1)};
 }
 
+// Gradient clipping of fit/train_step: max_norm >= 0 and value >= 0 (inf: none).
+Clip clip_of(double max_norm, double value) {
+  if (!(max_norm >= 0)) throw value_error("clip_grad_norm must be a non-negative number, got " + std::to_string(max_norm));
+  if (!(value >= 0)) throw value_error("clip_grad_value must be a non-negative number, got " + std::to_string(value));
+  return Clip{max_norm, value};
+}
+
 // ---------------------------------------------------------------- dict configs
 template <class V>
 V get(const py::dict& d, const char* k, V dflt) {
@@ -470,10 +477,12 @@ void bind_dtype(py::module_& m, const char* suffix) {
       // schedule: None, or (lr (batches, groups), momentum (batches, groups) or None, momentum is beta1)
       // comm (fastmlp.distributed): None, or (stats, reduce_stats, reduce_grads, rank, steps) with stats a
       // float64 array of Collective::kStats and the reductions callables taking no arguments.
+      // clip_norm, clip_value: gradient clipping before each step (inf: none)
       .def("train_epoch", [](PM& s, py::array x, py::array y, py::dict loss, PyOptimizer<T>& opt, idx batch,
                              bool shuffle, bool count_accuracy, py::object progress, int workers,
-                             py::object schedule, py::object comm) {
+                             py::object schedule, double clip_norm, double clip_value, py::object comm) {
         if (workers < 1 || workers > 2) throw value_error("workers must be 1 or 2, got " + std::to_string(workers));
+        const Clip clip = clip_of(clip_norm, clip_value);
         BatchSchedule sched;
         py::array_t<double, py::array::c_style | py::array::forcecast> sched_lr, sched_mom;
         if (!schedule.is_none()) {
@@ -561,7 +570,7 @@ void bind_dtype(py::module_& m, const char* suffix) {
           py::gil_scoped_release nogil;
           GateHold hold(s.m.gate, true);
           st = train_epoch(s.m, d, spec, opt.opt, batch, shuffle, count_accuracy, s.fit_buffers, cb, workers,
-                           schedule.is_none() ? nullptr : &sched, comm.is_none() ? nullptr : &coll);
+                           schedule.is_none() ? nullptr : &sched, comm.is_none() ? nullptr : &coll, clip);
         }
         if (interrupted) throw *interrupted;
         py::dict out;
@@ -577,7 +586,7 @@ void bind_dtype(py::module_& m, const char* suffix) {
         return out;
       }, py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("opt"), py::arg("batch"), py::arg("shuffle"),
          py::arg("count_accuracy"), py::arg("progress"), py::arg("workers"), py::arg("schedule") = py::none(),
-         py::arg("comm") = py::none())
+         py::arg("clip_norm") = INFINITY, py::arg("clip_value") = INFINITY, py::arg("comm") = py::none())
       .def("predict", [](PM& s, py::array x, idx chunk) {
         auto [N, in] = rows_cols(x, "X");
         const T* xd = array_data<T>(x, "X", false);
@@ -612,7 +621,9 @@ void bind_dtype(py::module_& m, const char* suffix) {
         GateHold hold(s.m.gate, true);
         return s.m.loss_and_grad(xd, B, in, spec, t.labels, t.values, s.m.training);
       })
-      .def("train_step", [](PM& s, py::array x, py::array y, py::dict loss, PyOptimizer<T>& opt) {
+      .def("train_step", [](PM& s, py::array x, py::array y, py::dict loss, PyOptimizer<T>& opt, double clip_norm,
+                            double clip_value) {
+        const Clip clip = clip_of(clip_norm, clip_value);
         auto [B, in] = rows_cols(x, "input");
         const T* xd = array_data<T>(x, "input", false);
         const idx C = s.m.out_features(in);
@@ -621,8 +632,9 @@ void bind_dtype(py::module_& m, const char* suffix) {
         if (!opt.has_grads()) throw value_error("train_step needs an optimizer over this model's parameters");
         py::gil_scoped_release nogil;
         GateHold hold(s.m.gate, true);
-        return train_step(s.m, xd, B, in, spec, t.labels, t.values, opt.opt, s.step_snapshot);
-      });
+        return train_step(s.m, xd, B, in, spec, t.labels, t.values, opt.opt, s.step_snapshot, clip);
+      }, py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("opt"), py::arg("clip_norm") = INFINITY,
+         py::arg("clip_value") = INFINITY);
 
   using PO = PyOptimizer<T>;
   py::class_<PO>(m, (std::string("Optimizer") + suffix).c_str())

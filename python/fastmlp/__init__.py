@@ -5,6 +5,8 @@ layers, losses, optimizers and initializers, behind a NumPy API.
 """
 from __future__ import annotations
 
+import sys
+
 
 def _preload_openblas() -> None:
     # _core links libscipy_openblas.so; load it from the scipy_openblas32
@@ -27,8 +29,14 @@ from .losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSEL
 from .nn import (  # noqa: E402
     GELU, BatchNorm1d, Dropout, Identity, LayerNorm, LeakyReLU, Linear, Module, Parameter, ReLU, Residual, RMSNorm,
     Sequential, Sigmoid, Softmax, Tanh)
+from . import nn, nn_utils  # noqa: E402
 from .c_export import export_c  # noqa: E402
 from .serialization import load  # noqa: E402
+
+# fm.nn.utils (torch.nn.utils): nn is a module, so the submodule is attached and registered by hand,
+# which makes `import fastmlp.nn.utils` and `from fastmlp.nn.utils import clip_grad_norm_` work too
+setattr(nn, "utils", nn_utils)
+sys.modules[__name__ + ".nn.utils"] = nn_utils
 
 __version__ = "0.1.0"
 

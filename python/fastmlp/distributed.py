@@ -167,14 +167,16 @@ class Session:
 def fit(model: Any, X: Any, y: Any, loss_fn: Any, optimizer: Any, epochs: int = 1, batch_size: int = 32,
         shuffle: bool = True, validation_data: Sequence[Any] | None = None, scheduler: Any = None,
         callbacks: Sequence[Any] = (), verbose: int = 1, n_threads: int | None = None,
-        sample_weight: Any = None, scheduler_interval: str | None = None, comm: Any = None) -> History:
-    """model.fit(..., comm=comm) on this rank's shard X, y (see the module's doc)."""
+        sample_weight: Any = None, scheduler_interval: str | None = None, comm: Any = None,
+        **options: Any) -> History:
+    """model.fit(..., comm=comm) on this rank's shard X, y (see the module's doc); options:
+    training.fit's (clipping, class_weight, ...)."""
     session = Session(comm)
     try:
         history = training.fit(model, X, y, loss_fn, optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                                validation_data=validation_data, scheduler=scheduler, callbacks=callbacks,
                                verbose=verbose, n_threads=n_threads, sample_weight=sample_weight,
-                               scheduler_interval=scheduler_interval, comm=session)
+                               scheduler_interval=scheduler_interval, comm=session, **options)
     except BaseException as e:
         session.failed(e)
         raise

@@ -680,11 +680,15 @@ class Sequential(Module):
         self._grads_set()
         return dx[0] if self._last_1d else dx
 
-    def train_step(self, x: Any, y: Any, loss_fn: Any, optimizer: Any) -> float:
+    def train_step(self, x: Any, y: Any, loss_fn: Any, optimizer: Any, clip_grad_norm: float | None = None,
+                   clip_grad_value: float | None = None) -> float:
         """zero_grad + forward + loss + backward + optimizer.step in one C++
-        call (dropout active). Returns the loss before the step."""
+        call (dropout active), with the gradient clipped before the step as
+        fm.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm) then
+        clip_grad_value_(..., clip_grad_value) would. Returns the loss before the step."""
         from .losses import _Loss
         from .optim import Optimizer
+        from .training import clip_args
 
         if not isinstance(loss_fn, _Loss):
             raise TypeError(f"loss_fn must be a fastmlp loss (e.g. fm.CrossEntropyLoss()), got {type(loss_fn).__name__}")
@@ -699,20 +703,33 @@ class Sequential(Module):
             raise ValueError("train_step got 0 samples: a step needs at least one")
         optimizer._sync()
         self._can_backward = False  # the step's own forward replaces the last one
-        loss = float(self._core.train_step(a, t, loss_fn._spec(self.dtype), core_opt))
+        clip = clip_args(clip_grad_norm, clip_grad_value)
+        loss = float(self._core.train_step(a, t, loss_fn._spec(self.dtype), core_opt, *clip))
         self._grads_set()
         return loss
 
     def fit(self, X: Any, y: Any, loss: Any, optimizer: Any, epochs: int = 1, batch_size: int = 32,
             shuffle: bool = True, validation_data: Any = None, scheduler: Any = None, callbacks: Any = (),
             verbose: int = 1, n_threads: int | None = None, sample_weight: Any = None,
-            scheduler_interval: str | None = None, comm: Any = None) -> Any:
+            scheduler_interval: str | None = None, comm: Any = None, clip_grad_norm: float | None = None,
+            clip_grad_value: float | None = None, validation_split: float = 0.0, class_weight: dict | None = None,
+            initial_epoch: int = 0) -> Any:
         """Train for ``epochs`` epochs of mini-batches; the loop runs in C++
         with the GIL released. Returns a History (per-epoch loss, val_loss,
         accuracy, val_accuracy, lr, time). Ctrl-C stops at the next batch
         boundary and raises KeyboardInterrupt; the model keeps every completed step.
         ``sample_weight`` (n,) makes each batch's loss the weighted mean over its rows
         (a batch whose weights are all zero is skipped).
+
+        Keras's options: ``validation_split`` holds out the last fraction of the rows
+        (before shuffling) as validation data; ``class_weight`` ({class: weight}) weights
+        each row's loss by its class (times ``sample_weight``); with ``initial_epoch``
+        the epochs run from it to ``epochs`` (History and callbacks see those indices).
+        ``clip_grad_norm`` / ``clip_grad_value`` clip each step's gradient in the C++
+        loop, as ``fm.nn.utils.clip_grad_norm_(model.parameters(), max_norm)`` (the
+        total 2-norm over all parameters) and ``clip_grad_value_`` between backward and
+        step: once per step, on the whole batch's gradient (after the two threads' sum
+        or comm's allreduce).
 
         ``n_threads`` bounds fastmlp's threads and OpenBLAS's together (None:
         every core). When the products are too small for OpenBLAS's threads (a
@@ -748,7 +765,8 @@ class Sequential(Module):
         return fit(self, X, y, loss, optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                    validation_data=validation_data, scheduler=scheduler, callbacks=callbacks, verbose=verbose,
                    n_threads=n_threads, sample_weight=sample_weight, scheduler_interval=scheduler_interval,
-                   comm=comm)
+                   comm=comm, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value,
+                   validation_split=validation_split, class_weight=class_weight, initial_epoch=initial_epoch)
 
     def predict(self, X: Any, batch_size: int | None = None, n_threads: int | None = None) -> np.ndarray:
         """Eval-mode output for X, in chunks, GIL released. Predicts from several threads run at

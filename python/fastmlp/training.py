@@ -11,7 +11,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from . import _core
-from ._arrays import as_float_array, check_finite, check_int
+from ._arrays import as_float_array, check_finite, check_int, check_number
 from .callbacks import Callback, History
 from .losses import BCEWithLogitsLoss, CrossEntropyLoss, _Loss
 
@@ -136,6 +136,31 @@ def check_sample_weight(sample_weight: Any, n: int, dtype: np.dtype) -> np.ndarr
     return w
 
 
+CLIP_NONE = (float("inf"), float("inf"))
+
+
+def clip_args(clip_grad_norm: Any, clip_grad_value: Any) -> tuple[float, float]:
+    """(max norm, value) of the C++ loop's clipping, inf for None; each a number >= 0."""
+    return tuple(float("inf") if v is None else check_number(v, name, low=0)  # type: ignore[return-value]
+                 for v, name in ((clip_grad_norm, "clip_grad_norm"), (clip_grad_value, "clip_grad_value")))
+
+
+def _class_weights(class_weight: Any, t: np.ndarray, n: int, sample_weight: Any) -> np.ndarray:
+    """Keras's class_weight as per-sample weights: each row's class weight (1 for a class not
+    in the dict), times sample_weight if given. The class of a row: its label, for one-column
+    targets the rounded value, else the argmax."""
+    if not isinstance(class_weight, dict):
+        raise TypeError(f"class_weight must be a dict {{class: weight}}, got {type(class_weight).__name__}")
+    labels = t if t.ndim == 1 else np.rint(t[:, 0]).astype(np.int64) if t.shape[1] == 1 else t.argmax(axis=1)
+    w = np.ones(n)
+    for c, v in class_weight.items():
+        c = check_int(c, "class_weight's class", low=0, high=2**62)
+        w[labels == c] = check_number(v, f"class_weight[{c}]", low=0)
+    if sample_weight is not None:
+        w = w * check_sample_weight(sample_weight, n, np.dtype(np.float64))
+    return w
+
+
 def _bar(verbose: int, total: int, desc: str) -> Any:
     if not verbose:
         return None
@@ -149,13 +174,17 @@ def _bar(verbose: int, total: int, desc: str) -> Any:
 def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int = 1, batch_size: int = 32,
         shuffle: bool = True, validation_data: Sequence[Any] | None = None, scheduler: Any = None,
         callbacks: Sequence[Any] = (), verbose: int = 1, n_threads: int | None = None,
-        sample_weight: Any = None, scheduler_interval: str | None = None, comm: Any = None) -> History:
+        sample_weight: Any = None, scheduler_interval: str | None = None, comm: Any = None,
+        clip_grad_norm: float | None = None, clip_grad_value: float | None = None, validation_split: float = 0.0,
+        class_weight: dict | None = None, initial_epoch: int = 0) -> History:
     """model.fit; comm is a fastmlp.distributed Session (data-parallel training) or None."""
     from .optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
     if not isinstance(loss_fn, _Loss):
         raise TypeError(f"loss must be a fastmlp loss (e.g. fm.CrossEntropyLoss()), got {type(loss_fn).__name__}")
     epochs = check_int(epochs, "epochs", low=0, high=2**62)
+    initial_epoch = check_int(initial_epoch, "initial_epoch", low=0, high=2**62)
+    clip = clip_args(clip_grad_norm, clip_grad_value)
     batch_size = check_int(batch_size, "batch_size", low=1, high=2**62)
     if scheduler is not None and not isinstance(scheduler, LRScheduler):
         raise TypeError(f"scheduler must be a fastmlp.optim.lr_scheduler schedule, got {type(scheduler).__name__}")
@@ -173,8 +202,26 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
             raise ValueError("the optimizer must be built over this model's parameters (model.parameters())")
     else:
         core_opt = optimizer._core_for(model)
+    if full_batch and clip != CLIP_NONE:
+        raise ValueError("LBFGS steps with its own line search: clip_grad_norm and clip_grad_value need a "
+                         "mini-batch optimizer")
     # X is checked batch by batch in C++ (by one pass here for full-batch L-BFGS)
     Xa, ta = _data(model, X, y, loss_fn, "X", check_x=epochs == 0 or full_batch)
+    if class_weight is not None:
+        sample_weight = _class_weights(class_weight, ta, Xa.shape[0], sample_weight)
+    if validation_split:  # Keras: the last rows, before shuffling
+        validation_split = check_number(validation_split, "validation_split", low=0, high=1, high_open=True)
+        if validation_data is not None:
+            raise ValueError("pass validation_data or validation_split, not both")
+        n = Xa.shape[0]
+        cut = int(n * (1.0 - validation_split))
+        if cut in (0, n):
+            raise ValueError(f"validation_split={validation_split} of {n} samples leaves no "
+                             f"{'training' if cut == 0 else 'validation'} samples; use more data or another split")
+        if sample_weight is not None:
+            sample_weight = check_sample_weight(sample_weight, n, model.dtype)[:cut]
+        validation_data = (Xa[cut:], ta[cut:])
+        Xa, ta = Xa[:cut], ta[:cut]
     if isinstance(loss_fn, CrossEntropyLoss) and ta.dtype == np.int64 and not loss_fn._counts_some(ta):
         raise ValueError("every label is ignore_index or has class weight 0: fit has nothing to learn from")
     val = None
@@ -204,7 +251,7 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                 cb.on_train_begin(model)
         model.train()
         with blas_threads(n_threads, model, min(batch, Xa.shape[0]), split=True) as workers:
-            for epoch in range(epochs):
+            for epoch in range(initial_epoch, epochs):  # Keras: counted from initial_epoch
                 optimizer._sync()
                 bar = _bar(verbose, n_rows, f"epoch {epoch + 1}/{epochs}")
                 state = {"samples": 0}
@@ -225,7 +272,8 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                     if full_batch:
                         st = _full_batch_epoch(model, Xa, ta, spec, optimizer, classify)
                     else:
-                        args = (Xa, ta, spec, core_opt, batch, bool(shuffle), classify, progress, workers, table)
+                        args = (Xa, ta, spec, core_opt, batch, bool(shuffle), classify, progress, workers, table,
+                                *clip)
                         st = model._core.train_epoch(*args) if comm is None else comm.train_epoch(model._core, args)
                 except BaseException:  # Ctrl-C: the model keeps the last completed step (the schedule: the epoch's start)
                     if undo is not None:
