@@ -1,0 +1,130 @@
+"""fit's Keras options (validation_split, class_weight, initial_epoch), each against
+a hand-computed expectation."""
+import numpy as np
+import pytest
+
+import fastmlp as fm
+
+
+def _data(n=50, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4))
+    return X, (X[:, 0] > 0).astype(np.int64) + (X[:, 1] > 0.5)
+
+
+def _model(seed=1):
+    return fm.Sequential(fm.Linear(4, 8), fm.Tanh(), fm.Linear(8, 3), seed=seed, dtype="float64")
+
+
+def _fit(m, X, y, **kw):
+    opt = fm.optim.SGD(m.parameters(), lr=0.1, momentum=0.5)
+    return m.fit(X, y, fm.CrossEntropyLoss(), opt, batch_size=8, verbose=0, n_threads=1, **kw)
+
+
+@pytest.mark.parametrize("n,split,cut", [(50, 0.2, 40), (7, 0.5, 3), (10, 0.15, 8)])
+def test_validation_split_is_the_last_rows_before_shuffling(n, split, cut):
+    """Keras: the first int(n (1 - split)) rows train, the rest validate, whatever shuffle does."""
+    X, y = _data(n)
+    a, b = _model(), _model()
+    ha = _fit(a, X, y, epochs=3, validation_split=split)
+    hb = _fit(b, X[:cut], y[:cut], epochs=3, validation_data=(X[cut:], y[cut:]))
+    assert ha.history["val_loss"] == hb.history["val_loss"]
+    assert ha.history["loss"] == hb.history["loss"]
+    for k, v in a.state_dict().items():
+        np.testing.assert_array_equal(b.state_dict()[k], v)
+
+
+def test_validation_split_with_sample_weight_splits_the_weights():
+    X, y = _data(20)
+    w = np.linspace(0.5, 2.0, 20)
+    a, b = _model(), _model()
+    ha = _fit(a, X, y, epochs=2, validation_split=0.25, sample_weight=w)
+    hb = _fit(b, X[:15], y[:15], epochs=2, validation_data=(X[15:], y[15:]), sample_weight=w[:15])
+    assert ha.history["loss"] == hb.history["loss"] and ha.history["val_loss"] == hb.history["val_loss"]
+    for k, v in a.state_dict().items():
+        np.testing.assert_array_equal(b.state_dict()[k], v)
+
+
+@pytest.mark.parametrize("kw,match", [(dict(validation_split=1.0), "validation_split"),
+                                      (dict(validation_split=-0.1), "validation_split"),
+                                      (dict(validation_split=1e-17), "no validation"),
+                                      (dict(validation_split=0.99), "no training"),
+                                      (dict(validation_split=0.2, validation_data=(np.ones((2, 4)), [0, 1])),
+                                       "not both")])
+def test_validation_split_errors(kw, match):
+    X, y = _data(10)
+    m = _model()
+    before = m.state_dict()
+    with pytest.raises(ValueError, match=match):
+        _fit(m, X, y, **kw)
+    for k, v in before.items():
+        np.testing.assert_array_equal(m.state_dict()[k], v)
+
+
+def test_class_weight_equals_the_sample_weights_it_stands_for():
+    X, y = _data(40)
+    cw = {0: 0.5, 1: 2.0}  # class 2 not in the dict: weight 1, as Keras
+    sw = np.linspace(0.1, 1.0, 40)
+    per_row = np.array([cw.get(int(c), 1.0) for c in y])
+    a, b, c = _model(), _model(), _model()
+    ha = _fit(a, X, y, epochs=3, class_weight=cw, sample_weight=sw)
+    hb = _fit(b, X, y, epochs=3, sample_weight=per_row * sw)
+    hc = _fit(c, X, y, epochs=3, sample_weight=sw)
+    assert ha.history["loss"] == hb.history["loss"]
+    assert ha.history["loss"] != hc.history["loss"]
+    for k, v in a.state_dict().items():
+        np.testing.assert_array_equal(b.state_dict()[k], v)
+
+
+def test_class_weight_one_hot_and_one_column_targets():
+    """The class of a row of a probability target is its argmax; of a (n, 1) 0/1 target its value."""
+    X, y = _data(30)
+    onehot = np.eye(3)[y]
+    a, b = _model(), _model()
+    opt = lambda m: fm.optim.SGD(m.parameters(), lr=0.1)  # noqa: E731
+    a.fit(X, onehot, fm.CrossEntropyLoss(), opt(a), epochs=2, batch_size=8, verbose=0, class_weight={1: 3.0})
+    b.fit(X, onehot, fm.CrossEntropyLoss(), opt(b), epochs=2, batch_size=8, verbose=0,
+          sample_weight=np.where(y == 1, 3.0, 1.0))
+    for k, v in a.state_dict().items():
+        np.testing.assert_array_equal(b.state_dict()[k], v)
+    yb = (y == 1).astype(np.float64).reshape(-1, 1)
+    a = fm.Sequential(fm.Linear(4, 1), seed=2, dtype="float64")
+    b = fm.Sequential(fm.Linear(4, 1), seed=2, dtype="float64")
+    a.fit(X, yb, fm.BCEWithLogitsLoss(), opt(a), epochs=2, batch_size=8, verbose=0, class_weight={0: 0.25})
+    b.fit(X, yb, fm.BCEWithLogitsLoss(), opt(b), epochs=2, batch_size=8, verbose=0,
+          sample_weight=np.where(y == 1, 1.0, 0.25))
+    for k, v in a.state_dict().items():
+        np.testing.assert_array_equal(b.state_dict()[k], v)
+
+
+@pytest.mark.parametrize("cw,err", [([1.0], TypeError), ({0: -1.0}, ValueError), ({"a": 1.0}, TypeError),
+                                    ({0: float("nan")}, ValueError)])
+def test_class_weight_errors(cw, err):
+    X, y = _data(10)
+    with pytest.raises(err, match="class_weight"):
+        _fit(_model(), X, y, class_weight=cw)
+
+
+def test_initial_epoch_counts_epochs_from_it():
+    X, y = _data(30)
+    seen = []
+    h = _fit(_model(), X, y, epochs=5, initial_epoch=2, callbacks=[lambda epoch, logs: seen.append(epoch)])
+    assert seen == [2, 3, 4]  # callbacks see the absolute epoch index
+    assert h.epoch == [2, 3, 4] and len(h.history["loss"]) == 3  # epochs - initial_epoch entries
+    assert len(_fit(_model(), X, y, epochs=2, initial_epoch=2).history.get("loss", [])) == 0
+    with pytest.raises(ValueError, match="initial_epoch"):
+        _fit(_model(), X, y, epochs=2, initial_epoch=-1)
+
+
+def test_initial_epoch_resumes_a_split_fit():
+    """fit(epochs=2) then fit(epochs=4, initial_epoch=2) trains as fit(epochs=4): 4 epochs in all."""
+    X, y = _data(30)
+    a, b = _model(), _model()
+    oa = fm.optim.SGD(a.parameters(), lr=0.1, momentum=0.5)
+    ob = fm.optim.SGD(b.parameters(), lr=0.1, momentum=0.5)
+    loss = fm.CrossEntropyLoss()
+    a.fit(X, y, loss, oa, epochs=4, batch_size=8, verbose=0)
+    b.fit(X, y, loss, ob, epochs=2, batch_size=8, verbose=0)
+    b.fit(X, y, loss, ob, epochs=4, initial_epoch=2, batch_size=8, verbose=0)
+    for k, v in a.state_dict().items():
+        np.testing.assert_array_equal(b.state_dict()[k], v)
