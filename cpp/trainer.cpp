@@ -115,6 +115,19 @@ FASTMLP_SIMD void clamp_into(T* g, idx n, T v) {
   for (idx i = 0; i < n; ++i) g[i] = std::min(std::max(g[i], -v), v);
 }
 
+// abs += sum |a - b| (n), sq += sum (a - b)^2
+template <class T>
+FASTMLP_SIMD void error_sums(const T* a, const T* b, idx n, double& abs, double& sq) {
+  double s1 = 0, s2 = 0;
+  for (idx i = 0; i < n; ++i) {
+    const double d = double(a[i]) - double(b[i]);
+    s1 += std::fabs(d);
+    s2 += d * d;
+  }
+  abs += s1;
+  sq += s2;
+}
+
 // A step that failed on another rank (maps to Python RuntimeError).
 struct peer_error : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -131,7 +144,7 @@ struct BatchJob {
   const std::int64_t* lb;  // (b) the batch's labels, gathered, or null
   const T* wb;             // (b) the batch's sample weights, gathered, or null
   LossSpec<T> spec;        // for a half: reduction 'sum', scaled by 1 / the whole batch's denominator
-  bool count;
+  bool count, errors;
   BatchHalf<T>* half;
 
   static void run(void* ctx) {
@@ -163,6 +176,8 @@ struct BatchJob {
     h.value = loss_forward(sp, out, rows, C, l, t, h.ws.dout.data());
     h.scored = 0;
     h.correct = count ? count_correct(out, rows, C, l, t, sp.ignore_index, h.scored) : 0;
+    h.abs_err = h.sq_err = 0;
+    if (errors && t) error_sums(out, t, rows * C, h.abs_err, h.sq_err);
     m->backward(h.ws, h.ws.dout.data(), nullptr, false, h.grads);
   }
 };
@@ -184,7 +199,8 @@ void clip_grads(T* g, idx n, const Clip& c) {
 template <class T>
 EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss, Optimizer<T>& opt, idx batch,
                        bool shuffle, bool count_accuracy, FitBuffers<T>& buf, const Progress& progress,
-                       int workers, const BatchSchedule* sched, const Collective* comm, const Clip& clip) {
+                       int workers, const BatchSchedule* sched, const Collective* comm, const Clip& clip,
+                       bool errors) {
   if (batch <= 0) throw value_error("batch_size must be positive");
   EpochStats st;
   const idx N = d.N, B = std::min(batch, std::max<idx>(N, 1));
@@ -273,7 +289,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       }
       continue;
     }
-    BatchJob<T> job{&m, &d, p, start, C, lb, sp.sample_weight, sp, count_accuracy, &buf.half[0]};
+    BatchJob<T> job{&m, &d, p, start, C, lb, sp.sample_weight, sp, count_accuracy, errors, &buf.half[0]};
     double denom = split && b >= 2 ? denom_all : 0;
     if (comm) {  // this rank's sums: the global batch's mean comes after the reduction
       job.spec.reduction = Reduction::Sum;
@@ -300,6 +316,8 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       buf.half[0].value += buf.half[1].value;
       buf.half[0].correct += buf.half[1].correct;
       buf.half[0].scored += buf.half[1].scored;
+      buf.half[0].abs_err += buf.half[1].abs_err;
+      buf.half[0].sq_err += buf.half[1].sq_err;
       if (std::isfinite(buf.half[0].value)) add_into(m.grads(), buf.grads2.data(), m.n_params());
     } else {
       buf.half[0].r0 = 0;
@@ -307,7 +325,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       job.step(buf.half[0]);
     }
     double value = buf.half[0].value, rows = double(b), correct = double(buf.half[0].correct),
-           scored = double(buf.half[0].scored);
+           scored = double(buf.half[0].scored), abs_err = buf.half[0].abs_err, sq_err = buf.half[0].sq_err;
     if (comm) {  // the global batch: sums over the ranks, then the gradient's allreduce
       double* s = comm->stats;
       std::fill(s, s + S::kStats, 0.0);
@@ -319,6 +337,8 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       s[S::Loss] = value;
       s[S::Correct] = correct;
       s[S::Scored] = scored;
+      s[S::AbsErr] = abs_err;
+      s[S::SqErr] = sq_err;
       if (!reduce_stats()) break;
       if (s[S::WeightSum] == 0 || s[S::Denominator] == 0) continue;  // nothing to learn in the global batch
       reducing = true;
@@ -331,6 +351,8 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       wsum = s[S::WeightSum];
       correct = s[S::Correct];
       scored = s[S::Scored];
+      abs_err = s[S::AbsErr];
+      sq_err = s[S::SqErr];
     }
     // the step, with the loss checked before the update
     if (!std::isfinite(value)) {
@@ -339,6 +361,8 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
     }
     st.correct += idx(correct);
     st.scored += idx(scored);
+    st.abs_err += abs_err;
+    st.sq_err += sq_err;
     if (loss.l2 > 0) penalty_sum += l2_penalty_step(m, loss.l2, wsum) * rows;
     if (clip.active()) clip_grads(m.grads(), m.n_params(), clip);
     if (sched) sched->apply(opt, k);
@@ -429,10 +453,10 @@ void predict(Model<T>& m, const T* X, idx N, idx in, T* out, idx chunk) {
 
 template EpochStats train_epoch<float>(Model<float>&, const Dataset<float>&, const LossSpec<float>&, Optimizer<float>&,
                                        idx, bool, bool, FitBuffers<float>&, const Progress&, int,
-                                       const BatchSchedule*, const Collective*, const Clip&);
+                                       const BatchSchedule*, const Collective*, const Clip&, bool);
 template EpochStats train_epoch<double>(Model<double>&, const Dataset<double>&, const LossSpec<double>&,
                                         Optimizer<double>&, idx, bool, bool, FitBuffers<double>&, const Progress&,
-                                        int, const BatchSchedule*, const Collective*, const Clip&);
+                                        int, const BatchSchedule*, const Collective*, const Clip&, bool);
 template double train_step<float>(Model<float>&, const float*, idx, idx, const LossSpec<float>&, const std::int64_t*,
                                   const float*, Optimizer<float>&, Snapshot<float>&, const Clip&);
 template double train_step<double>(Model<double>&, const double*, idx, idx, const LossSpec<double>&,

@@ -30,6 +30,8 @@ struct EpochStats {
   idx samples = 0;      // samples trained on (fewer than N if stopped)
   idx correct = 0;      // argmax matches, when counted
   idx scored = 0;       // rows counted for accuracy (ignored labels left out)
+  double abs_err = 0;   // with errors: sum of |output - target| over the trained batches' entries
+  double sq_err = 0;    // with errors: the same sum of (output - target)^2
   idx batches = 0;
   bool stopped = false;  // progress asked to stop (Ctrl-C)
   bool diverged = false;  // a non-finite loss (that batch's step was not taken) or non-finite weights
@@ -70,6 +72,7 @@ struct BatchHalf {
   idx r0 = 0, r1 = 0;
   double value = 0;
   idx correct = 0, scored = 0;  // accuracy counts of its rows
+  double abs_err = 0, sq_err = 0;  // error sums of its rows (metrics mae, mse)
 };
 
 // Buffers of a fit call, kept by the model between calls: the permutation,
@@ -96,7 +99,8 @@ struct FitBuffers {
 // waiting: a failing rank still joins the next reduce_stats() with Failed set.
 struct Collective {
   // Failed: ranks whose step raised; FailedRank: the sum of (rank + 1) over them
-  enum Stat { Failed, FailedRank, Diverged, Stop, Rows, WeightSum, Denominator, Loss, Correct, Scored, kStats };
+  enum Stat { Failed, FailedRank, Diverged, Stop, Rows, WeightSum, Denominator, Loss, Correct, Scored, AbsErr, SqErr,
+              kStats };
   double* stats = nullptr;  // (kStats)
   std::function<void()> reduce_stats, reduce_grads;
   int rank = 0;
@@ -126,12 +130,13 @@ struct Clip {
 // the loss and gradient of each step those of the global batch (its mean over
 // the global denominator), and the returned stats global. clip applies to
 // each step's whole gradient (the two halves' sum; with comm, after the
-// allreduce), just before the step.
+// allreduce), just before the step. errors (a target d.target): the stats'
+// abs_err and sq_err (the metrics 'mae' and 'mse', from the training outputs).
 template <class T>
 EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss, Optimizer<T>& opt, idx batch,
                        bool shuffle, bool count_accuracy, FitBuffers<T>& buf, const Progress& progress,
                        int workers = 1, const BatchSchedule* sched = nullptr, const Collective* comm = nullptr,
-                       const Clip& clip = Clip());
+                       const Clip& clip = Clip(), bool errors = false);
 
 // zero_grad + forward (dropout active) + loss + backward + optimizer step on
 // x (B, in) and labels (B) or target (B, out); returns the loss before the

@@ -128,3 +128,58 @@ def test_initial_epoch_resumes_a_split_fit():
     b.fit(X, y, loss, ob, epochs=4, initial_epoch=2, batch_size=8, verbose=0)
     for k, v in a.state_dict().items():
         np.testing.assert_array_equal(b.state_dict()[k], v)
+
+
+def _regression(n, seed=3):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4))
+    return X, np.stack([X[:, 0] * 2 - X[:, 1], np.sin(X[:, 2])], axis=1) + 0.1 * rng.normal(size=(n, 2))
+
+
+@pytest.mark.parametrize("n,batch,threads", [(37, 8, 1), (300, 128, 2), (1, 4, 1)])
+def test_metrics_mae_mse_are_the_training_outputs_errors(n, batch, threads):
+    """mae/mse: the mean over the epoch's trained rows of |out - y| and (out - y)^2, the outputs
+    being those each batch was trained on (before its step): a train_step loop in NumPy's words."""
+    X, Y = _regression(n)
+    Xv, Yv = _regression(11, seed=4)
+    a = fm.Sequential(fm.Linear(4, 8), fm.Tanh(), fm.Linear(8, 2), seed=5, dtype="float64")
+    b = fm.Sequential(fm.Linear(4, 8), fm.Tanh(), fm.Linear(8, 2), seed=5, dtype="float64")
+    oa, ob = fm.optim.Adam(a.parameters(), lr=0.01), fm.optim.Adam(b.parameters(), lr=0.01)
+    h = a.fit(X, Y, fm.MSELoss(), oa, epochs=2, batch_size=batch, shuffle=False, verbose=0, n_threads=threads,
+              metrics=["mae", "mse"], validation_data=(Xv, Yv))
+    for epoch in range(2):
+        abs_sum = sq_sum = 0.0
+        for s in range(0, n, batch):
+            d = b.predict(X[s:s + batch]) - Y[s:s + batch]
+            abs_sum, sq_sum = abs_sum + np.abs(d).sum(), sq_sum + (d * d).sum()
+            b.train_step(X[s:s + batch], Y[s:s + batch], fm.MSELoss(), ob)
+        assert h.history["mae"][epoch] == pytest.approx(abs_sum / Y.size, rel=1e-10)
+        assert h.history["mse"][epoch] == pytest.approx(sq_sum / Y.size, rel=1e-10)
+        assert h.history["loss"][epoch] == pytest.approx(h.history["mse"][epoch], rel=1e-10)  # MSELoss is mse
+        if epoch == 1:
+            d = b.predict(Xv) - Yv
+            assert h.history["val_mae"][1] == pytest.approx(np.abs(d).mean(), rel=1e-10)
+            assert h.history["val_mse"][1] == pytest.approx((d * d).mean(), rel=1e-10)
+
+
+def test_metrics_float32_and_accuracy():
+    X, Y = _regression(50)
+    m = fm.Sequential(fm.Linear(4, 2), seed=5, dtype="float32")
+    before = m.predict(X)
+    h = m.fit(X, Y, fm.L1Loss(), fm.optim.SGD(m.parameters(), lr=0.0), batch_size=16, verbose=0, metrics="mae")
+    assert h.history["mae"][0] == pytest.approx(np.abs(before - Y).mean(), rel=1e-5)
+    assert h.history["mae"][0] == pytest.approx(h.history["loss"][0], rel=1e-5)
+    Xc, y = _data(30)
+    hc = _fit(_model(), Xc, y, epochs=1, metrics=["accuracy"])
+    assert 0 <= hc.history["accuracy"][0] <= 1
+
+
+@pytest.mark.parametrize("metrics,loss,match", [(["auc"], "mse", "unknown metric"), (["accuracy"], "mse", "classification"),
+                                                (["mae"], "ce", "regression loss")])
+def test_metrics_errors(metrics, loss, match):
+    X, Y = _regression(10)
+    m = fm.Sequential(fm.Linear(4, 3), seed=5, dtype="float64")
+    y = (X[:, 0] > 0).astype(np.int64)
+    fn, t = (fm.MSELoss(), np.c_[Y, Y[:, :1]]) if loss == "mse" else (fm.CrossEntropyLoss(), y)
+    with pytest.raises(ValueError, match=match):
+        m.fit(X, t, fn, fm.optim.SGD(m.parameters(), lr=0.1), verbose=0, metrics=metrics)

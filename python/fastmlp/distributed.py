@@ -47,7 +47,7 @@ from .callbacks import History
 
 __all__ = ["fit", "Session"]
 
-N_STATS = 10  # Collective::kStats in cpp/trainer.h
+N_STATS = 12  # Collective::kStats in cpp/trainer.h
 
 
 class Session:

@@ -713,7 +713,7 @@ class Sequential(Module):
             verbose: int = 1, n_threads: int | None = None, sample_weight: Any = None,
             scheduler_interval: str | None = None, comm: Any = None, clip_grad_norm: float | None = None,
             clip_grad_value: float | None = None, validation_split: float = 0.0, class_weight: dict | None = None,
-            initial_epoch: int = 0) -> Any:
+            initial_epoch: int = 0, metrics: Any = ()) -> Any:
         """Train for ``epochs`` epochs of mini-batches; the loop runs in C++
         with the GIL released. Returns a History (per-epoch loss, val_loss,
         accuracy, val_accuracy, lr, time). Ctrl-C stops at the next batch
@@ -724,7 +724,10 @@ class Sequential(Module):
         Keras's options: ``validation_split`` holds out the last fraction of the rows
         (before shuffling) as validation data; ``class_weight`` ({class: weight}) weights
         each row's loss by its class (times ``sample_weight``); with ``initial_epoch``
-        the epochs run from it to ``epochs`` (History and callbacks see those indices).
+        the epochs run from it to ``epochs`` (History and callbacks see those indices);
+        ``metrics`` ('accuracy', 'mae', 'mse') adds History keys ``mae``, ``mse`` (the
+        training outputs' errors, summed in the C++ loop) and ``val_mae``, ``val_mse``
+        (accuracy is always logged for a classification loss).
         ``clip_grad_norm`` / ``clip_grad_value`` clip each step's gradient in the C++
         loop, as ``fm.nn.utils.clip_grad_norm_(model.parameters(), max_norm)`` (the
         total 2-norm over all parameters) and ``clip_grad_value_`` between backward and
@@ -766,7 +769,8 @@ class Sequential(Module):
                    validation_data=validation_data, scheduler=scheduler, callbacks=callbacks, verbose=verbose,
                    n_threads=n_threads, sample_weight=sample_weight, scheduler_interval=scheduler_interval,
                    comm=comm, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value,
-                   validation_split=validation_split, class_weight=class_weight, initial_epoch=initial_epoch)
+                   validation_split=validation_split, class_weight=class_weight, initial_epoch=initial_epoch,
+                   metrics=metrics)
 
     def predict(self, X: Any, batch_size: int | None = None, n_threads: int | None = None) -> np.ndarray:
         """Eval-mode output for X, in chunks, GIL released. Predicts from several threads run at

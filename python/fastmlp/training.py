@@ -161,6 +161,25 @@ def _class_weights(class_weight: Any, t: np.ndarray, n: int, sample_weight: Any)
     return w
 
 
+METRICS = ("accuracy", "mae", "mse")
+
+
+def _metrics(metrics: Any, classify: bool) -> tuple:
+    """The error metrics of fit's metrics (Keras's names) that the C++ loop sums: a tuple of
+    'mae', 'mse'. 'accuracy' is always logged for a classification loss."""
+    names = [metrics] if isinstance(metrics, str) else list(metrics)
+    for name in names:
+        if name not in METRICS:
+            raise ValueError(f"unknown metric {name!r}; the metrics are {', '.join(METRICS)}")
+    if "accuracy" in names and not classify:
+        raise ValueError("the 'accuracy' metric needs a classification loss (CrossEntropyLoss, BCEWithLogitsLoss)")
+    errors = tuple(n for n in ("mae", "mse") if n in names)
+    if errors and classify:
+        raise ValueError(f"{' and '.join(errors)} compare the model's outputs with the targets: they need a "
+                         "regression loss (MSELoss, L1Loss, HuberLoss, ...), not a classification loss")
+    return errors
+
+
 def _bar(verbose: int, total: int, desc: str) -> Any:
     if not verbose:
         return None
@@ -176,7 +195,7 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
         callbacks: Sequence[Any] = (), verbose: int = 1, n_threads: int | None = None,
         sample_weight: Any = None, scheduler_interval: str | None = None, comm: Any = None,
         clip_grad_norm: float | None = None, clip_grad_value: float | None = None, validation_split: float = 0.0,
-        class_weight: dict | None = None, initial_epoch: int = 0) -> History:
+        class_weight: dict | None = None, initial_epoch: int = 0, metrics: Sequence[str] = ()) -> History:
     """model.fit; comm is a fastmlp.distributed Session (data-parallel training) or None."""
     from .optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
@@ -230,6 +249,7 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
             raise ValueError("validation_data must be a pair (X_val, y_val)")
         val = _data(model, validation_data[0], validation_data[1], loss_fn, "X_val")
     classify = isinstance(loss_fn, (CrossEntropyLoss, BCEWithLogitsLoss))
+    errors = _metrics(metrics, classify)
     spec = loss_fn._spec(model.dtype)
     if sample_weight is not None:
         spec["sample_weight"] = check_sample_weight(sample_weight, Xa.shape[0], model.dtype)
@@ -270,10 +290,10 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                         table = _batch_table(scheduler, optimizer, steps)
                         optimizer.__dict__.pop("_pushed", None)  # the loop changes the C++ lrs: push them again
                     if full_batch:
-                        st = _full_batch_epoch(model, Xa, ta, spec, optimizer, classify)
+                        st = _full_batch_epoch(model, Xa, ta, spec, optimizer, classify, errors)
                     else:
                         args = (Xa, ta, spec, core_opt, batch, bool(shuffle), classify, progress, workers, table,
-                                *clip)
+                                *clip, bool(errors))
                         st = model._core.train_epoch(*args) if comm is None else comm.train_epoch(model._core, args)
                 except BaseException:  # Ctrl-C: the model keeps the last completed step (the schedule: the epoch's start)
                     if undo is not None:
@@ -298,11 +318,18 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                     logs["l2_penalty"] = float(st["l2_penalty"])
                 if classify and st["scored"]:  # rows with an ignored label are not scored
                     logs["accuracy"] = st["correct"] / st["scored"]
+                entries = st["samples"] * ta.shape[1] if ta.ndim == 2 else 0
+                for name in errors:  # the training outputs' errors, summed in the C++ loop
+                    total = st["abs_err"] if name == "mae" else st["sq_err"]
+                    logs[name] = total / entries if entries else float("nan")
                 if val is not None and (comm is None or comm.rank == 0):
                     out = model._core.predict(val[0], max(batch_size, 1024))
                     logs["val_loss"] = float(loss_fn(out, val[1]))
                     if classify:
                         logs["val_accuracy"] = _accuracy(model, out, val[1], loss_fn)
+                    for name in errors:
+                        d = out.astype(np.float64) - val[1]
+                        logs["val_" + name] = float(np.mean(np.abs(d)) if name == "mae" else np.mean(d * d))
                 # the lr the epoch (per batch: its last batch) stepped with
                 logs["lr"] = float(table[0][-1, 0] if table is not None and len(table[0]) else
                                    optimizer.param_groups[0]["lr"])
@@ -435,9 +462,10 @@ def _batch_table(scheduler: Any, optimizer: Any, batches: int) -> tuple:
 
 
 def _full_batch_epoch(model: Any, Xa: np.ndarray, ta: np.ndarray, spec: dict, optimizer: Any,
-                      classify: bool) -> dict:
+                      classify: bool, errors: tuple = ()) -> dict:
     """One L-BFGS step(closure) over the whole data set (the closure: loss and
-    gradients of every row in one C++ call); the epoch's loss is the one at its start."""
+    gradients of every row in one C++ call); the epoch's loss is the one at its start,
+    its accuracy and errors those of the outputs after the step."""
     def closure() -> float:
         return float(model._core.loss_and_grad(Xa, ta, spec))
 
@@ -448,7 +476,9 @@ def _full_batch_epoch(model: Any, Xa: np.ndarray, ta: np.ndarray, spec: dict, op
     if classify and n and weights_ok:
         fn = _core.count_correct32 if model.dtype == np.float32 else _core.count_correct64
         correct, scored = fn(model._core.predict(Xa, 4096), ta, spec.get("ignore_index", -100))
+    d = model._core.predict(Xa, 4096).astype(np.float64) - ta if errors and weights_ok else np.full(1, np.nan)
     return {"loss": loss, "l2_penalty": 0.0, "samples": n, "correct": correct, "scored": scored, "batches": 1,
+            "abs_err": float(np.abs(d).sum()), "sq_err": float((d * d).sum()),
             "diverged": not (np.isfinite(loss) and weights_ok), "restored": False}
 
 
