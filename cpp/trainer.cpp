@@ -200,10 +200,17 @@ template <class T>
 EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss, Optimizer<T>& opt, idx batch,
                        bool shuffle, bool count_accuracy, FitBuffers<T>& buf, const Progress& progress,
                        int workers, const BatchSchedule* sched, const Collective* comm, const Clip& clip,
-                       bool errors) {
+                       bool errors, idx first, idx count) {
   if (batch <= 0) throw value_error("batch_size must be positive");
   EpochStats st;
   const idx N = d.N, B = std::min(batch, std::max<idx>(N, 1));
+  if (comm) {  // every rank steps comm->steps batches from the pass's start
+    first = 0;
+    count = -1;
+  }
+  if (first < 0 || (first > 0 && first >= (N + B - 1) / B))
+    throw value_error("first batch " + std::to_string(first) + " is out of range");
+  const bool pass_ends = count < 0 || first + count >= (N + B - 1) / B;  // the call reaches the last batch
   const bool split = workers >= 2 && !m.has_dropout() && m.rows_independent(true);
   if (shuffle) {
     buf.perm.resize(static_cast<size_t>(N));
@@ -258,7 +265,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
     buf.snapshot.restore(m, opt);
   };
   try {  // bad data (a non-finite input row, a bad label) leaves the model as the epoch found it
-  for (idx start = 0, k = 0; comm ? k < comm->steps : start < N; start += B, ++k) {
+  for (idx start = first * B, k = 0; comm ? k < comm->steps : start < N && k != count; start += B, ++k) {
     const idx b = std::min(B, N - start);
     const idx* p = shuffle ? buf.perm.data() + start : nullptr;
     const std::int64_t* lb = d.labels ? d.labels + start : nullptr;
@@ -402,7 +409,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
   }
   st.loss = st.samples ? loss_sum / double(st.samples) : std::nan("");
   st.penalty = st.samples ? penalty_sum / double(st.samples) : 0.0;
-  if (!st.stopped && !st.diverged) ++m.epochs_done;
+  if (!st.stopped && !st.diverged && pass_ends) ++m.epochs_done;
   return st;
 }
 
@@ -453,10 +460,12 @@ void predict(Model<T>& m, const T* X, idx N, idx in, T* out, idx chunk) {
 
 template EpochStats train_epoch<float>(Model<float>&, const Dataset<float>&, const LossSpec<float>&, Optimizer<float>&,
                                        idx, bool, bool, FitBuffers<float>&, const Progress&, int,
-                                       const BatchSchedule*, const Collective*, const Clip&, bool);
+                                       const BatchSchedule*, const Collective*, const Clip&, bool, idx,
+                                       idx);
 template EpochStats train_epoch<double>(Model<double>&, const Dataset<double>&, const LossSpec<double>&,
                                         Optimizer<double>&, idx, bool, bool, FitBuffers<double>&, const Progress&,
-                                        int, const BatchSchedule*, const Collective*, const Clip&, bool);
+                                        int, const BatchSchedule*, const Collective*, const Clip&, bool, idx,
+                                       idx);
 template double train_step<float>(Model<float>&, const float*, idx, idx, const LossSpec<float>&, const std::int64_t*,
                                   const float*, Optimizer<float>&, Snapshot<float>&, const Clip&);
 template double train_step<double>(Model<double>&, const double*, idx, idx, const LossSpec<double>&,

@@ -132,11 +132,14 @@ struct Clip {
 // each step's whole gradient (the two halves' sum; with comm, after the
 // allreduce), just before the step. errors (a target d.target): the stats'
 // abs_err and sq_err (the metrics 'mae' and 'mse', from the training outputs).
+// Without comm, first and count (>= 0) take only batches [first, first + count)
+// of the pass (fit's steps_per_epoch); epochs_done, which seeds the shuffle,
+// advances only when the call reaches the pass's last batch.
 template <class T>
 EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss, Optimizer<T>& opt, idx batch,
                        bool shuffle, bool count_accuracy, FitBuffers<T>& buf, const Progress& progress,
                        int workers = 1, const BatchSchedule* sched = nullptr, const Collective* comm = nullptr,
-                       const Clip& clip = Clip(), bool errors = false);
+                       const Clip& clip = Clip(), bool errors = false, idx first = 0, idx count = -1);
 
 // zero_grad + forward (dropout active) + loss + backward + optimizer step on
 // x (B, in) and labels (B) or target (B, out); returns the loss before the

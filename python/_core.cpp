@@ -478,11 +478,12 @@ void bind_dtype(py::module_& m, const char* suffix) {
       // comm (fastmlp.distributed): None, or (stats, reduce_stats, reduce_grads, rank, steps) with stats a
       // float64 array of Collective::kStats and the reductions callables taking no arguments.
       // clip_norm, clip_value: gradient clipping before each step (inf: none); errors: the
-      // training outputs' error sums abs_err, sq_err (a target y only)
+      // training outputs' error sums abs_err, sq_err (a target y only); first, count: batches
+      // [first, first + count) of the pass only (count -1: to its end)
       .def("train_epoch", [](PM& s, py::array x, py::array y, py::dict loss, PyOptimizer<T>& opt, idx batch,
                              bool shuffle, bool count_accuracy, py::object progress, int workers,
                              py::object schedule, double clip_norm, double clip_value, bool errors,
-                             py::object comm) {
+                             idx first, idx count, py::object comm) {
         if (workers < 1 || workers > 2) throw value_error("workers must be 1 or 2, got " + std::to_string(workers));
         const Clip clip = clip_of(clip_norm, clip_value);
         BatchSchedule sched;
@@ -573,7 +574,7 @@ void bind_dtype(py::module_& m, const char* suffix) {
           GateHold hold(s.m.gate, true);
           st = train_epoch(s.m, d, spec, opt.opt, batch, shuffle, count_accuracy, s.fit_buffers, cb, workers,
                            schedule.is_none() ? nullptr : &sched, comm.is_none() ? nullptr : &coll, clip,
-                           errors);
+                           errors, first, count);
         }
         if (interrupted) throw *interrupted;
         py::dict out;
@@ -592,7 +593,7 @@ void bind_dtype(py::module_& m, const char* suffix) {
       }, py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("opt"), py::arg("batch"), py::arg("shuffle"),
          py::arg("count_accuracy"), py::arg("progress"), py::arg("workers"), py::arg("schedule") = py::none(),
          py::arg("clip_norm") = INFINITY, py::arg("clip_value") = INFINITY, py::arg("errors") = false,
-         py::arg("comm") = py::none())
+         py::arg("first") = 0, py::arg("count") = -1, py::arg("comm") = py::none())
       .def("predict", [](PM& s, py::array x, idx chunk) {
         auto [N, in] = rows_cols(x, "X");
         const T* xd = array_data<T>(x, "X", false);

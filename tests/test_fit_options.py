@@ -183,3 +183,64 @@ def test_metrics_errors(metrics, loss, match):
     fn, t = (fm.MSELoss(), np.c_[Y, Y[:, :1]]) if loss == "mse" else (fm.CrossEntropyLoss(), y)
     with pytest.raises(ValueError, match=match):
         m.fit(X, t, fn, fm.optim.SGD(m.parameters(), lr=0.1), verbose=0, metrics=metrics)
+
+
+@pytest.mark.parametrize("spe", [3, 5, 7, 1])
+def test_steps_per_epoch_continues_through_the_data(spe):
+    """Unshuffled: epoch e trains batches e*spe .. (e+1)*spe - 1 of the data cycled (5 per pass);
+    the same steps as a train_step loop, and each epoch's loss the mean of its batches'."""
+    X, y = _data(37)  # 5 batches of 8: the last has 5 rows
+    a, b = _model(), _model()
+    oa = fm.optim.SGD(a.parameters(), lr=0.1, momentum=0.5)
+    ob = fm.optim.SGD(b.parameters(), lr=0.1, momentum=0.5)
+    loss = fm.CrossEntropyLoss()
+    h = a.fit(X, y, loss, oa, epochs=3, batch_size=8, shuffle=False, verbose=0, n_threads=1, steps_per_epoch=spe)
+    assert len(h.history["loss"]) == 3
+    k = 0
+    for epoch in range(3):
+        losses, rows = [], []
+        for _ in range(spe):
+            s = (k % 5) * 8
+            losses.append(b.train_step(X[s:s + 8], y[s:s + 8], loss, ob))
+            rows.append(len(X[s:s + 8]))
+            k += 1
+        assert h.history["loss"][epoch] == pytest.approx(np.average(losses, weights=rows), rel=1e-12)
+    for key, v in a.state_dict().items():
+        np.testing.assert_array_equal(b.state_dict()[key], v)
+
+
+def test_steps_per_epoch_shuffled_passes_are_the_ordinary_epochs():
+    """Shuffled, the passes are those of ordinary epochs: 2 epochs of 10 batches == 4 of one pass (5)."""
+    X, y = _data(40)
+    a, b, c = _model(), _model(), _model()
+    ha = _fit(a, X, y, epochs=2, steps_per_epoch=10)
+    hc = _fit(c, X, y, epochs=4, steps_per_epoch=5)
+    _fit(b, X, y, epochs=4)
+    for key, v in b.state_dict().items():
+        np.testing.assert_array_equal(a.state_dict()[key], v)
+        np.testing.assert_array_equal(c.state_dict()[key], v)
+    assert len(ha.history["loss"]) == 2 and len(hc.history["loss"]) == 4
+
+
+def test_steps_per_epoch_with_a_batch_schedule():
+    """A per-batch schedule steps once per trained batch (the epoch's steps_per_epoch of them)."""
+    from fastmlp.optim.lr_scheduler import StepLR
+
+    X, y = _data(40)
+    m = _model()
+    opt = fm.optim.SGD(m.parameters(), lr=1.0)
+    sched = StepLR(opt, step_size=1, gamma=0.5)
+    h = m.fit(X, y, fm.CrossEntropyLoss(), opt, epochs=2, batch_size=8, verbose=0, steps_per_epoch=7,
+              scheduler=sched, scheduler_interval="batch")
+    assert h.history["lr"] == pytest.approx([0.5 ** 6, 0.5 ** 13])
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5 ** 14)
+
+
+@pytest.mark.parametrize("spe,err", [(0, ValueError), (1.5, TypeError)])
+def test_steps_per_epoch_errors(spe, err):
+    X, y = _data(10)
+    with pytest.raises(err, match="steps_per_epoch"):
+        _fit(_model(), X, y, steps_per_epoch=spe)
+    m = _model()
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        m.fit(X, y, fm.CrossEntropyLoss(), fm.optim.LBFGS(m.parameters()), verbose=0, steps_per_epoch=2)

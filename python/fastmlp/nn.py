@@ -713,7 +713,7 @@ class Sequential(Module):
             verbose: int = 1, n_threads: int | None = None, sample_weight: Any = None,
             scheduler_interval: str | None = None, comm: Any = None, clip_grad_norm: float | None = None,
             clip_grad_value: float | None = None, validation_split: float = 0.0, class_weight: dict | None = None,
-            initial_epoch: int = 0, metrics: Any = ()) -> Any:
+            initial_epoch: int = 0, metrics: Any = (), steps_per_epoch: int | None = None) -> Any:
         """Train for ``epochs`` epochs of mini-batches; the loop runs in C++
         with the GIL released. Returns a History (per-epoch loss, val_loss,
         accuracy, val_accuracy, lr, time). Ctrl-C stops at the next batch
@@ -727,7 +727,12 @@ class Sequential(Module):
         the epochs run from it to ``epochs`` (History and callbacks see those indices);
         ``metrics`` ('accuracy', 'mae', 'mse') adds History keys ``mae``, ``mse`` (the
         training outputs' errors, summed in the C++ loop) and ``val_mae``, ``val_mse``
-        (accuracy is always logged for a classification loss).
+        (accuracy is always logged for a classification loss). ``steps_per_epoch``
+        makes each epoch that many batches, continuing through the data from where
+        the last epoch stopped and starting a new (reshuffled) pass at its end, so
+        epochs may be shorter or longer than one pass (one process, mini-batch
+        optimizers; a divergence resets the model to the epoch's start or, if the
+        epoch crossed the end of the data, to that crossing).
         ``clip_grad_norm`` / ``clip_grad_value`` clip each step's gradient in the C++
         loop, as ``fm.nn.utils.clip_grad_norm_(model.parameters(), max_norm)`` (the
         total 2-norm over all parameters) and ``clip_grad_value_`` between backward and
@@ -770,7 +775,7 @@ class Sequential(Module):
                    n_threads=n_threads, sample_weight=sample_weight, scheduler_interval=scheduler_interval,
                    comm=comm, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value,
                    validation_split=validation_split, class_weight=class_weight, initial_epoch=initial_epoch,
-                   metrics=metrics)
+                   metrics=metrics, steps_per_epoch=steps_per_epoch)
 
     def predict(self, X: Any, batch_size: int | None = None, n_threads: int | None = None) -> np.ndarray:
         """Eval-mode output for X, in chunks, GIL released. Predicts from several threads run at

@@ -195,7 +195,8 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
         callbacks: Sequence[Any] = (), verbose: int = 1, n_threads: int | None = None,
         sample_weight: Any = None, scheduler_interval: str | None = None, comm: Any = None,
         clip_grad_norm: float | None = None, clip_grad_value: float | None = None, validation_split: float = 0.0,
-        class_weight: dict | None = None, initial_epoch: int = 0, metrics: Sequence[str] = ()) -> History:
+        class_weight: dict | None = None, initial_epoch: int = 0, metrics: Sequence[str] = (),
+        steps_per_epoch: int | None = None) -> History:
     """model.fit; comm is a fastmlp.distributed Session (data-parallel training) or None."""
     from .optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
@@ -255,6 +256,12 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
         spec["sample_weight"] = check_sample_weight(sample_weight, Xa.shape[0], model.dtype)
 
     batch, n_rows, steps = batch_size, Xa.shape[0], -(-Xa.shape[0] // batch_size)
+    pass_steps, cursor = steps, 0  # steps_per_epoch: batches per pass over the data, and the next one's index
+    if steps_per_epoch is not None:
+        steps = check_int(steps_per_epoch, "steps_per_epoch", low=1, high=2**62)
+        if comm is not None or full_batch:
+            raise ValueError("steps_per_epoch needs mini-batch training on one process (not comm, not LBFGS)")
+        n_rows = min(steps * batch, n_rows) if steps <= pass_steps else steps * batch
     if comm is not None:  # this rank's share of the global batch; logs, validation and callbacks: rank 0's
         if full_batch:
             raise ValueError("LBFGS trains full-batch on one process: it cannot be used with comm")
@@ -294,7 +301,12 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                     else:
                         args = (Xa, ta, spec, core_opt, batch, bool(shuffle), classify, progress, workers, table,
                                 *clip, bool(errors))
-                        st = model._core.train_epoch(*args) if comm is None else comm.train_epoch(model._core, args)
+                        if steps_per_epoch is not None:
+                            st, cursor = _cycle(model._core, args, pass_steps, cursor, steps)
+                        elif comm is None:
+                            st = model._core.train_epoch(*args)
+                        else:
+                            st = comm.train_epoch(model._core, args)
                 except BaseException:  # Ctrl-C: the model keeps the last completed step (the schedule: the epoch's start)
                     if undo is not None:
                         _restore_schedule(scheduler, optimizer, undo)
@@ -369,6 +381,35 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
         finally:
             model._fit_lock.release()
     return history
+
+
+def _cycle(core: Any, args: tuple, pass_steps: int, cursor: int, count: int) -> tuple[dict, int]:
+    """An epoch of steps_per_epoch (count) batches from batch `cursor` of the current pass over the
+    data, continuing into the next passes (each reshuffled); returns its stats and the next cursor."""
+    progress, table = args[7], args[9]
+    total: dict = {}
+    done = 0
+    while done < count:
+        n = min(count - done, pass_steps - cursor)
+        sub = None if table is None else (table[0][done:done + n], None if table[1] is None else table[1][done:done + n],
+                                          table[2])
+        b0, s0 = total.get("batches", 0), total.get("samples", 0)
+
+        def offset(batches: int, samples: int, loss: float, b0: int = b0, s0: int = s0) -> None:
+            progress(b0 + batches, s0 + samples, loss)
+
+        st = core.train_epoch(*args[:7], offset, args[8], sub, *args[10:], first=cursor, count=n)
+        for k in ("correct", "scored", "abs_err", "sq_err", "batches"):
+            st[k] += total.get(k, 0)
+        samples = s0 + st["samples"]
+        for k in ("loss", "l2_penalty"):  # means weighted by the samples
+            st[k] = (total.get(k, 0.0) * s0 + st[k] * st["samples"]) / samples if st["samples"] else total.get(k, st[k])
+        st["samples"] = samples
+        total = st
+        if st["diverged"] or st["stopped"]:
+            break
+        cursor, done = (cursor + n) % pass_steps, done + n
+    return total, cursor
 
 
 def _take_fit_lock(model: Any) -> None:
