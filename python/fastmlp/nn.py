@@ -765,11 +765,9 @@ class Sequential(Module):
         ``comm`` (an mpi4py communicator, e.g. ``MPI.COMM_WORLD``) trains data-parallel:
         X, y are this rank's shard and ``batch_size`` the global batch (see
         fastmlp.distributed)."""
-        if comm is not None:
-            from .distributed import fit
-        else:
-            from .training import fit
+        from . import distributed, training
 
+        fit: Any = training.fit if comm is None else distributed.fit
         return fit(self, X, y, loss, optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                    validation_data=validation_data, scheduler=scheduler, callbacks=callbacks, verbose=verbose,
                    n_threads=n_threads, sample_weight=sample_weight, scheduler_interval=scheduler_interval,
