@@ -98,6 +98,36 @@ FASTMLP_SIMD void scale_by(T* g, idx n, T k) {
   for (idx i = 0; i < n; ++i) g[i] *= k;
 }
 
+// sum g^2 (n) (eight partial sums, so that it vectorizes)
+template <class T>
+FASTMLP_SIMD double sum_squares(const T* g, idx n) {
+  double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  idx i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) part[l] += double(g[i + l]) * double(g[i + l]);
+  for (; i < n; ++i) part[0] += double(g[i]) * double(g[i]);
+  return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+}
+
+// g (n) clamped to [-v, v]
+template <class T>
+FASTMLP_SIMD void clamp_into(T* g, idx n, T v) {
+  for (idx i = 0; i < n; ++i) g[i] = std::min(std::max(g[i], -v), v);
+}
+
+// abs += sum |a - b| (n), sq += sum (a - b)^2
+template <class T>
+FASTMLP_SIMD void error_sums(const T* a, const T* b, idx n, double& abs, double& sq) {
+  double s1 = 0, s2 = 0;
+  for (idx i = 0; i < n; ++i) {
+    const double d = double(a[i]) - double(b[i]);
+    s1 += std::fabs(d);
+    s2 += d * d;
+  }
+  abs += s1;
+  sq += s2;
+}
+
 // A step that failed on another rank (maps to Python RuntimeError).
 struct peer_error : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -114,7 +144,7 @@ struct BatchJob {
   const std::int64_t* lb;  // (b) the batch's labels, gathered, or null
   const T* wb;             // (b) the batch's sample weights, gathered, or null
   LossSpec<T> spec;        // for a half: reduction 'sum', scaled by 1 / the whole batch's denominator
-  bool count;
+  bool count, errors;
   BatchHalf<T>* half;
 
   static void run(void* ctx) {
@@ -147,18 +177,41 @@ struct BatchJob {
     h.value = loss_forward(sp, out, rows, C, l, t, h.ws.dout.data());
     h.scored = 0;
     h.correct = count ? count_correct(out, rows, C, l, t, sp.ignore_index, h.scored) : 0;
+    h.abs_err = h.sq_err = 0;
+    if (errors && t) error_sums(out, t, rows * C, h.abs_err, h.sq_err);
     m->backward(h.ws, h.ws.dout.data(), nullptr, false, h.grads);
   }
 };
 }  // namespace
 
+namespace {
+// the flat gradient g (n) clipped in place by c
+template <class T>
+void clip_grads(T* g, idx n, const Clip& c) {
+  if (c.max_norm != INFINITY) {
+    // torch's formula: a non-finite norm makes the coefficient (and so the step) non-finite
+    const double coef = c.max_norm / (std::sqrt(sum_squares(g, n)) + 1e-6);
+    if (!(coef >= 1.0)) scale_by(g, n, T(coef));
+  }
+  if (c.value != INFINITY) clamp_into(g, n, T(c.value));
+}
+}  // namespace
+
 template <class T>
 EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss, Optimizer<T>& opt, idx batch,
                        bool shuffle, bool count_accuracy, FitBuffers<T>& buf, const Progress& progress,
-                       int workers, const BatchSchedule* sched, const Collective* comm) {
+                       int workers, const BatchSchedule* sched, const Collective* comm, const Clip& clip,
+                       bool errors, idx first, idx count) {
   if (batch <= 0) throw value_error("batch_size must be positive");
   EpochStats st;
   const idx N = d.N, B = std::min(batch, std::max<idx>(N, 1));
+  if (comm) {  // every rank steps comm->steps batches from the pass's start
+    first = 0;
+    count = -1;
+  }
+  if (first < 0 || (first > 0 && first >= (N + B - 1) / B))
+    throw value_error("first batch " + std::to_string(first) + " is out of range");
+  const bool pass_ends = count < 0 || first + count >= (N + B - 1) / B;  // the call reaches the last batch
   const bool split = workers >= 2 && !m.has_dropout() && m.rows_independent(true);
   if (shuffle) {
     buf.perm.resize(static_cast<size_t>(N));
@@ -213,7 +266,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
     buf.snapshot.restore(m, opt);
   };
   try {  // bad data (a non-finite input row, a bad label) leaves the model as the epoch found it
-  for (idx start = 0, k = 0; comm ? k < comm->steps : start < N; start += B, ++k) {
+  for (idx start = first * B, k = 0; comm ? k < comm->steps : start < N && k != count; start += B, ++k) {
     const idx b = std::min(B, N - start);
     const idx* p = shuffle ? buf.perm.data() + start : nullptr;
     const std::int64_t* lb = d.labels ? d.labels + start : nullptr;
@@ -244,7 +297,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       }
       continue;
     }
-    BatchJob<T> job{&m, &d, p, start, C, lb, sp.sample_weight, sp, count_accuracy, &buf.half[0]};
+    BatchJob<T> job{&m, &d, p, start, C, lb, sp.sample_weight, sp, count_accuracy, errors, &buf.half[0]};
     double denom = split && b >= 2 ? denom_all : 0;
     if (comm) {  // this rank's sums: the global batch's mean comes after the reduction
       job.spec.reduction = Reduction::Sum;
@@ -271,6 +324,8 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       buf.half[0].value += buf.half[1].value;
       buf.half[0].correct += buf.half[1].correct;
       buf.half[0].scored += buf.half[1].scored;
+      buf.half[0].abs_err += buf.half[1].abs_err;
+      buf.half[0].sq_err += buf.half[1].sq_err;
       if (std::isfinite(buf.half[0].value)) add_into(m.grads(), buf.grads2.data(), m.n_params());
     } else {
       buf.half[0].r0 = 0;
@@ -278,7 +333,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       job.step(buf.half[0]);
     }
     double value = buf.half[0].value, rows = double(b), correct = double(buf.half[0].correct),
-           scored = double(buf.half[0].scored);
+           scored = double(buf.half[0].scored), abs_err = buf.half[0].abs_err, sq_err = buf.half[0].sq_err;
     if (comm) {  // the global batch: sums over the ranks, then the gradient's allreduce
       double* s = comm->stats;
       std::fill(s, s + S::kStats, 0.0);
@@ -290,6 +345,8 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       s[S::Loss] = value;
       s[S::Correct] = correct;
       s[S::Scored] = scored;
+      s[S::AbsErr] = abs_err;
+      s[S::SqErr] = sq_err;
       if (!reduce_stats()) break;
       if (s[S::WeightSum] == 0 || s[S::Denominator] == 0) continue;  // nothing to learn in the global batch
       reducing = true;
@@ -302,6 +359,8 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       wsum = s[S::WeightSum];
       correct = s[S::Correct];
       scored = s[S::Scored];
+      abs_err = s[S::AbsErr];
+      sq_err = s[S::SqErr];
     }
     // the step, with the loss checked before the update
     if (!std::isfinite(value)) {
@@ -310,7 +369,10 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
     }
     st.correct += idx(correct);
     st.scored += idx(scored);
+    st.abs_err += abs_err;
+    st.sq_err += sq_err;
     if (loss.l2 > 0) penalty_sum += l2_penalty_step(m, loss.l2, wsum) * rows;
+    if (clip.active()) clip_grads(m.grads(), m.n_params(), clip);
     if (sched) sched->apply(opt, k);
     opt.step();
     loss_sum += value * rows;
@@ -348,13 +410,13 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
   }
   st.loss = st.samples ? loss_sum / double(st.samples) : std::nan("");
   st.penalty = st.samples ? penalty_sum / double(st.samples) : 0.0;
-  if (!st.stopped && !st.diverged) ++m.epochs_done;
+  if (!st.stopped && !st.diverged && pass_ends) ++m.epochs_done;
   return st;
 }
 
 template <class T>
 double train_step(Model<T>& m, const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
-                  const T* target, Optimizer<T>& opt, Snapshot<T>& snapshot) {
+                  const T* target, Optimizer<T>& opt, Snapshot<T>& snapshot, const Clip& clip) {
   snapshot.save(m, opt);  // before the forward, which updates the running statistics
   double value;
   try {
@@ -374,6 +436,7 @@ double train_step(Model<T>& m, const T* x, idx B, idx in, const LossSpec<T>& los
     throw numeric_error("the loss is not finite (" + std::to_string(value) +
                         "); the step was not taken. Try a lower learning rate, or standardize the inputs");
   }
+  if (clip.active()) clip_grads(m.grads(), m.n_params(), clip);
   opt.step();
   if (!all_finite(m.params(), m.n_params()) || !all_finite(m.buffers(), m.n_buffers())) {
     snapshot.restore(m, opt);
@@ -399,14 +462,17 @@ void predict(Model<T>& m, const T* X, idx N, idx in, T* out, idx chunk, bool bf1
 
 template EpochStats train_epoch<float>(Model<float>&, const Dataset<float>&, const LossSpec<float>&, Optimizer<float>&,
                                        idx, bool, bool, FitBuffers<float>&, const Progress&, int,
-                                       const BatchSchedule*, const Collective*);
+                                       const BatchSchedule*, const Collective*, const Clip&, bool, idx,
+                                       idx);
 template EpochStats train_epoch<double>(Model<double>&, const Dataset<double>&, const LossSpec<double>&,
                                         Optimizer<double>&, idx, bool, bool, FitBuffers<double>&, const Progress&,
-                                        int, const BatchSchedule*, const Collective*);
+                                        int, const BatchSchedule*, const Collective*, const Clip&, bool, idx,
+                                       idx);
 template double train_step<float>(Model<float>&, const float*, idx, idx, const LossSpec<float>&, const std::int64_t*,
-                                  const float*, Optimizer<float>&, Snapshot<float>&);
+                                  const float*, Optimizer<float>&, Snapshot<float>&, const Clip&);
 template double train_step<double>(Model<double>&, const double*, idx, idx, const LossSpec<double>&,
-                                   const std::int64_t*, const double*, Optimizer<double>&, Snapshot<double>&);
+                                   const std::int64_t*, const double*, Optimizer<double>&, Snapshot<double>&,
+                                   const Clip&);
 template struct Snapshot<float>;
 template struct Snapshot<double>;
 template void predict<float>(Model<float>&, const float*, idx, idx, float*, idx, bool);

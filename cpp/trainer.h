@@ -2,6 +2,7 @@
 // chunked prediction, all in C++ so that Python is called only between
 // epochs (and, throttled, for progress and Ctrl-C).
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -29,6 +30,8 @@ struct EpochStats {
   idx samples = 0;      // samples trained on (fewer than N if stopped)
   idx correct = 0;      // argmax matches, when counted
   idx scored = 0;       // rows counted for accuracy (ignored labels left out)
+  double abs_err = 0;   // with errors: sum of |output - target| over the trained batches' entries
+  double sq_err = 0;    // with errors: the same sum of (output - target)^2
   idx batches = 0;
   bool stopped = false;  // progress asked to stop (Ctrl-C)
   bool diverged = false;  // a non-finite loss (that batch's step was not taken) or non-finite weights
@@ -69,6 +72,7 @@ struct BatchHalf {
   idx r0 = 0, r1 = 0;
   double value = 0;
   idx correct = 0, scored = 0;  // accuracy counts of its rows
+  double abs_err = 0, sq_err = 0;  // error sums of its rows (metrics mae, mse)
 };
 
 // Buffers of a fit call, kept by the model between calls: the permutation,
@@ -95,11 +99,22 @@ struct FitBuffers {
 // waiting: a failing rank still joins the next reduce_stats() with Failed set.
 struct Collective {
   // Failed: ranks whose step raised; FailedRank: the sum of (rank + 1) over them
-  enum Stat { Failed, FailedRank, Diverged, Stop, Rows, WeightSum, Denominator, Loss, Correct, Scored, kStats };
+  enum Stat { Failed, FailedRank, Diverged, Stop, Rows, WeightSum, Denominator, Loss, Correct, Scored, AbsErr, SqErr,
+              kStats };
   double* stats = nullptr;  // (kStats)
   std::function<void()> reduce_stats, reduce_grads;
   int rank = 0;
   idx steps = 0;  // batches per epoch, the same on every rank (at most ceil(N / batch) on each)
+};
+
+// Gradient clipping between backward and step, as torch.nn.utils.clip_grad_norm_
+// (total 2-norm over every parameter's gradient, scaled by
+// min(1, max_norm / (norm + 1e-6))) then clip_grad_value_ (each element clamped
+// to [-value, value]); infinity switches either off.
+struct Clip {
+  double max_norm = INFINITY;
+  double value = INFINITY;
+  bool active() const { return max_norm != INFINITY || value != INFINITY; }
 };
 
 // One epoch over d in batches (loss.sample_weight, if set, holds the N
@@ -113,20 +128,28 @@ struct Collective {
 // With comm, d is this rank's shard and batch its share of the global batch:
 // comm->steps batches, each rank's shuffle stream also derived from its rank,
 // the loss and gradient of each step those of the global batch (its mean over
-// the global denominator), and the returned stats global.
+// the global denominator), and the returned stats global. clip applies to
+// each step's whole gradient (the two halves' sum; with comm, after the
+// allreduce), just before the step. errors (a target d.target): the stats'
+// abs_err and sq_err (the metrics 'mae' and 'mse', from the training outputs).
+// Without comm, first and count (>= 0) take only batches [first, first + count)
+// of the pass (fit's steps_per_epoch); epochs_done, which seeds the shuffle,
+// advances only when the call reaches the pass's last batch.
 template <class T>
 EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss, Optimizer<T>& opt, idx batch,
                        bool shuffle, bool count_accuracy, FitBuffers<T>& buf, const Progress& progress,
-                       int workers = 1, const BatchSchedule* sched = nullptr, const Collective* comm = nullptr);
+                       int workers = 1, const BatchSchedule* sched = nullptr, const Collective* comm = nullptr,
+                       const Clip& clip = Clip(), bool errors = false, idx first = 0, idx count = -1);
 
 // zero_grad + forward (dropout active) + loss + backward + optimizer step on
 // x (B, in) and labels (B) or target (B, out); returns the loss before the
 // step. A non-finite loss throws numeric_error before the step; a step that
 // makes the weights non-finite is undone (weights and optimizer state) and
-// throws numeric_error. snapshot is scratch space, kept by the caller.
+// throws numeric_error. snapshot is scratch space, kept by the caller. clip
+// applies to the gradient before the step.
 template <class T>
 double train_step(Model<T>& m, const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
-                  const T* target, Optimizer<T>& opt, Snapshot<T>& snapshot);
+                  const T* target, Optimizer<T>& opt, Snapshot<T>& snapshot, const Clip& clip = Clip());
 
 // Eval-mode forward of X (N, in) into out (N, out) in chunks of `chunk`
 // rows, on a workspace of its own (safe to run concurrently).

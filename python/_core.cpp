@@ -84,6 +84,13 @@ std::pair<idx, idx> rows_cols(const py::array& a, const char* what) {
   return {a.shape(0), a.shape(1)};
 }
 
+// Gradient clipping of fit/train_step: max_norm >= 0 and value >= 0 (inf: none).
+Clip clip_of(double max_norm, double value) {
+  if (!(max_norm >= 0)) throw value_error("clip_grad_norm must be a non-negative number, got " + std::to_string(max_norm));
+  if (!(value >= 0)) throw value_error("clip_grad_value must be a non-negative number, got " + std::to_string(value));
+  return Clip{max_norm, value};
+}
+
 // ---------------------------------------------------------------- dict configs
 template <class V>
 V get(const py::dict& d, const char* k, V dflt) {
@@ -516,11 +523,16 @@ void bind_dtype(py::module_& m, const char* suffix) {
       // bf16: the products in bfloat16 (cpp/gemm_bf16.h).
       // comm (fastmlp.distributed): None, or (stats, reduce_stats, reduce_grads, rank, steps) with stats a
       // float64 array of Collective::kStats and the reductions callables taking no arguments.
+      // clip_norm, clip_value: gradient clipping before each step (inf: none); errors: the
+      // training outputs' error sums abs_err, sq_err (a target y only); first, count: batches
+      // [first, first + count) of the pass only (count -1: to its end)
       .def("train_epoch", [](PM& s, py::array x, py::array y, py::dict loss, PyOptimizer<T>& opt, idx batch,
                              bool shuffle, bool count_accuracy, py::object progress, int workers,
-                             py::object schedule, bool bf16, py::object comm) {
+                             py::object schedule, bool bf16, double clip_norm, double clip_value, bool errors,
+                             idx first, idx count, py::object comm) {
         check_bf16<T>(bf16);
         if (workers < 1 || workers > 2) throw value_error("workers must be 1 or 2, got " + std::to_string(workers));
+        const Clip clip = clip_of(clip_norm, clip_value);
         BatchSchedule sched;
         py::array_t<double, py::array::c_style | py::array::forcecast> sched_lr, sched_mom;
         if (!schedule.is_none()) {
@@ -609,7 +621,8 @@ void bind_dtype(py::module_& m, const char* suffix) {
           GateHold hold(s.m.gate, true);
           s.m.workspace().bf16 = bf16;
           st = train_epoch(s.m, d, spec, opt.opt, batch, shuffle, count_accuracy, s.fit_buffers, cb, workers,
-                           schedule.is_none() ? nullptr : &sched, comm.is_none() ? nullptr : &coll);
+                           schedule.is_none() ? nullptr : &sched, comm.is_none() ? nullptr : &coll, clip,
+                           errors, first, count);
         }
         if (interrupted) throw *interrupted;
         py::dict out;
@@ -618,6 +631,8 @@ void bind_dtype(py::module_& m, const char* suffix) {
         out["samples"] = st.samples;
         out["correct"] = st.correct;
         out["scored"] = st.scored;
+        out["abs_err"] = st.abs_err;
+        out["sq_err"] = st.sq_err;
         out["batches"] = st.batches;
         out["stopped"] = st.stopped;
         out["diverged"] = st.diverged;
@@ -625,7 +640,8 @@ void bind_dtype(py::module_& m, const char* suffix) {
         return out;
       }, py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("opt"), py::arg("batch"), py::arg("shuffle"),
          py::arg("count_accuracy"), py::arg("progress"), py::arg("workers"), py::arg("schedule") = py::none(),
-         py::arg("bf16") = false, py::arg("comm") = py::none())
+         py::arg("bf16") = false, py::arg("clip_norm") = INFINITY, py::arg("clip_value") = INFINITY,
+         py::arg("errors") = false, py::arg("first") = 0, py::arg("count") = -1, py::arg("comm") = py::none())
       .def("predict", [](PM& s, py::array x, idx chunk, bool bf16) {
         check_bf16<T>(bf16);
         auto [N, in] = rows_cols(x, "X");
@@ -663,8 +679,10 @@ void bind_dtype(py::module_& m, const char* suffix) {
         s.m.workspace().bf16 = bf16;
         return s.m.loss_and_grad(xd, B, in, spec, t.labels, t.values, s.m.training);
       }, py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("bf16") = false)
-      .def("train_step", [](PM& s, py::array x, py::array y, py::dict loss, PyOptimizer<T>& opt, bool bf16) {
+      .def("train_step", [](PM& s, py::array x, py::array y, py::dict loss, PyOptimizer<T>& opt, bool bf16,
+                            double clip_norm, double clip_value) {
         check_bf16<T>(bf16);
+        const Clip clip = clip_of(clip_norm, clip_value);
         auto [B, in] = rows_cols(x, "input");
         const T* xd = array_data<T>(x, "input", false);
         const idx C = s.m.out_features(in);
@@ -674,8 +692,9 @@ void bind_dtype(py::module_& m, const char* suffix) {
         py::gil_scoped_release nogil;
         GateHold hold(s.m.gate, true);
         s.m.workspace().bf16 = bf16;
-        return train_step(s.m, xd, B, in, spec, t.labels, t.values, opt.opt, s.step_snapshot);
-      }, py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("opt"), py::arg("bf16") = false);
+        return train_step(s.m, xd, B, in, spec, t.labels, t.values, opt.opt, s.step_snapshot, clip);
+      }, py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("opt"), py::arg("bf16") = false,
+         py::arg("clip_norm") = INFINITY, py::arg("clip_value") = INFINITY);
 
   using PO = PyOptimizer<T>;
   py::class_<PO>(m, (std::string("Optimizer") + suffix).c_str())

@@ -40,6 +40,9 @@ def test_quick_json_complete(quick_run):
             assert r["loss"] == r["loss"] and r["loss"] > 0, (name, fw)  # finite, trained model evaluated
         assert c["speedup"]["numpy"] > 0, name
     assert res["sgemm"]["peak_gflops"] > 0
+    r = res["recipe"]["results"]["fastmlp"]  # AdamW + warmup/cosine per batch + clip_grad_norm
+    assert "error" not in r, r
+    assert r["s_per_epoch"] > 0 and r["loss"] == r["loss"] and r["loss"] < res["recipe"]["init_loss"]
     p = res["predict"]
     assert p["results"]["fastmlp"]["s"] > 0 and p["results"]["numpy"]["s"] > 0
     # predict equals the NumPy forward of the same weights (float32 tolerance)

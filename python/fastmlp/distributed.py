@@ -47,7 +47,7 @@ from .callbacks import History
 
 __all__ = ["fit", "Session"]
 
-N_STATS = 10  # Collective::kStats in cpp/trainer.h
+N_STATS = 12  # Collective::kStats in cpp/trainer.h
 
 
 class Session:
@@ -168,14 +168,15 @@ def fit(model: Any, X: Any, y: Any, loss_fn: Any, optimizer: Any, epochs: int = 
         shuffle: bool = True, validation_data: Sequence[Any] | None = None, scheduler: Any = None,
         callbacks: Sequence[Any] = (), verbose: int = 1, n_threads: int | None = None,
         sample_weight: Any = None, scheduler_interval: str | None = None, comm: Any = None,
-        precision: str = "float32") -> History:
-    """model.fit(..., comm=comm) on this rank's shard X, y (see the module's doc)."""
+        precision: str = "float32", **options: Any) -> History:
+    """model.fit(..., comm=comm) on this rank's shard X, y (see the module's doc); options:
+    training.fit's (clipping, class_weight, ...)."""
     session = Session(comm)
     try:
         history = training.fit(model, X, y, loss_fn, optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                                validation_data=validation_data, scheduler=scheduler, callbacks=callbacks,
                                verbose=verbose, n_threads=n_threads, sample_weight=sample_weight,
-                               scheduler_interval=scheduler_interval, comm=session, precision=precision)
+                               scheduler_interval=scheduler_interval, comm=session, precision=precision, **options)
     except BaseException as e:
         session.failed(e)
         raise

@@ -1150,12 +1150,17 @@ class Sequential(Module):
         self._grads_set()
         return dx[0] if self._last_1d else dx
 
-    def train_step(self, x: Any, y: Any, loss_fn: Any, optimizer: Any, precision: str = "float32") -> builtins.float:
+    def train_step(self, x: Any, y: Any, loss_fn: Any, optimizer: Any, precision: str = "float32",
+                   clip_grad_norm: builtins.float | None = None,
+                   clip_grad_value: builtins.float | None = None) -> builtins.float:
         """zero_grad + forward + loss + backward + optimizer.step in one C++
-        call (dropout active). Returns the loss before the step. ``precision``: as ``fit``'s."""
+        call (dropout active), with the gradient clipped before the step as
+        fm.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm) then
+        clip_grad_value_(..., clip_grad_value) would. Returns the loss before the step.
+        ``precision``: as ``fit``'s."""
         from .losses import _Loss
         from .optim import Optimizer
-        from .training import check_precision
+        from .training import check_precision, clip_args
 
         bf16 = check_precision(precision, self)
         if not isinstance(loss_fn, _Loss):
@@ -1171,20 +1176,43 @@ class Sequential(Module):
             raise ValueError("train_step got 0 samples: a step needs at least one")
         optimizer._sync()
         self._can_backward = False  # the step's own forward replaces the last one
-        loss = float(self._core.train_step(a, t, loss_fn._spec(self.dtype), core_opt, bf16))
+        clip = clip_args(clip_grad_norm, clip_grad_value)
+        loss = float(self._core.train_step(a, t, loss_fn._spec(self.dtype), core_opt, bf16, *clip))
         self._grads_set()
         return loss
 
     def fit(self, X: Any, y: Any, loss: Any, optimizer: Any, epochs: int = 1, batch_size: int = 32,
             shuffle: bool = True, validation_data: Any = None, scheduler: Any = None, callbacks: Any = (),
             verbose: int = 1, n_threads: int | None = None, sample_weight: Any = None,
-            scheduler_interval: str | None = None, comm: Any = None, precision: str = "float32") -> Any:
+            scheduler_interval: str | None = None, comm: Any = None, precision: str = "float32",
+            clip_grad_norm: builtins.float | None = None, clip_grad_value: builtins.float | None = None,
+            validation_split: builtins.float = 0.0,
+            class_weight: dict | None = None, initial_epoch: int = 0, metrics: Any = (),
+            steps_per_epoch: int | None = None) -> Any:
         """Train for ``epochs`` epochs of mini-batches; the loop runs in C++
         with the GIL released. Returns a History (per-epoch loss, val_loss,
         accuracy, val_accuracy, lr, time). Ctrl-C stops at the next batch
         boundary and raises KeyboardInterrupt; the model keeps every completed step.
         ``sample_weight`` (n,) makes each batch's loss the weighted mean over its rows
         (a batch whose weights are all zero is skipped).
+
+        Keras's options: ``validation_split`` holds out the last fraction of the rows
+        (before shuffling) as validation data; ``class_weight`` ({class: weight}) weights
+        each row's loss by its class (times ``sample_weight``); with ``initial_epoch``
+        the epochs run from it to ``epochs`` (History and callbacks see those indices);
+        ``metrics`` ('accuracy', 'mae', 'mse') adds History keys ``mae``, ``mse`` (the
+        training outputs' errors, summed in the C++ loop) and ``val_mae``, ``val_mse``
+        (accuracy is always logged for a classification loss). ``steps_per_epoch``
+        makes each epoch that many batches, continuing through the data from where
+        the last epoch stopped and starting a new (reshuffled) pass at its end, so
+        epochs may be shorter or longer than one pass (one process, mini-batch
+        optimizers; a divergence resets the model to the epoch's start or, if the
+        epoch crossed the end of the data, to that crossing).
+        ``clip_grad_norm`` / ``clip_grad_value`` clip each step's gradient in the C++
+        loop, as ``fm.nn.utils.clip_grad_norm_(model.parameters(), max_norm)`` (the
+        total 2-norm over all parameters) and ``clip_grad_value_`` between backward and
+        step: once per step, on the whole batch's gradient (after the two threads' sum
+        or comm's allreduce).
 
         ``n_threads`` bounds fastmlp's threads and OpenBLAS's together (None:
         every core). When the products are too small for OpenBLAS's threads (a
@@ -1218,15 +1246,15 @@ class Sequential(Module):
         even), the products accumulated in float32 (AVX512_BF16 where the CPU has it, else an emulation with
         the same bits). Weights, gradients, optimizer state, activations, losses and element-wise layers stay
         float32. The default ``'float32'`` computes in the model's dtype."""
-        if comm is not None:
-            from .distributed import fit
-        else:
-            from .training import fit
+        from . import distributed, training
 
+        fit: Any = training.fit if comm is None else distributed.fit
         return fit(self, X, y, loss, optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
                    validation_data=validation_data, scheduler=scheduler, callbacks=callbacks, verbose=verbose,
                    n_threads=n_threads, sample_weight=sample_weight, scheduler_interval=scheduler_interval,
-                   comm=comm, precision=precision)
+                   comm=comm, precision=precision, clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value,
+                   validation_split=validation_split, class_weight=class_weight, initial_epoch=initial_epoch,
+                   metrics=metrics, steps_per_epoch=steps_per_epoch)
 
     def predict(self, X: Any, batch_size: int | None = None, n_threads: int | None = None,
                 precision: str = "float32") -> np.ndarray:

@@ -11,7 +11,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from . import _core
-from ._arrays import as_float_array, check_finite, check_int
+from ._arrays import as_float_array, check_finite, check_int, check_number
 from .callbacks import Callback, History, _Callbacks, _epoch_line
 from .losses import BCEWithLogitsLoss, _ClassLoss, _Loss
 
@@ -150,6 +150,50 @@ def check_sample_weight(sample_weight: Any, n: int, dtype: np.dtype) -> np.ndarr
     return w
 
 
+CLIP_NONE = (float("inf"), float("inf"))
+
+
+def clip_args(clip_grad_norm: Any, clip_grad_value: Any) -> tuple[float, float]:
+    """(max norm, value) of the C++ loop's clipping, inf for None; each a number >= 0."""
+    return tuple(float("inf") if v is None else check_number(v, name, low=0)  # type: ignore[return-value]
+                 for v, name in ((clip_grad_norm, "clip_grad_norm"), (clip_grad_value, "clip_grad_value")))
+
+
+def _class_weights(class_weight: Any, t: np.ndarray, n: int, sample_weight: Any) -> np.ndarray:
+    """Keras's class_weight as per-sample weights: each row's class weight (1 for a class not
+    in the dict), times sample_weight if given. The class of a row: its label, for one-column
+    targets the rounded value, else the argmax."""
+    if not isinstance(class_weight, dict):
+        raise TypeError(f"class_weight must be a dict {{class: weight}}, got {type(class_weight).__name__}")
+    labels = t if t.ndim == 1 else np.rint(t[:, 0]).astype(np.int64) if t.shape[1] == 1 else t.argmax(axis=1)
+    w = np.ones(n)
+    for c, v in class_weight.items():
+        c = check_int(c, "class_weight's class", low=0, high=2**62)
+        w[labels == c] = check_number(v, f"class_weight[{c}]", low=0)
+    if sample_weight is not None:
+        w = w * check_sample_weight(sample_weight, n, np.dtype(np.float64))
+    return w
+
+
+METRICS = ("accuracy", "mae", "mse")
+
+
+def _metrics(metrics: Any, classify: bool) -> tuple:
+    """The error metrics of fit's metrics (Keras's names) that the C++ loop sums: a tuple of
+    'mae', 'mse'. 'accuracy' is always logged for a classification loss."""
+    names = [metrics] if isinstance(metrics, str) else list(metrics)
+    for name in names:
+        if name not in METRICS:
+            raise ValueError(f"unknown metric {name!r}; the metrics are {', '.join(METRICS)}")
+    if "accuracy" in names and not classify:
+        raise ValueError("the 'accuracy' metric needs a classification loss (CrossEntropyLoss, BCEWithLogitsLoss)")
+    errors = tuple(n for n in ("mae", "mse") if n in names)
+    if errors and classify:
+        raise ValueError(f"{' and '.join(errors)} compare the model's outputs with the targets: they need a "
+                         "regression loss (MSELoss, L1Loss, HuberLoss, ...), not a classification loss")
+    return errors
+
+
 def _bar(verbose: int, total: int, desc: str) -> Any:
     if not verbose:
         return None
@@ -164,7 +208,9 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
         shuffle: bool = True, validation_data: Sequence[Any] | None = None, scheduler: Any = None,
         callbacks: Sequence[Any] = (), verbose: int = 1, n_threads: int | None = None,
         sample_weight: Any = None, scheduler_interval: str | None = None, comm: Any = None,
-        precision: str = "float32") -> History:
+        precision: str = "float32", clip_grad_norm: float | None = None, clip_grad_value: float | None = None,
+        validation_split: float = 0.0, class_weight: dict | None = None, initial_epoch: int = 0,
+        metrics: Sequence[str] = (), steps_per_epoch: int | None = None) -> History:
     """model.fit; comm is a fastmlp.distributed Session (data-parallel training) or None."""
     from .optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
@@ -172,6 +218,8 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
     if not isinstance(loss_fn, _Loss):
         raise TypeError(f"loss must be a fastmlp loss (e.g. fm.CrossEntropyLoss()), got {type(loss_fn).__name__}")
     epochs = check_int(epochs, "epochs", low=0, high=2**62)
+    initial_epoch = check_int(initial_epoch, "initial_epoch", low=0, high=2**62)
+    clip = clip_args(clip_grad_norm, clip_grad_value)
     batch_size = check_int(batch_size, "batch_size", low=1, high=2**62)
     if scheduler is not None and not isinstance(scheduler, LRScheduler):
         raise TypeError(f"scheduler must be a fastmlp.optim.lr_scheduler schedule, got {type(scheduler).__name__}")
@@ -190,8 +238,26 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
             raise ValueError("the optimizer must be built over this model's parameters (model.parameters())")
     else:
         core_opt = optimizer._core_for(model)
+    if full_batch and clip != CLIP_NONE:
+        raise ValueError("LBFGS steps with its own line search: clip_grad_norm and clip_grad_value need a "
+                         "mini-batch optimizer")
     # X is checked batch by batch in C++ (by one pass here for full-batch L-BFGS)
     Xa, ta = _data(model, X, y, loss_fn, "X", check_x=epochs == 0 or full_batch)
+    if class_weight is not None:
+        sample_weight = _class_weights(class_weight, ta, Xa.shape[0], sample_weight)
+    if validation_split:  # Keras: the last rows, before shuffling
+        validation_split = check_number(validation_split, "validation_split", low=0, high=1, high_open=True)
+        if validation_data is not None:
+            raise ValueError("pass validation_data or validation_split, not both")
+        n = Xa.shape[0]
+        cut = int(n * (1.0 - validation_split))
+        if cut in (0, n):
+            raise ValueError(f"validation_split={validation_split} of {n} samples leaves no "
+                             f"{'training' if cut == 0 else 'validation'} samples; use more data or another split")
+        if sample_weight is not None:
+            sample_weight = check_sample_weight(sample_weight, n, model.dtype)[:cut]
+        validation_data = (Xa[cut:], ta[cut:])
+        Xa, ta = Xa[:cut], ta[:cut]
     if isinstance(loss_fn, _ClassLoss) and ta.dtype == np.int64 and not loss_fn._counts_some(ta):
         raise ValueError("every label is ignore_index or has class weight 0: fit has nothing to learn from")
     val = None
@@ -200,11 +266,18 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
             raise ValueError("validation_data must be a pair (X_val, y_val)")
         val = _data(model, validation_data[0], validation_data[1], loss_fn, "X_val")
     classify = isinstance(loss_fn, (_ClassLoss, BCEWithLogitsLoss))
+    errors = _metrics(metrics, classify)
     spec = loss_fn._spec(model.dtype)
     if sample_weight is not None:
         spec["sample_weight"] = check_sample_weight(sample_weight, Xa.shape[0], model.dtype)
 
     batch, n_rows, steps = batch_size, Xa.shape[0], -(-Xa.shape[0] // batch_size)
+    pass_steps, cursor = steps, 0  # steps_per_epoch: batches per pass over the data, and the next one's index
+    if steps_per_epoch is not None:
+        steps = check_int(steps_per_epoch, "steps_per_epoch", low=1, high=2**62)
+        if comm is not None or full_batch:
+            raise ValueError("steps_per_epoch needs mini-batch training on one process (not comm, not LBFGS)")
+        n_rows = min(steps * batch, n_rows) if steps <= pass_steps else steps * batch
     if comm is not None:  # this rank's share of the global batch; logs, validation and callbacks: rank 0's
         if full_batch:
             raise ValueError("LBFGS trains full-batch on one process: it cannot be used with comm")
@@ -222,7 +295,7 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
         calls.train_begin()
         model.train()
         with blas_threads(n_threads, model, min(batch, Xa.shape[0]), split=True) as workers:
-            for epoch in range(epochs):
+            for epoch in range(initial_epoch, epochs):  # Keras: counted from initial_epoch
                 calls.epoch_begin(epoch)
                 optimizer._sync()
                 bar = _bar(verbose == 1, n_rows, f"epoch {epoch + 1}/{epochs}")
@@ -244,10 +317,16 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                         table = _batch_table(scheduler, optimizer, steps)
                         optimizer.__dict__.pop("_pushed", None)  # the loop changes the C++ lrs: push them again
                     if full_batch:
-                        st = _full_batch_epoch(model, Xa, ta, spec, optimizer, classify, bf16)
+                        st = _full_batch_epoch(model, Xa, ta, spec, optimizer, classify, bf16, errors)
                     else:
-                        args = (Xa, ta, spec, core_opt, batch, bool(shuffle), classify, progress, workers, table, bf16)
-                        st = model._core.train_epoch(*args) if comm is None else comm.train_epoch(model._core, args)
+                        args = (Xa, ta, spec, core_opt, batch, bool(shuffle), classify, progress, workers, table,
+                                bf16, *clip, bool(errors))
+                        if steps_per_epoch is not None:
+                            st, cursor = _cycle(model._core, args, pass_steps, cursor, steps)
+                        elif comm is None:
+                            st = model._core.train_epoch(*args)
+                        else:
+                            st = comm.train_epoch(model._core, args)
                 except BaseException:  # Ctrl-C: the model keeps the last completed step (the schedule: the epoch's start)
                     if undo is not None:
                         _restore_schedule(scheduler, optimizer, undo)
@@ -274,11 +353,18 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                     logs["l2_penalty"] = float(st["l2_penalty"])
                 if classify and st["scored"]:  # rows with an ignored label are not scored
                     logs["accuracy"] = st["correct"] / st["scored"]
+                entries = st["samples"] * ta.shape[1] if ta.ndim == 2 else 0
+                for name in errors:  # the training outputs' errors, summed in the C++ loop
+                    total = st["abs_err"] if name == "mae" else st["sq_err"]
+                    logs[name] = total / entries if entries else float("nan")
                 if val is not None and (comm is None or comm.rank == 0):
                     out = model._core.predict(val[0], max(batch_size, 1024), bf16)
                     logs["val_loss"] = loss_fn._value(out, val[1])
                     if classify:
                         logs["val_accuracy"] = _accuracy(model, out, val[1], loss_fn)
+                    for name in errors:
+                        d = out.astype(np.float64) - val[1]
+                        logs["val_" + name] = float(np.mean(np.abs(d)) if name == "mae" else np.mean(d * d))
                 # the lr the epoch (per batch: its last batch) stepped with
                 logs["lr"] = float(table[0][-1, 0] if table is not None and len(table[0]) else
                                    optimizer.param_groups[0]["lr"])
@@ -325,6 +411,35 @@ def _verbosity(verbose: Any) -> int:
     if not isinstance(verbose, (int, np.integer)) or verbose not in (0, 1, 2):
         raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
     return int(verbose)
+
+
+def _cycle(core: Any, args: tuple, pass_steps: int, cursor: int, count: int) -> tuple[dict, int]:
+    """An epoch of steps_per_epoch (count) batches from batch `cursor` of the current pass over the
+    data, continuing into the next passes (each reshuffled); returns its stats and the next cursor."""
+    progress, table = args[7], args[9]
+    total: dict = {}
+    done = 0
+    while done < count:
+        n = min(count - done, pass_steps - cursor)
+        sub = None if table is None else (table[0][done:done + n], None if table[1] is None else table[1][done:done + n],
+                                          table[2])
+        b0, s0 = total.get("batches", 0), total.get("samples", 0)
+
+        def offset(batches: int, samples: int, loss: float, b0: int = b0, s0: int = s0) -> None:
+            progress(b0 + batches, s0 + samples, loss)
+
+        st = core.train_epoch(*args[:7], offset, args[8], sub, *args[10:], first=cursor, count=n)
+        for k in ("correct", "scored", "abs_err", "sq_err", "batches"):
+            st[k] += total.get(k, 0)
+        samples = s0 + st["samples"]
+        for k in ("loss", "l2_penalty"):  # means weighted by the samples
+            st[k] = (total.get(k, 0.0) * s0 + st[k] * st["samples"]) / samples if st["samples"] else total.get(k, st[k])
+        st["samples"] = samples
+        total = st
+        if st["diverged"] or st["stopped"]:
+            break
+        cursor, done = (cursor + n) % pass_steps, done + n
+    return total, cursor
 
 
 def _take_fit_lock(model: Any) -> None:
@@ -418,9 +533,10 @@ def _batch_table(scheduler: Any, optimizer: Any, batches: int) -> tuple:
 
 
 def _full_batch_epoch(model: Any, Xa: np.ndarray, ta: np.ndarray, spec: dict, optimizer: Any,
-                      classify: bool, bf16: bool) -> dict:
+                      classify: bool, bf16: bool, errors: tuple = ()) -> dict:
     """One L-BFGS step(closure) over the whole data set (the closure: loss and
-    gradients of every row in one C++ call); the epoch's loss is the one at its start."""
+    gradients of every row in one C++ call); the epoch's loss is the one at its start,
+    its accuracy and errors those of the outputs after the step."""
     def closure() -> float:
         return float(model._core.loss_and_grad(Xa, ta, spec, bf16))
 
@@ -431,7 +547,9 @@ def _full_batch_epoch(model: Any, Xa: np.ndarray, ta: np.ndarray, spec: dict, op
     if classify and n and weights_ok:
         fn = _core.count_correct32 if model.dtype == np.float32 else _core.count_correct64
         correct, scored = fn(model._core.predict(Xa, 4096, bf16), ta, spec.get("ignore_index", -100))
+    d = model._core.predict(Xa, 4096, bf16).astype(np.float64) - ta if errors and weights_ok else np.full(1, np.nan)
     return {"loss": loss, "l2_penalty": 0.0, "samples": n, "correct": correct, "scored": scored, "batches": 1,
+            "abs_err": float(np.abs(d).sum()), "sq_err": float((d * d).sum()),
             "diverged": not (np.isfinite(loss) and weights_ok), "restored": False}
 
 
