@@ -383,8 +383,15 @@ struct PyOptimizer {
       }
     if (k != active.size()) throw value_error("step_some needs one flag per parameter");
     py::gil_scoped_release nogil;
-    for (size_t i = 0; i < segs.size(); ++i)
-      if (!segs[i].empty()) opt.groups[i].step_with(segs[i]);
+    lock();  // as step(): between two steps of a fit running in another thread
+    try {
+      for (size_t i = 0; i < segs.size(); ++i)
+        if (!segs[i].empty()) opt.groups[i].step_with(segs[i]);
+    } catch (...) {
+      unlock();
+      throw;
+    }
+    unlock();
   }
 
   // grads: one array per parameter, in order, over all groups
