@@ -338,7 +338,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       double* s = comm->stats;
       std::fill(s, s + S::kStats, 0.0);
       s[S::Diverged] = std::isfinite(value) ? 0 : 1;
-      s[S::Stop] = stop_here;
+      s[S::Stop] = stop_here || comm->interrupted();
       s[S::Rows] = rows;
       s[S::WeightSum] = wsum;
       s[S::Denominator] = loss_mean_denominator(sp, b, C, lb);
@@ -388,7 +388,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
   }
   if (comm && !st.stopped && !st.diverged) {  // the epoch's end: a rank interrupted or failed after its last step
     std::fill(comm->stats, comm->stats + S::kStats, 0.0);
-    comm->stats[S::Stop] = stop_here;
+    comm->stats[S::Stop] = stop_here || comm->interrupted();
     reduce_stats();
   }
   } catch (const value_error&) {

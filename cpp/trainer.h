@@ -105,6 +105,10 @@ struct Collective {
   std::function<void()> reduce_stats, reduce_grads;
   int rank = 0;
   idx steps = 0;  // batches per epoch, the same on every rank (at most ceil(N / batch) on each)
+  // set (nonzero) by a deferred Ctrl-C on this rank (fastmlp.distributed's SIGINT handler only records
+  // it, so that no KeyboardInterrupt can break into a collective call): shared as Stop at the next reduction
+  const volatile double* interrupt = nullptr;
+  bool interrupted() const { return interrupt && *interrupt != 0; }
 };
 
 // Gradient clipping between backward and step, as torch.nn.utils.clip_grad_norm_

@@ -573,7 +573,7 @@ void bind_dtype(py::module_& m, const char* suffix) {
         if (!opt.has_grads()) throw value_error("fit needs an optimizer over this model's parameters");
         Collective coll;
         py::object reduce_stats, reduce_grads;
-        py::array stats;
+        py::array stats, flag;
         if (!comm.is_none()) {
           auto c = comm.cast<py::tuple>();
           stats = c[0].cast<py::array>();
@@ -585,7 +585,12 @@ void bind_dtype(py::module_& m, const char* suffix) {
           coll.steps = c[4].cast<idx>();
           if (batch > 0 && (coll.steps < 0 || coll.steps > (N + batch - 1) / batch))
             throw value_error("comm steps must be in [0, ceil(N / batch)], got " + std::to_string(coll.steps));
-          // the GIL only for the call: they are C functions (MPI), so no Python signal handler runs in between
+          if (c.size() > 5) {  // the deferred Ctrl-C flag (one double), read at every reduction
+            flag = c[5].cast<py::array>();
+            if (flag.size() != 1) throw value_error("comm interrupt flag must hold 1 value");
+            coll.interrupt = array_data<double>(flag, "comm interrupt flag", true);
+          }
+          // the GIL only for the call (fastmlp.distributed defers SIGINT, so no KeyboardInterrupt is raised inside)
           coll.reduce_stats = [&] { py::gil_scoped_acquire gil; reduce_stats(); };
           coll.reduce_grads = [&] { py::gil_scoped_acquire gil; reduce_grads(); };
         }

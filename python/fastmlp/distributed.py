@@ -30,14 +30,20 @@ Failures stop every rank: a rank whose step raises (a NaN in its shard, a bad
 label) raises its error and the others a RuntimeError naming it, a divergence
 raises FloatingPointError on every rank, and Ctrl-C on one rank stops every rank
 at the same step with KeyboardInterrupt; in each case the model is the same on
-every rank. A rank that fails where the others cannot be told (an MPI error, an
+every rank. During the fit, Python's default SIGINT handler is replaced by one
+that only records the interrupt: the rank shares it at its next collective call
+(a step's reduction, or an exchange between epochs), so that a KeyboardInterrupt
+never breaks into the middle of one (a handler of the user's own is left alone). A rank that fails where the others cannot be told (an MPI error, an
 interrupt between epochs) aborts the whole job (MPI_Abort) with a message, so that
 no rank waits forever.
 """
 from __future__ import annotations
 
 import functools
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from typing import Any, Sequence
 
 import numpy as np
@@ -72,17 +78,41 @@ class Session:
         self.coordinated = False  # the exception being raised is raised by every rank
         self.steps = 0
         self.shift = 0  # this rank's offset of the dropout stream during the fit
+        self.interrupt = np.zeros(1)  # set by the deferred SIGINT handler; read by the C++ loop at every reduction
+
+    @contextmanager
+    def deferred_interrupts(self) -> Any:
+        """Python's default SIGINT handler replaced by one that only records Ctrl-C (on the main thread;
+        another handler, or a fit in another thread, is left as it is)."""
+        if threading.current_thread() is not threading.main_thread() or \
+                signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: self.interrupt.fill(1.0))
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     def _exchange(self, value: Any, error: str | None = None) -> list:
         """Every rank's value; if a rank sends an error, every rank raises."""
-        got = self.comm.allgather((error, value))
-        bad = [(r, e) for r, (e, _) in enumerate(got) if e is not None]
+        got = self.comm.allgather((error, value, bool(self.interrupt[0])))
+        bad = [(r, e) for r, (e, _, _) in enumerate(got) if e is not None]
         if bad:
             self.coordinated = True
             if error is None:
                 r, e = bad[0]
                 raise RuntimeError(f"rank {r} failed ({e}); every rank stopped")
-        return [v for _, v in got]
+        if error is None and any(i for _, _, i in got):  # a Ctrl-C recorded since the last collective call
+            self._interrupted()
+        return [v for _, v, _ in got]
+
+    def _interrupted(self) -> None:
+        """KeyboardInterrupt on every rank (each stopped at the same point)."""
+        self.coordinated = True
+        if self.interrupt[0]:
+            raise KeyboardInterrupt
+        raise KeyboardInterrupt("training was interrupted on another rank; every rank stopped at the same step")
 
     def _agree(self, ok: bool, message: str) -> None:
         """Raise ValueError(message) on every rank (the condition is the same on all)."""
@@ -127,7 +157,8 @@ class Session:
         reduce_stats = functools.partial(self.comm.Allreduce, MPI.IN_PLACE, self.stats)
         reduce_grads = functools.partial(self.comm.Allreduce, MPI.IN_PLACE, core.flat_grads())  # zero-copy
         try:
-            st = core.train_epoch(*args, comm=(self.stats, reduce_stats, reduce_grads, self.rank, self.steps))
+            st = core.train_epoch(*args, comm=(self.stats, reduce_stats, reduce_grads, self.rank, self.steps,
+                                               self.interrupt))
         except MPI.Exception:  # a reduction itself failed: the other ranks cannot be told (failed() aborts)
             raise
         except BaseException:  # the C++ loop stops every rank at the same step
@@ -136,8 +167,8 @@ class Session:
         self.expect = "sync"
         if st["stopped"] or st["diverged"]:  # every rank raises (fit raises FloatingPointError)
             self.coordinated = True
-        if st["stopped"]:  # Ctrl-C on another rank (this one's raised KeyboardInterrupt above)
-            raise KeyboardInterrupt("training was interrupted on another rank; every rank stopped at the same step")
+        if st["stopped"]:  # Ctrl-C on a rank, shared at a step's reduction
+            self._interrupted()
         return st
 
     def share(self, value: Any, then: str = "sync") -> Any:
@@ -172,15 +203,17 @@ def fit(model: Any, X: Any, y: Any, loss_fn: Any, optimizer: Any, epochs: int = 
     """model.fit(..., comm=comm) on this rank's shard X, y (see the module's doc); options:
     training.fit's (clipping, class_weight, ...)."""
     session = Session(comm)
-    try:
-        history = training.fit(model, X, y, loss_fn, optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
-                               validation_data=validation_data, scheduler=scheduler, callbacks=callbacks,
-                               verbose=verbose, n_threads=n_threads, sample_weight=sample_weight,
-                               scheduler_interval=scheduler_interval, comm=session, precision=precision, **options)
-    except BaseException as e:
-        session.failed(e)
-        raise
-    finally:  # rank 0's stream position again (every rank made as many forward passes)
-        model._core.dropout_calls -= session.shift
-    session.finish(model)
+    with session.deferred_interrupts():
+        try:
+            history = training.fit(model, X, y, loss_fn, optimizer, epochs=epochs, batch_size=batch_size,
+                                   shuffle=shuffle, validation_data=validation_data, scheduler=scheduler,
+                                   callbacks=callbacks, verbose=verbose, n_threads=n_threads,
+                                   sample_weight=sample_weight, scheduler_interval=scheduler_interval, comm=session,
+                                   precision=precision, **options)
+        except BaseException as e:
+            session.failed(e)
+            raise
+        finally:  # rank 0's stream position again (every rank made as many forward passes)
+            model._core.dropout_calls -= session.shift
+        session.finish(model)  # (its exchange raises KeyboardInterrupt everywhere after a late Ctrl-C)
     return history
