@@ -308,6 +308,9 @@ BATCH_CASES = [
                                                               S.CosineAnnealingWarmRestarts(o, T_0=4)], [5])),
     ("Adamax", dict(lr=0.01), lambda o, nb: S.ChainedScheduler([S.MultiplicativeLR(o, lambda e: 0.97),
                                                                  S.StepLR(o, step_size=3)])),
+    ("ASGD", dict(lr=0.1, lambd=0.01, t0=4), lambda o, nb: S.SequentialLR(o, [S.LinearLR(o, 0.1, total_iters=nb),
+                                                                            S.CosineAnnealingLR(o, T_max=2 * nb)],
+                                                                         [nb])),
 ]
 
 

@@ -82,7 +82,7 @@ TRAIN = [("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)),
          ("Adagrad", dict(lr=0.05, lr_decay=0.01)), ("RMSprop", dict(lr=0.005, centered=True, momentum=0.3)),
          ("Adadelta", dict(lr=0.5)), ("Adam", dict(lr=0.01, amsgrad=True)), ("AdamW", dict(lr=0.01)),
          ("NAdam", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True)), ("RAdam", dict(lr=0.01)),
-         ("Adamax", dict(lr=0.01, weight_decay=0.01))]
+         ("Adamax", dict(lr=0.01, weight_decay=0.01)), ("ASGD", dict(lr=0.05, lambd=0.01, t0=5, weight_decay=1e-3))]
 
 
 @pytest.mark.parametrize("name,cfg", TRAIN, ids=[n for n, _ in TRAIN])
@@ -121,6 +121,48 @@ def test_sgd_momentum_switched_on_later_matches_torch():
         topt.step()
         opt.step(g)
     assert_close(x, tx.detach().numpy(), TOL)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS["ASGD"], ids=[str(i) for i in range(len(CONFIGS["ASGD"]))])
+def test_asgd_100_steps_and_state_match_torch(cfg):
+    rng = np.random.default_rng(52)
+    params = [rng.normal(size=s) for s in SHAPES]
+    tparams = [_t(p).requires_grad_(True) for p in params]
+    opt, topt = fm.optim.ASGD(params, **cfg), _torch_opt("ASGD", tparams, **cfg)
+    grad_fn = pseudo_gradients(SHAPES, 100, seed=53)
+    for t in range(100):
+        grads = grad_fn([tp.detach().numpy() for tp in tparams], t)
+        for tp, g in zip(tparams, grads):
+            tp.grad = _t(g)
+        topt.step()
+        opt.step(grads)
+    for i, (p, tp) in enumerate(zip(params, tparams)):
+        assert_close(p, tp.detach().numpy(), TOL)
+        st, tst = opt.state_dict()["state"][i], topt.state[tp]
+        assert_close(st["ax"], tst["ax"].numpy(), TOL)
+        for k in ("step", "eta", "mu"):
+            assert st[k] == pytest.approx(tst[k].item(), rel=TOL), k
+
+
+def test_asgd_float32_matches_torch_float32():
+    """torch's own float32 setup (eta and mu in float32 too): equal to float32 rounding."""
+    torch.set_default_dtype(torch.float32)  # the autouse fixture restores it
+    rng = np.random.default_rng(54)
+    params = [rng.normal(size=s).astype(np.float32) for s in SHAPES]
+    tparams = [torch.tensor(p.copy(), requires_grad=True) for p in params]
+    cfg = dict(lr=0.05, lambd=0.05, alpha=0.3, t0=10.0, weight_decay=0.1)
+    opt, topt = fm.optim.ASGD(params, **cfg), _torch_opt("ASGD", tparams, **cfg)
+    grad_fn = pseudo_gradients(SHAPES, 100, seed=55)
+    for t in range(100):
+        grads = [g.astype(np.float32) for g in grad_fn([tp.detach().numpy() for tp in tparams], t)]
+        for tp, g in zip(tparams, grads):
+            tp.grad = torch.tensor(g)
+        topt.step()
+        opt.step(grads)
+    for i, (p, tp) in enumerate(zip(params, tparams)):
+        assert_close(p, tp.detach().numpy(), 1e-5)
+        assert_close(opt.state[id(p)]["ax"], topt.state[tp]["ax"].numpy(), 1e-5)
+        assert opt.state[id(p)]["eta"] == topt.state[tp]["eta"].item()  # the same float32 value
 
 
 # --------------------------------------------------------------------------- state_dict interchange
