@@ -371,6 +371,33 @@ def test_per_batch_fit_matches_torch_training_loop(sched):
     np.testing.assert_allclose(s.get_last_lr(), ts.get_last_lr(), rtol=1e-13)
 
 
+@pytest.mark.parametrize("name,kw,cls", CASES, ids=IDS)
+def test_per_batch_fit_lr_trace_matches_torch(name, kw, cls):
+    """Stepped inside fit (13 batches x 23 epochs = 299 steps): the lr of each epoch's last
+    batch (History's 'lr') and every group's lr and momentum after the fit are torch's."""
+    torch = pytest.importorskip("torch")
+    m = fm.Sequential(fm.Linear(2, 1), seed=0, dtype="float64")
+    okw = SGD_MOMENTUM if cls == "SGD" else {}
+    opt = getattr(fm.optim, cls)([{"params": [m[0].weight], "lr": LRS[0]}, {"params": [m[0].bias], "lr": LRS[1]}],
+                                 **okw)
+    topt = _torch_opt(torch, cls, **okw)
+    s, ts = _make(name, kw, cls, opt), getattr(torch.optim.lr_scheduler, name)(topt, **kw)
+    rng = np.random.default_rng(12)
+    h = m.fit(rng.normal(size=(13, 2)) * 0.1, rng.normal(size=(13, 1)) * 0.1, fm.MSELoss(), opt, epochs=23,
+              batch_size=1, shuffle=False, scheduler=s, scheduler_interval="batch", verbose=0)
+    trace = []
+    for _ in range(299):
+        trace.append(topt.param_groups[0]["lr"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch: "lr_scheduler.step() before optimizer.step()"
+            ts.step()
+    np.testing.assert_allclose(h.history["lr"], trace[12::13], rtol=1e-13, atol=1e-300)
+    assert s.last_epoch == ts.last_epoch == 299
+    np.testing.assert_allclose([g["lr"] for g in opt.param_groups], [g["lr"] for g in topt.param_groups],
+                               rtol=1e-13, atol=1e-300)
+    assert _momenta(opt) == pytest.approx(_momenta(topt), rel=1e-13)
+
+
 def test_default_interval_and_ambiguous_composite():
     X, y = _xy()
     m = _net()

@@ -317,3 +317,59 @@ def test_plateau_eps_min_lr_match_torch(eps, min_lr):
 def test_reference_grids_are_used():
     """Guard: the grids imported from the NumPy tests are non-empty."""
     assert len(CASES) > 200 and len(SCHEDULES) >= 9 and len(PLATEAU) >= 96
+
+
+@pytest.mark.parametrize("name,kw", SCHEDULES, ids=[f"{n}-{kw}" for n, kw in SCHEDULES])
+def test_torch_schedule_state_dict_loads_and_continues(name, kw):
+    opt, topt = _pair()
+    ts = getattr(torch.optim.lr_scheduler, name)(topt, **kw)
+    for _ in range(13):
+        topt.step()
+        ts.step()
+    opt.load_state_dict({"state": {}, "param_groups": [dict(g, params=[i]) for i, g in enumerate(
+        {k: v for k, v in g.items() if k != "params"} for g in topt.state_dict()["param_groups"])]})
+    s = getattr(fm.optim.lr_scheduler, name)(opt, **kw)  # built, then loaded (as in torch)
+    s.load_state_dict(ts.state_dict())
+    assert s.last_epoch == ts.last_epoch == 13
+    for _ in range(20):
+        topt.step()
+        ts.step()
+        s.step()
+        np.testing.assert_allclose(_lrs(opt), _lrs(topt), rtol=TOL, atol=1e-300)
+        np.testing.assert_allclose(s.get_last_lr(), ts.get_last_lr(), rtol=TOL, atol=1e-300)
+
+
+def test_torch_plateau_state_dict_loads_and_continues():
+    kw = dict(factor=0.5, patience=2, cooldown=1, threshold=0.05)
+    opt, topt = _pair([0.1, 0.01])
+    ts = torch.optim.lr_scheduler.ReduceLROnPlateau(topt, **kw)
+    metrics = _metrics("min")
+    for m in metrics[:15]:
+        topt.step()
+        ts.step(m)
+    s = fm.optim.lr_scheduler.ReduceLROnPlateau(opt, **kw)
+    for g, tg in zip(opt.param_groups, topt.param_groups):
+        g["lr"] = tg["lr"]
+    s.load_state_dict(ts.state_dict())
+    for m in metrics[15:]:
+        topt.step()
+        ts.step(m)
+        s.step(m)
+        assert _lrs(opt) == _lrs(topt)
+    assert min(_lrs(opt)) < 0.01  # the plateau lowered it after the load too
+
+
+def _signature(f):
+    import inspect
+
+    return [(k, p.kind, p.default) for k, p in inspect.signature(f).parameters.items()]
+
+
+@pytest.mark.parametrize("name", [n for n in fm.optim.__all__ if n not in ("Optimizer", "lr_scheduler")] +
+                         [f"lr_scheduler.{n}" for n in fm.optim.lr_scheduler.__all__])
+def test_signatures_are_torchs(name):
+    """Every optimizer and schedule takes torch's arguments, in torch's order, with its defaults."""
+    mine, theirs = fm.optim, torch.optim
+    for part in name.split("."):
+        mine, theirs = getattr(mine, part), getattr(theirs, part)
+    assert _signature(mine) == _signature(theirs)
