@@ -499,3 +499,23 @@ def test_saving_a_lambda_schedule_raises_and_writes_nothing(tmp_path):
     assert not list(tmp_path.iterdir())
     m.save(tmp_path / "m.npz", optimizer=o)
     assert fm.load(tmp_path / "m.npz", optimizer=True, scheduler=True)[2] is None
+
+
+@pytest.mark.parametrize("name,kw,cls", [c for c in CASES if "lambda" not in repr(c[1])],
+                         ids=[i for c, i in zip(CASES, IDS) if "lambda" not in repr(c[1])])
+def test_pickled_optimizer_and_schedule_continue_identically(name, kw, cls):
+    """A (optimizer, scheduler) pair pickles together (the copy schedules the copied optimizer)."""
+    import pickle
+
+    opt = _opt_for(cls)
+    s = _make(name, kw, cls, opt)
+    for _ in range(40):
+        s.step()
+    opt2, s2 = pickle.loads(pickle.dumps((opt, s)))
+    assert s2.optimizer is opt2 and s2.state_dict() == s.state_dict()
+    for _ in range(40):
+        s.step()
+        s2.step()
+        assert [g["lr"] for g in opt2.param_groups] == [g["lr"] for g in opt.param_groups]
+        assert _momenta(opt2) == _momenta(opt)
+    assert s2.get_last_lr() == s.get_last_lr()
