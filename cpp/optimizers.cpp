@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 
 namespace fastmlp {
@@ -247,7 +248,8 @@ FASTMLP_SIMD void asgd_step(const OptimConfig& c, std::int64_t step, T* p, const
                             T* mu) {
   const double t = double(step);
   const T next_eta = T(c.lr / std::pow(1 + c.lambd * c.lr * t, c.alpha));
-  const T next_mu = T(1 / std::max(1.0, t - c.t0));
+  // (never 0, the mark of a fresh element, even where 1 / (t - t0) underflows T: t0 near -1e45 in float32)
+  const T next_mu = std::max(T(1 / std::max(1.0, t - c.t0)), std::numeric_limits<T>::denorm_min());
   const T lr = T(c.lr), wd = T(c.weight_decay), sign = c.maximize ? T(-1) : T(1);
   const double lambd = c.lambd;
   for (idx i = 0; i < n; ++i) {

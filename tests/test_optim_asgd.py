@@ -100,6 +100,20 @@ def test_float32_keeps_eta_and_mu_in_float32():
     assert st["mu"] == float(np.float32(1 / 3))
 
 
+def test_mu_underflowing_float32_keeps_the_average():
+    """t0 = -1e46: 1 / (t - t0) is 0 in float32 (torch's mu then freezes ax at the first iterate);
+    here mu stays above 0, the mark of a parameter not stepped yet, so ax is not reset either."""
+    x = np.ones(3, dtype=np.float32)
+    opt = fm.optim.ASGD([x], lr=0.1, t0=-1e46)
+    opt.step([np.ones(3, dtype=np.float32)])
+    first = x.copy()
+    for _ in range(3):
+        opt.step([np.ones(3, dtype=np.float32)])
+    assert not np.array_equal(x, first)
+    np.testing.assert_array_equal(opt.state[id(x)]["ax"], first)
+    assert 0 < opt.state_dict()["state"][0]["mu"] < 1e-44
+
+
 def test_fresh_and_added_groups_start_at_their_lr():
     """A group added later (and an unstepped optimizer's state_dict) starts as torch's first step."""
     a, b = np.ones(2), np.full(3, 2.0)

@@ -585,9 +585,9 @@ class RAdam(Optimizer):
 
 class ASGD(Optimizer):
     """Averaged stochastic gradient descent (Polyak and Juditsky 1992), as torch.optim.ASGD:
-    p *= 1 - lambd eta; p -= eta (g + weight_decay p); from step t0 on, state['ax'] is the running
-    average of the parameters (read it for evaluation); eta = lr / (1 + lambd lr t)^alpha, from
-    the group's lr of each step (so schedules act on it)."""
+    p *= 1 - lambd eta; p -= eta (g + weight_decay p); after t0 steps, state[p]['ax'] is the running
+    average of the parameters since (read it for evaluation); eta = lr / (1 + lambd lr t)^alpha,
+    made from the group's lr at each step (so schedules act on it, one step later)."""
 
     _kind = "asgd"
 
