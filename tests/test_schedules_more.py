@@ -371,7 +371,11 @@ def test_per_batch_fit_matches_torch_training_loop(sched):
     np.testing.assert_allclose(s.get_last_lr(), ts.get_last_lr(), rtol=1e-13)
 
 
-@pytest.mark.parametrize("name,kw,cls", CASES, ids=IDS)
+CLASSIC = [("StepLR", dict(step_size=30, gamma=0.5), "SGD"), ("ExponentialLR", dict(gamma=0.99), "Adam"),
+           ("CosineAnnealingLR", dict(T_max=100, eta_min=1e-3), "SGD")]
+
+
+@pytest.mark.parametrize("name,kw,cls", CASES + CLASSIC, ids=IDS + [n for n, _, _ in CLASSIC])
 def test_per_batch_fit_lr_trace_matches_torch(name, kw, cls):
     """Stepped inside fit (13 batches x 23 epochs = 299 steps): the lr of each epoch's last
     batch (History's 'lr') and every group's lr and momentum after the fit are torch's."""
