@@ -273,3 +273,23 @@ def test_estimators_have_no_asgd_solver():
     """The estimators' solvers are scikit-learn's names: ASGD is not one of them."""
     with pytest.raises(ValueError, match="solver"):
         fm.MLPClassifier(solver="asgd").fit(np.zeros((4, 2)), [0, 1, 0, 1])
+
+
+def test_a_diverged_epoch_restores_ax_eta_and_mu():
+    """fit's reset to the epoch's start (a loss that overflowed) covers ASGD's whole state."""
+    X, y = _xy(32)
+    m = _net("float32")
+    opt = fm.optim.ASGD(m.parameters(), lr=0.1, lambd=0.0, t0=0.0)
+    m.fit(X.astype(np.float32), y, fm.CrossEntropyLoss(), opt, epochs=1, batch_size=8, verbose=0)
+    before, weights = opt.state_dict(), m.state_dict()
+    assert before["state"][0]["mu"] < 1  # the average is on
+    opt.param_groups[0]["lr"] = 3e38  # the eta of the epoch's later steps: the loss overflows float32
+    with pytest.raises(FloatingPointError, match="reset"):
+        m.fit(X.astype(np.float32), y, fm.CrossEntropyLoss(), opt, epochs=1, batch_size=2, verbose=0)
+    after = opt.state_dict()
+    for i, st in before["state"].items():
+        for k in ("step", "eta", "mu"):
+            assert after["state"][i][k] == st[k], k
+        np.testing.assert_array_equal(after["state"][i]["ax"], st["ax"])
+    for k, v in weights.items():
+        np.testing.assert_array_equal(m.state_dict()[k], v)
