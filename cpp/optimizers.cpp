@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 
 namespace fastmlp {
@@ -17,6 +18,10 @@ int optim_state_slots(OptimKind k) {
     case OptimKind::NAdam:
     case OptimKind::RAdam: return 2;     // exp_avg, exp_avg_sq
     case OptimKind::Adamax: return 2;    // exp_avg, exp_inf
+    // ax, eta, mu: torch keeps eta and mu as one scalar per parameter; here they are kept per element
+    // (one value repeated over each parameter), so that they live in the one state buffer that
+    // snapshots, model files and add_param_group carry
+    case OptimKind::ASGD: return 3;
   }
   return 0;
 }
@@ -56,6 +61,11 @@ void optim_check_config(const OptimConfig& c) {
     case OptimKind::Adamax:
       need(c.beta1 >= 0 && c.beta1 < 1, "beta parameter at index 0", c.beta1, "must be in [0, 1)");
       need(c.beta2 >= 0 && c.beta2 < 1, "beta parameter at index 1", c.beta2, "must be in [0, 1)");
+      break;
+    case OptimKind::ASGD:
+      need(std::isfinite(c.lambd) && c.lambd >= 0, "lambd", c.lambd, "must be >= 0");
+      need(std::isfinite(c.alpha), "alpha", c.alpha, "must be finite");
+      need(std::isfinite(c.t0), "t0", c.t0, "must be finite");
       break;
   }
 }
@@ -229,6 +239,31 @@ FASTMLP_SIMD void adamax_step(const OptimConfig& c, std::int64_t step, T* p, con
   }
 }
 
+// ---- ASGD (eta, mu: the values the previous step left; a fresh element, mu = 0, starts with
+// eta = lr, mu = 1 as torch's state initialization): d = g + wd p; p *= 1 - lambd eta; p -= eta d;
+// ax = p while mu is 1, then ax += mu (p - ax); then eta = lr / (1 + lambd lr t)^alpha,
+// mu = 1 / max(1, t - t0). eta and mu are kept in T, as torch keeps them in its default dtype.
+template <class T>
+FASTMLP_SIMD void asgd_step(const OptimConfig& c, std::int64_t step, T* p, const T* g, idx n, T* ax, T* eta,
+                            T* mu) {
+  const double t = double(step);
+  const T next_eta = T(c.lr / std::pow(1 + c.lambd * c.lr * t, c.alpha));
+  // (never 0, the mark of a fresh element, even where 1 / (t - t0) underflows T: t0 near -1e45 in float32)
+  const T next_mu = std::max(T(1 / std::max(1.0, t - c.t0)), std::numeric_limits<T>::denorm_min());
+  const T lr = T(c.lr), wd = T(c.weight_decay), sign = c.maximize ? T(-1) : T(1);
+  const double lambd = c.lambd;
+  for (idx i = 0; i < n; ++i) {
+    const bool fresh = mu[i] == T(0);
+    const T e = fresh ? lr : eta[i], m = fresh ? T(1) : mu[i];
+    const T d = sign * g[i] + wd * p[i];
+    p[i] *= T(1 - lambd * double(e));
+    p[i] += -e * d;
+    ax[i] = m != T(1) ? ax[i] + (p[i] - ax[i]) * m : p[i];
+    eta[i] = next_eta;
+    mu[i] = next_mu;
+  }
+}
+
 }  // namespace
 
 double nadam_mu(const OptimConfig& c, std::int64_t t) {
@@ -253,6 +288,7 @@ void optimizer_step(const OptimConfig& c, std::int64_t step, bool momentum_ready
       case OptimKind::NAdam: nadam_step(c, step, mu_product, sg.p, sg.g, sg.n, s0, s1); break;
       case OptimKind::RAdam: radam_step(c, step, sg.p, sg.g, sg.n, s0, s1); break;
       case OptimKind::Adamax: adamax_step(c, step, sg.p, sg.g, sg.n, s0, s1); break;
+      case OptimKind::ASGD: asgd_step(c, step, sg.p, sg.g, sg.n, s0, s1, s2); break;
     }
   }
 }

@@ -9,7 +9,7 @@
 
 namespace fastmlp {
 
-enum class OptimKind { SGD, Adagrad, RMSprop, Adadelta, Adam, AdamW, NAdam, RAdam, Adamax };
+enum class OptimKind { SGD, Adagrad, RMSprop, Adadelta, Adam, AdamW, NAdam, RAdam, Adamax, ASGD };
 
 struct OptimConfig {
   OptimKind kind = OptimKind::SGD;
@@ -17,13 +17,14 @@ struct OptimConfig {
   double momentum = 0, dampening = 0;              // SGD, RMSprop (momentum)
   bool nesterov = false, maximize = false;
   double lr_decay = 0, initial_accumulator_value = 0;  // Adagrad
-  double alpha = 0.99;                             // RMSprop
+  double alpha = 0.99;                             // RMSprop; ASGD: the power of eta's decay
   bool centered = false;
   double rho = 0.9;                                // Adadelta
   double beta1 = 0.9, beta2 = 0.999;               // Adam family, Adamax
   bool amsgrad = false;
   bool decoupled_weight_decay = false;             // Adam family: p *= 1 - lr wd (AdamW: true)
   double momentum_decay = 4e-3;                    // NAdam
+  double lambd = 1e-4, t0 = 1e6;                   // ASGD: the decay term, the step averaging starts after
   double eps = 1e-8;
   // Adam in scikit-learn's form (its estimators): m = b1 m + (1 - b1) g and
   // p -= lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps), eps before the bias correction

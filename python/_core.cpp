@@ -199,7 +199,8 @@ OptimConfig parse_optim(const py::dict& d) {
   static const std::pair<const char*, OptimKind> names[] = {
       {"sgd", OptimKind::SGD}, {"adagrad", OptimKind::Adagrad}, {"rmsprop", OptimKind::RMSprop},
       {"adadelta", OptimKind::Adadelta}, {"adam", OptimKind::Adam}, {"adamw", OptimKind::AdamW},
-      {"nadam", OptimKind::NAdam}, {"radam", OptimKind::RAdam}, {"adamax", OptimKind::Adamax}};
+      {"nadam", OptimKind::NAdam}, {"radam", OptimKind::RAdam}, {"adamax", OptimKind::Adamax},
+      {"asgd", OptimKind::ASGD}};
   c.kind = lookup(d["kind"].cast<std::string>(), names, "optimizer");
   c.lr = get<double>(d, "lr", c.lr);
   c.weight_decay = get<double>(d, "weight_decay", c.weight_decay);
@@ -220,6 +221,8 @@ OptimConfig parse_optim(const py::dict& d) {
   c.amsgrad = get<bool>(d, "amsgrad", c.amsgrad);
   c.decoupled_weight_decay = get<bool>(d, "decoupled_weight_decay", c.kind == OptimKind::AdamW);
   c.momentum_decay = get<double>(d, "momentum_decay", c.momentum_decay);
+  c.lambd = get<double>(d, "lambd", c.lambd);
+  c.t0 = get<double>(d, "t0", c.t0);
   c.eps = get<double>(d, "eps", c.eps);
   optim_check_config(c);
   c.sklearn_adam = get<bool>(d, "sklearn_adam", c.sklearn_adam);

@@ -28,6 +28,7 @@ DEFAULTS = {
     "RAdam": dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False,
                   maximize=False),
     "Adamax": dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False),
+    "ASGD": dict(lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0, maximize=False),
 }
 
 
@@ -203,9 +204,25 @@ def adamax_update(p, g, state, *, lr, betas, eps, weight_decay, maximize):
     p -= lr / (1 - b1 ** t) * state["exp_avg"] / state["exp_inf"]
 
 
+def asgd_update(p, g, state, *, lr, lambd, alpha, t0, weight_decay, maximize):
+    """torch.optim.ASGD: state starts at eta = lr, mu = 1, ax = 0; d = g + wd p;
+    p = p (1 - lambd eta) - eta d; ax = p while mu == 1, else ax += mu (p - ax);
+    then eta = lr / (1 + lambd lr t)^alpha, mu = 1 / max(1, t - t0) for the next step."""
+    if "ax" not in state:
+        state.update(step=0, eta=lr, mu=1.0, ax=np.zeros_like(p))
+    state["step"] += 1
+    t = state["step"]
+    d = (-g if maximize else g) + weight_decay * p
+    p *= 1 - lambd * state["eta"]
+    p -= state["eta"] * d
+    state["ax"] = p.copy() if state["mu"] == 1 else state["ax"] + state["mu"] * (p - state["ax"])
+    state["eta"] = lr / (1 + lambd * lr * t) ** alpha
+    state["mu"] = 1 / max(1, t - t0)
+
+
 UPDATES = {"SGD": sgd_update, "Adagrad": adagrad_update, "RMSprop": rmsprop_update,
            "Adadelta": adadelta_update, "Adam": adam_update, "AdamW": adamw_update, "NAdam": nadam_update,
-           "RAdam": radam_update, "Adamax": adamax_update}
+           "RAdam": radam_update, "Adamax": adamax_update, "ASGD": asgd_update}
 
 
 class RefOptimizer:

@@ -8,7 +8,8 @@ import pytest
 
 import fastmlp as fm
 from reference import RefSequential, mse_loss, tanh, tanh_backward  # noqa: F401
-from reference_optim import DEFAULTS, adamw_update, sgd_update
+from reference_optim import DEFAULTS, UPDATES
+from test_container import torch64  # noqa: F401  (torch with float64 scalar state: ASGD's eta)
 
 
 def _model(dtype="float64", seed=3):
@@ -123,7 +124,8 @@ def test_nn_utils_import_paths():
 
 # ---------------------------------------------------------------- fit / train_step against a NumPy loop
 
-OPTS = {"SGD": dict(lr=0.1, momentum=0.9), "AdamW": dict(lr=0.05, weight_decay=0.1)}
+OPTS = {"SGD": dict(lr=0.1, momentum=0.9), "AdamW": dict(lr=0.05, weight_decay=0.1),
+        "ASGD": dict(lr=0.1, lambd=0.01, t0=5.0, weight_decay=0.01)}
 
 
 def _numpy_loop(m, X, Y, name, batch, steps, max_norm=math.inf, value=math.inf):
@@ -134,7 +136,7 @@ def _numpy_loop(m, X, Y, name, batch, steps, max_norm=math.inf, value=math.inf):
     names = ["0.weight", "0.bias", "2.weight", "2.bias"]
     states = [{} for _ in params]
     cfg = {**DEFAULTS[name], **OPTS[name]}
-    update = sgd_update if name == "SGD" else adamw_update
+    update = UPDATES[name]
     n = X.shape[0]
     for k in range(steps):
         s = (k * batch) % n
@@ -150,7 +152,7 @@ def _numpy_loop(m, X, Y, name, batch, steps, max_norm=math.inf, value=math.inf):
     return dict(zip(names, params))
 
 
-@pytest.mark.parametrize("name", ["SGD", "AdamW"])
+@pytest.mark.parametrize("name", ["SGD", "AdamW", "ASGD"])
 @pytest.mark.parametrize("clip", [dict(clip_grad_norm=0.5), dict(clip_grad_value=0.05),
                                   dict(clip_grad_norm=0.5, clip_grad_value=0.05)])
 def test_fit_clipping_matches_numpy_loop(name, clip):
@@ -252,9 +254,9 @@ def test_clip_utils_match_torch():
             np.testing.assert_allclose(p.grad, t.grad.numpy(), rtol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["SGD", "AdamW"])
-def test_fit_clipping_matches_torch_loop(name):
-    torch = pytest.importorskip("torch")
+@pytest.mark.parametrize("name", ["SGD", "AdamW", "ASGD"])
+def test_fit_clipping_matches_torch_loop(name, torch64):
+    torch = torch64
     rng = np.random.default_rng(11)
     X, Y = rng.normal(size=(60, 5)) * 3, rng.normal(size=(60, 2)) * 3
     m = _model()

@@ -226,12 +226,13 @@ OPTIMIZERS = [
     ("NAdam", dict(lr=0.05, weight_decay=0.1)),
     ("RAdam", dict(lr=0.05, weight_decay=0.1)),
     ("Adamax", dict(lr=0.05, weight_decay=0.1)),
+    ("ASGD", dict(lr=0.05, lambd=0.01, t0=1.0, weight_decay=0.1)),
 ]
 
 
 @pytest.fixture
 def torch64():
-    """torch keeps scalar state (NAdam's mu_product) in the default dtype: float64 here."""
+    """torch keeps scalar state (NAdam's mu_product, ASGD's eta) in the default dtype: float64 here."""
     torch = torch_or_skip()
     before = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)

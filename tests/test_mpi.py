@@ -71,6 +71,9 @@ CONFIGS = {
     "clip": dict(n=lambda r: 40, d=5, classes=0, act=fm.Tanh, b=5, epochs=2, weights=True,
                  fit=dict(clip_grad_norm=0.05, clip_grad_value=0.01, metrics=["mae", "mse"]),
                  loss=lambda: fm.MSELoss(), opt=lambda p: fm.optim.SGD(p, lr=0.5, momentum=0.9)),
+    # ASGD: rank 0's state (ax, eta, mu: a fit of its own before) is broadcast
+    "asgd": dict(n=lambda r: 40, d=5, classes=3, act=fm.Tanh, b=4, epochs=2, weights=False, warm=True,
+                 loss=lambda: fm.CrossEntropyLoss(), opt=lambda p: fm.optim.ASGD(p, lr=0.2, lambd=0.05, t0=1.0)),
     # shuffled, each rank with its own stream: no single-process reference, the ranks must agree
     "shuffle": dict(n=lambda r: 50, d=5, classes=3, act=fm.ReLU, b=4, epochs=4, weights=False, shuffle=True,
                     loss=lambda: fm.CrossEntropyLoss(), opt=lambda p: fm.optim.SGD(p, lr=0.2)),

@@ -61,6 +61,9 @@ CONFIGS = {
                    weight_decay=[0.0, 0.1], decoupled_weight_decay=[False, True], maximize=[False, True]),
     "Adamax": _grid(lr=[0.05], betas=[(0.9, 0.999), (0.5, 0.9), (0.0, 0.0)], eps=[1e-8, 1e-3],
                     weight_decay=[0.0, 0.1], maximize=[False, True]),
+    # t0=10: the average ax starts at step 11; lambd=0.05: eta decays visibly over the run
+    "ASGD": _grid(lr=[0.05], lambd=[1e-4, 0.05], alpha=[0.75, 0.3], t0=[1e6, 10.0], weight_decay=[0.0, 0.1],
+                  maximize=[False, True]),
 }
 CONFIGS["Adam"] += [dict(c, decoupled_weight_decay=True) for c in CONFIGS["Adam"] if c["weight_decay"]]
 CASES = [(name, cfg) for name, cfgs in CONFIGS.items() for cfg in cfgs]
@@ -80,7 +83,7 @@ def _initial(shapes, dtype, seed=1):
 
 def test_grids_are_nontrivial():
     assert len(CONFIGS["SGD"]) == 20 and len(INVALID_SGD) == 12
-    assert sum(len(v) for v in CONFIGS.values()) == 20 + 32 + 64 + 32 + (48 + 24) + 48 + 64 + 48 + 24
+    assert sum(len(v) for v in CONFIGS.values()) == 20 + 32 + 64 + 32 + (48 + 24) + 48 + 64 + 48 + 24 + 32
 
 
 # --------------------------------------------------------------------------- plain arrays
@@ -215,6 +218,7 @@ GROUP_OPTIONS = {
     "NAdam": ({"lr": 0.05}, {"lr": 0.005, "momentum_decay": 0.1}, dict(betas=(0.8, 0.99), weight_decay=0.1)),
     "RAdam": ({"lr": 0.05}, {"lr": 0.005, "decoupled_weight_decay": True}, dict(betas=(0.5, 0.9), weight_decay=0.1)),
     "Adamax": ({"lr": 0.05}, {"lr": 0.005, "weight_decay": 0.3}, dict(betas=(0.8, 0.99))),
+    "ASGD": ({"lr": 0.05}, {"lr": 0.005, "t0": 5.0}, dict(lambd=0.01, weight_decay=0.1)),
 }
 
 
@@ -277,6 +281,7 @@ def test_lr_edit_takes_effect(name, dtype):
         if t == 40:
             opt.param_groups[0]["lr"] = 0.0
             ref.param_groups[0]["lr"] = 0.0
+        if t == 40 + (name == "ASGD"):  # ASGD steps with the eta its previous step made from the lr then
             frozen = [p.copy() for p in params]
         grads = [g.astype(dtype) for g in grad_fn(ref.params, t)]
         opt.step(grads)
@@ -305,7 +310,7 @@ def test_lr_edit_takes_effect_on_model_parameters():
 
 
 @pytest.mark.parametrize("name", ["SGD", "RMSprop", "Adam", "AdamW", "Adagrad", "Adadelta", "NAdam", "RAdam",
-                                  "Adamax"])
+                                  "Adamax", "ASGD"])
 def test_other_hyperparameter_edits_take_effect(name):
     edits = {"SGD": {"momentum": 0.3, "weight_decay": 0.2, "dampening": 0.5},
              "RMSprop": {"alpha": 0.7, "momentum": 0.2, "eps": 1e-3},
@@ -315,7 +320,8 @@ def test_other_hyperparameter_edits_take_effect(name):
              "Adadelta": {"rho": 0.5, "eps": 1e-3},
              "NAdam": {"momentum_decay": 0.2, "weight_decay": 0.1, "decoupled_weight_decay": True},
              "RAdam": {"betas": (0.5, 0.8), "weight_decay": 0.2, "decoupled_weight_decay": True},
-             "Adamax": {"betas": (0.5, 0.8), "weight_decay": 0.2, "eps": 1e-3}}[name]
+             "Adamax": {"betas": (0.5, 0.8), "weight_decay": 0.2, "eps": 1e-3},
+             "ASGD": {"lambd": 0.05, "alpha": 0.5, "t0": 25.0, "weight_decay": 0.2}}[name]
     start = {"SGD": {"momentum": 0.9}, "RMSprop": {"momentum": 0.9}}.get(name, {})
     params = _initial(SHAPES, "float64", seed=14)
     ref = RefOptimizer(name, params, **start)
@@ -471,7 +477,7 @@ STATE_NAMES = {"SGD": ["momentum_buffer"], "Adagrad": ["sum"],
                "RMSprop": ["square_avg", "momentum_buffer", "grad_avg"], "Adadelta": ["square_avg", "acc_delta"],
                "Adam": ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"],
                "AdamW": ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"], "NAdam": ["exp_avg", "exp_avg_sq"],
-               "RAdam": ["exp_avg", "exp_avg_sq"], "Adamax": ["exp_avg", "exp_inf"]}
+               "RAdam": ["exp_avg", "exp_avg_sq"], "Adamax": ["exp_avg", "exp_inf"], "ASGD": ["ax"]}
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

@@ -308,6 +308,9 @@ BATCH_CASES = [
                                                               S.CosineAnnealingWarmRestarts(o, T_0=4)], [5])),
     ("Adamax", dict(lr=0.01), lambda o, nb: S.ChainedScheduler([S.MultiplicativeLR(o, lambda e: 0.97),
                                                                  S.StepLR(o, step_size=3)])),
+    ("ASGD", dict(lr=0.1, lambd=0.01, t0=4), lambda o, nb: S.SequentialLR(o, [S.LinearLR(o, 0.1, total_iters=nb),
+                                                                            S.CosineAnnealingLR(o, T_max=2 * nb)],
+                                                                         [nb])),
 ]
 
 
@@ -366,6 +369,37 @@ def test_per_batch_fit_matches_torch_training_loop(sched):
     for k, v in net.state_dict().items():
         np.testing.assert_allclose(model.state_dict()[k], v.detach().numpy(), rtol=1e-10, atol=1e-12, err_msg=k)
     np.testing.assert_allclose(s.get_last_lr(), ts.get_last_lr(), rtol=1e-13)
+
+
+CLASSIC = [("StepLR", dict(step_size=30, gamma=0.5), "SGD"), ("ExponentialLR", dict(gamma=0.99), "Adam"),
+           ("CosineAnnealingLR", dict(T_max=100, eta_min=1e-3), "SGD")]
+
+
+@pytest.mark.parametrize("name,kw,cls", CASES + CLASSIC, ids=IDS + [n for n, _, _ in CLASSIC])
+def test_per_batch_fit_lr_trace_matches_torch(name, kw, cls):
+    """Stepped inside fit (13 batches x 23 epochs = 299 steps): the lr of each epoch's last
+    batch (History's 'lr') and every group's lr and momentum after the fit are torch's."""
+    torch = pytest.importorskip("torch")
+    m = fm.Sequential(fm.Linear(2, 1), seed=0, dtype="float64")
+    okw = SGD_MOMENTUM if cls == "SGD" else {}
+    opt = getattr(fm.optim, cls)([{"params": [m[0].weight], "lr": LRS[0]}, {"params": [m[0].bias], "lr": LRS[1]}],
+                                 **okw)
+    topt = _torch_opt(torch, cls, **okw)
+    s, ts = _make(name, kw, cls, opt), getattr(torch.optim.lr_scheduler, name)(topt, **kw)
+    rng = np.random.default_rng(12)
+    h = m.fit(rng.normal(size=(13, 2)) * 0.1, rng.normal(size=(13, 1)) * 0.1, fm.MSELoss(), opt, epochs=23,
+              batch_size=1, shuffle=False, scheduler=s, scheduler_interval="batch", verbose=0)
+    trace = []
+    for _ in range(299):
+        trace.append(topt.param_groups[0]["lr"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch: "lr_scheduler.step() before optimizer.step()"
+            ts.step()
+    np.testing.assert_allclose(h.history["lr"], trace[12::13], rtol=1e-13, atol=1e-300)
+    assert s.last_epoch == ts.last_epoch == 299
+    np.testing.assert_allclose([g["lr"] for g in opt.param_groups], [g["lr"] for g in topt.param_groups],
+                               rtol=1e-13, atol=1e-300)
+    assert _momenta(opt) == pytest.approx(_momenta(topt), rel=1e-13)
 
 
 def test_default_interval_and_ambiguous_composite():
@@ -469,3 +503,23 @@ def test_saving_a_lambda_schedule_raises_and_writes_nothing(tmp_path):
     assert not list(tmp_path.iterdir())
     m.save(tmp_path / "m.npz", optimizer=o)
     assert fm.load(tmp_path / "m.npz", optimizer=True, scheduler=True)[2] is None
+
+
+@pytest.mark.parametrize("name,kw,cls", [c for c in CASES if "lambda" not in repr(c[1])],
+                         ids=[i for c, i in zip(CASES, IDS) if "lambda" not in repr(c[1])])
+def test_pickled_optimizer_and_schedule_continue_identically(name, kw, cls):
+    """A (optimizer, scheduler) pair pickles together (the copy schedules the copied optimizer)."""
+    import pickle
+
+    opt = _opt_for(cls)
+    s = _make(name, kw, cls, opt)
+    for _ in range(40):
+        s.step()
+    opt2, s2 = pickle.loads(pickle.dumps((opt, s)))
+    assert s2.optimizer is opt2 and s2.state_dict() == s.state_dict()
+    for _ in range(40):
+        s.step()
+        s2.step()
+        assert [g["lr"] for g in opt2.param_groups] == [g["lr"] for g in opt.param_groups]
+        assert _momenta(opt2) == _momenta(opt)
+    assert s2.get_last_lr() == s.get_last_lr()

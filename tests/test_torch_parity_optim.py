@@ -82,7 +82,7 @@ TRAIN = [("SGD", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)),
          ("Adagrad", dict(lr=0.05, lr_decay=0.01)), ("RMSprop", dict(lr=0.005, centered=True, momentum=0.3)),
          ("Adadelta", dict(lr=0.5)), ("Adam", dict(lr=0.01, amsgrad=True)), ("AdamW", dict(lr=0.01)),
          ("NAdam", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True)), ("RAdam", dict(lr=0.01)),
-         ("Adamax", dict(lr=0.01, weight_decay=0.01))]
+         ("Adamax", dict(lr=0.01, weight_decay=0.01)), ("ASGD", dict(lr=0.05, lambd=0.01, t0=5, weight_decay=1e-3))]
 
 
 @pytest.mark.parametrize("name,cfg", TRAIN, ids=[n for n, _ in TRAIN])
@@ -121,6 +121,48 @@ def test_sgd_momentum_switched_on_later_matches_torch():
         topt.step()
         opt.step(g)
     assert_close(x, tx.detach().numpy(), TOL)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS["ASGD"], ids=[str(i) for i in range(len(CONFIGS["ASGD"]))])
+def test_asgd_100_steps_and_state_match_torch(cfg):
+    rng = np.random.default_rng(52)
+    params = [rng.normal(size=s) for s in SHAPES]
+    tparams = [_t(p).requires_grad_(True) for p in params]
+    opt, topt = fm.optim.ASGD(params, **cfg), _torch_opt("ASGD", tparams, **cfg)
+    grad_fn = pseudo_gradients(SHAPES, 100, seed=53)
+    for t in range(100):
+        grads = grad_fn([tp.detach().numpy() for tp in tparams], t)
+        for tp, g in zip(tparams, grads):
+            tp.grad = _t(g)
+        topt.step()
+        opt.step(grads)
+    for i, (p, tp) in enumerate(zip(params, tparams)):
+        assert_close(p, tp.detach().numpy(), TOL)
+        st, tst = opt.state_dict()["state"][i], topt.state[tp]
+        assert_close(st["ax"], tst["ax"].numpy(), TOL)
+        for k in ("step", "eta", "mu"):
+            assert st[k] == pytest.approx(tst[k].item(), rel=TOL), k
+
+
+def test_asgd_float32_matches_torch_float32():
+    """torch's own float32 setup (eta and mu in float32 too): equal to float32 rounding."""
+    torch.set_default_dtype(torch.float32)  # the autouse fixture restores it
+    rng = np.random.default_rng(54)
+    params = [rng.normal(size=s).astype(np.float32) for s in SHAPES]
+    tparams = [torch.tensor(p.copy(), requires_grad=True) for p in params]
+    cfg = dict(lr=0.05, lambd=0.05, alpha=0.3, t0=10.0, weight_decay=0.1)
+    opt, topt = fm.optim.ASGD(params, **cfg), _torch_opt("ASGD", tparams, **cfg)
+    grad_fn = pseudo_gradients(SHAPES, 100, seed=55)
+    for t in range(100):
+        grads = [g.astype(np.float32) for g in grad_fn([tp.detach().numpy() for tp in tparams], t)]
+        for tp, g in zip(tparams, grads):
+            tp.grad = torch.tensor(g)
+        topt.step()
+        opt.step(grads)
+    for i, (p, tp) in enumerate(zip(params, tparams)):
+        assert_close(p, tp.detach().numpy(), 1e-5)
+        assert_close(opt.state[id(p)]["ax"], topt.state[tp]["ax"].numpy(), 1e-5)
+        assert opt.state[id(p)]["eta"] == topt.state[tp]["eta"].item()  # the same float32 value
 
 
 # --------------------------------------------------------------------------- state_dict interchange
@@ -219,8 +261,8 @@ def test_schedule_matches_torch(name, kw, edit):
     s = getattr(fm.optim.lr_scheduler, name)(opt, **kw)
     ts = getattr(torch.optim.lr_scheduler, name)(topt, **kw)
     assert s.last_epoch == ts.last_epoch == 0
-    for e in range(1, 41):
-        if edit and e in (6, 19):
+    for e in range(1, 301):  # 300 steps, as the other schedules' (test_schedules_more.py)
+        if edit and e in (6, 19, 150):
             for o in (opt, topt):
                 for i, g in enumerate(o.param_groups):
                     g["lr"] = g["lr"] * (0.5 + i)
@@ -275,3 +317,59 @@ def test_plateau_eps_min_lr_match_torch(eps, min_lr):
 def test_reference_grids_are_used():
     """Guard: the grids imported from the NumPy tests are non-empty."""
     assert len(CASES) > 200 and len(SCHEDULES) >= 9 and len(PLATEAU) >= 96
+
+
+@pytest.mark.parametrize("name,kw", SCHEDULES, ids=[f"{n}-{kw}" for n, kw in SCHEDULES])
+def test_torch_schedule_state_dict_loads_and_continues(name, kw):
+    opt, topt = _pair()
+    ts = getattr(torch.optim.lr_scheduler, name)(topt, **kw)
+    for _ in range(13):
+        topt.step()
+        ts.step()
+    opt.load_state_dict({"state": {}, "param_groups": [dict(g, params=[i]) for i, g in enumerate(
+        {k: v for k, v in g.items() if k != "params"} for g in topt.state_dict()["param_groups"])]})
+    s = getattr(fm.optim.lr_scheduler, name)(opt, **kw)  # built, then loaded (as in torch)
+    s.load_state_dict(ts.state_dict())
+    assert s.last_epoch == ts.last_epoch == 13
+    for _ in range(20):
+        topt.step()
+        ts.step()
+        s.step()
+        np.testing.assert_allclose(_lrs(opt), _lrs(topt), rtol=TOL, atol=1e-300)
+        np.testing.assert_allclose(s.get_last_lr(), ts.get_last_lr(), rtol=TOL, atol=1e-300)
+
+
+def test_torch_plateau_state_dict_loads_and_continues():
+    kw = dict(factor=0.5, patience=2, cooldown=1, threshold=0.05)
+    opt, topt = _pair([0.1, 0.01])
+    ts = torch.optim.lr_scheduler.ReduceLROnPlateau(topt, **kw)
+    metrics = _metrics("min")
+    for m in metrics[:15]:
+        topt.step()
+        ts.step(m)
+    s = fm.optim.lr_scheduler.ReduceLROnPlateau(opt, **kw)
+    for g, tg in zip(opt.param_groups, topt.param_groups):
+        g["lr"] = tg["lr"]
+    s.load_state_dict(ts.state_dict())
+    for m in metrics[15:]:
+        topt.step()
+        ts.step(m)
+        s.step(m)
+        assert _lrs(opt) == _lrs(topt)
+    assert min(_lrs(opt)) < 0.01  # the plateau lowered it after the load too
+
+
+def _signature(f):
+    import inspect
+
+    return [(k, p.kind, p.default) for k, p in inspect.signature(f).parameters.items()]
+
+
+@pytest.mark.parametrize("name", [n for n in fm.optim.__all__ if n not in ("Optimizer", "lr_scheduler")] +
+                         [f"lr_scheduler.{n}" for n in fm.optim.lr_scheduler.__all__])
+def test_signatures_are_torchs(name):
+    """Every optimizer and schedule takes torch's arguments, in torch's order, with its defaults."""
+    mine, theirs = fm.optim, torch.optim
+    for part in name.split("."):
+        mine, theirs = getattr(mine, part), getattr(theirs, part)
+    assert _signature(mine) == _signature(theirs)

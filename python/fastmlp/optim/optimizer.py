@@ -14,7 +14,8 @@ from .. import _core
 from .._arrays import FLOAT_DTYPES, as_float_array, check_number
 from ..nn import Parameter
 
-__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAdam", "RAdam", "Adamax"]
+__all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAdam", "RAdam", "Adamax",
+           "ASGD"]
 
 # options torch.optim keeps in its param_groups that have no effect here (CPU,
 # one fused pass, no autograd): accepted and kept so torch code runs unchanged
@@ -26,7 +27,7 @@ _NOT_CONFIG = {"params", "param_names", *_SCHEDULE_KEYS, *_TORCH_ONLY_OPTIONS}
 
 # hyperparameters that are switches, and numbers that must be >= 0
 _BOOL_OPTIONS = {"nesterov", "centered", "amsgrad", "maximize", "sklearn_adam", "decoupled_weight_decay"}
-_NON_NEGATIVE = {"lr", "eps", "weight_decay", "momentum", "lr_decay", "initial_lr", "momentum_decay"}
+_NON_NEGATIVE = {"lr", "eps", "weight_decay", "momentum", "lr_decay", "initial_lr", "momentum_decay", "lambd"}
 # state slots that hold sums or averages of squares (>= 0, else the next step takes sqrt of a negative)
 _SQUARE_SLOTS = {"sum", "square_avg", "acc_delta", "exp_avg_sq", "max_exp_avg_sq"}
 
@@ -70,7 +71,12 @@ _SLOT_NAMES = {
     "nadam": ["exp_avg", "exp_avg_sq"],
     "radam": ["exp_avg", "exp_avg_sq"],
     "adamax": ["exp_avg", "exp_inf"],
+    "asgd": ["ax", "eta", "mu"],
 }
+# slots that hold one number per parameter in torch (ASGD's eta and mu, 0-d tensors there): in the
+# state_dict a float each, read from the parameter's first element (the C++ step writes the same
+# value to every element); mu = 0 marks an element no step has touched yet
+_SCALAR_SLOTS = {"eta", "mu"}
 
 
 class Optimizer:
@@ -321,7 +327,13 @@ class Optimizer:
             if self._kind == "nadam":
                 st["mu_product"] = float(self._core.get_mu_product(gi))
             for k, name in enumerate(names):
-                st[name] = buf[k, off:off + n].reshape(shape)
+                if name not in _SCALAR_SLOTS:
+                    st[name] = buf[k, off:off + n].reshape(shape)
+            if self._kind == "asgd":
+                # a parameter no step has touched shows the values torch's first step starts from
+                touched = n > 0 and buf[2, off] != 0
+                st["eta"] = float(buf[1, off]) if touched else float(self.param_groups[gi]["lr"])
+                st["mu"] = float(buf[2, off]) if touched else 1.0
             if self._kind == "sgd" and not raw and not self._core.get_momentum_ready(gi):
                 st["momentum_buffer"] = None  # as torch: no buffer before the first momentum step
             out.append(st)
@@ -385,7 +397,8 @@ class Optimizer:
                 if extra:
                     raise ValueError(f"state of parameter {pid!r} has {sorted(extra)}, which {type(self).__name__} "
                                      f"does not keep (it keeps {names}; a state_dict of another optimizer?)")
-                steps.add(self._checked_step(st.get("step", 0), pid))
+                pstep = self._checked_step(st.get("step", 0), pid)
+                steps.add(pstep)
                 if "mu_product" in st:
                     mus.add(check_number(float(np.asarray(_numpy(st["mu_product"]))), "mu_product", low=0.0))
                 if self._kind == "sgd":
@@ -393,6 +406,11 @@ class Optimizer:
                 for k, name in enumerate(names):
                     v = st.get(name)
                     if v is None:
+                        continue
+                    if name in _SCALAR_SLOTS:
+                        if pstep == 0:
+                            continue  # not stepped yet: the first step starts afresh (eta = lr, mu = 1)
+                        buf[k, off:off + n] = self._checked_scalar(name, v, pid)
                         continue
                     a = as_float_array(_numpy(v), self._dtype, f"state {name!r} of parameter {pid!r}")
                     if a.shape != shape:
@@ -420,6 +438,17 @@ class Optimizer:
                 self._core.set_momentum_ready(gi, is_ready)
                 self._core.set_mu_product(gi, mu_product)
                 self._core.state(gi)[...] = buf
+
+    @staticmethod
+    def _checked_scalar(name: str, v: Any, pid: Any) -> float:
+        """ASGD's eta (>= 0) or mu (in (0, 1]), one number (torch: a 0-d tensor)."""
+        a = np.asarray(_numpy(v))
+        if a.size != 1 or a.dtype.kind not in "iuf":
+            raise ValueError(f"state {name!r} of parameter {pid!r} must be one number, got {v!r}")
+        f = float(a.reshape(()))
+        if name == "mu":
+            return check_number(f, f"state 'mu' of parameter {pid!r}", low=0.0, high=1.0, low_open=True)
+        return check_number(f, f"state 'eta' of parameter {pid!r}", low=0.0)
 
     @staticmethod
     def _checked_step(v: Any, pid: Any) -> int:
@@ -552,6 +581,21 @@ class RAdam(Optimizer):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
                                       **_flags(foreach, capturable, differentiable)))
+
+
+class ASGD(Optimizer):
+    """Averaged stochastic gradient descent (Polyak and Juditsky 1992), as torch.optim.ASGD:
+    p *= 1 - lambd eta; p -= eta (g + weight_decay p); after t0 steps, state[p]['ax'] is the running
+    average of the parameters since (read it for evaluation); eta = lr / (1 + lambd lr t)^alpha,
+    made from the group's lr at each step (so schedules act on it, one step later)."""
+
+    _kind = "asgd"
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-2, lambd: float = 1e-4, alpha: float = 0.75,
+                 t0: float = 1e6, weight_decay: float = 0.0, foreach: bool | None = None, maximize: bool = False,
+                 differentiable: bool = False, capturable: bool = False) -> None:
+        super().__init__(params, dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,
+                                      maximize=maximize, **_flags(foreach, capturable, differentiable)))
 
 
 class Adamax(Optimizer):
