@@ -274,6 +274,36 @@ def test_fused_equals_unfused(name, dtype):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_on_a_dense_grid_matches_math_erf(approximate, dtype):
+    """GELU's vectorized loops (verf / the sigmoid form) over a dense grid out to +-1000, on its own
+    and fused into a Linear, against math.erf / math.tanh evaluated per element in float64."""
+    x64 = np.concatenate([np.linspace(-1000, 1000, 20001), np.linspace(-10, 10, 40001),
+                          np.linspace(-0.01, 0.01, 2001), [-0.0, 5e-324, -1e-300]])
+    x = x64.astype(dtype)
+    xr = x.astype(np.float64)
+    if approximate == "none":
+        cdf = 0.5 * (1 + np.array([math.erf(v / math.sqrt(2)) for v in xr]))
+        y_ref = xr * cdf
+        d_ref = cdf + xr * np.exp(-0.5 * xr * xr) / math.sqrt(2 * math.pi)
+    else:
+        xc = np.clip(xr, -100, 100)
+        t = np.array([math.tanh(v) for v in gelu_tanh_inner(xc)])
+        y_ref = 0.5 * xr * (1 + t)
+        d_ref = 0.5 * (1 + t) + 0.5 * xc * (1 - t * t) * GELU_K * (1 + 3 * 0.044715 * xc * xc)
+    dy = np.full((x.size, 1), 0.75, dtype=dtype)
+    for before in ([], [fm.Linear(1, 1)]):
+        m = fm.Sequential(*before, fm.GELU(approximate=approximate), dtype=dtype)
+        if before:  # the identity Linear: GELU runs as its epilogue
+            m.load_state_dict({"0.weight": np.ones((1, 1)), "0.bias": np.zeros(1)})
+        y = m(x.reshape(-1, 1))
+        dx = m.backward(dy)
+        assert np.isfinite(y).all() and np.isfinite(dx).all()
+        np.testing.assert_allclose(y[:, 0], y_ref, **tol(dtype))
+        np.testing.assert_allclose(dx[:, 0], 0.75 * d_ref, **tol(dtype))
+
+
 # ---- AlphaDropout
 ALPHA = 1.7580993408473766
 
