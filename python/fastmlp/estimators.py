@@ -69,8 +69,10 @@ from threadpoolctl import threadpool_limits
 
 from . import losses as _losses
 from . import optim as _optim
-from ._names import ACTIVATIONS as _ACTIVATIONS
-from .nn import BatchNorm1d, Dropout, LayerNorm, Linear, Residual, Sequential
+from ._mlp import ACTIVATIONS as _ACTIVATIONS
+from ._mlp import NORMALIZATIONS as _NORMALIZATIONS
+from ._mlp import mlp_layers, residual_flags
+from .nn import Dropout, Linear, Residual, Sequential
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _sk_validate_data
@@ -78,8 +80,6 @@ except ImportError:  # pragma: no cover - older scikit-learn
     _sk_validate_data = None
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
-
-_NORMALIZATIONS = {"batch": BatchNorm1d, "layer": LayerNorm}
 _STOCHASTIC_SOLVERS = ("sgd", "adam", "rmsprop", "adagrad", "adadelta", "adamw")
 
 
@@ -405,38 +405,16 @@ class _BaseMLP(BaseEstimator):
         return "_model" in self.__dict__
 
     def _hidden_layout(self, hidden: list) -> list:
-        """One (activation, dropout, normalization, residual) per hidden layer, as the parameters ask.
-        Hidden layer i > 0 is residual (x + f(x)) when residual=True and its input and output widths
-        are equal; the first one projects the inputs and never is."""
+        """One (activation, dropout, normalization, residual) per hidden layer, as the parameters ask
+        (see _mlp.residual_flags for which layers are residual)."""
         n_hidden = len(hidden)
-        res = [bool(self.residual) and i > 0 and hidden[i - 1] == hidden[i] for i in range(n_hidden)]
-        if self.residual and not any(res):
-            raise ValueError(f"residual=True makes a hidden layer x + f(x) where its input and output widths are "
-                             f"equal, but none of hidden_layer_sizes={tuple(hidden)} is: the first hidden layer "
-                             "projects the inputs and is never residual, hidden layer i (i >= 1) is residual when "
-                             "hidden_layer_sizes[i - 1] == hidden_layer_sizes[i] (e.g. (64, 64, 64) makes the "
-                             "second and third residual)")
         return list(zip(self._activation_list(n_hidden), self._dropout_list(n_hidden),
-                        [self.normalization] * n_hidden, res))
+                        [self.normalization] * n_hidden, residual_flags(hidden, self.residual)))
 
     def _build_model(self, layer_units: list, init: list, seed: int, dtype: np.dtype) -> Sequential:
-        """Each hidden layer is Linear -> [BatchNorm1d | LayerNorm] -> activation -> [Dropout], wrapped
-        in a Residual where _hidden_layout says so; then the output Linear."""
-        layout = self._hidden_layout(layer_units[1:-1])
-        layers: list = []
-        for i in range(len(layer_units) - 1):
-            unit = [Linear(layer_units[i], layer_units[i + 1], init="zeros")]
-            if i == len(layout):
-                layers += unit
-                break
-            act, drop, norm, res = layout[i]
-            if norm is not None:
-                unit.append(_NORMALIZATIONS[norm](layer_units[i + 1]))
-            unit.append(_ACTIVATIONS[act]())
-            if drop > 0:
-                unit.append(Dropout(drop))
-            layers += [Residual(*unit)] if res else unit
-        model = Sequential(*layers, seed=seed, dtype=dtype)
+        """The network of _mlp.mlp_layers with the initial (coef, intercept) pairs init."""
+        model = Sequential(*mlp_layers(layer_units, self._hidden_layout(layer_units[1:-1]), init="zeros"),
+                           seed=seed, dtype=dtype)
         names = [name for name, m in model.named_modules() if isinstance(m, Linear)]
         sd = {}
         for name, (coef, intercept) in zip(names, init):
