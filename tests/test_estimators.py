@@ -1057,7 +1057,8 @@ def test_the_built_network_is_the_documented_sequential(normalization, residual)
     norm = {None: [], "batch": ["BatchNorm1d"], "layer": ["LayerNorm"]}[normalization]
 
     def hidden(n_in, n_out, act, p):
-        return [("Linear", (n_in, n_out))] + [(k, n_out) for k in norm] + [(act, None)] + ([("Dropout", p)] if p else [])
+        drop = [("Dropout", p)] if p else []
+        return [("Linear", (n_in, n_out))] + [(k, n_out) for k in norm] + [(act, None)] + drop
 
     units = [hidden(4, 8, "Tanh", 0), hidden(8, 8, "ReLU", 0.1), hidden(8, 5, "ReLU", 0), hidden(5, 5, "GELU", 0.2)]
     if residual:  # hidden layers 1 and 3 keep their width; 0 projects the inputs, 2 changes the width
@@ -1122,8 +1123,8 @@ def test_predict_of_a_fitted_normalized_residual_network_equals_a_numpy_forward(
     e = np.exp(out - out.max(axis=1, keepdims=True))
     np.testing.assert_allclose(clf.predict_proba(X), e / e.sum(axis=1, keepdims=True), rtol=1e-10, atol=1e-12)
     np.testing.assert_array_equal(clf.predict(X), np.argmax(out, axis=1))
-    reg = fm.MLPRegressor(hidden_layer_sizes=(8, 8), solver=solver, normalization=normalization, residual=True, max_iter=15,
-                          random_state=0, dtype="float64").fit(X, y / 9.0)
+    reg = fm.MLPRegressor(hidden_layer_sizes=(8, 8), solver=solver, normalization=normalization, residual=True,
+                          max_iter=15, random_state=0, dtype="float64").fit(X, y / 9.0)
     np.testing.assert_allclose(reg.predict(X), _reference_forward(reg, X)[:, 0], rtol=1e-10, atol=1e-12)
     if normalization == "batch":  # the running estimates were trained (not BatchNorm's initial 0 and 1)
         assert np.abs(clf._model.state_dict()["1.running_mean"]).max() > 1e-3
