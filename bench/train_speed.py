@@ -37,6 +37,10 @@ CONFIGS = {
     "small": ((64, 32, 10), 32, 20000, 4000),
     "large": ((784, 1024, 1024, 10), 512, 20000, 2048),
 }
+# issue 10's ResNet-style MLP: Linear 256->512, 3 residual blocks of Linear(512, 512)-BatchNorm1d-ReLU-
+# Dropout(0.1), Linear 512->10; batch 256; samples in full mode, in --quick mode
+RESMLP = {"in": 256, "width": 512, "blocks": 3, "p": 0.1, "out": 10, "batch": 256, "samples": 60000, "quick": 8192}
+SECTION_CONFIGS = ("resmlp",)  # --configs names that are sections of their own, not CONFIGS rows
 PREDICT_ROWS = 60000
 RSS_SHAPE = (60000, 784)
 FRAMEWORKS = ("fastmlp", "numpy", "torch", "sklearn")
@@ -48,6 +52,8 @@ TARGETS = {
     "small": {"numpy": 5.0, "torch": 20.0},
     "large": {"numpy": 1.1, "torch": 2.0, "share": 0.80},
     "predict": {"share": 0.75},
+    # issue 10: resmlp at least 2x faster than PyTorch, BatchNorm costing at most 15% over the same net without it
+    "resmlp": {"torch": 2.0, "norm_overhead": 0.15},
     "threads_speedup": 1.7,
 }
 
@@ -186,14 +192,19 @@ def fm_predict(model, X, n_threads, threads_ctl):
         return model(X)
 
 
-def bench_fastmlp(widths, batch, X, y, Xw, yw, init, repeats, n_threads, threads_ctl):
-    model = fm_model(widths, init)
+def fm_timed_epochs(model, batch, X, y, Xw, yw, repeats, n_threads, threads_ctl):
+    """SGD(lr=LR) epochs of model on (X, y) after a warm-up on (Xw, yw): (best time, all times)."""
     loss_fn = fm.CrossEntropyLoss()
     opt = fm.optim.SGD(model.parameters(), lr=LR)
     fm_fit_epoch(model, Xw, yw, loss_fn, opt, batch, n_threads, 1, threads_ctl)  # warm-up
     counter = iter(range(2, 10 ** 6))
-    t, times = best_of(lambda: fm_fit_epoch(model, X, y, loss_fn, opt, batch, n_threads, next(counter),
-                                           threads_ctl), repeats)
+    return best_of(lambda: fm_fit_epoch(model, X, y, loss_fn, opt, batch, n_threads, next(counter),
+                                        threads_ctl), repeats)
+
+
+def bench_fastmlp(widths, batch, X, y, Xw, yw, init, repeats, n_threads, threads_ctl):
+    model = fm_model(widths, init)
+    t, times = fm_timed_epochs(model, batch, X, y, Xw, yw, repeats, n_threads, threads_ctl)
     return t, times, fm_params(model)
 
 
@@ -259,6 +270,16 @@ def bench_torch(torch, widths, batch, X, y, Xw, yw, init, repeats):
         for lin, (W, b) in zip([m for m in model if isinstance(m, nn.Linear)], init):
             lin.weight.copy_(torch.from_numpy(W))
             lin.bias.copy_(torch.from_numpy(b))
+    t, times = torch_timed_epochs(torch, model, batch, X, y, Xw, yw, repeats)
+    params = [(lin.weight.detach().numpy().copy(), lin.bias.detach().numpy().copy())
+              for lin in model if isinstance(lin, nn.Linear)]
+    return t, times, params
+
+
+def torch_timed_epochs(torch, model, batch, X, y, Xw, yw, repeats):
+    """The usual zero_grad / forward / loss / backward / SGD(lr=LR) step loop over pre-shuffled batches,
+    after a warm-up epoch on (Xw, yw): (best time, all times)."""
+    nn = torch.nn
     loss_fn = nn.CrossEntropyLoss()
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     model.train()
@@ -284,9 +305,97 @@ def bench_torch(torch, widths, batch, X, y, Xw, yw, init, repeats):
         epoch(bl)
         times.append(time.perf_counter() - t0)
         del bl
-    params = [(lin.weight.detach().numpy().copy(), lin.bias.detach().numpy().copy())
-              for lin in model if isinstance(lin, nn.Linear)]
-    return min(times), times, params
+    return min(times), times
+
+
+# --------------------------------------------------------------------------- the resmlp row
+def fm_resmlp(norm=True):
+    """RESMLP in fastmlp (norm=False: the same network without its BatchNorm1d layers)."""
+    w, p = RESMLP["width"], RESMLP["p"]
+
+    def block():
+        return fm.Residual(fm.Linear(w, w), *([fm.BatchNorm1d(w)] if norm else []), fm.ReLU(), fm.Dropout(p))
+
+    return fm.Sequential(fm.Linear(RESMLP["in"], w), *[block() for _ in range(RESMLP["blocks"])],
+                         fm.Linear(w, RESMLP["out"]), seed=0, dtype="float32")
+
+
+def torch_resmlp(torch):
+    """RESMLP written the obvious torch way: a Residual module whose forward is x + self.block(x)."""
+    nn = torch.nn
+
+    class Residual(nn.Module):
+        def __init__(self, *layers):
+            super().__init__()
+            self.block = nn.Sequential(*layers)
+
+        def forward(self, x):
+            return x + self.block(x)
+
+    w = RESMLP["width"]
+    blocks = [Residual(nn.Linear(w, w), nn.BatchNorm1d(w), nn.ReLU(), nn.Dropout(RESMLP["p"]))
+              for _ in range(RESMLP["blocks"])]
+    return nn.Sequential(nn.Linear(RESMLP["in"], w), *blocks, nn.Linear(w, RESMLP["out"]))
+
+
+def resmlp_widths():
+    return (RESMLP["in"], *[RESMLP["width"]] * (RESMLP["blocks"] + 1), RESMLP["out"])
+
+
+def bench_resmlp(torch, n, repeats, n_threads, threads_ctl, frameworks, peak):
+    """One epoch of RESMLP (SGD, as the other rows): fastmlp, PyTorch from the same state_dict, and
+    fastmlp on the same network without the BatchNorm1d layers (same Linear weights)."""
+    batch = RESMLP["batch"]
+    X, y = make_data(n, RESMLP["in"], seed=10)
+    Xw, yw = X[:8 * batch], y[:8 * batch]
+    ev_X, ev_y = X[:EVAL_ROWS], y[:EVAL_ROWS]
+    flops = train_flops_per_sample(resmlp_widths()) * n
+    model = fm_resmlp()
+    init = model.state_dict()
+    out = {"layers": "Linear 256-512, 3 x Residual(Linear 512-512, BatchNorm1d, ReLU, Dropout 0.1), Linear 512-10",
+           "batch_size": batch, "samples": n, "train_flops_per_epoch": flops,
+           "init_loss": ce_loss(model.predict(ev_X), ev_y), "results": {}, "speedup": {}}
+
+    def fm_run(m):
+        t, times = fm_timed_epochs(m, batch, X, y, Xw, yw, repeats, n_threads, threads_ctl)
+        return t, times, ce_loss(m.predict(ev_X), ev_y)
+
+    def nonorm_run():
+        m = fm_resmlp(norm=False)
+        m.load_state_dict({k: init[k] for k in m.state_dict()})  # its keys are the Linears' of the full net
+        return fm_run(m)
+
+    def torch_run():
+        tm = torch_resmlp(torch)
+        tm.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in init.items()})
+        t, times = torch_timed_epochs(torch, tm, batch, X, y, Xw, yw, repeats)
+        tm.eval()
+        with torch.no_grad():
+            return t, times, ce_loss(tm(torch.from_numpy(ev_X)).numpy(), ev_y)
+
+    runs = [("fastmlp", lambda: fm_run(model))]
+    if torch is not None and "torch" in frameworks:
+        runs.append(("torch", torch_run))
+    runs.append(("fastmlp_nonorm", nonorm_run))
+    for fw, run in runs:
+        try:
+            t, times, loss = run()
+        except Exception as e:  # report, keep benchmarking
+            out["results"][fw] = {"error": f"{type(e).__name__}: {e}"}
+            print(f"  resmlp {fw}: error {type(e).__name__}: {e}")
+            continue
+        gfl = flops / t / 1e9
+        out["results"][fw] = {"s_per_epoch": t, "times": times, "samples_per_s": n / t, "gflops": gfl,
+                              "share_of_peak": gfl / peak, "loss": loss}
+        print(f"  resmlp {fw:<14} {t:.4f} s/epoch")
+    f = out["results"]["fastmlp"]
+    if "s_per_epoch" in f:
+        for fw, r in out["results"].items():
+            if fw != "fastmlp" and "s_per_epoch" in r:
+                out["speedup"][fw] = r["s_per_epoch"] / f["s_per_epoch"]
+        if "fastmlp_nonorm" in out["speedup"]:
+            out["norm_overhead"] = 1.0 / out["speedup"]["fastmlp_nonorm"] - 1.0  # time with / without - 1
+    return out
 
 
 # --------------------------------------------------------------------------- the recipe row
@@ -504,6 +613,15 @@ def print_table(res):
         sp = f"{rc['speedup'][fw]:.2f}x" if fw in rc["speedup"] else "-"
         print(f"{'recipe':<8} {fw:<9} {r['s_per_epoch']:>9.4f} {fmt_rate(r['samples_per_s']):>10} "
               f"{r['gflops']:>8.1f} {100 * r['gflops'] / peak:>5.0f}% {sp:>10} {r['loss']:>7.4f}")
+    rm = res.get("resmlp")
+    for fw, r in (rm["results"] if rm else {}).items():
+        label = {"fastmlp_nonorm": "no-norm"}.get(fw, fw)  # fastmlp on the network without BatchNorm1d
+        if "error" in r:
+            print(f"{'resmlp':<8} {label:<9} error: {r['error'][:60]}")
+            continue
+        sp = f"{rm['speedup'][fw]:.2f}x" if fw in rm["speedup"] else "-"
+        print(f"{'resmlp':<8} {label:<9} {r['s_per_epoch']:>9.4f} {fmt_rate(r['samples_per_s']):>10} "
+              f"{r['gflops']:>8.1f} {100 * r['gflops'] / peak:>5.0f}% {sp:>10} {r['loss']:>7.4f}")
     p = res.get("predict")
     if p:
         for fw, r in p["results"].items():
@@ -511,7 +629,8 @@ def print_table(res):
             print(f"{'predict':<8} {fw:<9} {r['s']:>9.4f} {fmt_rate(r['samples_per_s']):>10} "
                   f"{r['gflops']:>8.1f} {100 * r['gflops'] / peak:>5.0f}% {sp:>10} {'':>7}")
     print(f"(sgemm peak {peak:.0f} GFLOP/s; 'fastmlp x' = peer time / fastmlp time; "
-          f"loss = cross-entropy of the trained model on {EVAL_ROWS} training rows)")
+          f"loss = cross-entropy of the trained model on {EVAL_ROWS} training rows; resmlp no-norm = fastmlp "
+          "on the same network without its BatchNorm1d layers)")
 
 
 def check_targets(res):
@@ -527,6 +646,14 @@ def check_targets(res):
         if "share" in TARGETS[name]:
             v, want = c["results"]["fastmlp"]["share_of_peak"], TARGETS[name]["share"]
             lines.append((f"{name}: share of sgemm peak", f"{100 * v:.0f}%", f">= {100 * want:.0f}%", v >= want))
+    rm = res.get("resmlp")
+    if rm and "torch" in rm["speedup"]:
+        v, want = rm["speedup"]["torch"], TARGETS["resmlp"]["torch"]
+        lines.append(("resmlp: vs torch", f"{v:.2f}x", f">= {want}x", v >= want))
+    if rm and "norm_overhead" in rm:
+        v, want = rm["norm_overhead"], TARGETS["resmlp"]["norm_overhead"]
+        lines.append(("resmlp: time with BatchNorm over without", f"{100 * v:+.0f}%", f"<= +{100 * want:.0f}%",
+                      v <= want))
     p = res.get("predict")
     if p and "fastmlp" in p["results"]:
         v, want = p["results"]["fastmlp"]["share_of_peak"], TARGETS["predict"]["share"]
@@ -591,16 +718,17 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer samples and repeats (under a minute)")
     ap.add_argument("--repeats", type=int, default=None, help="timed epochs per framework, best kept (5; 2 with --quick)")
-    ap.add_argument("--configs", default="seed,small,large", help="comma-separated subset of seed,small,large")
+    ap.add_argument("--configs", default="seed,small,large,resmlp",
+                    help="comma-separated subset of seed,small,large,resmlp")
     ap.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated subset of " + ",".join(FRAMEWORKS))
     ap.add_argument("--threads", type=int, default=None, help="threads for every library (default: all usable cores)")
     ap.add_argument("--out-dir", default=str(HERE / "results"), help="where train_speed.json/.png go")
     args = ap.parse_args(argv)
 
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    bad = [c for c in configs if c not in CONFIGS]
+    bad = [c for c in configs if c not in CONFIGS and c not in SECTION_CONFIGS]
     if bad:
-        ap.error(f"unknown config(s) {bad}; choose from {list(CONFIGS)}")
+        ap.error(f"unknown config(s) {bad}; choose from {[*CONFIGS, *SECTION_CONFIGS]}")
     frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
     bad = [f for f in frameworks if f not in FRAMEWORKS]
     if bad or "fastmlp" not in frameworks:
@@ -664,7 +792,7 @@ def main(argv=None):
     sections['sgemm'] = time.perf_counter() - t_section
     t_section = time.perf_counter()
     res["configs"] = {}
-    for name in configs:
+    for name in [c for c in configs if c in CONFIGS]:
         widths, batch, n_full, n_quick = CONFIGS[name]
         n = n_quick if args.quick else n_full
         X, y = make_data(n, widths[0], seed=sum(map(ord, name)))
@@ -705,6 +833,12 @@ def main(argv=None):
 
     sections['configs'] = time.perf_counter() - t_section
     t_section = time.perf_counter()
+    if "resmlp" in configs:  # ---- issue 10's ResNet-style MLP with BatchNorm, and without it
+        res["resmlp"] = bench_resmlp(torch, RESMLP["quick"] if args.quick else RESMLP["samples"], repeats, threads,
+                                     threads_ctl, frameworks, peak)
+        gc.collect()
+        sections["resmlp"] = time.perf_counter() - t_section
+        t_section = time.perf_counter()
     # ---- the recipe row: AdamW + warmup/cosine per batch + clip_grad_norm=1.0 on the seed network
     widths, batch, n_full, n_quick = CONFIGS["seed"]
     n = n_quick if args.quick else n_full
@@ -832,7 +966,7 @@ def main(argv=None):
     else:
         print(f"RSS child failed: {r.get('error')}")
     print(f"predict max |fastmlp - numpy| = {res['predict']['results']['fastmlp']['max_abs_diff_vs_numpy']:.2e}")
-    print("\nissue 3 targets:")
+    print("\nissue 3 and issue 10 (resmlp) targets:")
     for tgt in res["targets"]:
         print(f"  [{'met' if tgt['met'] else 'MISSED'}] {tgt['target']}: {tgt['value']} (wanted {tgt['wanted']})")
     if env_warn:

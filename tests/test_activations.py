@@ -274,6 +274,36 @@ def test_fused_equals_unfused(name, dtype):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_on_a_dense_grid_matches_math_erf(approximate, dtype):
+    """GELU's vectorized loops (verf / the sigmoid form) over a dense grid out to +-1000, on its own
+    and fused into a Linear, against math.erf / math.tanh evaluated per element in float64."""
+    x64 = np.concatenate([np.linspace(-1000, 1000, 20001), np.linspace(-10, 10, 40001),
+                          np.linspace(-0.01, 0.01, 2001), [-0.0, 5e-324, -1e-300]])
+    x = x64.astype(dtype)
+    xr = x.astype(np.float64)
+    if approximate == "none":
+        cdf = 0.5 * (1 + np.array([math.erf(v / math.sqrt(2)) for v in xr]))
+        y_ref = xr * cdf
+        d_ref = cdf + xr * np.exp(-0.5 * xr * xr) / math.sqrt(2 * math.pi)
+    else:
+        xc = np.clip(xr, -100, 100)
+        t = np.array([math.tanh(v) for v in gelu_tanh_inner(xc)])
+        y_ref = 0.5 * xr * (1 + t)
+        d_ref = 0.5 * (1 + t) + 0.5 * xc * (1 - t * t) * GELU_K * (1 + 3 * 0.044715 * xc * xc)
+    dy = np.full((x.size, 1), 0.75, dtype=dtype)
+    for before in ([], [fm.Linear(1, 1)]):
+        m = fm.Sequential(*before, fm.GELU(approximate=approximate), dtype=dtype)
+        if before:  # the identity Linear: GELU runs as its epilogue
+            m.load_state_dict({"0.weight": np.ones((1, 1)), "0.bias": np.zeros(1)})
+        y = m(x.reshape(-1, 1))
+        dx = m.backward(dy)
+        assert np.isfinite(y).all() and np.isfinite(dx).all()
+        np.testing.assert_allclose(y[:, 0], y_ref, **tol(dtype))
+        np.testing.assert_allclose(dx[:, 0], 0.75 * d_ref, **tol(dtype))
+
+
 # ---- AlphaDropout
 ALPHA = 1.7580993408473766
 
@@ -586,3 +616,97 @@ def test_alpha_dropout_matches_torch_given_the_mask():
     t_kept = np.abs(t - (a * x + b)) <= 1e-12
     np.testing.assert_allclose(t[~t_kept], dropped_value, rtol=1e-15)
     assert abs((~t_kept).mean() - 0.3) < 0.05
+
+
+# ---- every layer of issue 10 in one network
+def _every_layer_net(make, dtype):
+    """One network with every new layer (make: fastmlp or torch.nn namespace, Residual class). The
+    order keeps the values moderate; both frameworks name the tensors alike."""
+    nn, Residual = make
+    return [nn.Flatten(), nn.Linear(6, 8), nn.BatchNorm1d(8), nn.PReLU(8, init=0.2), nn.Linear(8, 8),
+            Residual(nn.Linear(8, 8), nn.LayerNorm(8), nn.ELU(0.5), nn.CELU(2.0), nn.Dropout(0.2)),
+            nn.RMSNorm(8), nn.SELU(), nn.AlphaDropout(0.1), nn.SiLU(), nn.Mish(), nn.Softplus(2.0, 5.0),
+            nn.Softsign(), nn.Linear(8, 8), nn.Hardtanh(-2.0, 3.0), nn.ReLU6(), nn.Hardswish(), nn.Hardsigmoid(),
+            nn.LogSigmoid(), nn.GELU(), nn.GELU(approximate="tanh"), nn.PReLU(),
+            Residual(nn.Linear(8, 8), nn.BatchNorm1d(8), Residual(nn.Tanh())), nn.Linear(8, 5),
+            nn.LogSoftmax(dim=1)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_torch_state_dict_with_every_new_layer_loads_gives_the_same_outputs_and_back(dtype):
+    torch = pytest.importorskip("torch")
+
+    class TResidual(torch.nn.Module):  # the torch module whose names fm.Residual follows
+        def __init__(self, *layers):
+            super().__init__()
+            self.block = torch.nn.Sequential(*layers)
+
+        def forward(self, x):
+            return x + self.block(x)
+
+    tdt = torch.float64 if dtype == "float64" else torch.float32
+    torch.manual_seed(1)
+    tm = torch.nn.Sequential(*_every_layer_net((torch.nn, TResidual), dtype)).to(tdt).eval()
+    with torch.no_grad():  # every tensor away from its initial value, running statistics included
+        for k, v in tm.state_dict().items():
+            if v.is_floating_point():
+                v.copy_(torch.rand_like(v) * 0.5 + 0.75 if k.endswith(("running_var", "weight")) and v.ndim == 1
+                        else v + 0.1 * torch.randn_like(v))
+            else:
+                v.fill_(7)
+    m = fm.Sequential(*_every_layer_net((fm, fm.Residual), dtype), dtype=dtype).eval()
+    assert list(m.state_dict()) == list(tm.state_dict())
+    m.load_state_dict(tm.state_dict())
+    x = np.random.default_rng(0).normal(size=(13, 6)).astype(dtype)
+    tol = dict(rtol=1e-11, atol=1e-12) if dtype == "float64" else dict(rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        np.testing.assert_allclose(m.predict(x), tm(torch.tensor(x)).numpy(), **tol)
+    # and back: fastmlp's (changed) state into a fresh torch module gives fastmlp's outputs
+    for v in m.parameters():
+        v.data[...] = v.data * 0.9
+    back = torch.nn.Sequential(*_every_layer_net((torch.nn, TResidual), dtype)).to(tdt).eval()
+    back.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in m.state_dict().items()})
+    assert int(back[2].num_batches_tracked) == 7
+    with torch.no_grad():
+        np.testing.assert_allclose(back(torch.tensor(x)).numpy(), m.predict(x), **tol)
+
+
+def test_every_new_layer_backward_matches_finite_differences_in_training():
+    """float64 central differences of sum(y * dy) through the network of every new layer in training
+    mode (batch statistics, dropout masks: the same masks for every evaluation, by resetting the
+    model's dropout call counter), for the input gradient and every parameter gradient."""
+    m = fm.Sequential(*_every_layer_net((fm, fm.Residual), "float64"), dtype="float64", seed=3)
+    rng = np.random.default_rng(5)
+    for p in m.parameters():
+        p.data[...] = p.data + 0.1 * rng.normal(size=p.data.shape)
+    x, dy = rng.normal(size=(7, 6)), rng.normal(size=(7, 5))
+
+    def f(z):
+        m._core.dropout_calls = 0
+        return float((m(z) * dy).sum())
+
+    f(x)  # the same dropout masks as the evaluations below
+    m._core.dropout_calls = 0
+    m(x)
+    m.zero_grad()
+    dx = m.backward(dy)
+    grads = {k: p.grad.copy() for k, p in m.named_parameters()}
+    h = 1e-6
+    num = np.zeros_like(x)
+    for idx in np.ndindex(*x.shape):
+        e = np.zeros_like(x)
+        e[idx] = h
+        num[idx] = (f(x + e) - f(x - e)) / (2 * h)
+    np.testing.assert_allclose(dx, num, rtol=1e-5, atol=1e-7)
+    for k, p in m.named_parameters():
+        flat = p.data.reshape(-1)
+        g = np.zeros(flat.size)
+        for i in range(flat.size):
+            old = flat[i]
+            flat[i] = old + h
+            up = f(x)
+            flat[i] = old - h
+            down = f(x)
+            flat[i] = old
+            g[i] = (up - down) / (2 * h)
+        np.testing.assert_allclose(grads[k].reshape(-1), g, rtol=1e-5, atol=1e-7, err_msg=k)

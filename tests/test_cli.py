@@ -478,3 +478,60 @@ def test_bench_never_runs_a_file_beside_an_installed_package(tmp_path):
     proc = run(["bench", "--quick"], tmp_path, env={"PYTHONPATH": str(site), "FASTMLP_BENCH": ""})
     line = error(proc)
     assert "PLANTED" not in proc.stdout and "source checkout" in line
+
+
+# --------------------------------------------------------------------------- architecture options
+def test_activation_choices_are_the_estimators_names(tmp_path, monkeypatch, capsys):
+    from fastmlp import _mlp, cli
+
+    assert set(cli.ACTIVATIONS) == set(_mlp.ACTIVATIONS) | {"sigmoid"}
+    monkeypatch.chdir(tmp_path)
+    X, label = blobs(60)
+    np.savez("d.npz", X=X, y=(label == "yes").astype(np.int64))
+    for name in cli.ACTIVATIONS:
+        assert cli.main(["train", "--data", "d.npz", "--epochs", "1", "--hidden", "4,3", "--activation", name,
+                         "-q", "--no-plot", "--out", f"{name}.npz"]) == 0, name
+        model = fm.load(f"{name}.npz")
+        act = _mlp.ACTIVATIONS[cli.ACTIVATION_ALIASES.get(name, name)]
+        assert [type(m) for m in model] == [fm.Linear, act, fm.Linear, act, fm.Linear], name
+        assert model._file_extra["training"]["activation"] == name
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--activation", "swish"])
+    assert "invalid choice: 'swish'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("norm, norm_cls", [("batch", fm.BatchNorm1d), ("layer", fm.LayerNorm)])
+def test_normalization_and_residual_train_info_predict(tmp_path, norm, norm_cls):
+    X, label = blobs(200)
+    write_rows(tmp_path / "d.csv", ["a", "b", "c", "label"], [[*x, lab] for x, lab in zip(X, label)])
+    proc = ok(run(["train", "--data", "d.csv", "--hidden", "16,16,8", "--normalization", norm, "--residual",
+                   "--dropout", "0.1", "--epochs", "30", "--batch-size", "16", "--no-plot", "-q", "--out", "m.npz"],
+                  tmp_path))
+    assert f"model: 3-16-16-8-2 relu, dropout 0.1, {norm} norm, residual" in proc.stdout
+    assert metric(proc.stdout, "accuracy") > 0.85
+    model = fm.load(tmp_path / "m.npz")
+    block = [fm.Linear, norm_cls, fm.ReLU, fm.Dropout]
+    assert [type(m) for m in model] == block + [fm.Residual] + block + [fm.Linear]
+    assert [type(m) for m in model[4].block] == block and model[4].block[0].in_features == 16
+    assert model._file_extra["training"]["normalization"] == norm and model._file_extra["training"]["residual"]
+    info = ok(run(["info", "m.npz"], tmp_path)).stdout
+    assert f"normalization {norm}, residual yes" in info
+    ok(run(["predict", "--model", "m.npz", "--data", "d.csv", "--out", "p.csv"], tmp_path))
+    plain = ok(run(["train", "--data", "d.csv", "--epochs", "1", "--hidden", "4", "--no-plot", "-q", "--out",
+                    "plain.npz"], tmp_path))
+    assert "norm" not in plain.stdout.split("model:")[1].split("\n")[0]
+    assert "normalization none, residual no" in ok(run(["info", "plain.npz"], tmp_path)).stdout
+
+
+def test_normalization_and_residual_errors(tmp_path):
+    X, label = blobs(61)
+    write_rows(tmp_path / "d.csv", ["a", "b", "c", "label"], [[*x, lab] for x, lab in zip(X, label)])
+    base = ["train", "--data", "d.csv", "--epochs", "1", "--no-plot", "-q", "--test-split", "0", "--val-split", "0"]
+    line = error(run(base + ["--hidden", "16,8", "--residual"], tmp_path))
+    assert "--residual" in line and "--hidden 16,8" in line and "e.g. --hidden 64,64,64" in line
+    line = error(run(base + ["--normalization", "batch", "--batch-size", "20"], tmp_path))
+    assert "61 training samples in batches of 20 leave a batch of 1 sample" in line and "--batch-size" in line
+    ok(run(base + ["--normalization", "layer", "--batch-size", "20"], tmp_path))  # LayerNorm: any batch
+    proc = run(base + ["--normalization", "group"], tmp_path)
+    assert proc.returncode == 2 and "invalid choice: 'group'" in proc.stderr

@@ -976,7 +976,8 @@ def test_values_beyond_float32_range_are_named():
 
 
 @pytest.mark.parametrize("change", [dict(activation="tanh"), dict(dropout=0.2), dict(activation=["relu", "tanh"]),
-                                    dict(dropout=[0.0, 0.5])])
+                                    dict(dropout=[0.0, 0.5]), dict(normalization="batch"),
+                                    dict(normalization="layer")])
 def test_warm_start_and_partial_fit_refuse_another_architecture(change):
     # scikit-learn cannot continue with other hidden_layer_sizes (it fails); fastmlp names every
     # architecture parameter that changed instead of silently keeping the old network
@@ -990,7 +991,7 @@ def test_warm_start_and_partial_fit_refuse_another_architecture(change):
     for a, b in zip(_params(clf), before):
         np.testing.assert_array_equal(a, b)
     clf.set_params(warm_start=False).fit(X, y)  # a new network has the new architecture
-    assert clf._built_hidden_layers() == (clf._activation_list(2), clf._dropout_list(2))
+    assert clf._built_layout() == clf._hidden_layout([6, 5])
     with pytest.raises(ValueError, match="layer sizes"):
         clf.set_params(warm_start=True, hidden_layer_sizes=(6,), activation="relu", dropout=0.0).fit(X, y)
     same = fm.MLPClassifier(hidden_layer_sizes=(6, 5), max_iter=3, random_state=0, warm_start=True).fit(X, y)
@@ -1027,3 +1028,217 @@ def test_negative_or_non_finite_class_weights_are_refused(class_weight):
         y = np.c_[y == 0, y == 1]
     with pytest.raises(ValueError, match="class_weight must give every class a finite weight >= 0"):
         fm.MLPClassifier(max_iter=2, class_weight=class_weight).fit(X, y)
+
+
+# ---------------------------------------------------------------- normalization and residual blocks
+def _layout(est):
+    """The built network as nested (type name, width) pairs: Linear by its (in, out)."""
+    def one(m):
+        if isinstance(m, fm.Residual):
+            return ("Residual", [one(b) for b in m.block])
+        if isinstance(m, fm.Linear):
+            return ("Linear", (m.in_features, m.out_features))
+        if isinstance(m, fm.BatchNorm1d):
+            return ("BatchNorm1d", m.num_features)
+        if isinstance(m, fm.LayerNorm):
+            return ("LayerNorm", m.normalized_shape[0])
+        if isinstance(m, fm.Dropout):
+            return ("Dropout", m.p)
+        return (type(m).__name__, None)
+    return [one(m) for m in est._model]
+
+
+@pytest.mark.parametrize("normalization", [None, "batch", "layer"])
+@pytest.mark.parametrize("residual", [False, True])
+def test_the_built_network_is_the_documented_sequential(normalization, residual):
+    X, y = _iris()  # 4 features, 3 classes
+    clf = fm.MLPClassifier((8, 8, 5, 5), activation=["tanh", "relu", "relu", "gelu"], dropout=[0.0, 0.1, 0.0, 0.2],
+                           normalization=normalization, residual=residual, max_iter=2, random_state=0).fit(X, y)
+    norm = {None: [], "batch": ["BatchNorm1d"], "layer": ["LayerNorm"]}[normalization]
+
+    def hidden(n_in, n_out, act, p):
+        drop = [("Dropout", p)] if p else []
+        return [("Linear", (n_in, n_out))] + [(k, n_out) for k in norm] + [(act, None)] + drop
+
+    units = [hidden(4, 8, "Tanh", 0), hidden(8, 8, "ReLU", 0.1), hidden(8, 5, "ReLU", 0), hidden(5, 5, "GELU", 0.2)]
+    if residual:  # hidden layers 1 and 3 keep their width; 0 projects the inputs, 2 changes the width
+        units[1], units[3] = [("Residual", units[1])], [("Residual", units[3])]
+    assert _layout(clf) == [u for unit in units for u in unit] + [("Linear", (5, 3))]
+    assert [c.shape for c in clf.coefs_] == [(4, 8), (8, 8), (8, 5), (5, 5), (5, 3)]
+    clf.coefs_[1] = np.full((8, 8), 0.5)  # coefs_ reaches the Linear inside the residual block
+    key = "2.block.0.weight" if residual and normalization is None else ("3.block.0.weight" if residual else None)
+    if key is not None:
+        np.testing.assert_array_equal(clf._model.state_dict()[key], np.full((8, 8), 0.5))
+
+
+def _digits(n=600):
+    X, y = load_digits(return_X_y=True)
+    return X[:n] / 16.0, y[:n]
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs"])
+@pytest.mark.parametrize("normalization", [None, "batch", "layer"])
+@pytest.mark.parametrize("residual", [False, True])
+def test_every_combination_fits_and_predicts_digits(normalization, residual, solver):
+    X, y = _digits(1797)
+    kw = dict(solver=solver, normalization=normalization, residual=residual, max_iter=40, random_state=0)
+    clf = fm.MLPClassifier((32, 32), learning_rate_init=0.1 if solver == "sgd" else 0.01, **kw).fit(X[:1300], y[:1300])
+    assert clf.score(X[1300:], y[1300:]) > 0.88
+    assert clf.predict_proba(X[1300:]).shape == (497, 10)
+    reg = fm.MLPRegressor(hidden_layer_sizes=(16, 16), learning_rate_init=0.01, **kw).fit(X[:1300], y[:1300] / 9.0)
+    assert reg.score(X[1300:], y[1300:] / 9.0) > 0.4  # (a constant prediction scores <= 0)
+
+
+def _reference_forward(est, X):
+    """float64 NumPy forward of a fitted (8-wide, relu) network from its coefs_, intercepts_ and the
+    state_dict of its normalization layers, by the documented layout, written out by hand."""
+    sd = {k: v.astype(np.float64) for k, v in est._model.state_dict().items()}
+    W = [np.asarray(c, dtype=np.float64) for c in est.coefs_]
+    b = [np.asarray(c, dtype=np.float64) for c in est.intercepts_]
+    h = X.astype(np.float64)
+    for i in range(len(W) - 1):
+        residual = est.residual and i > 0 and W[i].shape[0] == W[i].shape[1]
+        prefix = f"{2 + i}.block.1" if residual else "1"  # [Linear, norm, ReLU, Residual, Residual, ..., Linear]
+        assert residual or i == 0
+        z = h @ W[i] + b[i]
+        if est.normalization == "batch":
+            z = (z - sd[f"{prefix}.running_mean"]) / np.sqrt(sd[f"{prefix}.running_var"] + 1e-5)
+        else:
+            z = (z - z.mean(axis=1, keepdims=True)) / np.sqrt(z.var(axis=1, keepdims=True) + 1e-5)
+        z = z * sd[f"{prefix}.weight"] + sd[f"{prefix}.bias"]
+        a = np.maximum(z, 0)
+        h = h + a if residual else a
+    return h @ W[-1] + b[-1]
+
+
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+@pytest.mark.parametrize("normalization", ["batch", "layer"])
+def test_predict_of_a_fitted_normalized_residual_network_equals_a_numpy_forward(normalization, solver):
+    X, y = _digits(400)
+    clf = fm.MLPClassifier((8, 8, 8), solver=solver, normalization=normalization, residual=True, max_iter=15,
+                           random_state=0, dtype="float64").fit(X, y)
+    assert [m for m, _ in _layout(clf)] == ["Linear", {"batch": "BatchNorm1d", "layer": "LayerNorm"}[normalization],
+                                            "ReLU", "Residual", "Residual", "Linear"]
+    out = _reference_forward(clf, X)
+    e = np.exp(out - out.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(clf.predict_proba(X), e / e.sum(axis=1, keepdims=True), rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(clf.predict(X), np.argmax(out, axis=1))
+    reg = fm.MLPRegressor(hidden_layer_sizes=(8, 8), solver=solver, normalization=normalization, residual=True,
+                          max_iter=15, random_state=0, dtype="float64").fit(X, y / 9.0)
+    np.testing.assert_allclose(reg.predict(X), _reference_forward(reg, X)[:, 0], rtol=1e-10, atol=1e-12)
+    if normalization == "batch":  # the running estimates were trained (not BatchNorm's initial 0 and 1)
+        assert np.abs(clf._model.state_dict()["1.running_mean"]).max() > 1e-3
+
+
+def test_lbfgs_batch_norm_running_statistics_are_the_training_sets():
+    """L-BFGS normalizes by the whole training set; afterwards each BatchNorm's running estimates are
+    that set's mean and unbiased variance of its input at the final weights (computed here by hand)."""
+    X, y = _digits(300)
+    clf = fm.MLPClassifier((8, 8), solver="lbfgs", normalization="batch", residual=True, max_iter=20,
+                           random_state=0, dtype="float64").fit(X, y)
+    sd = clf._model.state_dict()
+    W, b = clf.coefs_, clf.intercepts_
+    z0 = X @ W[0] + b[0]
+    np.testing.assert_allclose(sd["1.running_mean"], z0.mean(axis=0), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(sd["1.running_var"], z0.var(axis=0, ddof=1), rtol=1e-10, atol=1e-12)
+    h = np.maximum((z0 - z0.mean(0)) / np.sqrt(z0.var(0) + 1e-5) * sd["1.weight"] + sd["1.bias"], 0)
+    z1 = h @ W[1] + b[1]
+    np.testing.assert_allclose(sd["3.block.1.running_mean"], z1.mean(axis=0), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(sd["3.block.1.running_var"], z1.var(axis=0, ddof=1), rtol=1e-9, atol=1e-12)
+
+
+def test_normalization_parameters_are_trained_without_the_l2_penalty():
+    X, y = _digits(300)
+    for solver in ("adam", "lbfgs"):
+        clf = fm.MLPClassifier((8,), solver=solver, normalization="layer", max_iter=10, random_state=0,
+                               dtype="float64").fit(X, y)
+        sd = clf._model.state_dict()
+        assert np.abs(sd["1.weight"] - 1).max() > 1e-3 and np.abs(sd["1.bias"]).max() > 1e-3
+    # the penalty is on coefs_ only: huge alpha shrinks the Linear weights, not the LayerNorm weight
+    big = fm.MLPClassifier((8,), solver="lbfgs", normalization="layer", alpha=1e3, max_iter=50, random_state=0,
+                           dtype="float64").fit(X, y)
+    assert max(np.abs(c).max() for c in big.coefs_) < 0.1
+    assert np.abs(big._model.state_dict()["1.weight"]).mean() > 0.1
+
+
+@pytest.mark.parametrize("normalization", ["batch", "layer"])
+def test_normalized_residual_estimators_clone_pickle_save_warm_start_and_partial_fit(normalization, tmp_path):
+    X, y = _digits(400)
+    clf = fm.MLPClassifier((16, 16), normalization=normalization, residual=True, max_iter=5, random_state=0)
+    assert clf.get_params()["normalization"] == normalization and clf.get_params()["residual"] is True
+    c2 = clone(clf)
+    assert c2.normalization == normalization and c2.residual is True
+    clf.fit(X, y)
+    for copy_ in (pickle.loads(pickle.dumps(clf)), copy.deepcopy(clf)):
+        np.testing.assert_array_equal(copy_.predict_proba(X), clf.predict_proba(X))
+    joblib.dump(clf, tmp_path / "clf.joblib")
+    np.testing.assert_array_equal(joblib.load(tmp_path / "clf.joblib").predict_proba(X), clf.predict_proba(X))
+    clf._model.save(tmp_path / "net.npz")  # the network as a fastmlp model file, BatchNorm's running stats in it
+    net = fm.load(tmp_path / "net.npz")
+    np.testing.assert_array_equal(net.predict(X.astype(np.float32)), clf._model.predict(X.astype(np.float32)))
+    # partial_fit continues (running statistics too) and warm_start continues the same network
+    before = clf._model.state_dict()
+    clf.partial_fit(X, y)
+    after = clf._model.state_dict()
+    assert clf.n_iter_ == 1 and not np.array_equal(before["0.weight"], after["0.weight"])
+    if normalization == "batch":
+        assert after["1.num_batches_tracked"] == before["1.num_batches_tracked"] + 2  # 400 rows: 2 batches
+    warm = clf.set_params(warm_start=True, max_iter=3).fit(X, y)
+    assert warm.n_iter_ == 3 and _layout(warm)[3][0] == "Residual"
+
+
+def test_early_stopping_restores_the_running_statistics_with_the_best_weights():
+    X, y = _digits(600)
+    clf = fm.MLPClassifier((16,), normalization="batch", early_stopping=True, n_iter_no_change=3, max_iter=60,
+                           learning_rate_init=0.05, random_state=0, dtype="float64")
+    clf.fit(X[:400], y[:400], X_val=X[400:], y_val=y[400:])
+    scores = clf.validation_scores_
+    assert int(np.argmax(scores)) < len(scores) - 1  # it went past the best epoch
+    # the restored network (weights and running statistics of that epoch) scores what it scored
+    assert clf.score(X[400:], y[400:]) == clf.best_validation_score_ == max(scores)
+    assert len(set(scores)) > 2
+
+
+@pytest.mark.parametrize("normalization", [None, "batch", "layer"])
+def test_onnx_runtime_of_a_normalized_residual_estimator_equals_predict(normalization):
+    ort = pytest.importorskip("onnxruntime")
+    s2o = pytest.importorskip("skl2onnx")
+    import fastmlp.onnx  # noqa: F401  (registers the estimators with skl2onnx)
+
+    X, y = _digits(400)
+    X = X.astype(np.float32)
+    clf = fm.MLPClassifier((16, 16, 16), normalization=normalization, residual=True, max_iter=10,
+                           random_state=0).fit(X, y)
+    sess = ort.InferenceSession(s2o.to_onnx(clf, X[:1], options={id(clf): {"zipmap": False}}).SerializeToString(),
+                                providers=["CPUExecutionProvider"])
+    label, proba = sess.run(None, {sess.get_inputs()[0].name: X})
+    np.testing.assert_array_equal(label, clf.predict(X))
+    np.testing.assert_allclose(proba, clf.predict_proba(X), rtol=1e-5, atol=1e-6)
+    net = ort.InferenceSession(clf._model.to_onnx().SerializeToString(), providers=["CPUExecutionProvider"])
+    out = net.run(None, {net.get_inputs()[0].name: X})[0]
+    np.testing.assert_allclose(out, clf._model.predict(X), rtol=1e-5, atol=1e-5)
+
+
+def test_normalization_and_residual_errors():
+    X, y = _iris()
+    with pytest.raises(ValueError, match="'normalization' parameter of MLPClassifier must be"):
+        fm.MLPClassifier(normalization="group").fit(X, y)
+    with pytest.raises(ValueError, match="'residual' parameter of MLPRegressor must be"):
+        fm.MLPRegressor(residual="yes").fit(X, y)
+    for hidden in [(100,), (8, 16, 4)]:
+        with pytest.raises(ValueError, match=r"residual=True .* none of hidden_layer_sizes=\(.*hidden_layer_sizes"
+                                             r"\[i - 1\] == hidden_layer_sizes\[i\]"):
+            fm.MLPClassifier(hidden, residual=True).fit(X, y)
+    clf = fm.MLPClassifier((4, 4), normalization="batch", max_iter=2, random_state=0)
+    with pytest.raises(ValueError, match="cannot train on 1 sample"):
+        clf.fit(X[:1], y[:1])
+    with pytest.raises(ValueError, match="141 training samples in batches of 20 leave a last batch of 1 sample"):
+        clf.set_params(batch_size=20).fit(np.r_[X, X[:1]], np.r_[y, y[:1]])
+    assert not hasattr(clf, "coefs_")  # a refused fit changes nothing
+    clf.set_params(batch_size=20).fit(X, y)  # 140 rows: 7 full batches
+    fm.MLPClassifier((4,), normalization="layer", batch_size=20, max_iter=2).fit(np.r_[X, X[:1]], np.r_[y, y[:1]])
+    # warm_start cannot add or remove residual blocks
+    w = fm.MLPClassifier((4, 4), max_iter=2, random_state=0, warm_start=True).fit(X, y)
+    with pytest.raises(ValueError, match=r"residual \[False, False\], but the parameters now ask for .*"
+                                         r"residual \[False, True\]"):
+        w.set_params(residual=True).fit(X, y)

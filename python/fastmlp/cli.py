@@ -27,13 +27,17 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from ._mlp import ACTIVATIONS as _ACTIVATIONS
+
 if TYPE_CHECKING:
     from .datasets import Dataset
 
 EXIT_ERROR = 2
 DEFAULT_MODEL = "fastmlp-model.npz"
 DEFAULT_PLOT = "fastmlp-curves.png"
-ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "leaky_relu", "identity")
+ACTIVATIONS = (*_ACTIVATIONS, "sigmoid")  # the estimators' names; 'sigmoid' is kept as another name of 'logistic'
+ACTIVATION_ALIASES = {"sigmoid": "logistic"}
+NORMALIZATIONS = ("none", "batch", "layer")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad", "adadelta")
 DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 1e-2, "rmsprop": 1e-3, "adagrad": 1e-2, "adadelta": 1.0}
 MAX_AUTO_CLASSES = 50  # an integer-valued target with at most this many distinct values is a classification
@@ -125,8 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     m = t.add_argument_group("model and training")
     m.add_argument("--hidden", type=_hidden, default=[128], metavar="W1,W2,...",
                    help="hidden layer widths (default 128; '' or 0: a linear model)")
-    m.add_argument("--activation", choices=ACTIVATIONS, default="relu", help="hidden activation (default relu)")
+    m.add_argument("--activation", choices=ACTIVATIONS, default="relu", metavar="NAME",
+                   help="hidden activation, the estimators' names: " + ", ".join(ACTIVATIONS) + " (default relu)")
     m.add_argument("--dropout", type=_fraction, default=0.0, metavar="P", help="dropout after each hidden layer")
+    m.add_argument("--normalization", choices=NORMALIZATIONS, default="none",
+                   help="BatchNorm1d or LayerNorm between each hidden Linear and its activation (default none)")
+    m.add_argument("--residual", action="store_true",
+                   help="make every hidden layer whose input width equals its output width a residual block "
+                        "x + f(x) (the first hidden layer projects the inputs and never is)")
     m.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="default adam")
     m.add_argument("--lr", type=_positive_float, default=None,
                    help="learning rate (default: 1e-3 for adam/adamw/rmsprop, 1e-2 for sgd/adagrad, 1 for adadelta)")
@@ -344,19 +354,22 @@ class _Scaler:
 
 # --------------------------------------------------------------------------- train
 def _build_model(n_in: int, n_out: int, args: argparse.Namespace) -> Any:
+    """The estimators' network (fastmlp._mlp): Linear -> [norm] -> activation -> [Dropout] per hidden
+    layer, residual blocks where --residual makes them, torch's default initialization."""
     import fastmlp as fm
 
-    act = {"relu": fm.ReLU, "tanh": fm.Tanh, "sigmoid": fm.Sigmoid, "gelu": fm.GELU, "leaky_relu": fm.LeakyReLU,
-           "identity": fm.Identity}[args.activation]
-    layers: list = []
-    prev = n_in
-    for w in args.hidden:
-        layers += [fm.Linear(prev, w), act()]
-        if args.dropout > 0:
-            layers.append(fm.Dropout(args.dropout))
-        prev = w
-    layers.append(fm.Linear(prev, n_out))
-    return fm.Sequential(*layers, seed=args.seed, dtype=args.dtype)
+    from ._mlp import mlp_layers, residual_flags
+
+    try:
+        res = residual_flags(args.hidden, args.residual)
+    except ValueError:
+        raise CLIError(f"--residual makes a hidden layer x + f(x) where its input and output widths are equal, but "
+                       f"none of --hidden {','.join(map(str, args.hidden))} is: the first hidden layer projects the "
+                       "inputs, layer i >= 2 is residual when its width equals layer i - 1's "
+                       "(e.g. --hidden 64,64,64)") from None
+    norm = None if args.normalization == "none" else args.normalization
+    layout = [(ACTIVATION_ALIASES.get(args.activation, args.activation), args.dropout, norm, r) for r in res]
+    return fm.Sequential(*mlp_layers([n_in, *args.hidden, n_out], layout), seed=args.seed, dtype=args.dtype)
 
 
 def _build_optimizer(model: Any, args: argparse.Namespace) -> Any:
@@ -493,10 +506,17 @@ def cmd_train(args: argparse.Namespace) -> int:
           + ("standardized" if args.standardize else "not standardized"))
     widths = "-".join(str(w) for w in [X.shape[1], *args.hidden, n_out])
     print(f"model: {widths} {args.activation}" + (f", dropout {args.dropout:g}" if args.dropout else "")
+          + (f", {args.normalization} norm" if args.normalization != "none" else "")
+          + (", residual" if args.residual else "")
           + f", {model.num_parameters():,} parameters, {args.dtype}; {args.optimizer} lr={args.lr:g}, "
           f"batch {args.batch_size}, {args.epochs} epochs")
     sys.stdout.flush()
 
+    n_train = Xs_tr.shape[0]
+    if args.normalization == "batch" and (n_train == 1 or n_train % args.batch_size == 1):
+        raise CLIError(f"--normalization batch needs at least 2 samples in every batch, but {n_train} training "
+                       f"samples in batches of {args.batch_size} leave a batch of 1 sample: choose another "
+                       "--batch-size")
     callbacks = []
     if args.patience is not None:
         if Xs_val is None:
@@ -547,6 +567,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                  "train": int(Xs_tr.shape[0]), "val": 0 if Xs_val is None else int(Xs_val.shape[0]),
                  "test": 0 if Xs_te is None else int(Xs_te.shape[0])},
         "training": {"hidden": args.hidden, "activation": args.activation, "dropout": args.dropout,
+                     "normalization": args.normalization, "residual": args.residual,
                      "optimizer": args.optimizer, "lr": args.lr, "batch_size": args.batch_size,
                      "epochs": args.epochs, "epochs_run": len(hist.epoch), "seed": args.seed,
                      "standardize": args.standardize, "seconds": seconds},
@@ -747,7 +768,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"trained on: {d.get('source')}: {d.get('train')} train, {d.get('val')} validation, {d.get('test')} test")
     tr = ex.get("training", {})
     hidden = ",".join(map(str, tr.get("hidden", []))) or "none"
-    print(f"settings: hidden {hidden}, {tr.get('activation')}, dropout {tr.get('dropout')}, {tr.get('optimizer')} "
+    print(f"settings: hidden {hidden}, {tr.get('activation')}, dropout {tr.get('dropout')}, "
+          f"normalization {tr.get('normalization', 'none')}, residual {'yes' if tr.get('residual') else 'no'}, "
+          f"{tr.get('optimizer')} "
           f"lr={tr.get('lr')}, batch {tr.get('batch_size')}, {tr.get('epochs_run')}/{tr.get('epochs')} epochs, "
           f"seed {tr.get('seed')}, {tr.get('seconds', 0):.2f} s")
     hist = ex.get("history", {})

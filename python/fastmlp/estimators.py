@@ -30,13 +30,15 @@ Known small differences
     gradient scikit-learn uses (half squared error summed over outputs);
     ``loss_`` is reported as scikit-learn reports it (averaged over outputs).
     The network's precision is ``dtype``, not X's dtype. ``warm_start`` and
-    ``partial_fit`` raise when ``hidden_layer_sizes``, ``activation`` or
-    ``dropout`` changed; masked arrays with masked entries raise (scikit-learn
-    uses the values under the mask); class weights must be finite and >= 0.
+    ``partial_fit`` raise when ``hidden_layer_sizes``, ``activation``,
+    ``dropout``, ``normalization`` or ``residual`` changed; masked arrays
+    with masked entries raise (scikit-learn uses the values under the mask);
+    class weights must be finite and >= 0.
 
 Beyond scikit-learn
     ``dropout`` (after every hidden activation, or a list with one rate per
     hidden layer), ``activation`` as a list (one per hidden layer),
+    ``normalization`` ('batch' or 'layer') and ``residual`` blocks,
     ``class_weight`` (classifier), the solvers 'rmsprop', 'adagrad',
     'adadelta' and 'adamw', a user validation set ``fit(X, y, X_val=...,
     y_val=...)`` with ``validation_scores_`` and ``validation_loss_curve_``,
@@ -67,8 +69,10 @@ from threadpoolctl import threadpool_limits
 
 from . import losses as _losses
 from . import optim as _optim
-from .nn import (CELU, ELU, GELU, SELU, Dropout, Hardsigmoid, Hardswish, Hardtanh, Identity, LeakyReLU, Linear,
-                 LogSigmoid, Mish, ReLU, ReLU6, Sequential, Sigmoid, SiLU, Softplus, Softsign, Tanh)
+from ._mlp import ACTIVATIONS as _ACTIVATIONS
+from ._mlp import NORMALIZATIONS as _NORMALIZATIONS
+from ._mlp import mlp_layers, residual_flags
+from .nn import Dropout, Linear, Residual, Sequential
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _sk_validate_data
@@ -76,13 +80,6 @@ except ImportError:  # pragma: no cover - older scikit-learn
     _sk_validate_data = None
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
-
-# scikit-learn's four names, then torch.nn's parameter-free activations (default arguments) by their
-# torch.nn.functional names
-_ACTIVATIONS = {"identity": Identity, "logistic": Sigmoid, "tanh": Tanh, "relu": ReLU,
-                "leaky_relu": LeakyReLU, "elu": ELU, "selu": SELU, "celu": CELU, "silu": SiLU, "mish": Mish,
-                "gelu": GELU, "softplus": Softplus, "softsign": Softsign, "hardtanh": Hardtanh, "relu6": ReLU6,
-                "hardswish": Hardswish, "hardsigmoid": Hardsigmoid, "logsigmoid": LogSigmoid}
 _STOCHASTIC_SOLVERS = ("sgd", "adam", "rmsprop", "adagrad", "adadelta", "adamw")
 
 
@@ -286,6 +283,8 @@ class _BaseMLP(BaseEstimator):
         "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left"), Options(numbers.Real, {np.inf})],
         "max_fun": [Interval(numbers.Integral, 1, None, closed="left")],
         "dropout": [Interval(numbers.Real, 0, 1, closed="left"), list, tuple],
+        "normalization": [StrOptions(set(_NORMALIZATIONS)), None],
+        "residual": ["boolean"],
         "dtype": [StrOptions({"float32", "float64"}), type, np.dtype],
         "precision": [StrOptions({"float32", "bfloat16"})],
         "n_threads": [Interval(numbers.Integral, 1, None, closed="left"), None],
@@ -344,7 +343,12 @@ class _BaseMLP(BaseEstimator):
 
     # ------------------------------------------------------------------ model
     def _linear_layers(self) -> list:
-        return [layer for layer in self._model if isinstance(layer, Linear)]
+        """The network's Linear layers in order (inside residual blocks too)."""
+        return [m for m in self._model.modules() if isinstance(m, Linear)]
+
+    def _linear_names(self) -> list:
+        """The state_dict prefixes of the Linear layers ('0', '3.block.0', ...), in order."""
+        return [name for name, m in self._model.named_modules() if isinstance(m, Linear)]
 
     @property
     def coefs_(self) -> list:
@@ -387,34 +391,35 @@ class _BaseMLP(BaseEstimator):
     def _load_layer_arrays(self, kind: str, arrays: dict) -> None:
         """Copy {layer index: (n_in, n_out) weights or (n_out,) biases} into the network; everything
         is checked before anything changes."""
-        layers = self._linear_layers()
+        layers, names = self._linear_layers(), self._linear_names()
         sd = {}
         for i, v in arrays.items():
             la, a = layers[i], np.asarray(v)
             want = (la.in_features, la.out_features) if kind == "weight" else (la.out_features,)
             if a.shape != want:
                 raise ValueError(f"{_LAYER_ATTRS[kind]}[{i}] has shape {want}, got an array of shape {a.shape}")
-            sd[f"{self._model._layers.index(la)}.{kind}"] = a.T
+            sd[f"{names[i]}.{kind}"] = a.T
         self._model.load_state_dict(sd, strict=False)
 
     def __sklearn_is_fitted__(self) -> bool:
         return "_model" in self.__dict__
 
+    def _hidden_layout(self, hidden: list) -> list:
+        """One (activation, dropout, normalization, residual) per hidden layer, as the parameters ask
+        (see _mlp.residual_flags for which layers are residual)."""
+        n_hidden = len(hidden)
+        return list(zip(self._activation_list(n_hidden), self._dropout_list(n_hidden),
+                        [self.normalization] * n_hidden, residual_flags(hidden, self.residual)))
+
     def _build_model(self, layer_units: list, init: list, seed: int, dtype: np.dtype) -> Sequential:
-        n_hidden = len(layer_units) - 2
-        acts, drops = self._activation_list(n_hidden), self._dropout_list(n_hidden)
-        layers: list = []
+        """The network of _mlp.mlp_layers with the initial (coef, intercept) pairs init."""
+        model = Sequential(*mlp_layers(layer_units, self._hidden_layout(layer_units[1:-1]), init="zeros"),
+                           seed=seed, dtype=dtype)
+        names = [name for name, m in model.named_modules() if isinstance(m, Linear)]
         sd = {}
-        for i, (coef, intercept) in enumerate(init):
-            sd[f"{len(layers)}.weight"] = coef.T
-            sd[f"{len(layers)}.bias"] = intercept
-            layers.append(Linear(layer_units[i], layer_units[i + 1], init="zeros"))
-            if i < n_hidden:
-                layers.append(_ACTIVATIONS[acts[i]]())
-                if drops[i] > 0:
-                    layers.append(Dropout(drops[i]))
-        model = Sequential(*layers, seed=seed, dtype=dtype)
-        model.load_state_dict(sd)
+        for name, (coef, intercept) in zip(names, init):
+            sd[f"{name}.weight"], sd[f"{name}.bias"] = coef.T, intercept
+        model.load_state_dict(sd, strict=False)  # the normalization layers keep their initial state
         return model
 
     def _draw_weights(self, layer_units: list, rs: np.random.RandomState) -> list:
@@ -482,9 +487,7 @@ class _BaseMLP(BaseEstimator):
              X_val: Any = None, y_val: Any = None) -> "_BaseMLP":
         self._validate_params()
         hidden = self._hidden_sizes()
-        n_hidden = len(hidden)
-        self._activation_list(n_hidden)
-        drops = self._dropout_list(n_hidden)
+        drops = [h[1] for h in self._hidden_layout(hidden)]  # checks activation, dropout and residual
         dtype = self._np_dtype()
         if self.precision == "bfloat16" and dtype != np.float32:
             raise ValueError("precision='bfloat16' needs dtype='float32'")
@@ -551,20 +554,48 @@ class _BaseMLP(BaseEstimator):
             val = self._validation_set(X_val, y_val, dtype)
         elif self.early_stopping and self.solver in _STOCHASTIC_SOLVERS:
             X, Y, sw, val = self._early_stopping_split(X, Y, sw, rs)
+        self._check_batch_statistics(X.shape[0])
         return X, Y, sw, rs, init, layer_units, val
 
-    def _built_hidden_layers(self) -> tuple:
-        """(activations, dropout rates) of the network's hidden layers, as built."""
+    def _batch_size(self, n_samples: int) -> int:
+        """The mini-batch size of the stochastic solvers for n_samples rows (L-BFGS: the whole set)."""
+        if self.solver not in _STOCHASTIC_SOLVERS:
+            return n_samples
+        if self.batch_size == "auto":
+            return min(200, n_samples)
+        return int(np.clip(self.batch_size, 1, n_samples))
+
+    def _check_batch_statistics(self, n_samples: int) -> None:
+        """normalization='batch' normalizes each batch by its own statistics, which one sample does not
+        have (torch.nn.BatchNorm1d raises for it in training): refuse a fit with a batch of one sample."""
+        if self.normalization != "batch":
+            return
+        b = self._batch_size(n_samples)
+        if n_samples == 1:
+            raise ValueError("normalization='batch' cannot train on 1 sample: BatchNorm1d needs at least 2 samples "
+                             "per batch (the statistics of a single sample are undefined)")
+        if n_samples % b == 1:
+            raise ValueError(f"normalization='batch' needs at least 2 samples in every batch, but {n_samples} "
+                             f"training samples in batches of {b} leave a last batch of 1 sample: choose another "
+                             "batch_size")
+
+    def _built_layout(self) -> list:
+        """(activation, dropout, normalization, residual) of each hidden layer of the network, as built."""
         names: dict = {cls: name for name, cls in _ACTIVATIONS.items()}
-        acts: list = []
-        drops: list = []
-        for layer in list(self._model)[:-1]:
-            if isinstance(layer, Dropout):
-                drops[-1] = layer.p
-            elif not isinstance(layer, Linear):
-                acts.append(names[type(layer)])
-                drops.append(0.0)
-        return acts, drops
+        norms: dict = {cls: name for name, cls in _NORMALIZATIONS.items()}
+        out: list = []
+        for top in list(self._model)[:-1]:
+            inner = list(top.block) if isinstance(top, Residual) else [top]
+            for layer in inner:
+                if isinstance(layer, Linear):
+                    out.append(["", 0.0, None, isinstance(top, Residual)])
+                elif isinstance(layer, Dropout):
+                    out[-1][1] = layer.p
+                elif type(layer) in norms:
+                    out[-1][2] = norms[type(layer)]
+                else:
+                    out[-1][0] = names[type(layer)]
+        return [tuple(h) for h in out]
 
     def _check_architecture(self, layer_units: list) -> None:
         """warm_start and partial_fit continue the fitted network: raise if the data or the parameters
@@ -573,12 +604,14 @@ class _BaseMLP(BaseEstimator):
         if old != layer_units:
             raise ValueError(f"the network has layer sizes {old}, but the data and hidden_layer_sizes "
                              f"need {layer_units}; refit with warm_start=False")
-        n_hidden = len(layer_units) - 2
-        built, wanted = self._built_hidden_layers(), (self._activation_list(n_hidden), self._dropout_list(n_hidden))
+        built, wanted = self._built_layout(), self._hidden_layout(layer_units[1:-1])
         if built != wanted:
-            raise ValueError(f"the network's hidden layers have activation {built[0]} and dropout {built[1]}, but "
-                             f"the parameters now ask for activation {wanted[0]} and dropout {wanted[1]}; "
-                             "warm_start and partial_fit continue the fitted network: refit with warm_start=False")
+            def show(layout: list) -> str:
+                cols = [[h[k] for h in layout] for k in range(4)]
+                return f"activation {cols[0]}, dropout {cols[1]}, normalization {cols[2]}, residual {cols[3]}"
+            raise ValueError(f"the network's hidden layers have {show(built)}, but the parameters now ask for "
+                             f"{show(wanted)}; warm_start and partial_fit continue the fitted network: refit with "
+                             "warm_start=False")
 
     def _early_stopping_split(self, X: np.ndarray, Y: np.ndarray, sw: np.ndarray | None,
                               rs: np.random.RandomState) -> tuple:
@@ -612,7 +645,7 @@ class _BaseMLP(BaseEstimator):
         if init is not None:
             seed = int(rs.randint(np.iinfo(np.int32).max))
             self._model = self._build_model(layer_units, init, seed, dtype)
-            self._best_params = self._model._core.flat_params().copy()
+            self._best_params = self._snapshot()
         return self._model
 
     def _validation_set(self, X_val: Any, y_val: Any, dtype: np.dtype) -> tuple:
@@ -633,8 +666,8 @@ class _BaseMLP(BaseEstimator):
 
     def _make_optimizer(self, lr: float, wd: float) -> Any:
         weights = [la.weight for la in self._linear_layers()]
-        biases = [la.bias for la in self._linear_layers()]
-        groups = [{"params": weights, "weight_decay": wd}, {"params": biases, "weight_decay": 0.0}]
+        others = [p for p in self._model.parameters() if not any(p is w for w in weights)]  # biases, norms' affine
+        groups = [{"params": weights, "weight_decay": wd}, {"params": others, "weight_decay": 0.0}]
         s = self.solver
         if s == "sgd":
             return _optim.SGD(groups, lr=lr, momentum=float(self.momentum),
@@ -680,12 +713,9 @@ class _BaseMLP(BaseEstimator):
             self.best_loss_ = np.inf
 
         n_samples = X_train.shape[0]
-        if self.batch_size == "auto":
-            batch_size = min(200, n_samples)
-        else:
-            if self.batch_size > n_samples:
-                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
-            batch_size = int(np.clip(self.batch_size, 1, n_samples))
+        if self.batch_size != "auto" and self.batch_size > n_samples:
+            warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
+        batch_size = self._batch_size(n_samples)
         n_batches = -(-n_samples // batch_size)
         Xc = np.ascontiguousarray(X_train, dtype=dtype)
         t = self._target(Y_train)
@@ -766,7 +796,15 @@ class _BaseMLP(BaseEstimator):
             self._optimizer_state = {**opt.state_dict(), "solver": self.solver, "steps": steps}
 
         if early_stopping:
-            model._core.flat_params()[...] = self._best_params
+            params, buffers = self._best_params
+            model._core.flat_params()[...] = params
+            for k, v in model.named_buffers():
+                v[...] = buffers[k]
+
+    def _snapshot(self) -> tuple:
+        """(parameters, buffers) of the network: what early stopping restores (BatchNorm's running
+        statistics go with the weights they were estimated for)."""
+        return self._model._core.flat_params().copy(), {k: v.copy() for k, v in self._model.named_buffers()}
 
     def _record_divergence(self, n_samples: int) -> None:
         """Finish a fit with early stopping whose training diverged as scikit-learn does: its weights
@@ -835,7 +873,7 @@ class _BaseMLP(BaseEstimator):
                 self._no_improvement_count = 0
             if score > best_score:
                 self.best_validation_score_ = score
-                self._best_params = self._model._core.flat_params().copy()
+                self._best_params = self._snapshot()
         else:
             if score is not None and best_score is not None and score > best_score:
                 self.best_validation_score_ = score
@@ -849,9 +887,11 @@ class _BaseMLP(BaseEstimator):
                 self.best_loss_ = self.loss_curve_[-1]
 
     def _weight_slices(self) -> list:
+        """Where the Linear weights (those the L2 penalty applies to) are in the flat parameters."""
+        weights = {f"{name}.weight" for name in self._linear_names()}
         out, off = [], 0
         for name, p in self._model.named_parameters():
-            if name.endswith("weight"):
+            if name in weights:
                 out.append(slice(off, off + p.size))
             off += p.size
         return out
@@ -859,7 +899,8 @@ class _BaseMLP(BaseEstimator):
     def _fit_lbfgs(self, X: np.ndarray, Y: np.ndarray, sw: np.ndarray | None, rs: np.random.RandomState,
                    init: list | None, layer_units: list, dtype: np.dtype, val: tuple | None) -> None:
         model = self._ensure_model(init, layer_units, rs, dtype)
-        model.eval()
+        # deterministic full-batch objective: BatchNorm normalizes by the whole training set's statistics
+        model.train(self.normalization == "batch")
         Xc = np.ascontiguousarray(X, dtype=dtype)
         t = self._target(Y)
         loss_fn, factor = self._loss()
@@ -922,6 +963,28 @@ class _BaseMLP(BaseEstimator):
         flat[...] = res.x
         pen = penalty(res.x)
         self.loss_ = float((res.fun - pen - const) * factor + const + pen)
+        if self.normalization == "batch":
+            self._set_full_batch_statistics(Xc)
+        model.eval()
+
+    def _set_full_batch_statistics(self, X: np.ndarray) -> None:
+        """After L-BFGS, whose objective normalizes by the statistics of the whole training set: set every
+        BatchNorm1d's running estimates to those statistics at the final weights (mean and unbiased
+        variance), as one training-mode pass over X with momentum=1 computes them."""
+        def exact(spec: dict) -> dict:
+            if spec["kind"] == "batch_norm":
+                return {**spec, "momentum": 1.0}
+            if spec["kind"] == "residual":
+                return {**spec, "block": [exact(b) for b in spec["block"]]}
+            return spec
+
+        state = self._model.__getstate__()
+        state["layers"] = [exact(spec) for spec in state["layers"]]
+        probe = Sequential.__new__(Sequential)
+        probe.__setstate__(state)
+        probe.train()
+        probe.forward(X)
+        self._model.load_state_dict(dict(probe.named_buffers()), strict=False)
 
     # ------------------------------------------------------------------ prediction
     def _forward(self, X: Any) -> np.ndarray:
@@ -996,6 +1059,23 @@ or list of them, default='relu'
     dropout : float or list of float, default=0.0
         Dropout rate after every hidden activation (or one per hidden layer);
         stochastic solvers only.
+    normalization : {None, 'batch', 'layer'}, default=None
+        A normalization layer between each hidden Linear and its activation
+        (Linear -> BatchNorm1d | LayerNorm -> activation -> Dropout), with
+        torch.nn's defaults (eps=1e-5, BatchNorm1d's momentum=0.1); its
+        weight and bias are trained without the L2 penalty. 'batch' uses the
+        batch's statistics in training and the running estimates in predict;
+        every batch needs at least 2 samples. With 'lbfgs' the objective
+        normalizes by the whole training set, and the running estimates are
+        set to its statistics at the final weights. Sample weights weigh the
+        loss, not BatchNorm's statistics (as in PyTorch).
+    residual : bool, default=False
+        Wrap every hidden layer whose input width equals its output width in
+        a residual block, ``x + f(x)`` (``fm.Residual``; f is the layer's
+        Linear, normalization, activation and dropout). The first hidden
+        layer projects the inputs and is never residual, so hidden layer i
+        (i >= 1) is residual when ``hidden_layer_sizes[i - 1] ==
+        hidden_layer_sizes[i]``; fit raises if no layer is.
     dtype : {'float32', 'float64'}, default='float32'
         Precision of the network and of the training.
     precision : {'float32', 'bfloat16'}, default='float32'
@@ -1045,8 +1125,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200,
                  shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dropout=0.0, class_weight=None,
-                 dtype="float32", precision="float32", n_threads=None):
+                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dropout=0.0, normalization=None, residual=False,
+                 class_weight=None, dtype="float32", precision="float32", n_threads=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -1071,6 +1151,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
         self.dropout = dropout
+        self.normalization = normalization
+        self.residual = residual
         self.class_weight = class_weight
         self.dtype = dtype
         self.precision = precision
@@ -1298,8 +1380,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  alpha=0.0001, batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
                  max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
                  momentum=0.9, nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9,
-                 beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dropout=0.0, dtype="float32",
-                 precision="float32", n_threads=None):
+                 beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dropout=0.0, normalization=None,
+                 residual=False, dtype="float32", precision="float32", n_threads=None):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -1325,6 +1407,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
         self.dropout = dropout
+        self.normalization = normalization
+        self.residual = residual
         self.dtype = dtype
         self.precision = precision
         self.n_threads = n_threads
