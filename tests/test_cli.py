@@ -535,3 +535,30 @@ def test_normalization_and_residual_errors(tmp_path):
     ok(run(base + ["--normalization", "layer", "--batch-size", "20"], tmp_path))  # LayerNorm: any batch
     proc = run(base + ["--normalization", "group"], tmp_path)
     assert proc.returncode == 2 and "invalid choice: 'group'" in proc.stderr
+
+
+# --------------------------------------------------------------------------- optimizers
+@pytest.mark.parametrize("name", ["adam", "adamw", "nadam", "radam", "adamax", "sgd", "asgd", "rmsprop", "adagrad",
+                                  "adadelta"])
+def test_every_optimizer_name_builds_its_class_with_torchs_default_lr(name):
+    import argparse
+    import inspect
+
+    from fastmlp import cli
+
+    model = fm.Sequential(fm.Linear(3, 2))
+    args = argparse.Namespace(optimizer=name, lr=None, weight_decay=None, momentum=0)
+    opt = cli._build_optimizer(model, args)
+    assert type(opt).__name__.lower() == name
+    torch_default = inspect.signature(type(opt)).parameters["lr"].default
+    assert opt.param_groups[0]["lr"] == (1e-2 if name == "sgd" else torch_default)  # the CLI's sgd default: 1e-2
+    assert name in cli.OPTIMIZERS
+
+
+def test_train_with_a_new_optimizer_name(tmp_path):
+    X, label = blobs()
+    write_rows(tmp_path / "train.csv", ["f1", "f2", "f3", "label"],
+               [[f"{a:.6f}", f"{b:.6f}", f"{c:.6f}", lab] for (a, b, c), lab in zip(X, label)])
+    proc = ok(run(["train", "--data", "train.csv", "--target", "label", "--hidden", "8", "--epochs", "30",
+                   "--optimizer", "nadam", "--out", "m.npz", "--no-plot"], tmp_path))
+    assert "nadam lr=0.002" in proc.stdout and metric(proc.stdout, "accuracy") > 0.85

@@ -38,8 +38,9 @@ DEFAULT_PLOT = "fastmlp-curves.png"
 ACTIVATIONS = (*_ACTIVATIONS, "sigmoid")  # the estimators' names; 'sigmoid' is kept as another name of 'logistic'
 ACTIVATION_ALIASES = {"sigmoid": "logistic"}
 NORMALIZATIONS = ("none", "batch", "layer")
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad", "adadelta")
-DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 1e-2, "rmsprop": 1e-3, "adagrad": 1e-2, "adadelta": 1.0}
+# --optimizer NAME: the fm.optim class whose lowercased name it is (LBFGS: full-batch, not offered)
+OPTIMIZERS = ("adam", "adamw", "nadam", "radam", "adamax", "sgd", "asgd", "rmsprop", "adagrad", "adadelta")
+LR_OVERRIDES = {"sgd": 1e-2}  # the CLI's default where it differs from the class's (torch's) default lr
 MAX_AUTO_CLASSES = 50  # an integer-valued target with at most this many distinct values is a classification
 
 
@@ -372,12 +373,23 @@ def _build_model(n_in: int, n_out: int, args: argparse.Namespace) -> Any:
     return fm.Sequential(*mlp_layers([n_in, *args.hidden, n_out], layout), seed=args.seed, dtype=args.dtype)
 
 
+def optimizer_class(name: str) -> Any:
+    import fastmlp as fm
+
+    return {n.lower(): getattr(fm.optim, n) for n in fm.optim.__all__}[name]
+
+
+def default_lr(name: str) -> float:
+    import inspect
+
+    return LR_OVERRIDES.get(name, inspect.signature(optimizer_class(name)).parameters["lr"].default)
+
+
 def _build_optimizer(model: Any, args: argparse.Namespace) -> Any:
     import fastmlp as fm
 
-    cls = {"adam": fm.optim.Adam, "adamw": fm.optim.AdamW, "sgd": fm.optim.SGD, "rmsprop": fm.optim.RMSprop,
-           "adagrad": fm.optim.Adagrad, "adadelta": fm.optim.Adadelta}[args.optimizer]
-    kw: dict = {"lr": args.lr}
+    cls = optimizer_class(args.optimizer)
+    kw: dict = {"lr": default_lr(args.optimizer) if args.lr is None else args.lr}
     if args.weight_decay is not None:
         kw["weight_decay"] = args.weight_decay
     if args.momentum:
@@ -407,7 +419,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .serialization import save
 
     if args.lr is None:
-        args.lr = DEFAULT_LR[args.optimizer]
+        args.lr = default_lr(args.optimizer)
     _check_outputs([("--out", args.out)] + ([("--plot", args.plot)] if args.plot else []),
                    [args.data, args.labels, args.test_data, args.test_labels])
     plot_format = None  # None: no plot (matplotlib missing: _plot says so)
