@@ -5,8 +5,6 @@ layers, losses, optimizers and initializers, behind a NumPy API.
 """
 from __future__ import annotations
 
-import sys
-
 
 def _preload_openblas() -> None:
     # _core links libscipy_openblas.so; load it from the scipy_openblas32
@@ -25,20 +23,15 @@ from . import callbacks, init, optim  # noqa: E402
 from . import datasets  # noqa: E402
 from .callbacks import EarlyStopping, History  # noqa: E402
 from ._random import initial_seed, manual_seed  # noqa: E402
-from .losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, GaussianNLLLoss, HuberLoss, KLDivLoss,  # noqa: E402
+from .nn import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, GaussianNLLLoss, HuberLoss, KLDivLoss,  # noqa: E402
                      L1Loss, MSELoss, MultiLabelSoftMarginLoss, NLLLoss, PoissonNLLLoss, SmoothL1Loss)
 from .nn import (  # noqa: E402
     CELU, ELU, GELU, SELU, AlphaDropout, BatchNorm1d, Dropout, Flatten, Hardsigmoid, Hardswish, Hardtanh, Identity,
     LayerNorm, LeakyReLU, Linear, LogSigmoid, LogSoftmax, Mish, Module, Parameter, PReLU, ReLU, ReLU6, Residual,
     RMSNorm, Sequential, Sigmoid, SiLU, Softmax, Softplus, Softsign, Tanh)
-from . import nn, nn_utils  # noqa: E402
+from . import nn  # noqa: E402
 from .c_export import export_c  # noqa: E402
 from .serialization import load  # noqa: E402
-
-# fm.nn.utils (torch.nn.utils): nn is a module, so the submodule is attached and registered by hand,
-# which makes `import fastmlp.nn.utils` and `from fastmlp.nn.utils import clip_grad_norm_` work too
-setattr(nn, "utils", nn_utils)
-sys.modules[__name__ + ".nn.utils"] = nn_utils
 
 __version__ = "0.1.0"
 

@@ -65,7 +65,7 @@ from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from . import losses as _losses
+from .nn import loss as _losses
 from . import optim as _optim
 from .nn import (CELU, ELU, GELU, SELU, Dropout, Hardsigmoid, Hardswish, Hardtanh, Identity, LeakyReLU, Linear,
                  LogSigmoid, Mish, ReLU, ReLU6, Sequential, Sigmoid, SiLU, Softplus, Softsign, Tanh)

@@ -13,7 +13,7 @@ import numpy as np
 from . import _core
 from ._arrays import as_float_array, check_finite, check_int, check_number
 from .callbacks import Callback, History, _Callbacks, _epoch_line
-from .losses import BCEWithLogitsLoss, _ClassLoss, _Loss
+from .nn.loss import BCEWithLogitsLoss, _ClassLoss, _Loss
 
 
 def default_threads() -> int:

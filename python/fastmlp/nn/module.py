@@ -10,8 +10,8 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from . import _core, _random
-from ._arrays import as_dtype, as_float_array, check_finite, check_int, check_number
+from .. import _core, _random
+from .._arrays import as_dtype, as_float_array, check_finite, check_int, check_number
 
 __all__ = [
     "Module", "Parameter", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
@@ -1122,7 +1122,7 @@ class Sequential(Module):
     def forward(self, x: Any, precision: str = "float32") -> np.ndarray:
         """The model's output for x (batch, in_features) as a new array. ``precision='bfloat16'``: the
         products in bfloat16 (see ``fit``); the next ``backward`` uses the same precision."""
-        from .training import check_precision
+        from ..training import check_precision
 
         bf16 = check_precision(precision, self)
         a = self._input(x)
@@ -1158,9 +1158,9 @@ class Sequential(Module):
         fm.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm) then
         clip_grad_value_(..., clip_grad_value) would. Returns the loss before the step.
         ``precision``: as ``fit``'s."""
-        from .losses import _Loss
-        from .optim import Optimizer
-        from .training import check_precision, clip_args
+        from .loss import _Loss
+        from ..optim import Optimizer
+        from ..training import check_precision, clip_args
 
         bf16 = check_precision(precision, self)
         if not isinstance(loss_fn, _Loss):
@@ -1246,7 +1246,7 @@ class Sequential(Module):
         even), the products accumulated in float32 (AVX512_BF16 where the CPU has it, else an emulation with
         the same bits). Weights, gradients, optimizer state, activations, losses and element-wise layers stay
         float32. The default ``'float32'`` computes in the model's dtype."""
-        from . import distributed, training
+        from .. import distributed, training
 
         fit: Any = training.fit if comm is None else distributed.fit
         return fit(self, X, y, loss, optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
@@ -1261,14 +1261,14 @@ class Sequential(Module):
         """Eval-mode output for X, in chunks, GIL released. Predicts from several threads run at
         once; each one uses one set of weights for all its chunks (during a fit in another
         thread, the weights between two of its steps). ``precision``: as ``fit``'s."""
-        from .training import predict
+        from ..training import predict
 
         return predict(self, X, batch_size=batch_size, n_threads=n_threads, precision=precision)
 
     def evaluate(self, X: Any, y: Any, loss: Any, batch_size: int | None = None,
                  n_threads: int | None = None, precision: str = "float32") -> dict:
         """{'loss': ..., 'accuracy': ... (classification losses)} in eval mode. ``precision``: as ``fit``'s."""
-        from .training import evaluate
+        from ..training import evaluate
 
         return evaluate(self, X, y, loss, batch_size=batch_size, n_threads=n_threads, precision=precision)
 
@@ -1296,14 +1296,14 @@ class Sequential(Module):
     # ---- files
     def save(self, path: Any, optimizer: Any = None, scheduler: Any = None) -> None:
         """Write architecture + weights (+ optimizer state, + its scheduler's) to an .npz file, atomically."""
-        from .serialization import save
+        from ..serialization import save
 
         save(self, path, optimizer=optimizer, scheduler=scheduler)
 
     def to_onnx(self, path: Any = None, opset: int | None = None) -> Any:
         """The ONNX model (onnx.ModelProto) computing predict; with a path, also
         written there (atomically). Needs the 'onnx' extra; see fastmlp.onnx."""
-        from . import onnx as fm_onnx
+        from .. import onnx as fm_onnx
 
         opset = fm_onnx.DEFAULT_OPSET if opset is None else opset
         return fm_onnx.to_model(self, opset) if path is None else fm_onnx.export(self, path, opset)
