@@ -19,21 +19,32 @@ def _preload_openblas() -> None:
 
 _preload_openblas()
 
-from . import callbacks, init, optim  # noqa: E402
-from . import datasets  # noqa: E402
-from .callbacks import EarlyStopping, History  # noqa: E402
+# The package's layers, lowest first. A module imports (at module level) only modules of its own layer or
+# lower ones, so the imports form no cycle (tests/test_layout.py checks it, and lists the few function-level
+# imports of a higher layer: Sequential's fit/train_step/predict/evaluate/save/to_onnx facade).
+#   _core (the C++ extension), _arrays, _files, _random, _version    no fastmlp imports
+#   nn/ (module <- linear, activation, normalization, dropout, loss, utils <- container), init
+#   optim/
+#   callbacks
+#   training                           fit, train_step, predict, evaluate
+#   serialization, datasets            files
+#   distributed, _export <- c_export
+#   estimators                         scikit-learn
+#   onnx                               its skl2onnx converters read the estimators
+#   fastmlp (this file)                imports the layers up to c_export; estimators and onnx on first use
+#   cli, __main__
+from . import callbacks, datasets, init, nn, optim  # noqa: E402
 from ._random import initial_seed, manual_seed  # noqa: E402
-from .nn import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, GaussianNLLLoss, HuberLoss, KLDivLoss,  # noqa: E402
-                     L1Loss, MSELoss, MultiLabelSoftMarginLoss, NLLLoss, PoissonNLLLoss, SmoothL1Loss)
-from .nn import (  # noqa: E402
-    CELU, ELU, GELU, SELU, AlphaDropout, BatchNorm1d, Dropout, Flatten, Hardsigmoid, Hardswish, Hardtanh, Identity,
-    LayerNorm, LeakyReLU, Linear, LogSigmoid, LogSoftmax, Mish, Module, Parameter, PReLU, ReLU, ReLU6, Residual,
-    RMSNorm, Sequential, Sigmoid, SiLU, Softmax, Softplus, Softsign, Tanh)
-from . import nn  # noqa: E402
+from ._version import __version__  # noqa: E402
 from .c_export import export_c  # noqa: E402
+from .callbacks import EarlyStopping, History  # noqa: E402
+from .nn import (  # noqa: E402
+    CELU, ELU, GELU, SELU, AlphaDropout, BatchNorm1d, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Dropout, Flatten,
+    GaussianNLLLoss, Hardsigmoid, Hardswish, Hardtanh, HuberLoss, Identity, KLDivLoss, L1Loss, LayerNorm, LeakyReLU,
+    Linear, LogSigmoid, LogSoftmax, Mish, Module, MSELoss, MultiLabelSoftMarginLoss, NLLLoss, Parameter,
+    PoissonNLLLoss, PReLU, ReLU, ReLU6, Residual, RMSNorm, Sequential, Sigmoid, SiLU, SmoothL1Loss, Softmax, Softplus,
+    Softsign, Tanh)
 from .serialization import load  # noqa: E402
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Module", "Parameter", "Sequential", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
