@@ -229,6 +229,25 @@ def test_nn_names():
     assert set(_LAYER_TYPES.values()) == layers and len(layers) == 29
 
 
+def test_names_keep_their_types(tmp_path):
+    """fastmlp and fastmlp.nn re-export the nn files' names with star imports: a type checker still sees each
+    class (not the Any of fastmlp's module __getattr__)."""
+    pytest.importorskip("mypy")
+    (tmp_path / "use.py").write_text(
+        "import fastmlp as fm\nfrom fastmlp import Linear, MSELoss, Sequential\nfrom fastmlp.nn import ReLU\n"
+        "from fastmlp.nn.utils import clip_grad_norm_\n"
+        "reveal_type(Sequential(Linear(2, 3), ReLU()))\nreveal_type(fm.BatchNorm1d(3))\nreveal_type(fm.nn.Residual())\n"
+        "reveal_type(MSELoss())\nreveal_type(clip_grad_norm_)\nreveal_type(fm.nn.Parameter)\n")
+    env = dict(os.environ, MYPYPATH=str(PKG.parent))
+    r = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache"), "use.py"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=600, env=env)
+    revealed = [line.split("Revealed type is ")[1] for line in r.stdout.splitlines() if "Revealed type is" in line]
+    assert len(revealed) == 6, r.stdout + r.stderr
+    for want, got in zip(["container.Sequential", "normalization.BatchNorm1d", "container.Residual", "loss.MSELoss",
+                          "numpy.ndarray", "module.Parameter"], revealed):
+        assert want in got, r.stdout
+
+
 def test_version_is_pyprojects():
     toml = Path(__file__).parents[1] / "pyproject.toml"
     if not toml.exists():

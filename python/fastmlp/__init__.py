@@ -23,12 +23,12 @@ _preload_openblas()
 # lower ones, so the imports form no cycle (tests/test_layout.py checks it, and lists the few function-level
 # imports of a higher layer: Sequential's fit/train_step/predict/evaluate/save/to_onnx facade).
 #   _core (the C++ extension), _arrays, _files, _random, _version    no fastmlp imports
-#   nn/ (module <- linear, activation, normalization, dropout, loss, utils <- container), init
+#   nn/ (module.py, then linear, activation, normalization, dropout, loss, utils, then container), init
 #   optim/
 #   callbacks
 #   training                           fit, train_step, predict, evaluate
 #   serialization, datasets            files
-#   distributed, _export <- c_export
+#   distributed, _export, c_export
 #   estimators                         scikit-learn
 #   onnx                               its skl2onnx converters read the estimators
 #   fastmlp (this file)                imports the layers up to c_export; estimators and onnx on first use
@@ -38,24 +38,19 @@ from ._random import initial_seed, manual_seed  # noqa: E402
 from ._version import __version__  # noqa: E402
 from .c_export import export_c  # noqa: E402
 from .callbacks import EarlyStopping, History  # noqa: E402
-from .nn import (  # noqa: E402
-    CELU, ELU, GELU, SELU, AlphaDropout, BatchNorm1d, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Dropout, Flatten,
-    GaussianNLLLoss, Hardsigmoid, Hardswish, Hardtanh, HuberLoss, Identity, KLDivLoss, L1Loss, LayerNorm, LeakyReLU,
-    Linear, LogSigmoid, LogSoftmax, Mish, Module, MSELoss, MultiLabelSoftMarginLoss, NLLLoss, Parameter,
-    PoissonNLLLoss, PReLU, ReLU, ReLU6, Residual, RMSNorm, Sequential, Sigmoid, SiLU, SmoothL1Loss, Softmax, Softplus,
-    Softsign, Tanh)
+# every name of fastmlp.nn (each of its files' __all__: a new layer class is exported by its own file)
+from .nn.activation import *  # noqa: E402,F401,F403
+from .nn.container import *  # noqa: E402,F401,F403
+from .nn.dropout import *  # noqa: E402,F401,F403
+from .nn.linear import *  # noqa: E402,F401,F403
+from .nn.loss import *  # noqa: E402,F401,F403
+from .nn.module import *  # noqa: E402,F401,F403
+from .nn.normalization import *  # noqa: E402,F401,F403
 from .serialization import load  # noqa: E402
 
-__all__ = [
-    "Module", "Parameter", "Sequential", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
-    "Identity", "Dropout", "ELU", "CELU", "SELU", "SiLU", "Mish", "Softplus", "Softsign", "Hardtanh", "ReLU6",
-    "Hardsigmoid", "Hardswish", "LogSigmoid", "LogSoftmax", "PReLU", "Flatten", "AlphaDropout",
-    "BatchNorm1d", "LayerNorm", "RMSNorm", "Residual", "MSELoss", "L1Loss", "HuberLoss",
-    "CrossEntropyLoss", "BCEWithLogitsLoss", "PoissonNLLLoss", "NLLLoss", "BCELoss", "SmoothL1Loss",
-    "KLDivLoss", "GaussianNLLLoss", "MultiLabelSoftMarginLoss", "datasets",
-    "optim", "init", "callbacks", "EarlyStopping", "History", "manual_seed", "initial_seed", "load", "export_c",
-    "__version__",
-]
+__all__ = ["datasets", "optim", "init", "callbacks", "EarlyStopping", "History", "manual_seed", "initial_seed", "load",
+           "export_c", "__version__"]
+__all__ += nn.__all__
 
 # scikit-learn estimators, imported on first use so that the core never imports scikit-learn
 # (in __all__ only when the 'sklearn' extra is installed, so that `import *` works without it)
