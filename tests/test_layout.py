@@ -265,7 +265,8 @@ def test_pickles_made_before_the_nn_package_load():
     d = pickle.loads(blob)
     model, opt = d["model"], d["optimizer"]
     assert type(model) is fm.Sequential and isinstance(model[3], fm.Residual)
-    np.testing.assert_array_equal(model.predict(d["X"]), d["out"])
+    out = model.predict(d["X"])  # the outputs written with the pickle (on another CPU's kernels, maybe)
+    np.testing.assert_allclose(out, d["out"], rtol=1e-12, atol=1e-14)
     for k, v in model.state_dict().items():
         np.testing.assert_array_equal(v, d["state_dict"][k])
     assert model[0].weight.requires_grad is False and model[9].weight.requires_grad is True
@@ -276,4 +277,4 @@ def test_pickles_made_before_the_nn_package_load():
     assert m2(np.ones((2, 3), np.float32)).shape == (2, 2)
     blob2 = pickle.dumps(model)
     assert b"fastmlp.nn.container" in blob2
-    np.testing.assert_array_equal(pickle.loads(blob2).predict(d["X"]), d["out"])
+    np.testing.assert_array_equal(pickle.loads(blob2).predict(d["X"]), out)
