@@ -437,7 +437,7 @@ def test_save_load_and_pickle_round_trips(tmp_path, dtype):
 
 
 def test_an_old_gelu_spec_without_approximate_loads():
-    layer = fm.nn._layer_from_spec({"kind": "gelu"})
+    layer = fm.nn.module._layer_from_spec({"kind": "gelu"})
     assert isinstance(layer, fm.GELU) and layer.approximate == "none"
 
 

@@ -480,7 +480,7 @@ def test_wrong_shapes():
 
 def test_in_all():
     for name in ("NLLLoss", "BCELoss", "SmoothL1Loss", "KLDivLoss", "GaussianNLLLoss", "MultiLabelSoftMarginLoss"):
-        assert name in fm.__all__ and name in fm.losses.__all__
+        assert name in fm.__all__ and name in fm.nn.loss.__all__
 
 
 @pytest.mark.parametrize("threads", [1, 2])

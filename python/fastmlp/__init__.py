@@ -5,8 +5,6 @@ layers, losses, optimizers and initializers, behind a NumPy API.
 """
 from __future__ import annotations
 
-import sys
-
 
 def _preload_openblas() -> None:
     # _core links libscipy_openblas.so; load it from the scipy_openblas32
@@ -21,37 +19,38 @@ def _preload_openblas() -> None:
 
 _preload_openblas()
 
-from . import callbacks, init, optim  # noqa: E402
-from . import datasets  # noqa: E402
-from .callbacks import EarlyStopping, History  # noqa: E402
+# The package's layers, lowest first. A module imports (at module level) only modules of its own layer or
+# lower ones, so the imports form no cycle (tests/test_layout.py checks it, and lists the few function-level
+# imports of a higher layer: Sequential's fit/train_step/predict/evaluate/save/to_onnx facade).
+#   _core (the C++ extension), _arrays, _files, _random, _version    no fastmlp imports
+#   nn/ (module.py, then linear, activation, normalization, dropout, loss, utils, then container), init
+#   optim/
+#   callbacks
+#   training                           fit, train_step, predict, evaluate
+#   serialization, datasets            files
+#   distributed, _export, c_export
+#   estimators                         scikit-learn
+#   onnx                               its skl2onnx converters read the estimators
+#   fastmlp (this file)                imports the layers up to c_export; estimators and onnx on first use
+#   cli, __main__
+from . import callbacks, datasets, init, nn, optim  # noqa: E402
 from ._random import initial_seed, manual_seed  # noqa: E402
-from .losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, GaussianNLLLoss, HuberLoss, KLDivLoss,  # noqa: E402
-                     L1Loss, MSELoss, MultiLabelSoftMarginLoss, NLLLoss, PoissonNLLLoss, SmoothL1Loss)
-from .nn import (  # noqa: E402
-    CELU, ELU, GELU, SELU, AlphaDropout, BatchNorm1d, Dropout, Flatten, Hardsigmoid, Hardswish, Hardtanh, Identity,
-    LayerNorm, LeakyReLU, Linear, LogSigmoid, LogSoftmax, Mish, Module, Parameter, PReLU, ReLU, ReLU6, Residual,
-    RMSNorm, Sequential, Sigmoid, SiLU, Softmax, Softplus, Softsign, Tanh)
-from . import nn, nn_utils  # noqa: E402
+from ._version import __version__  # noqa: E402
 from .c_export import export_c  # noqa: E402
+from .callbacks import EarlyStopping, History  # noqa: E402
+# every name of fastmlp.nn (each of its files' __all__: a new layer class is exported by its own file)
+from .nn.activation import *  # noqa: E402,F401,F403
+from .nn.container import *  # noqa: E402,F401,F403
+from .nn.dropout import *  # noqa: E402,F401,F403
+from .nn.linear import *  # noqa: E402,F401,F403
+from .nn.loss import *  # noqa: E402,F401,F403
+from .nn.module import *  # noqa: E402,F401,F403
+from .nn.normalization import *  # noqa: E402,F401,F403
 from .serialization import load  # noqa: E402
 
-# fm.nn.utils (torch.nn.utils): nn is a module, so the submodule is attached and registered by hand,
-# which makes `import fastmlp.nn.utils` and `from fastmlp.nn.utils import clip_grad_norm_` work too
-setattr(nn, "utils", nn_utils)
-sys.modules[__name__ + ".nn.utils"] = nn_utils
-
-__version__ = "0.1.0"
-
-__all__ = [
-    "Module", "Parameter", "Sequential", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
-    "Identity", "Dropout", "ELU", "CELU", "SELU", "SiLU", "Mish", "Softplus", "Softsign", "Hardtanh", "ReLU6",
-    "Hardsigmoid", "Hardswish", "LogSigmoid", "LogSoftmax", "PReLU", "Flatten", "AlphaDropout",
-    "BatchNorm1d", "LayerNorm", "RMSNorm", "Residual", "MSELoss", "L1Loss", "HuberLoss",
-    "CrossEntropyLoss", "BCEWithLogitsLoss", "PoissonNLLLoss", "NLLLoss", "BCELoss", "SmoothL1Loss",
-    "KLDivLoss", "GaussianNLLLoss", "MultiLabelSoftMarginLoss", "datasets",
-    "optim", "init", "callbacks", "EarlyStopping", "History", "manual_seed", "initial_seed", "load", "export_c",
-    "__version__",
-]
+__all__ = ["datasets", "optim", "init", "callbacks", "EarlyStopping", "History", "manual_seed", "initial_seed", "load",
+           "export_c", "__version__"]
+__all__ += nn.__all__
 
 # scikit-learn estimators, imported on first use so that the core never imports scikit-learn
 # (in __all__ only when the 'sklearn' extra is installed, so that `import *` works without it)

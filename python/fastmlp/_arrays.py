@@ -76,3 +76,17 @@ def check_int(v: Any, name: str, *, low: int | None = None, high: int | None = N
     if high is not None and i > high:
         raise ValueError(f"{name} must be <= {high}, got {i}")
     return i
+
+
+PRECISIONS = ("float32", "bfloat16")
+
+
+def check_precision(precision: Any, model: Any) -> bool:
+    """Whether the products run in bfloat16 (cpp/gemm_bf16.h); ValueError for anything but 'float32' (the
+    model's own dtype) and 'bfloat16' (float32 models only)."""
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
+    if precision == "bfloat16" and model.dtype != np.float32:
+        raise ValueError("precision='bfloat16' needs a float32 model (this one is float64): build it with "
+                         "dtype='float32'")
+    return precision == "bfloat16"

@@ -6,11 +6,11 @@ from typing import Any
 
 import numpy as np
 
+from .nn.container import Sequential
+
 
 def check_model(model: Any) -> None:
     """A fastmlp Sequential with finite parameters, or TypeError/ValueError."""
-    from .nn import Sequential
-
     if not isinstance(model, Sequential):
         raise TypeError(f"expected a fastmlp Sequential model, got {type(model).__name__}")
     for name, p in model.named_parameters():

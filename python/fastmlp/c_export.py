@@ -22,6 +22,7 @@ import numpy as np
 
 from ._export import check_model, check_scaling, widths
 from ._files import atomic_write
+from ._version import __version__
 
 __all__ = ["export_c"]
 
@@ -244,8 +245,6 @@ def _scale(c: _C, name: str, scaling: tuple | None, inverse: bool) -> str:
 
 
 def _source(model: Any, prefix: str, scale_in: tuple | None, scale_out: tuple | None) -> str:
-    from . import __version__
-
     c = _C(prefix, model.dtype)
     n_in = model.in_features
     if n_in is None:

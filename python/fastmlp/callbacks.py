@@ -10,6 +10,7 @@ import warnings
 from typing import Any, Callable, Sequence
 
 from ._arrays import check_int, check_number
+from .optim.lr_scheduler import _to_file
 
 __all__ = ["Callback", "CSVLogger", "EarlyStopping", "History", "LambdaCallback", "ModelCheckpoint",
            "ReduceLROnPlateau", "TerminateOnNaN"]
@@ -178,8 +179,6 @@ class ModelCheckpoint(Callback):
                      math.inf if self.mode == "min" else -math.inf)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        from .optim.lr_scheduler import _to_file
-
         self._scheduler = self.params.get("scheduler")
         if self._scheduler is not None:
             try:

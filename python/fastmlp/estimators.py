@@ -67,7 +67,7 @@ from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
-from . import losses as _losses
+from .nn import loss as _losses
 from . import optim as _optim
 from ._mlp import ACTIVATIONS as _ACTIVATIONS
 from ._mlp import NORMALIZATIONS as _NORMALIZATIONS

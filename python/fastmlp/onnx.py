@@ -27,6 +27,7 @@ except ImportError as e:  # pragma: no cover - the optional extra is missing
 
 from ._export import check_model, check_scaling, widths
 from ._files import atomic_write
+from ._version import __version__
 
 __all__ = ["export", "to_model", "register_skl2onnx", "DEFAULT_OPSET"]
 
@@ -265,8 +266,6 @@ def to_model(model: Any, opset: int = DEFAULT_OPSET, *, input_scaling: Any = Non
     graph = helper.make_graph(g.nodes, "fastmlp", [helper.make_tensor_value_info("input", proto, ["batch", in_dim])],
                               [helper.make_tensor_value_info("output", proto, ["batch", out_dim])], g.initializers)
     opsets = [helper.make_opsetid("", opset)]
-    from . import __version__
-
     m = helper.make_model(graph, opset_imports=opsets, producer_name="fastmlp", producer_version=__version__,
                           doc_string=" ".join(repr(model).split()))
     m.ir_version = helper.find_min_ir_version_for(opsets)  # the oldest runtime that knows the opset reads it

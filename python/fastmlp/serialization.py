@@ -20,7 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from . import optim
 from ._files import NpyMembers, atomic_write, open_regular, write_npz
+from .nn.container import Sequential
+from .nn.module import _INT_BUFFERS, _LAYER_TYPES, Parameter, _layer_from_spec, _tensor_shapes
+from .optim.lr_scheduler import _from_file, _to_file
 
 FORMAT_VERSION = 1
 _HEADER = "__fastmlp__"
@@ -30,8 +34,6 @@ def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None
     """Write model (and optimizer, and scheduler) to path atomically (see _files.atomic_write:
     a symlink is written through, an existing file keeps its mode, an
     interrupted save leaves the previous file and no temporary file)."""
-    from .nn import Parameter
-
     with model._core.hold(False):  # one consistent state, even during a fit in another thread
         header: dict = {"format": "fastmlp", "version": FORMAT_VERSION, "dtype": model.dtype.name, "seed": model.seed,
                         "training": model.training, "dropout_calls": int(model._core.dropout_calls),
@@ -68,8 +70,6 @@ def save(model: Any, path: Any, optimizer: Any = None, extra: dict | None = None
                 header["optimizer"] = {"class": type(optimizer).__name__, "param_groups": groups, "lbfgs": meta}
                 arrays.update(lbfgs_arrays)
         if scheduler is not None:
-            from .optim.lr_scheduler import _to_file
-
             if optimizer is None or getattr(scheduler, "optimizer", None) is not optimizer:
                 raise ValueError("save(scheduler=...) needs the optimizer it schedules, saved with it (optimizer=...)")
             header["scheduler"] = _to_file(scheduler)
@@ -109,8 +109,6 @@ def _check_keys(d: Any, field: str, allowed: set, required: set) -> None:
 
 def _check_layers(layers: list, field: str, depth: int = 0) -> None:
     """Each layer spec of the list (and of a residual block's, nested) has its exact JSON types."""
-    from .nn import _LAYER_TYPES
-
     _need(depth < 64, field, "nested less than 64 deep", "...")
     for i, spec in enumerate(layers):
         f = f"{field}[{i}]"
@@ -233,9 +231,6 @@ def load(path: Any, optimizer: bool = False, scheduler: bool = False) -> Any:
 
 
 def _build(header: dict, z: NpyMembers, with_optimizer: bool, with_scheduler: bool = False) -> Any:
-    from . import optim
-    from .nn import _INT_BUFFERS, Sequential, _layer_from_spec, _tensor_shapes
-
     layers = [_layer_from_spec(s) for s in header["layers"]]
     # the members must be exactly the declared architecture's parameters, each of its declared shape,
     # checked from the .npy headers before any data is decompressed or memory given to the model
@@ -290,8 +285,6 @@ def _build(header: dict, z: NpyMembers, with_optimizer: bool, with_scheduler: bo
     else:
         _load_optim_state(opt, oh, z)
     if with_scheduler:
-        from .optim.lr_scheduler import _from_file
-
         sh = header.get("scheduler")
         return model, opt, None if sh is None else _from_file(sh, opt)
     return model, opt

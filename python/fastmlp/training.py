@@ -1,4 +1,4 @@
-"""model.fit / predict / evaluate: argument checks and conversion here, the
+"""model.fit / train_step / predict / evaluate: argument checks and conversion here, the
 epoch loop in C++ (one call per epoch, GIL released)."""
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from . import _core
-from ._arrays import as_float_array, check_finite, check_int, check_number
+from ._arrays import as_float_array, check_finite, check_int, check_number, check_precision
 from .callbacks import Callback, History, _Callbacks, _epoch_line
-from .losses import BCEWithLogitsLoss, _ClassLoss, _Loss
+from .nn.dropout import Dropout
+from .nn.loss import BCEWithLogitsLoss, _ClassLoss, _Loss
+from .optim import LBFGS, Optimizer
+from .optim.lr_scheduler import CyclicLR, LRScheduler, OneCycleLR, ReduceLROnPlateau
 
 
 def default_threads() -> int:
@@ -61,8 +64,6 @@ def can_split(model: Any, rows: int) -> bool:
     """Whether fit splits batches of `rows` rows between two threads: no active
     dropout (its masks come from one stream per batch), enough rows, and
     products too small for OpenBLAS's threads."""
-    from .nn import Dropout
-
     if any(isinstance(la, Dropout) and la.p > 0 for la in model):
         return False
     return rows >= SPLIT_ROWS and rows * _max_product(model) < SMALL_WORK
@@ -96,20 +97,6 @@ def blas_threads(n_threads: int | None, model: Any = None, rows: int = 0, split:
         yield workers
     finally:
         _core.blas_set_num_threads(before)
-
-
-PRECISIONS = ("float32", "bfloat16")
-
-
-def check_precision(precision: Any, model: Any) -> bool:
-    """Whether the products run in bfloat16 (cpp/gemm_bf16.h); ValueError for anything but 'float32' (the
-    model's own dtype) and 'bfloat16' (float32 models only)."""
-    if not isinstance(precision, str) or precision not in PRECISIONS:
-        raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
-    if precision == "bfloat16" and model.dtype != np.float32:
-        raise ValueError("precision='bfloat16' needs a float32 model (this one is float64): build it with "
-                         "dtype='float32'")
-    return precision == "bfloat16"
 
 
 def _data(model: Any, X: Any, y: Any, loss_fn: _Loss, name: str,
@@ -212,8 +199,6 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
         validation_split: float = 0.0, class_weight: dict | None = None, initial_epoch: int = 0,
         metrics: Sequence[str] = (), steps_per_epoch: int | None = None) -> History:
     """model.fit; comm is a fastmlp.distributed Session (data-parallel training) or None."""
-    from .optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
-
     bf16 = check_precision(precision, model)
     if not isinstance(loss_fn, _Loss):
         raise TypeError(f"loss must be a fastmlp loss (e.g. fm.CrossEntropyLoss()), got {type(loss_fn).__name__}")
@@ -228,8 +213,6 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
         if not (isinstance(cb, Callback) or callable(cb)):
             raise TypeError(f"callbacks must be fastmlp Callbacks or callables f(epoch, logs), got {type(cb).__name__}")
     verbose = _verbosity(verbose)
-    from .optim import LBFGS, Optimizer
-
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a fastmlp optimizer, got {type(optimizer).__name__}")
     full_batch = isinstance(optimizer, LBFGS)  # one step(closure) per epoch over the whole data set
@@ -401,6 +384,29 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
     return history
 
 
+def train_step(model: Any, x: Any, y: Any, loss_fn: _Loss, optimizer: Any, precision: str = "float32",
+               clip_grad_norm: float | None = None, clip_grad_value: float | None = None) -> float:
+    """Sequential.train_step: zero_grad + forward + loss + backward + optimizer.step in one C++ call."""
+    bf16 = check_precision(precision, model)
+    if not isinstance(loss_fn, _Loss):
+        raise TypeError(f"loss_fn must be a fastmlp loss (e.g. fm.CrossEntropyLoss()), got {type(loss_fn).__name__}")
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be a fastmlp optimizer, got {type(optimizer).__name__}")
+    core_opt = optimizer._core_for(model)
+    a = model._input(x)
+    out_width = model._core.out_features(a.shape[1])
+    t = loss_fn._target(y, (a.shape[0], out_width), model.dtype)
+    check_finite(t, "target")
+    if a.shape[0] == 0:
+        raise ValueError("train_step got 0 samples: a step needs at least one")
+    optimizer._sync()
+    model._can_backward = False  # the step's own forward replaces the last one
+    clip = clip_args(clip_grad_norm, clip_grad_value)
+    loss = float(model._core.train_step(a, t, loss_fn._spec(model.dtype), core_opt, bf16, *clip))
+    model._grads_set()
+    return loss
+
+
 def _verbosity(verbose: Any) -> int:
     """Keras's verbose: 0 silent, 1 a progress bar per epoch (tqdm; without it, as 2),
     2 one line per epoch; 'auto' is 1."""
@@ -464,8 +470,6 @@ def _per_batch(scheduler: Any, interval: str | None, optimizer: Any) -> bool:
     """Whether fit steps the scheduler per batch. None: per batch for OneCycleLR and CyclicLR
     (schedules torch users step per batch), per epoch for the others; a composite of both
     kinds needs an explicit interval."""
-    from .optim.lr_scheduler import CyclicLR, OneCycleLR, ReduceLROnPlateau
-
     if interval not in (None, "epoch", "batch"):
         raise ValueError(f"scheduler_interval must be 'epoch', 'batch' or None, got {interval!r}")
     if scheduler is None:
@@ -481,8 +485,6 @@ def _per_batch(scheduler: Any, interval: str | None, optimizer: Any) -> bool:
         interval = "batch" if all(batchy) else "epoch"
     if interval == "batch" and isinstance(scheduler, ReduceLROnPlateau):
         raise ValueError("ReduceLROnPlateau watches a metric per epoch: it cannot be stepped per batch")
-    from .optim import LBFGS
-
     if interval == "batch" and isinstance(optimizer, LBFGS):
         raise ValueError("LBFGS trains full-batch: step its scheduler per epoch (scheduler_interval='epoch')")
     return interval == "batch"

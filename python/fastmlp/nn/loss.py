@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
-from ._arrays import FLOAT_DTYPES, as_float_array, check_int, check_number, reject_masked
+from .. import _core
+from .._arrays import FLOAT_DTYPES, as_float_array, check_int, check_number, reject_masked
 
 __all__ = ["MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss",
            "BCELoss", "MultiLabelSoftMarginLoss", "PoissonNLLLoss", "GaussianNLLLoss", "KLDivLoss"]

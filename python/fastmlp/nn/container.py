@@ -1,8 +1,7 @@
-"""Layers and the Sequential model (torch.nn semantics, C++ engine)."""
+"""Sequential, the model, and Residual, the block (torch.nn.modules.container)."""
 from __future__ import annotations
 
 import builtins
-import copy
 import threading
 import weakref
 from collections import OrderedDict
@@ -10,620 +9,14 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from . import _core, _random
-from ._arrays import as_dtype, as_float_array, check_finite, check_int, check_number
+from .. import _core, _random
+from .._arrays import as_dtype, as_float_array, check_finite, check_precision
+from .linear import Linear
+from .module import _INT_BUFFERS, Grad, Module, Parameter, _detached, _flatten, _layer_from_spec, _modules
 
-__all__ = [
-    "Module", "Parameter", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax",
-    "Identity", "Dropout", "BatchNorm1d", "LayerNorm", "RMSNorm", "Residual", "Sequential", "ELU", "CELU",
-    "SELU", "SiLU", "Mish", "Softplus", "Softsign", "Hardtanh", "ReLU6", "Hardsigmoid", "Hardswish", "LogSigmoid",
-    "LogSoftmax", "PReLU", "Flatten", "AlphaDropout",
-]
+__all__ = ["Sequential", "Residual"]
 
-_INIT_NAMES = ("default", "zeros", "ones", "uniform", "normal", "xavier_uniform", "xavier_normal",
-               "kaiming_uniform", "kaiming_normal")
 
-
-class Grad(np.ndarray):
-    """A parameter's gradient: a NumPy view of the model's gradient buffer,
-    with torch's ``zero_()`` (NumPy's way: ``p.grad[...] = 0``)."""
-
-    def zero_(self) -> "Grad":
-        self[...] = 0
-        return self
-
-
-def _value(v: Any) -> Any:
-    return v._data if isinstance(v, Parameter) else v
-
-
-class Parameter:
-    """A parameter of a model: ``data`` and ``grad`` are NumPy views of the
-    model's C++ buffers (zero-copy). Assigning to ``data`` copies into them.
-
-    In-place arithmetic writes into the model (``p -= lr * p.grad``), and the
-    usual torch in-place methods exist (``zero_``, ``fill_``, ``copy_``,
-    ``add_``, ``sub_``, ``mul_``, ``div_``). ``grad`` is None after
-    ``zero_grad()`` (set_to_none, torch's default) until the next backward.
-
-    ``requires_grad_(False)`` freezes it, as torch: its ``grad`` stays None and no
-    optimizer step (``opt.step()``, ``train_step``, ``fit``) changes it or its state."""
-
-    __slots__ = ("_data", "_grad", "_grad_none", "_requires_grad", "name")
-
-    def __init__(self, data: np.ndarray, grad: np.ndarray, name: str = "") -> None:
-        self._data, self._grad, self.name = data, grad.view(Grad), name
-        self._grad_none = False
-        self._requires_grad = True
-
-    @property
-    def data(self) -> np.ndarray:
-        return self._data
-
-    @data.setter
-    def data(self, value: Any) -> None:
-        value = np.asarray(value)
-        if value.shape != self._data.shape:
-            raise ValueError(f"{self.name or 'parameter'}: shape {value.shape} does not match {self._data.shape}")
-        self._data[...] = value
-
-    @property
-    def grad(self) -> Grad | None:
-        return None if self._grad_none or not self._requires_grad else self._grad
-
-    @grad.setter
-    def grad(self, value: Any) -> None:
-        if value is None:
-            self._zero_grad(True)
-            return
-        a = as_float_array(value, self._data.dtype, f"{self.name or 'parameter'}.grad")
-        if a.shape != self._data.shape:
-            raise ValueError(f"{self.name or 'parameter'}.grad: shape {a.shape} does not match {self._data.shape}")
-        self._grad[...] = a
-        self._grad_none = False
-
-    def _zero_grad(self, set_to_none: bool) -> None:
-        """Zero the gradient buffer (so the next backward starts from 0); with
-        set_to_none, .grad reads None until then."""
-        self._grad[...] = 0
-        self._grad_none = self._grad_none or set_to_none
-
-    shape = property(lambda self: self._data.shape)
-    dtype = property(lambda self: self._data.dtype)
-    ndim = property(lambda self: self._data.ndim)
-    size = property(lambda self: self._data.size)
-
-    @property
-    def requires_grad(self) -> bool:
-        return self._requires_grad
-
-    @requires_grad.setter
-    def requires_grad(self, value: bool) -> None:
-        if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"requires_grad must be True or False, got {value!r}")
-        self._requires_grad = bool(value)
-
-    def requires_grad_(self, requires_grad: bool = True) -> "Parameter":
-        """Freeze (False) or unfreeze the parameter in place, as torch; returns it."""
-        self.requires_grad = requires_grad
-        return self
-
-    def numel(self) -> int:
-        return int(self._data.size)
-
-    # ---- in place, into the model's buffer (torch's names); each returns the Parameter
-    def __iadd__(self, other: Any) -> "Parameter":
-        self._data += _value(other)
-        return self
-
-    def __isub__(self, other: Any) -> "Parameter":
-        self._data -= _value(other)
-        return self
-
-    def __imul__(self, other: Any) -> "Parameter":
-        self._data *= _value(other)
-        return self
-
-    def __itruediv__(self, other: Any) -> "Parameter":
-        self._data /= _value(other)
-        return self
-
-    def zero_(self) -> "Parameter":
-        self._data[...] = 0
-        return self
-
-    def fill_(self, value: float) -> "Parameter":
-        self._data[...] = check_number(value, "fill_ value")
-        return self
-
-    def copy_(self, src: Any) -> "Parameter":
-        self.data = _value(src)
-        return self
-
-    def add_(self, other: Any, alpha: float = 1) -> "Parameter":
-        self._data += alpha * np.asarray(_value(other))
-        return self
-
-    def sub_(self, other: Any, alpha: float = 1) -> "Parameter":
-        self._data -= alpha * np.asarray(_value(other))
-        return self
-
-    def mul_(self, other: Any) -> "Parameter":
-        return self.__imul__(other)
-
-    def div_(self, other: Any) -> "Parameter":
-        return self.__itruediv__(other)
-
-    def detach(self) -> np.ndarray:
-        """The values as a NumPy view of the model's buffer (torch's detach shares memory too)."""
-        return self._data
-
-    numpy = detach
-
-    def clone(self) -> np.ndarray:
-        return self._data.copy()
-
-    def __getattr__(self, name: str) -> Any:
-        hint = ("; it is a NumPy view: write in place with NumPy (p.data[...] = ..., p.grad[...] = 0) or fm.init"
-                if name.endswith("_") and not name.startswith("_") else "")
-        raise AttributeError(f"'Parameter' object has no attribute {name!r}{hint}")
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        if copy:
-            return np.array(self._data, dtype=dtype, copy=True)
-        return self._data if dtype is None else self._data.astype(dtype)
-
-    def __repr__(self) -> str:
-        return f"Parameter {self.name} {self._data.shape} {self._data.dtype}:\n{self._data!r}"
-
-
-_LAYER_TYPES: dict[str, type["Module"]] = {}
-
-
-class Module:
-    """Base of the layers. Layers describe the computation; a Sequential
-    owns their parameters and buffers, which appear as ``.weight``/``.bias``
-    (``.running_mean``, ...) once built.
-
-    A layer class names its engine kind (``_kind``, the name the C++ layer is
-    registered under in cpp/layers/) and the arguments of its spec (``_fields``:
-    name -> the JSON types a model file may give; each is an attribute of the same
-    name and a constructor argument). The spec is what the engine builds the layer
-    from, what model files store and what `_layer_from_spec` rebuilds it from."""
-
-    training: bool = True
-    _kind: str = ""
-    _fields: dict[str, tuple] = {}
-    _owner: Any = None  # a weak reference to the Sequential whose buffers hold this layer's tensors
-    _requires_grad: bool = True  # given to the layer's Parameters when a model creates them
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if cls.__dict__.get("_kind"):
-            _LAYER_TYPES[cls._kind] = cls
-
-    def _spec(self) -> dict:
-        return {"kind": self._kind, **{k: getattr(self, k) for k in self._fields}}
-
-    @classmethod
-    def _from_spec(cls, spec: Mapping[str, Any]) -> "Module":
-        return cls(**{k: spec[k] for k in cls._fields if k in spec})
-
-    def extra_repr(self) -> str:
-        return ""
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.extra_repr()})"
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError(f"{type(self).__name__} is a layer description: put it in fm.Sequential(...) and call that")
-
-    # ---- the module tree, as torch.nn.Module's
-    def _named_children(self) -> list:
-        return []
-
-    def named_children(self) -> Iterator[tuple[str, "Module"]]:
-        return iter(self._named_children())
-
-    def children(self) -> Iterator["Module"]:
-        return iter([m for _, m in self._named_children()])
-
-    def named_modules(self, memo: set | None = None, prefix: str = "",
-                      remove_duplicate: bool = True) -> Iterator[tuple[str, "Module"]]:
-        """This module and every module inside it, depth first, with torch's names
-        ('', '0', '1', '1.block', '1.block.0', ...); a module met twice is given once."""
-        memo = set() if memo is None else memo
-        if remove_duplicate:
-            if id(self) in memo:
-                return
-            memo.add(id(self))
-        yield prefix, self
-        for name, m in self._named_children():
-            yield from m.named_modules(memo, f"{prefix}.{name}" if prefix else name, remove_duplicate)
-
-    def modules(self) -> Iterator["Module"]:
-        return iter([m for _, m in self.named_modules()])
-
-    def apply(self, fn: Any) -> "Module":
-        """fn(module) on every child module (recursively), then on this one, as torch; returns self."""
-        for m in self.children():
-            m.apply(fn)
-        fn(self)
-        return self
-
-    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:  # type: ignore[override]
-        """The layer's Parameters (and those of the layers inside it) with names relative to it
-        ('weight', 'block.0.bias'); none until a Sequential holding the layer is built."""
-        out = []
-        for prefix, m in self.named_modules():
-            out += [(f"{prefix}.{k}" if prefix else k, v) for k, v in vars(m).items() if isinstance(v, Parameter)]
-        return iter(out)
-
-    def parameters(self) -> Iterator[Parameter]:
-        return iter([p for _, p in self.named_parameters()])
-
-    def requires_grad_(self, requires_grad: bool = True) -> "Module":
-        """Freeze (False) or unfreeze every parameter of this module, as torch; a layer not yet in a
-        model passes the setting to the Parameters the model creates for it. Returns self."""
-        if not isinstance(requires_grad, (bool, np.bool_)):
-            raise TypeError(f"requires_grad must be True or False, got {requires_grad!r}")
-        for m in self.modules():
-            m._requires_grad = bool(requires_grad)
-        for p in self.parameters():
-            p.requires_grad = bool(requires_grad)
-        return self
-
-
-class Linear(Module):
-    """y = x W^T + b with W (out_features, in_features), like torch.nn.Linear.
-
-    ``init`` names the weight initializer ('default' is PyTorch's: W and b
-    uniform in +-1/sqrt(in_features)); with any other init the bias starts at 0.
-    """
-
-    _kind = "linear"
-    _fields = {"in_features": (int,), "out_features": (int,), "bias": (bool,), "init": (dict,)}
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, init: str = "default") -> None:
-        self.in_features = check_int(in_features, "in_features", low=1, high=2**62)
-        self.out_features = check_int(out_features, "out_features", low=1, high=2**62)
-        self.bias_enabled = bool(bias)
-        if init not in _INIT_NAMES:
-            raise ValueError(f"unknown init {init!r}; expected one of {', '.join(_INIT_NAMES)}")
-        self.init = init
-        self.weight: Parameter | None = None
-        self.bias: Parameter | None = None
-
-    def _spec(self) -> dict:
-        return {"kind": "linear", "in_features": self.in_features, "out_features": self.out_features,
-                "bias": self.bias_enabled, "init": {"name": self.init}}
-
-    @classmethod
-    def _from_spec(cls, spec: Mapping[str, Any]) -> "Module":
-        init = spec.get("init", {"name": "default"})
-        if not (isinstance(init, Mapping) and set(init) == {"name"} and isinstance(init["name"], str)):
-            raise ValueError(f"linear: init must be an object {{'name': ...}}, got {init!r}")
-        return cls(spec["in_features"], spec["out_features"], bias=spec.get("bias", True), init=init["name"])
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias_enabled}"
-
-
-class _Activation(Module):
-    pass
-
-
-class ReLU(_Activation):
-    _kind = "relu"
-
-
-class Sigmoid(_Activation):
-    _kind = "sigmoid"
-
-
-class Tanh(_Activation):
-    _kind = "tanh"
-
-
-class Identity(_Activation):
-    _kind = "identity"
-
-
-class GELU(_Activation):
-    """GELU: x * Phi(x) (approximate='none', PyTorch's default: the erf form) or
-    x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))) (approximate='tanh')."""
-
-    _kind = "gelu"
-    _fields = {"approximate": (str,)}
-
-    def __init__(self, approximate: str = "none") -> None:
-        if approximate not in ("none", "tanh"):
-            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
-        self.approximate = approximate
-
-    def extra_repr(self) -> str:
-        return f"approximate={self.approximate!r}"
-
-
-class Softmax(_Activation):
-    """Softmax over the features of each row (dim=-1 / dim=1 of a batch)."""
-
-    _kind = "softmax"
-
-    def __init__(self, dim: int | None = -1) -> None:
-        if dim not in (-1, 1, None):
-            raise ValueError(f"Softmax: only dim=-1 (the feature axis of a (batch, features) input) is supported, got {dim}")
-        self.dim = -1
-
-
-class LeakyReLU(_Activation):
-    _kind = "leaky_relu"
-    _fields = {"negative_slope": (int, float)}
-
-    def __init__(self, negative_slope: float = 0.01) -> None:
-        self.negative_slope = check_number(negative_slope, "negative_slope")
-
-    def extra_repr(self) -> str:
-        return f"negative_slope={self.negative_slope}"
-
-
-# ---- the modern activations (torch.nn's names, arguments, defaults and formulas)
-class ELU(_Activation):
-    """x if x > 0 else alpha * (e^x - 1)."""
-
-    _kind = "elu"
-    _fields = {"alpha": (int, float)}
-
-    def __init__(self, alpha: float = 1.0) -> None:
-        self.alpha = check_number(alpha, "ELU alpha")
-
-    def extra_repr(self) -> str:
-        return f"alpha={self.alpha}"
-
-
-class CELU(_Activation):
-    """max(0, x) + min(0, alpha * (e^(x/alpha) - 1)); alpha must not be 0."""
-
-    _kind = "celu"
-    _fields = {"alpha": (int, float)}
-
-    def __init__(self, alpha: float = 1.0) -> None:
-        self.alpha = check_number(alpha, "CELU alpha")
-        if self.alpha == 0:
-            raise ValueError("CELU: alpha must not be 0")
-
-    def extra_repr(self) -> str:
-        return f"alpha={self.alpha}"
-
-
-class SELU(_Activation):
-    """scale * ELU(x, alpha) with scale = 1.0507009873554805, alpha = 1.6732632423543772."""
-
-    _kind = "selu"
-
-
-class SiLU(_Activation):
-    """x * sigmoid(x) (also called swish)."""
-
-    _kind = "silu"
-
-
-class Mish(_Activation):
-    """x * tanh(softplus(x))."""
-
-    _kind = "mish"
-
-
-class Softplus(_Activation):
-    """log(1 + e^(beta x)) / beta, and x where beta * x > threshold."""
-
-    _kind = "softplus"
-    _fields = {"beta": (int, float), "threshold": (int, float)}
-
-    def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
-        self.beta = check_number(beta, "Softplus beta")
-        if self.beta == 0:
-            raise ValueError("Softplus: beta must not be 0")
-        self.threshold = check_number(threshold, "Softplus threshold")
-
-    def extra_repr(self) -> str:
-        return f"beta={self.beta}, threshold={self.threshold}"
-
-
-class Softsign(_Activation):
-    """x / (1 + |x|)."""
-
-    _kind = "softsign"
-
-
-class Hardtanh(_Activation):
-    """x clamped to [min_val, max_val] (gradient 0 at and beyond the ends)."""
-
-    _kind = "hardtanh"
-    _fields = {"min_val": (int, float), "max_val": (int, float)}
-
-    def __init__(self, min_val: float = -1.0, max_val: float = 1.0) -> None:
-        self.min_val = check_number(min_val, "Hardtanh min_val")
-        self.max_val = check_number(max_val, "Hardtanh max_val")
-        if not self.min_val < self.max_val:
-            raise ValueError(f"Hardtanh: min_val ({self.min_val}) must be less than max_val ({self.max_val})")
-
-    def extra_repr(self) -> str:
-        return f"min_val={self.min_val}, max_val={self.max_val}"
-
-
-class ReLU6(_Activation):
-    """min(max(x, 0), 6), i.e. Hardtanh(0, 6)."""
-
-    _kind = "relu6"
-
-
-class Hardsigmoid(_Activation):
-    """min(max(x + 3, 0), 6) / 6."""
-
-    _kind = "hardsigmoid"
-
-
-class Hardswish(_Activation):
-    """x * min(max(x + 3, 0), 6) / 6."""
-
-    _kind = "hardswish"
-
-
-class LogSigmoid(_Activation):
-    """log(sigmoid(x)) = -softplus(-x)."""
-
-    _kind = "logsigmoid"
-
-
-class LogSoftmax(_Activation):
-    """log(softmax(x)) over the features of each row (dim=1 / dim=-1 of a batch)."""
-
-    _kind = "log_softmax"
-
-    def __init__(self, dim: int = 1) -> None:
-        if isinstance(dim, bool) or dim not in (1, -1):
-            raise ValueError(f"LogSoftmax: only dim=1 or dim=-1 (the feature axis of a (batch, features) input) "
-                             f"is supported, got {dim!r}")
-        self.dim = 1
-
-
-class PReLU(Module):
-    """x if x > 0 else a * x with a learnable ``weight`` a of shape (num_parameters,): one weight
-    for every feature (num_parameters=1) or one per feature (num_parameters = the input width),
-    each starting at ``init``."""
-
-    _kind = "prelu"
-    _fields = {"num_parameters": (int,), "init": (int, float)}
-
-    def __init__(self, num_parameters: int = 1, init: float = 0.25) -> None:
-        self.num_parameters = check_int(num_parameters, "PReLU num_parameters", low=1, high=2**62)
-        self.init = check_number(init, "PReLU init")
-        self.weight: Parameter | None = None
-
-    def extra_repr(self) -> str:
-        return f"num_parameters={self.num_parameters}"
-
-
-class Flatten(Module):
-    """nn.Flatten(start_dim=1, end_dim=-1): the identity on (batch, features) inputs (so that torch
-    models and checkpoints with a Flatten line up layer by layer)."""
-
-    _kind = "flatten"
-    _fields = {"start_dim": (int,), "end_dim": (int,)}
-
-    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
-        for name, v in (("start_dim", start_dim), ("end_dim", end_dim)):
-            if isinstance(v, bool) or v not in (1, -1):
-                raise ValueError(f"Flatten: only {name}=1 or -1 (the feature axis of a (batch, features) input) "
-                                 f"is supported, got {v!r}")
-        self.start_dim, self.end_dim = int(start_dim), int(end_dim)
-
-    def extra_repr(self) -> str:
-        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
-
-
-class Dropout(Module):
-    """Inverted dropout: in training, zero each element with probability p
-    and scale the rest by 1/(1-p); identity in eval mode."""
-
-    _kind = "dropout"
-    _fields = {"p": (int, float)}
-
-    def __init__(self, p: float = 0.5) -> None:
-        self.p = check_number(p, "dropout probability p", low=0.0, high=1.0, high_open=True)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
-# ---- normalization layers (cpp/layers/normalization.cpp)
-def _width(normalized_shape: Any, layer: str) -> int:
-    """normalized_shape as the feature width: an int or a 1-tuple (inputs are (batch, features))."""
-    if isinstance(normalized_shape, (tuple, list)):
-        if len(normalized_shape) != 1:
-            raise ValueError(f"{layer}: normalized_shape must be an int or a 1-tuple (the feature width of a "
-                             f"(batch, features) input), got {tuple(normalized_shape)}")
-        normalized_shape = normalized_shape[0]
-    return check_int(normalized_shape, "normalized_shape", low=1, high=2**62)
-
-
-class BatchNorm1d(Module):
-    """Batch normalization over the batch of (batch, num_features) inputs, as torch.nn.BatchNorm1d: in
-    training, each feature is normalized by the batch's mean and biased variance, and the running
-    estimates are updated with the unbiased variance (momentum=None: their cumulative average); in
-    eval mode the running estimates are used (the batch's statistics if track_running_stats=False).
-    state_dict: weight, bias (affine), running_mean, running_var, num_batches_tracked (int64)."""
-
-    _kind = "batch_norm"
-    _fields = {"num_features": (int,), "eps": (int, float), "momentum": (int, float, type(None)),
-               "affine": (bool,), "track_running_stats": (bool,)}
-
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-                 track_running_stats: bool = True) -> None:
-        self.num_features = check_int(num_features, "num_features", low=1, high=2**62)
-        self.eps = check_number(eps, "eps", low=0.0, low_open=True)
-        self.momentum = None if momentum is None else check_number(momentum, "momentum", low=0.0, high=1.0)
-        self.affine = bool(affine)
-        self.track_running_stats = bool(track_running_stats)
-        self.weight: Parameter | None = None
-        self.bias: Parameter | None = None
-        self.running_mean: np.ndarray | None = None
-        self.running_var: np.ndarray | None = None
-        self.num_batches_tracked: np.ndarray | None = None
-
-    def extra_repr(self) -> str:
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats}")
-
-
-class LayerNorm(Module):
-    """Normalization of each row over its features, as torch.nn.LayerNorm(normalized_shape) for
-    (batch, features) inputs: (x - mean) / sqrt(var + eps) * weight + bias (biased variance)."""
-
-    _kind = "layer_norm"
-    _fields = {"normalized_shape": (int,), "eps": (int, float), "elementwise_affine": (bool,), "bias": (bool,)}
-
-    def __init__(self, normalized_shape: int | tuple[int], eps: float = 1e-5, elementwise_affine: bool = True,
-                 bias: bool = True) -> None:
-        self.normalized_shape = (_width(normalized_shape, "LayerNorm"),)
-        self.eps = check_number(eps, "eps", low=0.0)
-        self.elementwise_affine = bool(elementwise_affine)
-        self.bias_enabled = bool(bias)
-        self.weight: Parameter | None = None
-        self.bias: Parameter | None = None
-
-    def _spec(self) -> dict:
-        return {"kind": self._kind, "normalized_shape": self.normalized_shape[0], "eps": self.eps,
-                "elementwise_affine": self.elementwise_affine, "bias": self.bias_enabled}
-
-    def extra_repr(self) -> str:
-        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
-
-
-class RMSNorm(Module):
-    """x / sqrt(mean(x^2) + eps) * weight over each row's features, as torch.nn.RMSNorm; eps=None is
-    the machine epsilon of the model's dtype (torch.finfo(dtype).eps)."""
-
-    _kind = "rms_norm"
-    _fields = {"normalized_shape": (int,), "eps": (int, float, type(None)), "elementwise_affine": (bool,)}
-
-    def __init__(self, normalized_shape: int | tuple[int], eps: float | None = None,
-                 elementwise_affine: bool = True) -> None:
-        self.normalized_shape = (_width(normalized_shape, "RMSNorm"),)
-        self.eps = None if eps is None else check_number(eps, "eps", low=0.0)
-        self.elementwise_affine = bool(elementwise_affine)
-        self.weight: Parameter | None = None
-
-    def _spec(self) -> dict:
-        return {"kind": self._kind, "normalized_shape": self.normalized_shape[0], "eps": self.eps,
-                "elementwise_affine": self.elementwise_affine}
-
-    def extra_repr(self) -> str:
-        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
-
-
-# ---- residual blocks (cpp/layers/residual.cpp: residual_begin ... residual_end in the flat list)
 class Residual(Module):
     """x + block(x), as a torch module ``Residual`` whose ``block`` is ``nn.Sequential(*layers)``
     and whose forward is ``x + self.block(x)``: its tensors are named '<i>.block.<j>.weight'.
@@ -643,6 +36,11 @@ class Residual(Module):
 
     def _named_children(self) -> list:
         return [("block", self.block)]
+
+    def _flat(self, name: str) -> list:
+        # cpp/layers/residual.cpp: residual_begin, the block's layers, residual_end in the engine's flat list
+        return [({"kind": "residual_begin"}, None, None), *_flatten(self.block, f"{name}.block."),
+                ({"kind": "residual_end"}, None, None)]
 
     def _spec(self) -> dict:
         return {"kind": self._kind, "block": [layer._spec() for layer in self.block]}
@@ -686,78 +84,6 @@ class _Block(Module):
     def __repr__(self) -> str:
         inner = "".join(f"\n  ({j}): " + repr(layer).replace("\n", "\n  ") for j, layer in enumerate(self._layers))
         return f"Sequential({inner}\n)"
-
-
-def _flatten(layers: Any, prefix: str = "") -> list:
-    """The engine's flat layer list for these layers: [(spec, state_dict prefix or None, layer)],
-    a Residual becoming residual_begin, its block's layers ('<i>.block.<j>'), residual_end."""
-    out: list = []
-    for i, layer in enumerate(layers):
-        name = f"{prefix}{i}"
-        if isinstance(layer, Residual):
-            out.append(({"kind": "residual_begin"}, None, None))
-            out += _flatten(layer.block, f"{name}.block.")
-            out.append(({"kind": "residual_end"}, None, None))
-        else:
-            out.append((layer._spec(), name, layer))
-    return out
-
-
-def _modules(layers: Any) -> Iterator[Module]:
-    """Every layer, those inside residual blocks too."""
-    for layer in layers:
-        yield layer
-        if isinstance(layer, Residual):
-            yield from _modules(layer.block)
-
-
-def _detached(layer: Module) -> Module:
-    """A copy of layer (and the layers inside it) with copies of its tensors, owned by no model."""
-    memo = {id(m._owner): None for m in _modules([layer]) if m._owner is not None}
-    return copy.deepcopy(layer, memo)
-
-
-# buffers that torch keeps as int64 (stored in the model's float type, exact up to 2**24 / 2**53)
-_INT_BUFFERS = frozenset({"num_batches_tracked"})
-
-
-class AlphaDropout(Module):
-    """Alpha dropout for SELU networks, as torch.nn.AlphaDropout: in training each element is
-    dropped with probability p to alpha' = -1.7580993408473766 and the result is scaled and
-    shifted (a * (...) + b) so that zero mean and unit variance are kept; identity in eval mode."""
-
-    _kind = "alpha_dropout"
-    _fields = {"p": (int, float)}
-
-    def __init__(self, p: float = 0.5) -> None:
-        self.p = check_number(p, "alpha dropout probability p", low=0.0, high=1.0)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
-def _layer_from_spec(spec: Mapping[str, Any]) -> Module:
-    """The layer a spec describes (a model file's or a pickle's), through the
-    registry of layer classes: unknown kinds and unknown arguments are refused."""
-    cls = _LAYER_TYPES.get(spec.get("kind"))  # type: ignore[arg-type]
-    if cls is None:
-        raise ValueError(f"unknown layer kind {spec.get('kind')!r}")
-    unknown = sorted(set(spec) - {"kind"} - set(cls._fields))
-    if unknown:
-        raise ValueError(f"{cls._kind}: unknown arguments {unknown}")
-    return cls._from_spec(spec)
-
-
-def _tensor_shapes(layers: list, buffers: bool = False) -> dict:
-    """{state_dict key: shape} of every parameter (buffers=True: every buffer) a
-    Sequential of these layers would have, from the engine's table, without
-    building it (no memory is given to the tensors)."""
-    flat = _flatten(layers)
-    out = {}
-    for i, name, shape, is_buffer in _core.layer_tensors([spec for spec, _, _ in flat]):
-        if is_buffer == buffers:
-            out[f"{flat[i][1]}.{name}"] = tuple(shape)
-    return out
 
 
 class Sequential(Module):
@@ -1122,8 +448,6 @@ class Sequential(Module):
     def forward(self, x: Any, precision: str = "float32") -> np.ndarray:
         """The model's output for x (batch, in_features) as a new array. ``precision='bfloat16'``: the
         products in bfloat16 (see ``fit``); the next ``backward`` uses the same precision."""
-        from .training import check_precision
-
         bf16 = check_precision(precision, self)
         a = self._input(x)
         out = self._core.forward(a, bf16)
@@ -1150,6 +474,30 @@ class Sequential(Module):
         self._grads_set()
         return dx[0] if self._last_1d else dx
 
+    # ---- pickling (joblib, copy.deepcopy): the architecture and arrays, never the C++ object
+    def __getstate__(self) -> dict:
+        with self._core.hold(False):
+            return self._state()
+
+    def _state(self) -> dict:
+        return {"layers": self._layer_specs(), "dtype": self.dtype.name, "seed": self.seed,
+                "training": self.training, "dropout_calls": int(self._core.dropout_calls),
+                "epochs_done": int(self._core.epochs_done), "state_dict": self.state_dict(),
+                "frozen": [k for k, p in self._params.items() if not p.requires_grad]}
+
+    def __setstate__(self, state: dict) -> None:
+        Sequential.__init__(self, *[_layer_from_spec(s) for s in state["layers"]], seed=state["seed"],
+                            dtype=state["dtype"])
+        self.load_state_dict(state["state_dict"])
+        self.train(state["training"])
+        self._core.dropout_calls = state["dropout_calls"]
+        self._core.epochs_done = state["epochs_done"]
+        for k in state.get("frozen", ()):
+            self._params[k].requires_grad = False
+
+    # ---- the Keras-style facade: train_step, fit, predict, evaluate, save and to_onnx call the layers above
+    # nn (training, distributed, serialization, onnx), imported when called. These are the only imports of a
+    # higher layer below fastmlp/__init__.py (tests/test_layout.py holds the list).
     def train_step(self, x: Any, y: Any, loss_fn: Any, optimizer: Any, precision: str = "float32",
                    clip_grad_norm: builtins.float | None = None,
                    clip_grad_value: builtins.float | None = None) -> builtins.float:
@@ -1158,28 +506,10 @@ class Sequential(Module):
         fm.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm) then
         clip_grad_value_(..., clip_grad_value) would. Returns the loss before the step.
         ``precision``: as ``fit``'s."""
-        from .losses import _Loss
-        from .optim import Optimizer
-        from .training import check_precision, clip_args
+        from ..training import train_step
 
-        bf16 = check_precision(precision, self)
-        if not isinstance(loss_fn, _Loss):
-            raise TypeError(f"loss_fn must be a fastmlp loss (e.g. fm.CrossEntropyLoss()), got {type(loss_fn).__name__}")
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"optimizer must be a fastmlp optimizer, got {type(optimizer).__name__}")
-        core_opt = optimizer._core_for(self)
-        a = self._input(x)
-        out_width = self._core.out_features(a.shape[1])
-        t = loss_fn._target(y, (a.shape[0], out_width), self.dtype)
-        check_finite(t, "target")
-        if a.shape[0] == 0:
-            raise ValueError("train_step got 0 samples: a step needs at least one")
-        optimizer._sync()
-        self._can_backward = False  # the step's own forward replaces the last one
-        clip = clip_args(clip_grad_norm, clip_grad_value)
-        loss = float(self._core.train_step(a, t, loss_fn._spec(self.dtype), core_opt, bf16, *clip))
-        self._grads_set()
-        return loss
+        return train_step(self, x, y, loss_fn, optimizer, precision=precision, clip_grad_norm=clip_grad_norm,
+                          clip_grad_value=clip_grad_value)
 
     def fit(self, X: Any, y: Any, loss: Any, optimizer: Any, epochs: int = 1, batch_size: int = 32,
             shuffle: bool = True, validation_data: Any = None, scheduler: Any = None, callbacks: Any = (),
@@ -1246,7 +576,7 @@ class Sequential(Module):
         even), the products accumulated in float32 (AVX512_BF16 where the CPU has it, else an emulation with
         the same bits). Weights, gradients, optimizer state, activations, losses and element-wise layers stay
         float32. The default ``'float32'`` computes in the model's dtype."""
-        from . import distributed, training
+        from .. import distributed, training
 
         fit: Any = training.fit if comm is None else distributed.fit
         return fit(self, X, y, loss, optimizer, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
@@ -1261,49 +591,27 @@ class Sequential(Module):
         """Eval-mode output for X, in chunks, GIL released. Predicts from several threads run at
         once; each one uses one set of weights for all its chunks (during a fit in another
         thread, the weights between two of its steps). ``precision``: as ``fit``'s."""
-        from .training import predict
+        from ..training import predict
 
         return predict(self, X, batch_size=batch_size, n_threads=n_threads, precision=precision)
 
     def evaluate(self, X: Any, y: Any, loss: Any, batch_size: int | None = None,
                  n_threads: int | None = None, precision: str = "float32") -> dict:
         """{'loss': ..., 'accuracy': ... (classification losses)} in eval mode. ``precision``: as ``fit``'s."""
-        from .training import evaluate
+        from ..training import evaluate
 
         return evaluate(self, X, y, loss, batch_size=batch_size, n_threads=n_threads, precision=precision)
 
-    # ---- pickling (joblib, copy.deepcopy): the architecture and arrays, never the C++ object
-    def __getstate__(self) -> dict:
-        with self._core.hold(False):
-            return self._state()
-
-    def _state(self) -> dict:
-        return {"layers": self._layer_specs(), "dtype": self.dtype.name, "seed": self.seed,
-                "training": self.training, "dropout_calls": int(self._core.dropout_calls),
-                "epochs_done": int(self._core.epochs_done), "state_dict": self.state_dict(),
-                "frozen": [k for k, p in self._params.items() if not p.requires_grad]}
-
-    def __setstate__(self, state: dict) -> None:
-        Sequential.__init__(self, *[_layer_from_spec(s) for s in state["layers"]], seed=state["seed"],
-                            dtype=state["dtype"])
-        self.load_state_dict(state["state_dict"])
-        self.train(state["training"])
-        self._core.dropout_calls = state["dropout_calls"]
-        self._core.epochs_done = state["epochs_done"]
-        for k in state.get("frozen", ()):
-            self._params[k].requires_grad = False
-
-    # ---- files
     def save(self, path: Any, optimizer: Any = None, scheduler: Any = None) -> None:
         """Write architecture + weights (+ optimizer state, + its scheduler's) to an .npz file, atomically."""
-        from .serialization import save
+        from ..serialization import save
 
         save(self, path, optimizer=optimizer, scheduler=scheduler)
 
     def to_onnx(self, path: Any = None, opset: int | None = None) -> Any:
         """The ONNX model (onnx.ModelProto) computing predict; with a path, also
         written there (atomically). Needs the 'onnx' extra; see fastmlp.onnx."""
-        from . import onnx as fm_onnx
+        from .. import onnx as fm_onnx
 
         opset = fm_onnx.DEFAULT_OPSET if opset is None else opset
         return fm_onnx.to_model(self, opset) if path is None else fm_onnx.export(self, path, opset)
