@@ -21,7 +21,8 @@ DATA = Path(__file__).parent / "data"
 LAYERS = [
     {"fastmlp._core", "fastmlp._arrays", "fastmlp._files", "fastmlp._random", "fastmlp._version"},
     {"fastmlp.nn", "fastmlp.nn.module", "fastmlp.nn.linear", "fastmlp.nn.activation", "fastmlp.nn.normalization",
-     "fastmlp.nn.dropout", "fastmlp.nn.container", "fastmlp.nn.loss", "fastmlp.nn.utils", "fastmlp.init"},
+     "fastmlp.nn.dropout", "fastmlp.nn.container", "fastmlp.nn.loss", "fastmlp.nn.utils", "fastmlp.init",
+     "fastmlp._mlp"},
     {"fastmlp.optim", "fastmlp.optim.optimizer", "fastmlp.optim.lbfgs", "fastmlp.optim.lr_scheduler"},
     {"fastmlp.callbacks"},
     {"fastmlp.training"},

@@ -23,7 +23,8 @@ _preload_openblas()
 # lower ones, so the imports form no cycle (tests/test_layout.py checks it, and lists the few function-level
 # imports of a higher layer: Sequential's fit/train_step/predict/evaluate/save/to_onnx facade).
 #   _core (the C++ extension), _arrays, _files, _random, _version    no fastmlp imports
-#   nn/ (module.py, then linear, activation, normalization, dropout, loss, utils, then container), init
+#   nn/ (module.py, then linear, activation, normalization, dropout, loss, utils, then container), init,
+#   _mlp (the estimators' and the CLI's network layout and activation names)
 #   optim/
 #   callbacks
 #   training                           fit, train_step, predict, evaluate
