@@ -33,9 +33,10 @@ at the same step with KeyboardInterrupt; in each case the model is the same on
 every rank. During the fit, Python's default SIGINT handler is replaced by one
 that only records the interrupt: the rank shares it at its next collective call
 (a step's reduction, or an exchange between epochs), so that a KeyboardInterrupt
-never breaks into the middle of one (a handler of the user's own is left alone). A rank that fails where the others cannot be told (an MPI error, an
-interrupt between epochs) aborts the whole job (MPI_Abort) with a message, so that
-no rank waits forever.
+never breaks into the middle of one (a handler of the user's own is left alone).
+A rank that fails where the others cannot be told (an MPI error, or an interrupt
+raised by a handler of the user's own inside the loop) aborts the whole job
+(MPI_Abort) with a message, so that no rank waits forever.
 """
 from __future__ import annotations
 
