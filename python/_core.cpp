@@ -289,7 +289,10 @@ struct PyOptimizer {
           keep.append(ga);
         }
         keep.append(p);
-        const py::object base = p.base();  // a model's parameter view has the model as its base
+        // a model's parameter has the model at the end of its chain of bases (a view of a view, such as
+        // p.data.view(dtype), has the first view as its own base)
+        py::object base = p.base();
+        while (base && py::isinstance<py::array>(base)) base = base.cast<py::array>().base();
         if (base && py::isinstance<PyModel<T>>(base)) gates.push_back(&base.cast<PyModel<T>&>().m.gate);
         ps.push_back({pd, gd, static_cast<idx>(p.size()), g.n_total});
         g.n_total = checked_add(g.n_total, static_cast<idx>(p.size()));

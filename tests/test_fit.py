@@ -142,6 +142,32 @@ def test_predict_from_many_threads_at_once():
         np.testing.assert_allclose(r, ref[i * 100:], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("how", ["step", "step_some", "named", "loaded"])
+def test_opt_step_waits_while_another_thread_holds_the_model(how, tmp_path):
+    """opt.step() on a model's parameters takes the model's gate (so that during a fit in another thread it
+    steps between two of fit's steps): while another thread holds the model, it waits. It once did not:
+    the C++ optimizer saw a view of a view, whose base is an array, and so found no model to lock."""
+    m = net(dropout=0.0)
+    opt = fm.optim.Adam(m.named_parameters() if how == "named" else m.parameters(), lr=0.01)
+    X, y = data()
+    m.train_step(X[:8], y[:8], fm.CrossEntropyLoss(), opt)
+    if how == "loaded":
+        m.save(tmp_path / "m.npz", optimizer=opt)
+        m, opt = fm.load(tmp_path / "m.npz", optimizer=True)
+        m.train_step(X[:8], y[:8], fm.CrossEntropyLoss(), opt)
+    if how == "step_some":
+        next(iter(m.parameters())).grad = None  # one parameter without a gradient: step_some
+    before = weights(m)
+    done = threading.Event()
+    with m._core.hold(True):
+        t = threading.Thread(target=lambda: (opt.step(), done.set()))
+        t.start()
+        assert not done.wait(0.3), "opt.step() ran while another thread held the model"
+        assert np.array_equal(weights(m), before)
+    t.join(10)
+    assert done.is_set() and not np.array_equal(weights(m), before)
+
+
 def test_early_stopping_restores_the_best_weights():
     X, y = data(n=200)
     Xv, yv = data(n=100, seed=9)

@@ -793,11 +793,7 @@ def _run_in_tmp(case):
 
 
 # Known failures, open in the hardening issue: each is named with what was seen.
-KNOWN = {
-    "save_state_dict_step_during_fit_in_another_thread_are_consistent":
-        "seen after this session's merges, in about half of the runs: a checkpoint whose bias is one step "
-        "ahead of its weight (a step of the other thread or of fit's loop seen half-done); to be bisected",
-}
+KNOWN: dict = {}  # case id -> why it is a known failure (none now)
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(reason=KNOWN[c.id], strict=False))
