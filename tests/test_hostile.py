@@ -792,12 +792,7 @@ def _run_in_tmp(case):
         return run_child(body, case.limit, case.timeout)
 
 
-# Known failures, open in the hardening issue: each is named with what was seen.
-KNOWN: dict = {}  # case id -> why it is a known failure (none now)
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(reason=KNOWN[c.id], strict=False))
-                                  if c.id in KNOWN else c for c in CASES], ids=[c.id for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_hostile_call(case):
     check(case, _result(case))
 
