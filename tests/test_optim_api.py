@@ -187,3 +187,24 @@ def test_optimizer_over_parameters_pickles(name):
     twin.step()
     for p, q in zip(mine, theirs):
         np.testing.assert_array_equal(p.data, q.data)
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+@pytest.mark.parametrize("order", ["model first", "optimizer first", "dict"])
+def test_a_model_and_its_optimizer_copied_together_stay_together(how, order):
+    """As torch: pickling or deep-copying a model with its optimizer (a tuple, a checkpoint dict) gives an
+    optimizer over the copied model's own Parameters, so the copy trains exactly as the original would. They
+    once came back apart (the copy's optimizer stepped arrays of its own and the copied model never changed)."""
+    m = _model()
+    opt = fm.optim.Adam(m.parameters(), lr=0.01)
+    _steps(m, opt, 3)
+    pack = {"model first": (m, opt), "optimizer first": (opt, m), "dict": {"optimizer": opt, "model": m}}[order]
+    twin = pickle.loads(pickle.dumps(pack)) if how == "pickle" else copy.deepcopy(pack)
+    m2, o2 = (twin["model"], twin["optimizer"]) if order == "dict" else \
+        (twin[0], twin[1]) if order == "model first" else (twin[1], twin[0])
+    assert all(a is b for a, b in zip(m2.parameters(), o2.param_groups[0]["params"]))
+    assert not any(np.shares_memory(p.data, q.data) for p, q in zip(m.parameters(), m2.parameters()))
+    _steps(m, opt, 4, seed=9)
+    _steps(m2, o2, 4, seed=9)
+    for k, v in m.state_dict().items():
+        np.testing.assert_array_equal(m2.state_dict()[k], v)

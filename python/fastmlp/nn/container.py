@@ -167,7 +167,7 @@ class Sequential(Module):
             if id(m) not in mine:
                 for k, v in list(vars(m).items()):
                     if isinstance(v, Parameter):
-                        v._data, v._grad = v._data.copy(), v._grad.copy().view(Grad)
+                        v._data, v._grad, v._model = v._data.copy(), v._grad.copy().view(Grad), None
                     elif isinstance(v, np.ndarray):
                         setattr(m, k, v.copy())
                 m._owner = None
@@ -176,6 +176,8 @@ class Sequential(Module):
         for _, kind, name, layer, attr in order:
             setattr(layer, attr, params[name] if kind == 0 else buffers[name])
         ref = weakref.ref(self)
+        for p in params.values():
+            p._model = ref
         for m in _modules(layers):
             m._owner = ref
             m.training = bool(core.training)

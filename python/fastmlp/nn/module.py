@@ -36,14 +36,45 @@ class Parameter:
     ``zero_grad()`` (set_to_none, torch's default) until the next backward.
 
     ``requires_grad_(False)`` freezes it, as torch: its ``grad`` stays None and no
-    optimizer step (``opt.step()``, ``train_step``, ``fit``) changes it or its state."""
+    optimizer step (``opt.step()``, ``train_step``, ``fit``) changes it or its state.
 
-    __slots__ = ("_data", "_grad", "_grad_none", "_requires_grad", "name")
+    Pickled or deep-copied together with its model (``pickle.dumps((model, opt))``, a dict holding
+    both), it stays the model's: the copy's optimizer steps the copied model, as in torch. Alone, it
+    brings its model along."""
+
+    __slots__ = ("_data", "_grad", "_grad_none", "_requires_grad", "name", "_model")
 
     def __init__(self, data: np.ndarray, grad: np.ndarray, name: str = "") -> None:
         self._data, self._grad, self.name = data, grad.view(Grad), name
         self._grad_none = False
+        self._model: Any = None  # a weak reference to the Sequential whose buffers hold it
         self._requires_grad = True
+
+    def _in_model(self) -> tuple[Any, str] | None:
+        """(model, key) when it is one of a live model's parameters."""
+        ref = getattr(self, "_model", None)  # (absent in Parameters unpickled from older files)
+        model = ref() if ref is not None else None
+        if model is not None:
+            for k, q in model._params.items():
+                if q is self:
+                    return model, k
+        return None
+
+    def __reduce__(self) -> tuple:
+        found = self._in_model()
+        if found is not None:  # the pickled model's own parameter (pickle's memo: one model for all)
+            return _parameter_of, found
+        return _standalone_parameter, (np.array(self._data), np.array(self._grad), self.name, self._requires_grad,
+                                       self._grad_none)
+
+    def __deepcopy__(self, memo: dict) -> "Parameter":
+        found = self._in_model()
+        if found is not None and memo.get(id(found[0]), found[0]) is not None:  # (None: the model is left out)
+            return copy.deepcopy(found[0], memo)._params[found[1]]
+        p = _standalone_parameter(self._data.copy(), self._grad.copy(), self.name, self._requires_grad,
+                                  self._grad_none)
+        memo[id(self)] = p
+        return p
 
     @property
     def data(self) -> np.ndarray:
@@ -317,3 +348,15 @@ def _tensor_shapes(layers: list, buffers: bool = False) -> dict:
         if is_buffer == buffers:
             out[f"{flat[i][1]}.{name}"] = tuple(shape)
     return out
+
+
+def _parameter_of(model: Any, key: str) -> Parameter:
+    """A pickled model parameter: the unpickled model's own."""
+    return model._params[key]
+
+
+def _standalone_parameter(data: np.ndarray, grad: np.ndarray, name: str, requires_grad: bool,
+                          grad_none: bool) -> Parameter:
+    p = Parameter(data, grad, name)
+    p._requires_grad, p._grad_none = requires_grad, grad_none
+    return p
