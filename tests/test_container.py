@@ -373,3 +373,28 @@ def test_summary_counts_match_torch():
     assert "(None, 3)" in [ln for ln in lines if ln.startswith("3 (Linear)")][0]
     printed = []
     assert m.summary(print_fn=printed.append) is None and printed == [text]
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+def test_a_layer_of_a_model_pickles_and_copies_into_a_layer_of_its_own(how):
+    """As torch: pickling or copying a model's layer (a residual block too) gives an independent layer with
+    copies of its tensors, usable in a new model; the original model is unchanged. Pickling one failed
+    (TypeError: its weak reference to its model)."""
+    import copy
+    import pickle
+
+    m = fm.Sequential(fm.Linear(2, 3), fm.Residual(fm.Linear(3, 3), fm.BatchNorm1d(3)), fm.Tanh(), dtype="float64",
+                      seed=0)
+    x = np.linspace(-1, 1, 8).reshape(4, 2)
+    m.train_step(x, np.zeros((4, 3)), fm.MSELoss(), fm.optim.SGD(m.parameters(), lr=0.1))
+    m.eval()
+    before = m(x)
+    copies = [pickle.loads(pickle.dumps(la)) if how == "pickle" else copy.deepcopy(la) for la in m]
+    for la, c in zip(m, copies):
+        assert c._owner is None
+        for (k, p), (k2, q) in zip(la.named_parameters(), c.named_parameters()):
+            assert k == k2 and np.array_equal(p.data, q.data) and not np.shares_memory(p.data, q.data)
+    twin = fm.Sequential(*copies, dtype="float64")
+    twin.eval()
+    np.testing.assert_array_equal(twin(x), before)  # running statistics came along
+    np.testing.assert_array_equal(m(x), before)

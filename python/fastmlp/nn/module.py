@@ -225,6 +225,18 @@ class Module:
     def _spec(self) -> dict:
         return {"kind": self._kind, **{k: getattr(self, k) for k in self._fields}}
 
+    def __getstate__(self) -> dict:
+        """Pickling or deep-copying a layer gives a layer of its own (no model), with copies of its tensors."""
+        state = dict(self.__dict__)
+        state.pop("_owner", None)
+        for k, v in state.items():
+            if isinstance(v, Parameter):
+                state[k] = _standalone_parameter(v._data.copy(), v._grad.copy(), v.name, v._requires_grad,
+                                                 v._grad_none)
+            elif isinstance(v, np.ndarray):
+                state[k] = v.copy()
+        return state
+
     @classmethod
     def _from_spec(cls, spec: Mapping[str, Any]) -> "Module":
         return cls(**{k: spec[k] for k in cls._fields if k in spec})
