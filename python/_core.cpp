@@ -686,6 +686,8 @@ void bind_dtype(py::module_& m, const char* suffix) {
         s.m.workspace().bf16 = bf16;
         return s.m.loss_and_grad(xd, B, in, spec, t.labels, t.values, s.m.training);
       }, py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("bf16") = false)
+      // Test hook: how many chunks fit and train_step cut a batch of b rows into (cpp/trainer.h)
+      .def("_row_chunks", [](PM& s, idx b) { return row_chunks(s.m, b); })
       .def("train_step", [](PM& s, py::array x, py::array y, py::dict loss, PyOptimizer<T>& opt, bool bf16,
                             double clip_norm, double clip_value) {
         check_bf16<T>(bf16);
@@ -862,6 +864,11 @@ PYBIND11_MODULE(_core, m) {
   // Test knob (cpp/trainer.h): the bound on fit's row chunks' gradient bytes (0: every batch whole).
   m.def("_set_chunk_bytes", &set_chunk_bytes);
   m.def("_chunk_bytes", &chunk_bytes);
+  // Test hook (cpp/blas.h): the (row blocks, column blocks) grid of tiles a product (M, N, K) is cut into.
+  m.def("_gemm_tiles", [](idx M, idx N, idx K) {
+    const TileGrid g = gemm_tiles(M, N, K);
+    return py::make_tuple(g.tm, g.tn);
+  });
   m.def("blas_get_num_threads", &blas_get_num_threads);
   m.def("blas_core_name", &blas_core_name);
   m.def("gemm_isa_available", [](const std::string& isa) {
