@@ -81,12 +81,15 @@ struct BatchBuffers {
 };
 
 // How a training batch of b rows is cut, from the shapes alone (never the
-// thread count, so every n_threads gives the same bits): chunks of at least
-// kChunkRows rows, at most kMaxChunks of them, each with its own gradient
-// buffer, when the model's rows are independent in training (no BatchNorm) and
-// the chunks' gradients (n_params x chunks) fit in chunk_bytes(); otherwise
-// one chunk, the whole batch, whose products are cut in tiles (blas.h).
-constexpr idx kChunkRows = 32, kMaxChunks = 8;
+// thread count, so every n_threads gives the same bits): min(kMaxChunks,
+// b / kChunkRows) chunks, each with its own gradient buffer, when the model's
+// rows are independent in training (no BatchNorm) and the chunks' gradients
+// (n_params x chunks) fit in chunk_bytes(); otherwise one chunk, the whole
+// batch, whose products are cut in tiles (blas.h). Measured on one thread
+// (README, Threads): 64-row chunks cost 1-4% over the whole batch on the
+// digits, seed and mid nets, 32-row ones 12-104% (OpenBLAS is slow on
+// products that thin); the large net's 8 x 7.4 MB of gradients cost 23%.
+constexpr idx kChunkRows = 64, kMaxChunks = 8;
 template <class T>
 idx row_chunks(const Model<T>& m, idx b);
 // The bound on the chunks' gradient bytes (a test knob: 0 makes every batch one chunk).

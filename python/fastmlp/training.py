@@ -51,11 +51,11 @@ def thread_plan(n_threads: int | None, model: Any = None, rows: int = 0, split: 
     """The threads of fastmlp's pool for a call (OpenBLAS itself always runs one
     thread inside the pool's tiles: cpp/blas.h). n_threads, or for None every
     core; for None and a predict or evaluate (not split) whose products are
-    small, one. fit (split) cuts each batch into chunks of at least 32 rows
+    small, one. fit (split) cuts each batch into chunks of at least 64 rows
     (cpp/trainer.h), so for None it takes every core once a batch has two."""
     if n_threads is not None:
         return check_int(n_threads, "n_threads", low=1, high=4096)
-    if model is None or (split and rows >= 64):
+    if model is None or (split and rows >= 128):
         return default_threads()
     return auto_threads(model, rows)
 
