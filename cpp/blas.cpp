@@ -1,6 +1,7 @@
 #include "blas.h"
 
 #include <algorithm>
+#include <mutex>
 
 #include <cblas.h>
 
@@ -109,6 +110,23 @@ void gemm(bool ta, bool tb, idx M, idx N, idx K, T alpha, const T* A, idx lda, c
 template void gemm<float>(bool, bool, idx, idx, idx, float, const float*, idx, const float*, idx, float, float*, idx);
 template void gemm<double>(bool, bool, idx, idx, idx, double, const double*, idx, const double*, idx, double, double*,
                            idx);
+
+namespace {
+std::mutex g_single_mu;
+int g_single_depth = 0, g_single_saved = 1;
+}  // namespace
+
+BlasSingleThread::BlasSingleThread() {
+  std::lock_guard<std::mutex> lk(g_single_mu);
+  if (g_single_depth++ == 0) {
+    g_single_saved = scipy_openblas_get_num_threads();
+    if (g_single_saved != 1) scipy_openblas_set_num_threads(1);
+  }
+}
+BlasSingleThread::~BlasSingleThread() {
+  std::lock_guard<std::mutex> lk(g_single_mu);
+  if (--g_single_depth == 0 && g_single_saved != 1) scipy_openblas_set_num_threads(g_single_saved);
+}
 
 void blas_set_num_threads(int n) {
   (void)g_single;

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <exception>
 #include <mutex>
 #include <thread>
@@ -15,6 +16,7 @@ namespace fastmlp {
 namespace {
 std::atomic<int> g_threads{std::max(1, static_cast<int>(std::thread::hardware_concurrency()))};
 constexpr int kMaxThreads = 256;
+constexpr idx kMaxChunks = idx(1) << 31;  // chunk indices fit the claim word's low half
 
 // Spin on `until` for at most ~50 microseconds; true if it became true.
 template <class F>
@@ -29,31 +31,45 @@ bool spin(F until) {
   }
 }
 
-// The pool's threads and its one job at a time. A worker joins job `gen` only
-// while it is open and a slot is left (at most threads - 1 workers join, so
-// n_threads bounds the threads that run); the caller closes the job when every
-// chunk is done and waits for the workers inside it to leave (seq_cst: a worker
-// either is counted in `active` before the close or sees the job closed).
+// The pool's threads and its one job at a time. Job g is published by `gen`;
+// chunks are claimed by a compare-and-swap on `claim` = (g << 32 | next chunk),
+// so a worker that wakes late (descheduled, or still asleep) finds another
+// generation there and leaves without touching the job: the caller waits only
+// for chunks that were claimed, never for a thread that has not started. Up to
+// threads - 1 workers take a seat in a job (`seats` = g << 32 | free seats), so
+// n_threads bounds the threads that run.
 struct Pool {
   long pid = static_cast<long>(getpid());
   std::mutex mu;
   std::condition_variable wake;      // workers: a new job
-  std::condition_variable finished;  // the caller: every chunk done, every worker out
-  std::atomic<unsigned long> gen{0};
-  std::atomic<bool> open{false};
-  std::atomic<int> slots{0}, active{0};
-  std::atomic<idx> next{0}, done{0};
+  std::condition_variable finished;  // the caller: every chunk done
+  std::atomic<std::uint32_t> gen{0};
+  std::atomic<std::uint64_t> claim{0}, seats{0};
+  std::atomic<idx> done{0};
+  // the job (written by its caller before it publishes gen; read by a worker only for a chunk it claimed)
   ChunkFn fn = nullptr;
   void* ctx = nullptr;
-  idx n = 0;
+  std::atomic<idx> n{0};
   idx err_chunk = 0;  // the lowest chunk that threw, and its exception (under mu)
   std::exception_ptr err;
   int started = 0;  // worker threads (only the owner of the pool starts more)
 
-  void work() {
+  static std::uint32_t gen_of(std::uint64_t v) { return static_cast<std::uint32_t>(v >> 32); }
+  bool take_seat(std::uint32_t g) {
+    std::uint64_t v = seats.load();
+    do {
+      if (gen_of(v) != g || (v & 0xFFFFFFFFu) == 0) return false;
+    } while (!seats.compare_exchange_weak(v, v - 1));
+    return true;
+  }
+  // claims and runs chunks of job g until none is left
+  void work(std::uint32_t g) {
     for (;;) {
-      const idx c = next.fetch_add(1);
-      if (c >= n) return;
+      std::uint64_t v = claim.load();
+      do {
+        if (gen_of(v) != g || idx(v & 0xFFFFFFFFu) >= n.load()) return;
+      } while (!claim.compare_exchange_weak(v, v + 1));
+      const idx c = idx(v & 0xFFFFFFFFu);
       try {
         fn(ctx, c);
       } catch (...) {
@@ -63,7 +79,7 @@ struct Pool {
           err = std::current_exception();
         }
       }
-      if (done.fetch_add(1) + 1 == n) {
+      if (done.fetch_add(1) + 1 == n.load()) {
         std::lock_guard<std::mutex> lk(mu);
         finished.notify_all();
       }
@@ -71,7 +87,7 @@ struct Pool {
   }
 
   void loop() {
-    unsigned long seen = gen.load();
+    std::uint32_t seen = gen.load();
     for (;;) {
       auto ready = [&] { return gen.load(std::memory_order_acquire) != seen; };
       if (!spin(ready)) {
@@ -79,12 +95,7 @@ struct Pool {
         wake.wait(lk, ready);
       }
       seen = gen.load();
-      active.fetch_add(1);
-      if (open.load() && gen.load() == seen && slots.fetch_sub(1) > 0) work();
-      if (active.fetch_sub(1) == 1) {
-        std::lock_guard<std::mutex> lk(mu);
-        finished.notify_all();
-      }
+      if (take_seat(seen)) work(seen);
     }
   }
 };
@@ -119,7 +130,7 @@ int pool_threads() { return g_threads.load(std::memory_order_relaxed); }
 
 void parallel_for(int threads, idx n_chunks, ChunkFn fn, void* ctx) {
   const idx t = std::min<idx>({std::max(1, threads), n_chunks, kMaxThreads});
-  if (t <= 1 || !acquire()) {
+  if (t <= 1 || n_chunks >= kMaxChunks || !acquire()) {
     std::exception_ptr first;
     for (idx c = 0; c < n_chunks; ++c) {
       try {
@@ -140,31 +151,27 @@ void parallel_for(int threads, idx n_chunks, ChunkFn fn, void* ctx) {
       break;
     }
   }
+  // nothing of the last job is in use: its chunks are all done, and a worker still inside it finds no
+  // chunk of its generation left to claim
+  const std::uint32_t g = p.gen.load() + 1;
   p.fn = fn;
   p.ctx = ctx;
-  p.n = n_chunks;
+  p.n.store(n_chunks);
   p.err_chunk = n_chunks;
   p.err = nullptr;
-  p.next.store(0);
   p.done.store(0);
-  p.slots.store(static_cast<int>(t - 1));
-  p.open.store(true);
+  p.claim.store(std::uint64_t(g) << 32);
+  p.seats.store(std::uint64_t(g) << 32 | std::uint64_t(t - 1));
   {
     std::lock_guard<std::mutex> lk(p.mu);
-    p.gen.fetch_add(1);
+    p.gen.store(g);
   }
-  p.wake.notify_all();
-  p.work();
+  for (idx k = 0; k < t - 1; ++k) p.wake.notify_one();  // the sleeping workers a job needs, not all of them
+  p.work(g);
   auto all_done = [&] { return p.done.load() == n_chunks; };
   if (!spin(all_done)) {
     std::unique_lock<std::mutex> lk(p.mu);
     p.finished.wait(lk, all_done);
-  }
-  p.open.store(false);
-  auto all_out = [&] { return p.active.load() == 0; };
-  if (!spin(all_out)) {
-    std::unique_lock<std::mutex> lk(p.mu);
-    p.finished.wait(lk, all_out);
   }
   if (p.err) std::rethrow_exception(p.err);
 }

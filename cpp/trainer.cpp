@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "blas.h"
 #include "finite.h"
 #include "pool.h"
 #include "rng.h"
@@ -293,6 +294,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
                        int threads, const BatchSchedule* sched, const Collective* comm, const Clip& clip,
                        bool errors, idx first, idx count) {
   if (batch <= 0) throw value_error("batch_size must be positive");
+  const BlasSingleThread single;  // the pool runs the products' tiles
   EpochStats st;
   const idx N = d.N, B = std::min(batch, std::max<idx>(N, 1));
   if (comm) {  // every rank steps comm->steps batches from the pass's start
@@ -475,6 +477,7 @@ template <class T>
 double train_step(Model<T>& m, const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
                   const T* target, Optimizer<T>& opt, Snapshot<T>& snapshot, BatchBuffers<T>& buf,
                   const Clip& clip) {
+  const BlasSingleThread single;  // the pool runs the products' tiles
   snapshot.save(m, opt);  // before the forward, which updates the running statistics
   double value;
   try {

@@ -684,6 +684,7 @@ void bind_dtype(py::module_& m, const char* suffix) {
         py::gil_scoped_release nogil;
         GateHold hold(s.m.gate, true);
         s.m.workspace().bf16 = bf16;
+        const BlasSingleThread single;  // the pool runs the products' tiles
         return s.m.loss_and_grad(xd, B, in, spec, t.labels, t.values, s.m.training);
       }, py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("bf16") = false)
       // Test hook: how many chunks fit and train_step cut a batch of b rows into (cpp/trainer.h)
