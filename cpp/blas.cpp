@@ -39,11 +39,13 @@ void cblas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, blasint M, blasint N, bl
 }
 }  // namespace
 
-// Tiles of at least kTileWork multiply-adds (about 10-40 microseconds of one core, so that handing one
-// to a thread costs little) and at least kTileSide rows or columns along a cut dimension (cut at
-// multiples of 16, whole register blocks of the kernels); at most kMaxTiles, enough for 64 cores.
-constexpr double kTileWork = double(1 << 22);
-constexpr idx kTileSide = 64, kMaxTiles = 64, kAlign = 16;
+// Tiles of at least kTileWork multiply-adds and kTileSide rows or columns along a cut dimension (cut at
+// multiples of 16, whole register blocks of the kernels), at most kMaxTiles. Each tile repacks its
+// operands (OpenBLAS packs each once per call), so tiles cost time on one thread: measured on the large
+// config's products (one thread, CPU time), 4M multiply-adds and 64-wide tiles (up to 64 per product)
+// cost 35-50%, 64M and 256-wide (4-8 per product) 15%.
+constexpr double kTileWork = double(1 << 26);
+constexpr idx kTileSide = 256, kMaxTiles = 64, kAlign = 16;
 
 TileGrid gemm_tiles(idx M, idx N, idx K) {
   TileGrid g;

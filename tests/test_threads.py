@@ -38,13 +38,13 @@ def chunk_bytes():
 
 
 def digits_like(dtype, dropout=0.2, bn=False, wide=False, seed=3):
-    h = 320 if wide else 48
+    h, h2 = (512, 512) if wide else (48, 32)
     layers = [fm.Linear(64, h), fm.ReLU()]
     if bn:
         layers.append(fm.BatchNorm1d(h))
     if dropout:
         layers.append(fm.Dropout(dropout))
-    layers += [fm.Linear(h, 32), fm.Tanh(), fm.Linear(32, 10)]
+    layers += [fm.Linear(h, h2), fm.Tanh(), fm.Linear(h2, 10)]
     return fm.Sequential(*layers, seed=seed, dtype=dtype)
 
 
@@ -93,11 +93,11 @@ def test_batchnorm_net_runs_whole_and_is_bit_identical(dtype):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_wide_net_on_product_tiles_is_bit_identical(dtype, chunk_bytes):
     chunk_bytes(0)  # its batches whole, so the products' tiles carry the threads
-    X, y = digits_data(dtype, n=1024)
+    X, y = digits_data(dtype, n=512)
     make = lambda: digits_like(dtype, wide=True)  # noqa: E731
     assert make()._core._row_chunks(512) == 1
-    # the first layer's forward (512, 320, 64) and weight gradient (320, 64, 512) are cut in two
-    assert _core._gemm_tiles(512, 320, 64) == (2, 1) and _core._gemm_tiles(320, 64, 512) == (2, 1)
+    # the second layer's forward, weight gradient and dx, each (512, 512, 512), are cut in two
+    assert _core._gemm_tiles(512, 512, 512) == (2, 1)
     same_for_every_thread_count(make, X, y, batch=512)
 
 
@@ -114,10 +114,11 @@ def test_the_row_chunks_are_chosen_from_the_shapes(chunk_bytes):
 
 def test_product_tiles_are_cut_from_the_shapes_alone():
     assert _core._gemm_tiles(32, 10, 64) == (1, 1)  # small: one call
-    tm, tn = _core._gemm_tiles(512, 1024, 1024)
-    assert tm * tn == 64 and tm >= 2 and tn >= 2
-    assert _core._gemm_tiles(64, 64, 4096) == (1, 1)  # no side is long enough to cut
-    assert _core._gemm_tiles(100000, 10, 784)[1] == 1  # 10 columns are never cut
+    tm, tn = _core._gemm_tiles(512, 1024, 1024)  # the large config's: 8 tiles of 64M multiply-adds
+    assert tm * tn == 8 and tm >= 2 and tn >= 2
+    assert _core._gemm_tiles(8192, 8192, 8192) == (8, 8)  # at most 64
+    assert _core._gemm_tiles(256, 256, 1 << 20) == (1, 1)  # no side is long enough to cut
+    assert _core._gemm_tiles(100000, 10, 784) == (8, 1)  # 10 columns are never cut
 
 
 KINDS = ["ce", "ce_options", "ce_sum", "ce_probs", "mse", "huber", "bce", "poisson"]
