@@ -23,7 +23,8 @@ idx chunk_bytes() { return g_chunk_bytes.load(); }
 
 template <class T>
 idx row_chunks(const Model<T>& m, idx b) {
-  const idx n = std::clamp<idx>(b / kChunkRows, 1, kMaxChunks);
+  idx n = 1;  // a power of two: an even share on 2, 4 or 8 threads
+  while (n * 2 <= kMaxChunks && n * 2 * kChunkRows <= b) n *= 2;
   if (n == 1 || !m.rows_independent(true)) return 1;
   const double bytes = double(m.n_params()) * double(n) * double(sizeof(T));
   return bytes <= double(chunk_bytes()) ? n : 1;

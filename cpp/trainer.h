@@ -81,8 +81,9 @@ struct BatchBuffers {
 };
 
 // How a training batch of b rows is cut, from the shapes alone (never the
-// thread count, so every n_threads gives the same bits): min(kMaxChunks,
-// b / kChunkRows) chunks, each with its own gradient buffer, when the model's
+// thread count, so every n_threads gives the same bits): the largest power of
+// two (an even share on 2, 4 or 8 threads) of chunks of at least kChunkRows
+// rows, at most kMaxChunks, each with its own gradient buffer, when the model's
 // rows are independent in training (no BatchNorm) and the chunks' gradients
 // (n_params x chunks) fit in chunk_bytes(); otherwise one chunk, the whole
 // batch, whose products are cut in tiles (blas.h). Measured on one thread
