@@ -846,3 +846,12 @@ def test_interrupted_save_never_destroys_the_previous_file(tmp_path):
             p.wait()
         res = run_child(check_code)
         assert res["outcome"] == "ok", res
+
+
+def test_no_lazy_numpy_import_on_fastmlp_call_paths():
+    """A signal handler that calls fastmlp while numpy lazily imports numpy.ma for fastmlp's first masked-array
+    check re-entered numpy's lazy attribute and recursed to a RecursionError (the SIGALRM case above, about
+    one run in four on a loaded machine). numpy.ma is imported with fastmlp, so no call path imports it."""
+    out = subprocess.run([sys.executable, "-c", "import sys, fastmlp; print('numpy.ma' in sys.modules)"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "True", out.stderr[-2000:]

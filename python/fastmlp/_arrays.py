@@ -5,6 +5,8 @@ import numbers
 from typing import Any
 
 import numpy as np
+import numpy.ma  # noqa: F401  now, not lazily on a first call: a signal handler that calls fastmlp while
+# that first import runs (the hostile SIGALRM case) would otherwise re-enter numpy's lazy import and recurse
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
