@@ -39,7 +39,7 @@ def _threads_in_task():
     from fastmlp.training import default_threads, thread_plan
 
     model = fm.Sequential(fm.Linear(784, 1024), fm.ReLU(), fm.Linear(1024, 10), seed=0)
-    return default_threads(), thread_plan(None, model, rows=4096, split=True)
+    return default_threads(), thread_plan(None, model, rows=4096)
 
 
 def test_n_threads_none_is_the_workers_share(client):

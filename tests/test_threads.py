@@ -230,10 +230,11 @@ def test_n_threads_bounds_the_pool_and_is_restored():
     m.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(m.parameters(), lr=0.1), verbose=0, n_threads=3,
           callbacks=[fm.callbacks.LambdaCallback(on_epoch_end=lambda *a: seen.append(_core.blas_get_num_threads()))])
     assert seen == [3] and _core.blas_get_num_threads() == before
-    assert training.thread_plan(5, m, 10, split=True) == 5
-    assert training.thread_plan(None, m, 256, split=True) == training.default_threads()  # fit: chunks
-    assert training.thread_plan(None, m, 100, split=True) == 1  # one chunk of small products
-    assert training.thread_plan(None, m, 200, split=False) == 1  # a small predict
+    assert training.thread_plan(5, m, 10) == 5
+    assert training.thread_plan(None, m, 256) == 1  # fit: small products, whatever the chunks
+    big = fm.Sequential(fm.Linear(784, 256), fm.ReLU(), fm.Linear(256, 10))
+    assert training.thread_plan(None, big, 256) == training.default_threads()  # the seed net
+    assert training.thread_plan(None, m, 200) == 1  # a small predict
 
 
 def test_a_batch_whose_rows_are_all_ignored_is_skipped_with_any_threads():

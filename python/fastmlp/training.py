@@ -36,7 +36,9 @@ def default_threads() -> int:
 
 
 # Below this many multiply-adds in the largest layer's per-batch product, threads
-# cost more than they bring for predict and evaluate (n_threads=None).
+# cost more than they bring (n_threads=None): a batch's chunks or tiles take tens of
+# microseconds, less than waking a thread, and on a busy machine far less than
+# waiting for one that was descheduled.
 SMALL_WORK = 8_000_000
 
 
@@ -49,23 +51,22 @@ def _max_product(model: Any) -> int:
     return max((la.in_features * la.out_features for la in model if hasattr(la, "in_features")), default=0)
 
 
-def thread_plan(n_threads: int | None, model: Any = None, rows: int = 0, split: bool = False) -> int:
+def thread_plan(n_threads: int | None, model: Any = None, rows: int = 0) -> int:
     """The threads of fastmlp's pool for a call (OpenBLAS itself always runs one
     thread inside the pool's tiles: cpp/blas.h). n_threads, or for None every
-    core; for None and a predict or evaluate (not split) whose products are
-    small, one. fit (split) cuts each batch into chunks of at least 64 rows
-    (cpp/trainer.h), so for None it takes every core once a batch has two."""
+    core, unless the per-batch products are small (then one). The result does not
+    depend on it: fit's chunks and tiles are cut from the shapes alone."""
     if n_threads is not None:
         return check_int(n_threads, "n_threads", low=1, high=4096)
-    if model is None or (split and rows >= 128):
+    if model is None:
         return default_threads()
     return auto_threads(model, rows)
 
 
 @contextmanager
-def blas_threads(n_threads: int | None, model: Any = None, rows: int = 0, split: bool = False) -> Iterator[int]:
+def blas_threads(n_threads: int | None, model: Any = None, rows: int = 0) -> Iterator[int]:
     """Set fastmlp's pool threads for a call by thread_plan (restored after); yields them."""
-    n = thread_plan(n_threads, model, rows, split)
+    n = thread_plan(n_threads, model, rows)
     before = _core.blas_get_num_threads()
     _core.blas_set_num_threads(n)
     try:
@@ -252,7 +253,7 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                                               "optimizer": optimizer, "scheduler": scheduler})
         calls.train_begin()
         model.train()
-        with blas_threads(n_threads, model, min(batch, Xa.shape[0]), split=True) as threads:
+        with blas_threads(n_threads, model, min(batch, Xa.shape[0])) as threads:
             for epoch in range(initial_epoch, epochs):  # Keras: counted from initial_epoch
                 calls.epoch_begin(epoch)
                 optimizer._sync()
