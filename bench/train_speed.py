@@ -27,9 +27,11 @@ from pathlib import Path
 import numpy as np
 
 import fastmlp as fm
-from _peers import best_per_call, bf16_matmul_peak, ort_session, torch_epoch, torch_mlp
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # bench/_peers.py, also when `fastmlp bench` loads this file by its path
+    sys.path.insert(0, str(HERE))
+from _peers import best_per_call, bf16_matmul_peak, ort_session, torch_epoch, torch_mlp  # noqa: E402
 LR = 0.01
 N_CLASSES = 10
 EVAL_ROWS = 2000

@@ -97,3 +97,13 @@ def assert_issue12_rows(res):
         assert res["dropout_threads"]["speedup"] > 0
     issue12 = {t["target"] for t in res["targets"] if t["issue"] == 12}
     assert "large, bfloat16: vs fastmlp float32" in issue12 and any("neighbours" in t for t in issue12)
+
+
+def test_loads_by_path_from_elsewhere(tmp_path):
+    """`fastmlp bench` loads train_speed.py by its path (importlib, bench/ not on sys.path), from any folder:
+    its import of bench/_peers.py must still work."""
+    code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('b', sys.argv[1]); "
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); print(callable(m.main))")
+    proc = subprocess.run([sys.executable, "-c", code, str(SCRIPT)], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == "True", proc.stderr[-3000:]
