@@ -908,6 +908,7 @@ def plot(res, path):
         bars = ax1.bar(np.arange(len(names)) + k * w - 0.4 + w / 2, vals, w, label=f"vs {fw}", color=COLORS[fw])
         ax1.bar_label(bars, fmt="%.1f", fontsize=8)
     ax1.axhline(1.0, color="k", lw=0.8)
+    ax1.set_yscale("log")  # ratios from well below 1 to hundreds
     ax1.set_xticks(np.arange(len(names)), names)
     ax1.set_ylabel("fastmlp speed-up (x)")
     ax1.set_title("Training: fastmlp speed-up vs peers (one epoch)")
@@ -923,6 +924,8 @@ def plot(res, path):
             vals.append(r.get("gflops", 0.0))
         ax2.bar(np.arange(len(groups)) + k * w - 0.4 + w / 2, vals, w, label=fw, color=COLORS[fw])
     ax2.axhline(res["sgemm"]["peak_gflops"], color="r", ls="--", lw=1, label="sgemm peak")
+    if res.get("bf16_peak"):
+        ax2.axhline(res["bf16_peak"]["torch_bf16_gflops"], color="m", ls=":", lw=1, label="bf16 peak (torch)")
     ax2.set_xticks(np.arange(len(groups)), groups)
     ax2.set_ylabel("GFLOP/s")
     ax2.set_title("Throughput")
