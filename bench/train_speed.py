@@ -47,11 +47,13 @@ BF16_CONFIGS = ("large", "mid")  # also trained with fastmlp precision='bfloat16
 # issue 10's ResNet-style MLP: Linear 256->512, 3 residual blocks of Linear(512, 512)-BatchNorm1d-ReLU-
 # Dropout(0.1), Linear 512->10; batch 256; samples in full mode, in --quick mode
 RESMLP = {"in": 256, "width": 512, "blocks": 3, "p": 0.1, "out": 10, "batch": 256, "samples": 60000, "quick": 8192}
-SECTION_CONFIGS = ("resmlp", "neighbours", "dropout-threads")  # --configs names that are sections, not CONFIGS rows
+SECTION_CONFIGS = ("resmlp", "neighbours", "dropout-threads", "accuracy")  # --configs names that are sections, not CONFIGS rows
 # the digits-like net of the neighbours and dropout-threads rows: 64-128-64-10 (ReLU), Adam(lr 1e-3), batch 200
 # (scikit-learn's MLPClassifier defaults), epochs in full mode, in --quick mode
 DIGITS = {"hidden": (128, 64), "batch": 200, "epochs": 60, "quick_epochs": 5, "dropout": 0.2}
-BURST_S, QUIET_S = 0.3, 1.0  # neighbours: NumPy 512x512 products for BURST_S before fit, or sleep QUIET_S
+BURST_S, QUIET_S = 0.3, 1.0
+# accuracy: the synthetic task (seed net, make_data's teacher labels): train rows full / --quick, test rows, epochs
+SYNTH = {"rows": 60000, "quick": 8192, "test": 10000, "epochs": 3, "quick_epochs": 1}  # neighbours: NumPy 512x512 products for BURST_S before fit, or sleep QUIET_S
 PREDICT_ROWS = 60000
 LATENCY_ROWS = (1, 256, 60000)  # predict latency of the seed model: calls per timed repeat, full / --quick
 LATENCY_CALLS = {1: (2000, 300), 256: (50, 10), 60000: (1, 1)}
@@ -81,6 +83,7 @@ TARGETS12 = {
     "dropout_threads": 1.6,
     "neighbours": 1.15,  # at most this ratio of the quiet time
     "predict_vs_ort": 1.3,  # at each of LATENCY_ROWS
+    "accuracy_points": 0.5,  # bfloat16 training's test accuracy at most this many percentage points below float32's
 }
 
 HAS_FIT = hasattr(fm.Sequential, "fit")
@@ -536,18 +539,47 @@ def digits_data():
     return d.X / np.float32(16.0), d.y  # pixels 0..16 scaled to 0..1
 
 
-def digits_fit_time(X, y, epochs, n_threads, dropout=0.0):
-    """Seconds of one fit of a new digits-like net (DIGITS; Dropout(dropout) after each hidden ReLU)."""
+def digits_net(widths, dropout=0.0):
+    """A new ReLU net of these widths (seed 0: the same weights every time), Dropout(dropout) after each hidden ReLU."""
     layers = []
-    for i, o in zip((X.shape[1], *DIGITS["hidden"]), DIGITS["hidden"]):
+    for i, o in zip(widths[:-2], widths[1:-1]):
         layers += [fm.Linear(i, o), fm.ReLU(), *([fm.Dropout(dropout)] if dropout else [])]
-    model = fm.Sequential(*layers, fm.Linear(DIGITS["hidden"][-1], N_CLASSES), seed=0, dtype="float32")
+    return fm.Sequential(*layers, fm.Linear(widths[-2], widths[-1]), seed=0, dtype="float32")
+
+
+def adam_fit(model, X, y, epochs, batch, n_threads, precision="float32"):
+    """Seconds of model.fit with Adam(lr 1e-3) (scikit-learn's MLPClassifier defaults)."""
     opt = fm.optim.Adam(model.parameters(), lr=1e-3)
     gc.collect()
     t0 = time.perf_counter()
-    model.fit(X, y, fm.CrossEntropyLoss(), opt, epochs=epochs, batch_size=DIGITS["batch"], shuffle=True, verbose=0,
-              n_threads=n_threads)
+    model.fit(X, y, fm.CrossEntropyLoss(), opt, epochs=epochs, batch_size=batch, shuffle=True, verbose=0,
+              n_threads=n_threads, **({} if precision == "float32" else {"precision": precision}))
     return time.perf_counter() - t0
+
+
+def digits_fit_time(X, y, epochs, n_threads, dropout=0.0):
+    """Seconds of one fit of a new digits-like net (DIGITS; Dropout(dropout) after each hidden ReLU)."""
+    model = digits_net((X.shape[1], *DIGITS["hidden"], N_CLASSES), dropout)
+    return adam_fit(model, X, y, epochs, DIGITS["batch"], n_threads)
+
+
+def bench_accuracy(tasks, n_threads):
+    """Held-out accuracy of the same net (same initial weights, same shuffles) trained with precision='float32'
+    and 'bfloat16', each predicting in its training precision. tasks: {name: (widths, batch, epochs, X, y,
+    X_test, y_test)}."""
+    out = {}
+    for name, (widths, batch, epochs, X, y, Xt, yt) in tasks.items():
+        r = out[name] = {"layers": list(widths), "train_rows": len(X), "test_rows": len(Xt), "epochs": epochs}
+        for precision in ("float32", "bfloat16"):
+            model = digits_net(widths)
+            r[f"{precision}_fit_s"] = adam_fit(model, X, y, epochs, batch, n_threads, precision)
+            pred = np.argmax(model.predict(Xt, n_threads=n_threads, **(
+                {} if precision == "float32" else {"precision": precision})), axis=1)
+            r[f"{precision}_accuracy"] = float(np.mean(pred == yt))
+        r["drop_points"] = 100 * (r["float32_accuracy"] - r["bfloat16_accuracy"])  # percentage points lost
+        print(f"  accuracy {name}: float32 {100 * r['float32_accuracy']:.2f}%, bfloat16 "
+              f"{100 * r['bfloat16_accuracy']:.2f}%")
+    return out
 
 
 def numpy_burst(seconds):
@@ -856,6 +888,9 @@ def targets12(res):
     lat = res.get("predict", {}).get("latency", {})
     for rows, v in lat.get("speedup", {}).get("onnxruntime", {}).items():
         ratio(f"predict, seed model, {rows} rows: vs ONNX Runtime", v, T["predict_vs_ort"])
+    for name, a in res.get("accuracy", {}).items():
+        lines.append((f"accuracy, {name}: float32 - bfloat16 test accuracy", f"{a['drop_points']:+.2f} points",
+                      f"<= {T['accuracy_points']} points", a["drop_points"] <= T["accuracy_points"]))
     return lines
 
 
@@ -884,6 +919,10 @@ def print_issue12(res):
         print(f"neighbours (digits-like, {nb['epochs']} epochs): after {nb['burst_s']} s of NumPy products "
               f"{1e3 * nb['after_numpy_s_best']:.1f} ms, after {nb['quiet_s']} s quiet {1e3 * nb['quiet_s_best']:.1f} ms "
               f"-> {nb['ratio']:.2f}x (target <= {TARGETS12['neighbours']}x)")
+    for name, a in res.get("accuracy", {}).items():
+        print(f"accuracy {name} ({a['train_rows']} training rows, {a['epochs']} epochs, {a['test_rows']} test rows): "
+              f"float32 {100 * a['float32_accuracy']:.2f}%, bfloat16 {100 * a['bfloat16_accuracy']:.2f}% -> "
+              f"{a['drop_points']:+.2f} points lost (target <= {TARGETS12['accuracy_points']})")
     d = res.get("dropout_threads")
     if d:
         print(f"dropout-threads (digits-like, Dropout({d['dropout']}), {d['epochs']} epochs): 1 thread "
@@ -1234,6 +1273,22 @@ def main(argv=None):
             else:
                 print("  dropout-threads skipped: this process may use only one core")
         sections["digits"] = time.perf_counter() - t_section
+        t_section = time.perf_counter()
+    if "accuracy" in configs:  # ---- bfloat16 training against float32: the digits and a synthetic 60000-row task
+        Xd, yd = digits_data()
+        perm = np.random.default_rng(0).permutation(len(Xd))
+        cut = len(Xd) * 3 // 4  # 75/25 split, as scikit-learn's train_test_split
+        n = SYNTH["quick"] if args.quick else SYNTH["rows"]
+        Xs, ys = make_data(n + SYNTH["test"], CONFIGS["seed"][0][0], seed=12)
+        tasks = {"digits": ((Xd.shape[1], *DIGITS["hidden"], N_CLASSES), DIGITS["batch"],
+                            DIGITS["quick_epochs"] if args.quick else DIGITS["epochs"],
+                            Xd[perm[:cut]], yd[perm[:cut]], Xd[perm[cut:]], yd[perm[cut:]]),
+                 "synthetic": (CONFIGS["seed"][0], CONFIGS["seed"][1], SYNTH["quick_epochs" if args.quick else "epochs"],
+                               Xs[:n], ys[:n], Xs[n:], ys[n:])}
+        res["accuracy"] = bench_accuracy(tasks, threads)
+        del Xs, ys, tasks
+        gc.collect()
+        sections["accuracy"] = time.perf_counter() - t_section
         t_section = time.perf_counter()
     # ---- peak RSS growth of fit, in a child process
     res["rss"] = rss_growth(threads)

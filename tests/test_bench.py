@@ -93,6 +93,10 @@ def assert_issue12_rows(res):
             assert r["max_abs_diff_vs_fastmlp"] < 1e-3, (fw, rows)  # the peer computed the same model
     nb = res["neighbours"]
     assert nb["quiet_s_best"] > 0 and nb["after_numpy_s_best"] > 0 and nb["ratio"] > 0
+    for name in ("digits", "synthetic"):  # bfloat16 against float32 training, held-out accuracy
+        a = res["accuracy"][name]
+        assert 0 < a["float32_accuracy"] <= 1 and 0 < a["bfloat16_accuracy"] <= 1, a
+        assert a["float32_accuracy"] > (0.5 if name == "digits" else 0.15), a  # well above chance (0.1): trained
     if "dropout_threads" in res:  # skipped on one core
         assert res["dropout_threads"]["speedup"] > 0
     issue12 = {t["target"] for t in res["targets"] if t["issue"] == 12}
