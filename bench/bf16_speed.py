@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 import fastmlp as fm
+from _peers import torch_epoch, torch_mlp
 
 CONFIGS = {"large": ([784, 1024, 1024, 10], 512), "mid": ([256, 512, 512, 10], 128)}
 
@@ -43,20 +44,13 @@ def fastmlp_time(sizes, batch, X, y, precision, repeats, threads):
 def torch_time(sizes, batch, X, y, bf16, repeats):
     import torch
 
-    layers: list = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
-    m = torch.nn.Sequential(*layers[:-1])
+    m = torch_mlp(torch, sizes)
     opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
     Xt, yt, lf = torch.from_numpy(X), torch.from_numpy(y), torch.nn.CrossEntropyLoss()
+    batches = [(Xt[s:s + batch], yt[s:s + batch]) for s in range(0, len(X), batch)]
 
     def epoch(warmup):
-        for s in range(0, batch if warmup else len(X), batch):
-            opt.zero_grad()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = lf(m(Xt[s:s + batch]), yt[s:s + batch])
-            loss.backward()
-            opt.step()
+        torch_epoch(torch, m, opt, lf, batches[:1] if warmup else batches, bf16)
     return best_of(repeats, epoch)
 
 

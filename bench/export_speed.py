@@ -21,26 +21,15 @@ import platform
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 import fastmlp as fm
+from _peers import best_per_call, ort_session
 
 HERE = Path(__file__).resolve().parent
 ROWS = (1, 256, 60000)
-
-
-def best_time(fn, calls: int, repeats: int) -> float:
-    fn()  # warm-up
-    best = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / calls)
-    return best
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,10 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="fastmlp-export-bench-"))
     try:
         try:
-            import onnxruntime as ort
-
-            sess = ort.InferenceSession(model.to_onnx().SerializeToString(), providers=["CPUExecutionProvider"])
-            runners[f"onnxruntime {ort.__version__}"] = lambda x: sess.run(None, {"input": x})[0]
+            sess, version = ort_session(model)
+            runners[f"onnxruntime {version}"] = lambda x: sess.run(None, {"input": x})[0]
         except ImportError as e:
             print(f"onnxruntime skipped: {e}")
         cc = shutil.which("cc")
@@ -90,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 x = np.ascontiguousarray(X[:rows])
                 diff = float(np.abs(run(x) - wants[rows]).max())
                 calls = max(1, 1000 // rows)
-                s = best_time(lambda: run(x), calls, args.repeats if rows < 60000 else max(2, args.repeats // 2))
+                s = best_per_call(lambda: run(x), calls, args.repeats if rows < 60000 else max(2, args.repeats // 2))
                 results[rows][name] = {"s": s, "max_abs_diff_vs_predict": diff}
                 print(f"{name:22s} {rows:6d} rows {s * 1e3:10.4f} ms  ({rows / s:12.0f} rows/s, "
                       f"max |diff| vs predict {diff:.1e})")

@@ -1,12 +1,14 @@
 #!/usr/bin/env python
-"""Training and inference speed of fastmlp vs a NumPy loop, PyTorch CPU and scikit-learn.
+"""Training and inference speed of fastmlp vs a NumPy loop, PyTorch CPU (float32 and bfloat16 autocast),
+JAX, scikit-learn and ONNX Runtime (predict).
 
 Run with the OpenBLAS workaround variables unset:
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/train_speed.py
 
 Everything runs in one process (the RSS measurement in a child process), on
-synthetic float32 data from a seeded NumPy RNG. See bench/README.md.
+synthetic float32 data from a seeded NumPy RNG (the neighbours and dropout-threads rows: the shipped
+digits). Each peer runs only when installed. See bench/README.md.
 """
 from __future__ import annotations
 
@@ -27,6 +29,9 @@ import numpy as np
 import fastmlp as fm
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # bench/_peers.py, also when `fastmlp bench` loads this file by its path
+    sys.path.insert(0, str(HERE))
+from _peers import best_per_call, bf16_matmul_peak, ort_session, torch_epoch, torch_mlp  # noqa: E402
 LR = 0.01
 N_CLASSES = 10
 EVAL_ROWS = 2000
@@ -36,15 +41,28 @@ CONFIGS = {
     "seed": ((784, 256, 10), 256, 60000, 8192),
     "small": ((64, 32, 10), 32, 20000, 4000),
     "large": ((784, 1024, 1024, 10), 512, 20000, 2048),
+    "mid": ((256, 512, 512, 10), 128, 20000, 1024),
 }
+BF16_CONFIGS = ("large", "mid")  # also trained with fastmlp precision='bfloat16' and torch bfloat16 autocast
 # issue 10's ResNet-style MLP: Linear 256->512, 3 residual blocks of Linear(512, 512)-BatchNorm1d-ReLU-
 # Dropout(0.1), Linear 512->10; batch 256; samples in full mode, in --quick mode
 RESMLP = {"in": 256, "width": 512, "blocks": 3, "p": 0.1, "out": 10, "batch": 256, "samples": 60000, "quick": 8192}
-SECTION_CONFIGS = ("resmlp",)  # --configs names that are sections of their own, not CONFIGS rows
+SECTION_CONFIGS = ("resmlp", "neighbours", "dropout-threads", "accuracy")  # --configs names that are sections, not CONFIGS rows
+# the digits-like net of the neighbours and dropout-threads rows: 64-128-64-10 (ReLU), Adam(lr 1e-3), batch 200
+# (scikit-learn's MLPClassifier defaults), epochs in full mode, in --quick mode
+DIGITS = {"hidden": (128, 64), "batch": 200, "epochs": 60, "quick_epochs": 5, "dropout": 0.2}
+BURST_S, QUIET_S = 0.3, 1.0
+# accuracy: the synthetic task (seed net, make_data's teacher labels): train rows full / --quick, test rows, epochs
+SYNTH = {"rows": 60000, "quick": 8192, "test": 10000, "epochs": 3, "quick_epochs": 1}  # neighbours: NumPy 512x512 products for BURST_S before fit, or sleep QUIET_S
 PREDICT_ROWS = 60000
+LATENCY_ROWS = (1, 256, 60000)  # predict latency of the seed model: calls per timed repeat, full / --quick
+LATENCY_CALLS = {1: (2000, 300), 256: (50, 10), 60000: (1, 1)}
 RSS_SHAPE = (60000, 784)
-FRAMEWORKS = ("fastmlp", "numpy", "torch", "sklearn")
-COLORS = {"fastmlp": "C0", "numpy": "C1", "torch": "C2", "sklearn": "C3"}
+FRAMEWORKS = ("fastmlp", "numpy", "torch", "sklearn", "jax", "torch-bf16", "onnxruntime")
+# every row of a training config, in table order (--frameworks jax gives jax-step and jax-scan)
+COLORS = {"fastmlp": "C0", "fastmlp-bf16": "C6", "numpy": "C1", "torch": "C2", "torch-bf16": "C7",
+          "sklearn": "C3", "jax-step": "C4", "jax-scan": "C5"}
+BF16_ROWS = ("fastmlp-bf16", "torch-bf16")
 
 # Targets of issue 3 (ratios from one run on the 2-core machine).
 TARGETS = {
@@ -55,6 +73,17 @@ TARGETS = {
     # issue 10: resmlp at least 2x faster than PyTorch, BatchNorm costing at most 15% over the same net without it
     "resmlp": {"torch": 2.0, "norm_overhead": 0.15},
     "threads_speedup": 1.7,
+}
+# Targets of issue 12 (ratios from one run on the 2-core machine).
+TARGETS12 = {
+    "fastest": 1.0,  # float32, seed / small / mid / large: faster than every float32 peer
+    "jax-scan": {"seed": 1.3, "mid": 1.3, "small": 1.3},
+    "seed_share": 0.80,
+    "bf16": {"large": {"torch-bf16": 1.25, "fastmlp": 1.5, "bf16_share": 0.70}, "mid": {"torch-bf16": 1.25}},
+    "dropout_threads": 1.6,
+    "neighbours": 1.15,  # at most this ratio of the quiet time
+    "predict_vs_ort": 1.3,  # at each of LATENCY_ROWS
+    "accuracy_points": 0.5,  # bfloat16 training's test accuracy at most this many percentage points below float32's
 }
 
 HAS_FIT = hasattr(fm.Sequential, "fit")
@@ -172,9 +201,10 @@ def fm_params(model):
     return [(np.asarray(sd[f"{2 * k}.weight"]), np.asarray(sd[f"{2 * k}.bias"])) for k in range(n)]
 
 
-def fm_fit_epoch(model, X, y, loss_fn, opt, batch, n_threads, seed, threads_ctl):
+def fm_fit_epoch(model, X, y, loss_fn, opt, batch, n_threads, seed, threads_ctl, precision="float32"):
     if HAS_FIT:
-        model.fit(X, y, loss_fn, opt, epochs=1, batch_size=batch, shuffle=True, verbose=0, n_threads=n_threads)
+        model.fit(X, y, loss_fn, opt, epochs=1, batch_size=batch, shuffle=True, verbose=0, n_threads=n_threads,
+                  **({} if precision == "float32" else {"precision": precision}))
         return
     # Stand-in until Sequential.fit exists: a Python loop of train_step calls.
     perm = np.random.default_rng(seed).permutation(len(X))
@@ -192,19 +222,19 @@ def fm_predict(model, X, n_threads, threads_ctl):
         return model(X)
 
 
-def fm_timed_epochs(model, batch, X, y, Xw, yw, repeats, n_threads, threads_ctl):
+def fm_timed_epochs(model, batch, X, y, Xw, yw, repeats, n_threads, threads_ctl, precision="float32"):
     """SGD(lr=LR) epochs of model on (X, y) after a warm-up on (Xw, yw): (best time, all times)."""
     loss_fn = fm.CrossEntropyLoss()
     opt = fm.optim.SGD(model.parameters(), lr=LR)
-    fm_fit_epoch(model, Xw, yw, loss_fn, opt, batch, n_threads, 1, threads_ctl)  # warm-up
+    fm_fit_epoch(model, Xw, yw, loss_fn, opt, batch, n_threads, 1, threads_ctl, precision)  # warm-up
     counter = iter(range(2, 10 ** 6))
     return best_of(lambda: fm_fit_epoch(model, X, y, loss_fn, opt, batch, n_threads, next(counter),
-                                        threads_ctl), repeats)
+                                        threads_ctl, precision), repeats)
 
 
-def bench_fastmlp(widths, batch, X, y, Xw, yw, init, repeats, n_threads, threads_ctl):
+def bench_fastmlp(widths, batch, X, y, Xw, yw, init, repeats, n_threads, threads_ctl, precision="float32"):
     model = fm_model(widths, init)
-    t, times = fm_timed_epochs(model, batch, X, y, Xw, yw, repeats, n_threads, threads_ctl)
+    t, times = fm_timed_epochs(model, batch, X, y, Xw, yw, repeats, n_threads, threads_ctl, precision)
     return t, times, fm_params(model)
 
 
@@ -258,29 +288,19 @@ def bench_numpy(widths, batch, X, y, Xw, yw, init, repeats):
 
 
 # --------------------------------------------------------------------------- torch
-def bench_torch(torch, widths, batch, X, y, Xw, yw, init, repeats):
-    nn = torch.nn
-    layers = []
-    for k, (i, o) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(nn.Linear(i, o))
-        if k < len(widths) - 2:
-            layers.append(nn.ReLU())
-    model = nn.Sequential(*layers)
-    with torch.no_grad():
-        for lin, (W, b) in zip([m for m in model if isinstance(m, nn.Linear)], init):
-            lin.weight.copy_(torch.from_numpy(W))
-            lin.bias.copy_(torch.from_numpy(b))
-    t, times = torch_timed_epochs(torch, model, batch, X, y, Xw, yw, repeats)
+def bench_torch(torch, widths, batch, X, y, Xw, yw, init, repeats, bf16=False):
+    model = torch_mlp(torch, widths, init)
+    t, times = torch_timed_epochs(torch, model, batch, X, y, Xw, yw, repeats, bf16)
     params = [(lin.weight.detach().numpy().copy(), lin.bias.detach().numpy().copy())
-              for lin in model if isinstance(lin, nn.Linear)]
+              for lin in model if isinstance(lin, torch.nn.Linear)]
     return t, times, params
 
 
-def torch_timed_epochs(torch, model, batch, X, y, Xw, yw, repeats):
-    """The usual zero_grad / forward / loss / backward / SGD(lr=LR) step loop over pre-shuffled batches,
-    after a warm-up epoch on (Xw, yw): (best time, all times)."""
-    nn = torch.nn
-    loss_fn = nn.CrossEntropyLoss()
+def torch_timed_epochs(torch, model, batch, X, y, Xw, yw, repeats, bf16=False):
+    """The usual zero_grad / forward / loss / backward / SGD(lr=LR) step loop over pre-shuffled batches
+    (bf16: under torch.autocast('cpu', dtype=torch.bfloat16)), after a warm-up epoch on (Xw, yw):
+    (best time, all times)."""
+    loss_fn = torch.nn.CrossEntropyLoss()
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     model.train()
 
@@ -289,23 +309,71 @@ def torch_timed_epochs(torch, model, batch, X, y, Xw, yw, repeats):
         Xt, yt = torch.from_numpy(Xa[perm]), torch.from_numpy(ya[perm])
         return [(Xt[s:s + batch], yt[s:s + batch]) for s in range(0, len(Xa), batch)]
 
-    def epoch(bl):
-        for xb, yb in bl:
-            opt.zero_grad()
-            loss = loss_fn(model(xb), yb)
-            loss.backward()
-            opt.step()
-
-    epoch(batches(Xw, yw, 1))
+    torch_epoch(torch, model, opt, loss_fn, batches(Xw, yw, 1), bf16)
     times = []
     for r in range(repeats):
         bl = batches(X, y, 2 + r)
         gc.collect()
         t0 = time.perf_counter()
-        epoch(bl)
+        torch_epoch(torch, model, opt, loss_fn, bl, bf16)
         times.append(time.perf_counter() - t0)
         del bl
     return min(times), times
+
+
+# --------------------------------------------------------------------------- jax
+def bench_jax(jax, widths, batch, X, y, init, repeats, scan):
+    """The same net and SGD(lr=LR) in JAX (float32), from the same weights, over batches pre-shuffled outside
+    the timed epoch. scan=False: a jit-compiled step called per batch from Python; scan=True: the whole epoch
+    one jit-compiled function (lax.scan over the full batches, then the step on the last partial batch).
+    Compiled before timing, on the timed shapes. (best time, all times, [(W (out, in), b)])."""
+    jnp = jax.numpy
+
+    def loss(params, xb, yb):
+        h = xb
+        for k, (W, b) in enumerate(params):
+            h = h @ W + b  # W is (in, out)
+            if k < len(params) - 1:
+                h = jax.nn.relu(h)
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(h), yb[:, None], axis=1))
+
+    def step(params, xb, yb):
+        return jax.tree_util.tree_map(lambda p, g: p - LR * g, params, jax.grad(loss)(params, xb, yb))
+
+    def epoch(params, xs, ys, xr, yr):  # xs is (batches, batch, in); xr, yr: the last partial batch
+        params, _ = jax.lax.scan(lambda p, b: (step(p, *b), None), params, (xs, ys))
+        return step(params, xr, yr) if xr.shape[0] else params
+
+    step_jit, epoch_jit = jax.jit(step), jax.jit(epoch)
+    n, full = len(X), len(X) // batch * batch
+
+    def data(seed):  # device arrays of the shuffled epoch
+        perm = np.random.default_rng(seed).permutation(n)
+        Xp, yp = X[perm], y[perm]
+        if scan:
+            return (jnp.asarray(Xp[:full].reshape(-1, batch, X.shape[1])), jnp.asarray(yp[:full].reshape(-1, batch)),
+                    jnp.asarray(Xp[full:]), jnp.asarray(yp[full:]))
+        return [(jnp.asarray(Xp[s:s + batch]), jnp.asarray(yp[s:s + batch])) for s in range(0, n, batch)]
+
+    def run(params, d):
+        if scan:
+            return epoch_jit(params, *d)
+        for xb, yb in d:
+            params = step_jit(params, xb, yb)
+        return params
+
+    params = [(jnp.asarray(np.ascontiguousarray(W.T)), jnp.asarray(b)) for W, b in init]
+    d = data(1)
+    jax.block_until_ready(run(params, d if scan else [d[0], d[-1]]))  # compile every timed shape
+    times = []
+    for r in range(repeats):
+        d = data(2 + r)
+        gc.collect()
+        t0 = time.perf_counter()
+        params = jax.block_until_ready(run(params, d))
+        times.append(time.perf_counter() - t0)
+        del d
+    return min(times), times, [(np.asarray(W).T, np.asarray(b)) for W, b in params]
 
 
 # --------------------------------------------------------------------------- the resmlp row
@@ -422,12 +490,8 @@ def bench_recipe_fastmlp(widths, batch, X, y, init, n_threads):
 
 def bench_recipe_torch(torch, widths, batch, X, y, init):
     nn = torch.nn
-    lins = [nn.Linear(i, o) for i, o in zip(widths[:-1], widths[1:])]
-    model = nn.Sequential(*[m for lin in lins for m in (lin, nn.ReLU())][:-1])
-    with torch.no_grad():
-        for lin, (W, b) in zip(lins, init):
-            lin.weight.copy_(torch.from_numpy(W))
-            lin.bias.copy_(torch.from_numpy(b))
+    model = torch_mlp(torch, widths, init)
+    lins = [m for m in model if isinstance(m, nn.Linear)]
     opt = torch.optim.AdamW(model.parameters(), **RECIPE_OPT)
     steps = -(-len(X) // batch)
     sl = torch.optim.lr_scheduler
@@ -467,6 +531,120 @@ def bench_sklearn(widths, batch, X, y, Xw, yw, init, repeats):
             clf.intercepts_[k][...] = b
         t, times = best_of(lambda: clf.partial_fit(X, y), repeats)  # one epoch per call
     return t, times, [(W.T, b) for W, b in zip(clf.coefs_, clf.intercepts_)]
+
+
+# --------------------------------------------------------------------------- the digits-like rows
+def digits_data():
+    d = fm.datasets.load_digits()
+    return d.X / np.float32(16.0), d.y  # pixels 0..16 scaled to 0..1
+
+
+def digits_net(widths, dropout=0.0):
+    """A new ReLU net of these widths (seed 0: the same weights every time), Dropout(dropout) after each hidden ReLU."""
+    layers = []
+    for i, o in zip(widths[:-2], widths[1:-1]):
+        layers += [fm.Linear(i, o), fm.ReLU(), *([fm.Dropout(dropout)] if dropout else [])]
+    return fm.Sequential(*layers, fm.Linear(widths[-2], widths[-1]), seed=0, dtype="float32")
+
+
+def adam_fit(model, X, y, epochs, batch, n_threads, precision="float32"):
+    """Seconds of model.fit with Adam(lr 1e-3) (scikit-learn's MLPClassifier defaults)."""
+    opt = fm.optim.Adam(model.parameters(), lr=1e-3)
+    gc.collect()
+    t0 = time.perf_counter()
+    model.fit(X, y, fm.CrossEntropyLoss(), opt, epochs=epochs, batch_size=batch, shuffle=True, verbose=0,
+              n_threads=n_threads, **({} if precision == "float32" else {"precision": precision}))
+    return time.perf_counter() - t0
+
+
+def digits_fit_time(X, y, epochs, n_threads, dropout=0.0):
+    """Seconds of one fit of a new digits-like net (DIGITS; Dropout(dropout) after each hidden ReLU)."""
+    model = digits_net((X.shape[1], *DIGITS["hidden"], N_CLASSES), dropout)
+    return adam_fit(model, X, y, epochs, DIGITS["batch"], n_threads)
+
+
+def bench_accuracy(tasks, n_threads):
+    """Held-out accuracy of the same net (same initial weights, same shuffles) trained with precision='float32'
+    and 'bfloat16', each predicting in its training precision. tasks: {name: (widths, batch, epochs, X, y,
+    X_test, y_test)}."""
+    out = {}
+    for name, (widths, batch, epochs, X, y, Xt, yt) in tasks.items():
+        r = out[name] = {"layers": list(widths), "train_rows": len(X), "test_rows": len(Xt), "epochs": epochs}
+        for precision in ("float32", "bfloat16"):
+            model = digits_net(widths)
+            r[f"{precision}_fit_s"] = adam_fit(model, X, y, epochs, batch, n_threads, precision)
+            pred = np.argmax(model.predict(Xt, n_threads=n_threads, **(
+                {} if precision == "float32" else {"precision": precision})), axis=1)
+            r[f"{precision}_accuracy"] = float(np.mean(pred == yt))
+        r["drop_points"] = 100 * (r["float32_accuracy"] - r["bfloat16_accuracy"])  # percentage points lost
+        print(f"  accuracy {name}: float32 {100 * r['float32_accuracy']:.2f}%, bfloat16 "
+              f"{100 * r['bfloat16_accuracy']:.2f}%")
+    return out
+
+
+def numpy_burst(seconds):
+    """NumPy (float64) 512x512 matrix products for `seconds`, on NumPy's own BLAS threads."""
+    a = np.random.default_rng(0).standard_normal((512, 512))
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        np.dot(a, a)
+
+
+def bench_neighbours(X, y, epochs, repeats, n_threads):
+    """The digits-like fit right after BURST_S of NumPy products vs after a quiet QUIET_S sleep, interleaved."""
+    digits_fit_time(X, y, 2, n_threads)  # warm-up
+    times = {"quiet": [], "after_numpy": []}
+    for _ in range(repeats):
+        time.sleep(QUIET_S)
+        times["quiet"].append(digits_fit_time(X, y, epochs, n_threads))
+        numpy_burst(BURST_S)
+        times["after_numpy"].append(digits_fit_time(X, y, epochs, n_threads))
+    q, b = min(times["quiet"]), min(times["after_numpy"])
+    return {"epochs": epochs, "burst_s": BURST_S, "quiet_s": QUIET_S, "quiet_s_best": q, "after_numpy_s_best": b,
+            "quiet_times": times["quiet"], "after_numpy_times": times["after_numpy"], "ratio": b / q}
+
+
+def bench_dropout_threads(X, y, epochs, repeats):
+    """The digits-like net with Dropout(DIGITS['dropout']), fit with n_threads=1 and 2, interleaved."""
+    p = DIGITS["dropout"]
+    digits_fit_time(X, y, 2, 2, p)  # warm-up
+    times = {1: [], 2: []}
+    for _ in range(repeats):
+        for nt in times:
+            times[nt].append(digits_fit_time(X, y, epochs, nt, p))
+    return {"epochs": epochs, "dropout": p, "threads_1_s": min(times[1]), "threads_2_s": min(times[2]),
+            "threads_1_times": times[1], "threads_2_times": times[2], "speedup": min(times[1]) / min(times[2])}
+
+
+# --------------------------------------------------------------------------- predict latency
+def bench_latency(model, tm, torch, sess, X, threads, quick, repeats):
+    """Microseconds per call of the seed model's predict at LATENCY_ROWS rows: fastmlp model.predict, ONNX
+    Runtime (sess, None: skipped) and torch (tm under inference_mode; None: skipped), one runner after the
+    other (no runner's idle threads spin while the next one runs), best of `repeats` loops of calls."""
+    runners = {"fastmlp": lambda x: model.predict(x, n_threads=threads)}
+    if sess is not None:
+        runners["onnxruntime"] = lambda x: sess.run(None, {"input": x})[0]
+    if tm is not None:
+        def torch_pred(x):
+            with torch.inference_mode():
+                return tm(torch.from_numpy(x)).numpy()
+        runners["torch"] = torch_pred
+    inputs = {rows: np.ascontiguousarray(X[:rows]) for rows in LATENCY_ROWS}
+    want = {rows: model.predict(x, n_threads=threads) for rows, x in inputs.items()}
+    out = {"rows": list(LATENCY_ROWS), "results": {}, "speedup": {}}
+    for fw, run in runners.items():
+        r = out["results"][fw] = {}
+        for rows, x in inputs.items():
+            calls = LATENCY_CALLS[rows][1 if quick else 0]
+            s = best_per_call(lambda: run(x), calls, repeats if rows < 60000 else 1 if quick else max(2, repeats // 2))
+            r[str(rows)] = {"us_per_call": s * 1e6, "calls": calls,
+                            "max_abs_diff_vs_fastmlp": float(np.max(np.abs(run(x) - want[rows])))}
+            print(f"  predict {rows:>5} rows {fw:<12} {s * 1e6:12.1f} us/call")
+    f = out["results"]["fastmlp"]
+    for fw, r in out["results"].items():
+        if fw != "fastmlp":
+            out["speedup"][fw] = {k: v["us_per_call"] / f[k]["us_per_call"] for k, v in r.items()}
+    return out
 
 
 # --------------------------------------------------------------------------- sgemm peak
@@ -592,45 +770,45 @@ def fmt_rate(x):
 
 def print_table(res):
     peak = res["sgemm"]["peak_gflops"]
-    hdr = f"{'config':<8} {'framework':<9} {'s/epoch':>9} {'samples/s':>10} {'GFLOP/s':>8} {'%peak':>6} " \
+    hdr = f"{'config':<8} {'framework':<12} {'s/epoch':>9} {'samples/s':>10} {'GFLOP/s':>8} {'%peak':>6} " \
           f"{'fastmlp x':>10} {'loss':>7}"
     print(hdr)
     print("-" * len(hdr))
     for name, c in res["configs"].items():
-        fmt = c["results"].get("fastmlp")
         for fw, r in c["results"].items():
             if "error" in r:
-                print(f"{name:<8} {fw:<9} error: {r['error'][:60]}")
+                print(f"{name:<8} {fw:<12} error: {r['error'][:60]}")
                 continue
-            sp = "-" if fw == "fastmlp" or not fmt or "error" in fmt else f"{c['speedup'][fw]:.2f}x"
-            print(f"{name:<8} {fw:<9} {r['s_per_epoch']:>9.4f} {fmt_rate(r['samples_per_s']):>10} "
+            sp = f"{c['speedup'][fw]:.2f}x" if fw in c["speedup"] else "-"
+            print(f"{name:<8} {fw:<12} {r['s_per_epoch']:>9.4f} {fmt_rate(r['samples_per_s']):>10} "
                   f"{r['gflops']:>8.1f} {100 * r['gflops'] / peak:>5.0f}% {sp:>10} {r['loss']:>7.4f}")
     rc = res.get("recipe")
     for fw, r in (rc["results"] if rc else {}).items():
         if "error" in r:
-            print(f"{'recipe':<8} {fw:<9} error: {r['error'][:60]}")
+            print(f"{'recipe':<8} {fw:<12} error: {r['error'][:60]}")
             continue
         sp = f"{rc['speedup'][fw]:.2f}x" if fw in rc["speedup"] else "-"
-        print(f"{'recipe':<8} {fw:<9} {r['s_per_epoch']:>9.4f} {fmt_rate(r['samples_per_s']):>10} "
+        print(f"{'recipe':<8} {fw:<12} {r['s_per_epoch']:>9.4f} {fmt_rate(r['samples_per_s']):>10} "
               f"{r['gflops']:>8.1f} {100 * r['gflops'] / peak:>5.0f}% {sp:>10} {r['loss']:>7.4f}")
     rm = res.get("resmlp")
     for fw, r in (rm["results"] if rm else {}).items():
         label = {"fastmlp_nonorm": "no-norm"}.get(fw, fw)  # fastmlp on the network without BatchNorm1d
         if "error" in r:
-            print(f"{'resmlp':<8} {label:<9} error: {r['error'][:60]}")
+            print(f"{'resmlp':<8} {label:<12} error: {r['error'][:60]}")
             continue
         sp = f"{rm['speedup'][fw]:.2f}x" if fw in rm["speedup"] else "-"
-        print(f"{'resmlp':<8} {label:<9} {r['s_per_epoch']:>9.4f} {fmt_rate(r['samples_per_s']):>10} "
+        print(f"{'resmlp':<8} {label:<12} {r['s_per_epoch']:>9.4f} {fmt_rate(r['samples_per_s']):>10} "
               f"{r['gflops']:>8.1f} {100 * r['gflops'] / peak:>5.0f}% {sp:>10} {r['loss']:>7.4f}")
     p = res.get("predict")
     if p:
         for fw, r in p["results"].items():
             sp = "-" if fw == "fastmlp" else f"{p['speedup'][fw]:.2f}x"
-            print(f"{'predict':<8} {fw:<9} {r['s']:>9.4f} {fmt_rate(r['samples_per_s']):>10} "
+            print(f"{'predict':<8} {fw:<12} {r['s']:>9.4f} {fmt_rate(r['samples_per_s']):>10} "
                   f"{r['gflops']:>8.1f} {100 * r['gflops'] / peak:>5.0f}% {sp:>10} {'':>7}")
     print(f"(sgemm peak {peak:.0f} GFLOP/s; 'fastmlp x' = peer time / fastmlp time; "
-          f"loss = cross-entropy of the trained model on {EVAL_ROWS} training rows; resmlp no-norm = fastmlp "
-          "on the same network without its BatchNorm1d layers)")
+          f"loss = cross-entropy of the trained model on {EVAL_ROWS} training rows; torch-bf16 is compared with "
+          "fastmlp-bf16, the other rows with fastmlp float32; resmlp no-norm = fastmlp on the same network without "
+          "its BatchNorm1d layers)")
 
 
 def check_targets(res):
@@ -666,7 +844,90 @@ def check_targets(res):
     if r and "growth_bytes" in r:
         lines.append(("fit peak RSS growth (60000x784)", f"{r['growth_bytes'] / 2 ** 20:.0f} MiB",
                       f"< {r['limit_bytes'] / 2 ** 20:.0f} MiB", r["ok"]))
-    return [{"target": a, "value": b, "wanted": c, "met": d} for a, b, c, d in lines]
+    out = [{"issue": 10 if a.startswith("resmlp") else 3, "target": a, "value": b, "wanted": c, "met": d}
+           for a, b, c, d in lines]
+    return out + [{"issue": 12, "target": a, "value": b, "wanted": c, "met": d} for a, b, c, d in targets12(res)]
+
+
+def targets12(res):
+    """Issue 12's table: (target, value, wanted, met) for every row this run measured."""
+    T, lines = TARGETS12, []
+
+    def ratio(label, v, want, at_most=False):
+        lines.append((label, f"{v:.2f}x", f"{'<=' if at_most else '>='} {want}x", v <= want if at_most else v >= want))
+
+    for name in ("seed", "large", "mid", "small"):
+        c = res["configs"].get(name)
+        if not c or "s_per_epoch" not in c["results"].get("fastmlp", {}):
+            continue
+        peers = {fw: v for fw, v in c["speedup"].items() if fw not in BF16_ROWS}
+        if peers:
+            fw = min(peers, key=peers.get)
+            ratio(f"{name}, float32: vs the fastest peer ({fw})", peers[fw], T["fastest"])
+        if "jax-scan" in c["speedup"] and name in T["jax-scan"]:
+            ratio(f"{name}, float32: vs jax-scan", c["speedup"]["jax-scan"], T["jax-scan"][name])
+        if name == "seed":
+            v = c["results"]["fastmlp"]["share_of_peak"]
+            lines.append(("seed, float32: share of sgemm peak", f"{100 * v:.0f}%", f">= {100 * T['seed_share']:.0f}%",
+                          v >= T["seed_share"]))
+        want = T["bf16"].get(name, {})
+        if "torch-bf16" in c["speedup"] and "torch-bf16" in want:
+            ratio(f"{name}, bfloat16: vs torch-bf16", c["speedup"]["torch-bf16"], want["torch-bf16"])
+        if "bf16_speedup" in c and "fastmlp" in want:
+            ratio(f"{name}, bfloat16: vs fastmlp float32", c["bf16_speedup"], want["fastmlp"])
+        v = c["results"].get("fastmlp-bf16", {}).get("share_of_bf16_peak")
+        if v is not None and "bf16_share" in want:
+            lines.append((f"{name}, bfloat16: share of the bfloat16 product peak", f"{100 * v:.0f}%",
+                          f">= {100 * want['bf16_share']:.0f}%", v >= want["bf16_share"]))
+    d = res.get("dropout_threads")
+    if d:
+        ratio("digits-like, dropout 0.2: 2 threads vs 1", d["speedup"], T["dropout_threads"])
+    nb = res.get("neighbours")
+    if nb:
+        ratio("neighbours: fit after NumPy products / after a quiet second", nb["ratio"], T["neighbours"], at_most=True)
+    lat = res.get("predict", {}).get("latency", {})
+    for rows, v in lat.get("speedup", {}).get("onnxruntime", {}).items():
+        ratio(f"predict, seed model, {rows} rows: vs ONNX Runtime", v, T["predict_vs_ort"])
+    for name, a in res.get("accuracy", {}).items():
+        lines.append((f"accuracy, {name}: float32 - bfloat16 test accuracy", f"{a['drop_points']:+.2f} points",
+                      f"<= {T['accuracy_points']} points", a["drop_points"] <= T["accuracy_points"]))
+    return lines
+
+
+def print_issue12(res):
+    """Issue 12's rows that are not in the epoch table: bfloat16 shares, predict latency, the digits-like rows."""
+    bp = res.get("bf16_peak")
+    for name in BF16_CONFIGS:
+        c = res["configs"].get(name, {})
+        r = c.get("results", {}).get("fastmlp-bf16", {})
+        if "s_per_epoch" in r and bp:
+            want = TARGETS12["bf16"][name].get("fastmlp")
+            print(f"{name} bfloat16 (fastmlp): {r['gflops']:.0f} GFLOP/s = {100 * r['share_of_bf16_peak']:.0f}% of the "
+                  f"bfloat16 product peak ({bp['torch_bf16_gflops']:.0f} GFLOP/s, torch.matmul 2048^3); float32 time / "
+                  f"bfloat16 time {c.get('bf16_speedup', float('nan')):.2f}x" + (f" (target >= {want}x)" if want else ""))
+    lat = res.get("predict", {}).get("latency")
+    if lat:
+        fws = list(lat["results"])
+        print("predict latency, seed model, us per call: " + ", ".join(
+            f"{rows} rows: " + " / ".join(f"{fw} {lat['results'][fw][str(rows)]['us_per_call']:.1f}" for fw in fws)
+            for rows in lat["rows"]))
+        for fw, sp in lat["speedup"].items():
+            want = f" (target >= {TARGETS12['predict_vs_ort']}x)" if fw == "onnxruntime" else ""
+            print(f"  {fw} time / fastmlp time: " + ", ".join(f"{k} rows {v:.2f}x" for k, v in sp.items()) + want)
+    nb = res.get("neighbours")
+    if nb:
+        print(f"neighbours (digits-like, {nb['epochs']} epochs): after {nb['burst_s']} s of NumPy products "
+              f"{1e3 * nb['after_numpy_s_best']:.1f} ms, after {nb['quiet_s']} s quiet {1e3 * nb['quiet_s_best']:.1f} ms "
+              f"-> {nb['ratio']:.2f}x (target <= {TARGETS12['neighbours']}x)")
+    for name, a in res.get("accuracy", {}).items():
+        print(f"accuracy {name} ({a['train_rows']} training rows, {a['epochs']} epochs, {a['test_rows']} test rows): "
+              f"float32 {100 * a['float32_accuracy']:.2f}%, bfloat16 {100 * a['bfloat16_accuracy']:.2f}% -> "
+              f"{a['drop_points']:+.2f} points lost (target <= {TARGETS12['accuracy_points']})")
+    d = res.get("dropout_threads")
+    if d:
+        print(f"dropout-threads (digits-like, Dropout({d['dropout']}), {d['epochs']} epochs): 1 thread "
+              f"{1e3 * d['threads_1_s']:.1f} ms, 2 threads {1e3 * d['threads_2_s']:.1f} ms -> {d['speedup']:.2f}x "
+              f"(target >= {TARGETS12['dropout_threads']}x)")
 
 
 def plot(res, path):
@@ -679,19 +940,20 @@ def plot(res, path):
         return None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8))
     names = list(res["configs"])
-    peers = [fw for fw in FRAMEWORKS[1:] if any(fw in res["configs"][n]["speedup"] for n in names)]
+    peers = [fw for fw in COLORS if any(fw in res["configs"][n]["speedup"] for n in names)]
     w = 0.8 / max(1, len(peers))
     for k, fw in enumerate(peers):
         vals = [res["configs"][n]["speedup"].get(fw, 0.0) for n in names]
         bars = ax1.bar(np.arange(len(names)) + k * w - 0.4 + w / 2, vals, w, label=f"vs {fw}", color=COLORS[fw])
         ax1.bar_label(bars, fmt="%.1f", fontsize=8)
     ax1.axhline(1.0, color="k", lw=0.8)
+    ax1.set_yscale("log")  # ratios from well below 1 to hundreds
     ax1.set_xticks(np.arange(len(names)), names)
     ax1.set_ylabel("fastmlp speed-up (x)")
     ax1.set_title("Training: fastmlp speed-up vs peers (one epoch)")
     ax1.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3)
     groups = names + (["predict"] if res.get("predict") else [])
-    fws = [fw for fw in FRAMEWORKS if any(
+    fws = [fw for fw in COLORS if any(
         fw in (res["configs"][g]["results"] if g in res["configs"] else res["predict"]["results"]) for g in groups)]
     w = 0.8 / max(1, len(fws))
     for k, fw in enumerate(fws):
@@ -701,6 +963,8 @@ def plot(res, path):
             vals.append(r.get("gflops", 0.0))
         ax2.bar(np.arange(len(groups)) + k * w - 0.4 + w / 2, vals, w, label=fw, color=COLORS[fw])
     ax2.axhline(res["sgemm"]["peak_gflops"], color="r", ls="--", lw=1, label="sgemm peak")
+    if res.get("bf16_peak"):
+        ax2.axhline(res["bf16_peak"]["torch_bf16_gflops"], color="m", ls=":", lw=1, label="bf16 peak (torch)")
     ax2.set_xticks(np.arange(len(groups)), groups)
     ax2.set_ylabel("GFLOP/s")
     ax2.set_title("Throughput")
@@ -718,8 +982,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer samples and repeats (under a minute)")
     ap.add_argument("--repeats", type=int, default=None, help="timed epochs per framework, best kept (5; 2 with --quick)")
-    ap.add_argument("--configs", default="seed,small,large,resmlp",
-                    help="comma-separated subset of seed,small,large,resmlp")
+    all_configs = ",".join([*CONFIGS, *SECTION_CONFIGS])
+    ap.add_argument("--configs", default=all_configs, help="comma-separated subset of " + all_configs)
     ap.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated subset of " + ",".join(FRAMEWORKS))
     ap.add_argument("--threads", type=int, default=None, help="threads for every library (default: all usable cores)")
     ap.add_argument("--out-dir", default=str(HERE / "results"), help="where train_speed.json/.png go")
@@ -749,12 +1013,28 @@ def main(argv=None):
               "calls and a plain forward call instead.")
 
     torch = None
-    if "torch" in frameworks:
+    if "torch" in frameworks or "torch-bf16" in frameworks:
         try:
             import torch
             torch.set_num_threads(threads)
         except ImportError:
-            print("PyTorch is not installed: skipping it")
+            print("PyTorch is not installed: skipping torch, torch-bf16 and the bfloat16 product peak")
+    torch32 = torch if "torch" in frameworks else None  # the float32 torch rows
+    jax = None
+    if "jax" in frameworks:
+        try:
+            import jax
+            import jax.numpy  # noqa: F401
+        except ImportError:
+            print("JAX is not installed: skipping jax-step and jax-scan")
+    has_ort = False
+    if "onnxruntime" in frameworks:
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+            has_ort = True
+        except ImportError as e:
+            print(f"ONNX Runtime (or onnx) is not installed: skipping its predict rows ({e})")
     has_sklearn = False
     if "sklearn" in frameworks:
         try:
@@ -765,14 +1045,17 @@ def main(argv=None):
     threads_ctl = Threads(threads)
 
     meta = {"python": sys.version.split()[0], "numpy": np.__version__, "fastmlp": fm.__version__,
-            "torch": getattr(torch, "__version__", None), "cpu": cpu_name(), "threads": threads,
+            "torch": getattr(torch, "__version__", None), "jax": getattr(jax, "__version__", None),
+            "onnxruntime": __import__("onnxruntime").__version__ if has_ort else None,
+            "cpu": cpu_name(), "threads": threads,
             "quick": args.quick, "repeats": repeats, "lr": LR, "fastmlp_fit_api": HAS_FIT and HAS_PREDICT,
             "openblas_env_set": env_warn, "blas": blas_info(), "command": " ".join(["python"] + sys.argv)}  # no machine paths in results
     if has_sklearn:
         import sklearn
         meta["sklearn"] = sklearn.__version__
-    print(f"fastmlp {fm.__version__} | numpy {np.__version__} | torch {meta['torch']} | "
-          f"sklearn {meta.get('sklearn')} | {meta['cpu']} | {threads} threads | repeats {repeats}"
+    print(f"fastmlp {fm.__version__} | numpy {np.__version__} | torch {meta['torch']} | jax {meta['jax']} | "
+          f"onnxruntime {meta['onnxruntime']} | sklearn {meta.get('sklearn')} | {meta['cpu']} | {threads} threads | "
+          f"repeats {repeats}"
           + (" | --quick" if args.quick else ""))
     print(f"fastmlp BLAS: {meta['blas']['fastmlp_blas']}")
     for p in meta["blas"]["threadpoolctl"] or []:
@@ -787,7 +1070,17 @@ def main(argv=None):
     res["sgemm"] = sgemm_peak(3 if args.quick else 10, threads_ctl)
     peak = res["sgemm"]["peak_gflops"]
     print(f"sgemm 2048^3: numpy {res['sgemm']['numpy_sgemm_gflops']:.0f} GFLOP/s, "
-          f"fastmlp Linear forward {res['sgemm']['fastmlp_linear_gflops']:.0f} GFLOP/s -> peak {peak:.0f} GFLOP/s\n")
+          f"fastmlp Linear forward {res['sgemm']['fastmlp_linear_gflops']:.0f} GFLOP/s -> peak {peak:.0f} GFLOP/s")
+    bf16_peak = None
+    if torch is not None:  # the bfloat16 product peak, as PyTorch (oneDNN) reaches it on this CPU
+        bf16_peak = bf16_matmul_peak(torch, 2048, 3 if args.quick else 10)
+        res["bf16_peak"] = {"torch_bf16_gflops": bf16_peak, "matrix": 2048,
+                            "avx512bf16": bool(fm._core.bf16_isa_available("avx512bf16"))}
+        print(f"bfloat16 2048^3 through torch.matmul: {bf16_peak:.0f} GFLOP/s "
+              f"(fastmlp sees AVX512_BF16: {res['bf16_peak']['avx512bf16']})")
+    else:
+        print("no bfloat16 product peak: it is measured through PyTorch, which is not run")
+    print()
 
     sections['sgemm'] = time.perf_counter() - t_section
     t_section = time.perf_counter()
@@ -802,16 +1095,29 @@ def main(argv=None):
         flops = train_flops_per_sample(widths) * n
         c = {"layers": list(widths), "batch_size": batch, "samples": n, "train_flops_per_epoch": flops,
              "init_loss": ce_loss(np_forward(init, ev_X), ev_y), "results": {}, "speedup": {}}
-        runners = [("fastmlp", lambda: bench_fastmlp(widths, batch, X, y, Xw, yw, init, repeats, threads,
-                                                     threads_ctl)),
-                   ("numpy", lambda: bench_numpy(widths, batch, X, y, Xw, yw, init, repeats))]
+        bf16 = name in BF16_CONFIGS
+        # (row, --frameworks name, runner)
+        runners = [("fastmlp", "fastmlp", lambda: bench_fastmlp(widths, batch, X, y, Xw, yw, init, repeats, threads,
+                                                                threads_ctl))]
+        if bf16:
+            runners.append(("fastmlp-bf16", "fastmlp", lambda: bench_fastmlp(
+                widths, batch, X, y, Xw, yw, init, repeats, threads, threads_ctl, precision="bfloat16")))
+        runners.append(("numpy", "numpy", lambda: bench_numpy(widths, batch, X, y, Xw, yw, init, repeats)))
         if torch is not None:
-            runners.append(("torch", lambda: bench_torch(torch, widths, batch, X, y, Xw, yw, init, repeats)))
+            runners.append(("torch", "torch", lambda: bench_torch(torch, widths, batch, X, y, Xw, yw, init, repeats)))
+            if bf16:
+                runners.append(("torch-bf16", "torch-bf16", lambda: bench_torch(torch, widths, batch, X, y, Xw, yw,
+                                                                                init, repeats, bf16=True)))
         if has_sklearn:
-            runners.append(("sklearn", lambda: bench_sklearn(widths, batch, X, y, Xw, yw, init, repeats)))
-        for fw, run in runners:
-            if fw not in frameworks:
+            runners.append(("sklearn", "sklearn", lambda: bench_sklearn(widths, batch, X, y, Xw, yw, init, repeats)))
+        if jax is not None:
+            runners += [(f"jax-{mode}", "jax", lambda scan=(mode == "scan"): bench_jax(jax, widths, batch, X, y, init,
+                                                                                       repeats, scan))
+                        for mode in ("step", "scan")]
+        for fw, framework, run in runners:
+            if framework not in frameworks:
                 continue
+            t_row = time.perf_counter()
             try:
                 t, times, params = run()
             except Exception as e:  # report, keep benchmarking the others
@@ -820,13 +1126,18 @@ def main(argv=None):
                 continue
             gfl = flops / t / 1e9
             c["results"][fw] = {"s_per_epoch": t, "times": times, "samples_per_s": n / t, "gflops": gfl,
-                                "share_of_peak": gfl / peak, "loss": ce_loss(np_forward(params, ev_X), ev_y)}
-            print(f"  {name:<6} {fw:<8} {t:.4f} s/epoch")
-        f = c["results"].get("fastmlp", {})
-        if "s_per_epoch" in f:
-            for fw, r in c["results"].items():
-                if fw != "fastmlp" and "s_per_epoch" in r:
-                    c["speedup"][fw] = r["s_per_epoch"] / f["s_per_epoch"]
+                                "share_of_peak": gfl / peak, "loss": ce_loss(np_forward(params, ev_X), ev_y),
+                                "wall_s": time.perf_counter() - t_row}  # with warm-up and compilation
+            if fw in BF16_ROWS and bf16_peak:
+                c["results"][fw]["share_of_bf16_peak"] = gfl / bf16_peak
+            print(f"  {name:<6} {fw:<12} {t:.4f} s/epoch")
+        # speedup: the peer's time over fastmlp's at the same precision (torch-bf16 over fastmlp-bf16)
+        for fw, r in c["results"].items():
+            ref = c["results"].get("fastmlp-bf16" if fw == "torch-bf16" else "fastmlp", {})
+            if not fw.startswith("fastmlp") and "s_per_epoch" in r and "s_per_epoch" in ref:
+                c["speedup"][fw] = r["s_per_epoch"] / ref["s_per_epoch"]
+        if "s_per_epoch" in c["results"].get("fastmlp-bf16", {}) and "s_per_epoch" in c["results"]["fastmlp"]:
+            c["bf16_speedup"] = c["results"]["fastmlp"]["s_per_epoch"] / c["results"]["fastmlp-bf16"]["s_per_epoch"]
         res["configs"][name] = c
         del X, y, Xw, yw
         gc.collect()
@@ -849,7 +1160,7 @@ def main(argv=None):
           "train_flops_per_epoch": flops, "init_loss": ce_loss(np_forward(init, X[:EVAL_ROWS]), y[:EVAL_ROWS]),
           "results": {}, "speedup": {}}
     recipe_runs = [("fastmlp", lambda: bench_recipe_fastmlp(widths, batch, X, y, init, threads))]
-    if torch is not None:
+    if torch32 is not None:
         recipe_runs.append(("torch", lambda: bench_recipe_torch(torch, widths, batch, X, y, init)))
     for fw, run in recipe_runs:
         try:
@@ -884,14 +1195,9 @@ def main(argv=None):
                                "max_abs_diff_vs_numpy": float(np.max(np.abs(np.asarray(out) - ref)))}
     t, times = best_of(lambda: np_forward(init, X), repeats + 1)
     p["results"]["numpy"] = {"s": t, "times": times}
-    if torch is not None:
-        tm = torch.nn.Sequential(torch.nn.Linear(widths[0], widths[1]), torch.nn.ReLU(),
-                                 torch.nn.Linear(widths[1], widths[2]))
-        with torch.no_grad():
-            for lin, (W, b) in zip([tm[0], tm[2]], init):
-                lin.weight.copy_(torch.from_numpy(W))
-                lin.bias.copy_(torch.from_numpy(b))
-        tm.eval()
+    tm = None
+    if torch32 is not None:
+        tm = torch_mlp(torch, widths, init).eval()
         Xt = torch.from_numpy(X)
 
         def torch_pred():
@@ -904,6 +1210,13 @@ def main(argv=None):
         r.update({"samples_per_s": n / r["s"], "gflops": flops / r["s"] / 1e9, "share_of_peak": flops / r["s"] / 1e9 / peak})
         if fw != "fastmlp":
             p["speedup"][fw] = r["s"] / p["results"]["fastmlp"]["s"]
+    sess = None
+    if has_ort:
+        try:
+            sess, _ = ort_session(model, threads)
+        except Exception as e:  # report, keep benchmarking the others
+            print(f"  ONNX Runtime session failed: {type(e).__name__}: {e}")
+    p["latency"] = bench_latency(model, tm, torch, sess, X, threads, args.quick, max(3, repeats + 2))
     res["predict"] = p
     del X, ref, out
     gc.collect()
@@ -942,6 +1255,41 @@ def main(argv=None):
 
     sections['threads_scaling'] = time.perf_counter() - t_section
     t_section = time.perf_counter()
+    # ---- the digits-like rows: fit right after NumPy products vs after a quiet second; dropout at 1 vs 2 threads
+    if "neighbours" in configs or "dropout-threads" in configs:
+        Xd, yd = digits_data()
+        epochs = DIGITS["quick_epochs"] if args.quick else DIGITS["epochs"]
+        if "neighbours" in configs:
+            res["neighbours"] = bench_neighbours(Xd, yd, epochs, repeats, threads)
+            nb = res["neighbours"]
+            print(f"  neighbours: fit after {BURST_S} s of NumPy products {1e3 * nb['after_numpy_s_best']:.1f} ms, "
+                  f"after {QUIET_S} s quiet {1e3 * nb['quiet_s_best']:.1f} ms")
+        if "dropout-threads" in configs:
+            if default_threads() >= 2:
+                res["dropout_threads"] = bench_dropout_threads(Xd, yd, epochs, repeats)
+                d = res["dropout_threads"]
+                print(f"  dropout-threads: 1 thread {1e3 * d['threads_1_s']:.1f} ms, 2 threads "
+                      f"{1e3 * d['threads_2_s']:.1f} ms")
+            else:
+                print("  dropout-threads skipped: this process may use only one core")
+        sections["digits"] = time.perf_counter() - t_section
+        t_section = time.perf_counter()
+    if "accuracy" in configs:  # ---- bfloat16 training against float32: the digits and a synthetic 60000-row task
+        Xd, yd = digits_data()
+        perm = np.random.default_rng(0).permutation(len(Xd))
+        cut = len(Xd) * 3 // 4  # 75/25 split, as scikit-learn's train_test_split
+        n = SYNTH["quick"] if args.quick else SYNTH["rows"]
+        Xs, ys = make_data(n + SYNTH["test"], CONFIGS["seed"][0][0], seed=12)
+        tasks = {"digits": ((Xd.shape[1], *DIGITS["hidden"], N_CLASSES), DIGITS["batch"],
+                            DIGITS["quick_epochs"] if args.quick else DIGITS["epochs"],
+                            Xd[perm[:cut]], yd[perm[:cut]], Xd[perm[cut:]], yd[perm[cut:]]),
+                 "synthetic": (CONFIGS["seed"][0], CONFIGS["seed"][1], SYNTH["quick_epochs" if args.quick else "epochs"],
+                               Xs[:n], ys[:n], Xs[n:], ys[n:])}
+        res["accuracy"] = bench_accuracy(tasks, threads)
+        del Xs, ys, tasks
+        gc.collect()
+        sections["accuracy"] = time.perf_counter() - t_section
+        t_section = time.perf_counter()
     # ---- peak RSS growth of fit, in a child process
     res["rss"] = rss_growth(threads)
     sections["rss"] = time.perf_counter() - t_section
@@ -966,9 +1314,11 @@ def main(argv=None):
     else:
         print(f"RSS child failed: {r.get('error')}")
     print(f"predict max |fastmlp - numpy| = {res['predict']['results']['fastmlp']['max_abs_diff_vs_numpy']:.2e}")
-    print("\nissue 3 and issue 10 (resmlp) targets:")
+    print_issue12(res)
+    print("\nissue 3, issue 10 (resmlp) and issue 12 targets:")
     for tgt in res["targets"]:
-        print(f"  [{'met' if tgt['met'] else 'MISSED'}] {tgt['target']}: {tgt['value']} (wanted {tgt['wanted']})")
+        print(f"  [{'met' if tgt['met'] else 'MISSED'}] issue {tgt['issue']}, {tgt['target']}: {tgt['value']} "
+              f"(wanted {tgt['wanted']})")
     if env_warn:
         print("\nWARNING: OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE set: these numbers are not representative.")
 
