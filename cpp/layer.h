@@ -58,7 +58,6 @@ struct LayerIO {
   bool train = false;         // training mode (dropout active, batch statistics)
   bool accumulate = true;     // backward: add into g (true) or overwrite it
   std::uint64_t seed = 0;     // random layers: the stream of this forward pass
-  idx row0 = 0;               // random layers: x's first row is row0 of the batch the stream is drawn for
 };
 
 // An element-wise layer that can finish a Linear's product in one pass:

@@ -225,13 +225,11 @@ LayerIO<T> Model<T>::io(const Workspace<T>& ws, idx i, idx B, T* gbuf) const {
   }
   r.train = ws.train;
   r.seed = ws.seeds[i];
-  r.row0 = ws.row0;
   return r;
 }
 
 template <class T>
-const T* Model<T>::forward(Workspace<T>& ws, const T* x, idx B, idx in, bool train, bool copy_input,
-                           const RowsOf* rows) {
+const T* Model<T>::forward(Workspace<T>& ws, const T* x, idx B, idx in, bool train, bool copy_input) {
   check_input(in);
   ws.rows = -2;  // from here on the buffers change: until this forward succeeds there is none to go back through
   if (!fits(ws, B, in)) ensure_workspace(ws, B, in);  // a step on a batch seen before allocates nothing
@@ -244,13 +242,11 @@ const T* Model<T>::forward(Workspace<T>& ws, const T* x, idx B, idx in, bool tra
   const idx L = n_layers();
   ws.train = train;
   ws.out[0] = x;
-  ws.row0 = rows ? rows->row0 : 0;
-  const std::uint64_t calls = rows ? rows->calls : dropout_calls;
   bool any_random = false;
   for (idx i = 0; i < L; ++i) {
     const Layer<T>& l = *layers_[i];
     if (l.random(train)) {
-      ws.seeds[i] = derive_seed(derive_seed(seed, 0x5EEDull + static_cast<std::uint64_t>(i)), calls);
+      ws.seeds[i] = derive_seed(derive_seed(seed, 0x5EEDull + static_cast<std::uint64_t>(i)), dropout_calls);
       any_random = true;
     }
     if (l.identity(train)) {
@@ -270,7 +266,7 @@ const T* Model<T>::forward(Workspace<T>& ws, const T* x, idx B, idx in, bool tra
     }
     l.forward(io(ws, i, B, nullptr));
   }
-  if (any_random && !rows) ++dropout_calls;
+  if (any_random) ++dropout_calls;
   ws.rows = B;
   return ws.out[L];
 }

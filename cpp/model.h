@@ -50,15 +50,6 @@ struct Workspace {
   bool train = false;
   std::vector<const T*> out;                // out[0] = input, out[i + 1] = output of layer i
   std::vector<std::uint64_t> seeds;         // per layer: the random stream of the last forward
-  idx row0 = 0;                             // the last forward's first row in its batch (RowsOf)
-};
-
-// A forward over rows [row0, row0 + B) of a batch cut in chunks (trainer.cpp): the random layers draw
-// stream `calls` (the batch's Model::dropout_calls, not advanced) at each element's position in the
-// whole batch, so that every cut, and every thread running it, draws the whole batch's masks.
-struct RowsOf {
-  idx row0 = 0;
-  std::uint64_t calls = 0;
 };
 
 template <class T>
@@ -96,9 +87,8 @@ class Model {
   // copy_input is set (then it keeps a copy). Returns the (B, out) output,
   // valid until the next forward on that workspace. train selects training
   // mode (dropout active, batch statistics; buffers such as running statistics
-  // are updated). rows: a chunk of a batch (RowsOf), null for a whole batch.
-  const T* forward(Workspace<T>& ws, const T* x, idx B, idx in, bool train, bool copy_input,
-                   const RowsOf* rows = nullptr);
+  // are updated).
+  const T* forward(Workspace<T>& ws, const T* x, idx B, idx in, bool train, bool copy_input);
   // dy is (B, out) for the last forward on ws; parameter gradients are
   // accumulated (or overwritten when accumulate is false) into grads (n_params(),
   // laid out as grads(); null: the model's own); dx is (B, in) or null.

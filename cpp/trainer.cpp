@@ -1,34 +1,13 @@
 #include "trainer.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstring>
 
-#include "blas.h"
 #include "finite.h"
-#include "pool.h"
 #include "rng.h"
 
 namespace fastmlp {
-
-namespace {
-// 8 MiB of chunk gradients (n_params x chunks): the seed and mid nets' 3.2 MB chunk, the large net's 60 MB
-// does not (see row_chunks in trainer.h)
-std::atomic<idx> g_chunk_bytes{idx(8) << 20};
-}  // namespace
-
-void set_chunk_bytes(idx bytes) { g_chunk_bytes.store(std::max<idx>(bytes, 0)); }
-idx chunk_bytes() { return g_chunk_bytes.load(); }
-
-template <class T>
-idx row_chunks(const Model<T>& m, idx b) {
-  idx n = 1;  // a power of two: an even share on 2, 4 or 8 threads
-  while (n * 2 <= kMaxChunks && n * 2 * kChunkRows <= b) n *= 2;
-  if (n == 1 || !m.rows_independent(true)) return 1;
-  const double bytes = double(m.n_params()) * double(n) * double(sizeof(T));
-  return bytes <= double(chunk_bytes()) ? n : 1;
-}
 
 namespace {
 // Copy the parameters, the buffers (running statistics), the gradients if grads,
@@ -154,7 +133,8 @@ struct peer_error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Everything a step over one batch needs, and its chunks (BatchBuffers).
+// Everything a step over rows of one batch needs: the whole batch on the
+// calling thread, or one half of a split batch on either thread.
 template <class T>
 struct BatchJob {
   Model<T>* m;
@@ -163,17 +143,16 @@ struct BatchJob {
   idx start, C;
   const std::int64_t* lb;  // (b) the batch's labels, gathered, or null
   const T* wb;             // (b) the batch's sample weights, gathered, or null
-  LossSpec<T> spec;        // for several chunks: reduction 'sum', scaled by 1 / the whole batch's denominator
+  LossSpec<T> spec;        // for a half: reduction 'sum', scaled by 1 / the whole batch's denominator
   bool count, errors;
-  BatchBuffers<T>* buf;
-  std::uint64_t calls = 0;  // the batch's random stream (the model's dropout_calls)
+  BatchHalf<T>* half;
 
-  static void run(void* ctx, idx c) {
+  static void run(void* ctx) {
     auto* self = static_cast<BatchJob*>(ctx);
-    self->step(self->buf->chunk[c]);
+    self->step(*self->half);
   }
-  // forward + loss + backward of rows [h.r0, h.r1) of the batch, gradients into h.g
-  void step(BatchChunk<T>& h) const {
+  // forward + loss + backward of rows [h.r0, h.r1) of the batch, gradients into h.grads
+  void step(BatchHalf<T>& h) const {
     const idx rows = h.r1 - h.r0, in = d->in;
     const T* x = d->X + (start + h.r0) * in;
     const T* t = d->target ? d->target + (start + h.r0) * d->C : nullptr;
@@ -194,86 +173,15 @@ struct BatchJob {
     if (wb) sp.sample_weight = wb + h.r0;
     const std::int64_t* l = lb ? lb + h.r0 : nullptr;
     h.ws.bf16 = m->workspace().bf16;  // fit's passes take the products' precision of the model's own
-    const RowsOf where{h.r0, calls};
-    const T* out = m->forward(h.ws, x, rows, in, true, false, &where);
+    const T* out = m->forward(h.ws, x, rows, in, true, false);
     h.value = loss_forward(sp, out, rows, C, l, t, h.ws.dout.data());
     h.scored = 0;
     h.correct = count ? count_correct(out, rows, C, l, t, sp.ignore_index, h.scored) : 0;
     h.abs_err = h.sq_err = 0;
     if (errors && t) error_sums(out, t, rows * C, h.abs_err, h.sq_err);
-    m->backward(h.ws, h.ws.dout.data(), nullptr, false, h.g);
+    m->backward(h.ws, h.ws.dout.data(), nullptr, false, h.grads);
   }
 };
-
-// The sums of a batch's step over its chunks.
-struct BatchSums {
-  double value = 0;
-  idx correct = 0, scored = 0;
-  double abs_err = 0, sq_err = 0;
-};
-
-// The chunks' gradients added into the first's (the model's), in chunk order, by slices of the
-// flat buffer spread over the pool (the order per element is the same for any slicing).
-template <class T>
-struct GradSum {
-  BatchBuffers<T>* buf;
-  idx n_chunks, n;
-  static constexpr idx kSlice = 1 << 14;
-  static void run(void* ctx, idx s) {
-    const auto* self = static_cast<const GradSum*>(ctx);
-    const idx lo = s * kSlice, len = std::min(kSlice, self->n - lo);
-    T* g = self->buf->chunk[0].g + lo;
-    for (idx c = 1; c < self->n_chunks; ++c) add_into(g, self->buf->chunk[c].g + lo, len);
-  }
-};
-
-// forward + loss + backward of the job's batch of b rows cut in n_chunks chunks (rows
-// [b c / n, b (c + 1) / n) each) on up to `threads` threads: the model's gradients are overwritten
-// with the batch's, and the random layers' stream advances once.
-template <class T>
-BatchSums batch_gradient(BatchJob<T>& job, idx b, idx n_chunks, int threads) {
-  Model<T>& m = *job.m;
-  BatchBuffers<T>& buf = *job.buf;
-  if (static_cast<idx>(buf.chunk.size()) < n_chunks) buf.chunk.resize(static_cast<size_t>(n_chunks));
-  for (idx c = 0; c < n_chunks; ++c) {
-    BatchChunk<T>& h = buf.chunk[c];
-    h.r0 = b * c / n_chunks;
-    h.r1 = b * (c + 1) / n_chunks;
-    if (c > 0) h.grads.reserve(m.n_params());
-    h.g = c == 0 ? m.grads() : h.grads.data();
-  }
-  job.calls = m.dropout_calls;
-  const bool random = m.has_dropout();
-  try {
-    parallel_for(threads, n_chunks, &BatchJob<T>::run, &job);
-  } catch (...) {
-    if (random) ++m.dropout_calls;  // as a whole-batch forward that succeeded before its loss threw
-    throw;
-  }
-  if (random) ++m.dropout_calls;
-  BatchSums s;
-  for (idx c = 0; c < n_chunks; ++c) {
-    const BatchChunk<T>& h = buf.chunk[c];
-    s.value += h.value;
-    s.correct += h.correct;
-    s.scored += h.scored;
-    s.abs_err += h.abs_err;
-    s.sq_err += h.sq_err;
-  }
-  if (n_chunks > 1 && std::isfinite(s.value)) {
-    GradSum<T> sum{&buf, n_chunks, m.n_params()};
-    parallel_for(threads, (m.n_params() + GradSum<T>::kSlice - 1) / GradSum<T>::kSlice, &GradSum<T>::run, &sum);
-  }
-  return s;
-}
-
-// The chunks of a batch of b rows whose 'mean' denominator is denom: one when the loss
-// cannot be cut (a 'mean' over no weight, or over an infinite one).
-template <class T>
-idx chunks_for(const Model<T>& m, idx b, const LossSpec<T>& sp, double denom) {
-  if (sp.reduction == Reduction::Mean && !(denom > 0 && std::isfinite(denom))) return 1;
-  return row_chunks(m, b);
-}
 }  // namespace
 
 namespace {
@@ -292,10 +200,9 @@ void clip_grads(T* g, idx n, const Clip& c) {
 template <class T>
 EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss, Optimizer<T>& opt, idx batch,
                        bool shuffle, bool count_accuracy, FitBuffers<T>& buf, const Progress& progress,
-                       int threads, const BatchSchedule* sched, const Collective* comm, const Clip& clip,
+                       int workers, const BatchSchedule* sched, const Collective* comm, const Clip& clip,
                        bool errors, idx first, idx count) {
   if (batch <= 0) throw value_error("batch_size must be positive");
-  const BlasSingleThread single;  // the pool runs the products' tiles
   EpochStats st;
   const idx N = d.N, B = std::min(batch, std::max<idx>(N, 1));
   if (comm) {  // every rank steps comm->steps batches from the pass's start
@@ -305,6 +212,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
   if (first < 0 || (first > 0 && first >= (N + B - 1) / B))
     throw value_error("first batch " + std::to_string(first) + " is out of range");
   const bool pass_ends = count < 0 || first + count >= (N + B - 1) / B;  // the call reaches the last batch
+  const bool split = workers >= 2 && !m.has_dropout() && m.rows_independent(true);
   if (shuffle) {
     buf.perm.resize(static_cast<size_t>(N));
     for (idx i = 0; i < N; ++i) buf.perm[i] = i;
@@ -316,6 +224,12 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
     }
     if (loss.sample_weight) buf.wb.reserve(B);
     if (d.labels) buf.lb.resize(static_cast<size_t>(B));
+  }
+  buf.half[0].grads = m.grads();
+  if (split) {
+    worker_for(buf.worker);
+    buf.grads2.reserve(m.n_params());
+    buf.half[1].grads = buf.grads2.data();
   }
   buf.snapshot.save(m, opt, true);
   double loss_sum = 0, penalty_sum = 0;
@@ -383,17 +297,43 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       }
       continue;
     }
-    BatchJob<T> job{&m, &d, p, start, C, lb, sp.sample_weight, sp, count_accuracy, errors, &buf.batch};
-    const idx chunks = comm ? row_chunks(m, b) : chunks_for(m, b, sp, denom_all);
+    BatchJob<T> job{&m, &d, p, start, C, lb, sp.sample_weight, sp, count_accuracy, errors, &buf.half[0]};
+    double denom = split && b >= 2 ? denom_all : 0;
     if (comm) {  // this rank's sums: the global batch's mean comes after the reduction
       job.spec.reduction = Reduction::Sum;
-    } else if (chunks > 1 && sp.reduction == Reduction::Mean) {  // each chunk's share of the batch's mean
-      job.spec.reduction = Reduction::Sum;
-      job.spec.scale = sp.scale / denom_all;
+      denom = split && b >= 2 ? 1 : 0;
     }
-    const BatchSums sums = batch_gradient(job, b, chunks, threads);
-    double value = sums.value, rows = double(b), correct = double(sums.correct), scored = double(sums.scored),
-           abs_err = sums.abs_err, sq_err = sums.sq_err;
+    if (denom > 0 && std::isfinite(denom)) {
+      // two halves at once, each with reduction 'sum' over the whole batch's denominator
+      job.spec.reduction = Reduction::Sum;
+      job.spec.scale = sp.scale / denom;
+      BatchJob<T> other = job;
+      other.half = &buf.half[1];
+      buf.half[0].r0 = 0;
+      buf.half[0].r1 = buf.half[1].r0 = b / 2;
+      buf.half[1].r1 = b;
+      buf.worker->post(&BatchJob<T>::run, &other);
+      std::exception_ptr mine;
+      try {
+        job.step(buf.half[0]);
+      } catch (...) {
+        mine = std::current_exception();
+      }
+      buf.worker->wait();  // before anything unwinds: the worker uses this frame's data
+      if (mine) std::rethrow_exception(mine);
+      buf.half[0].value += buf.half[1].value;
+      buf.half[0].correct += buf.half[1].correct;
+      buf.half[0].scored += buf.half[1].scored;
+      buf.half[0].abs_err += buf.half[1].abs_err;
+      buf.half[0].sq_err += buf.half[1].sq_err;
+      if (std::isfinite(buf.half[0].value)) add_into(m.grads(), buf.grads2.data(), m.n_params());
+    } else {
+      buf.half[0].r0 = 0;
+      buf.half[0].r1 = b;
+      job.step(buf.half[0]);
+    }
+    double value = buf.half[0].value, rows = double(b), correct = double(buf.half[0].correct),
+           scored = double(buf.half[0].scored), abs_err = buf.half[0].abs_err, sq_err = buf.half[0].sq_err;
     if (comm) {  // the global batch: sums over the ranks, then the gradient's allreduce
       double* s = comm->stats;
       std::fill(s, s + S::kStats, 0.0);
@@ -476,27 +416,11 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
 
 template <class T>
 double train_step(Model<T>& m, const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
-                  const T* target, Optimizer<T>& opt, Snapshot<T>& snapshot, BatchBuffers<T>& buf,
-                  const Clip& clip) {
-  const BlasSingleThread single;  // the pool runs the products' tiles
+                  const T* target, Optimizer<T>& opt, Snapshot<T>& snapshot, const Clip& clip) {
   snapshot.save(m, opt);  // before the forward, which updates the running statistics
   double value;
   try {
-    Dataset<T> d;
-    d.X = x;
-    d.N = B;
-    d.in = in;
-    d.labels = labels;
-    d.target = target;
-    d.C = m.out_features(in);
-    BatchJob<T> job{&m, &d, nullptr, 0, d.C, labels, loss.sample_weight, loss, false, false, &buf};
-    const double denom = loss_mean_denominator(loss, B, d.C, labels);
-    const idx chunks = chunks_for(m, B, loss, denom);
-    if (chunks > 1 && loss.reduction == Reduction::Mean) {  // as fit's batches
-      job.spec.reduction = Reduction::Sum;
-      job.spec.scale = loss.scale / denom;
-    }
-    value = batch_gradient(job, B, chunks, pool_threads()).value;
+    value = m.loss_and_grad(x, B, in, loss, labels, target, true);
   } catch (...) {
     snapshot.restore(m, opt);
     throw;
@@ -545,13 +469,10 @@ template EpochStats train_epoch<double>(Model<double>&, const Dataset<double>&, 
                                         int, const BatchSchedule*, const Collective*, const Clip&, bool, idx,
                                        idx);
 template double train_step<float>(Model<float>&, const float*, idx, idx, const LossSpec<float>&, const std::int64_t*,
-                                  const float*, Optimizer<float>&, Snapshot<float>&, BatchBuffers<float>&,
-                                  const Clip&);
+                                  const float*, Optimizer<float>&, Snapshot<float>&, const Clip&);
 template double train_step<double>(Model<double>&, const double*, idx, idx, const LossSpec<double>&,
                                    const std::int64_t*, const double*, Optimizer<double>&, Snapshot<double>&,
-                                   BatchBuffers<double>&, const Clip&);
-template idx row_chunks<float>(const Model<float>&, idx);
-template idx row_chunks<double>(const Model<double>&, idx);
+                                   const Clip&);
 template struct Snapshot<float>;
 template struct Snapshot<double>;
 template void predict<float>(Model<float>&, const float*, idx, idx, float*, idx, bool);

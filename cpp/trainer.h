@@ -10,6 +10,7 @@
 
 #include "model.h"
 #include "schedules.h"
+#include "worker.h"
 
 namespace fastmlp {
 
@@ -59,53 +60,34 @@ struct Snapshot {
   void restore(Model<T>& m, Optimizer<T>& opt);
 };
 
-// One chunk of a batch, rows [r0, r1): its gathered rows, its forward/backward
-// buffers, where its parameter gradients go and the sums of its step.
+// The rows of a batch one thread steps on (the whole batch, or one half of a
+// batch split between two threads): its gathered rows, its forward/backward
+// buffers and the result of its step.
 template <class T>
-struct BatchChunk {
+struct BatchHalf {
   Buffer<T> xb, tb;  // gathered inputs (rows, in) and targets (rows, C)
   Workspace<T> ws;
-  Buffer<T> grads;     // (n_params) its own gradients (chunks after the first)
-  T* g = nullptr;      // (n_params) where its gradients go: the model's own for chunk 0, else grads
+  T* grads = nullptr;  // where its parameter gradients go (n_params)
+  // the job: rows [r0, r1) of the batch
   idx r0 = 0, r1 = 0;
   double value = 0;
-  idx correct = 0, scored = 0;     // accuracy counts of its rows
+  idx correct = 0, scored = 0;  // accuracy counts of its rows
   double abs_err = 0, sq_err = 0;  // error sums of its rows (metrics mae, mse)
 };
 
-// The chunks of fit's and train_step's batches, kept by the model between calls
-// (grown on the first batch, then reused: a step allocates nothing).
-template <class T>
-struct BatchBuffers {
-  std::vector<BatchChunk<T>> chunk;
-};
-
-// How a training batch of b rows is cut, from the shapes alone (never the
-// thread count, so every n_threads gives the same bits): the largest power of
-// two (an even share on 2, 4 or 8 threads) of chunks of at least kChunkRows
-// rows, at most kMaxChunks, each with its own gradient buffer, when the model's
-// rows are independent in training (no BatchNorm) and the chunks' gradients
-// (n_params x chunks) fit in chunk_bytes(); otherwise one chunk, the whole
-// batch, whose products are cut in tiles (blas.h). Measured on one thread
-// (README, Threads): 64-row chunks cost 1-4% over the whole batch on the
-// digits, seed and mid nets, 32-row ones 12-104% (OpenBLAS is slow on
-// products that thin); the large net's 8 x 7.4 MB of gradients cost 23%.
-constexpr idx kChunkRows = 64, kMaxChunks = 8;
-template <class T>
-idx row_chunks(const Model<T>& m, idx b);
-// The bound on the chunks' gradient bytes (a test knob: 0 makes every batch one chunk).
-void set_chunk_bytes(idx bytes);
-idx chunk_bytes();
-
 // Buffers of a fit call, kept by the model between calls: the permutation,
-// the batch's gathered labels and weights, the snapshot and the chunks.
+// the batch's gathered labels and weights, the halves (half[0] also serves a
+// whole batch); with two workers, the second half's gradients and the worker
+// thread.
 template <class T>
 struct FitBuffers {
   Buffer<T> wb;
   Snapshot<T> snapshot;  // the model and optimizer at the start of the epoch
   std::vector<std::int64_t> lb;
   std::vector<idx> perm;
-  BatchBuffers<T> batch;
+  BatchHalf<T> half[2];
+  Buffer<T> grads2;
+  std::unique_ptr<Worker> worker;
 };
 
 // Data-parallel training (fastmlp.distributed): the sums over all ranks that
@@ -141,17 +123,17 @@ struct Clip {
 
 // One epoch over d in batches (loss.sample_weight, if set, holds the N
 // rows' weights and is gathered with the batches) of `batch` rows, shuffled with a stream derived
-// from (model seed, model.epochs_done) when shuffle is set. Each batch is cut
-// in row_chunks() chunks run on up to `threads` threads of the pool (pool.h);
-// their gradients are summed in chunk order (0 + 1 + ...) before the step, and
-// their losses and counts likewise, so the result has the same bits for every
-// thread count (and equals a train_step on each batch).
+// from (model seed, model.epochs_done) when shuffle is set. With workers == 2
+// (and a model without dropout) each batch is split in two halves computed at
+// once on two threads, each with single-threaded BLAS; their gradients are
+// summed before the step. The result is the same computation in another
+// summation order, deterministic for a given worker count.
 // sched, if given, sets each batch's lr (and momentum) before its step.
 // With comm, d is this rank's shard and batch its share of the global batch:
 // comm->steps batches, each rank's shuffle stream also derived from its rank,
 // the loss and gradient of each step those of the global batch (its mean over
 // the global denominator), and the returned stats global. clip applies to
-// each step's whole gradient (the chunks' sum; with comm, after the
+// each step's whole gradient (the two halves' sum; with comm, after the
 // allreduce), just before the step. errors (a target d.target): the stats'
 // abs_err and sq_err (the metrics 'mae' and 'mse', from the training outputs).
 // Without comm, first and count (>= 0) take only batches [first, first + count)
@@ -160,19 +142,18 @@ struct Clip {
 template <class T>
 EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss, Optimizer<T>& opt, idx batch,
                        bool shuffle, bool count_accuracy, FitBuffers<T>& buf, const Progress& progress,
-                       int threads = 1, const BatchSchedule* sched = nullptr, const Collective* comm = nullptr,
+                       int workers = 1, const BatchSchedule* sched = nullptr, const Collective* comm = nullptr,
                        const Clip& clip = Clip(), bool errors = false, idx first = 0, idx count = -1);
 
 // zero_grad + forward (dropout active) + loss + backward + optimizer step on
-// x (B, in) and labels (B) or target (B, out), cut in chunks as fit's batches
-// (on pool_threads() threads); returns the loss before the step. A non-finite loss throws numeric_error before the step; a step that
+// x (B, in) and labels (B) or target (B, out); returns the loss before the
+// step. A non-finite loss throws numeric_error before the step; a step that
 // makes the weights non-finite is undone (weights and optimizer state) and
 // throws numeric_error. snapshot is scratch space, kept by the caller. clip
 // applies to the gradient before the step.
 template <class T>
 double train_step(Model<T>& m, const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
-                  const T* target, Optimizer<T>& opt, Snapshot<T>& snapshot, BatchBuffers<T>& buf,
-                  const Clip& clip = Clip());
+                  const T* target, Optimizer<T>& opt, Snapshot<T>& snapshot, const Clip& clip = Clip());
 
 // Eval-mode forward of X (N, in) into out (N, out) in chunks of `chunk`
 // rows, on a workspace of its own (safe to run concurrently).

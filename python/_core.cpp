@@ -540,11 +540,11 @@ void bind_dtype(py::module_& m, const char* suffix) {
       // training outputs' error sums abs_err, sq_err (a target y only); first, count: batches
       // [first, first + count) of the pass only (count -1: to its end)
       .def("train_epoch", [](PM& s, py::array x, py::array y, py::dict loss, PyOptimizer<T>& opt, idx batch,
-                             bool shuffle, bool count_accuracy, py::object progress, int threads,
+                             bool shuffle, bool count_accuracy, py::object progress, int workers,
                              py::object schedule, bool bf16, double clip_norm, double clip_value, bool errors,
                              idx first, idx count, py::object comm) {
         check_bf16<T>(bf16);
-        if (threads < 1) throw value_error("threads must be at least 1, got " + std::to_string(threads));
+        if (workers < 1 || workers > 2) throw value_error("workers must be 1 or 2, got " + std::to_string(workers));
         const Clip clip = clip_of(clip_norm, clip_value);
         BatchSchedule sched;
         py::array_t<double, py::array::c_style | py::array::forcecast> sched_lr, sched_mom;
@@ -638,7 +638,7 @@ void bind_dtype(py::module_& m, const char* suffix) {
           py::gil_scoped_release nogil;
           GateHold hold(s.m.gate, true);
           s.m.workspace().bf16 = bf16;
-          st = train_epoch(s.m, d, spec, opt.opt, batch, shuffle, count_accuracy, s.fit_buffers, cb, threads,
+          st = train_epoch(s.m, d, spec, opt.opt, batch, shuffle, count_accuracy, s.fit_buffers, cb, workers,
                            schedule.is_none() ? nullptr : &sched, comm.is_none() ? nullptr : &coll, clip,
                            errors, first, count);
         }
@@ -657,7 +657,7 @@ void bind_dtype(py::module_& m, const char* suffix) {
         out["restored"] = st.restored;
         return out;
       }, py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("opt"), py::arg("batch"), py::arg("shuffle"),
-         py::arg("count_accuracy"), py::arg("progress"), py::arg("threads"), py::arg("schedule") = py::none(),
+         py::arg("count_accuracy"), py::arg("progress"), py::arg("workers"), py::arg("schedule") = py::none(),
          py::arg("bf16") = false, py::arg("clip_norm") = INFINITY, py::arg("clip_value") = INFINITY,
          py::arg("errors") = false, py::arg("first") = 0, py::arg("count") = -1, py::arg("comm") = py::none())
       .def("predict", [](PM& s, py::array x, idx chunk, bool bf16) {
@@ -695,11 +695,8 @@ void bind_dtype(py::module_& m, const char* suffix) {
         py::gil_scoped_release nogil;
         GateHold hold(s.m.gate, true);
         s.m.workspace().bf16 = bf16;
-        const BlasSingleThread single;  // the pool runs the products' tiles
         return s.m.loss_and_grad(xd, B, in, spec, t.labels, t.values, s.m.training);
       }, py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("bf16") = false)
-      // Test hook: how many chunks fit and train_step cut a batch of b rows into (cpp/trainer.h)
-      .def("_row_chunks", [](PM& s, idx b) { return row_chunks(s.m, b); })
       .def("train_step", [](PM& s, py::array x, py::array y, py::dict loss, PyOptimizer<T>& opt, bool bf16,
                             double clip_norm, double clip_value) {
         check_bf16<T>(bf16);
@@ -713,8 +710,7 @@ void bind_dtype(py::module_& m, const char* suffix) {
         py::gil_scoped_release nogil;
         GateHold hold(s.m.gate, true);
         s.m.workspace().bf16 = bf16;
-        return train_step(s.m, xd, B, in, spec, t.labels, t.values, opt.opt, s.step_snapshot, s.fit_buffers.batch,
-                          clip);
+        return train_step(s.m, xd, B, in, spec, t.labels, t.values, opt.opt, s.step_snapshot, clip);
       }, py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("opt"), py::arg("bf16") = false,
          py::arg("clip_norm") = INFINITY, py::arg("clip_value") = INFINITY);
 
@@ -873,14 +869,6 @@ PYBIND11_MODULE(_core, m) {
   });
   m.def("calculate_gain", &calculate_gain, py::arg("nonlinearity"), py::arg("param") = 0.0);
   m.def("blas_set_num_threads", &blas_set_num_threads);
-  // Test knob (cpp/trainer.h): the bound on fit's row chunks' gradient bytes (0: every batch whole).
-  m.def("_set_chunk_bytes", &set_chunk_bytes);
-  m.def("_chunk_bytes", &chunk_bytes);
-  // Test hook (cpp/blas.h): the (row blocks, column blocks) grid of tiles a product (M, N, K) is cut into.
-  m.def("_gemm_tiles", [](idx M, idx N, idx K) {
-    const TileGrid g = gemm_tiles(M, N, K);
-    return py::make_tuple(g.tm, g.tn);
-  });
   m.def("blas_get_num_threads", &blas_get_num_threads);
   m.def("blas_core_name", &blas_core_name);
   m.def("gemm_isa_available", [](const std::string& isa) {

@@ -39,13 +39,13 @@ def _threads_in_task():
     from fastmlp.training import default_threads, thread_plan
 
     model = fm.Sequential(fm.Linear(784, 1024), fm.ReLU(), fm.Linear(1024, 10), seed=0)
-    return default_threads(), thread_plan(None, model, rows=4096)
+    return default_threads(), thread_plan(None, model, rows=4096, split=True)
 
 
 def test_n_threads_none_is_the_workers_share(client):
     futures = [client.submit(_threads_in_task, pure=False, workers=[w]) for w in client.scheduler_info()["workers"]]
-    # one thread per worker (of the machine's cores): fastmlp's pool takes no more
-    assert [f.result(timeout=TIMEOUT) for f in futures] == [(1, 1)] * 2
+    # one thread per worker (of the machine's cores): neither fastmlp's split nor OpenBLAS's threads
+    assert [f.result(timeout=TIMEOUT) for f in futures] == [(1, (1, 1))] * 2
     assert _threads_in_task()[0] == len(os.sched_getaffinity(0))  # outside a worker: every core
 
 

@@ -37,7 +37,7 @@ def test_fit_without_shuffle_equals_train_step_loop(dropout, batch):
     oa = fm.optim.Adam(a.parameters(), lr=1e-2)
     ob = fm.optim.Adam(b.parameters(), lr=1e-2)
     loss = fm.CrossEntropyLoss()
-    # the same chunks and products as train_step, on any threads (tests/test_threads.py)
+    # one thread: the same products as train_step (two threads split the batch: tests/test_split.py)
     h = a.fit(X, y, loss, oa, epochs=2, batch_size=batch, shuffle=False, verbose=0, n_threads=1)
     losses = []
     for _ in range(2):

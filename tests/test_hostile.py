@@ -546,8 +546,8 @@ CASES = [
                 assert np.array_equal(r[0], g[0]) and np.array_equal(r[1], g[1]) and r[2] == g[2]
         """),
     Case("two_thread_fit_after_fork_and_concurrent_fits", """
-        # fit's threads are the process's pool: a forked child has the model but not the threads,
-        # and must start its own; two models fitting at once share the pool (one runs on its caller)
+        # fit's second thread lives with the model: a forked child has the model but not the
+        # thread, and must start its own; two models fitting at once each have their own
         import threading
         rng = np.random.default_rng(0)
         X = rng.normal(size=(2000, 3)); y = rng.integers(0, 2, 2000)

@@ -8,19 +8,12 @@
 namespace fastmlp {
 
 namespace {
-// mask (n) = 1 where element first + i of the stream is kept: its 32-bit uniform (a pure function of
-// seed and first + i: the low half of one hash per even element, the high half for the odd one after
-// it) is at least p * 2^32. A chunk of a batch passes its first element's index in the whole batch.
-void keep_mask(std::uint8_t* mask, idx n, double p, std::uint64_t seed, idx first) {
+// mask (n) = 1 where element i is kept: its 32-bit uniform (a pure function of seed and i) is at
+// least p * 2^32
+void keep_mask(std::uint8_t* mask, idx n, double p, std::uint64_t seed) {
   const std::uint64_t threshold = static_cast<std::uint64_t>(p * 4294967296.0);
-  auto hash = [&](idx e) { return splitmix64(seed ^ (static_cast<std::uint64_t>(e) * 0x9E3779B97F4A7C15ull)); };
-  idx i = 0;
-  if (first % 2 != 0 && n > 0) {  // an odd start: the high half of its even neighbour's hash
-    mask[0] = (hash(first - 1) >> 32) >= threshold;
-    i = 1;
-  }
-  for (; i < n; i += 2) {
-    const std::uint64_t h = hash(first + i);
+  for (idx i = 0; i < n; i += 2) {
+    std::uint64_t h = splitmix64(seed ^ (static_cast<std::uint64_t>(i) * 0x9E3779B97F4A7C15ull));
     mask[i] = (h & 0xFFFFFFFFull) >= threshold;
     if (i + 1 < n) mask[i + 1] = (h >> 32) >= threshold;
   }
@@ -40,8 +33,8 @@ FASTMLP_SIMD void dropout_backward(const T* dy, const std::uint8_t* mask, T* dx,
 
 // the forward is the backward's product with the new mask
 template <class T>
-void dropout_forward(const T* x, T* y, std::uint8_t* mask, idx n, double p, std::uint64_t seed, idx first) {
-  keep_mask(mask, n, p, seed, first);
+void dropout_forward(const T* x, T* y, std::uint8_t* mask, idx n, double p, std::uint64_t seed) {
+  keep_mask(mask, n, p, seed);
   dropout_backward(x, mask, y, n, p);
 }
 
@@ -59,7 +52,7 @@ class DropoutLayer final : public Layer<T> {
   idx byte_scratch(idx B, idx in) const override { return p_ > 0 ? checked_mul(B, in) : 0; }
   // x, y are (B, C); the mask (B, C) stays in io.bytes for backward
   void forward(const LayerIO<T>& io) const override {
-    dropout_forward(io.x, io.y, io.bytes, io.B * io.in, p_, io.seed, io.row0 * io.in);
+    dropout_forward(io.x, io.y, io.bytes, io.B * io.in, p_, io.seed);
   }
   void backward(const LayerIO<T>& io, const T* dy, T* dx) const override {
     dropout_backward(dy, io.bytes, dx, io.B * io.in, p_);
@@ -93,7 +86,7 @@ class AlphaDropoutLayer final : public Layer<T> {
   // x, y are (B, C); the mask (B, C) stays in io.bytes for backward
   void forward(const LayerIO<T>& io) const override {
     const idx n = io.B * io.in;
-    keep_mask(io.bytes, n, p_, io.seed, io.row0 * io.in);
+    keep_mask(io.bytes, n, p_, io.seed);
     masked_affine(io.x, io.bytes, io.y, n, T(a_), T(b_), T(dropped_));
   }
   void backward(const LayerIO<T>& io, const T* dy, T* dx) const override {
@@ -105,8 +98,8 @@ class AlphaDropoutLayer final : public Layer<T> {
 };
 FASTMLP_REGISTER_LAYER("alpha_dropout", AlphaDropoutLayer);
 
-template void dropout_forward<float>(const float*, float*, std::uint8_t*, idx, double, std::uint64_t, idx);
-template void dropout_forward<double>(const double*, double*, std::uint8_t*, idx, double, std::uint64_t, idx);
+template void dropout_forward<float>(const float*, float*, std::uint8_t*, idx, double, std::uint64_t);
+template void dropout_forward<double>(const double*, double*, std::uint8_t*, idx, double, std::uint64_t);
 template void dropout_backward<float>(const float*, const std::uint8_t*, float*, idx, double);
 template void dropout_backward<double>(const double*, const std::uint8_t*, double*, idx, double);
 

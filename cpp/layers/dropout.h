@@ -8,10 +8,9 @@
 
 namespace fastmlp {
 
-// x, y are (n); mask is (n), 1 where kept. seed identifies (model seed, layer, step); x[0] is element
-// `first` of the stream (a chunk of a batch: its offset in the whole batch).
+// x, y are (n); mask is (n), 1 where kept. seed identifies (model seed, layer, step).
 template <class T>
-void dropout_forward(const T* x, T* y, std::uint8_t* mask, idx n, double p, std::uint64_t seed, idx first = 0);
+void dropout_forward(const T* x, T* y, std::uint8_t* mask, idx n, double p, std::uint64_t seed);
 
 // dy, dx are (n); dx is overwritten with dy * mask / (1 - p).
 template <class T>

@@ -1084,8 +1084,7 @@ or list of them, default='relu'
         ``torch.autocast`` (see ``Sequential.fit``); weights stay float32.
     n_threads : int or None, default=None
         Threads for training and prediction (None: every available core); see
-        ``Sequential.fit`` for how a batch is shared between threads (the result is
-        bit-identical for every n_threads).
+        ``Sequential.fit`` for how a batch is shared between two threads.
 """
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from . import _core
 from ._arrays import as_float_array, check_finite, check_int, check_number, check_precision
 from .callbacks import Callback, History, _Callbacks, _epoch_line
+from .nn.dropout import Dropout
 from .nn.loss import BCEWithLogitsLoss, _ClassLoss, _Loss
 from .optim import LBFGS, Optimizer
 from .optim.lr_scheduler import CyclicLR, LRScheduler, OneCycleLR, ReduceLROnPlateau
@@ -35,10 +36,9 @@ def default_threads() -> int:
     return n
 
 
-# Below this many multiply-adds in the largest layer's per-batch product, threads
-# cost more than they bring (n_threads=None): a batch's chunks or tiles take tens of
-# microseconds, less than waking a thread, and on a busy machine far less than
-# waiting for one that was descheduled.
+# Below this many multiply-adds in the largest layer's per-batch product, OpenBLAS's
+# threads cost more than they bring (they synchronise by spinning, and on a busy
+# machine a descheduled thread stalls the other: up to 100x slower, measured).
 SMALL_WORK = 8_000_000
 
 
@@ -47,30 +47,54 @@ def auto_threads(model: Any, rows: int) -> int:
     return default_threads() if rows * _max_product(model) >= SMALL_WORK else 1
 
 
+# fit may split each batch between two threads that run single-threaded products
+# and add their gradients. Measured: faster than one thread when the products are
+# too small for OpenBLAS to thread (SMALL_WORK), from 64 rows on (1.2x at 64 rows,
+# 1.5-1.9x from 128); slower below (each half writes a whole gradient, and the
+# halves synchronise every batch). With big products OpenBLAS's own threads win or
+# tie (the seed and large configs of bench/train_speed.py), so they keep them.
+SPLIT_ROWS = 64
+
+
 def _max_product(model: Any) -> int:
     return max((la.in_features * la.out_features for la in model if hasattr(la, "in_features")), default=0)
 
 
-def thread_plan(n_threads: int | None, model: Any = None, rows: int = 0) -> int:
-    """The threads of fastmlp's pool for a call (OpenBLAS itself always runs one
-    thread inside the pool's tiles: cpp/blas.h). n_threads, or for None every
-    core, unless the per-batch products are small (then one). The result does not
-    depend on it: fit's chunks and tiles are cut from the shapes alone."""
-    if n_threads is not None:
-        return check_int(n_threads, "n_threads", low=1, high=4096)
-    if model is None:
-        return default_threads()
-    return auto_threads(model, rows)
+def can_split(model: Any, rows: int) -> bool:
+    """Whether fit splits batches of `rows` rows between two threads: no active
+    dropout (its masks come from one stream per batch), enough rows, and
+    products too small for OpenBLAS's threads."""
+    if any(isinstance(la, Dropout) and la.p > 0 for la in model):
+        return False
+    return rows >= SPLIT_ROWS and rows * _max_product(model) < SMALL_WORK
+
+
+def thread_plan(n_threads: int | None, model: Any = None, rows: int = 0, split: bool = False) -> tuple[int, int]:
+    """(OpenBLAS threads, fastmlp threads) for a call. n_threads bounds both
+    together. With split (fit on a model that allows it) and two cores or more, a
+    batch is split between two threads that each run single-threaded products:
+    (1, 2). Otherwise the products use the threads: n_threads, or for None every
+    core, or one when the model's per-batch products are small."""
+    if n_threads is None:
+        n = default_threads()
+    else:
+        n = check_int(n_threads, "n_threads", low=1, high=4096)
+    if split and n >= 2 and model is not None and can_split(model, rows):
+        return 1, 2
+    if n_threads is None and model is not None:
+        n = auto_threads(model, rows)
+    return n, 1
 
 
 @contextmanager
-def blas_threads(n_threads: int | None, model: Any = None, rows: int = 0) -> Iterator[int]:
-    """Set fastmlp's pool threads for a call by thread_plan (restored after); yields them."""
-    n = thread_plan(n_threads, model, rows)
+def blas_threads(n_threads: int | None, model: Any = None, rows: int = 0, split: bool = False) -> Iterator[int]:
+    """Set fastmlp's OpenBLAS threads for a call by thread_plan; yields the number
+    of fastmlp's own threads (fit's workers)."""
+    n, workers = thread_plan(n_threads, model, rows, split)
     before = _core.blas_get_num_threads()
     _core.blas_set_num_threads(n)
     try:
-        yield n
+        yield workers
     finally:
         _core.blas_set_num_threads(before)
 
@@ -253,7 +277,7 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                                               "optimizer": optimizer, "scheduler": scheduler})
         calls.train_begin()
         model.train()
-        with blas_threads(n_threads, model, min(batch, Xa.shape[0])) as threads:
+        with blas_threads(n_threads, model, min(batch, Xa.shape[0]), split=True) as workers:
             for epoch in range(initial_epoch, epochs):  # Keras: counted from initial_epoch
                 calls.epoch_begin(epoch)
                 optimizer._sync()
@@ -278,7 +302,7 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                     if full_batch:
                         st = _full_batch_epoch(model, Xa, ta, spec, optimizer, classify, bf16, errors)
                     else:
-                        args = (Xa, ta, spec, core_opt, batch, bool(shuffle), classify, progress, threads, table,
+                        args = (Xa, ta, spec, core_opt, batch, bool(shuffle), classify, progress, workers, table,
                                 bf16, *clip, bool(errors))
                         if steps_per_epoch is not None:
                             st, cursor = _cycle(model._core, args, pass_steps, cursor, steps)

@@ -543,15 +543,18 @@ class Sequential(Module):
         ``clip_grad_norm`` / ``clip_grad_value`` clip each step's gradient in the C++
         loop, as ``fm.nn.utils.clip_grad_norm_(model.parameters(), max_norm)`` (the
         total 2-norm over all parameters) and ``clip_grad_value_`` between backward and
-        step: once per step, on the whole batch's gradient (after the row chunks' sum
+        step: once per step, on the whole batch's gradient (after the two threads' sum
         or comm's allreduce).
 
-        ``n_threads`` sizes fastmlp's one pool (OpenBLAS runs single-threaded inside
-        it; None: every core). Each batch is cut into row chunks (each with its own
-        gradient, summed in chunk order), or, for models whose rows mix (BatchNorm) or
-        whose gradients are too large to keep one per chunk, its products into tiles;
-        both partitions are chosen from the shapes alone, so the weights are
-        bit-identical for every n_threads, dropout included.
+        ``n_threads`` bounds fastmlp's threads and OpenBLAS's together (None:
+        every core). When the products are too small for OpenBLAS's threads (a
+        batch's largest product under 8M multiply-adds), a model without dropout
+        and batches of at least 64 rows, two or more threads split each batch in
+        two halves computed at once, each with single-threaded products, whose
+        gradients are added before the step: the same update in another summation
+        order (float64 agrees with one thread to ~1e-12), bit-reproducible for a
+        given n_threads. Otherwise the products use the threads, or one thread
+        when they are small (where BLAS threads cost more than they bring).
 
         Other threads may use the model during a fit: ``predict``, ``state_dict``,
         ``save``, ``load_state_dict``, ``train_step``, ``forward``/``backward`` and
