@@ -239,7 +239,13 @@ def test_names_keep_their_types(tmp_path):
         "from fastmlp.nn.utils import clip_grad_norm_\n"
         "reveal_type(Sequential(Linear(2, 3), ReLU()))\nreveal_type(fm.BatchNorm1d(3))\nreveal_type(fm.nn.Residual())\n"
         "reveal_type(MSELoss())\nreveal_type(clip_grad_norm_)\nreveal_type(fm.nn.Parameter)\n")
-    env = dict(os.environ, MYPYPATH=str(PKG.parent))
+    import site
+    import sysconfig
+
+    installed = {os.path.realpath(d) for d in [*site.getsitepackages(), *sysconfig.get_paths().values()]}
+    env = dict(os.environ)
+    if os.path.realpath(PKG.parent) not in installed:  # a source checkout: show mypy where the package is
+        env["MYPYPATH"] = str(PKG.parent)
     r = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache"), "use.py"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=600, env=env)
     revealed = [line.split("Revealed type is ")[1] for line in r.stdout.splitlines() if "Revealed type is" in line]
