@@ -635,15 +635,9 @@ def _every_layer_net(make, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_a_torch_state_dict_with_every_new_layer_loads_gives_the_same_outputs_and_back(dtype):
     torch = pytest.importorskip("torch")
+    from test_container import torch_residual
 
-    class TResidual(torch.nn.Module):  # the torch module whose names fm.Residual follows
-        def __init__(self, *layers):
-            super().__init__()
-            self.block = torch.nn.Sequential(*layers)
-
-        def forward(self, x):
-            return x + self.block(x)
-
+    TResidual = torch_residual(torch)
     tdt = torch.float64 if dtype == "float64" else torch.float32
     torch.manual_seed(1)
     tm = torch.nn.Sequential(*_every_layer_net((torch.nn, TResidual), dtype)).to(tdt).eval()
