@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import builtins
+import copy
 import threading
 import weakref
 from collections import OrderedDict
@@ -12,7 +13,7 @@ import numpy as np
 from .. import _core, _random
 from .._arrays import as_dtype, as_float_array, check_finite, check_precision
 from .linear import Linear
-from .module import _INT_BUFFERS, Grad, Module, Parameter, _detached, _flatten, _layer_from_spec, _modules
+from .module import _INT_BUFFERS, Grad, Module, Parameter, _flatten, _layer_from_spec, _modules
 
 __all__ = ["Sequential", "Residual"]
 
@@ -193,7 +194,7 @@ class Sequential(Module):
         current values, the model's seed and dtype: a layer belongs to one model)."""
         if isinstance(i, slice):
             with self._core.hold(False):
-                copies = [_detached(layer) for layer in self._layers[i]]
+                copies = [copy.deepcopy(layer) for layer in self._layers[i]]  # Module.__getstate__: no model
             out = Sequential(*copies, seed=self.seed, dtype=self.dtype)
             return out.train(self.training)
         return self._layers[self._index(i)]

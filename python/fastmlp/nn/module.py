@@ -69,12 +69,15 @@ class Parameter:
 
     def __deepcopy__(self, memo: dict) -> "Parameter":
         found = self._in_model()
-        if found is not None and memo.get(id(found[0]), found[0]) is not None:  # (None: the model is left out)
+        if found is not None:  # the copied model's own parameter
             return copy.deepcopy(found[0], memo)._params[found[1]]
-        p = _standalone_parameter(self._data.copy(), self._grad.copy(), self.name, self._requires_grad,
-                                  self._grad_none)
-        memo[id(self)] = p
+        p = memo[id(self)] = self._copy()
         return p
+
+    def _copy(self) -> "Parameter":
+        """A Parameter of no model, with copies of the data and gradient."""
+        return _standalone_parameter(self._data.copy(), self._grad.copy(), self.name, self._requires_grad,
+                                     self._grad_none)
 
     @property
     def data(self) -> np.ndarray:
@@ -231,8 +234,7 @@ class Module:
         state.pop("_owner", None)
         for k, v in state.items():
             if isinstance(v, Parameter):
-                state[k] = _standalone_parameter(v._data.copy(), v._grad.copy(), v.name, v._requires_grad,
-                                                 v._grad_none)
+                state[k] = v._copy()
             elif isinstance(v, np.ndarray):
                 state[k] = v.copy()
         return state
@@ -330,12 +332,6 @@ def _modules(layers: Any) -> Iterator[Module]:
     container, such as a Residual's ``block``, is no layer: it has no engine kind)."""
     for layer in layers:
         yield from (m for _, m in layer.named_modules(remove_duplicate=False) if m._kind)
-
-
-def _detached(layer: Module) -> Module:
-    """A copy of layer (and the layers inside it) with copies of its tensors, owned by no model."""
-    memo = {id(m._owner): None for m in _modules([layer]) if m._owner is not None}
-    return copy.deepcopy(layer, memo)
 
 
 def _layer_from_spec(spec: Mapping[str, Any]) -> Module:
