@@ -774,31 +774,16 @@ def print_table(res):
           f"{'fastmlp x':>10} {'loss':>7}"
     print(hdr)
     print("-" * len(hdr))
-    for name, c in res["configs"].items():
+    rows = list(res["configs"].items()) + [(k, res[k]) for k in ("recipe", "resmlp") if res.get(k)]
+    for name, c in rows:
         for fw, r in c["results"].items():
+            label = {"fastmlp_nonorm": "no-norm"}.get(fw, fw)  # resmlp: fastmlp on the network without BatchNorm1d
             if "error" in r:
-                print(f"{name:<8} {fw:<12} error: {r['error'][:60]}")
+                print(f"{name:<8} {label:<12} error: {r['error'][:60]}")
                 continue
             sp = f"{c['speedup'][fw]:.2f}x" if fw in c["speedup"] else "-"
-            print(f"{name:<8} {fw:<12} {r['s_per_epoch']:>9.4f} {fmt_rate(r['samples_per_s']):>10} "
+            print(f"{name:<8} {label:<12} {r['s_per_epoch']:>9.4f} {fmt_rate(r['samples_per_s']):>10} "
                   f"{r['gflops']:>8.1f} {100 * r['gflops'] / peak:>5.0f}% {sp:>10} {r['loss']:>7.4f}")
-    rc = res.get("recipe")
-    for fw, r in (rc["results"] if rc else {}).items():
-        if "error" in r:
-            print(f"{'recipe':<8} {fw:<12} error: {r['error'][:60]}")
-            continue
-        sp = f"{rc['speedup'][fw]:.2f}x" if fw in rc["speedup"] else "-"
-        print(f"{'recipe':<8} {fw:<12} {r['s_per_epoch']:>9.4f} {fmt_rate(r['samples_per_s']):>10} "
-              f"{r['gflops']:>8.1f} {100 * r['gflops'] / peak:>5.0f}% {sp:>10} {r['loss']:>7.4f}")
-    rm = res.get("resmlp")
-    for fw, r in (rm["results"] if rm else {}).items():
-        label = {"fastmlp_nonorm": "no-norm"}.get(fw, fw)  # fastmlp on the network without BatchNorm1d
-        if "error" in r:
-            print(f"{'resmlp':<8} {label:<12} error: {r['error'][:60]}")
-            continue
-        sp = f"{rm['speedup'][fw]:.2f}x" if fw in rm["speedup"] else "-"
-        print(f"{'resmlp':<8} {label:<12} {r['s_per_epoch']:>9.4f} {fmt_rate(r['samples_per_s']):>10} "
-              f"{r['gflops']:>8.1f} {100 * r['gflops'] / peak:>5.0f}% {sp:>10} {r['loss']:>7.4f}")
     p = res.get("predict")
     if p:
         for fw, r in p["results"].items():
