@@ -72,6 +72,8 @@ TARGETS = {
     "predict": {"share": 0.75},
     # issue 10: resmlp at least 2x faster than PyTorch, BatchNorm costing at most 15% over the same net without it
     "resmlp": {"torch": 2.0, "norm_overhead": 0.15},
+    # issue 11: the recipe within 10% of the plain SGD seed row's time, and at least 2x faster than PyTorch's recipe
+    "recipe": {"torch": 2.0, "over_seed": 0.10},
     "threads_speedup": 1.7,
 }
 # Targets of issue 12 (ratios from one run on the 2-core machine).
@@ -817,6 +819,15 @@ def check_targets(res):
         v, want = rm["norm_overhead"], TARGETS["resmlp"]["norm_overhead"]
         lines.append(("resmlp: time with BatchNorm over without", f"{100 * v:+.0f}%", f"<= +{100 * want:.0f}%",
                       v <= want))
+    rc, seed = res.get("recipe"), res["configs"].get("seed")
+    if rc and "torch" in rc["speedup"]:
+        v, want = rc["speedup"]["torch"], TARGETS["recipe"]["torch"]
+        lines.append(("recipe: vs torch's recipe", f"{v:.2f}x", f">= {want}x", v >= want))
+    if rc and seed and "s_per_epoch" in rc["results"]["fastmlp"] and "s_per_epoch" in seed["results"]["fastmlp"]:
+        v = rc["results"]["fastmlp"]["s_per_epoch"] / seed["results"]["fastmlp"]["s_per_epoch"] - 1.0
+        want = TARGETS["recipe"]["over_seed"]
+        lines.append(("recipe: time over the plain SGD seed row", f"{100 * v:+.0f}%", f"<= +{100 * want:.0f}%",
+                      v <= want))
     p = res.get("predict")
     if p and "fastmlp" in p["results"]:
         v, want = p["results"]["fastmlp"]["share_of_peak"], TARGETS["predict"]["share"]
@@ -829,7 +840,7 @@ def check_targets(res):
     if r and "growth_bytes" in r:
         lines.append(("fit peak RSS growth (60000x784)", f"{r['growth_bytes'] / 2 ** 20:.0f} MiB",
                       f"< {r['limit_bytes'] / 2 ** 20:.0f} MiB", r["ok"]))
-    out = [{"issue": 10 if a.startswith("resmlp") else 3, "target": a, "value": b, "wanted": c, "met": d}
+    out = [{"issue": 10 if a.startswith("resmlp") else 11 if a.startswith("recipe") else 3, "target": a, "value": b, "wanted": c, "met": d}
            for a, b, c, d in lines]
     return out + [{"issue": 12, "target": a, "value": b, "wanted": c, "met": d} for a, b, c, d in targets12(res)]
 
@@ -1300,7 +1311,7 @@ def main(argv=None):
         print(f"RSS child failed: {r.get('error')}")
     print(f"predict max |fastmlp - numpy| = {res['predict']['results']['fastmlp']['max_abs_diff_vs_numpy']:.2e}")
     print_issue12(res)
-    print("\nissue 3, issue 10 (resmlp) and issue 12 targets:")
+    print("\nissue 3, issue 10 (resmlp), issue 11 (recipe) and issue 12 targets:")
     for tgt in res["targets"]:
         print(f"  [{'met' if tgt['met'] else 'MISSED'}] issue {tgt['issue']}, {tgt['target']}: {tgt['value']} "
               f"(wanted {tgt['wanted']})")
