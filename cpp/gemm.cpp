@@ -274,13 +274,14 @@ struct Driver {
     }
   }
 
-  static void rows(const T* x, const T* w, const T* b, T* y, idx r0, idx r1, idx in, idx out) {
+  // y rows [r0, r1), columns [c0, c1)
+  static void rows(const T* x, const T* w, const T* b, T* y, idx r0, idx r1, idx c0, idx c1, idx in, idx out) {
     // a panel of w rows that stays in L2 while every row block of x (in L1) meets it
     constexpr idx kPanelBytes = 256 * 1024;
     const idx per = std::max<idx>(1, kPanelBytes / std::max<idx>(1, in * static_cast<idx>(sizeof(T))));
     const idx nc = std::max<idx>(K::NR * K::NR1, per / (K::NR * K::NR1) * (K::NR * K::NR1));
-    for (idx jp = 0; jp < out; jp += nc) {
-      const idx je = std::min(out, jp + nc);
+    for (idx jp = c0; jp < c1; jp += nc) {
+      const idx je = std::min(c1, jp + nc);
       idx r = r0;
       for (; r + K::MR <= r1; r += K::MR) blocks<K::MR, K::NR>(x, w, b, y, r, jp, je, in, out);
       // the last r1 - r < MR rows together, so that each w row loaded serves all of them
@@ -386,6 +387,7 @@ struct Outer {
   static constexpr int NV = 2, MR = 12, NR = NV * W;
   static constexpr int kDepth = L == 16 ? 4 : 3;  // log2(L): partial tiles the tree keeps at once
   static_assert(W == L);
+  static constexpr idx kAhead = 8;  // k steps the w^T panel is prefetched ahead
   // p-th phase computed: the leaves of the canonical tree in post-order (bit-reversed p)
   static constexpr int leaf(int p) {
     int l = 0;
@@ -450,6 +452,8 @@ struct Outer {
 #pragma GCC unroll 4
         for (int v = 0; v < NV; ++v) acc[i][v] = vzero(T());
       for (idx t = ph.off[l], te = ph.off[l + 1]; t < te; ++t) {
+        _mm_prefetch(reinterpret_cast<const char*>(bp + (t + kAhead) * NR), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(bp + (t + kAhead) * NR + 64 / sizeof(T)), _MM_HINT_T0);
         V bv[NV];
 #pragma GCC unroll 4
         for (int v = 0; v < NV; ++v) bv[v] = vload(bp + t * NR + v * W);
@@ -495,19 +499,19 @@ struct Outer {
   }
   static constexpr std::array<TileFn, MR + 1> tiles = table(std::make_index_sequence<MR>());
 
-  // y rows [r0, r1): x is (B, in), w is (out, in), b is (out) or null, y is (B, out).
-  static void rows(const T* x, const T* w, const T* b, T* y, idx r0, idx r1, idx in, idx out) {
+  // y rows [r0, r1), columns [c0, c1): x is (B, in), w is (out, in), b is (out) or null, y is (B, out).
+  static void rows(const T* x, const T* w, const T* b, T* y, idx r0, idx r1, idx c0, idx c1, idx in, idx out) {
     const Phases ph(in);
     const idx k1 = std::max<idx>(in, 1);
-    // an x block (mc, in) of ~256 KB for L2 (each x panel (MR, in) stays in L1 across the w panels),
-    // the w panels (in, nc) of ~1 MB
+    // an x block (mc, in) of ~256 KB for L2 (each x panel (MR, in) stays in L1 across the w panels when
+    // in is below ~1000), the w panels (in, nc) of ~4 MB for L3 (fewer passes over x: bench/gemm_speed.py)
     const idx mc_max = std::max<idx>(MR, (idx(256) * 1024 / (k1 * idx(sizeof(T)))) / MR * MR);
-    const idx nc_max = std::max<idx>(NR, (idx(1024) * 1024 / (k1 * idx(sizeof(T)))) / NR * NR);
+    const idx nc_max = std::max<idx>(NR, (idx(4096) * 1024 / (k1 * idx(sizeof(T)))) / NR * NR);
     thread_local Panels<T> pa, pb;
     T* ap = pa.get(mc_max * k1);  // (mc_max, in)
     T* bp = pb.get(nc_max * k1);  // (in, nc_max)
-    for (idx jc = 0; jc < out; jc += nc_max) {
-      const idx nc = std::min(nc_max, out - jc);
+    for (idx jc = c0; jc < c1; jc += nc_max) {
+      const idx nc = std::min(nc_max, c1 - jc);
       pack_w(w, in, ph, jc, nc, bp);
       for (idx ic = r0; ic < r1; ic += mc_max) {
         const idx mc = std::min(mc_max, r1 - ic);
@@ -538,14 +542,15 @@ struct Outer {
 constexpr idx kOuterRows = 12;
 
 template <class T>
-void rows_avx512(const T* x, const T* w, const T* b, T* y, idx r0, idx r1, idx in, idx out) {
-  if (r1 - r0 >= kOuterRows) return Outer<T>::rows(x, w, b, y, r0, r1, in, out);
-  Driver<T, std::conditional_t<sizeof(T) == 4, Avx512Float, Avx512Double>>::rows(x, w, b, y, r0, r1, in, out);
+void rows_avx512(const T* x, const T* w, const T* b, T* y, idx r0, idx r1, idx c0, idx c1, idx in, idx out) {
+  if (r1 - r0 >= kOuterRows) return Outer<T>::rows(x, w, b, y, r0, r1, c0, c1, in, out);
+  Driver<T, std::conditional_t<sizeof(T) == 4, Avx512Float, Avx512Double>>::rows(x, w, b, y, r0, r1, c0, c1, in,
+                                                                                   out);
 }
 #endif
 
 template <class T>
-using RowsFn = void (*)(const T*, const T*, const T*, T*, idx, idx, idx, idx);
+using RowsFn = void (*)(const T*, const T*, const T*, T*, idx, idx, idx, idx, idx, idx);
 
 template <class T>
 RowsFn<T> rows_fn(GemmIsa isa) {
@@ -559,15 +564,23 @@ RowsFn<T> rows_fn(GemmIsa isa) {
   return &Driver<T, Reference<T>>::rows;
 }
 
+// chunk c of `chunks`: a range of rows (by_rows) or of 32-column groups, with all of the other
 template <class T>
 struct Job {
+  static constexpr idx kCols = 32;
   RowsFn<T> fn;
   const T *x, *w, *b;
   T* y;
   idx B, in, out, chunks;
+  bool by_rows;
   static void run(void* p, idx c) {
     const Job* j = static_cast<const Job*>(p);
-    j->fn(j->x, j->w, j->b, j->y, j->B * c / j->chunks, j->B * (c + 1) / j->chunks, j->in, j->out);
+    if (j->by_rows)
+      return j->fn(j->x, j->w, j->b, j->y, j->B * c / j->chunks, j->B * (c + 1) / j->chunks, 0, j->out, j->in, j->out);
+    const idx groups = (j->out + kCols - 1) / kCols;
+    const idx c0 = std::min(j->out, groups * c / j->chunks * kCols);
+    const idx c1 = std::min(j->out, groups * (c + 1) / j->chunks * kCols);
+    j->fn(j->x, j->w, j->b, j->y, 0, j->B, c0, c1, j->in, j->out);
   }
 };
 
@@ -599,8 +612,12 @@ void dense_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx 
   const RowsFn<T> fn = rows_fn<T>(isa);
   if (B <= 0 || out <= 0) return;
   const double work = double(B) * double(out) * double(std::max<idx>(in, 1));  // multiply-adds, never overflows
-  const idx nt = std::max<idx>(1, static_cast<idx>(std::min({work / double(kWorkPerThread), double(threads), double(B)})));
-  Job<T> job{fn, x, w, b, y, B, in, out, nt};
+  // split the wider of the two: each thread packs (or streams) only its part of w, or of x
+  const bool by_rows = B >= out;
+  const idx parts = by_rows ? B : (out + Job<T>::kCols - 1) / Job<T>::kCols;
+  const idx nt = std::max<idx>(1, static_cast<idx>(std::min({work / double(kWorkPerThread), double(threads), double(parts)})));
+  if (nt == 1) return fn(x, w, b, y, 0, B, 0, out, in, out);
+  Job<T> job{fn, x, w, b, y, B, in, out, nt, by_rows};
   parallel_for(static_cast<int>(nt), nt, &Job<T>::run, &job);
 }
 
