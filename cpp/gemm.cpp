@@ -538,12 +538,13 @@ struct Outer {
   }
 };
 
-// Rows below which the inner-product kernels are faster (no packing)
-constexpr idx kOuterRows = 12;
+// Rows and columns below which the inner-product kernels are faster: packing w costs about as much as
+// ~100 rows of its product gain, and a narrow layer leaves most of a 32-column tile empty (bench/gemm_speed.py)
+constexpr idx kOuterRows = 128, kOuterCols = 64;
 
 template <class T>
 void rows_avx512(const T* x, const T* w, const T* b, T* y, idx r0, idx r1, idx c0, idx c1, idx in, idx out) {
-  if (r1 - r0 >= kOuterRows) return Outer<T>::rows(x, w, b, y, r0, r1, c0, c1, in, out);
+  if (r1 - r0 >= kOuterRows && c1 - c0 >= kOuterCols) return Outer<T>::rows(x, w, b, y, r0, r1, c0, c1, in, out);
   Driver<T, std::conditional_t<sizeof(T) == 4, Avx512Float, Avx512Double>>::rows(x, w, b, y, r0, r1, c0, c1, in,
                                                                                    out);
 }
