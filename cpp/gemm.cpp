@@ -314,6 +314,8 @@ AVX512 inline __mmask16 vmask(int n, float) { return static_cast<__mmask16>((1u 
 AVX512 inline __mmask8 vmask(int n, double) { return static_cast<__mmask8>((1u << n) - 1); }
 AVX512 inline __m512 vloadn(__mmask16 m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
 AVX512 inline __m512d vloadn(__mmask8 m, const double* p) { return _mm512_maskz_loadu_pd(m, p); }
+AVX512 inline void vstoren(__mmask16 m, float* p, __m512 v) { _mm512_mask_storeu_ps(p, m, v); }
+AVX512 inline void vstoren(__mmask8 m, double* p, __m512d v) { _mm512_mask_storeu_pd(p, m, v); }
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -423,16 +425,23 @@ struct Outer {
     }
   }
   // ap: the x panels of rows [i0, i0 + mc): panel q (in, MR) at ap + q MR in,
-  // ap[q MR in + (off[k % L] + k / L) MR + i] = x[i0 + q MR + i][k] (rows past mc not read).
-  static void pack_x(const T* x, idx in, const Phases& ph, idx i0, idx mc, T* ap) {
+  // ap[q MR in + (off[k % L] + k / L) MR + i] = x[i0 + q MR + i][k] (rows past mc: zero, not read).
+  // W x W blocks transposed in registers, as pack_w.
+  AVX512 static void pack_x(const T* x, idx in, const Phases& ph, idx i0, idx mc, T* ap) {
+    constexpr int G = (MR + W - 1) / W;  // row groups of W per panel
     for (idx ip = 0; ip < mc; ip += MR) {
       T* d = ap + ip * in;
-      const idx m = std::min<idx>(MR, mc - ip);
-      for (idx i = 0; i < m; ++i) {
-        const T* s = x + (i0 + ip + i) * in;
-        for (int l = 0; l < L; ++l) {
-          T* dl = d + ph.off[l] * MR + i;
-          for (idx k = l, t = 0; k < in; k += L, ++t) dl[t * MR] = s[k];
+      for (int g = 0; g < G; ++g) {
+        const idx rows = std::clamp<idx>(mc - ip - g * W, 0, std::min(W, MR - g * W));
+        const auto keep = vmask(std::min(W, MR - g * W), T());
+        const T* s = x + (i0 + ip + g * W) * in;
+        for (idx k0 = 0; k0 < in; k0 += W) {
+          const int kt = static_cast<int>(std::min<idx>(W, in - k0));
+          const auto m = vmask(kt, T());
+          V r[W];
+          for (int i = 0; i < W; ++i) r[i] = i < rows ? vloadn(m, s + i * in + k0) : vzero(T());
+          transpose(r);  // r[c]: k = k0 + c, phase c
+          for (int c = 0; c < kt; ++c) vstoren(keep, d + (ph.off[c] + k0 / L) * MR + g * W, r[c]);
         }
       }
     }
