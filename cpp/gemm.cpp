@@ -547,9 +547,9 @@ struct Outer {
   }
 };
 
-// Rows and columns below which the inner-product kernels are faster: packing w costs about as much as
-// ~100 rows of its product gain, and a narrow layer leaves most of a 32-column tile empty (bench/gemm_speed.py)
-constexpr idx kOuterRows = 128, kOuterCols = 64;
+// Rows and columns below which the inner-product kernels are faster: packing w costs about what ~40 rows
+// of the outer products gain, and a narrow layer leaves most of a 32-column tile empty (bench/gemm_speed.py)
+constexpr idx kOuterRows = 48, kOuterCols = 64;
 
 template <class T>
 void rows_avx512(const T* x, const T* w, const T* b, T* y, idx r0, idx r1, idx c0, idx c1, idx in, idx out) {

@@ -12,7 +12,7 @@
 // Kernels: AVX-512F and AVX2+FMA, picked at run time, and the scalar std::fma
 // reference twin, which is the fallback and the tests' oracle. Few rows (and
 // AVX2): MR x NR dot products on w as it is ((out, in) is contiguous along in),
-// nothing repacked. 128 rows and 64 columns or more on AVX-512F: BLIS-style outer products --
+// nothing repacked. 48 rows and 64 columns or more on AVX-512F: BLIS-style outer products --
 // each lane l is a chain of its own over k = l, l + L, ..., so with k packed
 // lane by lane into panels of w^T (in, NR) and of x (in, MR), a 12 x NR register
 // tile runs lane l's chains of 12 x NR outputs at once, and the L lane tiles are
