@@ -1,8 +1,13 @@
 #include "gemm.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
 #include <type_traits>
+#include <utility>
 
 #include "pool.h"
 
@@ -269,13 +274,14 @@ struct Driver {
     }
   }
 
-  static void rows(const T* x, const T* w, const T* b, T* y, idx r0, idx r1, idx in, idx out) {
+  // y rows [r0, r1), columns [c0, c1)
+  static void rows(const T* x, const T* w, const T* b, T* y, idx r0, idx r1, idx c0, idx c1, idx in, idx out) {
     // a panel of w rows that stays in L2 while every row block of x (in L1) meets it
     constexpr idx kPanelBytes = 256 * 1024;
     const idx per = std::max<idx>(1, kPanelBytes / std::max<idx>(1, in * static_cast<idx>(sizeof(T))));
     const idx nc = std::max<idx>(K::NR * K::NR1, per / (K::NR * K::NR1) * (K::NR * K::NR1));
-    for (idx jp = 0; jp < out; jp += nc) {
-      const idx je = std::min(out, jp + nc);
+    for (idx jp = c0; jp < c1; jp += nc) {
+      const idx je = std::min(c1, jp + nc);
       idx r = r0;
       for (; r + K::MR <= r1; r += K::MR) blocks<K::MR, K::NR>(x, w, b, y, r, jp, je, in, out);
       // the last r1 - r < MR rows together, so that each w row loaded serves all of them
@@ -284,8 +290,277 @@ struct Driver {
   }
 };
 
+#ifdef FASTMLP_GEMM_X86
+// ---------------------------------------------------------------- AVX-512F outer products (many rows)
+// The same canonical order by BLIS-style outer products: lane l's sum of the
+// k = l, l + L, ... terms is a chain of fmas of its own ("phase" l). k is
+// packed phase-major (off[l] .. off[l + 1] are phase l's terms, in increasing
+// k), a w^T panel (in, NR) and an x panel (in, MR) per micro-kernel, and the
+// MR x NR micro-kernel runs each phase's chains in registers (12 x 32 floats,
+// 12 x 16 doubles), then adds the phases along the canonical tree.
+AVX512 inline __m512 vzero(float) { return _mm512_setzero_ps(); }
+AVX512 inline __m512d vzero(double) { return _mm512_setzero_pd(); }
+AVX512 inline __m512 vload(const float* p) { return _mm512_loadu_ps(p); }
+AVX512 inline __m512d vload(const double* p) { return _mm512_loadu_pd(p); }
+AVX512 inline void vstore(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
+AVX512 inline void vstore(double* p, __m512d v) { _mm512_storeu_pd(p, v); }
+AVX512 inline __m512 vset1(float a) { return _mm512_set1_ps(a); }
+AVX512 inline __m512d vset1(double a) { return _mm512_set1_pd(a); }
+AVX512 inline __m512 vfma(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
+AVX512 inline __m512d vfma(__m512d a, __m512d b, __m512d c) { return _mm512_fmadd_pd(a, b, c); }
+AVX512 inline __m512 vadd(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
+AVX512 inline __m512d vadd(__m512d a, __m512d b) { return _mm512_add_pd(a, b); }
+AVX512 inline __mmask16 vmask(int n, float) { return static_cast<__mmask16>((1u << n) - 1); }
+AVX512 inline __mmask8 vmask(int n, double) { return static_cast<__mmask8>((1u << n) - 1); }
+AVX512 inline __m512 vloadn(__mmask16 m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
+AVX512 inline __m512d vloadn(__mmask8 m, const double* p) { return _mm512_maskz_loadu_pd(m, p); }
+AVX512 inline void vstoren(__mmask16 m, float* p, __m512 v) { _mm512_mask_storeu_ps(p, m, v); }
+AVX512 inline void vstoren(__mmask8 m, double* p, __m512d v) { _mm512_mask_storeu_pd(p, m, v); }
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// r[i] = row i of a 16 x 16 (float) block -> r[c] = its column c
+AVX512 inline void transpose(__m512* r) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 8; ++i) {  // t[2i] chunk q: r2i[4q], r2i+1[4q], r2i[4q+1], r2i+1[4q+1]; t[2i+1]: the same at 4q+2
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int g = 0; g < 4; ++g) {  // u[4g + m] chunk q: rows 4g .. 4g+3 at column 4q + m
+    const __m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 1]),
+                  c = _mm512_castps_pd(t[4 * g + 2]), d = _mm512_castps_pd(t[4 * g + 3]);
+    u[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int m = 0; m < 4; ++m) {  // 128-bit chunks: (g0 q0, g0 q2, g1 q0, g1 q2) ..., then the four groups
+    const __m512 e01 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x88), o01 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xdd),
+                 e23 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x88),
+                 o23 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xdd);
+    r[m] = _mm512_shuffle_f32x4(e01, e23, 0x88);
+    r[8 + m] = _mm512_shuffle_f32x4(e01, e23, 0xdd);
+    r[4 + m] = _mm512_shuffle_f32x4(o01, o23, 0x88);
+    r[12 + m] = _mm512_shuffle_f32x4(o01, o23, 0xdd);
+  }
+}
+// r[i] = row i of an 8 x 8 (double) block -> r[c] = its column c
+AVX512 inline void transpose(__m512d* r) {
+  __m512d t[8];
+  for (int i = 0; i < 4; ++i) {  // t[2g + m] chunk q: rows 2g, 2g+1 at column 2q + m
+    t[2 * i] = _mm512_unpacklo_pd(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_pd(r[2 * i], r[2 * i + 1]);
+  }
+  for (int m = 0; m < 2; ++m) {
+    const __m512d e01 = _mm512_shuffle_f64x2(t[m], t[2 + m], 0x88), o01 = _mm512_shuffle_f64x2(t[m], t[2 + m], 0xdd),
+                  e23 = _mm512_shuffle_f64x2(t[4 + m], t[6 + m], 0x88),
+                  o23 = _mm512_shuffle_f64x2(t[4 + m], t[6 + m], 0xdd);
+    r[m] = _mm512_shuffle_f64x2(e01, e23, 0x88);
+    r[4 + m] = _mm512_shuffle_f64x2(e01, e23, 0xdd);
+    r[2 + m] = _mm512_shuffle_f64x2(o01, o23, 0x88);
+    r[6 + m] = _mm512_shuffle_f64x2(o01, o23, 0xdd);
+  }
+}
+#pragma GCC diagnostic pop
+
+// A growable per-thread buffer (grown when a wider layer first arrives, then reused).
 template <class T>
-using RowsFn = void (*)(const T*, const T*, const T*, T*, idx, idx, idx, idx);
+struct Panels {
+  T* p = nullptr;
+  idx n = 0;
+  ~Panels() { std::free(p); }
+  T* get(idx want) {
+    if (want > n) {
+      std::free(p);
+      p = nullptr, n = 0;
+      p = static_cast<T*>(std::aligned_alloc(64, static_cast<std::size_t>((want * idx(sizeof(T)) + 63) / 64 * 64)));
+      if (!p) throw std::bad_alloc();
+      n = want;
+    }
+    return p;
+  }
+};
+
+template <class T>
+struct Outer {
+  using V = decltype(vzero(T()));
+  static constexpr int L = kLanes<T>, W = 64 / sizeof(T);  // W == L: one zmm per lane set
+  static constexpr int NV = 2, MR = 12, NR = NV * W;
+  static constexpr int kDepth = L == 16 ? 4 : 3;  // log2(L): partial tiles the tree keeps at once
+  static_assert(W == L);
+  static constexpr idx kAhead = 8;  // k steps the w^T panel is prefetched ahead
+  // p-th phase computed: the leaves of the canonical tree in post-order (bit-reversed p)
+  static constexpr int leaf(int p) {
+    int l = 0;
+    for (int b = 0; b < kDepth; ++b) l |= ((p >> b) & 1) << (kDepth - 1 - b);
+    return l;
+  }
+  // off[l]: where phase l starts in the packed k order; off[L] = in
+  struct Phases {
+    idx off[L + 1];
+    explicit Phases(idx in) {
+      off[0] = 0;
+      for (int l = 0; l < L; ++l) off[l + 1] = off[l] + (in > l ? (in - l + L - 1) / L : 0);
+    }
+  };
+
+  // bp: the w^T panels of w rows [j0, j0 + nc): panel q (in, NR) at bp + q NR in,
+  // bp[q NR in + (off[k % L] + k / L) NR + j] = w[j0 + q NR + j][k]; zero past nc.
+  AVX512 static void pack_w(const T* w, idx in, const Phases& ph, idx j0, idx nc, T* bp) {
+    for (idx jp = 0; jp < nc; jp += NR) {
+      T* d = bp + jp * in;
+      for (int g = 0; g < NV; ++g) {
+        const idx rows = std::clamp<idx>(nc - jp - g * W, 0, W);
+        const T* s = w + (j0 + jp + g * W) * in;
+        for (idx k0 = 0; k0 < in; k0 += W) {
+          const int kt = static_cast<int>(std::min<idx>(W, in - k0));
+          const auto m = vmask(kt, T());
+          V r[W];
+          for (int i = 0; i < W; ++i) r[i] = i < rows ? vloadn(m, s + i * in + k0) : vzero(T());
+          transpose(r);  // r[c]: k = k0 + c, phase c
+          for (int c = 0; c < kt; ++c) vstore(d + (ph.off[c] + k0 / L) * NR + g * W, r[c]);
+        }
+      }
+    }
+  }
+  // ap: the x panels of rows [i0, i0 + mc): panel q (in, MR) at ap + q MR in,
+  // ap[q MR in + (off[k % L] + k / L) MR + i] = x[i0 + q MR + i][k] (rows past mc: zero, not read).
+  // W x W blocks transposed in registers, as pack_w.
+  AVX512 static void pack_x(const T* x, idx in, const Phases& ph, idx i0, idx mc, T* ap) {
+    constexpr int G = (MR + W - 1) / W;  // row groups of W per panel
+    for (idx ip = 0; ip < mc; ip += MR) {
+      T* d = ap + ip * in;
+      for (int g = 0; g < G; ++g) {
+        const idx rows = std::clamp<idx>(mc - ip - g * W, 0, std::min(W, MR - g * W));
+        const auto keep = vmask(std::min(W, MR - g * W), T());
+        const T* s = x + (i0 + ip + g * W) * in;
+        for (idx k0 = 0; k0 < in; k0 += W) {
+          const int kt = static_cast<int>(std::min<idx>(W, in - k0));
+          const auto m = vmask(kt, T());
+          V r[W];
+          for (int i = 0; i < W; ++i) r[i] = i < rows ? vloadn(m, s + i * in + k0) : vzero(T());
+          transpose(r);  // r[c]: k = k0 + c, phase c
+          for (int c = 0; c < kt; ++c) vstoren(keep, d + (ph.off[c] + k0 / L) * MR + g * W, r[c]);
+        }
+      }
+    }
+  }
+
+  // c (M, NR) (rows ldc apart) = the canonical sums of the packed x panel a (M of MR rows) and w^T
+  // panel bp, + bias (NR) if not null.
+  template <int M>
+  AVX512 static void tile(const Phases& ph, const T* a, const T* bp, T* c, idx ldc, const T* bias) {
+    alignas(64) T stack[kDepth][M * NR];  // left subtrees waiting for their right partner
+    int sp = 0;
+    V acc[M][NV];
+    for (int p = 0; p < L; ++p) {
+      const int l = leaf(p);
+#pragma GCC unroll 16
+      for (int i = 0; i < M; ++i)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) acc[i][v] = vzero(T());
+      for (idx t = ph.off[l], te = ph.off[l + 1]; t < te; ++t) {
+        _mm_prefetch(reinterpret_cast<const char*>(bp + (t + kAhead) * NR), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(bp + (t + kAhead) * NR + 64 / sizeof(T)), _MM_HINT_T0);
+        V bv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) bv[v] = vload(bp + t * NR + v * W);
+#pragma GCC unroll 16
+        for (int i = 0; i < M; ++i) {
+          const V ai = vset1(a[t * MR + i]);
+#pragma GCC unroll 4
+          for (int v = 0; v < NV; ++v) acc[i][v] = vfma(ai, bv[v], acc[i][v]);
+        }
+      }
+      // a right subtree is complete at every trailing 1 bit of p: add its left partner
+      for (int q = p; q & 1; q >>= 1) {
+        --sp;
+#pragma GCC unroll 16
+        for (int i = 0; i < M; ++i)
+#pragma GCC unroll 4
+          for (int v = 0; v < NV; ++v) acc[i][v] = vadd(vload(stack[sp] + i * NR + v * W), acc[i][v]);
+      }
+      if (p == L - 1) break;
+#pragma GCC unroll 16
+      for (int i = 0; i < M; ++i)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) vstore(stack[sp] + i * NR + v * W, acc[i][v]);
+      ++sp;
+    }
+    if (bias)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) {
+        const V bb = vload(bias + v * W);
+#pragma GCC unroll 16
+        for (int i = 0; i < M; ++i) acc[i][v] = vadd(acc[i][v], bb);
+      }
+#pragma GCC unroll 16
+    for (int i = 0; i < M; ++i)
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) vstore(c + i * ldc + v * W, acc[i][v]);
+  }
+
+  using TileFn = void (*)(const Phases&, const T*, const T*, T*, idx, const T*);
+  template <std::size_t... I>
+  static constexpr std::array<TileFn, MR + 1> table(std::index_sequence<I...>) {
+    return {nullptr, &tile<int(I) + 1>...};
+  }
+  static constexpr std::array<TileFn, MR + 1> tiles = table(std::make_index_sequence<MR>());
+
+  // y rows [r0, r1), columns [c0, c1): x is (B, in), w is (out, in), b is (out) or null, y is (B, out).
+  static void rows(const T* x, const T* w, const T* b, T* y, idx r0, idx r1, idx c0, idx c1, idx in, idx out) {
+    const Phases ph(in);
+    const idx k1 = std::max<idx>(in, 1);
+    // an x block (mc, in) of ~256 KB for L2 (each x panel (MR, in) stays in L1 across the w panels when
+    // in is below ~1000), the w panels (in, nc) of ~4 MB for L3 (fewer passes over x: bench/gemm_speed.py)
+    const idx mc_max = std::max<idx>(MR, (idx(256) * 1024 / (k1 * idx(sizeof(T)))) / MR * MR);
+    const idx nc_max = std::max<idx>(NR, (idx(4096) * 1024 / (k1 * idx(sizeof(T)))) / NR * NR);
+    thread_local Panels<T> pa, pb;
+    T* ap = pa.get(mc_max * k1);  // (mc_max, in)
+    T* bp = pb.get(nc_max * k1);  // (in, nc_max)
+    for (idx jc = c0; jc < c1; jc += nc_max) {
+      const idx nc = std::min(nc_max, c1 - jc);
+      pack_w(w, in, ph, jc, nc, bp);
+      for (idx ic = r0; ic < r1; ic += mc_max) {
+        const idx mc = std::min(mc_max, r1 - ic);
+        pack_x(x, in, ph, ic, mc, ap);
+        for (idx ir = 0; ir < mc; ir += MR) {
+          const int m = static_cast<int>(std::min<idx>(MR, mc - ir));
+          for (idx jr = 0; jr < nc; jr += NR) {
+            const idx n = std::min<idx>(NR, nc - jr);
+            const T* bias = b ? b + jc + jr : nullptr;
+            T* c = y + (ic + ir) * out + jc + jr;
+            if (n == NR) {
+              tiles[m](ph, ap + ir * in, bp + jr * in, c, out, bias);
+              continue;
+            }
+            // a tile past the last column: through a full-width copy
+            alignas(64) T t[MR * NR], tb[NR];  // t is (m, NR)
+            for (idx j = 0; j < NR; ++j) tb[j] = bias && j < n ? bias[j] : T(0);
+            tiles[m](ph, ap + ir * in, bp + jr * in, t, NR, bias ? tb : nullptr);
+            for (int i = 0; i < m; ++i) std::memcpy(c + i * out, t + i * NR, sizeof(T) * n);
+          }
+        }
+      }
+    }
+  }
+};
+
+// Rows and columns below which the inner-product kernels are faster: packing w costs about what ~40 rows
+// of the outer products gain, and a narrow layer leaves most of a 32-column tile empty (bench/gemm_speed.py)
+constexpr idx kOuterRows = 48, kOuterCols = 64;
+
+template <class T>
+void rows_avx512(const T* x, const T* w, const T* b, T* y, idx r0, idx r1, idx c0, idx c1, idx in, idx out) {
+  if (r1 - r0 >= kOuterRows && c1 - c0 >= kOuterCols) return Outer<T>::rows(x, w, b, y, r0, r1, c0, c1, in, out);
+  Driver<T, std::conditional_t<sizeof(T) == 4, Avx512Float, Avx512Double>>::rows(x, w, b, y, r0, r1, c0, c1, in,
+                                                                                   out);
+}
+#endif
+
+template <class T>
+using RowsFn = void (*)(const T*, const T*, const T*, T*, idx, idx, idx, idx, idx, idx);
 
 template <class T>
 RowsFn<T> rows_fn(GemmIsa isa) {
@@ -293,21 +568,29 @@ RowsFn<T> rows_fn(GemmIsa isa) {
   if (!gemm_isa_available(isa)) throw value_error("this CPU cannot run the requested product kernel");
 #ifdef FASTMLP_GEMM_X86
   if (isa == GemmIsa::Avx512)
-    return &Driver<T, std::conditional_t<sizeof(T) == 4, Avx512Float, Avx512Double>>::rows;
+    return &rows_avx512<T>;
   if (isa == GemmIsa::Avx2) return &Driver<T, Avx2<T>>::rows;
 #endif
   return &Driver<T, Reference<T>>::rows;
 }
 
+// chunk c of `chunks`: a range of rows (by_rows) or of 32-column groups, with all of the other
 template <class T>
 struct Job {
+  static constexpr idx kCols = 32;
   RowsFn<T> fn;
   const T *x, *w, *b;
   T* y;
   idx B, in, out, chunks;
+  bool by_rows;
   static void run(void* p, idx c) {
     const Job* j = static_cast<const Job*>(p);
-    j->fn(j->x, j->w, j->b, j->y, j->B * c / j->chunks, j->B * (c + 1) / j->chunks, j->in, j->out);
+    if (j->by_rows)
+      return j->fn(j->x, j->w, j->b, j->y, j->B * c / j->chunks, j->B * (c + 1) / j->chunks, 0, j->out, j->in, j->out);
+    const idx groups = (j->out + kCols - 1) / kCols;
+    const idx c0 = std::min(j->out, groups * c / j->chunks * kCols);
+    const idx c1 = std::min(j->out, groups * (c + 1) / j->chunks * kCols);
+    j->fn(j->x, j->w, j->b, j->y, 0, j->B, c0, c1, j->in, j->out);
   }
 };
 
@@ -339,8 +622,12 @@ void dense_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx 
   const RowsFn<T> fn = rows_fn<T>(isa);
   if (B <= 0 || out <= 0) return;
   const double work = double(B) * double(out) * double(std::max<idx>(in, 1));  // multiply-adds, never overflows
-  const idx nt = std::max<idx>(1, static_cast<idx>(std::min({work / double(kWorkPerThread), double(threads), double(B)})));
-  Job<T> job{fn, x, w, b, y, B, in, out, nt};
+  // split the wider of the two: each thread packs (or streams) only its part of w, or of x
+  const bool by_rows = B >= out;
+  const idx parts = by_rows ? B : (out + Job<T>::kCols - 1) / Job<T>::kCols;
+  const idx nt = std::max<idx>(1, static_cast<idx>(std::min({work / double(kWorkPerThread), double(threads), double(parts)})));
+  if (nt == 1) return fn(x, w, b, y, 0, B, 0, out, in, out);
+  Job<T> job{fn, x, w, b, y, B, in, out, nt, by_rows};
   parallel_for(static_cast<int>(nt), nt, &Job<T>::run, &job);
 }
 

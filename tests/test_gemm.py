@@ -1,4 +1,5 @@
-"""The Linear forward product of cpp/gemm.h: every kernel path gives the bits of
+"""The Linear forward product of cpp/gemm.h: every kernel path (the inner-product
+kernels for few rows, the packed outer-product kernel for many) gives the bits of
 the scalar reference twin, the twin computes the documented order (checked
 against an exact rational evaluation) and is accurate (against long-double
 NumPy), and a row's result does not depend on its position, the batch size,
@@ -90,6 +91,28 @@ def test_every_count_of_leftover_rows_equals_reference(dtype):
             for isa in FAST:
                 for threads in (1, 2):
                     assert same_bits(dense(x, w, b, isa, threads), ref), (B, n_in, n_out, isa, threads)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_outer_product_blocks_equal_reference(dtype):
+    """The packed outer-product path (48 rows and 64 columns or more, cpp/gemm.cpp Outer): sizes
+    around its thresholds and its 12 x 32 (float32) / 12 x 16 (float64) tiles, the edges of its x
+    blocks (~256 KB: 72 rows of 784 float32, 36 of float64) and of its w panels (~4 MB: 1312 columns
+    of 784 float32, 656 of float64), inputs shorter than one lane set and not a multiple of it, all
+    give the reference's bits, on any split over threads (by rows, or by columns when B < out)."""
+    rng = np.random.default_rng(8)
+    shapes = [(B, n_in, n_out) for B in (47, 48, 49, 60) for n_in in (0, 1, 15, 16, 17, 100)
+              for n_out in (63, 64, 65, 96, 97)]
+    shapes += [(B, 784, 64) for B in (143, 144, 145, 216, 217)]
+    shapes += [(128, 784, n) for n in (655, 656, 657, 1311, 1312, 1313)]
+    shapes += [(130, 3001, 70), (128, 8193, 65)]
+    for B, n_in, n_out in shapes:
+        x, w, b = data(rng, dtype, B, n_in, n_out)
+        for bias in (None, b):
+            ref = dense(x, w, bias, "reference")
+            for isa in FAST:
+                for threads in (1, 2, 3):
+                    assert same_bits(dense(x, w, bias, isa, threads), ref), (B, n_in, n_out, isa, threads)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
