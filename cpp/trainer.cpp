@@ -146,6 +146,7 @@ struct BatchJob {
   LossSpec<T> spec;        // for a half: reduction 'sum', scaled by 1 / the whole batch's denominator
   bool count, errors;
   BatchHalf<T>* half;
+  std::int64_t stream = -1;  // a split batch: its random layers' stream position (Workspace::stream)
 
   static void run(void* ctx) {
     auto* self = static_cast<BatchJob*>(ctx);
@@ -173,6 +174,8 @@ struct BatchJob {
     if (wb) sp.sample_weight = wb + h.r0;
     const std::int64_t* l = lb ? lb + h.r0 : nullptr;
     h.ws.bf16 = m->workspace().bf16;  // fit's passes take the products' precision of the model's own
+    h.ws.row0 = h.r0;  // dropout draws the masks of these rows of the batch
+    h.ws.stream = stream;
     const T* out = m->forward(h.ws, x, rows, in, true, false);
     h.value = loss_forward(sp, out, rows, C, l, t, h.ws.dout.data());
     h.scored = 0;
@@ -212,7 +215,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
   if (first < 0 || (first > 0 && first >= (N + B - 1) / B))
     throw value_error("first batch " + std::to_string(first) + " is out of range");
   const bool pass_ends = count < 0 || first + count >= (N + B - 1) / B;  // the call reaches the last batch
-  const bool split = workers >= 2 && !m.has_dropout() && m.rows_independent(true);
+  const bool split = workers >= 2 && m.rows_independent(true);
   if (shuffle) {
     buf.perm.resize(static_cast<size_t>(N));
     for (idx i = 0; i < N; ++i) buf.perm[i] = i;
@@ -307,6 +310,8 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       // two halves at once, each with reduction 'sum' over the whole batch's denominator
       job.spec.reduction = Reduction::Sum;
       job.spec.scale = sp.scale / denom;
+      // both halves draw the batch's one dropout stream (each the masks of its own rows), advanced once
+      job.stream = static_cast<std::int64_t>(m.dropout_calls);
       BatchJob<T> other = job;
       other.half = &buf.half[1];
       buf.half[0].r0 = 0;
@@ -321,6 +326,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       }
       buf.worker->wait();  // before anything unwinds: the worker uses this frame's data
       if (mine) std::rethrow_exception(mine);
+      if (m.has_dropout()) ++m.dropout_calls;
       buf.half[0].value += buf.half[1].value;
       buf.half[0].correct += buf.half[1].correct;
       buf.half[0].scored += buf.half[1].scored;

@@ -13,7 +13,6 @@ import numpy as np
 from . import _core
 from ._arrays import as_float_array, check_finite, check_int, check_number, check_precision
 from .callbacks import Callback, History, _Callbacks, _epoch_line
-from .nn.dropout import Dropout
 from .nn.loss import BCEWithLogitsLoss, _ClassLoss, _Loss
 from .optim import LBFGS, Optimizer
 from .optim.lr_scheduler import CyclicLR, LRScheduler, OneCycleLR, ReduceLROnPlateau
@@ -61,11 +60,10 @@ def _max_product(model: Any) -> int:
 
 
 def can_split(model: Any, rows: int) -> bool:
-    """Whether fit splits batches of `rows` rows between two threads: no active
-    dropout (its masks come from one stream per batch), enough rows, and
-    products too small for OpenBLAS's threads."""
-    if any(isinstance(la, Dropout) and la.p > 0 for la in model):
-        return False
+    """Whether fit splits batches of `rows` rows between two threads: enough rows,
+    and products too small for OpenBLAS's threads. Dropout splits too: its masks
+    are a counter-based function of the batch's step and each element's place in
+    the batch, so each half draws exactly the whole batch's mask for its rows."""
     return rows >= SPLIT_ROWS and rows * _max_product(model) < SMALL_WORK
 
 
