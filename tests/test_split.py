@@ -121,9 +121,12 @@ def test_when_fit_splits():
     assert training.thread_plan(2, small, 200, split=False) == (2, 1)  # predict, evaluate: never split
     seed = fm.Sequential(fm.Linear(784, 256), fm.ReLU(), fm.Linear(256, 10))
     assert training.thread_plan(2, seed, 32, split=True) == (2, 1)
-    assert training.thread_plan(2, seed, 64, split=True) == (2, 1)  # big products (12.8M): OpenBLAS's threads
-    assert training.thread_plan(2, seed, 256, split=True) == (2, 1)
-    assert training.thread_plan(None, seed, 256, split=True) == (2, 1)
+    assert training.thread_plan(2, seed, 64, split=True) == (1, 2)  # two threads: split at any size
+    assert training.thread_plan(2, seed, 256, split=True) == (1, 2)
+    assert training.thread_plan(4, seed, 256, split=True) == (4, 1)  # more, big products (51M): OpenBLAS's threads
+    assert training.thread_plan(4, small, 200, split=True) == (1, 2)  # ... small ones split
+    n = training.default_threads()
+    assert training.thread_plan(None, seed, 256, split=True) == ((1, 2) if n == 2 else (n, 1))
     dropout = fm.Sequential(fm.Linear(5, 8), fm.Dropout(0.5), fm.Linear(8, 2))
     assert training.thread_plan(2, dropout, 500, split=True) == (1, 2)  # each half draws its rows' masks
     assert training.thread_plan(2, fm.Sequential(fm.Linear(5, 8), fm.Dropout(0.0), fm.Linear(8, 2)), 500,
@@ -219,3 +222,21 @@ def test_non_finite_rows_are_found_without_training_on_them(n_threads):
         m.fit(X, y, fm.CrossEntropyLoss(), opt, batch_size=256, shuffle=False, verbose=0, n_threads=n_threads,
               sample_weight=sw)
     np.testing.assert_array_equal(weights(m), before)
+
+
+def test_a_large_model_sums_the_halves_gradients_on_both_threads():
+    # from 2^15 parameters the two halves' gradients are added on both threads, each a part of the
+    # flat buffer (34,788 here: the parts meet at an odd place of the last layers' tensors)
+    rng = np.random.default_rng(8)
+    X, y = rng.standard_normal((400, 5)), rng.integers(0, 4, 400)
+    out = []
+    for n_threads in (1, 2):
+        m = fm.Sequential(fm.Linear(5, 201), fm.ReLU(), fm.Linear(201, 163), fm.Tanh(), fm.Linear(163, 4), seed=2,
+                          dtype="float64")
+        assert sum(p.data.size for p in m.parameters()) == 34788
+        h = m.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(m.parameters(), lr=0.05, momentum=0.9), epochs=2,
+                  batch_size=128, verbose=0, n_threads=n_threads)
+        out.append((weights(m), h.history["loss"]))
+    assert not np.array_equal(out[0][0], out[1][0])
+    np.testing.assert_allclose(out[1][0], out[0][0], rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(out[1][1], out[0][1], rtol=1e-11)
