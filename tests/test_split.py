@@ -125,6 +125,10 @@ def test_when_fit_splits():
     assert training.thread_plan(2, seed, 256, split=True) == (1, 2)
     assert training.thread_plan(4, seed, 256, split=True) == (4, 1)  # more, big products (51M): OpenBLAS's threads
     assert training.thread_plan(4, small, 200, split=True) == (1, 2)  # ... small ones split
+    bn = fm.Sequential(fm.Linear(5, 8), fm.BatchNorm1d(8), fm.Linear(8, 2))
+    assert training.thread_plan(2, bn, 500, split=True) == (2, 1)  # batch statistics: the products get the threads
+    bn.eval()  # eval mode does not matter: fit trains on batch statistics
+    assert training.thread_plan(2, bn, 500, split=True) == (2, 1)
     n = training.default_threads()
     assert training.thread_plan(None, seed, 256, split=True) == ((1, 2) if n == 2 else (n, 1))
     dropout = fm.Sequential(fm.Linear(5, 8), fm.Dropout(0.5), fm.Linear(8, 2))

@@ -50,8 +50,9 @@ def auto_threads(model: Any, rows: int) -> int:
 # and add their gradients. Measured: faster than one thread when the products are
 # too small for OpenBLAS to thread (SMALL_WORK), from 64 rows on (1.2x at 64 rows,
 # 1.5-1.9x from 128); slower below (each half writes a whole gradient, and the
-# halves synchronise every batch). With big products OpenBLAS's own threads win or
-# tie (the seed and large configs of bench/train_speed.py), so they keep them.
+# halves synchronise every batch). With big products and two threads the split ties
+# with OpenBLAS's own threads on a quiet machine and is 2-4x faster on a busy one
+# (see can_split); with more threads OpenBLAS's use them all, so they keep them.
 SPLIT_ROWS = 64
 
 
@@ -68,7 +69,10 @@ def can_split(model: Any, rows: int, threads: int = 2) -> bool:
     spinning hand-offs per product). With more threads, OpenBLAS's use them all.
     Dropout splits too: its masks are a counter-based function of the batch's step
     and each element's place in the batch, so each half draws exactly the whole
-    batch's mask for its rows."""
+    batch's mask for its rows. BatchNorm on batch statistics never splits (a row's
+    output depends on the whole batch): its products get the threads."""
+    if not getattr(getattr(model, "_core", None), "rows_independent", True):
+        return False
     return rows >= SPLIT_ROWS and (threads == 2 or rows * _max_product(model) < SMALL_WORK)
 
 
