@@ -58,6 +58,8 @@ struct LayerIO {
   bool train = false;         // training mode (dropout active, batch statistics)
   bool accumulate = true;     // backward: add into g (true) or overwrite it
   std::uint64_t seed = 0;     // random layers: the stream of this forward pass
+  idx row0 = 0;               // random layers: x's first row is row row0 of the batch (Workspace::row0);
+                              // element (r, c) draws the number of the batch's flat index (row0 + r) * in + c
 };
 
 // An element-wise layer that can finish a Linear's product in one pass:

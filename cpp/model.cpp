@@ -225,6 +225,7 @@ LayerIO<T> Model<T>::io(const Workspace<T>& ws, idx i, idx B, T* gbuf) const {
   }
   r.train = ws.train;
   r.seed = ws.seeds[i];
+  r.row0 = ws.row0;
   return r;
 }
 
@@ -243,10 +244,11 @@ const T* Model<T>::forward(Workspace<T>& ws, const T* x, idx B, idx in, bool tra
   ws.train = train;
   ws.out[0] = x;
   bool any_random = false;
+  const std::uint64_t call = ws.stream >= 0 ? static_cast<std::uint64_t>(ws.stream) : dropout_calls;
   for (idx i = 0; i < L; ++i) {
     const Layer<T>& l = *layers_[i];
     if (l.random(train)) {
-      ws.seeds[i] = derive_seed(derive_seed(seed, 0x5EEDull + static_cast<std::uint64_t>(i)), dropout_calls);
+      ws.seeds[i] = derive_seed(derive_seed(seed, 0x5EEDull + static_cast<std::uint64_t>(i)), call);
       any_random = true;
     }
     if (l.identity(train)) {
@@ -266,7 +268,7 @@ const T* Model<T>::forward(Workspace<T>& ws, const T* x, idx B, idx in, bool tra
     }
     l.forward(io(ws, i, B, nullptr));
   }
-  if (any_random) ++dropout_calls;
+  if (any_random && ws.stream < 0) ++dropout_calls;
   ws.rows = B;
   return ws.out[L];
 }

@@ -50,6 +50,12 @@ struct Workspace {
   bool train = false;
   std::vector<const T*> out;                // out[0] = input, out[i + 1] = output of layer i
   std::vector<std::uint64_t> seeds;         // per layer: the random stream of the last forward
+  // A pass over rows [row0, row0 + B) of a batch (a split batch's second half has row0 > 0): the random
+  // layers draw those rows' numbers, so a batch's masks do not depend on how it is split.
+  idx row0 = 0;
+  // The random layers' stream position of a training pass: -1, the model's dropout_calls, advanced by
+  // the pass; else this one, and the caller advances dropout_calls (once for a split batch's halves)
+  std::int64_t stream = -1;
 };
 
 template <class T>
@@ -80,7 +86,7 @@ class Model {
   bool has_dropout() const;                 // a layer draws random numbers in training
   bool rows_independent(bool train) const;  // every layer's rows are independent in this mode
   std::uint64_t seed = 0;
-  std::uint64_t dropout_calls = 0;  // forward passes in training mode: the random layers' stream
+  std::uint64_t dropout_calls = 0;  // batches of training-mode forwards: the random layers' stream
   std::uint64_t epochs_done = 0;    // epochs of fit: the shuffling stream
 
   // x is (B, in). The workspace keeps a pointer to x for backward unless

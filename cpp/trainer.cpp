@@ -128,6 +128,28 @@ FASTMLP_SIMD void error_sums(const T* a, const T* b, idx n, double& abs, double&
   sq += s2;
 }
 
+// out (n) += in (n) on two threads (the calling one and w), each a half of the range; small n on the
+// calling thread alone (a hand-off costs more than it saves)
+template <class T>
+void add_into_split(T* out, const T* in, idx n, Worker& w) {
+  constexpr idx kMin = idx(1) << 15;
+  if (n < kMin) return add_into(out, in, n);
+  struct Job {
+    T* out;
+    const T* in;
+    idx n;
+    static void run(void* p) {
+      auto* j = static_cast<Job*>(p);
+      add_into(j->out, j->in, j->n);
+    }
+  };
+  const idx h = n / 2 / 16 * 16;  // the worker's part starts on a 64-byte boundary of float32
+  Job other{out + h, in + h, n - h};
+  w.post(&Job::run, &other);
+  add_into(out, in, h);
+  w.wait();
+}
+
 // A step that failed on another rank (maps to Python RuntimeError).
 struct peer_error : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -146,6 +168,7 @@ struct BatchJob {
   LossSpec<T> spec;        // for a half: reduction 'sum', scaled by 1 / the whole batch's denominator
   bool count, errors;
   BatchHalf<T>* half;
+  std::int64_t stream = -1;  // a split batch: its random layers' stream position (Workspace::stream)
 
   static void run(void* ctx) {
     auto* self = static_cast<BatchJob*>(ctx);
@@ -173,6 +196,8 @@ struct BatchJob {
     if (wb) sp.sample_weight = wb + h.r0;
     const std::int64_t* l = lb ? lb + h.r0 : nullptr;
     h.ws.bf16 = m->workspace().bf16;  // fit's passes take the products' precision of the model's own
+    h.ws.row0 = h.r0;  // dropout draws the masks of these rows of the batch
+    h.ws.stream = stream;
     const T* out = m->forward(h.ws, x, rows, in, true, false);
     h.value = loss_forward(sp, out, rows, C, l, t, h.ws.dout.data());
     h.scored = 0;
@@ -212,7 +237,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
   if (first < 0 || (first > 0 && first >= (N + B - 1) / B))
     throw value_error("first batch " + std::to_string(first) + " is out of range");
   const bool pass_ends = count < 0 || first + count >= (N + B - 1) / B;  // the call reaches the last batch
-  const bool split = workers >= 2 && !m.has_dropout() && m.rows_independent(true);
+  const bool split = workers >= 2 && m.rows_independent(true);
   if (shuffle) {
     buf.perm.resize(static_cast<size_t>(N));
     for (idx i = 0; i < N; ++i) buf.perm[i] = i;
@@ -307,6 +332,8 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       // two halves at once, each with reduction 'sum' over the whole batch's denominator
       job.spec.reduction = Reduction::Sum;
       job.spec.scale = sp.scale / denom;
+      // both halves draw the batch's one dropout stream (each the masks of its own rows), advanced once
+      job.stream = static_cast<std::int64_t>(m.dropout_calls);
       BatchJob<T> other = job;
       other.half = &buf.half[1];
       buf.half[0].r0 = 0;
@@ -321,12 +348,13 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       }
       buf.worker->wait();  // before anything unwinds: the worker uses this frame's data
       if (mine) std::rethrow_exception(mine);
+      if (m.has_dropout()) ++m.dropout_calls;
       buf.half[0].value += buf.half[1].value;
       buf.half[0].correct += buf.half[1].correct;
       buf.half[0].scored += buf.half[1].scored;
       buf.half[0].abs_err += buf.half[1].abs_err;
       buf.half[0].sq_err += buf.half[1].sq_err;
-      if (std::isfinite(buf.half[0].value)) add_into(m.grads(), buf.grads2.data(), m.n_params());
+      if (std::isfinite(buf.half[0].value)) add_into_split(m.grads(), buf.grads2.data(), m.n_params(), *buf.worker);
     } else {
       buf.half[0].r0 = 0;
       buf.half[0].r1 = b;

@@ -124,10 +124,12 @@ struct Clip {
 // One epoch over d in batches (loss.sample_weight, if set, holds the N
 // rows' weights and is gathered with the batches) of `batch` rows, shuffled with a stream derived
 // from (model seed, model.epochs_done) when shuffle is set. With workers == 2
-// (and a model without dropout) each batch is split in two halves computed at
-// once on two threads, each with single-threaded BLAS; their gradients are
-// summed before the step. The result is the same computation in another
-// summation order, deterministic for a given worker count.
+// (and a model whose rows are independent in training) each batch is split in
+// two halves computed at once on two threads, each with single-threaded BLAS;
+// their gradients are summed before the step. The result is the same
+// computation in another summation order, deterministic for a given worker
+// count: dropout's masks are the whole batch's (each half draws its rows'
+// numbers of the batch's one stream, Workspace::row0).
 // sched, if given, sets each batch's lr (and momentum) before its step.
 // With comm, d is this rank's shard and batch its share of the global batch:
 // comm->steps batches, each rank's shuffle stream also derived from its rank,

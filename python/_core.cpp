@@ -461,6 +461,8 @@ void bind_dtype(py::module_& m, const char* suffix) {
       .def_property("dropout_calls", [](PM& s) { return s.m.dropout_calls; },
                     [](PM& s, std::uint64_t v) { s.m.dropout_calls = v; })
       .def_property_readonly("n_params", [](PM& s) { return s.m.n_params(); })
+      // every layer's rows independent in training (no BatchNorm on batch statistics): fit may split a batch
+      .def_property_readonly("rows_independent", [](PM& s) { return s.m.rows_independent(true); })
       .def("in_features", [](PM& s) { return s.m.in_features(); })
       .def("out_features", [](PM& s, idx in) { return s.m.out_features(in); })
       .def("flat_params", [](py::object self) {

@@ -121,25 +121,49 @@ def test_when_fit_splits():
     assert training.thread_plan(2, small, 200, split=False) == (2, 1)  # predict, evaluate: never split
     seed = fm.Sequential(fm.Linear(784, 256), fm.ReLU(), fm.Linear(256, 10))
     assert training.thread_plan(2, seed, 32, split=True) == (2, 1)
-    assert training.thread_plan(2, seed, 64, split=True) == (2, 1)  # big products (12.8M): OpenBLAS's threads
-    assert training.thread_plan(2, seed, 256, split=True) == (2, 1)
-    assert training.thread_plan(None, seed, 256, split=True) == (2, 1)
+    assert training.thread_plan(2, seed, 64, split=True) == (1, 2)  # two threads: split at any size
+    assert training.thread_plan(2, seed, 256, split=True) == (1, 2)
+    assert training.thread_plan(4, seed, 256, split=True) == (4, 1)  # more, big products (51M): OpenBLAS's threads
+    assert training.thread_plan(4, small, 200, split=True) == (1, 2)  # ... small ones split
+    bn = fm.Sequential(fm.Linear(5, 8), fm.BatchNorm1d(8), fm.Linear(8, 2))
+    assert training.thread_plan(2, bn, 500, split=True) == (2, 1)  # batch statistics: the products get the threads
+    bn.eval()  # eval mode does not matter: fit trains on batch statistics
+    assert training.thread_plan(2, bn, 500, split=True) == (2, 1)
+    n = training.default_threads()
+    assert training.thread_plan(None, seed, 256, split=True) == ((1, 2) if n == 2 else (n, 1))
     dropout = fm.Sequential(fm.Linear(5, 8), fm.Dropout(0.5), fm.Linear(8, 2))
-    assert training.thread_plan(2, dropout, 500, split=True) == (2, 1)  # one mask stream per batch
+    assert training.thread_plan(2, dropout, 500, split=True) == (1, 2)  # each half draws its rows' masks
     assert training.thread_plan(2, fm.Sequential(fm.Linear(5, 8), fm.Dropout(0.0), fm.Linear(8, 2)), 500,
                                 split=True) == (1, 2)
 
 
-def test_dropout_model_with_two_threads_is_reproducible_and_unsplit():
+def dropout_fit(n_threads, batch, width=16, drop=fm.Dropout, dtype="float64", epochs=2, n=300):
     rng = np.random.default_rng(2)
-    X, y = rng.standard_normal((300, 5)), rng.integers(0, 2, 300)
-    ws = []
-    for _ in range(2):
-        m = fm.Sequential(fm.Linear(5, 16), fm.ReLU(), fm.Dropout(0.3), fm.Linear(16, 2), seed=4, dtype="float64")
-        m.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(m.parameters(), lr=0.1), batch_size=100, verbose=0,
-              n_threads=2)
-        ws.append(weights(m))
-    np.testing.assert_array_equal(ws[0], ws[1])
+    X, y = rng.standard_normal((n, 5)).astype(dtype), rng.integers(0, 2, n)
+    m = fm.Sequential(fm.Linear(5, width), fm.ReLU(), drop(0.3), fm.Linear(width, 16), fm.Tanh(), drop(0.5),
+                      fm.Linear(16, 2), seed=4, dtype=dtype)
+    h = m.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(m.parameters(), lr=0.1), epochs=epochs, batch_size=batch,
+              verbose=0, n_threads=n_threads)
+    return weights(m), h.history["loss"], m._core.dropout_calls
+
+
+@pytest.mark.parametrize("drop", [fm.Dropout, fm.AlphaDropout])
+@pytest.mark.parametrize("batch, width", [(100, 16), (130, 7), (129, 7), (64, 1), (300, 3)])
+def test_dropout_splits_with_the_one_thread_masks(drop, batch, width):
+    # each half draws the whole batch's mask for its rows (also from an odd flat index: 65 rows of 7):
+    # the two-thread fit is the one-thread fit in another summation order, with the same stream position
+    (w1, l1, c1), (w2, l2, c2) = dropout_fit(1, batch, width, drop), dropout_fit(2, batch, width, drop)
+    assert training.can_split(fm.Sequential(fm.Linear(5, width), drop(0.3)), batch)
+    assert not np.array_equal(w1, w2)  # the halves really ran
+    np.testing.assert_allclose(w2, w1, rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(l2, l1, rtol=1e-11)
+    assert c1 == c2 == 2 * -(-300 // batch)  # one stream step per batch, split or not
+
+
+def test_dropout_model_with_two_threads_is_bit_reproducible():
+    a, b = dropout_fit(2, 100, dtype="float32"), dropout_fit(2, 100, dtype="float32")
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[1] == b[1]
 
 
 def test_an_error_in_the_second_half_reaches_the_caller():
@@ -202,3 +226,21 @@ def test_non_finite_rows_are_found_without_training_on_them(n_threads):
         m.fit(X, y, fm.CrossEntropyLoss(), opt, batch_size=256, shuffle=False, verbose=0, n_threads=n_threads,
               sample_weight=sw)
     np.testing.assert_array_equal(weights(m), before)
+
+
+def test_a_large_model_sums_the_halves_gradients_on_both_threads():
+    # from 2^15 parameters the two halves' gradients are added on both threads, each a part of the
+    # flat buffer (34,788 here: the parts meet at an odd place of the last layers' tensors)
+    rng = np.random.default_rng(8)
+    X, y = rng.standard_normal((400, 5)), rng.integers(0, 4, 400)
+    out = []
+    for n_threads in (1, 2):
+        m = fm.Sequential(fm.Linear(5, 201), fm.ReLU(), fm.Linear(201, 163), fm.Tanh(), fm.Linear(163, 4), seed=2,
+                          dtype="float64")
+        assert sum(p.data.size for p in m.parameters()) == 34788
+        h = m.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(m.parameters(), lr=0.05, momentum=0.9), epochs=2,
+                  batch_size=128, verbose=0, n_threads=n_threads)
+        out.append((weights(m), h.history["loss"]))
+    assert not np.array_equal(out[0][0], out[1][0])
+    np.testing.assert_allclose(out[1][0], out[0][0], rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(out[1][1], out[0][1], rtol=1e-11)

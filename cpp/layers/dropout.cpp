@@ -8,12 +8,20 @@
 namespace fastmlp {
 
 namespace {
-// mask (n) = 1 where element i is kept: its 32-bit uniform (a pure function of seed and i) is at
-// least p * 2^32
-void keep_mask(std::uint8_t* mask, idx n, double p, std::uint64_t seed) {
+// mask (n) = 1 where element i is kept: its 32-bit uniform, a pure function of seed and its flat index
+// g = first + i in the batch (one splitmix64 per pair g, g + 1 with g even: low half, high half), is at
+// least p * 2^32. A counter-based stream: any block of rows (first = its first row * width) draws the same
+// numbers as the whole batch does there, so the halves of a split batch get the whole batch's mask.
+void keep_mask(std::uint8_t* mask, idx n, double p, std::uint64_t seed, idx first) {
   const std::uint64_t threshold = static_cast<std::uint64_t>(p * 4294967296.0);
-  for (idx i = 0; i < n; i += 2) {
-    std::uint64_t h = splitmix64(seed ^ (static_cast<std::uint64_t>(i) * 0x9E3779B97F4A7C15ull));
+  auto pair = [&](idx g) { return splitmix64(seed ^ (static_cast<std::uint64_t>(g) * 0x9E3779B97F4A7C15ull)); };
+  idx i = 0;
+  if (n > 0 && (first & 1)) {  // an odd start: the high half of its pair
+    mask[0] = (pair(first - 1) >> 32) >= threshold;
+    i = 1;
+  }
+  for (; i < n; i += 2) {
+    const std::uint64_t h = pair(first + i);
     mask[i] = (h & 0xFFFFFFFFull) >= threshold;
     if (i + 1 < n) mask[i + 1] = (h >> 32) >= threshold;
   }
@@ -33,8 +41,8 @@ FASTMLP_SIMD void dropout_backward(const T* dy, const std::uint8_t* mask, T* dx,
 
 // the forward is the backward's product with the new mask
 template <class T>
-void dropout_forward(const T* x, T* y, std::uint8_t* mask, idx n, double p, std::uint64_t seed) {
-  keep_mask(mask, n, p, seed);
+void dropout_forward(const T* x, T* y, std::uint8_t* mask, idx n, double p, std::uint64_t seed, idx first) {
+  keep_mask(mask, n, p, seed, first);
   dropout_backward(x, mask, y, n, p);
 }
 
@@ -52,7 +60,7 @@ class DropoutLayer final : public Layer<T> {
   idx byte_scratch(idx B, idx in) const override { return p_ > 0 ? checked_mul(B, in) : 0; }
   // x, y are (B, C); the mask (B, C) stays in io.bytes for backward
   void forward(const LayerIO<T>& io) const override {
-    dropout_forward(io.x, io.y, io.bytes, io.B * io.in, p_, io.seed);
+    dropout_forward(io.x, io.y, io.bytes, io.B * io.in, p_, io.seed, io.row0 * io.in);
   }
   void backward(const LayerIO<T>& io, const T* dy, T* dx) const override {
     dropout_backward(dy, io.bytes, dx, io.B * io.in, p_);
@@ -86,7 +94,7 @@ class AlphaDropoutLayer final : public Layer<T> {
   // x, y are (B, C); the mask (B, C) stays in io.bytes for backward
   void forward(const LayerIO<T>& io) const override {
     const idx n = io.B * io.in;
-    keep_mask(io.bytes, n, p_, io.seed);
+    keep_mask(io.bytes, n, p_, io.seed, io.row0 * io.in);
     masked_affine(io.x, io.bytes, io.y, n, T(a_), T(b_), T(dropped_));
   }
   void backward(const LayerIO<T>& io, const T* dy, T* dx) const override {
@@ -98,8 +106,8 @@ class AlphaDropoutLayer final : public Layer<T> {
 };
 FASTMLP_REGISTER_LAYER("alpha_dropout", AlphaDropoutLayer);
 
-template void dropout_forward<float>(const float*, float*, std::uint8_t*, idx, double, std::uint64_t);
-template void dropout_forward<double>(const double*, double*, std::uint8_t*, idx, double, std::uint64_t);
+template void dropout_forward<float>(const float*, float*, std::uint8_t*, idx, double, std::uint64_t, idx);
+template void dropout_forward<double>(const double*, double*, std::uint8_t*, idx, double, std::uint64_t, idx);
 template void dropout_backward<float>(const float*, const std::uint8_t*, float*, idx, double);
 template void dropout_backward<double>(const double*, const std::uint8_t*, double*, idx, double);
 

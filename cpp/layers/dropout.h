@@ -8,9 +8,10 @@
 
 namespace fastmlp {
 
-// x, y are (n); mask is (n), 1 where kept. seed identifies (model seed, layer, step).
+// x, y are (n); mask is (n), 1 where kept. seed identifies (model seed, layer, step); element i draws
+// the number of the batch's flat index first + i (a block of the batch's rows: its first element's).
 template <class T>
-void dropout_forward(const T* x, T* y, std::uint8_t* mask, idx n, double p, std::uint64_t seed);
+void dropout_forward(const T* x, T* y, std::uint8_t* mask, idx n, double p, std::uint64_t seed, idx first = 0);
 
 // dy, dx are (n); dx is overwritten with dy * mask / (1 - p).
 template <class T>

@@ -13,7 +13,6 @@ import numpy as np
 from . import _core
 from ._arrays import as_float_array, check_finite, check_int, check_number, check_precision
 from .callbacks import Callback, History, _Callbacks, _epoch_line
-from .nn.dropout import Dropout
 from .nn.loss import BCEWithLogitsLoss, _ClassLoss, _Loss
 from .optim import LBFGS, Optimizer
 from .optim.lr_scheduler import CyclicLR, LRScheduler, OneCycleLR, ReduceLROnPlateau
@@ -51,8 +50,9 @@ def auto_threads(model: Any, rows: int) -> int:
 # and add their gradients. Measured: faster than one thread when the products are
 # too small for OpenBLAS to thread (SMALL_WORK), from 64 rows on (1.2x at 64 rows,
 # 1.5-1.9x from 128); slower below (each half writes a whole gradient, and the
-# halves synchronise every batch). With big products OpenBLAS's own threads win or
-# tie (the seed and large configs of bench/train_speed.py), so they keep them.
+# halves synchronise every batch). With big products and two threads the split ties
+# with OpenBLAS's own threads on a quiet machine and is 2-4x faster on a busy one
+# (see can_split); with more threads OpenBLAS's use them all, so they keep them.
 SPLIT_ROWS = 64
 
 
@@ -60,13 +60,20 @@ def _max_product(model: Any) -> int:
     return max((la.in_features * la.out_features for la in model if hasattr(la, "in_features")), default=0)
 
 
-def can_split(model: Any, rows: int) -> bool:
-    """Whether fit splits batches of `rows` rows between two threads: no active
-    dropout (its masks come from one stream per batch), enough rows, and
-    products too small for OpenBLAS's threads."""
-    if any(isinstance(la, Dropout) and la.p > 0 for la in model):
+def can_split(model: Any, rows: int, threads: int = 2) -> bool:
+    """Whether fit with `threads` threads splits batches of `rows` rows between two
+    threads: enough rows, and either exactly two threads or products too small for
+    OpenBLAS's threads. With two threads the split wins at every size: it ties with
+    OpenBLAS's threads on a quiet machine and stays 2-4x faster on a busy one (one
+    hand-off per batch that sleeps after a brief spin, against OpenBLAS's many
+    spinning hand-offs per product). With more threads, OpenBLAS's use them all.
+    Dropout splits too: its masks are a counter-based function of the batch's step
+    and each element's place in the batch, so each half draws exactly the whole
+    batch's mask for its rows. BatchNorm on batch statistics never splits (a row's
+    output depends on the whole batch): its products get the threads."""
+    if not getattr(getattr(model, "_core", None), "rows_independent", True):
         return False
-    return rows >= SPLIT_ROWS and rows * _max_product(model) < SMALL_WORK
+    return rows >= SPLIT_ROWS and (threads == 2 or rows * _max_product(model) < SMALL_WORK)
 
 
 def thread_plan(n_threads: int | None, model: Any = None, rows: int = 0, split: bool = False) -> tuple[int, int]:
@@ -79,7 +86,7 @@ def thread_plan(n_threads: int | None, model: Any = None, rows: int = 0, split: 
         n = default_threads()
     else:
         n = check_int(n_threads, "n_threads", low=1, high=4096)
-    if split and n >= 2 and model is not None and can_split(model, rows):
+    if split and n >= 2 and model is not None and can_split(model, rows, n):
         return 1, 2
     if n_threads is None and model is not None:
         n = auto_threads(model, rows)

@@ -548,14 +548,16 @@ class Sequential(Module):
         or comm's allreduce).
 
         ``n_threads`` bounds fastmlp's threads and OpenBLAS's together (None:
-        every core). When the products are too small for OpenBLAS's threads (a
-        batch's largest product under 8M multiply-adds), a model without dropout
-        and batches of at least 64 rows, two or more threads split each batch in
-        two halves computed at once, each with single-threaded products, whose
+        every core). With batches of at least 64 rows and exactly two threads (or
+        more, when the products are too small for OpenBLAS's threads: a batch's
+        largest product under 8M multiply-adds), fit splits each batch in two
+        halves computed at once, each with single-threaded products, whose
         gradients are added before the step: the same update in another summation
         order (float64 agrees with one thread to ~1e-12), bit-reproducible for a
-        given n_threads. Otherwise the products use the threads, or one thread
-        when they are small (where BLAS threads cost more than they bring).
+        given n_threads. Dropout draws the same masks either way (each half the
+        whole batch's mask of its rows). Otherwise the products use the threads,
+        or one thread when they are small (where BLAS threads cost more than they
+        bring).
 
         Other threads may use the model during a fit: ``predict``, ``state_dict``,
         ``save``, ``load_state_dict``, ``train_step``, ``forward``/``backward`` and
