@@ -913,8 +913,9 @@ PYBIND11_MODULE(_core, m) {
   // c = bf16(x) bf16(w) (+ b) on a chosen path, with the operand layouts of the engine's three products:
   // form "nt" c = x w^T (forward: x rows, w^T panels), "nn" c = x w (dx: x rows, w pair panels),
   // "tn" c = x^T w (dw: x pairs, w pair panels)
+  // (repeats: the conversions and the product run that many times, for bench/bf16_speed.py's timings)
   m.def("gemm_bf16", [](py::array x, py::array w, py::object b, const std::string& isa, int threads,
-                        const std::string& form) {
+                        const std::string& form, int repeats) {
     auto [xr, xc] = rows_cols(x, "x");
     auto [wr, wc] = rows_cols(w, "w");
     if (form != "nt" && form != "nn" && form != "tn")
@@ -922,7 +923,7 @@ PYBIND11_MODULE(_core, m) {
     const idx M = form == "tn" ? xc : xr, K = form == "tn" ? xr : xc, N = form == "nt" ? wr : wc;
     const idx wk = form == "nt" ? wc : wr;
     if (wk != K) throw value_error("w has " + std::to_string(wk) + " rows or columns to sum over, x " + std::to_string(K));
-    if (threads < 1) throw value_error("threads must be >= 1");
+    if (threads < 1 || repeats < 1) throw value_error("threads and repeats must be >= 1");
     const float* xd = array_data<float>(x, "x", false);
     const float* wd = array_data<float>(w, "w", false);
     const float* bd = nullptr;
@@ -939,13 +940,15 @@ PYBIND11_MODULE(_core, m) {
     const idx P = bf16_pairs(K);
     std::vector<bf16x2> xb(static_cast<std::size_t>(std::max(M * P, idx(1)))),
         wb(static_cast<std::size_t>(std::max(bf16_panel_words(K, N), idx(1))));
-    if (form == "tn") bf16_pairs(xd, K, M, M, xb.data(), path, threads);
-    else bf16_rows(xd, M, K, xb.data(), path, threads);
-    if (form == "nt") bf16_panels_of_rows(wd, N, K, wb.data(), path, threads);
-    else bf16_pairs(wd, K, N, kBf16NR, wb.data(), path, threads);
-    if (form == "tn") gemm_bf16(xb.data(), 1, M, wb.data(), bd, yd, M, N, K, false, threads, path);
-    else gemm_bf16(xb.data(), P, 1, wb.data(), bd, yd, M, N, K, false, threads, path);
+    for (int r = 0; r < repeats; ++r) {
+      if (form == "tn") bf16_pairs(xd, K, M, M, xb.data(), path, threads);
+      else bf16_rows(xd, M, K, xb.data(), path, threads);
+      if (form == "nt") bf16_panels_of_rows(wd, N, K, wb.data(), path, threads);
+      else bf16_pairs(wd, K, N, kBf16NR, wb.data(), path, threads);
+      if (form == "tn") gemm_bf16(xb.data(), 1, M, wb.data(), bd, yd, M, N, K, false, threads, path);
+      else gemm_bf16(xb.data(), P, 1, wb.data(), bd, yd, M, N, K, false, threads, path);
+    }
     return y;
   }, py::arg("x"), py::arg("w"), py::arg("b") = py::none(), py::arg("isa") = "auto", py::arg("threads") = 1,
-     py::arg("form") = "nt");
+     py::arg("form") = "nt", py::arg("repeats") = 1);
 }
