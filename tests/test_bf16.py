@@ -142,7 +142,7 @@ def test_rounding_matches_numpy(path):
 
 @pytest.mark.parametrize("layout", ["rows", "pairs", "panels", "panels_of_rows"])
 @pytest.mark.parametrize("rows,cols", [(0, 5), (5, 0), (1, 1), (2, 2), (3, 31), (33, 2), (40, 65), (17, 32),
-                                       (64, 33), (150, 97)])
+                                       (64, 33), (150, 97), (300, 250), (301, 251)])  # the last two: on 2 threads
 def test_layouts(layout, rows, cols):
     x = np.random.default_rng(rows * 1000 + cols).normal(size=(rows, cols)).astype(np.float32)
     want = ref_layout(x, layout)
