@@ -124,16 +124,16 @@ AVX512BF16 void pairs_avx(const float* src, idx rows, idx cols, idx width, bf16x
   const idx ld = cols;
   src += c0;
   cols -= c0;
-  for (idx q = 0; q < nq; ++q)
-    for (idx p = 0; p < P; ++p) {
-      const float* lo = src + 2 * p * ld;
-      const float* hi = 2 * p + 1 < rows ? lo + ld : nullptr;
+  for (idx p = 0; p < P; ++p) {  // the two rows of src in order, each panel's words of pair p in turn
+    const float* lo = src + 2 * p * ld;
+    const float* hi = 2 * p + 1 < rows ? lo + ld : nullptr;
+    for (idx q = 0; q < nq; ++q)
       for (idx jj = 0; jj < width; jj += 16) {
         const idx j = q * width + jj, n = std::max<idx>(0, std::min<idx>(16, cols - j));
         _mm512_mask_storeu_epi32(dst + (q * P + p) * width + jj, first(width - jj),
                                  n ? interleave16(lo + j, hi ? hi + j : nullptr, n) : _mm512_setzero_si512());
       }
-    }
+  }
 }
 
 // r[16] rows of 16 words -> its transpose
