@@ -1,6 +1,7 @@
 #include "gemm_bf16.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cfloat>
 #include <cmath>
 #include <utility>
@@ -93,6 +94,11 @@ struct Emulation {
 // ---------------------------------------------------------------- AVX512_BF16
 // Conversions: VCVTNE2PS2BF16 rounds as to_bf16 (nearest even, denormals to a signed
 // zero, NaN quieted, overflow to inf; tests/test_bf16.py checks it against NumPy).
+// GCC 12's masked-load and conversion intrinsics start from undefined values, which it then
+// reports as maybe used uninitialised (a false positive, as in gemm.cpp).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 AVX512BF16 inline __mmask16 first(idx n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
 
 // 16 pairs of s (32 floats, n <= 32 of them valid, +0 past) as 16 words
@@ -222,6 +228,7 @@ struct Avx512Bf16 {
     dispatch(std::make_integer_sequence<int, MR>{}, m, a, rs, cs, bp, P, c, ldc, nc, bias, accumulate);
   }
 };
+#pragma GCC diagnostic pop
 #endif
 
 // ---------------------------------------------------------------- the blocked loop
@@ -230,8 +237,10 @@ struct Job {
   idx rs, cs;
   const float* bias;
   float* c;
-  idx M, N, P, chunks;
-  bool accumulate, by_panels;  // split the panels over the chunks, or the row blocks
+  idx M, N, P;
+  bool accumulate, by_panels;  // units of panels (all rows each), or of row blocks (all panels each)
+  idx units, per_unit;         // units of per_unit panels or row blocks
+  std::atomic<idx> next{0};    // the next unit to take: a thread that runs late finds the work done
 };
 
 // Panels [q0, q1) times rows [r0, r1): for each block of panels that stays in L2, every
@@ -249,12 +258,17 @@ void run_range(const Job& j, idx q0, idx q1, idx r0, idx r1) {
     }
 }
 
+// One thread's share: units taken in turn until none is left (every output element's bits are the same
+// whichever thread computes it).
 template <class K>
-void run_chunk(void* p, idx t) {
-  const Job& j = *static_cast<const Job*>(p);
-  const idx nq = bf16_panels(j.N), nb = (j.M + K::MR - 1) / K::MR;
-  if (j.by_panels) return run_range<K>(j, nq * t / j.chunks, nq * (t + 1) / j.chunks, 0, j.M);
-  run_range<K>(j, 0, nq, std::min(j.M, nb * t / j.chunks * K::MR), std::min(j.M, nb * (t + 1) / j.chunks * K::MR));
+void run_chunk(void* p, idx) {
+  Job& j = *static_cast<Job*>(p);
+  const idx nq = bf16_panels(j.N);
+  for (idx u; (u = j.next.fetch_add(1, std::memory_order_relaxed)) < j.units;) {
+    const idx lo = u * j.per_unit, hi = (u + 1) * j.per_unit;
+    if (j.by_panels) run_range<K>(j, lo, std::min(nq, hi), 0, j.M);
+    else run_range<K>(j, 0, nq, std::min(j.M, lo * K::MR), std::min(j.M, hi * K::MR));
+  }
 }
 
 // Multiply-adds below which another thread costs more than it brings (as gemm.cpp).
@@ -353,7 +367,8 @@ void gemm_bf16(const bf16x2* a, idx rs, idx cs, const bf16x2* b, const float* bi
   const bool by_panels = nq >= std::min<idx>(threads, 2) && nq >= nb / 4;
   const idx most = by_panels ? nq : nb;
   const idx nt = std::max<idx>(1, static_cast<idx>(std::min({work / double(kWorkPerThread), double(threads), double(most)})));
-  Job job{a, b, rs, cs, bias, c, M, N, bf16_pairs(k), nt, accumulate, by_panels};
+  const idx per_unit = (most + 4 * nt - 1) / (4 * nt);  // about 4 units a thread
+  Job job{a, b, rs, cs, bias, c, M, N, bf16_pairs(k), accumulate, by_panels, (most + per_unit - 1) / per_unit, per_unit};
   parallel_for(static_cast<int>(nt), nt, fn, &job);
 }
 
