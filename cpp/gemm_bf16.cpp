@@ -1,145 +1,275 @@
 #include "gemm_bf16.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cfloat>
 #include <cmath>
+#include <utility>
 
 #include "pool.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define FASTMLP_BF16_X86 1
-#define AVX512BF16 __attribute__((target("avx512f,avx512bf16")))
+#define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
 #endif
 
 namespace fastmlp {
 
 namespace {
 
-// ---------------------------------------------------------------- emulation twin
+constexpr idx NR = kBf16NR;
+
+inline bf16x2 pair(bf16 lo, bf16 hi) { return bf16x2(lo) | (bf16x2(hi) << 16); }
+
+// ---------------------------------------------------------------- conversions, plain twins
+// dst (rows, pairs(cols)): word (r, p) = (src[r][2p], src[r][2p + 1]), +0 past cols
+void rows_plain(const float* src, idx rows, idx cols, bf16x2* dst) {
+  const idx P = bf16_pairs(cols);
+  for (idx r = 0; r < rows; ++r) {
+    const float* s = src + r * cols;
+    for (idx p = 0; p < P; ++p) dst[r * P + p] = pair(to_bf16(s[2 * p]), 2 * p + 1 < cols ? to_bf16(s[2 * p + 1]) : 0);
+  }
+}
+// panel q of `width` columns, (pairs(rows), width) words: word (p, jj) = (src[2p][j], src[2p + 1][j]), j = q width + jj
+// Columns [c0, c1) only (c0 a multiple of width; c1 a multiple or cols); dst at the panel of c0.
+void pairs_plain(const float* src, idx rows, idx cols, idx width, bf16x2* dst, idx c0 = 0, idx c1 = -1) {
+  if (c1 < 0) c1 = cols;
+  const idx P = bf16_pairs(rows), nq = width ? (c1 - c0 + width - 1) / width : 0;
+  src += c0;
+  cols -= c0;
+  const idx ld = cols + c0;
+  for (idx q = 0; q < nq; ++q)
+    for (idx p = 0; p < P; ++p)
+      for (idx jj = 0; jj < width; ++jj) {
+        const idx j = q * width + jj;
+        const bf16 lo = j < cols ? to_bf16(src[2 * p * ld + j]) : 0;
+        const bf16 hi = j < cols && 2 * p + 1 < rows ? to_bf16(src[(2 * p + 1) * ld + j]) : 0;
+        dst[(q * P + p) * width + jj] = pair(lo, hi);
+      }
+}
+// panels of src^T: panel q, word (p, jj) = (src[j][2p], src[j][2p + 1]), j = q NR + jj
+void panels_of_rows_plain(const float* src, idx rows, idx cols, bf16x2* dst) {
+  const idx P = bf16_pairs(cols), nq = bf16_panels(rows);
+  for (idx q = 0; q < nq; ++q)
+    for (idx jj = 0; jj < NR; ++jj) {
+      const idx j = q * NR + jj;
+      const float* s = src + j * cols;
+      for (idx p = 0; p < P; ++p)
+        dst[(q * P + p) * NR + jj] =
+            j < rows ? pair(to_bf16(s[2 * p]), 2 * p + 1 < cols ? to_bf16(s[2 * p + 1]) : 0) : 0;
+    }
+}
+
+// ---------------------------------------------------------------- emulation twin of the kernel
 // VDPBF16PS's arithmetic on one lane: denormal inputs read as zero, a denormal result
 // flushed to a zero of its sign
 inline float daz(float v) { return std::fabs(v) < FLT_MIN ? std::copysign(0.0f, v) : v; }
 inline float dp_step(bf16 a, bf16 b, float s) { return daz(std::fma(daz(from_bf16(a)), daz(from_bf16(b)), daz(s))); }
 
-// One output element in the canonical order (gemm_bf16.h); a and b are kp = bf16_stride(k) long.
-float dot_emulated(const bf16* a, const bf16* b, idx kp) {
-  float s[16] = {};
-  for (idx k0 = 0; k0 < kp; k0 += 32)
-    for (int l = 0; l < 16; ++l) {
-      s[l] = dp_step(a[k0 + 2 * l + 1], b[k0 + 2 * l + 1], s[l]);
-      s[l] = dp_step(a[k0 + 2 * l], b[k0 + 2 * l], s[l]);
-    }
-  for (int h = 8; h >= 1; h /= 2)
-    for (int l = 0; l < h; ++l) s[l] = s[l] + s[l + h];
-  return s[0];
+// The tile's epilogue: c = s + bias, c = s, or c += s.
+inline float finish(float s, const float* c, const float* bias, idx j, bool accumulate) {
+  return accumulate ? *c + s : bias ? s + bias[j] : s;
 }
 
 struct Emulation {
-  static constexpr int MR = 1, NR = 1, NR1 = 1;
-  // ar: M row pointers of a, br: N row pointers of b; res is (M, N).
-  template <int M, int N>
-  static void block(const bf16* const* ar, const bf16* const* br, idx kp, float* res) {
-    for (int i = 0; i < M; ++i)
-      for (int j = 0; j < N; ++j) res[i * N + j] = dot_emulated(ar[i], br[j], kp);
+  static constexpr int MR = 12;
+  // c (m, nc) at ldc (+)= a (m rows, word (i, p) at a[i rs + p cs]) times panel bp (P, NR)
+  static void tile(int m, const bf16x2* a, idx rs, idx cs, const bf16x2* bp, idx P, float* c, idx ldc, idx nc,
+                   const float* bias, bool accumulate) {
+    for (int i = 0; i < m; ++i)
+      for (idx j = 0; j < nc; ++j) {
+        float s = 0.0f;  // the canonical order (gemm_bf16.h)
+        for (idx p = 0; p < P; ++p) {
+          const bf16x2 u = a[i * rs + p * cs], v = bp[p * NR + j];
+          s = dp_step(bf16(u >> 16), bf16(v >> 16), s);
+          s = dp_step(bf16(u), bf16(v), s);
+        }
+        c[i * ldc + j] = finish(s, c + i * ldc + j, bias, j, accumulate);
+      }
   }
 };
 
 #ifdef FASTMLP_BF16_X86
 // ---------------------------------------------------------------- AVX512_BF16
-// One zmm accumulator per (row, out) pair; each VDPBF16PS adds 32 products.
-// The lane tree (h = 8, 4, 2, 1), per accumulator. GCC 12's cast and extract
-// intrinsics start from undefined values, which it then reports as used
-// uninitialised (a false positive, as in gemm.cpp).
+// Conversions: VCVTNE2PS2BF16 rounds as to_bf16 (nearest even, denormals to a signed
+// zero, NaN quieted, overflow to inf; tests/test_bf16.py checks it against NumPy).
+// GCC 12's masked-load and conversion intrinsics start from undefined values, which it then
+// reports as maybe used uninitialised (a false positive, as in gemm.cpp).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
-AVX512BF16 inline float tree16(__m512 a) {
-  const __m256 v = _mm256_add_ps(_mm512_castps512_ps256(a),
-                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));  // + 8
-  __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));                    // + 4
-  q = _mm_add_ps(q, _mm_movehl_ps(q, q));                                                            // + 2
-  return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));                                           // + 1
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+AVX512BF16 inline __mmask16 first(idx n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
+
+// 16 pairs of s (32 floats, n <= 32 of them valid, +0 past) as 16 words
+AVX512BF16 inline __m512i pairs16(const float* s, idx n) {
+  const __m512 lo = _mm512_maskz_loadu_ps(first(n), s);
+  const __m512 hi = _mm512_maskz_loadu_ps(first(std::max<idx>(0, n - 16)), s + 16);
+  return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
 }
-#pragma GCC diagnostic pop
+
+AVX512BF16 void rows_avx(const float* src, idx rows, idx cols, bf16x2* dst) {
+  const idx P = bf16_pairs(cols);
+  for (idx r = 0; r < rows; ++r)
+    for (idx p = 0; p < P; p += 16)
+      _mm512_mask_storeu_epi32(dst + r * P + p, first(P - p), pairs16(src + r * cols + 2 * p, cols - 2 * p));
+}
+
+// 16 words (lo[j], hi[j]) from 16 columns of two float rows (n valid; hi null: +0)
+AVX512BF16 inline __m512i interleave16(const float* lo, const float* hi, idx n) {
+  const __mmask16 k = first(n);
+  const __m512i l = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(k, lo)));
+  if (!hi) return l;
+  const __m512i h = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(k, hi)));
+  return _mm512_or_si512(l, _mm512_slli_epi32(h, 16));
+}
+
+AVX512BF16 void pairs_avx(const float* src, idx rows, idx cols, idx width, bf16x2* dst, idx c0 = 0, idx c1 = -1) {
+  if (c1 < 0) c1 = cols;
+  const idx P = bf16_pairs(rows), nq = width ? (c1 - c0 + width - 1) / width : 0;
+  const idx ld = cols;
+  src += c0;
+  cols -= c0;
+  for (idx p = 0; p < P; ++p) {  // the two rows of src in order, each panel's words of pair p in turn
+    const float* lo = src + 2 * p * ld;
+    const float* hi = 2 * p + 1 < rows ? lo + ld : nullptr;
+    for (idx q = 0; q < nq; ++q)
+      for (idx jj = 0; jj < width; jj += 16) {
+        const idx j = q * width + jj, n = std::max<idx>(0, std::min<idx>(16, cols - j));
+        _mm512_mask_storeu_epi32(dst + (q * P + p) * width + jj, first(width - jj),
+                                 n ? interleave16(lo + j, hi ? hi + j : nullptr, n) : _mm512_setzero_si512());
+      }
+  }
+}
+
+// r[16] rows of 16 words -> its transpose
+AVX512BF16 inline void transpose16(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // s[4i + m], 128-bit lane L: column 4L + m of rows 4i .. 4i + 3
+    r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (int m = 0; m < 4; ++m) {
+    const __m512i u = _mm512_shuffle_i32x4(r[m], r[4 + m], 0x88), v = _mm512_shuffle_i32x4(r[m], r[4 + m], 0xDD);
+    const __m512i u2 = _mm512_shuffle_i32x4(r[8 + m], r[12 + m], 0x88), v2 = _mm512_shuffle_i32x4(r[8 + m], r[12 + m], 0xDD);
+    t[m] = _mm512_shuffle_i32x4(u, u2, 0x88);
+    t[4 + m] = _mm512_shuffle_i32x4(v, v2, 0x88);
+    t[8 + m] = _mm512_shuffle_i32x4(u, u2, 0xDD);
+    t[12 + m] = _mm512_shuffle_i32x4(v, v2, 0xDD);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+AVX512BF16 void panels_of_rows_avx(const float* src, idx rows, idx cols, bf16x2* dst) {
+  const idx P = bf16_pairs(cols), nq = bf16_panels(rows);
+  for (idx q = 0; q < nq; ++q)
+    for (idx j0 = q * NR; j0 < (q + 1) * NR; j0 += 16)
+      for (idx p0 = 0; p0 < P; p0 += 16) {
+        __m512i r[16];
+        for (int jj = 0; jj < 16; ++jj)
+          r[jj] = j0 + jj < rows ? pairs16(src + (j0 + jj) * cols + 2 * p0, cols - 2 * p0) : _mm512_setzero_si512();
+        transpose16(r);
+        const int np = static_cast<int>(std::min<idx>(16, P - p0));
+        for (int pp = 0; pp < np; ++pp) _mm512_storeu_si512(dst + (q * P + p0 + pp) * NR + (j0 - q * NR), r[pp]);
+      }
+}
+
+// The micro-kernel: MR x 32 outputs in 2 MR zmm accumulators; per k pair, the
+// panel's 32 words (two zmm) and MR broadcast words of a, 2 MR VDPBF16PS.
+template <int MR>
+AVX512BF16 void tile_avx(const bf16x2* a, idx rs, idx cs, const bf16x2* bp, idx P, float* c, idx ldc, idx nc,
+                         const float* bias, bool accumulate) {
+  __m512 s0[MR], s1[MR];
+  for (int i = 0; i < MR; ++i) s0[i] = s1[i] = _mm512_setzero_ps();
+  const bf16x2* ar[MR];
+  for (int i = 0; i < MR; ++i) ar[i] = a + i * rs;
+  for (idx p = 0; p < P; ++p) {
+    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(bp + p * NR), b1 = (__m512bh)_mm512_loadu_si512(bp + p * NR + 16);
+    const idx o = p * cs;
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const __m512bh w = (__m512bh)_mm512_set1_epi32(static_cast<int>(ar[i][o]));
+      s0[i] = _mm512_dpbf16_ps(s0[i], w, b0);
+      s1[i] = _mm512_dpbf16_ps(s1[i], w, b1);
+    }
+  }
+  const __mmask16 k0 = first(nc), k1 = first(std::max<idx>(0, nc - 16));
+  for (int i = 0; i < MR; ++i) {
+    float* cr = c + i * ldc;
+    if (accumulate) {
+      s0[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(k0, cr), s0[i]);
+      s1[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(k1, cr + 16), s1[i]);
+    } else if (bias) {
+      s0[i] = _mm512_add_ps(s0[i], _mm512_maskz_loadu_ps(k0, bias));
+      s1[i] = _mm512_add_ps(s1[i], _mm512_maskz_loadu_ps(k1, bias + 16));
+    }
+    _mm512_mask_storeu_ps(cr, k0, s0[i]);
+    _mm512_mask_storeu_ps(cr + 16, k1, s1[i]);
+  }
+}
 
 struct Avx512Bf16 {
-  static constexpr int MR = 6, NR = 4, NR1 = 16;  // 24 or 16 accumulators
-  template <int M, int N>
-  AVX512BF16 static void block(const bf16* const* ar, const bf16* const* br, idx kp, float* res) {
-    __m512 acc[M * N];
-    for (int s = 0; s < M * N; ++s) acc[s] = _mm512_setzero_ps();
-    for (idx k = 0; k < kp; k += 32) {
-      __m512bh av[M];
-#pragma GCC unroll 16
-      for (int i = 0; i < M; ++i) av[i] = (__m512bh)_mm512_loadu_si512(ar[i] + k);
-#pragma GCC unroll 16
-      for (int j = 0; j < N; ++j) {
-        const __m512bh bv = (__m512bh)_mm512_loadu_si512(br[j] + k);
-#pragma GCC unroll 16
-        for (int i = 0; i < M; ++i) acc[i * N + j] = _mm512_dpbf16_ps(acc[i * N + j], av[i], bv);
-      }
-    }
-    for (int s = 0; s < M * N; ++s) res[s] = tree16(acc[s]);
+  static constexpr int MR = 12;
+  template <int... M>
+  static void dispatch(std::integer_sequence<int, M...>, int m, const bf16x2* a, idx rs, idx cs, const bf16x2* bp,
+                       idx P, float* c, idx ldc, idx nc, const float* bias, bool accumulate) {
+    using Fn = void (*)(const bf16x2*, idx, idx, const bf16x2*, idx, float*, idx, idx, const float*, bool);
+    static constexpr Fn fns[] = {&tile_avx<M + 1>...};
+    fns[m - 1](a, rs, cs, bp, P, c, ldc, nc, bias, accumulate);
+  }
+  static void tile(int m, const bf16x2* a, idx rs, idx cs, const bf16x2* bp, idx P, float* c, idx ldc, idx nc,
+                   const float* bias, bool accumulate) {
+    dispatch(std::make_integer_sequence<int, MR>{}, m, a, rs, cs, bp, P, c, ldc, nc, bias, accumulate);
   }
 };
+#pragma GCC diagnostic pop
 #endif
 
 // ---------------------------------------------------------------- the blocked loop
-// c rows [r0, r1) of c (M, N) = a (M, kp) b^T (b is (N, kp)) (+ bias), or += when accumulate
-template <class K>
-struct Driver {
-  template <int MB, int NB>
-  static void blocks(const bf16* a, const bf16* b, const float* bias, float* c, idx r, idx jp, idx je, idx kp,
-                     idx N, bool accumulate) {
-    const bf16* ar[MB];
-    for (int i = 0; i < MB; ++i) ar[i] = a + (r + i) * kp;
-    for (idx j0 = jp; j0 < je; j0 += NB) {
-      const bf16* br[NB];  // past the panel's end: repeat its last row, whose result is not stored
-      for (int j = 0; j < NB; ++j) br[j] = b + std::min(j0 + j, je - 1) * kp;
-      float res[MB * NB];  // (MB, NB)
-      K::template block<MB, NB>(ar, br, kp, res);
-      const int nj = static_cast<int>(std::min<idx>(NB, je - j0));
-      for (int i = 0; i < MB; ++i) {
-        float* cr = c + (r + i) * N + j0;
-        if (accumulate)
-          for (int j = 0; j < nj; ++j) cr[j] += res[i * NB + j];
-        else if (bias)
-          for (int j = 0; j < nj; ++j) cr[j] = res[i * NB + j] + bias[j0 + j];
-        else
-          for (int j = 0; j < nj; ++j) cr[j] = res[i * NB + j];
-      }
-    }
-  }
-
-  static void rows(const bf16* a, const bf16* b, const float* bias, float* c, idx r0, idx r1, idx kp, idx N,
-                   bool accumulate) {
-    // a panel of b rows that stays in L2 while every row block of a (in L1) meets it
-    constexpr idx kPanelBytes = 256 * 1024;
-    const idx per = std::max<idx>(1, kPanelBytes / std::max<idx>(1, kp * 2));
-    const idx nc = std::max<idx>(K::NR * K::NR1, per / (K::NR * K::NR1) * (K::NR * K::NR1));
-    for (idx jp = 0; jp < N; jp += nc) {
-      const idx je = std::min(N, jp + nc);
-      idx r = r0;
-      for (; r + K::MR <= r1; r += K::MR) blocks<K::MR, K::NR>(a, b, bias, c, r, jp, je, kp, N, accumulate);
-      for (; r < r1; ++r) blocks<1, K::NR1>(a, b, bias, c, r, jp, je, kp, N, accumulate);
-    }
-  }
-};
-
-using RowsFn = void (*)(const bf16*, const bf16*, const float*, float*, idx, idx, idx, idx, bool);
-
 struct Job {
-  RowsFn fn;
-  const bf16 *a, *b;
+  const bf16x2 *a, *b;
+  idx rs, cs;
   const float* bias;
   float* c;
-  idx M, N, kp, chunks;
-  bool accumulate;
-  static void run(void* p, idx t) {
-    const Job* j = static_cast<const Job*>(p);
-    j->fn(j->a, j->b, j->bias, j->c, j->M * t / j->chunks, j->M * (t + 1) / j->chunks, j->kp, j->N, j->accumulate);
-  }
+  idx M, N, P;
+  bool accumulate, by_panels;  // units of panels (all rows each), or of row blocks (all panels each)
+  idx units, per_unit;         // units of per_unit panels or row blocks
+  std::atomic<idx> next{0};    // the next unit to take: a thread that runs late finds the work done
 };
+
+// Panels [q0, q1) times rows [r0, r1): for each block of panels that stays in L2, every
+// block of MR rows of a (in L1) meets each panel of the block in turn.
+template <class K>
+void run_range(const Job& j, idx q0, idx q1, idx r0, idx r1) {
+  constexpr idx kBlockBytes = 512 * 1024;
+  const idx per = std::max<idx>(1, kBlockBytes / std::max<idx>(1, j.P * NR * 4));
+  for (idx qb = q0; qb < q1; qb += per)
+    for (idx r = r0; r < r1; r += K::MR) {
+      const int m = static_cast<int>(std::min<idx>(K::MR, r1 - r));
+      for (idx q = qb; q < std::min(q1, qb + per); ++q)
+        K::tile(m, j.a + r * j.rs, j.rs, j.cs, j.b + q * j.P * NR, j.P, j.c + r * j.N + q * NR, j.N,
+                std::min<idx>(NR, j.N - q * NR), j.bias ? j.bias + q * NR : nullptr, j.accumulate);
+    }
+}
+
+// One thread's share: units taken in turn until none is left (every output element's bits are the same
+// whichever thread computes it).
+template <class K>
+void run_chunk(void* p, idx) {
+  Job& j = *static_cast<Job*>(p);
+  const idx nq = bf16_panels(j.N);
+  for (idx u; (u = j.next.fetch_add(1, std::memory_order_relaxed)) < j.units;) {
+    const idx lo = u * j.per_unit, hi = (u + 1) * j.per_unit;
+    if (j.by_panels) run_range<K>(j, lo, std::min(nq, hi), 0, j.M);
+    else run_range<K>(j, 0, nq, std::min(j.M, lo * K::MR), std::min(j.M, hi * K::MR));
+  }
+}
 
 // Multiply-adds below which another thread costs more than it brings (as gemm.cpp).
 constexpr idx kWorkPerThread = idx(1) << 20;
@@ -148,47 +278,98 @@ constexpr idx kWorkPerThread = idx(1) << 20;
 
 bool bf16_isa_available(Bf16Isa isa) {
 #ifdef FASTMLP_BF16_X86
-  if (isa == Bf16Isa::Avx512Bf16) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+  if (isa == Bf16Isa::Avx512Bf16)
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512bf16");
 #else
   if (isa == Bf16Isa::Avx512Bf16) return false;
 #endif
   return true;
 }
 
-FASTMLP_SIMD void convert_bf16(const float* src, bf16* dst, idx rows, idx cols) {
-  const idx kp = bf16_stride(cols);
-  for (idx r = 0; r < rows; ++r) {
-    const float* s = src + r * cols;
-    bf16* d = dst + r * kp;
-    for (idx k = 0; k < cols; ++k) d[k] = to_bf16(s[k]);
-    for (idx k = cols; k < kp; ++k) d[k] = 0;
-  }
-}
-
-void convert_bf16_transposed(const float* src, bf16* dst, idx rows, idx cols) {
-  const idx rp = bf16_stride(rows);
-  constexpr idx T = 32;  // tiles of T x T, so that both sides stay in cache
-  for (idx r0 = 0; r0 < rows; r0 += T)
-    for (idx c0 = 0; c0 < cols; c0 += T)
-      for (idx c = c0; c < std::min(cols, c0 + T); ++c)
-        for (idx r = r0; r < std::min(rows, r0 + T); ++r) dst[c * rp + r] = to_bf16(src[r * cols + c]);
-  for (idx c = 0; c < cols; ++c)
-    for (idx r = rows; r < rp; ++r) dst[c * rp + r] = 0;
-}
-
-void gemm_bf16(const bf16* a, const bf16* b, const float* bias, float* c, idx M, idx N, idx k, bool accumulate,
-               int threads, Bf16Isa isa) {
+Bf16Isa bf16_resolve(Bf16Isa isa) {
   if (isa == Bf16Isa::Auto) isa = bf16_isa_available(Bf16Isa::Avx512Bf16) ? Bf16Isa::Avx512Bf16 : Bf16Isa::Emulation;
   if (!bf16_isa_available(isa)) throw value_error("this CPU cannot run the requested bfloat16 kernel");
-  RowsFn fn = &Driver<Emulation>::rows;
+  return isa;
+}
+
+// Items [0, n) of f(i0, i1) split over up to `threads` threads, each with at least `grain` floats of
+// `per` floats an item.
+template <class F>
+void split_items(int threads, idx n, idx per, F f) {
+  constexpr idx kGrain = 32 * 1024;
+  const idx nt = std::max<idx>(1, std::min<idx>({threads, n, n * per / kGrain}));
+  struct Ctx { F* f; idx n, nt; } ctx{&f, n, nt};
+  parallel_for(static_cast<int>(nt), nt, [](void* p, idx t) {
+    const Ctx& c = *static_cast<const Ctx*>(p);
+    (*c.f)(c.n * t / c.nt, c.n * (t + 1) / c.nt);
+  }, &ctx);
+}
+
+void bf16_rows(const float* src, idx rows, idx cols, bf16x2* dst, Bf16Isa isa, int threads) {
+  isa = bf16_resolve(isa);
+  const idx P = bf16_pairs(cols);
+  split_items(threads, rows, cols, [&](idx r0, idx r1) {
 #ifdef FASTMLP_BF16_X86
-  if (isa == Bf16Isa::Avx512Bf16) fn = &Driver<Avx512Bf16>::rows;
+    if (isa == Bf16Isa::Avx512Bf16) return rows_avx(src + r0 * cols, r1 - r0, cols, dst + r0 * P);
+#endif
+    rows_plain(src + r0 * cols, r1 - r0, cols, dst + r0 * P);
+  });
+}
+
+void bf16_pairs(const float* src, idx rows, idx cols, idx width, bf16x2* dst, Bf16Isa isa, int threads) {
+  isa = bf16_resolve(isa);
+  const idx P = bf16_pairs(rows), nq = width ? (cols + width - 1) / width : 0;
+  if (nq == 1 && width == cols) {  // one panel: split its pairs (2 rows of src each)
+    split_items(threads, P, 2 * cols, [&](idx p0, idx p1) {
+      const idx r1 = std::min(rows, 2 * p1);
+#ifdef FASTMLP_BF16_X86
+      if (isa == Bf16Isa::Avx512Bf16) return pairs_avx(src + 2 * p0 * cols, r1 - 2 * p0, cols, width, dst + p0 * width);
+#endif
+      pairs_plain(src + 2 * p0 * cols, r1 - 2 * p0, cols, width, dst + p0 * width);
+    });
+    return;
+  }
+  split_items(threads, nq, rows * width, [&](idx q0, idx q1) {  // panels [q0, q1): columns [q0 width, q1 width)
+    const idx c0 = q0 * width, c1 = std::min(cols, q1 * width);
+    bf16x2* d = dst + q0 * P * width;
+    // the panels of a column block: src with row stride cols, so pass the block through a strided view
+#ifdef FASTMLP_BF16_X86
+    if (isa == Bf16Isa::Avx512Bf16) return pairs_avx(src, rows, cols, width, d, c0, c1);
+#endif
+    pairs_plain(src, rows, cols, width, d, c0, c1);
+  });
+}
+
+void bf16_panels_of_rows(const float* src, idx rows, idx cols, bf16x2* dst, Bf16Isa isa, int threads) {
+  isa = bf16_resolve(isa);
+  const idx P = bf16_pairs(cols);
+  split_items(threads, bf16_panels(rows), NR * cols, [&](idx q0, idx q1) {
+    const idx r0 = q0 * NR, r1 = std::min(rows, q1 * NR);
+#ifdef FASTMLP_BF16_X86
+    if (isa == Bf16Isa::Avx512Bf16) return panels_of_rows_avx(src + r0 * cols, r1 - r0, cols, dst + q0 * P * NR);
+#endif
+    panels_of_rows_plain(src + r0 * cols, r1 - r0, cols, dst + q0 * P * NR);
+  });
+}
+
+void gemm_bf16(const bf16x2* a, idx rs, idx cs, const bf16x2* b, const float* bias, float* c, idx M, idx N, idx k,
+               bool accumulate, int threads, Bf16Isa isa) {
+  isa = bf16_resolve(isa);
+  ChunkFn fn = &run_chunk<Emulation>;
+  int mr = Emulation::MR;
+#ifdef FASTMLP_BF16_X86
+  if (isa == Bf16Isa::Avx512Bf16) fn = &run_chunk<Avx512Bf16>, mr = Avx512Bf16::MR;
 #endif
   if (M <= 0 || N <= 0) return;
   const double work = double(M) * double(N) * double(std::max<idx>(k, 1));
-  const idx nt = std::max<idx>(1, static_cast<idx>(std::min({work / double(kWorkPerThread), double(threads), double(M)})));
-  Job job{fn, a, b, bias, c, M, N, bf16_stride(k), nt, accumulate};
-  parallel_for(static_cast<int>(nt), nt, &Job::run, &job);
+  const idx nq = bf16_panels(N), nb = (M + mr - 1) / mr;
+  const bool by_panels = nq >= std::min<idx>(threads, 2) && nq >= nb / 4;
+  const idx most = by_panels ? nq : nb;
+  const idx nt = std::max<idx>(1, static_cast<idx>(std::min({work / double(kWorkPerThread), double(threads), double(most)})));
+  const idx per_unit = (most + 4 * nt - 1) / (4 * nt);  // about 4 units a thread
+  Job job{a, b, rs, cs, bias, c, M, N, bf16_pairs(k), accumulate, by_panels, (most + per_unit - 1) / per_unit, per_unit};
+  parallel_for(static_cast<int>(nt), nt, fn, &job);
 }
 
 }  // namespace fastmlp

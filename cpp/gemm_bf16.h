@@ -5,15 +5,26 @@
 // its emulation twin (the fallback on other CPUs, and the tests' oracle) give
 // the same bits.
 //
-// Operands are bfloat16 rows padded with +0 to bf16_stride(k) (k rounded up to
-// 32) elements. Canonical order of c[i][j] = sum over k of a[i][k] b[j][k]:
-//   lane l in [0, 16), starting from +0, for each chunk k0 = 0, 32, 64, ... <
-//   bf16_stride(k): s_l = fma(a[k0 + 2l + 1], b[k0 + 2l + 1], s_l), then
-//   s_l = fma(a[k0 + 2l], b[k0 + 2l], s_l) (VDPBF16PS: the odd element first),
-//   where each fma treats bfloat16 denormal inputs as zero and flushes a
-//   denormal result to a zero of its sign (round to nearest even, MXCSR not used);
-//   then the pairwise tree s_l = s_l + s_{l+h} for l < h, h = 8, 4, 2, 1 (plain
-//   float32 adds); then c = s_0 + bias[j], or c += s_0 (accumulate).
+// Canonical order of c[i][j] = sum over k of a[i][k] b[k][j], k padded to even
+// with +0: one float32 sum s per output element, starting from +0; for each
+// pair p = 0, 1, ... < pairs(k) in increasing order (one VDPBF16PS lane step):
+//   s = fma(a[i][2p + 1], b[2p + 1][j], s), then s = fma(a[i][2p], b[2p][j], s),
+// where each fma treats bfloat16 denormal inputs as zero and flushes a denormal
+// result to a zero of its sign (round to nearest even, MXCSR not used); then
+// c = s + bias[j], or c += s (accumulate). A result depends only on (row of a,
+// column of b, k): never on the batch, the row's position or the threads.
+//
+// Operands are bfloat16 pairs along k, one 32-bit word each (the even k in the
+// low half, as VDPBF16PS reads them):
+//   rows    (M, pairs(k)) words, word (i, p) = (m[i][2p], m[i][2p + 1]);
+//   pairs   (pairs(k), N) words, word (p, j) = (m[2p][j], m[2p + 1][j]);
+//   panels  the pairs layout of b cut into bf16_panels(N) panels of kBf16NR
+//           columns, each (pairs(k), kBf16NR) words, zero columns past N.
+// The a operand is addressed generally, word (i, p) at a[i * rs + p * cs]:
+// rows is rs = pairs(k), cs = 1; pairs is rs = 1, cs = M. So y = x w^T takes
+// x's rows and the panels of w^T (bf16_panels_of_rows(w)), dx = dy w takes
+// dy's rows and w's pair panels, dw = dy^T x takes dy's pairs and x's pair
+// panels: no operand is transposed.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -22,12 +33,15 @@
 
 namespace fastmlp {
 
-using bf16 = std::uint16_t;  // a bfloat16's bits
+using bf16 = std::uint16_t;       // a bfloat16's bits
+using bf16x2 = std::uint32_t;     // two bfloat16 along k: the even k in the low half
 
 enum class Bf16Isa { Auto, Avx512Bf16, Emulation };
 
 // Whether the CPU runs that path (Auto and Emulation: always).
 bool bf16_isa_available(Bf16Isa isa);
+// Auto resolved to the path this CPU runs; throws if the CPU cannot run isa.
+Bf16Isa bf16_resolve(Bf16Isa isa);
 
 // float32 -> bfloat16 as VCVTNEPS2BF16: round to nearest even; float32 denormals
 // become a zero of their sign; NaN stays NaN (made quiet); overflow gives +-inf.
@@ -45,18 +59,29 @@ inline float from_bf16(bf16 h) {
   return v;
 }
 
-// k rounded up to 32: the padded row length of a bfloat16 operand.
-inline idx bf16_stride(idx k) { return (k + 31) / 32 * 32; }
+// The micro-kernel's columns: the width of a b panel.
+constexpr idx kBf16NR = 32;
+// k pairs (k rounded up to even, halved).
+inline idx bf16_pairs(idx k) { return (k + 1) / 2; }
+// Panels of b for n columns.
+inline idx bf16_panels(idx n) { return (n + kBf16NR - 1) / kBf16NR; }
+// Words of the panels of a (k, n) b operand.
+inline idx bf16_panel_words(idx k, idx n) { return checked_mul(checked_mul(bf16_panels(n), kBf16NR), bf16_pairs(k)); }
 
-// src is (rows, cols) float32; dst is (rows, bf16_stride(cols)), zero padded.
-void convert_bf16(const float* src, bf16* dst, idx rows, idx cols);
-// src is (rows, cols) float32; dst is its transpose (cols, bf16_stride(rows)), zero padded.
-void convert_bf16_transposed(const float* src, bf16* dst, idx rows, idx cols);
+// Conversions, split over up to `threads` threads (pool.h).
+// src is (rows, cols) float32. Rows layout: dst is (rows, pairs(cols)) words.
+void bf16_rows(const float* src, idx rows, idx cols, bf16x2* dst, Bf16Isa isa, int threads = 1);
+// Pairs layout of src (pairs along rows): dst is (pairs(rows), cols) words when
+// width == cols, or the panels of kBf16NR columns when width == kBf16NR.
+void bf16_pairs(const float* src, idx rows, idx cols, idx width, bf16x2* dst, Bf16Isa isa, int threads = 1);
+// Panels of src^T (pairs along cols, columns = rows): bf16_panel_words(cols, rows) words.
+void bf16_panels_of_rows(const float* src, idx rows, idx cols, bf16x2* dst, Bf16Isa isa, int threads = 1);
 
-// a is (M, bf16_stride(k)), b is (N, bf16_stride(k)), bias is (N) or null, c is
-// (M, N): c = a b^T (+ bias), or c += a b^T when accumulate (bias then unused).
-// Rows are split over up to `threads` of fastmlp's threads (pool.h).
-void gemm_bf16(const bf16* a, const bf16* b, const float* bias, float* c, idx M, idx N, idx k, bool accumulate,
-               int threads, Bf16Isa isa = Bf16Isa::Auto);
+// a: word (i, p) at a[i * rs + p * cs] for i < M, p < pairs(k); b: panels of a (k, N)
+// matrix; bias is (N) or null; c is (M, N): c = a b (+ bias), or c += a b when
+// accumulate (bias then unused). Output tiles are split over up to `threads` of
+// fastmlp's threads (pool.h).
+void gemm_bf16(const bf16x2* a, idx rs, idx cs, const bf16x2* b, const float* bias, float* c, idx M, idx N, idx k,
+               bool accumulate, int threads, Bf16Isa isa = Bf16Isa::Auto);
 
 }  // namespace fastmlp

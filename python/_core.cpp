@@ -46,6 +46,14 @@ T* array_data(py::array& a, const char* what, bool writable) {
   // inputs are only read, so read-only arrays are fine
   return writable ? static_cast<T*>(a.mutable_data()) : const_cast<T*>(static_cast<const T*>(a.data()));
 }
+// "auto", "avx512bf16" or "emulation" -> the bfloat16 path, if this CPU runs it
+Bf16Isa bf16_path(const std::string& isa) {
+  const Bf16Isa path = isa == "auto" ? Bf16Isa::Auto : isa == "avx512bf16" ? Bf16Isa::Avx512Bf16
+                       : isa == "emulation" ? Bf16Isa::Emulation
+                       : throw value_error("isa must be 'auto', 'avx512bf16' or 'emulation', got '" + isa + "'");
+  if (!bf16_isa_available(path)) throw value_error("this CPU cannot run the '" + isa + "' kernel");
+  return path;
+}
 // bfloat16 products (cpp/gemm_bf16.h) take float32 models only.
 template <class T>
 void check_bf16(bool bf16) {
@@ -882,43 +890,67 @@ PYBIND11_MODULE(_core, m) {
   m.def("bf16_isa_available", [](const std::string& isa) {
     return isa == "avx512bf16" ? bf16_isa_available(Bf16Isa::Avx512Bf16) : isa == "emulation";
   });
-  // x (rows, cols) -> its bfloat16 bits (rows, bf16_stride(cols)), or of its transpose (cols, bf16_stride(rows))
-  m.def("to_bf16", [](py::array x, bool transposed) {
+  // x (rows, cols) -> its bfloat16 words (bf16x2) in a layout of gemm_bf16.h: "rows" (rows, pairs(cols)),
+  // "pairs" (pairs(rows), cols), "panels" (panels(cols), pairs(rows), NR), "panels_of_rows" (panels(rows),
+  // pairs(cols), NR); on a chosen path ("auto", "avx512bf16", "emulation")
+  m.def("to_bf16", [](py::array x, const std::string& layout, const std::string& isa, int threads) {
     auto [rows, cols] = rows_cols(x, "x");
     const float* xd = array_data<float>(x, "x", false);
-    const idx n = transposed ? cols : rows, k = transposed ? rows : cols;
-    py::array_t<std::uint16_t> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(bf16_stride(k))});
-    bf16* od = out.mutable_data();
+    const Bf16Isa path = bf16_path(isa);
+    std::vector<py::ssize_t> shape;
+    if (layout == "rows") shape = {rows, bf16_pairs(cols)};
+    else if (layout == "pairs") shape = {bf16_pairs(rows), cols};
+    else if (layout == "panels") shape = {bf16_panels(cols), bf16_pairs(rows), kBf16NR};
+    else if (layout == "panels_of_rows") shape = {bf16_panels(rows), bf16_pairs(cols), kBf16NR};
+    else throw value_error("layout must be 'rows', 'pairs', 'panels' or 'panels_of_rows', got '" + layout + "'");
+    py::array_t<std::uint32_t> out(shape);
+    bf16x2* od = out.mutable_data();
     py::gil_scoped_release nogil;
-    if (transposed) convert_bf16_transposed(xd, od, rows, cols);
-    else convert_bf16(xd, od, rows, cols);
+    if (layout == "rows") bf16_rows(xd, rows, cols, od, path, threads);
+    else if (layout == "pairs") bf16_pairs(xd, rows, cols, cols, od, path, threads);
+    else if (layout == "panels") bf16_pairs(xd, rows, cols, kBf16NR, od, path, threads);
+    else bf16_panels_of_rows(xd, rows, cols, od, path, threads);
     return out;
-  });
-  // y = bf16(x) bf16(w)^T (+ b) on a chosen path ("auto", "avx512bf16", "emulation")
-  m.def("gemm_bf16", [](py::array x, py::array w, py::object b, const std::string& isa, int threads) {
-    auto [B, in] = rows_cols(x, "x");
-    auto [out, win] = rows_cols(w, "w");
-    if (win != in) throw value_error("w has " + std::to_string(win) + " columns, x " + std::to_string(in));
+  }, py::arg("x"), py::arg("layout"), py::arg("isa") = "auto", py::arg("threads") = 1);
+  // c = bf16(x) bf16(w) (+ b) on a chosen path, with the operand layouts of the engine's three products:
+  // form "nt" c = x w^T (forward: x rows, w^T panels), "nn" c = x w (dx: x rows, w pair panels),
+  // "tn" c = x^T w (dw: x pairs, w pair panels)
+  // (repeats: the conversions and the product run that many times, for bench/bf16_speed.py's timings)
+  m.def("gemm_bf16", [](py::array x, py::array w, py::object b, const std::string& isa, int threads,
+                        const std::string& form, int repeats) {
+    auto [xr, xc] = rows_cols(x, "x");
+    auto [wr, wc] = rows_cols(w, "w");
+    if (form != "nt" && form != "nn" && form != "tn")
+      throw value_error("form must be 'nt', 'nn' or 'tn', got '" + form + "'");
+    const idx M = form == "tn" ? xc : xr, K = form == "tn" ? xr : xc, N = form == "nt" ? wr : wc;
+    const idx wk = form == "nt" ? wc : wr;
+    if (wk != K) throw value_error("w has " + std::to_string(wk) + " rows or columns to sum over, x " + std::to_string(K));
+    if (threads < 1 || repeats < 1) throw value_error("threads and repeats must be >= 1");
     const float* xd = array_data<float>(x, "x", false);
     const float* wd = array_data<float>(w, "w", false);
     const float* bd = nullptr;
     py::array ba;
     if (!b.is_none()) {
       ba = b.cast<py::array>();
-      if (ba.ndim() != 1 || ba.shape(0) != out) throw value_error("b must have shape (" + std::to_string(out) + ",)");
+      if (ba.ndim() != 1 || ba.shape(0) != N) throw value_error("b must have shape (" + std::to_string(N) + ",)");
       bd = array_data<float>(ba, "b", false);
     }
-    const Bf16Isa path = isa == "auto" ? Bf16Isa::Auto : isa == "avx512bf16" ? Bf16Isa::Avx512Bf16
-                         : isa == "emulation" ? Bf16Isa::Emulation
-                         : throw value_error("isa must be 'auto', 'avx512bf16' or 'emulation', got '" + isa + "'");
-    if (!bf16_isa_available(path)) throw value_error("this CPU cannot run the '" + isa + "' kernel");
-    py::array_t<float> y({static_cast<py::ssize_t>(B), static_cast<py::ssize_t>(out)});
+    const Bf16Isa path = bf16_path(isa);
+    py::array_t<float> y({static_cast<py::ssize_t>(M), static_cast<py::ssize_t>(N)});
     float* yd = y.mutable_data();
     py::gil_scoped_release nogil;
-    std::vector<bf16> xb(static_cast<std::size_t>(B * bf16_stride(in))), wb(static_cast<std::size_t>(out * bf16_stride(in)));
-    convert_bf16(xd, xb.data(), B, in);
-    convert_bf16(wd, wb.data(), out, in);
-    gemm_bf16(xb.data(), wb.data(), bd, yd, B, out, in, false, threads, path);
+    const idx P = bf16_pairs(K);
+    std::vector<bf16x2> xb(static_cast<std::size_t>(std::max(M * P, idx(1)))),
+        wb(static_cast<std::size_t>(std::max(bf16_panel_words(K, N), idx(1))));
+    for (int r = 0; r < repeats; ++r) {
+      if (form == "tn") bf16_pairs(xd, K, M, M, xb.data(), path, threads);
+      else bf16_rows(xd, M, K, xb.data(), path, threads);
+      if (form == "nt") bf16_panels_of_rows(wd, N, K, wb.data(), path, threads);
+      else bf16_pairs(wd, K, N, kBf16NR, wb.data(), path, threads);
+      if (form == "tn") gemm_bf16(xb.data(), 1, M, wb.data(), bd, yd, M, N, K, false, threads, path);
+      else gemm_bf16(xb.data(), P, 1, wb.data(), bd, yd, M, N, K, false, threads, path);
+    }
     return y;
-  });
+  }, py::arg("x"), py::arg("w"), py::arg("b") = py::none(), py::arg("isa") = "auto", py::arg("threads") = 1,
+     py::arg("form") = "nt", py::arg("repeats") = 1);
 }

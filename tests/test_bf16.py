@@ -1,6 +1,6 @@
-"""bfloat16 products (cpp/gemm_bf16.h): the rounding to bfloat16 against a NumPy
-uint32 rounding, the emulation twin against a NumPy evaluation of the documented
-canonical order (bit for bit), the AVX512_BF16 kernel against the twin (bit for
+"""bfloat16 products (cpp/gemm_bf16.h): the rounding to bfloat16 and the operand layouts against NumPy
+uint32 arithmetic, the emulation twin against a NumPy evaluation of the documented canonical order (bit
+for bit) in each of the engine's three product forms, the AVX512_BF16 kernel against the twin (bit for
 bit), and both against a float64 product of the rounded inputs."""
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ HW = _core.bf16_isa_available("avx512bf16")
 needs_hw = pytest.mark.skipif(not HW, reason="this CPU has no AVX512_BF16 (the emulation path is tested alone)")
 PATHS = ["emulation", "auto"] + (["avx512bf16"] if HW else [])
 K_SIZES = [0, 1, 2, 3, 15, 16, 17, 31, 32, 33, 63, 64, 65, 255, 256, 257, 1023, 1024, 1025]
-MN_SIZES = [(0, 3), (3, 0), (1, 1), (1, 17), (5, 4), (6, 4), (7, 5), (13, 16), (17, 33), (12, 8)]
+MN_SIZES = [(0, 3), (3, 0), (1, 1), (1, 17), (2, 16), (3, 15), (5, 4), (11, 31), (12, 32), (13, 33), (17, 63),
+            (24, 64), (25, 65)]
+FORMS = ["nt", "nn", "tn"]  # c = x w^T (forward), x w (dx), x^T w (dw)
+NR = 32  # the kernel's panel width (kBf16NR)
 FLT_MIN = np.float32(2.0**-126)
 
 
@@ -33,15 +36,43 @@ def from_bf16(h):
     return (h.astype(np.uint32) << np.uint32(16)).view(np.float32)
 
 
-def stride(k):
-    return (k + 31) // 32 * 32
+def pairs_of(n):
+    return (n + 1) // 2
 
 
-def padded(x):
-    """x (rows, k) float32 -> its bfloat16 values (rows, stride(k)) as float64, zero padded."""
-    out = np.zeros((x.shape[0], stride(x.shape[1])))
-    out[:, : x.shape[1]] = from_bf16(round_bf16(x))
-    return out
+def even_rows(h):
+    """h (rows, cols) with a zero row appended when rows is odd"""
+    return np.vstack([h, np.zeros((h.shape[0] % 2, h.shape[1]), h.dtype)])
+
+
+def words(lo, hi):
+    return lo.astype(np.uint32) | (hi.astype(np.uint32) << np.uint32(16))
+
+
+def ref_layout(x, layout):
+    """the layouts of gemm_bf16.h in NumPy: words of two bfloat16, the even k in the low half"""
+    h = round_bf16(x).reshape(x.shape)
+    if layout in ("rows", "panels_of_rows"):
+        t = even_rows(h.T)  # (2 pairs(cols), rows)
+        w = words(t[0::2], t[1::2]).T  # (rows, pairs(cols))
+        if layout == "rows":
+            return w
+        pairs = w.T  # the pairs layout of x^T
+    else:
+        e = even_rows(h)
+        pairs = words(e[0::2], e[1::2])  # (pairs(rows), cols)
+        if layout == "pairs":
+            return pairs
+    P, n = pairs.shape
+    q = (n + NR - 1) // NR
+    wide = np.zeros((P, q * NR), np.uint32)
+    wide[:, :n] = pairs
+    return wide.reshape(P, q, NR).transpose(1, 0, 2)
+
+
+def bf16_values(x):
+    """x float32 -> its bfloat16 values as float64"""
+    return from_bf16(round_bf16(x)).reshape(x.shape).astype(np.float64)
 
 
 def flush(v):
@@ -50,21 +81,25 @@ def flush(v):
 
 
 def canonical(x, w, b=None):
-    """y = bf16(x) bf16(w)^T (+ b) in the documented order (gemm_bf16.h). Every step is one fma: the product
-    of two bfloat16 values is exact in float64 and, for the data used (all magnitudes in [2^-4, 4] or zero,
-    k < 2^11), so is the float64 sum; its rounding to float32 is then the fma's single rounding."""
-    a, c = padded(x), padded(w)
-    s = np.zeros((x.shape[0], w.shape[0], 16), np.float32)
-    lanes = 2 * np.arange(16)
-    for k0 in range(0, a.shape[1], 32):
-        for e in (1, 0):
-            k = k0 + lanes + e
-            p = a[:, None, k] * c[None, :, k]  # (M, N, 16), exact
-            s = flush((s.astype(np.float64) + p).astype(np.float32))
-    for h in (8, 4, 2, 1):
-        s = s[..., :h] + s[..., h : 2 * h]
-    y = s[..., 0]
-    return y if b is None else y + b
+    """y = bf16(x) bf16(w)^T (+ b) in the documented order (gemm_bf16.h): per k pair, the odd element's
+    product then the even's, each one fma. The product of two bfloat16 values is exact in float64 and, for
+    the data used (all magnitudes in [2^-4, 4] or zero, k < 2^11), so is the float64 sum; its rounding to
+    float32 is then the fma's single rounding."""
+    a, c = even_rows(bf16_values(x).T).T, even_rows(bf16_values(w).T).T  # k padded to even with +0
+    s = np.zeros((x.shape[0], w.shape[0]), np.float32)
+    for p in range(pairs_of(x.shape[1])):
+        for k in (2 * p + 1, 2 * p):
+            s = flush((s.astype(np.float64) + a[:, k, None] * c[None, :, k]).astype(np.float32))
+    return s if b is None else s + b
+
+
+def product(x, w, b, path, threads, form):
+    """c = x w^T through the hook's operand layouts of `form` (the same values, transposed as needed)"""
+    if form == "nt":
+        return _core.gemm_bf16(x, w, b, path, threads, "nt")
+    if form == "nn":
+        return _core.gemm_bf16(x, np.ascontiguousarray(w.T), b, path, threads, "nn")
+    return _core.gemm_bf16(np.ascontiguousarray(x.T), np.ascontiguousarray(w.T), b, path, threads, "tn")
 
 
 def data(rng, *shape):
@@ -81,30 +116,40 @@ def same_bits(a, b):
     return bool(np.array_equal(a.view(np.uint32)[~nan], b.view(np.uint32)[~nan]))
 
 
-def test_rounding_matches_numpy():
+SPECIAL = np.array([0, 0x80000000, 0x00000001, 0x807FFFFF, 0x00800000, 0x7F800000, 0xFF800000, 0x7FC00000,
+                    0x7F800001, 0xFF800001, 0x7F7FFFFF, 0xFF7FFFFF, 0x3F808000, 0x3F818000, 0x3F808001,
+                    0x3F807FFF, 0x7F7F8000], np.uint32)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_rounding_matches_numpy(path):
+    """every conversion (VCVTNE2PS2BF16 and VCVTNEPS2BF16 on the hardware path) rounds as to_bf16"""
     rng = np.random.default_rng(0)
-    bits = rng.integers(0, 2**32, size=200_000, dtype=np.uint64).astype(np.uint32)
-    special = np.array([0, 0x80000000, 0x00000001, 0x807FFFFF, 0x00800000, 0x7F800000, 0xFF800000, 0x7FC00000,
-                        0x7F800001, 0xFF800001, 0x7F7FFFFF, 0xFF7FFFFF, 0x3F808000, 0x3F818000, 0x3F808001,
-                        0x3F807FFF, 0x7F7F8000], np.uint32)
-    x = np.concatenate([bits, special]).view(np.float32).reshape(-1, 1)
-    got = _core.to_bf16(x, False)
-    assert got.shape == (x.shape[0], 32) and not got[:, 1:].any()
-    assert np.array_equal(got[:, 0], round_bf16(x[:, 0]))
+    bits = rng.integers(0, 2**32, size=199_966, dtype=np.uint64).astype(np.uint32)
+    x = np.concatenate([bits, SPECIAL, SPECIAL[::-1]]).view(np.float32)
+    got = _core.to_bf16(x.reshape(-1, 2), "rows", path)  # word = (x[2i], x[2i + 1])
+    assert got.shape == (x.size // 2, 1) and got.dtype == np.uint32
+    h = round_bf16(x)
+    assert np.array_equal(got[:, 0], words(h[0::2], h[1::2]))
+    for layout in ("rows", "pairs", "panels", "panels_of_rows"):
+        assert np.array_equal(_core.to_bf16(x.reshape(-1, 50), layout, path), ref_layout(x.reshape(-1, 50), layout))
     # ties to even, overflow to inf, NaN stays NaN, denormals to signed zero
-    v = from_bf16(got[-17:, 0])
+    v = from_bf16(round_bf16(SPECIAL.view(np.float32)))
     assert v[0] == 0 and v[2] == 0 and np.signbit(v[3]) and v[3] == 0
     assert np.isinf(v[16]) and np.isnan(v[8]) and np.isnan(v[9])
     assert from_bf16(round_bf16(np.float32([1.00390625, 1.01171875]))).tolist() == [1.0, 1.015625]
 
 
-@pytest.mark.parametrize("rows,cols", [(0, 5), (5, 0), (1, 1), (3, 31), (33, 2), (40, 65)])
-def test_transposed_conversion(rows, cols):
-    x = np.random.default_rng(1).normal(size=(rows, cols)).astype(np.float32)
-    t = _core.to_bf16(x, True)
-    assert t.shape == (cols, stride(rows))
-    assert np.array_equal(t[:, :rows], round_bf16(x.T).reshape(cols, rows)) and not t[:, rows:].any()
-    assert np.array_equal(_core.to_bf16(np.ascontiguousarray(x.T), False), t)
+@pytest.mark.parametrize("layout", ["rows", "pairs", "panels", "panels_of_rows"])
+@pytest.mark.parametrize("rows,cols", [(0, 5), (5, 0), (1, 1), (2, 2), (3, 31), (33, 2), (40, 65), (17, 32),
+                                       (64, 33), (150, 97), (300, 250), (301, 251)])  # the last two: on 2 threads
+def test_layouts(layout, rows, cols):
+    x = np.random.default_rng(rows * 1000 + cols).normal(size=(rows, cols)).astype(np.float32)
+    want = ref_layout(x, layout)
+    for path in PATHS:
+        for threads in (1, 2):
+            got = _core.to_bf16(x, layout, path, threads)
+            assert got.shape == want.shape and np.array_equal(got, want), (path, threads)
 
 
 @pytest.mark.parametrize("k", K_SIZES)
@@ -116,7 +161,8 @@ def test_emulation_is_the_canonical_order(k, mn):
     for bias in (None, b):
         want = canonical(x, w, bias)
         for path in PATHS:
-            assert same_bits(_core.gemm_bf16(x, w, bias, path, 1), want), path
+            for form in FORMS:
+                assert same_bits(product(x, w, bias, path, 1, form), want), (path, form)
 
 
 @pytest.mark.parametrize("k", [1, 33, 300, 1025])
@@ -125,8 +171,8 @@ def test_close_to_float64_product(k):
     rng = np.random.default_rng(k)
     x = (rng.normal(size=(9, k)) * np.exp(rng.normal(size=(9, k)))).astype(np.float32)
     w = rng.normal(size=(7, k)).astype(np.float32)
-    ref = padded(x) @ padded(w).T
-    scale = np.abs(padded(x)) @ np.abs(padded(w)).T
+    ref = bf16_values(x) @ bf16_values(w).T
+    scale = np.abs(bf16_values(x)) @ np.abs(bf16_values(w)).T
     for path in PATHS:
         got = _core.gemm_bf16(x, w, None, path, 1)
         assert np.all(np.abs(got - ref) <= 1e-5 * scale + 1e-30), path
@@ -139,8 +185,9 @@ def test_flush_to_zero_of_denormal_results():
     x = np.float32([[2.0**-100, 2.0**-100, 1.0]])
     w = np.float32([[2.0**-30, -(2.0**-30), 0.0]])
     for path in PATHS:
-        y = _core.gemm_bf16(x, w, None, path, 1)
-        assert y[0, 0] == 0 and same_bits(y, canonical(x, w))
+        for form in FORMS:
+            y = product(x, w, None, path, 1, form)
+            assert y[0, 0] == 0 and same_bits(y, canonical(x, w))
     assert (np.float32(2.0**-100) * np.float32(2.0**-30)) != 0  # float32 itself would not flush
 
 
@@ -148,9 +195,9 @@ def test_flush_to_zero_of_denormal_results():
 @pytest.mark.parametrize("scale", [1.0, 1e-20, 1e-34, 1e-36, 1e19, 1e33])  # 1e-34..: denormal sums flushed
 def test_hardware_equals_emulation(scale):
     """random data over the whole float32 range, with tiny, huge, zero, inf and NaN values and
-    cancellations: the same bits on both paths (NaN: any NaN)"""
+    cancellations: the same bits on both paths and in every form (NaN: any NaN)"""
     rng = np.random.default_rng(int(np.log10(scale) + 40))
-    for m, n, k in [(7, 9, 1), (13, 5, 31), (6, 17, 64), (25, 11, 333), (3, 4, 1500)]:
+    for m, n, k in [(7, 9, 1), (13, 5, 31), (6, 17, 64), (25, 11, 333), (3, 4, 1500), (30, 70, 130)]:
         x = (rng.normal(size=(m, k)) * scale * np.exp(rng.normal(size=(m, k)) * 3)).astype(np.float32)
         w = (rng.normal(size=(n, k)) * np.exp(rng.normal(size=(n, k)) * 3)).astype(np.float32)
         x[rng.random(x.shape) < 0.05] = 0
@@ -161,24 +208,32 @@ def test_hardware_equals_emulation(scale):
             x[0, 3], w[1, 5], x[2, 4] = np.inf, -np.inf, np.nan
         b = rng.normal(size=n).astype(np.float32)
         with np.errstate(all="ignore"):
-            assert same_bits(_core.gemm_bf16(x, w, b, "avx512bf16", 1), _core.gemm_bf16(x, w, b, "emulation", 1))
+            want = _core.gemm_bf16(x, w, b, "emulation", 1)
+            for form in FORMS:
+                assert same_bits(product(x, w, b, "avx512bf16", 2, form), want), form
 
 
 @needs_hw
 def test_hardware_threads_and_batch_do_not_change_bits():
     rng = np.random.default_rng(5)
     x, w = data(rng, 203, 300), data(rng, 70, 300)
-    one = _core.gemm_bf16(x, w, None, "avx512bf16", 1)
-    assert same_bits(_core.gemm_bf16(x, w, None, "avx512bf16", 2), one)
-    assert same_bits(_core.gemm_bf16(x[5:6], w, None, "avx512bf16", 1), one[5:6])
+    for form in FORMS:
+        one = product(x, w, None, "avx512bf16", 1, form)
+        assert same_bits(product(x, w, None, "avx512bf16", 2, form), one)
+        assert same_bits(product(x[5:6], w, None, "avx512bf16", 1, form), one[5:6])
+        assert same_bits(product(x[7:40], w[3:50], None, "avx512bf16", 2, form), one[7:40, 3:50])
 
 
 def test_bad_arguments():
     x = np.ones((2, 3), np.float32)
     with pytest.raises(ValueError, match="isa must be"):
         _core.gemm_bf16(x, x, None, "bogus", 1)
-    with pytest.raises(ValueError, match="columns"):
+    with pytest.raises(ValueError, match="to sum over"):
         _core.gemm_bf16(x, np.ones((2, 4), np.float32), None, "auto", 1)
+    with pytest.raises(ValueError, match="form must be"):
+        _core.gemm_bf16(x, x, None, "auto", 1, "tt")
+    with pytest.raises(ValueError, match="layout must be"):
+        _core.to_bf16(x, "columns")
     with pytest.raises(TypeError, match="float32"):
         _core.gemm_bf16(x.astype(np.float64), x, None, "auto", 1)
 
@@ -223,8 +278,8 @@ def test_first_layer_against_float64_reference():
     model = fm.Sequential(fm.Linear(300, 40), seed=1, dtype="float32")
     x = (rng.normal(size=(50, 300)) * 3).astype(np.float32)
     W, b = weights(model)
-    ref = padded(x) @ padded(W).T + b
-    scale = np.abs(padded(x)) @ np.abs(padded(W)).T + np.abs(b)
+    ref = bf16_values(x) @ bf16_values(W).T + b
+    scale = np.abs(bf16_values(x)) @ np.abs(bf16_values(W)).T + np.abs(b)
     assert np.all(np.abs(model.predict(x, precision="bfloat16") - ref) <= 1e-5 * scale)
 
 

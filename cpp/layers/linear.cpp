@@ -25,19 +25,20 @@ FASTMLP_SIMD void column_sums(const T* dy, T* db, idx B, idx out, bool accumulat
   }
 }
 
-// ---- bfloat16 products (gemm_bf16.h): float32 in and out, the operands rounded to bfloat16 in h, with
-// s = bf16_stride. Forward: xb (B, s(in)), wb (out, s(in)). Backward, in the same elements: dyt (out, s(B)),
-// xt (in, s(B)), dyb (B, s(out)), wt (in, s(out)).
+// ---- bfloat16 products (gemm_bf16.h): float32 in and out, the operands converted to bfloat16 in h (as
+// bf16x2 words, P = bf16_pairs). Forward: xr (B, P(in)) rows, wt the panels of w^T (bf16_panel_words(in, out)).
+// Backward, dw first, then dx in the same words: dyp (P(B), out) pairs and xp x's pair panels
+// (bf16_panel_words(B, in)); dyr (B, P(out)) rows and wp w's pair panels (bf16_panel_words(out, in)).
 template <class T>
 void forward_bf16(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out, bf16* h) {
   if constexpr (!std::is_same_v<T, float>) {
     throw value_error("bfloat16 products need a float32 model");
   } else {
-    bf16 *xb = h, *wb = h + B * bf16_stride(in);
-    convert_bf16(x, xb, B, in);
-    convert_bf16(w, wb, out, in);
-    // y (B, out) = xb wb^T (+ b)
-    gemm_bf16(xb, wb, b, y, B, out, in, false, pool_threads());
+    bf16x2 *xr = reinterpret_cast<bf16x2*>(h), *wt = xr + B * bf16_pairs(in);
+    bf16_rows(x, B, in, xr, Bf16Isa::Auto, pool_threads());
+    bf16_panels_of_rows(w, out, in, wt, Bf16Isa::Auto, pool_threads());
+    // y (B, out) = xr wt (+ b)
+    gemm_bf16(xr, bf16_pairs(in), 1, wt, b, y, B, out, in, false, pool_threads());
   }
 }
 template <class T>
@@ -46,26 +47,27 @@ void backward_bf16(const T* dy, const T* x, const T* w, T* dx, T* dw, idx B, idx
   if constexpr (!std::is_same_v<T, float>) {
     throw value_error("bfloat16 products need a float32 model");
   } else {
-    bf16 *dyt = h, *xt = dyt + out * bf16_stride(B), *dyb = xt + in * bf16_stride(B),
-         *wt = dyb + B * bf16_stride(out);
-    // dw (out, in) (+)= dyt xt^T, summed over the batch
-    convert_bf16_transposed(dy, dyt, B, out);
-    convert_bf16_transposed(x, xt, B, in);
-    gemm_bf16(dyt, xt, nullptr, dw, out, in, B, accumulate, pool_threads());
+    // dw (out, in) (+)= dy^T x, summed over the batch: a = dyp (rs 1, cs out), b = xp
+    bf16x2 *dyp = reinterpret_cast<bf16x2*>(h), *xp = dyp + bf16_pairs(B) * out;
+    bf16_pairs(dy, B, out, out, dyp, Bf16Isa::Auto, pool_threads());
+    bf16_pairs(x, B, in, kBf16NR, xp, Bf16Isa::Auto, pool_threads());
+    gemm_bf16(dyp, 1, out, xp, nullptr, dw, out, in, B, accumulate, pool_threads());
     if (!dx) return;
-    // dx (B, in) = dyb wt^T, summed over the outputs
-    convert_bf16(dy, dyb, B, out);
-    convert_bf16_transposed(w, wt, out, in);
-    gemm_bf16(dyb, wt, nullptr, dx, B, in, out, false, pool_threads());
+    // dx (B, in) = dy w, summed over the outputs: a = dyr (rs P(out), cs 1), b = wp
+    bf16x2 *dyr = reinterpret_cast<bf16x2*>(h), *wp = dyr + B * bf16_pairs(out);
+    bf16_rows(dy, B, out, dyr, Bf16Isa::Auto, pool_threads());
+    bf16_pairs(w, out, in, kBf16NR, wp, Bf16Isa::Auto, pool_threads());
+    gemm_bf16(dyr, bf16_pairs(out), 1, wp, nullptr, dx, B, in, out, false, pool_threads());
   }
 }
 }  // namespace
 
+// bfloat16 elements (two per bf16x2 word) of h for a batch of B rows
 idx linear_bf16_scratch(idx B, idx in, idx out) {
-  const idx fwd = checked_mul(checked_add(B, out), bf16_stride(in));
-  const idx bwd = checked_add(checked_mul(checked_add(out, in), bf16_stride(B)),
-                              checked_mul(checked_add(B, in), bf16_stride(out)));
-  return std::max(fwd, bwd);
+  const idx fwd = checked_add(checked_mul(B, bf16_pairs(in)), bf16_panel_words(in, out));
+  const idx dw = checked_add(checked_mul(bf16_pairs(B), out), bf16_panel_words(B, in));
+  const idx dx = checked_add(checked_mul(B, bf16_pairs(out)), bf16_panel_words(out, in));
+  return checked_mul(std::max({fwd, dw, dx}), 2);
 }
 
 template <class T>
