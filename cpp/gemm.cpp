@@ -405,43 +405,25 @@ struct Outer {
     }
   };
 
-  // bp: the w^T panels of w rows [j0, j0 + nc): panel q (in, NR) at bp + q NR in,
-  // bp[q NR in + (off[k % L] + k / L) NR + j] = w[j0 + q NR + j][k]; zero past nc.
-  AVX512 static void pack_w(const T* w, idx in, const Phases& ph, idx j0, idx nc, T* bp) {
-    for (idx jp = 0; jp < nc; jp += NR) {
-      T* d = bp + jp * in;
-      for (int g = 0; g < NV; ++g) {
-        const idx rows = std::clamp<idx>(nc - jp - g * W, 0, W);
-        const T* s = w + (j0 + jp + g * W) * in;
-        for (idx k0 = 0; k0 < in; k0 += W) {
-          const int kt = static_cast<int>(std::min<idx>(W, in - k0));
-          const auto m = vmask(kt, T());
-          V r[W];
-          for (int i = 0; i < W; ++i) r[i] = i < rows ? vloadn(m, s + i * in + k0) : vzero(T());
-          transpose(r);  // r[c]: k = k0 + c, phase c
-          for (int c = 0; c < kt; ++c) vstore(d + (ph.off[c] + k0 / L) * NR + g * W, r[c]);
-        }
-      }
-    }
-  }
-  // ap: the x panels of rows [i0, i0 + mc): panel q (in, MR) at ap + q MR in,
-  // ap[q MR in + (off[k % L] + k / L) MR + i] = x[i0 + q MR + i][k] (rows past mc: zero, not read).
-  // W x W blocks transposed in registers, as pack_w.
-  AVX512 static void pack_x(const T* x, idx in, const Phases& ph, idx i0, idx mc, T* ap) {
-    constexpr int G = (MR + W - 1) / W;  // row groups of W per panel
-    for (idx ip = 0; ip < mc; ip += MR) {
-      T* d = ap + ip * in;
+  // The panels (in, WIDTH) of src rows [r0, r0 + n) (src is (rows, in)): panel q at dst + q WIDTH in,
+  // dst[q WIDTH in + (off[k % L] + k / L) WIDTH + i] = src[r0 + q WIDTH + i][k]; rows past n: zero.
+  // W x W blocks transposed in registers. w^T panels are WIDTH = NR wide, x panels WIDTH = MR.
+  template <int WIDTH>
+  AVX512 static void pack(const T* src, idx in, const Phases& ph, idx r0, idx n, T* dst) {
+    constexpr int G = (WIDTH + W - 1) / W;  // row groups of W per panel
+    for (idx ip = 0; ip < n; ip += WIDTH) {
+      T* d = dst + ip * in;
       for (int g = 0; g < G; ++g) {
-        const idx rows = std::clamp<idx>(mc - ip - g * W, 0, std::min(W, MR - g * W));
-        const auto keep = vmask(std::min(W, MR - g * W), T());
-        const T* s = x + (i0 + ip + g * W) * in;
+        const idx rows = std::clamp<idx>(n - ip - g * W, 0, std::min(W, WIDTH - g * W));
+        const auto keep = vmask(std::min(W, WIDTH - g * W), T());
+        const T* s = src + (r0 + ip + g * W) * in;
         for (idx k0 = 0; k0 < in; k0 += W) {
           const int kt = static_cast<int>(std::min<idx>(W, in - k0));
           const auto m = vmask(kt, T());
           V r[W];
           for (int i = 0; i < W; ++i) r[i] = i < rows ? vloadn(m, s + i * in + k0) : vzero(T());
           transpose(r);  // r[c]: k = k0 + c, phase c
-          for (int c = 0; c < kt; ++c) vstoren(keep, d + (ph.off[c] + k0 / L) * MR + g * W, r[c]);
+          for (int c = 0; c < kt; ++c) vstoren(keep, d + (ph.off[c] + k0 / L) * WIDTH + g * W, r[c]);
         }
       }
     }
@@ -521,10 +503,10 @@ struct Outer {
     T* bp = pb.get(nc_max * k1);  // (in, nc_max)
     for (idx jc = c0; jc < c1; jc += nc_max) {
       const idx nc = std::min(nc_max, c1 - jc);
-      pack_w(w, in, ph, jc, nc, bp);
+      pack<NR>(w, in, ph, jc, nc, bp);
       for (idx ic = r0; ic < r1; ic += mc_max) {
         const idx mc = std::min(mc_max, r1 - ic);
-        pack_x(x, in, ph, ic, mc, ap);
+        pack<MR>(x, in, ph, ic, mc, ap);
         for (idx ir = 0; ir < mc; ir += MR) {
           const int m = static_cast<int>(std::min<idx>(MR, mc - ir));
           for (idx jr = 0; jr < nc; jr += NR) {
