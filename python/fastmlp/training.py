@@ -573,14 +573,8 @@ def _forward_chunks(model: Any, a: np.ndarray, batch_size: int | None, n_threads
                     bf16: bool = False) -> np.ndarray:
     """Eval-mode output of the checked 2-D array a, in chunks of batch_size rows (default 4096)."""
     chunk = 4096 if batch_size is None else check_int(batch_size, "batch_size", low=1, high=2**62)
-    # blas_threads without its generator: a one-row predict is ~10 us, the context manager ~1 us of it
-    n, _ = thread_plan(n_threads, model, min(chunk, a.shape[0]))
-    before = _core.blas_get_num_threads()
-    _core.blas_set_num_threads(n)
-    try:
+    with blas_threads(n_threads, model, min(chunk, a.shape[0])):
         return model._core.predict(a, chunk, bf16)
-    finally:
-        _core.blas_set_num_threads(before)
 
 
 def predict(model: Any, X: Any, batch_size: int | None = None, n_threads: int | None = None,
