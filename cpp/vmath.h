@@ -127,18 +127,19 @@ FASTMLP_VINLINE T vtanh(T x) {
 
 // log(1 + f) for f in [sqrt(2)/2 - 1, sqrt(2) - 1]. With s = f / (2 + f), log(1 + f) = 2 atanh(s)
 // = 2s + s R(s^2), R(z) = 2z/3 + 2z^2/5 + ... (Taylor, |s| <= 0.172: to z^10 in double, truncation
-// < 2e-18 relative, to z^4 in float, < 3e-9), and 2s = f - s f, so log(1 + f) = f - s (f - R) with
-// the leading term exact.
+// < 2e-18 relative, to z^4 in float, < 3e-9), and s f = h - s h with h = f^2 / 2 (fdlibm's form), so
+// log(1 + f) = f - (h - s (h + R)): the leading term exact, and the error of s (from the division)
+// only in the small s (h + R).
 FASTMLP_VINLINE double log1p_kernel(double f) {
-  const double s = f / (2.0 + f), z = s * s;
+  const double s = f / (2.0 + f), z = s * s, hfsq = 0.5 * f * f;
   double q = 2.0 / 21;
   for (int k = 19; k >= 3; k -= 2) q = q * z + 2.0 / k;
-  return f - s * (f - q * z);
+  return f - (hfsq - s * (hfsq + q * z));
 }
 FASTMLP_VINLINE float log1p_kernel(float f) {
-  const float s = f / (2.0f + f), z = s * s;
+  const float s = f / (2.0f + f), z = s * s, hfsq = 0.5f * f * f;
   const float q = ((2.0f / 9 * z + 2.0f / 7) * z + 2.0f / 5) * z + 2.0f / 3;
-  return f - s * (f - q * z);
+  return f - (hfsq - s * (hfsq + q * z));
 }
 
 // log(1 + x) within 1 ulp for x > -1 (x itself for +-0); -inf at -1, NaN below and for NaN, +inf at +inf.
