@@ -54,7 +54,7 @@ struct Workspace {
   // layers draw those rows' numbers, so a batch's masks do not depend on how it is split.
   idx row0 = 0;
   // The random layers' stream position of a training pass: -1, the model's dropout_calls, advanced by
-  // the pass; else this one, and the caller advances dropout_calls (once for a split batch's halves)
+  // the pass; else this one, and the caller advances dropout_calls (once for a split batch's chunks)
   std::int64_t stream = -1;
 };
 

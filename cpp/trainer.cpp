@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "finite.h"
+#include "pool.h"
 #include "rng.h"
 
 namespace fastmlp {
@@ -128,26 +129,25 @@ FASTMLP_SIMD void error_sums(const T* a, const T* b, idx n, double& abs, double&
   sq += s2;
 }
 
-// out (n) += in (n) on two threads (the calling one and w), each a half of the range; small n on the
-// calling thread alone (a hand-off costs more than it saves)
+constexpr idx kSumBlock = idx(1) << 14;  // elements
+
+// g[0] (n) += g[1] + ... + g[k-1], summed in a fixed tree (for s = 1, 2, 4, ...: g[c] += g[c + s] for
+// c = 0, 2s, 4s, ...), in blocks of elements over up to `threads` of the pool's threads: every
+// element's sum is the same on any thread
 template <class T>
-void add_into_split(T* out, const T* in, idx n, Worker& w) {
-  constexpr idx kMin = idx(1) << 15;
-  if (n < kMin) return add_into(out, in, n);
-  struct Job {
-    T* out;
-    const T* in;
-    idx n;
-    static void run(void* p) {
-      auto* j = static_cast<Job*>(p);
-      add_into(j->out, j->in, j->n);
+void sum_chunk_grads(T* const* g, idx k, idx n, int threads) {
+  struct Sum {
+    T* const* g;
+    idx k, n;
+    static void run(void* p, idx block) {
+      auto* s = static_cast<Sum*>(p);
+      const idx lo = block * kSumBlock, len = std::min(kSumBlock, s->n - lo);
+      for (idx step = 1; step < s->k; step *= 2)
+        for (idx c = 0; c + step < s->k; c += 2 * step) add_into(s->g[c] + lo, s->g[c + step] + lo, len);
     }
-  };
-  const idx h = n / 2 / 16 * 16;  // the worker's part starts on a 64-byte boundary of float32
-  Job other{out + h, in + h, n - h};
-  w.post(&Job::run, &other);
-  add_into(out, in, h);
-  w.wait();
+  } sum{g, k, n};
+  const idx blocks = (n + kSumBlock - 1) / kSumBlock;
+  parallel_for(n < 2 * kSumBlock ? 1 : threads, blocks, &Sum::run, &sum);
 }
 
 // A step that failed on another rank (maps to Python RuntimeError).
@@ -155,8 +155,8 @@ struct peer_error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Everything a step over rows of one batch needs: the whole batch on the
-// calling thread, or one half of a split batch on either thread.
+// Everything a step over rows of one batch needs: the whole batch, or one
+// chunk of a split batch on any thread.
 template <class T>
 struct BatchJob {
   Model<T>* m;
@@ -165,17 +165,17 @@ struct BatchJob {
   idx start, C;
   const std::int64_t* lb;  // (b) the batch's labels, gathered, or null
   const T* wb;             // (b) the batch's sample weights, gathered, or null
-  LossSpec<T> spec;        // for a half: reduction 'sum', scaled by 1 / the whole batch's denominator
+  LossSpec<T> spec;        // for a chunk: reduction 'sum', scaled by 1 / the whole batch's denominator
   bool count, errors;
-  BatchHalf<T>* half;
+  BatchChunk<T>* chunks;
   std::int64_t stream = -1;  // a split batch: its random layers' stream position (Workspace::stream)
 
-  static void run(void* ctx) {
+  static void run(void* ctx, idx c) {
     auto* self = static_cast<BatchJob*>(ctx);
-    self->step(*self->half);
+    self->step(self->chunks[c]);
   }
   // forward + loss + backward of rows [h.r0, h.r1) of the batch, gradients into h.grads
-  void step(BatchHalf<T>& h) const {
+  void step(BatchChunk<T>& h) const {
     const idx rows = h.r1 - h.r0, in = d->in;
     const T* x = d->X + (start + h.r0) * in;
     const T* t = d->target ? d->target + (start + h.r0) * d->C : nullptr;
@@ -237,7 +237,9 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
   if (first < 0 || (first > 0 && first >= (N + B - 1) / B))
     throw value_error("first batch " + std::to_string(first) + " is out of range");
   const bool pass_ends = count < 0 || first + count >= (N + B - 1) / B;  // the call reaches the last batch
-  const bool split = workers >= 2 && m.rows_independent(true);
+  const bool chunked = m.rows_independent(true);
+  const idx P = m.n_params();
+  auto chunks_of = [&](idx rows) { return chunked ? batch_chunks(rows, P, idx(sizeof(T))) : idx(1); };
   if (shuffle) {
     buf.perm.resize(static_cast<size_t>(N));
     for (idx i = 0; i < N; ++i) buf.perm[i] = i;
@@ -250,12 +252,13 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
     if (loss.sample_weight) buf.wb.reserve(B);
     if (d.labels) buf.lb.resize(static_cast<size_t>(B));
   }
-  buf.half[0].grads = m.grads();
-  if (split) {
-    worker_for(buf.worker);
-    buf.grads2.reserve(m.n_params());
-    buf.half[1].grads = buf.grads2.data();
-  }
+  // the chunks' gradients: chunk 0's in the model's, the others' in buffers of their own (the last
+  // batch, smaller, has as many chunks or fewer)
+  T* chunk_grads[kMaxChunks];
+  buf.chunk_grads.reserve(checked_mul(chunks_of(B) - 1, P));
+  for (idx c = 0; c < kMaxChunks; ++c)
+    chunk_grads[c] = c == 0 ? m.grads() : c < chunks_of(B) ? buf.chunk_grads.data() + (c - 1) * P : nullptr;
+  for (idx c = 0; c < kMaxChunks; ++c) buf.chunk[c].grads = chunk_grads[c];
   buf.snapshot.save(m, opt, true);
   double loss_sum = 0, penalty_sum = 0;
   LossSpec<T> sp = loss;  // its sample_weight points at the batch's weights
@@ -322,46 +325,42 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       }
       continue;
     }
-    BatchJob<T> job{&m, &d, p, start, C, lb, sp.sample_weight, sp, count_accuracy, errors, &buf.half[0]};
-    double denom = split && b >= 2 ? denom_all : 0;
+    BatchJob<T> job{&m, &d, p, start, C, lb, sp.sample_weight, sp, count_accuracy, errors, buf.chunk};
+    const idx K = chunks_of(b);
+    BatchChunk<T>& whole = buf.chunk[0];  // a whole batch, or where the chunks' results are summed
+    double denom = K >= 2 ? denom_all : 0;
     if (comm) {  // this rank's sums: the global batch's mean comes after the reduction
       job.spec.reduction = Reduction::Sum;
-      denom = split && b >= 2 ? 1 : 0;
+      denom = K >= 2 ? 1 : 0;
     }
     if (denom > 0 && std::isfinite(denom)) {
-      // two halves at once, each with reduction 'sum' over the whole batch's denominator
+      // K chunks, each with reduction 'sum' over the whole batch's denominator
       job.spec.reduction = Reduction::Sum;
       job.spec.scale = sp.scale / denom;
-      // both halves draw the batch's one dropout stream (each the masks of its own rows), advanced once
+      // every chunk draws the batch's one dropout stream (each the masks of its own rows), advanced once
       job.stream = static_cast<std::int64_t>(m.dropout_calls);
-      BatchJob<T> other = job;
-      other.half = &buf.half[1];
-      buf.half[0].r0 = 0;
-      buf.half[0].r1 = buf.half[1].r0 = b / 2;
-      buf.half[1].r1 = b;
-      buf.worker->post(&BatchJob<T>::run, &other);
-      std::exception_ptr mine;
-      try {
-        job.step(buf.half[0]);
-      } catch (...) {
-        mine = std::current_exception();
+      for (idx c = 0; c < K; ++c) {
+        buf.chunk[c].r0 = b * c / K;
+        buf.chunk[c].r1 = b * (c + 1) / K;
       }
-      buf.worker->wait();  // before anything unwinds: the worker uses this frame's data
-      if (mine) std::rethrow_exception(mine);
+      parallel_take(workers, K, &BatchJob<T>::run, &job);
       if (m.has_dropout()) ++m.dropout_calls;
-      buf.half[0].value += buf.half[1].value;
-      buf.half[0].correct += buf.half[1].correct;
-      buf.half[0].scored += buf.half[1].scored;
-      buf.half[0].abs_err += buf.half[1].abs_err;
-      buf.half[0].sq_err += buf.half[1].sq_err;
-      if (std::isfinite(buf.half[0].value)) add_into_split(m.grads(), buf.grads2.data(), m.n_params(), *buf.worker);
+      for (idx c = 1; c < K; ++c) {  // in chunk order
+        const BatchChunk<T>& h = buf.chunk[c];
+        whole.value += h.value;
+        whole.correct += h.correct;
+        whole.scored += h.scored;
+        whole.abs_err += h.abs_err;
+        whole.sq_err += h.sq_err;
+      }
+      if (std::isfinite(whole.value)) sum_chunk_grads(chunk_grads, K, P, workers);
     } else {
-      buf.half[0].r0 = 0;
-      buf.half[0].r1 = b;
-      job.step(buf.half[0]);
+      whole.r0 = 0;
+      whole.r1 = b;
+      job.step(whole);
     }
-    double value = buf.half[0].value, rows = double(b), correct = double(buf.half[0].correct),
-           scored = double(buf.half[0].scored), abs_err = buf.half[0].abs_err, sq_err = buf.half[0].sq_err;
+    double value = whole.value, rows = double(b), correct = double(whole.correct), scored = double(whole.scored),
+           abs_err = whole.abs_err, sq_err = whole.sq_err;
     if (comm) {  // the global batch: sums over the ranks, then the gradient's allreduce
       double* s = comm->stats;
       std::fill(s, s + S::kStats, 0.0);

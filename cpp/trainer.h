@@ -10,7 +10,6 @@
 
 #include "model.h"
 #include "schedules.h"
-#include "worker.h"
 
 namespace fastmlp {
 
@@ -60,11 +59,27 @@ struct Snapshot {
   void restore(Model<T>& m, Optimizer<T>& opt);
 };
 
-// The rows of a batch one thread steps on (the whole batch, or one half of a
-// batch split between two threads): its gathered rows, its forward/backward
-// buffers and the result of its step.
+// fit splits a batch of `rows` rows (of a model whose rows are independent in
+// training) into this many chunks: a function of the batch and the model's size
+// alone, never of the threads, so that every n_threads gives the same bits.
+// Each chunk's gradient goes to a buffer of its own (the first to the model's),
+// and they are summed in a fixed tree. One chunk below 64 rows, two from 64;
+// four or eight when each chunk keeps 128 rows or more and the extra gradient
+// buffers stay within 8 MiB (bigger models: summing them costs more than the
+// threads bring).
+constexpr idx kMaxChunks = 8;
+inline idx batch_chunks(idx rows, idx n_params, idx elem_size) {
+  constexpr idx kMinRows = 32, kWideRows = 128, kBudget = idx(8) << 20;
+  if (rows < 2 * kMinRows) return 1;
+  idx k = 2;
+  while (2 * k <= kMaxChunks && rows / (2 * k) >= kWideRows && (2 * k - 1) * n_params <= kBudget / elem_size) k *= 2;
+  return k;
+}
+
+// The rows of a batch one chunk steps on: its gathered rows, its
+// forward/backward buffers and the result of its step.
 template <class T>
-struct BatchHalf {
+struct BatchChunk {
   Buffer<T> xb, tb;  // gathered inputs (rows, in) and targets (rows, C)
   Workspace<T> ws;
   T* grads = nullptr;  // where its parameter gradients go (n_params)
@@ -76,18 +91,16 @@ struct BatchHalf {
 };
 
 // Buffers of a fit call, kept by the model between calls: the permutation,
-// the batch's gathered labels and weights, the halves (half[0] also serves a
-// whole batch); with two workers, the second half's gradients and the worker
-// thread.
+// the batch's gathered labels and weights, the chunks (chunk[0] also serves a
+// whole batch) and the gradients of chunks 1.. (n_params each).
 template <class T>
 struct FitBuffers {
   Buffer<T> wb;
   Snapshot<T> snapshot;  // the model and optimizer at the start of the epoch
   std::vector<std::int64_t> lb;
   std::vector<idx> perm;
-  BatchHalf<T> half[2];
-  Buffer<T> grads2;
-  std::unique_ptr<Worker> worker;
+  BatchChunk<T> chunk[kMaxChunks];
+  Buffer<T> chunk_grads;
 };
 
 // Data-parallel training (fastmlp.distributed): the sums over all ranks that
@@ -123,19 +136,20 @@ struct Clip {
 
 // One epoch over d in batches (loss.sample_weight, if set, holds the N
 // rows' weights and is gathered with the batches) of `batch` rows, shuffled with a stream derived
-// from (model seed, model.epochs_done) when shuffle is set. With workers == 2
-// (and a model whose rows are independent in training) each batch is split in
-// two halves computed at once on two threads, each with single-threaded BLAS;
-// their gradients are summed before the step. The result is the same
-// computation in another summation order, deterministic for a given worker
-// count: dropout's masks are the whole batch's (each half draws its rows'
-// numbers of the batch's one stream, Workspace::row0).
+// from (model seed, model.epochs_done) when shuffle is set. A model whose rows
+// are independent in training has each batch split into batch_chunks() chunks,
+// taken by up to `workers` of the pool's threads (products single-threaded, the
+// caller sets BLAS's threads); the chunks' gradients are summed in a fixed tree
+// before the step. The result is the whole batch's computation in another
+// summation order, and the same bits for any `workers`: dropout's masks are the
+// whole batch's (each chunk draws its rows' numbers of the batch's one stream,
+// Workspace::row0).
 // sched, if given, sets each batch's lr (and momentum) before its step.
 // With comm, d is this rank's shard and batch its share of the global batch:
 // comm->steps batches, each rank's shuffle stream also derived from its rank,
 // the loss and gradient of each step those of the global batch (its mean over
 // the global denominator), and the returned stats global. clip applies to
-// each step's whole gradient (the two halves' sum; with comm, after the
+// each step's whole gradient (the chunks' sum; with comm, after the
 // allreduce), just before the step. errors (a target d.target): the stats'
 // abs_err and sq_err (the metrics 'mae' and 'mse', from the training outputs).
 // Without comm, first and count (>= 0) take only batches [first, first + count)

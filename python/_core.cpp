@@ -554,7 +554,7 @@ void bind_dtype(py::module_& m, const char* suffix) {
                              py::object schedule, bool bf16, double clip_norm, double clip_value, bool errors,
                              idx first, idx count, py::object comm) {
         check_bf16<T>(bf16);
-        if (workers < 1 || workers > 2) throw value_error("workers must be 1 or 2, got " + std::to_string(workers));
+        if (workers < 1) throw value_error("workers must be >= 1, got " + std::to_string(workers));
         const Clip clip = clip_of(clip_norm, clip_value);
         BatchSchedule sched;
         py::array_t<double, py::array::c_style | py::array::forcecast> sched_lr, sched_mom;
@@ -880,6 +880,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("calculate_gain", &calculate_gain, py::arg("nonlinearity"), py::arg("param") = 0.0);
   m.def("blas_set_num_threads", &blas_set_num_threads);
   m.def("blas_get_num_threads", &blas_get_num_threads);
+  m.def("batch_chunks", &batch_chunks, py::arg("rows"), py::arg("n_params"), py::arg("elem_size"));
   m.def("blas_core_name", &blas_core_name);
   m.def("gemm_isa_available", [](const std::string& isa) {
     return isa == "avx512" ? gemm_isa_available(GemmIsa::Avx512) : isa == "avx2" ? gemm_isa_available(GemmIsa::Avx2)

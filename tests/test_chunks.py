@@ -1,14 +1,20 @@
-"""fit with two threads splits each batch in two halves, computed at once with
-single-threaded products, and adds their gradients before the step. It is the
-same computation in another summation order: these tests compare it with the
-one-thread fit (float64 to ~1e-12, float32 to ~1e-5) for every loss and its
-options, odd batch sizes, shuffling and sample weights, and check when fit
-splits."""
+"""fit splits each batch of a model whose rows are independent into chunks (a
+number chosen from the batch and the model alone: training.batch_chunks), runs
+them on the pool's threads with single-threaded products, each chunk's gradient
+in a buffer of its own, and sums the buffers in a fixed tree before the step.
+These tests check that every n_threads from 1 to 8 (and more threads than the
+machine has cores) gives the same bits, for every loss and its options, odd
+batch sizes, shuffling, sample weights, dropout and bfloat16; that the result is
+the whole batch's computation in another summation order (against train_step,
+which steps on the whole batch unchunked: float64 to ~1e-11, float32 to ~1e-5);
+and when fit chunks."""
 import numpy as np
 import pytest
 
 import fastmlp as fm
 from fastmlp import training
+
+THREADS = (1, 2, 3, 4, 5, 8)
 
 
 def weights(m):
@@ -45,12 +51,13 @@ def case(kind, n, dtype, rng):
     raise AssertionError(kind)
 
 
-def fit_pair(kind, dtype, batch, n=700, shuffle=True, sample_weight=False, epochs=2):
+def fit_threads(kind, dtype, batch, n=700, shuffle=True, sample_weight=False, epochs=2, threads=THREADS):
+    """[(weights, history)] of the same fit with each n_threads"""
     rng = np.random.default_rng(11)
     X, y, loss = case(kind, n, dtype, rng)
     sw = rng.integers(0, 3, n).astype(dtype) if sample_weight else None
     out = []
-    for n_threads in (1, 2):
+    for n_threads in threads:
         m = net(dtype)
         opt = fm.optim.Adam(m.parameters(), lr=1e-2)
         h = m.fit(X, y, loss, opt, epochs=epochs, batch_size=batch, shuffle=shuffle, verbose=0, n_threads=n_threads,
@@ -59,130 +66,183 @@ def fit_pair(kind, dtype, batch, n=700, shuffle=True, sample_weight=False, epoch
     return out
 
 
+def whole_batch_steps(kind, dtype, batch, n=700, epochs=2):
+    """The reference: the same training (no shuffle) with train_step, which steps on each whole batch unchunked"""
+    rng = np.random.default_rng(11)
+    X, y, loss = case(kind, n, dtype, rng)
+    m = net(dtype)
+    opt = fm.optim.Adam(m.parameters(), lr=1e-2)
+    for _ in range(epochs):
+        for s in range(0, n, batch):
+            m.train_step(X[s:s + batch], y[s:s + batch], loss, opt)
+    return weights(m)
+
+
+def untimed(history):
+    return {k: v for k, v in history.items() if k != "time"}
+
+
+def assert_same_bits(runs):
+    (w1, h1), *rest = runs
+    for w, h in rest:
+        np.testing.assert_array_equal(w, w1)
+        assert untimed(h) == untimed(h1)
+
+
 KINDS = ["ce", "ce_options", "ce_sum", "ce_probs", "mse", "huber", "bce", "poisson"]
 
 
 @pytest.mark.parametrize("dtype, rtol", [("float64", 1e-11), ("float32", 2e-5)])
 @pytest.mark.parametrize("kind", KINDS)
-def test_two_threads_compute_the_one_thread_fit(kind, dtype, rtol):
-    (w1, h1), (w2, h2) = fit_pair(kind, dtype, batch=128)
-    assert not np.array_equal(w1, w2) or dtype == "float32"  # the halves really ran (another summation order)
-    np.testing.assert_allclose(w2, w1, rtol=rtol, atol=rtol * np.abs(w1).max())
-    np.testing.assert_allclose(h2["loss"], h1["loss"], rtol=rtol)
-    if "accuracy" in h1:
-        assert h1["accuracy"] == h2["accuracy"]
+def test_every_thread_count_gives_the_same_bits_as_one_thread(kind, dtype, rtol):
+    runs = fit_threads(kind, dtype, batch=128, shuffle=False)
+    assert_same_bits(runs)
+    # the chunks computed the whole batch's step, in another summation order
+    ref = whole_batch_steps(kind, dtype, batch=128)
+    w = runs[0][0]
+    assert not np.array_equal(w, ref) or dtype == "float32"
+    np.testing.assert_allclose(w, ref, rtol=rtol, atol=rtol * np.abs(ref).max())
 
 
-@pytest.mark.parametrize("batch", [64, 65, 127, 255, 256, 257, 700, 1000])
+@pytest.mark.parametrize("batch", [63, 64, 65, 127, 255, 256, 257, 511, 512, 513, 700, 1023, 1024, 1025, 2048])
 @pytest.mark.parametrize("shuffle", [True, False])
 def test_odd_batches_and_order(batch, shuffle):
-    (w1, h1), (w2, h2) = fit_pair("ce", "float64", batch=batch, shuffle=shuffle)
-    np.testing.assert_allclose(w2, w1, rtol=1e-11, atol=1e-12)
-    np.testing.assert_allclose(h2["loss"], h1["loss"], rtol=1e-11)
+    n = 2100
+    runs = fit_threads("ce", "float64", batch=batch, shuffle=shuffle, n=n, threads=(1, 2, 3, 8))
+    assert_same_bits(runs)
+    if not shuffle:
+        ref = whole_batch_steps("ce", "float64", batch=batch, n=n)
+        np.testing.assert_allclose(runs[0][0], ref, rtol=1e-11, atol=1e-12)
+        # one chunk below 64 rows: then fit is train_step's computation itself
+        assert np.array_equal(runs[0][0], ref) == (training.batch_chunks(net("float64"), batch) == 1)
 
 
 @pytest.mark.parametrize("kind", ["ce", "ce_options", "mse", "bce"])
 def test_sample_weights_with_zero_rows(kind):
-    (w1, h1), (w2, h2) = fit_pair(kind, "float64", batch=100, sample_weight=True)
-    np.testing.assert_allclose(w2, w1, rtol=1e-11, atol=1e-12)
-    np.testing.assert_allclose(h2["loss"], h1["loss"], rtol=1e-11)
+    assert_same_bits(fit_threads(kind, "float64", batch=100, sample_weight=True))
 
 
-def test_a_batch_whose_rows_are_all_ignored_is_skipped_with_any_threads():
-    # 'mean' over no counted row is 0/0: the batch is skipped (as one of zero sample weights), on the
-    # split path as on one thread; a training set with no counted row at all is refused
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((256, 5))
-    y = np.r_[np.full(128, 3), rng.integers(0, 3, 128)]
-    loss = fm.CrossEntropyLoss(ignore_index=3)
-    for n_threads in (1, 2):
-        m, ref = net("float64"), net("float64")
-        m.fit(X, y, loss, fm.optim.SGD(m.parameters(), lr=0.1, momentum=0.9), batch_size=128, shuffle=False,
-              verbose=0, n_threads=n_threads)
-        ref.fit(X[128:], y[128:], loss, fm.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9), batch_size=128,
-                shuffle=False, verbose=0, n_threads=n_threads)
-        np.testing.assert_array_equal(m._core.flat_params(), ref._core.flat_params())
-        with pytest.raises(ValueError, match="nothing to learn"):
-            m.fit(X[:128], y[:128], loss, fm.optim.SGD(m.parameters(), lr=0.1), verbose=0, n_threads=n_threads)
-
-
-def test_two_thread_fit_is_bit_reproducible():
-    a, b = fit_pair("ce", "float32", batch=200), fit_pair("ce", "float32", batch=200)
-    np.testing.assert_array_equal(a[1][0], b[1][0])
-
-
-def test_when_fit_splits():
+def test_how_many_chunks():
     small = net("float32")
-    assert training.thread_plan(None, small, 200, split=True) == (1, 2)
-    assert training.thread_plan(2, small, 64, split=True) == (1, 2)
-    assert training.thread_plan(2, small, 32, split=True) == (2, 1)  # too few rows: the products use the threads
-    assert training.thread_plan(None, small, 32, split=True) == (1, 1)  # ... and small ones only one
-    assert training.thread_plan(1, small, 200, split=True) == (1, 1)
-    assert training.thread_plan(2, small, 200, split=False) == (2, 1)  # predict, evaluate: never split
+    assert [training.batch_chunks(small, r) for r in (0, 1, 63, 64, 200, 511, 512, 1023, 1024, 5000)] == \
+        [1, 1, 1, 2, 2, 2, 4, 4, 8, 8]
+    seed = fm.Sequential(fm.Linear(784, 256), fm.ReLU(), fm.Linear(256, 10))  # 0.8 MB of gradient per chunk
+    assert [training.batch_chunks(seed, r) for r in (256, 512, 1024, 4096)] == [2, 4, 8, 8]
+    # 7.4 MB of gradient: more than one extra buffer costs more than it brings
+    large = fm.Sequential(fm.Linear(784, 1024), fm.ReLU(), fm.Linear(1024, 1024), fm.ReLU(), fm.Linear(1024, 10))
+    assert [training.batch_chunks(large, r) for r in (63, 64, 512, 4096)] == [1, 2, 2, 2]
+    assert training.batch_chunks(fm.Sequential(fm.Linear(784, 256), fm.ReLU(), fm.Linear(256, 10),
+                                               dtype="float64"), 1024) == 4  # twice the bytes per gradient
+    bn = fm.Sequential(fm.Linear(5, 8), fm.BatchNorm1d(8), fm.Linear(8, 2))
+    assert training.batch_chunks(bn, 5000) == 1  # batch statistics: a row's output depends on the whole batch
+    bn.eval()  # eval mode does not matter: fit trains on batch statistics
+    assert training.batch_chunks(bn, 5000) == 1
+    with pytest.raises(TypeError):
+        fm._core.batch_chunks("many", 10, 4)
+
+
+def test_thread_plan():
+    small = net("float32")
+    n = training.default_threads()
+    for rows in (32, 200):
+        assert training.thread_plan(None, small, rows, split=True) == (1, n)  # fit: the chunks get the threads
+        assert training.thread_plan(8, small, rows, split=True) == (1, 8)
+        assert training.thread_plan(1, small, rows, split=True) == (1, 1)
+    assert training.thread_plan(2, small, 200, split=False) == (2, 1)  # predict, evaluate: the products' threads
     seed = fm.Sequential(fm.Linear(784, 256), fm.ReLU(), fm.Linear(256, 10))
-    assert training.thread_plan(2, seed, 32, split=True) == (2, 1)
-    assert training.thread_plan(2, seed, 64, split=True) == (1, 2)  # two threads: split at any size
-    assert training.thread_plan(2, seed, 256, split=True) == (1, 2)
-    assert training.thread_plan(4, seed, 256, split=True) == (4, 1)  # more, big products (51M): OpenBLAS's threads
-    assert training.thread_plan(4, small, 200, split=True) == (1, 2)  # ... small ones split
+    assert training.thread_plan(4, seed, 256, split=True) == (1, 4)
     bn = fm.Sequential(fm.Linear(5, 8), fm.BatchNorm1d(8), fm.Linear(8, 2))
     assert training.thread_plan(2, bn, 500, split=True) == (2, 1)  # batch statistics: the products get the threads
-    bn.eval()  # eval mode does not matter: fit trains on batch statistics
-    assert training.thread_plan(2, bn, 500, split=True) == (2, 1)
-    n = training.default_threads()
-    assert training.thread_plan(None, seed, 256, split=True) == ((1, 2) if n == 2 else (n, 1))
     dropout = fm.Sequential(fm.Linear(5, 8), fm.Dropout(0.5), fm.Linear(8, 2))
-    assert training.thread_plan(2, dropout, 500, split=True) == (1, 2)  # each half draws its rows' masks
-    assert training.thread_plan(2, fm.Sequential(fm.Linear(5, 8), fm.Dropout(0.0), fm.Linear(8, 2)), 500,
-                                split=True) == (1, 2)
+    assert training.thread_plan(2, dropout, 500, split=True) == (1, 2)  # each chunk draws its rows' masks
 
 
-def dropout_fit(n_threads, batch, width=16, drop=fm.Dropout, dtype="float64", epochs=2, n=300):
+def dropout_fit(n_threads, batch, width=16, drop=fm.Dropout, dtype="float64", epochs=2, n=300, shuffle=True,
+                steps=False):
     rng = np.random.default_rng(2)
     X, y = rng.standard_normal((n, 5)).astype(dtype), rng.integers(0, 2, n)
     m = fm.Sequential(fm.Linear(5, width), fm.ReLU(), drop(0.3), fm.Linear(width, 16), fm.Tanh(), drop(0.5),
                       fm.Linear(16, 2), seed=4, dtype=dtype)
-    h = m.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(m.parameters(), lr=0.1), epochs=epochs, batch_size=batch,
-              verbose=0, n_threads=n_threads)
+    opt = fm.optim.SGD(m.parameters(), lr=0.1)
+    if steps:  # the reference: train_step on whole batches, whose masks are drawn for the whole batch at once
+        for _ in range(epochs):
+            for s in range(0, n, batch):
+                m.train_step(X[s:s + batch], y[s:s + batch], fm.CrossEntropyLoss(), opt)
+        return weights(m), None, m._core.dropout_calls
+    h = m.fit(X, y, fm.CrossEntropyLoss(), opt, epochs=epochs, batch_size=batch, verbose=0, n_threads=n_threads,
+              shuffle=shuffle)
     return weights(m), h.history["loss"], m._core.dropout_calls
 
 
 @pytest.mark.parametrize("drop", [fm.Dropout, fm.AlphaDropout])
-@pytest.mark.parametrize("batch, width", [(100, 16), (130, 7), (129, 7), (64, 1), (300, 3)])
-def test_dropout_splits_with_the_one_thread_masks(drop, batch, width):
-    # each half draws the whole batch's mask for its rows (also from an odd flat index: 65 rows of 7):
-    # the two-thread fit is the one-thread fit in another summation order, with the same stream position
-    (w1, l1, c1), (w2, l2, c2) = dropout_fit(1, batch, width, drop), dropout_fit(2, batch, width, drop)
-    assert training.can_split(fm.Sequential(fm.Linear(5, width), drop(0.3)), batch)
-    assert not np.array_equal(w1, w2)  # the halves really ran
-    np.testing.assert_allclose(w2, w1, rtol=1e-11, atol=1e-12)
-    np.testing.assert_allclose(l2, l1, rtol=1e-11)
-    assert c1 == c2 == 2 * -(-300 // batch)  # one stream step per batch, split or not
+@pytest.mark.parametrize("batch, width", [(100, 16), (130, 7), (129, 7), (64, 1), (300, 3), (600, 5), (1100, 3)])
+def test_dropout_chunks_draw_the_whole_batch_masks(drop, batch, width):
+    # each chunk draws the whole batch's mask for its rows (also from an odd flat index: 65 rows of 7):
+    # every thread count gives the same bits, with the same stream position, and the whole batch's masks
+    n = 2200
+    runs = [dropout_fit(t, batch, width, drop, n=n) for t in (1, 2, 3, 8)]
+    for w, loss, calls in runs:
+        np.testing.assert_array_equal(w, runs[0][0])
+        assert loss == runs[0][1]
+        assert calls == 2 * -(-n // batch)  # one stream step per batch, chunked or not
+    fit = dropout_fit(1, batch, width, drop, n=n, shuffle=False)
+    ref = dropout_fit(1, batch, width, drop, n=n, steps=True)
+    assert fit[2] == ref[2]
+    assert not np.array_equal(fit[0], ref[0])  # the chunks really ran
+    np.testing.assert_allclose(fit[0], ref[0], rtol=1e-11, atol=1e-12)
 
 
-def test_dropout_model_with_two_threads_is_bit_reproducible():
+def test_dropout_fit_is_bit_reproducible():
     a, b = dropout_fit(2, 100, dtype="float32"), dropout_fit(2, 100, dtype="float32")
     np.testing.assert_array_equal(a[0], b[0])
     assert a[1] == b[1]
 
 
-def test_an_error_in_the_second_half_reaches_the_caller():
-    # the engine directly (the Python API checks labels first): a bad label in the worker's half
+@pytest.mark.parametrize("bad_row", [0, 200, 511])
+def test_an_error_in_any_chunk_reaches_the_caller(bad_row):
+    # the engine directly (the Python API checks labels first): a bad label in one of 4 chunks
     m = net("float64")
     opt = fm.optim.SGD(m.parameters(), lr=0.1)
-    X = np.zeros((128, 5))
-    y = np.zeros(128, dtype=np.int64)
-    y[-1] = 9
-    with pytest.raises(ValueError, match="out of bounds"):
-        m._core.train_epoch(X, y, {"kind": "cross_entropy"}, opt._core, 128, False, False, None, 2)
-    # and the model still trains afterwards, on either path
-    y[-1] = 1
-    for workers in (1, 2):
-        st = m._core.train_epoch(X, y, {"kind": "cross_entropy"}, opt._core, 128, False, False, None, workers)
+    X = np.zeros((512, 5))
+    y = np.zeros(512, dtype=np.int64)
+    y[bad_row] = 9
+    before = weights(m)
+    for workers in (1, 2, 4):
+        with pytest.raises(ValueError, match="out of bounds"):
+            m._core.train_epoch(X, y, {"kind": "cross_entropy"}, opt._core, 512, False, False, None, workers)
+        np.testing.assert_array_equal(weights(m), before)
+    # and the model still trains afterwards, the same on any thread count
+    y[bad_row] = 1
+    got = []
+    for workers in (1, 2, 4):
+        m2 = net("float64")
+        o2 = fm.optim.SGD(m2.parameters(), lr=0.1)
+        bad = y.copy()
+        bad[-1] = 7
+        with pytest.raises(ValueError, match="out of bounds"):  # a failed call, then a good one
+            m2._core.train_epoch(X, bad, {"kind": "cross_entropy"}, o2._core, 512, False, False, None, workers)
+        st = m2._core.train_epoch(X, y, {"kind": "cross_entropy"}, o2._core, 512, False, False, None, workers)
         assert np.isfinite(st["loss"])
+        got.append(weights(m2))
+    for w in got:
+        np.testing.assert_array_equal(w, got[0])
+    with pytest.raises(ValueError, match="workers"):
+        m._core.train_epoch(X, y, {"kind": "cross_entropy"}, opt._core, 512, False, False, None, 0)
 
 
-@pytest.mark.parametrize("n_threads", [1, 2])
+def test_the_lowest_failing_chunk_names_its_row():
+    # two chunks fail at once: the error is the lowest chunk's, whichever thread ran it
+    X = np.zeros((1024, 5))
+    X[300, 1] = X[900, 2] = np.nan
+    y = np.zeros(1024, dtype=np.int64)
+    for n_threads in (1, 2, 8):
+        m = net("float64")
+        with pytest.raises(ValueError, match=r"row 300\)"):
+            m.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(m.parameters(), lr=0.1), batch_size=1024,
+                  shuffle=False, verbose=0, n_threads=n_threads)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
 @pytest.mark.parametrize("shuffle", [True, False])
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_a_non_finite_row_deep_in_the_data_is_named_and_changes_nothing(n_threads, shuffle, bad):
@@ -228,19 +288,68 @@ def test_non_finite_rows_are_found_without_training_on_them(n_threads):
     np.testing.assert_array_equal(weights(m), before)
 
 
-def test_a_large_model_sums_the_halves_gradients_on_both_threads():
-    # from 2^15 parameters the two halves' gradients are added on both threads, each a part of the
-    # flat buffer (34,788 here: the parts meet at an odd place of the last layers' tensors)
+def test_a_batch_whose_rows_are_all_ignored_is_skipped_with_any_threads():
+    # 'mean' over no counted row is 0/0: the batch is skipped (as one of zero sample weights), chunked
+    # or not; a training set with no counted row at all is refused
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((256, 5))
+    y = np.r_[np.full(128, 3), rng.integers(0, 3, 128)]
+    loss = fm.CrossEntropyLoss(ignore_index=3)
+    for n_threads in (1, 2, 5):
+        m, ref = net("float64"), net("float64")
+        m.fit(X, y, loss, fm.optim.SGD(m.parameters(), lr=0.1, momentum=0.9), batch_size=128, shuffle=False,
+              verbose=0, n_threads=n_threads)
+        ref.fit(X[128:], y[128:], loss, fm.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9), batch_size=128,
+                shuffle=False, verbose=0, n_threads=n_threads)
+        np.testing.assert_array_equal(m._core.flat_params(), ref._core.flat_params())
+        with pytest.raises(ValueError, match="nothing to learn"):
+            m.fit(X[:128], y[:128], loss, fm.optim.SGD(m.parameters(), lr=0.1), verbose=0, n_threads=n_threads)
+
+
+@pytest.mark.parametrize("batch", [128, 600, 1100])
+def test_a_large_model_sums_the_chunks_gradients_on_every_thread(batch):
+    # from 2^15 parameters the chunks' gradients are summed in blocks over the threads (34,788 here:
+    # the blocks end at odd places of the layers' tensors); 2, 4 and 8 chunks
     rng = np.random.default_rng(8)
-    X, y = rng.standard_normal((400, 5)), rng.integers(0, 4, 400)
+    X, y = rng.standard_normal((2200, 5)), rng.integers(0, 4, 2200)
     out = []
-    for n_threads in (1, 2):
+    for n_threads in (1, 2, 3, 8):
         m = fm.Sequential(fm.Linear(5, 201), fm.ReLU(), fm.Linear(201, 163), fm.Tanh(), fm.Linear(163, 4), seed=2,
                           dtype="float64")
         assert sum(p.data.size for p in m.parameters()) == 34788
         h = m.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(m.parameters(), lr=0.05, momentum=0.9), epochs=2,
-                  batch_size=128, verbose=0, n_threads=n_threads)
-        out.append((weights(m), h.history["loss"]))
-    assert not np.array_equal(out[0][0], out[1][0])
-    np.testing.assert_allclose(out[1][0], out[0][0], rtol=1e-11, atol=1e-12)
-    np.testing.assert_allclose(out[1][1], out[0][1], rtol=1e-11)
+                  batch_size=batch, verbose=0, n_threads=n_threads)
+        out.append((weights(m), h.history))
+    assert_same_bits(out)
+
+
+@pytest.mark.parametrize("n_threads", [16, 64, 4096])
+def test_more_threads_than_cores(n_threads):
+    # the pool starts at most one thread per chunk (and 63 at most): any n_threads runs, with the same bits
+    ref, got = fit_threads("ce", "float32", batch=1024, n=2100, threads=(1, n_threads))
+    assert_same_bits([ref, got])
+
+
+def test_bfloat16_fit_gives_the_same_bits_on_every_thread_count():
+    rng = np.random.default_rng(9)
+    X, y = rng.standard_normal((1500, 40)).astype(np.float32), rng.integers(0, 10, 1500)
+    out = []
+    for n_threads in THREADS:
+        m = fm.Sequential(fm.Linear(40, 96), fm.GELU(), fm.Dropout(0.1), fm.Linear(96, 10), seed=5)
+        h = m.fit(X, y, fm.CrossEntropyLoss(), fm.optim.AdamW(m.parameters(), lr=1e-3), epochs=2, batch_size=512,
+                  verbose=0, n_threads=n_threads, precision="bfloat16")
+        out.append((weights(m), h.history))
+    assert_same_bits(out)
+
+
+def test_estimators_give_the_same_bits_on_every_thread_count():
+    from fastmlp import MLPClassifier
+    rng = np.random.default_rng(10)
+    X, y = rng.standard_normal((900, 8)), rng.integers(0, 3, 900)
+    coefs = []
+    for n_threads in (1, 2, 7):
+        clf = MLPClassifier(hidden_layer_sizes=(32, 16), max_iter=5, batch_size=300, random_state=0,
+                            n_threads=n_threads).fit(X, y)
+        coefs.append(np.concatenate([c.ravel() for c in clf.coefs_]))
+    for c in coefs:
+        np.testing.assert_array_equal(c, coefs[0])

@@ -185,7 +185,7 @@ def test_train_step_clipping_matches_numpy_loop(dtype, tol):
 
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-4)])
 def test_fit_clipping_on_two_threads_clips_the_summed_gradient(dtype, tol):
-    """With the batch split between two threads, the clipping applies once, to the sum."""
+    """With the batch split into chunks on two threads, the clipping applies once, to the sum."""
     rng = np.random.default_rng(8)
     X, Y = rng.normal(size=(256, 5)) * 3, rng.normal(size=(256, 2)) * 3
     from fastmlp.training import thread_plan

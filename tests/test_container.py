@@ -258,7 +258,7 @@ def test_frozen_parameters_match_torch(name, kw, how, torch64):
     topt = getattr(torch.optim, name)(t.parameters(), foreach=False, **kw)
     rng = np.random.default_rng(2)
     x, y = rng.normal(size=(128, 4)), rng.integers(0, 3, 128)
-    if how.startswith("fit"):  # 2 batches per epoch, no shuffle; fit_threads: each batch split in halves
+    if how.startswith("fit"):  # 2 batches per epoch, no shuffle; each batch split in two chunks (fit_threads: on two threads)
         m.fit(x, y, fm.CrossEntropyLoss(), opt, epochs=2, batch_size=64, shuffle=False, verbose=0,
               n_threads=2 if how == "fit_threads" else 1)
     for epoch in range(2):

@@ -65,7 +65,7 @@ def test_grid_search_on_the_dask_backend(client):
         local = GridSearchCV(est.set_params(n_threads=1), grid, cv=3, n_jobs=1).fit(X, Y)
     np.testing.assert_array_equal(on_dask.cv_results_["mean_test_score"], local.cv_results_["mean_test_score"])
     assert on_dask.best_params_ == local.best_params_
-    # the refit runs in this process, with every core (batches split in two halves): the same model to rounding
+    # the refit runs in this process, with every core (batches split into chunks, as on one thread)
     np.testing.assert_allclose(on_dask.predict(X), local.predict(X), rtol=1e-9, atol=1e-12)
 
 

@@ -61,7 +61,7 @@ CONFIGS = {
     "mse_sum": dict(n=lambda r: 33, d=4, classes=0, act=fm.ReLU, b=5, epochs=2, weights=False,
                     loss=lambda: fm.MSELoss(reduction="sum"),
                     opt=lambda p: fm.optim.SGD(p, lr=0.002, momentum=0.9, nesterov=True)),
-    # 64 rows per rank and step on two threads: each rank splits its batch in two halves
+    # 64 rows per rank and step on two threads: each rank splits its batch in two chunks
     "split": dict(n=lambda r: 200, d=6, classes=0, act=fm.Sigmoid, b=64, epochs=2, weights=True, threads=2,
                   loss=lambda: fm.MSELoss(), opt=lambda p: fm.optim.SGD(p, lr=0.05)),
     # validation on rank 0, a schedule on val_loss, early stopping that restores the best weights

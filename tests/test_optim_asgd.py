@@ -184,7 +184,7 @@ def test_fit_on_two_threads_equals_one():
     from fastmlp.training import thread_plan
 
     X, y = _xy(256)
-    assert thread_plan(2, _net(), 128, split=True) == (1, 2)  # each batch split between two threads
+    assert thread_plan(2, _net(), 128, split=True) == (1, 2)  # each batch's chunks on two threads
     ms = []
     for n in (1, 2):
         m = _net()

@@ -11,7 +11,7 @@ namespace {
 // mask (n) = 1 where element i is kept: its 32-bit uniform, a pure function of seed and its flat index
 // g = first + i in the batch (one splitmix64 per pair g, g + 1 with g even: low half, high half), is at
 // least p * 2^32. A counter-based stream: any block of rows (first = its first row * width) draws the same
-// numbers as the whole batch does there, so the halves of a split batch get the whole batch's mask.
+// numbers as the whole batch does there, so the chunks of a split batch get the whole batch's mask.
 void keep_mask(std::uint8_t* mask, idx n, double p, std::uint64_t seed, idx first) {
   const std::uint64_t threshold = static_cast<std::uint64_t>(p * 4294967296.0);
   auto pair = [&](idx g) { return splitmix64(seed ^ (static_cast<std::uint64_t>(g) * 0x9E3779B97F4A7C15ull)); };

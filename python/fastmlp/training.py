@@ -46,48 +46,45 @@ def auto_threads(model: Any, rows: int) -> int:
     return default_threads() if rows * _max_product(model) >= SMALL_WORK else 1
 
 
-# fit may split each batch between two threads that run single-threaded products
-# and add their gradients. Measured: faster than one thread when the products are
-# too small for OpenBLAS to thread (SMALL_WORK), from 64 rows on (1.2x at 64 rows,
-# 1.5-1.9x from 128); slower below (each half writes a whole gradient, and the
-# halves synchronise every batch). With big products and two threads the split ties
-# with OpenBLAS's own threads on a quiet machine and is 2-4x faster on a busy one
-# (see can_split); with more threads OpenBLAS's use them all, so they keep them.
-SPLIT_ROWS = 64
-
-
 def _max_product(model: Any) -> int:
     return max((la.in_features * la.out_features for la in model if hasattr(la, "in_features")), default=0)
 
 
-def can_split(model: Any, rows: int, threads: int = 2) -> bool:
-    """Whether fit with `threads` threads splits batches of `rows` rows between two
-    threads: enough rows, and either exactly two threads or products too small for
-    OpenBLAS's threads. With two threads the split wins at every size: it ties with
-    OpenBLAS's threads on a quiet machine and stays 2-4x faster on a busy one (one
-    hand-off per batch that sleeps after a brief spin, against OpenBLAS's many
-    spinning hand-offs per product). With more threads, OpenBLAS's use them all.
-    Dropout splits too: its masks are a counter-based function of the batch's step
-    and each element's place in the batch, so each half draws exactly the whole
-    batch's mask for its rows. BatchNorm on batch statistics never splits (a row's
-    output depends on the whole batch): its products get the threads."""
-    if not getattr(getattr(model, "_core", None), "rows_independent", True):
-        return False
-    return rows >= SPLIT_ROWS and (threads == 2 or rows * _max_product(model) < SMALL_WORK)
+def chunks_batches(model: Any) -> bool:
+    """Whether fit splits its batches into chunks (see batch_chunks): every model
+    whose rows are independent in training. Dropout chunks too: its masks are a
+    counter-based function of the batch's step and each element's place in the
+    batch, so each chunk draws exactly the whole batch's mask for its rows.
+    BatchNorm on batch statistics never does (a row's output depends on the whole
+    batch): its products get the threads."""
+    return bool(getattr(getattr(model, "_core", None), "rows_independent", True))
+
+
+def batch_chunks(model: Any, rows: int) -> int:
+    """The chunks fit splits a batch of `rows` rows of this model into: one below
+    64 rows, two from 64, four or eight for big batches of small models. A
+    function of the batch and the model alone, never of the threads: each chunk
+    runs single-threaded products on one of the pool's threads, its gradient goes
+    to a buffer of its own, and the buffers are summed in a fixed tree, so fit
+    gives the same bits for every n_threads."""
+    if not chunks_batches(model):
+        return 1
+    return int(_core.batch_chunks(rows, model._core.n_params, np.dtype(model.dtype).itemsize))
 
 
 def thread_plan(n_threads: int | None, model: Any = None, rows: int = 0, split: bool = False) -> tuple[int, int]:
     """(OpenBLAS threads, fastmlp threads) for a call. n_threads bounds both
-    together. With split (fit on a model that allows it) and two cores or more, a
-    batch is split between two threads that each run single-threaded products:
-    (1, 2). Otherwise the products use the threads: n_threads, or for None every
-    core, or one when the model's per-batch products are small."""
+    together. With split (fit on a model that chunks its batches), the chunks
+    run on n_threads of fastmlp's threads (every core for None), each with
+    single-threaded products: (1, n). Otherwise the products use the threads:
+    n_threads, or for None every core, or one when the model's per-batch products
+    are small."""
     if n_threads is None:
         n = default_threads()
     else:
         n = check_int(n_threads, "n_threads", low=1, high=4096)
-    if split and n >= 2 and model is not None and can_split(model, rows, n):
-        return 1, 2
+    if split and model is not None and chunks_batches(model):
+        return 1, n
     if n_threads is None and model is not None:
         n = auto_threads(model, rows)
     return n, 1
@@ -284,7 +281,7 @@ def fit(model: Any, X: Any, y: Any, loss_fn: _Loss, optimizer: Any, epochs: int 
                                               "optimizer": optimizer, "scheduler": scheduler})
         calls.train_begin()
         model.train()
-        with blas_threads(n_threads, model, min(batch, Xa.shape[0]), split=True) as workers:
+        with blas_threads(n_threads, model, min(batch, Xa.shape[0]), split=not full_batch) as workers:
             for epoch in range(initial_epoch, epochs):  # Keras: counted from initial_epoch
                 calls.epoch_begin(epoch)
                 optimizer._sync()

@@ -544,20 +544,21 @@ class Sequential(Module):
         ``clip_grad_norm`` / ``clip_grad_value`` clip each step's gradient in the C++
         loop, as ``fm.nn.utils.clip_grad_norm_(model.parameters(), max_norm)`` (the
         total 2-norm over all parameters) and ``clip_grad_value_`` between backward and
-        step: once per step, on the whole batch's gradient (after the two threads' sum
+        step: once per step, on the whole batch's gradient (after the chunks' sum
         or comm's allreduce).
 
         ``n_threads`` bounds fastmlp's threads and OpenBLAS's together (None:
-        every core). With batches of at least 64 rows and exactly two threads (or
-        more, when the products are too small for OpenBLAS's threads: a batch's
-        largest product under 8M multiply-adds), fit splits each batch in two
-        halves computed at once, each with single-threaded products, whose
-        gradients are added before the step: the same update in another summation
-        order (float64 agrees with one thread to ~1e-12), bit-reproducible for a
-        given n_threads. Dropout draws the same masks either way (each half the
-        whole batch's mask of its rows). Otherwise the products use the threads,
-        or one thread when they are small (where BLAS threads cost more than they
-        bring).
+        every core). Unless the model has BatchNorm on batch statistics, fit
+        splits each batch of at least 64 rows into chunks (2, or 4 to 8 for big
+        batches of small models: ``fastmlp.training.batch_chunks``, a function of
+        the batch and the model, not of the threads), runs them on ``n_threads``
+        threads with single-threaded products, and sums their gradients in a fixed
+        tree before the step: the whole batch's update in another summation order
+        (float64 agrees with an unchunked ``train_step`` to ~1e-12), and the same
+        bits for every ``n_threads``. Dropout draws the same masks either way (each
+        chunk the whole batch's mask of its rows). BatchNorm models give their
+        products the threads, or one thread when they are small (where BLAS
+        threads cost more than they bring).
 
         Other threads may use the model during a fit: ``predict``, ``state_dict``,
         ``save``, ``load_state_dict``, ``train_step``, ``forward``/``backward`` and
