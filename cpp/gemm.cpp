@@ -291,13 +291,28 @@ struct Driver {
 };
 
 #ifdef FASTMLP_GEMM_X86
+// A growable per-thread buffer (grown when a wider layer first arrives, then reused).
+template <class T>
+struct Panels {
+  T* p = nullptr;
+  idx n = 0;
+  ~Panels() { std::free(p); }
+  T* get(idx want) {
+    if (want > n) {
+      std::free(p);
+      p = nullptr, n = 0;
+      p = static_cast<T*>(std::aligned_alloc(64, static_cast<std::size_t>((want * idx(sizeof(T)) + 63) / 64 * 64)));
+      if (!p) throw std::bad_alloc();
+      n = want;
+    }
+    return p;
+  }
+};
+
 // ---------------------------------------------------------------- AVX-512F outer products (many rows)
-// The same canonical order by BLIS-style outer products: lane l's sum of the
-// k = l, l + L, ... terms is a chain of fmas of its own ("phase" l). k is
-// packed phase-major (off[l] .. off[l + 1] are phase l's terms, in increasing
-// k), a w^T panel (in, NR) and an x panel (in, MR) per micro-kernel, and the
-// MR x NR micro-kernel runs each phase's chains in registers (12 x 32 floats,
-// 12 x 16 doubles), then adds the phases along the canonical tree.
+// gemm_outer.inc on zmm registers
+namespace z512 {
+constexpr int kOuterMR = 12;
 AVX512 inline __m512 vzero(float) { return _mm512_setzero_ps(); }
 AVX512 inline __m512d vzero(double) { return _mm512_setzero_pd(); }
 AVX512 inline __m512 vload(const float* p) { return _mm512_loadu_ps(p); }
@@ -364,170 +379,72 @@ AVX512 inline void transpose(__m512d* r) {
 }
 #pragma GCC diagnostic pop
 
-// A growable per-thread buffer (grown when a wider layer first arrives, then reused).
-template <class T>
-struct Panels {
-  T* p = nullptr;
-  idx n = 0;
-  ~Panels() { std::free(p); }
-  T* get(idx want) {
-    if (want > n) {
-      std::free(p);
-      p = nullptr, n = 0;
-      p = static_cast<T*>(std::aligned_alloc(64, static_cast<std::size_t>((want * idx(sizeof(T)) + 63) / 64 * 64)));
-      if (!p) throw std::bad_alloc();
-      n = want;
-    }
-    return p;
-  }
-};
+#define OUTER_TARGET AVX512
+#include "gemm_outer.inc"
+#undef OUTER_TARGET
+}  // namespace z512
 
-template <class T>
-struct Outer {
-  using V = decltype(vzero(T()));
-  static constexpr int L = kLanes<T>, W = 64 / sizeof(T);  // W == L: one zmm per lane set
-  static constexpr int NV = 2, MR = 12, NR = NV * W;
-  static constexpr int kDepth = L == 16 ? 4 : 3;  // log2(L): partial tiles the tree keeps at once
-  static_assert(W == L);
-  static constexpr idx kAhead = 8;  // k steps the w^T panel is prefetched ahead
-  // p-th phase computed: the leaves of the canonical tree in post-order (bit-reversed p)
-  static constexpr int leaf(int p) {
-    int l = 0;
-    for (int b = 0; b < kDepth; ++b) l |= ((p >> b) & 1) << (kDepth - 1 - b);
-    return l;
+// ---------------------------------------------------------------- AVX2 outer products (many rows)
+// gemm_outer.inc on ymm registers
+namespace y256 {
+constexpr int kOuterMR = 6;  // 12 accumulators, 2 w^T loads and a broadcast of the 16 ymm
+AVX2 inline __m256 vzero(float) { return _mm256_setzero_ps(); }
+AVX2 inline __m256d vzero(double) { return _mm256_setzero_pd(); }
+AVX2 inline __m256 vload(const float* p) { return _mm256_loadu_ps(p); }
+AVX2 inline __m256d vload(const double* p) { return _mm256_loadu_pd(p); }
+AVX2 inline void vstore(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+AVX2 inline void vstore(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
+AVX2 inline __m256 vset1(float a) { return _mm256_set1_ps(a); }
+AVX2 inline __m256d vset1(double a) { return _mm256_set1_pd(a); }
+AVX2 inline __m256 vfma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
+AVX2 inline __m256d vfma(__m256d a, __m256d b, __m256d c) { return _mm256_fmadd_pd(a, b, c); }
+AVX2 inline __m256 vadd(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
+AVX2 inline __m256d vadd(__m256d a, __m256d b) { return _mm256_add_pd(a, b); }
+// masks: the first n elements (as vector masks, for maskload and maskstore)
+struct MaskF { __m256i m; };
+struct MaskD { __m256i m; };
+AVX2 inline MaskF vmask(int n, float) {
+  return {_mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))};
+}
+AVX2 inline MaskD vmask(int n, double) {
+  return {_mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3))};
+}
+AVX2 inline __m256 vloadn(MaskF m, const float* p) { return _mm256_maskload_ps(p, m.m); }
+AVX2 inline __m256d vloadn(MaskD m, const double* p) { return _mm256_maskload_pd(p, m.m); }
+AVX2 inline void vstoren(MaskF m, float* p, __m256 v) { _mm256_maskstore_ps(p, m.m, v); }
+AVX2 inline void vstoren(MaskD m, double* p, __m256d v) { _mm256_maskstore_pd(p, m.m, v); }
+// r[i] = row i of an 8 x 8 (float) block -> r[c] = its column c
+AVX2 inline void transpose(__m256* r) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 4; ++i) {  // t[2i]: r2i[0] r2i+1[0] r2i[1] r2i+1[1] | the same at 4, 5
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
   }
-  // off[l]: where phase l starts in the packed k order; off[L] = in
-  struct Phases {
-    idx off[L + 1];
-    explicit Phases(idx in) {
-      off[0] = 0;
-      for (int l = 0; l < L; ++l) off[l + 1] = off[l] + (in > l ? (in - l + L - 1) / L : 0);
-    }
-  };
+  for (int g = 0; g < 2; ++g) {  // u[4g + m]: rows 4g .. 4g+3 at column m | m + 4
+    u[4 * g] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[4 * g + 1] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[4 * g + 2] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[4 * g + 3] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int m = 0; m < 4; ++m) {
+    r[m] = _mm256_permute2f128_ps(u[m], u[4 + m], 0x20);
+    r[4 + m] = _mm256_permute2f128_ps(u[m], u[4 + m], 0x31);
+  }
+}
+// r[i] = row i of a 4 x 4 (double) block -> r[c] = its column c
+AVX2 inline void transpose(__m256d* r) {
+  const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]),
+                t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+  r[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
+  r[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+  r[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+  r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+}
 
-  // The panels (in, WIDTH) of src rows [r0, r0 + n) (src is (rows, in)): panel q at dst + q WIDTH in,
-  // dst[q WIDTH in + (off[k % L] + k / L) WIDTH + i] = src[r0 + q WIDTH + i][k]; rows past n: zero.
-  // W x W blocks transposed in registers. w^T panels are WIDTH = NR wide, x panels WIDTH = MR.
-  template <int WIDTH>
-  AVX512 static void pack(const T* src, idx in, const Phases& ph, idx r0, idx n, T* dst) {
-    constexpr int G = (WIDTH + W - 1) / W;  // row groups of W per panel
-    for (idx ip = 0; ip < n; ip += WIDTH) {
-      T* d = dst + ip * in;
-      for (int g = 0; g < G; ++g) {
-        const idx rows = std::clamp<idx>(n - ip - g * W, 0, std::min(W, WIDTH - g * W));
-        const auto keep = vmask(std::min(W, WIDTH - g * W), T());
-        const T* s = src + (r0 + ip + g * W) * in;
-        for (idx k0 = 0; k0 < in; k0 += W) {
-          const int kt = static_cast<int>(std::min<idx>(W, in - k0));
-          const auto m = vmask(kt, T());
-          V r[W];
-          for (int i = 0; i < W; ++i) r[i] = i < rows ? vloadn(m, s + i * in + k0) : vzero(T());
-          transpose(r);  // r[c]: k = k0 + c, phase c
-          for (int c = 0; c < kt; ++c) vstoren(keep, d + (ph.off[c] + k0 / L) * WIDTH + g * W, r[c]);
-        }
-      }
-    }
-  }
-
-  // c (M, NR) (rows ldc apart) = the canonical sums of the packed x panel a (M of MR rows) and w^T
-  // panel bp, + bias (NR) if not null.
-  template <int M>
-  AVX512 static void tile(const Phases& ph, const T* a, const T* bp, T* c, idx ldc, const T* bias) {
-    alignas(64) T stack[kDepth][M * NR];  // left subtrees waiting for their right partner
-    int sp = 0;
-    V acc[M][NV];
-    for (int p = 0; p < L; ++p) {
-      const int l = leaf(p);
-#pragma GCC unroll 16
-      for (int i = 0; i < M; ++i)
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; ++v) acc[i][v] = vzero(T());
-      for (idx t = ph.off[l], te = ph.off[l + 1]; t < te; ++t) {
-        _mm_prefetch(reinterpret_cast<const char*>(bp + (t + kAhead) * NR), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(bp + (t + kAhead) * NR + 64 / sizeof(T)), _MM_HINT_T0);
-        V bv[NV];
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; ++v) bv[v] = vload(bp + t * NR + v * W);
-#pragma GCC unroll 16
-        for (int i = 0; i < M; ++i) {
-          const V ai = vset1(a[t * MR + i]);
-#pragma GCC unroll 4
-          for (int v = 0; v < NV; ++v) acc[i][v] = vfma(ai, bv[v], acc[i][v]);
-        }
-      }
-      // a right subtree is complete at every trailing 1 bit of p: add its left partner
-      for (int q = p; q & 1; q >>= 1) {
-        --sp;
-#pragma GCC unroll 16
-        for (int i = 0; i < M; ++i)
-#pragma GCC unroll 4
-          for (int v = 0; v < NV; ++v) acc[i][v] = vadd(vload(stack[sp] + i * NR + v * W), acc[i][v]);
-      }
-      if (p == L - 1) break;
-#pragma GCC unroll 16
-      for (int i = 0; i < M; ++i)
-#pragma GCC unroll 4
-        for (int v = 0; v < NV; ++v) vstore(stack[sp] + i * NR + v * W, acc[i][v]);
-      ++sp;
-    }
-    if (bias)
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) {
-        const V bb = vload(bias + v * W);
-#pragma GCC unroll 16
-        for (int i = 0; i < M; ++i) acc[i][v] = vadd(acc[i][v], bb);
-      }
-#pragma GCC unroll 16
-    for (int i = 0; i < M; ++i)
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) vstore(c + i * ldc + v * W, acc[i][v]);
-  }
-
-  using TileFn = void (*)(const Phases&, const T*, const T*, T*, idx, const T*);
-  template <std::size_t... I>
-  static constexpr std::array<TileFn, MR + 1> table(std::index_sequence<I...>) {
-    return {nullptr, &tile<int(I) + 1>...};
-  }
-  static constexpr std::array<TileFn, MR + 1> tiles = table(std::make_index_sequence<MR>());
-
-  // y rows [r0, r1), columns [c0, c1): x is (B, in), w is (out, in), b is (out) or null, y is (B, out).
-  static void rows(const T* x, const T* w, const T* b, T* y, idx r0, idx r1, idx c0, idx c1, idx in, idx out) {
-    const Phases ph(in);
-    const idx k1 = std::max<idx>(in, 1);
-    // an x block (mc, in) of ~256 KB for L2 (each x panel (MR, in) stays in L1 across the w panels when
-    // in is below ~1000), the w panels (in, nc) of ~4 MB for L3 (fewer passes over x: bench/gemm_speed.py)
-    const idx mc_max = std::max<idx>(MR, (idx(256) * 1024 / (k1 * idx(sizeof(T)))) / MR * MR);
-    const idx nc_max = std::max<idx>(NR, (idx(4096) * 1024 / (k1 * idx(sizeof(T)))) / NR * NR);
-    thread_local Panels<T> pa, pb;
-    T* ap = pa.get(mc_max * k1);  // (mc_max, in)
-    T* bp = pb.get(nc_max * k1);  // (in, nc_max)
-    for (idx jc = c0; jc < c1; jc += nc_max) {
-      const idx nc = std::min(nc_max, c1 - jc);
-      pack<NR>(w, in, ph, jc, nc, bp);
-      for (idx ic = r0; ic < r1; ic += mc_max) {
-        const idx mc = std::min(mc_max, r1 - ic);
-        pack<MR>(x, in, ph, ic, mc, ap);
-        for (idx ir = 0; ir < mc; ir += MR) {
-          const int m = static_cast<int>(std::min<idx>(MR, mc - ir));
-          for (idx jr = 0; jr < nc; jr += NR) {
-            const idx n = std::min<idx>(NR, nc - jr);
-            const T* bias = b ? b + jc + jr : nullptr;
-            T* c = y + (ic + ir) * out + jc + jr;
-            if (n == NR) {
-              tiles[m](ph, ap + ir * in, bp + jr * in, c, out, bias);
-              continue;
-            }
-            // a tile past the last column: through a full-width copy
-            alignas(64) T t[MR * NR], tb[NR];  // t is (m, NR)
-            for (idx j = 0; j < NR; ++j) tb[j] = bias && j < n ? bias[j] : T(0);
-            tiles[m](ph, ap + ir * in, bp + jr * in, t, NR, bias ? tb : nullptr);
-            for (int i = 0; i < m; ++i) std::memcpy(c + i * out, t + i * NR, sizeof(T) * n);
-          }
-        }
-      }
-    }
-  }
-};
+#define OUTER_TARGET AVX2
+#include "gemm_outer.inc"
+#undef OUTER_TARGET
+}  // namespace y256
 
 // Rows and columns below which the inner-product kernels are faster: packing w costs about what ~40 rows
 // of the outer products gain, and a narrow layer leaves most of a 32-column tile empty (bench/gemm_speed.py)
@@ -535,9 +452,14 @@ constexpr idx kOuterRows = 48, kOuterCols = 64;
 
 template <class T>
 void rows_avx512(const T* x, const T* w, const T* b, T* y, idx r0, idx r1, idx c0, idx c1, idx in, idx out) {
-  if (r1 - r0 >= kOuterRows && c1 - c0 >= kOuterCols) return Outer<T>::rows(x, w, b, y, r0, r1, c0, c1, in, out);
+  if (r1 - r0 >= kOuterRows && c1 - c0 >= kOuterCols) return z512::Outer<T>::rows(x, w, b, y, r0, r1, c0, c1, in, out);
   Driver<T, std::conditional_t<sizeof(T) == 4, Avx512Float, Avx512Double>>::rows(x, w, b, y, r0, r1, c0, c1, in,
                                                                                    out);
+}
+template <class T>
+void rows_avx2(const T* x, const T* w, const T* b, T* y, idx r0, idx r1, idx c0, idx c1, idx in, idx out) {
+  if (r1 - r0 >= kOuterRows && c1 - c0 >= kOuterCols) return y256::Outer<T>::rows(x, w, b, y, r0, r1, c0, c1, in, out);
+  Driver<T, Avx2<T>>::rows(x, w, b, y, r0, r1, c0, c1, in, out);
 }
 #endif
 
@@ -551,7 +473,7 @@ RowsFn<T> rows_fn(GemmIsa isa) {
 #ifdef FASTMLP_GEMM_X86
   if (isa == GemmIsa::Avx512)
     return &rows_avx512<T>;
-  if (isa == GemmIsa::Avx2) return &Driver<T, Avx2<T>>::rows;
+  if (isa == GemmIsa::Avx2) return &rows_avx2<T>;
 #endif
   return &Driver<T, Reference<T>>::rows;
 }

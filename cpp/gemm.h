@@ -10,13 +10,14 @@
 //   for l < L/2 and L = L/2 (16 -> 8 -> 4 -> 2 -> 1);
 //   then y = s_0 + b[j] if there is a bias.
 // Kernels: AVX-512F and AVX2+FMA, picked at run time, and the scalar std::fma
-// reference twin, which is the fallback and the tests' oracle. Few rows (and
-// AVX2): MR x NR dot products on w as it is ((out, in) is contiguous along in),
-// nothing repacked. 48 rows and 64 columns or more on AVX-512F: BLIS-style outer products --
-// each lane l is a chain of its own over k = l, l + L, ..., so with k packed
-// lane by lane into panels of w^T (in, NR) and of x (in, MR), a 12 x NR register
-// tile runs lane l's chains of 12 x NR outputs at once, and the L lane tiles are
-// added along the same tree. Both give the same bits.
+// reference twin, which is the fallback and the tests' oracle. Few rows:
+// MR x NR dot products on w as it is ((out, in) is contiguous along in),
+// nothing repacked. 48 rows and 64 columns or more: BLIS-style outer products
+// (gemm_outer.inc, on zmm or ymm registers) -- each lane l is a chain of its own
+// over k = l, l + L, ..., so with k packed lane by lane into panels of w^T
+// (in, NR) and of x (in, MR), an MR x NR register tile (12 x 32 floats on
+// AVX-512, 6 x 16 on AVX2) runs lane l's chains at once, and the L lane tiles
+// are added along the same tree. Both give the same bits.
 #pragma once
 #include "common.h"
 

@@ -95,16 +95,17 @@ def test_every_count_of_leftover_rows_equals_reference(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_outer_product_blocks_equal_reference(dtype):
-    """The packed outer-product path (48 rows and 64 columns or more, cpp/gemm.cpp Outer): sizes
-    around its thresholds and its 12 x 32 (float32) / 12 x 16 (float64) tiles, the edges of its x
-    blocks (~256 KB: 72 rows of 784 float32, 36 of float64) and of its w panels (~4 MB: 1312 columns
-    of 784 float32, 656 of float64), inputs shorter than one lane set and not a multiple of it, all
+    """The packed outer-product paths (48 rows and 64 columns or more, cpp/gemm_outer.inc): sizes
+    around its thresholds and its tiles (AVX-512: 12 x 32 float32 / 12 x 16 float64; AVX2: 6 x 16 /
+    6 x 8), the edges of its x blocks (~256 KB: 72 rows of 784 float32 on AVX-512, 78 on AVX2, 36 of
+    float64 on both) and of its w panels (~4 MB: 1312 columns of 784 float32 on AVX-512, 1328 on
+    AVX2; 656 and 664 of float64), inputs shorter than one lane set and not a multiple of it, all
     give the reference's bits, on any split over threads (by rows, or by columns when B < out)."""
     rng = np.random.default_rng(8)
     shapes = [(B, n_in, n_out) for B in (47, 48, 49, 60) for n_in in (0, 1, 15, 16, 17, 100)
               for n_out in (63, 64, 65, 96, 97)]
-    shapes += [(B, 784, 64) for B in (143, 144, 145, 216, 217)]
-    shapes += [(128, 784, n) for n in (655, 656, 657, 1311, 1312, 1313)]
+    shapes += [(B, 784, 64) for B in (77, 78, 79, 143, 144, 145, 156, 157, 216, 217)]
+    shapes += [(128, 784, n) for n in (655, 656, 657, 663, 664, 665, 1311, 1312, 1313, 1327, 1328, 1329)]
     shapes += [(130, 3001, 70), (128, 8193, 65)]
     for B, n_in, n_out in shapes:
         x, w, b = data(rng, dtype, B, n_in, n_out)
