@@ -181,21 +181,38 @@ AVX2 inline double tree_rest(__m256d lo, __m256d hi) {
   const __m128d q = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));  // + 2
   return _mm_cvtsd_f64(_mm_add_sd(q, _mm_unpackhi_pd(q, q)));                       // + 1
 }
-AVX2 inline __m256 load(const float* p) { return _mm256_loadu_ps(p); }
-AVX2 inline __m256d load(const double* p) { return _mm256_loadu_pd(p); }
-// the first n (<= 8 floats, <= 4 doubles) elements at p, the rest zero
-AVX2 inline __m256 load_first(const float* p, int n) {
-  return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+// ymm register helpers, shared by the inner-product kernel and gemm_outer.inc's AVX2 build
+namespace y256 {
+AVX2 inline __m256 vzero(float) { return _mm256_setzero_ps(); }
+AVX2 inline __m256d vzero(double) { return _mm256_setzero_pd(); }
+AVX2 inline __m256 vload(const float* p) { return _mm256_loadu_ps(p); }
+AVX2 inline __m256d vload(const double* p) { return _mm256_loadu_pd(p); }
+AVX2 inline void vstore(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+AVX2 inline void vstore(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
+AVX2 inline __m256 vset1(float a) { return _mm256_set1_ps(a); }
+AVX2 inline __m256d vset1(double a) { return _mm256_set1_pd(a); }
+AVX2 inline __m256 vfma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
+AVX2 inline __m256d vfma(__m256d a, __m256d b, __m256d c) { return _mm256_fmadd_pd(a, b, c); }
+AVX2 inline __m256 vadd(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
+AVX2 inline __m256d vadd(__m256d a, __m256d b) { return _mm256_add_pd(a, b); }
+// masks: the first n elements (as vector masks, for maskload and maskstore)
+struct MaskF { __m256i m; };
+struct MaskD { __m256i m; };
+AVX2 inline MaskF vmask(int n, float) {
+  return {_mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))};
 }
-AVX2 inline __m256d load_first(const double* p, int n) {
-  return _mm256_maskload_pd(p, _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3)));
+AVX2 inline MaskD vmask(int n, double) {
+  return {_mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3))};
 }
-AVX2 inline __m256 fma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
-AVX2 inline __m256d fma(__m256d a, __m256d b, __m256d c) { return _mm256_fmadd_pd(a, b, c); }
+AVX2 inline __m256 vloadn(MaskF m, const float* p) { return _mm256_maskload_ps(p, m.m); }
+AVX2 inline __m256d vloadn(MaskD m, const double* p) { return _mm256_maskload_pd(p, m.m); }
+AVX2 inline void vstoren(MaskF m, float* p, __m256 v) { _mm256_maskstore_ps(p, m.m, v); }
+AVX2 inline void vstoren(MaskD m, double* p, __m256d v) { _mm256_maskstore_pd(p, m.m, v); }
+}  // namespace y256
 
 template <class T>
 struct Avx2 {
-  using V = decltype(load(static_cast<const T*>(nullptr)));  // __m256 or __m256d
+  using V = decltype(y256::vzero(T()));  // __m256 or __m256d
   static constexpr int H = kLanes<T> / 2;          // elements per ymm
   static constexpr int MR = 2, NR = 3, NR1 = 6;  // 12 ymm accumulators
   template <int M, int N>
@@ -207,29 +224,30 @@ struct Avx2 {
     for (; k + 2 * H <= in; k += 2 * H) {
       V xv[M];
 #pragma GCC unroll 16
-      for (int i = 0; i < M; ++i) xv[i] = load(xr[i] + k);
+      for (int i = 0; i < M; ++i) xv[i] = y256::vload(xr[i] + k);
 #pragma GCC unroll 8
       for (int j = 0; j < N; ++j) {
-        const V wv = load(wr[j] + k);
+        const V wv = y256::vload(wr[j] + k);
 #pragma GCC unroll 16
-        for (int i = 0; i < M; ++i) lo[i * N + j] = fma(xv[i], wv, lo[i * N + j]);
+        for (int i = 0; i < M; ++i) lo[i * N + j] = y256::vfma(xv[i], wv, lo[i * N + j]);
       }
 #pragma GCC unroll 16
-      for (int i = 0; i < M; ++i) xv[i] = load(xr[i] + k + H);
+      for (int i = 0; i < M; ++i) xv[i] = y256::vload(xr[i] + k + H);
 #pragma GCC unroll 8
       for (int j = 0; j < N; ++j) {
-        const V wv = load(wr[j] + k + H);
+        const V wv = y256::vload(wr[j] + k + H);
 #pragma GCC unroll 16
-        for (int i = 0; i < M; ++i) hi[i * N + j] = fma(xv[i], wv, hi[i * N + j]);
+        for (int i = 0; i < M; ++i) hi[i * N + j] = y256::vfma(xv[i], wv, hi[i * N + j]);
       }
     }
     if (k < in) {
-      const int n = static_cast<int>(in - k), n0 = std::min(n, H), n1 = std::max(n - H, 0);
+      const int n = static_cast<int>(in - k);
+      const auto m0 = y256::vmask(std::min(n, H), T()), m1 = y256::vmask(std::max(n - H, 0), T());  // the rest zero
       for (int j = 0; j < N; ++j) {
-        const V w0 = load_first(wr[j] + k, n0), w1 = load_first(wr[j] + k + H, n1);
+        const V w0 = y256::vloadn(m0, wr[j] + k), w1 = y256::vloadn(m1, wr[j] + k + H);
         for (int i = 0; i < M; ++i) {
-          lo[i * N + j] = fma(load_first(xr[i] + k, n0), w0, lo[i * N + j]);
-          hi[i * N + j] = fma(load_first(xr[i] + k + H, n1), w1, hi[i * N + j]);
+          lo[i * N + j] = y256::vfma(y256::vloadn(m0, xr[i] + k), w0, lo[i * N + j]);
+          hi[i * N + j] = y256::vfma(y256::vloadn(m1, xr[i] + k + H), w1, hi[i * N + j]);
         }
       }
     }
@@ -388,31 +406,6 @@ AVX512 inline void transpose(__m512d* r) {
 // gemm_outer.inc on ymm registers
 namespace y256 {
 constexpr int kOuterMR = 6;  // 12 accumulators, 2 w^T loads and a broadcast of the 16 ymm
-AVX2 inline __m256 vzero(float) { return _mm256_setzero_ps(); }
-AVX2 inline __m256d vzero(double) { return _mm256_setzero_pd(); }
-AVX2 inline __m256 vload(const float* p) { return _mm256_loadu_ps(p); }
-AVX2 inline __m256d vload(const double* p) { return _mm256_loadu_pd(p); }
-AVX2 inline void vstore(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
-AVX2 inline void vstore(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
-AVX2 inline __m256 vset1(float a) { return _mm256_set1_ps(a); }
-AVX2 inline __m256d vset1(double a) { return _mm256_set1_pd(a); }
-AVX2 inline __m256 vfma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
-AVX2 inline __m256d vfma(__m256d a, __m256d b, __m256d c) { return _mm256_fmadd_pd(a, b, c); }
-AVX2 inline __m256 vadd(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
-AVX2 inline __m256d vadd(__m256d a, __m256d b) { return _mm256_add_pd(a, b); }
-// masks: the first n elements (as vector masks, for maskload and maskstore)
-struct MaskF { __m256i m; };
-struct MaskD { __m256i m; };
-AVX2 inline MaskF vmask(int n, float) {
-  return {_mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))};
-}
-AVX2 inline MaskD vmask(int n, double) {
-  return {_mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3))};
-}
-AVX2 inline __m256 vloadn(MaskF m, const float* p) { return _mm256_maskload_ps(p, m.m); }
-AVX2 inline __m256d vloadn(MaskD m, const double* p) { return _mm256_maskload_pd(p, m.m); }
-AVX2 inline void vstoren(MaskF m, float* p, __m256 v) { _mm256_maskstore_ps(p, m.m, v); }
-AVX2 inline void vstoren(MaskD m, double* p, __m256d v) { _mm256_maskstore_pd(p, m.m, v); }
 // r[i] = row i of an 8 x 8 (float) block -> r[c] = its column c
 AVX2 inline void transpose(__m256* r) {
   __m256 t[8], u[8];
