@@ -131,21 +131,21 @@ FASTMLP_SIMD void error_sums(const T* a, const T* b, idx n, double& abs, double&
 
 constexpr idx kSumBlock = idx(1) << 14;  // elements
 
-// g[0] (n) += g[1] + ... + g[k-1], summed in a fixed tree (for s = 1, 2, 4, ...: g[c] += g[c + s] for
-// c = 0, 2s, 4s, ...), in blocks of elements over up to `threads` of the pool's threads: every
-// element's sum is the same on any thread
+// g[0] (n) += g[1] + ... + g[k-1], g[c] = chunk c's gradients, summed in a fixed tree (for s = 1, 2,
+// 4, ...: g[c] += g[c + s] for c = 0, 2s, 4s, ...), in blocks of elements over up to `threads` of the
+// pool's threads: every element's sum is the same on any thread
 template <class T>
-void sum_chunk_grads(T* const* g, idx k, idx n, int threads) {
+void sum_chunk_grads(const BatchChunk<T>* chunks, idx k, idx n, int threads) {
   struct Sum {
-    T* const* g;
+    const BatchChunk<T>* g;
     idx k, n;
     static void run(void* p, idx block) {
       auto* s = static_cast<Sum*>(p);
       const idx lo = block * kSumBlock, len = std::min(kSumBlock, s->n - lo);
       for (idx step = 1; step < s->k; step *= 2)
-        for (idx c = 0; c + step < s->k; c += 2 * step) add_into(s->g[c] + lo, s->g[c + step] + lo, len);
+        for (idx c = 0; c + step < s->k; c += 2 * step) add_into(s->g[c].grads + lo, s->g[c + step].grads + lo, len);
     }
-  } sum{g, k, n};
+  } sum{chunks, k, n};
   const idx blocks = (n + kSumBlock - 1) / kSumBlock;
   parallel_for(n < 2 * kSumBlock ? 1 : threads, blocks, &Sum::run, &sum);
 }
@@ -254,11 +254,10 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
   }
   // the chunks' gradients: chunk 0's in the model's, the others' in buffers of their own (the last
   // batch, smaller, has as many chunks or fewer)
-  T* chunk_grads[kMaxChunks];
-  buf.chunk_grads.reserve(checked_mul(chunks_of(B) - 1, P));
+  const idx most = chunks_of(B);
+  buf.chunk_grads.reserve(checked_mul(most - 1, P));
   for (idx c = 0; c < kMaxChunks; ++c)
-    chunk_grads[c] = c == 0 ? m.grads() : c < chunks_of(B) ? buf.chunk_grads.data() + (c - 1) * P : nullptr;
-  for (idx c = 0; c < kMaxChunks; ++c) buf.chunk[c].grads = chunk_grads[c];
+    buf.chunk[c].grads = c == 0 ? m.grads() : c < most ? buf.chunk_grads.data() + (c - 1) * P : nullptr;
   buf.snapshot.save(m, opt, true);
   double loss_sum = 0, penalty_sum = 0;
   LossSpec<T> sp = loss;  // its sample_weight points at the batch's weights
@@ -353,7 +352,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
         whole.abs_err += h.abs_err;
         whole.sq_err += h.sq_err;
       }
-      if (std::isfinite(whole.value)) sum_chunk_grads(chunk_grads, K, P, workers);
+      if (std::isfinite(whole.value)) sum_chunk_grads(buf.chunk, K, P, workers);
     } else {
       whole.r0 = 0;
       whole.r1 = b;
