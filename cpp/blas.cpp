@@ -53,6 +53,22 @@ void blas_set_num_threads(int n) {  // n_threads bounds OpenBLAS's threads and f
   pool_set_threads(n);
 }
 int blas_get_num_threads() { return scipy_openblas_get_num_threads(); }
+
+ThreadsScope::ThreadsScope(int n) {
+  if (n <= 0) return;
+  if (const int b = scipy_openblas_get_num_threads(); b != n) {
+    scipy_openblas_set_num_threads(n);
+    blas_ = b;
+  }
+  if (const int p = pool_threads(); p != n) {
+    pool_set_threads(n);
+    pool_ = p;
+  }
+}
+ThreadsScope::~ThreadsScope() {
+  if (blas_) scipy_openblas_set_num_threads(blas_);
+  if (pool_) pool_set_threads(pool_);
+}
 std::string blas_core_name() { return scipy_openblas_get_corename(); }
 std::string blas_config() { return scipy_openblas_get_config(); }
 

@@ -12,6 +12,20 @@ void gemm(bool trans_a, bool trans_b, idx M, idx N, idx K, T alpha, const T* A, 
 
 void blas_set_num_threads(int n);
 int blas_get_num_threads();
+
+// n threads (OpenBLAS's and the pool's, as blas_set_num_threads) for the scope's
+// lifetime, then those before it; n <= 0 changes nothing. Only what differs is set:
+// OpenBLAS's setter takes a lock even when nothing changes.
+class ThreadsScope {
+ public:
+  explicit ThreadsScope(int n);
+  ~ThreadsScope();
+  ThreadsScope(const ThreadsScope&) = delete;
+  ThreadsScope& operator=(const ThreadsScope&) = delete;
+
+ private:
+  int blas_ = 0, pool_ = 0;  // what to restore (0: nothing)
+};
 std::string blas_core_name();
 std::string blas_config();
 

@@ -473,9 +473,8 @@ double train_step(Model<T>& m, const T* x, idx B, idx in, const LossSpec<T>& los
 }
 
 template <class T>
-void predict(Model<T>& m, const T* X, idx N, idx in, T* out, idx chunk, bool bf16) {
+void predict(Model<T>& m, const T* X, idx N, idx in, T* out, idx chunk, bool bf16, Workspace<T>& ws) {
   if (chunk <= 0) throw value_error("batch_size must be positive");
-  Workspace<T> ws;
   ws.bf16 = bf16;
   const idx C = m.out_features(in);
   for (idx start = 0; start < N; start += chunk) {
@@ -501,7 +500,7 @@ template double train_step<double>(Model<double>&, const double*, idx, idx, cons
                                    const Clip&);
 template struct Snapshot<float>;
 template struct Snapshot<double>;
-template void predict<float>(Model<float>&, const float*, idx, idx, float*, idx, bool);
-template void predict<double>(Model<double>&, const double*, idx, idx, double*, idx, bool);
+template void predict<float>(Model<float>&, const float*, idx, idx, float*, idx, bool, Workspace<float>&);
+template void predict<double>(Model<double>&, const double*, idx, idx, double*, idx, bool, Workspace<double>&);
 
 }  // namespace fastmlp

@@ -171,10 +171,11 @@ template <class T>
 double train_step(Model<T>& m, const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
                   const T* target, Optimizer<T>& opt, Snapshot<T>& snapshot, const Clip& clip = Clip());
 
-// Eval-mode forward of X (N, in) into out (N, out) in chunks of `chunk`
-// rows, on a workspace of its own (safe to run concurrently).
+// Eval-mode forward of X (N, in) into out (N, out) in chunks of `chunk` rows on
+// ws, which no other call may use meanwhile (one per concurrent predict; a
+// workspace kept from an earlier call allocates nothing for a batch that fits).
 // bf16: the products in bfloat16 (Workspace::bf16).
 template <class T>
-void predict(Model<T>& m, const T* X, idx N, idx in, T* out, idx chunk, bool bf16 = false);
+void predict(Model<T>& m, const T* X, idx N, idx in, T* out, idx chunk, bool bf16, Workspace<T>& ws);
 
 }  // namespace fastmlp

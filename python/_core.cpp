@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cmath>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "blas.h"
@@ -265,6 +266,10 @@ struct PyModel {
   Model<T> m;
   FitBuffers<T> fit_buffers;
   Snapshot<T> step_snapshot;  // train_step's undo copy
+  // predict's workspace for small chunks, kept between calls so that a small predict allocates
+  // nothing; a predict that finds it taken (another thread's predict) makes its own
+  std::mutex predict_mu;
+  Workspace<T> predict_ws;
   std::atomic<long> fitting_pid{0};  // the process whose train_epoch uses fit_buffers (0: none)
   PyModel(const py::list& layers, std::uint64_t seed) : m(parse_layers(layers), seed) {}
 };
@@ -670,7 +675,8 @@ void bind_dtype(py::module_& m, const char* suffix) {
          py::arg("count_accuracy"), py::arg("progress"), py::arg("workers"), py::arg("schedule") = py::none(),
          py::arg("bf16") = false, py::arg("clip_norm") = INFINITY, py::arg("clip_value") = INFINITY,
          py::arg("errors") = false, py::arg("first") = 0, py::arg("count") = -1, py::arg("comm") = py::none())
-      .def("predict", [](PM& s, py::array x, idx chunk, bool bf16) {
+      // threads > 0: OpenBLAS's and the pool's threads for the call (0: as they are)
+      .def("predict", [](PM& s, py::array x, idx chunk, bool bf16, int threads) {
         check_bf16<T>(bf16);
         auto [N, in] = rows_cols(x, "X");
         const T* xd = array_data<T>(x, "X", false);
@@ -683,11 +689,16 @@ void bind_dtype(py::module_& m, const char* suffix) {
         T* od = out.mutable_data();
         {
           py::gil_scoped_release nogil;
+          ThreadsScope scope(threads);
           GateHold hold(s.m.gate, false);  // one set of weights for every chunk; other predicts run alongside
-          predict(s.m, xd, N, in, od, chunk, bf16);
+          constexpr idx kKeptRows = 512;  // the kept workspace's most rows: a few MB for wide layers
+          std::unique_lock<std::mutex> kept(s.predict_mu, std::defer_lock);
+          if (std::min(N, chunk) <= kKeptRows) kept.try_lock();
+          Workspace<T> own;
+          predict(s.m, xd, N, in, od, chunk, bf16, kept.owns_lock() ? s.predict_ws : own);
         }
         return out;
-      }, py::arg("x"), py::arg("chunk"), py::arg("bf16") = false)
+      }, py::arg("x"), py::arg("chunk"), py::arg("bf16") = false, py::arg("threads") = 0)
       // with model._core.hold(exclusive): the model's gate for a block of Python code
       .def("hold", [](py::object self, bool exclusive) {
         return PyHold{{&self.cast<PM&>().m.gate}, exclusive, self};

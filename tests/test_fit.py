@@ -147,6 +147,44 @@ def test_predict_from_many_threads_at_once():
         np.testing.assert_allclose(r, ref[i * 100:], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_small_predicts_on_the_kept_workspace_give_the_bits_of_a_big_one(dtype):
+    """Chunks of up to 512 rows reuse a workspace the model keeps between calls; bigger ones, and a predict
+    that finds it in use, make their own. The bits are the same either way, whatever came before: a big
+    predict, a failed one, one in bfloat16, other thread counts."""
+    X, _ = data(n=1500, dtype=np.dtype(dtype))
+    m = net(dtype, dropout=0.5)
+    ref = m.predict(X)  # 1500 rows: a workspace of its own
+    bf16 = m.predict(X, precision="bfloat16") if dtype == "float32" else None
+    for rows in (1, 2, 7, 511, 512, 513, 1500, 3):
+        for n_threads in (None, 1, 2, 3):
+            np.testing.assert_array_equal(m.predict(X[:rows], n_threads=n_threads), ref[:rows])
+    np.testing.assert_array_equal(m.predict(X, batch_size=100), ref)
+    bad = X[:10].copy()
+    bad[3, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        m.predict(bad)
+    np.testing.assert_array_equal(m.predict(X[:10]), ref[:10])
+    if bf16 is not None:
+        np.testing.assert_array_equal(m.predict(X[:10], precision="bfloat16"), bf16[:10])
+        np.testing.assert_array_equal(m.predict(X[:10]), ref[:10])
+    np.testing.assert_array_equal(m.predict(X[0]), ref[0])
+
+
+def test_predict_sets_its_threads_for_the_call_only():
+    from fastmlp import _core
+
+    X, _ = data(n=600, dtype=np.float32)
+    m = net("float32")
+    before = _core.blas_get_num_threads()
+    for n_threads in (1, 3, None):
+        m.predict(X, n_threads=n_threads)
+        assert _core.blas_get_num_threads() == before
+    with pytest.raises(ValueError):
+        m.predict(np.full((600, 6), np.nan, np.float32), n_threads=3)
+    assert _core.blas_get_num_threads() == before
+
+
 @pytest.mark.parametrize("how", ["step", "step_some", "named", "loaded"])
 def test_opt_step_waits_while_another_thread_holds_the_model(how, tmp_path):
     """opt.step() on a model's parameters takes the model's gate (so that during a fit in another thread it
@@ -433,3 +471,19 @@ def test_default_threads_are_one_for_small_products_and_all_cores_for_large():
     big = fm.Sequential(fm.Linear(784, 1024), fm.ReLU(), fm.Linear(1024, 10))
     assert auto_threads(big, 512) == default_threads()
     assert auto_threads(big, SMALL_WORK // (784 * 1024) + 1) == default_threads()
+
+
+def test_default_threads_see_every_product_and_follow_the_model_changes():
+    from fastmlp.training import SMALL_WORK, auto_threads, default_threads
+
+    rows = SMALL_WORK // (512 * 512) + 1  # enough rows for a 512x512 product, too few for 64x64
+    m = fm.Sequential(fm.Linear(64, 64), fm.ReLU(), fm.Linear(64, 10))
+    assert auto_threads(m, rows) == 1
+    m.insert(1, fm.Residual(fm.Linear(64, 64), fm.ReLU()))
+    assert auto_threads(m, rows) == 1
+    m[1] = fm.Residual(fm.Linear(64, 512), fm.ReLU(), fm.Linear(512, 64))  # inside a block
+    assert m._largest_product == 512 * 64
+    m.append(fm.Linear(10, 512)).append(fm.Linear(512, 512))
+    assert auto_threads(m, rows) == default_threads()
+    del m[-1]
+    assert m._largest_product == 512 * 64

@@ -43,11 +43,7 @@ SMALL_WORK = 8_000_000
 
 def auto_threads(model: Any, rows: int) -> int:
     """n_threads=None: every core, unless the per-batch products are small."""
-    return default_threads() if rows * _max_product(model) >= SMALL_WORK else 1
-
-
-def _max_product(model: Any) -> int:
-    return max((la.in_features * la.out_features for la in model if hasattr(la, "in_features")), default=0)
+    return default_threads() if rows * model._largest_product >= SMALL_WORK else 1
 
 
 def chunks_batches(model: Any) -> bool:
@@ -570,8 +566,8 @@ def _forward_chunks(model: Any, a: np.ndarray, batch_size: int | None, n_threads
                     bf16: bool = False) -> np.ndarray:
     """Eval-mode output of the checked 2-D array a, in chunks of batch_size rows (default 4096)."""
     chunk = 4096 if batch_size is None else check_int(batch_size, "batch_size", low=1, high=2**62)
-    with blas_threads(n_threads, model, min(chunk, a.shape[0])):
-        return model._core.predict(a, chunk, bf16)
+    threads, _ = thread_plan(n_threads, model, min(chunk, a.shape[0]))
+    return model._core.predict(a, chunk, bf16, threads)  # the threads set (and restored) in C++
 
 
 def predict(model: Any, X: Any, batch_size: int | None = None, n_threads: int | None = None,

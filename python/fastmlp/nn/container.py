@@ -183,6 +183,9 @@ class Sequential(Module):
             m._owner = ref
             m.training = bool(core.training)
         self.dtype, self._core, self._layers, self._params, self._buffers = dtype, core, layers, params, buffers
+        # multiply-adds per row of the largest product (residual blocks' included): training.auto_threads
+        self._largest_product = max((la.in_features * la.out_features for _, _, la in flat
+                                     if hasattr(la, "in_features")), default=0)
         self._state_keys = [k for _, _, k, _, _ in sorted(order, key=lambda t: t[:2])]
 
     # ---- structure
