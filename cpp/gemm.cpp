@@ -471,6 +471,51 @@ RowsFn<T> rows_fn(GemmIsa isa) {
   return &Driver<T, Reference<T>>::rows;
 }
 
+// Many rows on several threads, the outer products' way (O: an ISA's Outer<T>): w^T packed once into
+// panels that every thread reads (the packing shared out by panels), then pieces of a few row tiles taken
+// by whichever thread is free, so that a thread the OS deschedules holds up no one: the others take its
+// pieces. For products whose w^T panels fit one packing (O::panel_cols); the bits are every path's.
+template <class O, class T>
+void shared_rows(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out, int threads) {
+  struct Ctx {
+    const T *x, *w, *b;
+    T *y, *bp;  // bp: the w^T panels, (in, out rounded up to NR)
+    idx B, in, out, panels, pack_parts, piece;
+    static void pack(void* p, idx c) {  // panels [q0, q1)
+      const auto* j = static_cast<const Ctx*>(p);
+      const idx q0 = j->panels * c / j->pack_parts, q1 = j->panels * (c + 1) / j->pack_parts;
+      const idx c0 = q0 * O::NR, c1 = std::min(j->out, q1 * O::NR);
+      if (c1 > c0) O::pack_w(j->w, j->in, c0, c1 - c0, j->bp + c0 * j->in);
+    }
+    static void rows(void* p, idx c) {  // rows [c piece, (c + 1) piece)
+      const auto* j = static_cast<const Ctx*>(p);
+      O::rows_packed(j->x, j->bp, j->b, j->y, c * j->piece, std::min(j->B, (c + 1) * j->piece), 0, j->out, j->in,
+                     j->out);
+    }
+  };
+  thread_local Panels<T> shared;
+  const idx panels = (out + O::NR - 1) / O::NR;
+  const idx per = (B + 4 * idx(threads) - 1) / (4 * idx(threads));  // about four pieces per thread
+  Ctx ctx{x, w, b, y, shared.get(panels * O::NR * std::max<idx>(in, 1)), B, in, out, panels,
+          std::min<idx>(panels, 2 * idx(threads)), (per + O::MR - 1) / O::MR * O::MR};
+  parallel_take(threads, ctx.pack_parts, &Ctx::pack, &ctx);
+  parallel_take(threads, (B + ctx.piece - 1) / ctx.piece, &Ctx::rows, &ctx);
+}
+
+template <class T>
+using SharedFn = void (*)(const T*, const T*, const T*, T*, idx, idx, idx, int);
+
+// shared_rows for this product on isa (not Auto), or null where it does not apply
+template <class T>
+SharedFn<T> shared_fn(GemmIsa isa, idx B, idx in, idx out) {
+#ifdef FASTMLP_GEMM_X86
+  if (B < kOuterRows || out < kOuterCols) return nullptr;
+  if (isa == GemmIsa::Avx512 && out <= z512::Outer<T>::panel_cols(in)) return &shared_rows<z512::Outer<T>, T>;
+  if (isa == GemmIsa::Avx2 && out <= y256::Outer<T>::panel_cols(in)) return &shared_rows<y256::Outer<T>, T>;
+#endif
+  return nullptr;
+}
+
 // chunk c of `chunks`: a range of rows (by_rows) or of 32-column groups, with all of the other
 template <class T>
 struct Job {
@@ -516,6 +561,7 @@ GemmIsa gemm_best_isa() {
 
 template <class T>
 void dense_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out, int threads, GemmIsa isa) {
+  if (isa == GemmIsa::Auto) isa = gemm_best_isa();
   const RowsFn<T> fn = rows_fn<T>(isa);
   if (B <= 0 || out <= 0) return;
   const double work = double(B) * double(out) * double(std::max<idx>(in, 1));  // multiply-adds, never overflows
@@ -524,6 +570,7 @@ void dense_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx 
   const idx parts = by_rows ? B : (out + Job<T>::kCols - 1) / Job<T>::kCols;
   const idx nt = std::max<idx>(1, static_cast<idx>(std::min({work / double(kWorkPerThread), double(threads), double(parts)})));
   if (nt == 1) return fn(x, w, b, y, 0, B, 0, out, in, out);
+  if (const SharedFn<T> shared = shared_fn<T>(isa, B, in, out)) return shared(x, w, b, y, B, in, out, int(nt));
   Job<T> job{fn, x, w, b, y, B, in, out, nt, by_rows};
   parallel_for(static_cast<int>(nt), nt, &Job<T>::run, &job);
 }

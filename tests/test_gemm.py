@@ -197,6 +197,24 @@ def test_reference_is_accurate(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_shared_panels_taken_by_any_thread_equal_reference(dtype):
+    """Several threads on 48 rows and 64 columns or more, w^T within one packing: w^T is packed once,
+    its panels shared out, then pieces of rows taken by whichever thread is free (gemm.cpp's
+    shared_rows). Pieces and panels that do not divide evenly, the last piece short, more threads than
+    pieces or than cores: the reference's bits."""
+    rng = np.random.default_rng(9)
+    shapes = [(B, 300, n_out) for B in (48, 49, 61, 97, 131) for n_out in (64, 65, 97, 161)]
+    shapes += [(250, 33, 700), (48, 2049, 64)]
+    for B, n_in, n_out in shapes:
+        x, w, b = data(rng, dtype, B, n_in, n_out)
+        for bias in (None, b):
+            ref = dense(x, w, bias, "reference")
+            for isa in FAST:
+                for threads in (2, 3, 5, 8):
+                    assert same_bits(dense(x, w, bias, isa, threads), ref), (B, n_in, n_out, isa, threads)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_rows_do_not_depend_on_position_batch_or_threads(dtype):
     rng = np.random.default_rng(4)
     for B, n_in, n_out in [(257, 784, 256), (100, 1025, 33), (33, 17, 1023), (600, 784, 10)]:
