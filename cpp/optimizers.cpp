@@ -5,6 +5,8 @@
 #include <limits>
 #include <string>
 
+#include "pool.h"
+
 namespace fastmlp {
 
 int optim_state_slots(OptimKind k) {
@@ -294,6 +296,41 @@ void optimizer_step(const OptimConfig& c, std::int64_t step, bool momentum_ready
 }
 
 template <class T>
+void optimizer_step_blocks(const OptimConfig& c, std::int64_t step, bool momentum_ready, double mu_product,
+                           const Segment<T>* segs, idx nseg, T* state, idx n_total, int threads) {
+  constexpr idx kBlock = idx(1) << 15;  // elements: 128 KB of each float array
+  struct Blocks {
+    const OptimConfig& c;
+    std::int64_t step;
+    bool momentum_ready;
+    double mu_product;
+    const Segment<T>* segs;
+    idx nseg;
+    T* state;
+    idx n_total;
+    // block k: elements [k kBlock, (k + 1) kBlock) of the segments laid end to end
+    static void run(void* p, idx k) {
+      const auto* b = static_cast<const Blocks*>(p);
+      const idx lo = k * kBlock, hi = lo + kBlock;
+      idx start = 0;
+      for (idx s = 0; s < b->nseg && start < hi; start += b->segs[s].n, ++s) {
+        const Segment<T>& sg = b->segs[s];
+        const idx a = std::max(lo, start), e = std::min(hi, start + sg.n);
+        if (a >= e) continue;
+        const Segment<T> part{sg.p + (a - start), sg.g + (a - start), e - a, sg.offset + (a - start)};
+        optimizer_step(b->c, b->step, b->momentum_ready, b->mu_product, &part, 1, b->state, b->n_total);
+      }
+    }
+  };
+  idx n = 0;
+  for (idx s = 0; s < nseg; ++s) n += segs[s].n;
+  const idx blocks = (n + kBlock - 1) / kBlock;
+  if (threads <= 1 || blocks < 2) return optimizer_step(c, step, momentum_ready, mu_product, segs, nseg, state, n_total);
+  Blocks job{c, step, momentum_ready, mu_product, segs, nseg, state, n_total};
+  parallel_take(threads, blocks, &Blocks::run, &job);
+}
+
+template <class T>
 void ParamGroup<T>::reset_state() {
   state.resize(checked_mul(n_total, optim_state_slots(config.kind)));
   state.zero();
@@ -308,6 +345,10 @@ template void optimizer_step<float>(const OptimConfig&, std::int64_t, bool, doub
                                     float*, idx);
 template void optimizer_step<double>(const OptimConfig&, std::int64_t, bool, double, const Segment<double>*, idx,
                                      double*, idx);
+template void optimizer_step_blocks<float>(const OptimConfig&, std::int64_t, bool, double, const Segment<float>*,
+                                          idx, float*, idx, int);
+template void optimizer_step_blocks<double>(const OptimConfig&, std::int64_t, bool, double, const Segment<double>*,
+                                           idx, double*, idx, int);
 template struct ParamGroup<float>;
 template struct ParamGroup<double>;
 

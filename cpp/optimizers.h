@@ -54,6 +54,13 @@ struct Segment {
 template <class T>
 void optimizer_step(const OptimConfig& c, std::int64_t step, bool momentum_ready, double mu_product,
                     const Segment<T>* segs, idx nseg, T* state, idx n_total);
+// optimizer_step over up to `threads` of fastmlp's threads (pool.h), the segments cut into blocks of
+// elements, when they are large enough to gain from it. Every update is a function of its element alone
+// (and of the step's scalars), and the build contracts no multiply-add (-ffp-contract=off), so the bits
+// are optimizer_step's for every split.
+template <class T>
+void optimizer_step_blocks(const OptimConfig& c, std::int64_t step, bool momentum_ready, double mu_product,
+                           const Segment<T>* segs, idx nseg, T* state, idx n_total, int threads);
 // NAdam's momentum coefficient of step t: beta1 (1 - 0.5 * 0.96^(t momentum_decay)).
 double nadam_mu(const OptimConfig& c, std::int64_t t);
 
@@ -72,11 +79,12 @@ struct ParamGroup {
   std::vector<Segment<T>> live;
   bool has_frozen = false;
   void reset_state();  // zeros, Adagrad's sum = initial_accumulator_value, step = 0
-  // One step over segs (this group's parameters, possibly with other gradients).
-  void step_with(const std::vector<Segment<T>>& segs) {
+  // One step over segs (this group's parameters, possibly with other gradients); threads > 1: on
+  // fastmlp's pool by blocks of elements (optimizer_step_blocks).
+  void step_with(const std::vector<Segment<T>>& segs, int threads = 1) {
     if (config.kind == OptimKind::NAdam) mu_product *= nadam_mu(config, step + 1);
-    optimizer_step(config, step + 1, momentum_ready, mu_product, segs.data(), static_cast<idx>(segs.size()),
-                   state.data(), n_total);
+    optimizer_step_blocks(config, step + 1, momentum_ready, mu_product, segs.data(), static_cast<idx>(segs.size()),
+                          state.data(), n_total, threads);
     ++step;
     if (config.kind == OptimKind::SGD && config.momentum != 0) momentum_ready = true;
   }
@@ -87,10 +95,11 @@ struct Optimizer {
   std::vector<ParamGroup<T>> groups;
   // One step of every group over its parameters that are not frozen; a group whose
   // parameters are all frozen is not stepped (as torch skips parameters without a grad).
-  void step() {
+  // threads: as step_with's.
+  void step(int threads = 1) {
     for (auto& g : groups) {
-      if (!g.has_frozen) g.step_with(g.segments);
-      else if (!g.live.empty()) g.step_with(g.live);
+      if (!g.has_frozen) g.step_with(g.segments, threads);
+      else if (!g.live.empty()) g.step_with(g.live, threads);
     }
   }
 };

@@ -400,7 +400,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
     if (loss.l2 > 0) penalty_sum += l2_penalty_step(m, loss.l2, wsum) * rows;
     if (clip.active()) clip_grads(m.grads(), m.n_params(), clip);
     if (sched) sched->apply(opt, k);
-    opt.step();
+    opt.step(std::max(workers, pool_threads()));  // the threads of the chunks, or of the products
     loss_sum += value * rows;
     st.samples += idx(rows);
     ++st.batches;
@@ -463,7 +463,7 @@ double train_step(Model<T>& m, const T* x, idx B, idx in, const LossSpec<T>& los
                         "); the step was not taken. Try a lower learning rate, or standardize the inputs");
   }
   if (clip.active()) clip_grads(m.grads(), m.n_params(), clip);
-  opt.step();
+  opt.step(pool_threads());
   if (!all_finite(m.params(), m.n_params()) || !all_finite(m.buffers(), m.n_buffers())) {
     snapshot.restore(m, opt);
     throw numeric_error("the step diverged: it made the weights non-finite, so it was undone. "

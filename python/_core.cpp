@@ -22,6 +22,7 @@
 #include "losses.h"
 #include "model.h"
 #include "optimizers.h"
+#include "pool.h"
 #include "schedules.h"
 #include "trainer.h"
 #include "vmath.h"
@@ -381,7 +382,7 @@ struct PyOptimizer {
     py::gil_scoped_release nogil;
     lock();
     try {
-      opt.step();
+      opt.step(pool_threads());
     } catch (...) {
       unlock();
       throw;
@@ -405,7 +406,7 @@ struct PyOptimizer {
     lock();  // as step(): between two steps of a fit running in another thread
     try {
       for (size_t i = 0; i < segs.size(); ++i)
-        if (!segs[i].empty()) opt.groups[i].step_with(segs[i]);
+        if (!segs[i].empty()) opt.groups[i].step_with(segs[i], pool_threads());
     } catch (...) {
       unlock();
       throw;
