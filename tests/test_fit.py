@@ -171,6 +171,39 @@ def test_small_predicts_on_the_kept_workspace_give_the_bits_of_a_big_one(dtype):
     np.testing.assert_array_equal(m.predict(X[0]), ref[0])
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_predict_of_a_ready_array_takes_the_lean_path_to_the_same_bits_and_errors(dtype):
+    """A C-contiguous array of the model's dtype, 1-D or 2-D, with the default batch_size and precision
+    goes straight to C++ (training.predict's lean path); anything else takes the general one. The same
+    bits either way, and the same errors."""
+    X, _ = data(n=700, dtype=np.dtype(dtype))
+    m = net(dtype, dropout=0.5)
+    ref = m.predict(X, batch_size=4096)  # the general path
+    other = np.float32 if dtype == "float64" else np.float64
+    for n_threads in (None, 1, 2, 5):
+        np.testing.assert_array_equal(m.predict(X, n_threads=n_threads), ref)
+        np.testing.assert_array_equal(m.predict(X[3], n_threads=n_threads), ref[3])
+        np.testing.assert_array_equal(m.predict(np.asfortranarray(X), n_threads=n_threads), ref)  # general path
+    np.testing.assert_array_equal(m.predict(X[:0]), ref[:0])
+    np.testing.assert_array_equal(m.predict(X.tolist()), ref)
+    assert m.predict(X.astype(other)).dtype == np.dtype(dtype)
+    bad = X.copy()
+    bad[650, 2] = np.inf
+    for arg in (bad, bad[650]):
+        with pytest.raises(ValueError, match="NaN or inf"):
+            m.predict(arg)
+    with pytest.raises(ValueError, match="features"):
+        m.predict(np.ones((2, 5), dtype))
+    with pytest.raises(ValueError, match="features"):
+        m.predict(np.ones(5, dtype))
+    for n_threads in (0, True, 2.0):
+        with pytest.raises((ValueError, TypeError), match="n_threads"):
+            m.predict(X, n_threads=n_threads)
+    with pytest.raises(ValueError, match="3-D"):
+        m.predict(np.ones((2, 3, 2), dtype))
+    np.testing.assert_array_equal(m.predict(X), ref)  # after the failed calls
+
+
 def test_predict_sets_its_threads_for_the_call_only():
     from fastmlp import _core
 

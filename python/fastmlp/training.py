@@ -572,6 +572,14 @@ def _forward_chunks(model: Any, a: np.ndarray, batch_size: int | None, n_threads
 
 def predict(model: Any, X: Any, batch_size: int | None = None, n_threads: int | None = None,
             precision: str = "float32") -> np.ndarray:
+    if (type(X) is np.ndarray and X.dtype == model.dtype and X.flags.c_contiguous and 1 <= X.ndim <= 2
+            and batch_size is None and precision == "float32"
+            and (n_threads is None or (type(n_threads) is int and 1 <= n_threads <= 4096))):
+        # the lean path of a plain call on a ready array: thread_plan's threads, the checks in C++
+        a = X if X.ndim == 2 else X.reshape(1, -1)
+        threads = auto_threads(model, min(a.shape[0], 4096)) if n_threads is None else n_threads
+        out = model._core.predict(a, 4096, False, threads)
+        return out if X.ndim == 2 else out[0]
     bf16 = check_precision(precision, model)
     one = np.ndim(X) == 1
     a = model._input(X, check=False)  # finiteness: checked chunk by chunk in C++
