@@ -62,6 +62,18 @@ def data(rng, dtype, B, n_in, n_out):
     return x, w, b
 
 
+def assert_reference_bits(rng, dtype, shapes, thread_counts):
+    """Every fast path on every (B, in, out) of shapes, with and without a bias, on each of
+    thread_counts threads, gives the reference's bits."""
+    for B, n_in, n_out in shapes:
+        x, w, b = data(rng, dtype, B, n_in, n_out)
+        for bias in (None, b):
+            ref = dense(x, w, bias, "reference")
+            for isa in FAST:
+                for threads in thread_counts:
+                    assert same_bits(dense(x, w, bias, isa, threads), ref), (B, n_in, n_out, isa, threads)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_fast_kernels_equal_reference_bit_for_bit(dtype):
     assert len(SHAPES) > 100
@@ -107,13 +119,7 @@ def test_outer_product_blocks_equal_reference(dtype):
     shapes += [(B, 784, 64) for B in (77, 78, 79, 143, 144, 145, 156, 157, 216, 217)]
     shapes += [(128, 784, n) for n in (655, 656, 657, 663, 664, 665, 1311, 1312, 1313, 1327, 1328, 1329)]
     shapes += [(130, 3001, 70), (128, 8193, 65)]
-    for B, n_in, n_out in shapes:
-        x, w, b = data(rng, dtype, B, n_in, n_out)
-        for bias in (None, b):
-            ref = dense(x, w, bias, "reference")
-            for isa in FAST:
-                for threads in (1, 2, 3):
-                    assert same_bits(dense(x, w, bias, isa, threads), ref), (B, n_in, n_out, isa, threads)
+    assert_reference_bits(rng, dtype, shapes, (1, 2, 3))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -205,13 +211,7 @@ def test_shared_panels_taken_by_any_thread_equal_reference(dtype):
     rng = np.random.default_rng(9)
     shapes = [(B, 300, n_out) for B in (48, 49, 61, 97, 131) for n_out in (64, 65, 97, 161)]
     shapes += [(250, 33, 700), (48, 2049, 64)]
-    for B, n_in, n_out in shapes:
-        x, w, b = data(rng, dtype, B, n_in, n_out)
-        for bias in (None, b):
-            ref = dense(x, w, bias, "reference")
-            for isa in FAST:
-                for threads in (2, 3, 5, 8):
-                    assert same_bits(dense(x, w, bias, isa, threads), ref), (B, n_in, n_out, isa, threads)
+    assert_reference_bits(rng, dtype, shapes, (2, 3, 5, 8))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
