@@ -1,7 +1,11 @@
 """model.fit / predict / evaluate: the C++ epoch loop must do exactly what the
 equivalent Python loop of train_step calls does."""
 import os
+import pickle
 import signal
+import subprocess
+import sys
+import textwrap
 import threading
 
 import numpy as np
@@ -186,6 +190,9 @@ def test_predict_of_a_ready_array_takes_the_lean_path_to_the_same_bits_and_error
         np.testing.assert_array_equal(m.predict(np.asfortranarray(X), n_threads=n_threads), ref)  # general path
     np.testing.assert_array_equal(m.predict(X[:0]), ref[:0])
     np.testing.assert_array_equal(m.predict(X.tolist()), ref)
+    unpickled = pickle.loads(pickle.dumps(X))  # its dtype equals numpy's float dtype but is another object
+    assert unpickled.dtype == X.dtype and unpickled.dtype is not X.dtype
+    np.testing.assert_array_equal(m.predict(unpickled), ref)
     assert m.predict(X.astype(other)).dtype == np.dtype(dtype)
     bad = X.copy()
     bad[650, 2] = np.inf
@@ -520,3 +527,38 @@ def test_default_threads_see_every_product_and_follow_the_model_changes():
     assert auto_threads(m, rows) == default_threads()
     del m[-1]
     assert m._largest_product == 512 * 64
+
+
+def test_fork_during_a_long_predict_in_small_chunks_does_not_hang_the_child():
+    """fork waits up to a second for every model's gate (cpp/gate.cpp); a predict in another thread
+    that outlasts it keeps the lock of the workspace the model keeps for small chunks, copied locked
+    into the child. The child's predicts must make their own workspace, not wait for that lock."""
+    src = textwrap.dedent("""
+        import os, signal, threading, time
+        import numpy as np
+        import fastmlp as fm
+        m = fm.Sequential(fm.Linear(64, 2048), fm.ReLU(), fm.Linear(2048, 2048), fm.ReLU(), fm.Linear(2048, 10),
+                          seed=0, dtype="float32").eval()
+        X = np.random.default_rng(0).normal(size=(40000, 64)).astype(np.float32)
+        ref = m.predict(X[:100])
+        started = threading.Event()
+        def long_predict():
+            started.set()
+            m.predict(X, batch_size=500)  # seconds, all on the kept workspace
+        t = threading.Thread(target=long_predict)
+        t.start()
+        started.wait()
+        time.sleep(0.2)
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(60)  # a child that hangs dies, and the parent sees it
+            ok = np.array_equal(m.predict(X[:100]), ref) and np.array_equal(m.predict(X[:100], batch_size=7), ref)
+            os._exit(0 if ok else 3)
+        status = os.waitpid(pid, 0)[1]
+        t.join()
+        assert status == 0, status
+        assert np.array_equal(m.predict(X[:100]), ref)
+        print("ok")
+    """)
+    r = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr

@@ -570,9 +570,13 @@ def _forward_chunks(model: Any, a: np.ndarray, batch_size: int | None, n_threads
     return model._core.predict(a, chunk, bf16, threads)  # the threads set (and restored) in C++
 
 
+# the dtype objects C++ accepts as they are: numpy's own, not an equal copy (an unpickled array's dtype)
+_BUILTIN = {np.dtype(np.float32): np.dtype(np.float32), np.dtype(np.float64): np.dtype(np.float64)}
+
+
 def predict(model: Any, X: Any, batch_size: int | None = None, n_threads: int | None = None,
             precision: str = "float32") -> np.ndarray:
-    if (type(X) is np.ndarray and X.dtype == model.dtype and X.flags.c_contiguous and 1 <= X.ndim <= 2
+    if (type(X) is np.ndarray and X.dtype is _BUILTIN.get(model.dtype) and X.flags.c_contiguous and 1 <= X.ndim <= 2
             and batch_size is None and precision == "float32"
             and (n_threads is None or (type(n_threads) is int and 1 <= n_threads <= 4096))):
         # the lean path of a plain call on a ready array: thread_plan's threads, the checks in C++
