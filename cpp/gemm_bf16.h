@@ -1,9 +1,9 @@
 // bfloat16 products with float32 accumulation: torch.autocast's CPU matmuls.
 // Inputs are rounded to bfloat16 (to nearest even), each product of two
 // bfloat16 values is exact in float32, and the sums are float32, in a fixed
-// order modelled on AVX512_BF16's VDPBF16PS, so that the hardware kernel and
-// its emulation twin (the fallback on other CPUs, and the tests' oracle) give
-// the same bits.
+// order modelled on AVX512_BF16's VDPBF16PS, so that the hardware kernel, its
+// emulation on AVX-512F registers and its plain emulation twin (the fallback on
+// other CPUs, and the tests' oracle) give the same bits.
 //
 // Canonical order of c[i][j] = sum over k of a[i][k] b[k][j], k padded to even
 // with +0: one float32 sum s per output element, starting from +0; for each
@@ -36,7 +36,10 @@ namespace fastmlp {
 using bf16 = std::uint16_t;       // a bfloat16's bits
 using bf16x2 = std::uint32_t;     // two bfloat16 along k: the even k in the low half
 
-enum class Bf16Isa { Auto, Avx512Bf16, Emulation };
+// Avx512Bf16: VDPBF16PS. Avx512F: the emulation's arithmetic on AVX-512F registers (no AVX512_BF16
+// needed), the same bits. Emulation: the plain twin, the fallback and the tests' oracle. Auto: the first
+// of these the CPU runs.
+enum class Bf16Isa { Auto, Avx512Bf16, Avx512F, Emulation };
 
 // Whether the CPU runs that path (Auto and Emulation: always).
 bool bf16_isa_available(Bf16Isa isa);

@@ -9,9 +9,10 @@ import pytest
 
 from fastmlp import _core
 
-HW = _core.bf16_isa_available("avx512bf16")
-needs_hw = pytest.mark.skipif(not HW, reason="this CPU has no AVX512_BF16 (the emulation path is tested alone)")
-PATHS = ["emulation", "auto"] + (["avx512bf16"] if HW else [])
+# the fast paths this CPU runs: VDPBF16PS, and the emulation's arithmetic on AVX-512F registers
+FAST = [p for p in ("avx512bf16", "avx512f") if _core.bf16_isa_available(p)]
+needs_fast = pytest.mark.skipif(not FAST, reason="this CPU has no AVX-512 (the emulation path is tested alone)")
+PATHS = ["emulation", "auto"] + FAST
 K_SIZES = [0, 1, 2, 3, 15, 16, 17, 31, 32, 33, 63, 64, 65, 255, 256, 257, 1023, 1024, 1025]
 MN_SIZES = [(0, 3), (3, 0), (1, 1), (1, 17), (2, 16), (3, 15), (5, 4), (11, 31), (12, 32), (13, 33), (17, 63),
             (24, 64), (25, 65)]
@@ -191,7 +192,7 @@ def test_flush_to_zero_of_denormal_results():
     assert (np.float32(2.0**-100) * np.float32(2.0**-30)) != 0  # float32 itself would not flush
 
 
-@needs_hw
+@needs_fast
 @pytest.mark.parametrize("scale", [1.0, 1e-20, 1e-34, 1e-36, 1e19, 1e33])  # 1e-34..: denormal sums flushed
 def test_hardware_equals_emulation(scale):
     """random data over the whole float32 range, with tiny, huge, zero, inf and NaN values and
@@ -210,18 +211,20 @@ def test_hardware_equals_emulation(scale):
         with np.errstate(all="ignore"):
             want = _core.gemm_bf16(x, w, b, "emulation", 1)
             for form in FORMS:
-                assert same_bits(product(x, w, b, "avx512bf16", 2, form), want), form
+                for path in FAST:
+                    assert same_bits(product(x, w, b, path, 2, form), want), (form, path)
 
 
-@needs_hw
-def test_hardware_threads_and_batch_do_not_change_bits():
+@needs_fast
+@pytest.mark.parametrize("path", FAST)
+def test_hardware_threads_and_batch_do_not_change_bits(path):
     rng = np.random.default_rng(5)
     x, w = data(rng, 203, 300), data(rng, 70, 300)
     for form in FORMS:
-        one = product(x, w, None, "avx512bf16", 1, form)
-        assert same_bits(product(x, w, None, "avx512bf16", 2, form), one)
-        assert same_bits(product(x[5:6], w, None, "avx512bf16", 1, form), one[5:6])
-        assert same_bits(product(x[7:40], w[3:50], None, "avx512bf16", 2, form), one[7:40, 3:50])
+        one = product(x, w, None, path, 1, form)
+        assert same_bits(product(x, w, None, path, 2, form), one)
+        assert same_bits(product(x[5:6], w, None, path, 1, form), one[5:6])
+        assert same_bits(product(x[7:40], w[3:50], None, path, 2, form), one[7:40, 3:50])
 
 
 def test_bad_arguments():
