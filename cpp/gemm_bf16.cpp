@@ -92,6 +92,29 @@ struct Emulation {
 };
 
 #ifdef FASTMLP_BF16_X86
+// ---------------------------------------------------------------- the AVX-512 kernels' epilogue
+// finish() on an MR x 32 tile of sums s0 (columns 0-15), s1 (16-31): c = s + bias, c = s, or c += s,
+// for the first nc columns of c (MR rows ldc apart)
+#ifdef FASTMLP_BF16_X86
+AVX512F inline __mmask16 first16(idx n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
+template <int MR>
+AVX512F inline void store_tile(__m512* s0, __m512* s1, float* c, idx ldc, idx nc, const float* bias, bool accumulate) {
+  const __mmask16 k0 = first16(nc), k1 = first16(std::max<idx>(0, nc - 16));
+  for (int i = 0; i < MR; ++i) {
+    float* cr = c + i * ldc;
+    if (accumulate) {
+      s0[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(k0, cr), s0[i]);
+      s1[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(k1, cr + 16), s1[i]);
+    } else if (bias) {
+      s0[i] = _mm512_add_ps(s0[i], _mm512_maskz_loadu_ps(k0, bias));
+      s1[i] = _mm512_add_ps(s1[i], _mm512_maskz_loadu_ps(k1, bias + 16));
+    }
+    _mm512_mask_storeu_ps(cr, k0, s0[i]);
+    _mm512_mask_storeu_ps(cr + 16, k1, s1[i]);
+  }
+}
+#endif
+
 // ---------------------------------------------------------------- AVX512_BF16
 // Conversions: VCVTNE2PS2BF16 rounds as to_bf16 (nearest even, denormals to a signed
 // zero, NaN quieted, overflow to inf; tests/test_bf16.py checks it against NumPy).
@@ -100,12 +123,11 @@ struct Emulation {
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-AVX512BF16 inline __mmask16 first(idx n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
 
 // 16 pairs of s (32 floats, n <= 32 of them valid, +0 past) as 16 words
 AVX512BF16 inline __m512i pairs16(const float* s, idx n) {
-  const __m512 lo = _mm512_maskz_loadu_ps(first(n), s);
-  const __m512 hi = _mm512_maskz_loadu_ps(first(std::max<idx>(0, n - 16)), s + 16);
+  const __m512 lo = _mm512_maskz_loadu_ps(first16(n), s);
+  const __m512 hi = _mm512_maskz_loadu_ps(first16(std::max<idx>(0, n - 16)), s + 16);
   return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
 }
 
@@ -113,12 +135,12 @@ AVX512BF16 void rows_avx(const float* src, idx rows, idx cols, bf16x2* dst) {
   const idx P = bf16_pairs(cols);
   for (idx r = 0; r < rows; ++r)
     for (idx p = 0; p < P; p += 16)
-      _mm512_mask_storeu_epi32(dst + r * P + p, first(P - p), pairs16(src + r * cols + 2 * p, cols - 2 * p));
+      _mm512_mask_storeu_epi32(dst + r * P + p, first16(P - p), pairs16(src + r * cols + 2 * p, cols - 2 * p));
 }
 
 // 16 words (lo[j], hi[j]) from 16 columns of two float rows (n valid; hi null: +0)
 AVX512BF16 inline __m512i interleave16(const float* lo, const float* hi, idx n) {
-  const __mmask16 k = first(n);
+  const __mmask16 k = first16(n);
   const __m512i l = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(k, lo)));
   if (!hi) return l;
   const __m512i h = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(k, hi)));
@@ -137,7 +159,7 @@ AVX512BF16 void pairs_avx(const float* src, idx rows, idx cols, idx width, bf16x
     for (idx q = 0; q < nq; ++q)
       for (idx jj = 0; jj < width; jj += 16) {
         const idx j = q * width + jj, n = std::max<idx>(0, std::min<idx>(16, cols - j));
-        _mm512_mask_storeu_epi32(dst + (q * P + p) * width + jj, first(width - jj),
+        _mm512_mask_storeu_epi32(dst + (q * P + p) * width + jj, first16(width - jj),
                                  n ? interleave16(lo + j, hi ? hi + j : nullptr, n) : _mm512_setzero_si512());
       }
   }
@@ -200,19 +222,7 @@ AVX512BF16 void tile_avx(const bf16x2* a, idx rs, idx cs, const bf16x2* bp, idx 
       s1[i] = _mm512_dpbf16_ps(s1[i], w, b1);
     }
   }
-  const __mmask16 k0 = first(nc), k1 = first(std::max<idx>(0, nc - 16));
-  for (int i = 0; i < MR; ++i) {
-    float* cr = c + i * ldc;
-    if (accumulate) {
-      s0[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(k0, cr), s0[i]);
-      s1[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(k1, cr + 16), s1[i]);
-    } else if (bias) {
-      s0[i] = _mm512_add_ps(s0[i], _mm512_maskz_loadu_ps(k0, bias));
-      s1[i] = _mm512_add_ps(s1[i], _mm512_maskz_loadu_ps(k1, bias + 16));
-    }
-    _mm512_mask_storeu_ps(cr, k0, s0[i]);
-    _mm512_mask_storeu_ps(cr + 16, k1, s1[i]);
-  }
+  store_tile<MR>(s0, s1, c, ldc, nc, bias, accumulate);
 }
 
 struct Avx512Bf16 {
@@ -244,7 +254,6 @@ AVX512F inline __m512 daz16(__m512 v) {  // daz() on every lane
 }
 AVX512F inline __m512 hi16(__m512i w) { return daz16(_mm512_castsi512_ps(_mm512_and_epi32(w, _mm512_set1_epi32(-65536)))); }
 AVX512F inline __m512 lo16(__m512i w) { return daz16(_mm512_castsi512_ps(_mm512_slli_epi32(w, 16))); }
-AVX512F inline __mmask16 first16(idx n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
 
 // MR x 32 outputs: per k pair, the panel's 32 words as high and low halves, and per row of a its
 // word's two halves broadcast; s = daz(fma(a_hi, b_hi, s)), then the same with the low halves.
@@ -264,19 +273,7 @@ AVX512F void tile_emu(const bf16x2* a, idx rs, idx cs, const bf16x2* bp, idx P, 
       s1[i] = daz16(_mm512_fmadd_ps(al, l1, daz16(_mm512_fmadd_ps(ah, h1, s1[i]))));
     }
   }
-  const __mmask16 k0 = first16(nc), k1 = first16(std::max<idx>(0, nc - 16));
-  for (int i = 0; i < MR; ++i) {  // finish(): c + s, s + bias, or s
-    float* cr = c + i * ldc;
-    if (accumulate) {
-      s0[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(k0, cr), s0[i]);
-      s1[i] = _mm512_add_ps(_mm512_maskz_loadu_ps(k1, cr + 16), s1[i]);
-    } else if (bias) {
-      s0[i] = _mm512_add_ps(s0[i], _mm512_maskz_loadu_ps(k0, bias));
-      s1[i] = _mm512_add_ps(s1[i], _mm512_maskz_loadu_ps(k1, bias + 16));
-    }
-    _mm512_mask_storeu_ps(cr, k0, s0[i]);
-    _mm512_mask_storeu_ps(cr + 16, k1, s1[i]);
-  }
+  store_tile<MR>(s0, s1, c, ldc, nc, bias, accumulate);
 }
 
 struct Avx512F {
