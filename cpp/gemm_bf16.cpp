@@ -92,6 +92,18 @@ struct Emulation {
 };
 
 #ifdef FASTMLP_BF16_X86
+// A kernel of up to MR rows from its tiles of 1, 2, ..., MR rows (Tiles[m - 1]: m rows; run_range's K)
+using TileFn = void (*)(const bf16x2*, idx, idx, const bf16x2*, idx, float*, idx, idx, const float*, bool);
+template <TileFn... Tiles>
+struct RowTiles {
+  static constexpr int MR = int(sizeof...(Tiles));
+  static void tile(int m, const bf16x2* a, idx rs, idx cs, const bf16x2* bp, idx P, float* c, idx ldc, idx nc,
+                   const float* bias, bool accumulate) {
+    static constexpr TileFn fns[] = {Tiles...};
+    fns[m - 1](a, rs, cs, bp, P, c, ldc, nc, bias, accumulate);
+  }
+};
+
 // ---------------------------------------------------------------- the AVX-512 kernels' epilogue
 // finish() on an MR x 32 tile of sums s0 (columns 0-15), s1 (16-31): c = s + bias, c = s, or c += s,
 // for the first nc columns of c (MR rows ldc apart)
@@ -225,20 +237,9 @@ AVX512BF16 void tile_avx(const bf16x2* a, idx rs, idx cs, const bf16x2* bp, idx 
   store_tile<MR>(s0, s1, c, ldc, nc, bias, accumulate);
 }
 
-struct Avx512Bf16 {
-  static constexpr int MR = 12;
-  template <int... M>
-  static void dispatch(std::integer_sequence<int, M...>, int m, const bf16x2* a, idx rs, idx cs, const bf16x2* bp,
-                       idx P, float* c, idx ldc, idx nc, const float* bias, bool accumulate) {
-    using Fn = void (*)(const bf16x2*, idx, idx, const bf16x2*, idx, float*, idx, idx, const float*, bool);
-    static constexpr Fn fns[] = {&tile_avx<M + 1>...};
-    fns[m - 1](a, rs, cs, bp, P, c, ldc, nc, bias, accumulate);
-  }
-  static void tile(int m, const bf16x2* a, idx rs, idx cs, const bf16x2* bp, idx P, float* c, idx ldc, idx nc,
-                   const float* bias, bool accumulate) {
-    dispatch(std::make_integer_sequence<int, MR>{}, m, a, rs, cs, bp, P, c, ldc, nc, bias, accumulate);
-  }
-};
+template <int... M>
+RowTiles<&tile_avx<M + 1>...> avx_tiles(std::integer_sequence<int, M...>);
+using Avx512Bf16 = decltype(avx_tiles(std::make_integer_sequence<int, 12>{}));
 #pragma GCC diagnostic pop
 #endif
 
@@ -276,20 +277,10 @@ AVX512F void tile_emu(const bf16x2* a, idx rs, idx cs, const bf16x2* bp, idx P, 
   store_tile<MR>(s0, s1, c, ldc, nc, bias, accumulate);
 }
 
-struct Avx512F {
-  static constexpr int MR = 8;  // 16 accumulators, 4 panel halves, 2 broadcasts and the constants in 32 zmm
-  template <int... M>
-  static void dispatch(std::integer_sequence<int, M...>, int m, const bf16x2* a, idx rs, idx cs, const bf16x2* bp,
-                       idx P, float* c, idx ldc, idx nc, const float* bias, bool accumulate) {
-    using Fn = void (*)(const bf16x2*, idx, idx, const bf16x2*, idx, float*, idx, idx, const float*, bool);
-    static constexpr Fn fns[] = {&tile_emu<M + 1>...};
-    fns[m - 1](a, rs, cs, bp, P, c, ldc, nc, bias, accumulate);
-  }
-  static void tile(int m, const bf16x2* a, idx rs, idx cs, const bf16x2* bp, idx P, float* c, idx ldc, idx nc,
-                   const float* bias, bool accumulate) {
-    dispatch(std::make_integer_sequence<int, MR>{}, m, a, rs, cs, bp, P, c, ldc, nc, bias, accumulate);
-  }
-};
+template <int... M>
+RowTiles<&tile_emu<M + 1>...> emu_tiles(std::integer_sequence<int, M...>);
+// 8 rows: 16 accumulators, 4 panel halves, 2 broadcasts and the constants in 32 zmm
+using Avx512F = decltype(emu_tiles(std::make_integer_sequence<int, 8>{}));
 #endif
 
 // ---------------------------------------------------------------- the blocked loop
