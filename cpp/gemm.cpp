@@ -460,8 +460,7 @@ template <class T>
 using RowsFn = void (*)(const T*, const T*, const T*, T*, idx, idx, idx, idx, idx, idx);
 
 template <class T>
-RowsFn<T> rows_fn(GemmIsa isa) {
-  if (isa == GemmIsa::Auto) isa = gemm_best_isa();
+RowsFn<T> rows_fn(GemmIsa isa) {  // isa: resolved (not Auto)
   if (!gemm_isa_available(isa)) throw value_error("this CPU cannot run the requested product kernel");
 #ifdef FASTMLP_GEMM_X86
   if (isa == GemmIsa::Avx512)

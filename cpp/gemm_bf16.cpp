@@ -107,7 +107,6 @@ struct RowTiles {
 // ---------------------------------------------------------------- the AVX-512 kernels' epilogue
 // finish() on an MR x 32 tile of sums s0 (columns 0-15), s1 (16-31): c = s + bias, c = s, or c += s,
 // for the first nc columns of c (MR rows ldc apart)
-#ifdef FASTMLP_BF16_X86
 AVX512F inline __mmask16 first16(idx n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
 template <int MR>
 AVX512F inline void store_tile(__m512* s0, __m512* s1, float* c, idx ldc, idx nc, const float* bias, bool accumulate) {
@@ -125,7 +124,6 @@ AVX512F inline void store_tile(__m512* s0, __m512* s1, float* c, idx ldc, idx nc
     _mm512_mask_storeu_ps(cr + 16, k1, s1[i]);
   }
 }
-#endif
 
 // ---------------------------------------------------------------- AVX512_BF16
 // Conversions: VCVTNE2PS2BF16 rounds as to_bf16 (nearest even, denormals to a signed
