@@ -182,7 +182,7 @@ def test_predict_of_a_ready_array_takes_the_lean_path_to_the_same_bits_and_error
     bits either way, and the same errors."""
     X, _ = data(n=700, dtype=np.dtype(dtype))
     m = net(dtype, dropout=0.5)
-    ref = m.predict(X, batch_size=4096)  # the general path
+    ref = m.predict(np.asfortranarray(X))  # the general path (a copy made C-contiguous)
     other = np.float32 if dtype == "float64" else np.float64
     for n_threads in (None, 1, 2, 5):
         np.testing.assert_array_equal(m.predict(X, n_threads=n_threads), ref)

@@ -75,15 +75,11 @@ def thread_plan(n_threads: int | None, model: Any = None, rows: int = 0, split: 
     single-threaded products: (1, n). Otherwise the products use the threads:
     n_threads, or for None every core, or one when the model's per-batch products
     are small."""
-    if n_threads is None:
-        n = default_threads()
-    else:
-        n = check_int(n_threads, "n_threads", low=1, high=4096)
-    if split and model is not None and chunks_batches(model):
-        return 1, n
-    if n_threads is None and model is not None:
-        n = auto_threads(model, rows)
-    return n, 1
+    chunked = split and model is not None and chunks_batches(model)
+    if n_threads is None and model is not None and not chunked:
+        return auto_threads(model, rows), 1
+    n = default_threads() if n_threads is None else check_int(n_threads, "n_threads", low=1, high=4096)
+    return (1, n) if chunked else (n, 1)
 
 
 @contextmanager
@@ -564,7 +560,8 @@ def _accuracy(model: Any, out: np.ndarray, t: np.ndarray, loss_fn: _Loss) -> flo
 
 def _forward_chunks(model: Any, a: np.ndarray, batch_size: int | None, n_threads: int | None,
                     bf16: bool = False) -> np.ndarray:
-    """Eval-mode output of the checked 2-D array a, in chunks of batch_size rows (default 4096)."""
+    """Eval-mode output of the 2-D array a (C-contiguous, the model's dtype; C++ checks the rest), in
+    chunks of batch_size rows (default 4096)."""
     chunk = 4096 if batch_size is None else check_int(batch_size, "batch_size", low=1, high=2**62)
     threads, _ = thread_plan(n_threads, model, min(chunk, a.shape[0]))
     return model._core.predict(a, chunk, bf16, threads)  # the threads set (and restored) in C++
@@ -577,12 +574,9 @@ _BUILTIN = {np.dtype(np.float32): np.dtype(np.float32), np.dtype(np.float64): np
 def predict(model: Any, X: Any, batch_size: int | None = None, n_threads: int | None = None,
             precision: str = "float32") -> np.ndarray:
     if (type(X) is np.ndarray and X.dtype is _BUILTIN.get(model.dtype) and X.flags.c_contiguous and 1 <= X.ndim <= 2
-            and batch_size is None and precision == "float32"
-            and (n_threads is None or (type(n_threads) is int and 1 <= n_threads <= 4096))):
-        # the lean path of a plain call on a ready array: thread_plan's threads, the checks in C++
-        a = X if X.ndim == 2 else X.reshape(1, -1)
-        threads = auto_threads(model, min(a.shape[0], 4096)) if n_threads is None else n_threads
-        out = model._core.predict(a, 4096, False, threads)
+            and precision == "float32"):
+        # the lean path of a ready array: no conversion, the checks in C++
+        out = _forward_chunks(model, X if X.ndim == 2 else X.reshape(1, -1), batch_size, n_threads)
         return out if X.ndim == 2 else out[0]
     bf16 = check_precision(precision, model)
     one = np.ndim(X) == 1
