@@ -13,6 +13,7 @@
 #define FASTMLP_BF16_X86 1
 #define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
 #define AVX512F __attribute__((target("avx512f")))
+#define AVX2 __attribute__((target("avx2,fma")))
 #endif
 
 namespace fastmlp {
@@ -281,6 +282,175 @@ RowTiles<&tile_emu<M + 1>...> emu_tiles(std::integer_sequence<int, M...>);
 using Avx512F = decltype(emu_tiles(std::make_integer_sequence<int, 8>{}));
 #endif
 
+#ifdef FASTMLP_BF16_X86
+// ---------------------------------------------------------------- the emulation on AVX2 + FMA
+// The twin's arithmetic on 8 lanes, for CPUs without AVX-512: each lane one output element, the
+// same fmas in the same order. Operands come from the conversions above, which never make a
+// bfloat16 denormal, so dp_step's flushing of inputs never fires; its flushing of a result fires
+// only when a sum falls below FLT_MIN. Flush = false leaves that out, for products where no sum can
+// (flush_free below), and then runs at the speed of a float32 kernel; Flush = true does it by
+// compare and mask after every fma.
+AVX2 inline __m256 daz8(__m256 v) {  // daz() on every lane
+  const __m256 mag = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  const __m256 tiny = _mm256_cmp_ps(_mm256_and_ps(v, mag), _mm256_set1_ps(FLT_MIN), _CMP_LT_OQ);
+  return _mm256_andnot_ps(_mm256_and_ps(tiny, mag), v);
+}
+template <bool Flush>
+AVX2 inline __m256 fma8(__m256 a, __m256 b, __m256 s) {
+  return Flush ? daz8(_mm256_fmadd_ps(a, b, s)) : _mm256_fmadd_ps(a, b, s);
+}
+AVX2 inline __m256i first8(idx n) {  // lanes < n all ones
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::min<idx>(n, 8))),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// MR x 32 outputs as two MR x 16 halves: per k pair, the half panel's 16 words as high and low halves,
+// and per row of a its word broadcast and split; s = fma(a_hi, b_hi, s), then the low halves.
+template <int MR, bool Flush>
+AVX2 void tile_avx2(const bf16x2* a, idx rs, idx cs, const bf16x2* bp, idx P, float* c, idx ldc, idx nc,
+                    const float* bias, bool accumulate) {
+  const __m256i top = _mm256_set1_epi32(-65536);
+  for (idx h = 0; h < nc; h += 16) {  // columns [h, h + 16) of the panel
+    __m256 s0[MR], s1[MR];
+    for (int i = 0; i < MR; ++i) s0[i] = s1[i] = _mm256_setzero_ps();
+    for (idx p = 0; p < P; ++p) {
+      const __m256i w0 = _mm256_loadu_si256((const __m256i*)(bp + p * NR + h));
+      const __m256i w1 = _mm256_loadu_si256((const __m256i*)(bp + p * NR + h + 8));
+      const __m256 h0 = _mm256_castsi256_ps(_mm256_and_si256(w0, top)), l0 = _mm256_castsi256_ps(_mm256_slli_epi32(w0, 16));
+      const __m256 h1 = _mm256_castsi256_ps(_mm256_and_si256(w1, top)), l1 = _mm256_castsi256_ps(_mm256_slli_epi32(w1, 16));
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) {
+        const __m256i u = _mm256_set1_epi32(static_cast<int>(a[i * rs + p * cs]));
+        const __m256 ah = _mm256_castsi256_ps(_mm256_and_si256(u, top)), al = _mm256_castsi256_ps(_mm256_slli_epi32(u, 16));
+        s0[i] = fma8<Flush>(al, l0, fma8<Flush>(ah, h0, s0[i]));
+        s1[i] = fma8<Flush>(al, l1, fma8<Flush>(ah, h1, s1[i]));
+      }
+    }
+    // finish(): c = s + bias, c = s, or c += s on the first nc - h (<= 16) columns
+    const __m256i k0 = first8(nc - h), k1 = first8(std::max<idx>(0, nc - h - 8));
+    for (int i = 0; i < MR; ++i) {
+      float* cr = c + i * ldc + h;
+      if (accumulate) {
+        s0[i] = _mm256_add_ps(_mm256_maskload_ps(cr, k0), s0[i]);
+        s1[i] = _mm256_add_ps(_mm256_maskload_ps(cr + 8, k1), s1[i]);
+      } else if (bias) {
+        s0[i] = _mm256_add_ps(s0[i], _mm256_maskload_ps(bias + h, k0));
+        s1[i] = _mm256_add_ps(s1[i], _mm256_maskload_ps(bias + h + 8, k1));
+      }
+      _mm256_maskstore_ps(cr, k0, s0[i]);
+      _mm256_maskstore_ps(cr + 8, k1, s1[i]);
+    }
+  }
+}
+
+template <bool Flush, int... M>
+RowTiles<&tile_avx2<M + 1, Flush>...> avx2_tiles(std::integer_sequence<int, M...>);
+// 4 rows: 8 accumulators, 4 panel halves, 2 of a and the mask in 16 ymm (3, 5 and 6 rows, or the high
+// halves of all rows before the low halves, measured 10-35% slower on a Zen 3 core)
+template <bool Flush>
+using Avx2 = decltype(avx2_tiles<Flush>(std::make_integer_sequence<int, 4>{}));
+
+// Conversions: to_bf16 on 8 lanes by its integer arithmetic (the 8 floats' bits in, their bfloat16 in the
+// low halves of the 32-bit lanes out).
+AVX2 inline __m256i bf16_8(__m256 v) {
+  const __m256i u = _mm256_castps_si256(v), top = _mm256_srli_epi32(u, 16);
+  __m256i r = _mm256_srli_epi32(
+      _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7FFF)), _mm256_and_si256(top, _mm256_set1_epi32(1))), 16);
+  const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7FFFFFFF)), _mm256_set1_epi32(0x7F800000));
+  r = _mm256_blendv_epi8(r, _mm256_or_si256(top, _mm256_set1_epi32(0x40)), nan);
+  const __m256i small = _mm256_cmpeq_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7F800000)), _mm256_setzero_si256());
+  return _mm256_blendv_epi8(r, _mm256_and_si256(top, _mm256_set1_epi32(0x8000)), small);
+}
+// the words of 16 floats of a row (n <= 16 valid, +0 past): 8 words (s[2p], s[2p + 1])
+AVX2 inline __m256i row_words8(const float* s, idx n) {
+  const __m256i lo = bf16_8(_mm256_maskload_ps(s, first8(n))), hi = bf16_8(_mm256_maskload_ps(s + 8, first8(std::max<idx>(0, n - 8))));
+  return _mm256_permute4x64_epi64(_mm256_packus_epi32(lo, hi), 0xD8);  // packus works per 128-bit lane
+}
+// 8 words (lo[j], hi[j]) from 8 columns of two float rows (n valid; hi null: +0)
+AVX2 inline __m256i interleave8(const float* lo, const float* hi, idx n) {
+  const __m256i k = first8(n), l = bf16_8(_mm256_maskload_ps(lo, k));
+  return hi ? _mm256_or_si256(l, _mm256_slli_epi32(bf16_8(_mm256_maskload_ps(hi, k)), 16)) : l;
+}
+
+AVX2 void rows_avx2(const float* src, idx rows, idx cols, bf16x2* dst) {
+  const idx P = bf16_pairs(cols);
+  for (idx r = 0; r < rows; ++r)
+    for (idx p = 0; p < P; p += 8)
+      _mm256_maskstore_epi32((int*)(dst + r * P + p), first8(P - p), row_words8(src + r * cols + 2 * p, cols - 2 * p));
+}
+
+AVX2 void pairs_avx2(const float* src, idx rows, idx cols, idx width, bf16x2* dst, idx c0 = 0, idx c1 = -1) {
+  if (c1 < 0) c1 = cols;
+  const idx P = bf16_pairs(rows), nq = width ? (c1 - c0 + width - 1) / width : 0;
+  const idx ld = cols;
+  src += c0;
+  cols -= c0;
+  for (idx p = 0; p < P; ++p) {  // as pairs_avx
+    const float* lo = src + 2 * p * ld;
+    const float* hi = 2 * p + 1 < rows ? lo + ld : nullptr;
+    for (idx q = 0; q < nq; ++q)
+      for (idx jj = 0; jj < width; jj += 8) {
+        const idx j = q * width + jj, n = std::max<idx>(0, std::min<idx>(8, cols - j));
+        _mm256_maskstore_epi32((int*)(dst + (q * P + p) * width + jj), first8(width - jj),
+                               n ? interleave8(lo + j, hi ? hi + j : nullptr, n) : _mm256_setzero_si256());
+      }
+  }
+}
+
+// r[8] rows of 8 words -> its transpose
+AVX2 inline void transpose8(__m256i r[8]) {
+  __m256i t[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {  // per 128-bit lane L: column 4L + m of rows 4i .. 4i + 3 in r[4i + m]
+    r[4 * i] = _mm256_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 1] = _mm256_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    r[4 * i + 2] = _mm256_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    r[4 * i + 3] = _mm256_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (int m = 0; m < 4; ++m) {
+    t[m] = _mm256_permute2x128_si256(r[m], r[4 + m], 0x20);
+    t[4 + m] = _mm256_permute2x128_si256(r[m], r[4 + m], 0x31);
+  }
+  for (int i = 0; i < 8; ++i) r[i] = t[i];
+}
+
+AVX2 void panels_of_rows_avx2(const float* src, idx rows, idx cols, bf16x2* dst) {
+  const idx P = bf16_pairs(cols), nq = bf16_panels(rows);
+  for (idx q = 0; q < nq; ++q)
+    for (idx j0 = q * NR; j0 < (q + 1) * NR; j0 += 8)
+      for (idx p0 = 0; p0 < P; p0 += 8) {
+        __m256i r[8];
+        for (int jj = 0; jj < 8; ++jj)
+          r[jj] = j0 + jj < rows ? row_words8(src + (j0 + jj) * cols + 2 * p0, cols - 2 * p0) : _mm256_setzero_si256();
+        transpose8(r);
+        const int np = static_cast<int>(std::min<idx>(8, P - p0));
+        for (int pp = 0; pp < np; ++pp) _mm256_storeu_si256((__m256i*)(dst + (q * P + p0 + pp) * NR + (j0 - q * NR)), r[pp]);
+      }
+}
+
+// The smallest biased exponent of the nonzero finite bfloat16 halves of n words (less one; 255: none),
+// 16 halves a step: (e - 1) mod 256 puts zeros (e = 0) at 255 and inf/NaN (e = 255) at 254.
+AVX2 int min_exponent(const bf16x2* w, idx n) {
+  const __m256i low8 = _mm256_set1_epi16(0xFF), one = _mm256_set1_epi16(1);
+  __m256i m = _mm256_set1_epi16(0xFF);
+  idx i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i e = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i*)(w + i)), 7), low8);
+    m = _mm256_min_epu16(m, _mm256_and_si256(_mm256_sub_epi16(e, one), low8));
+  }
+  alignas(32) std::uint16_t lanes[16];
+  _mm256_store_si256((__m256i*)lanes, m);
+  int best = 255;
+  for (int l = 0; l < 16; ++l) best = std::min<int>(best, lanes[l]);
+  for (; i < n; ++i)
+    for (int half = 0; half < 2; ++half) best = std::min<int>(best, ((w[i] >> (16 * half + 7)) - 1) & 0xFF);
+  return best;
+}
+#endif
+
 // ---------------------------------------------------------------- the blocked loop
 struct Job {
   const bf16x2 *a, *b;
@@ -321,6 +491,23 @@ void run_chunk(void* p, idx) {
   }
 }
 
+#ifdef FASTMLP_BF16_X86
+// Whether no sum of a product can fall below FLT_MIN, so that the kernels need not flush. Every value
+// of a bfloat16 half with biased exponent e is a multiple of 2^(e - 134), so every product of a word
+// of a and one of b, and (by induction, rounding to nearest keeps multiples of a power of two above
+// the result's ulp) every sum of them, is a multiple of q = 2^(ea + eb - 268) over the smallest
+// exponents ea, eb of nonzero finite halves: a nonzero multiple is >= q, and q >= FLT_MIN = 2^-126
+// when ea + eb >= 142. Zeros, infinities and NaNs never make a denormal.
+AVX2 bool flush_free(const bf16x2* a, idx rs, idx cs, idx M, idx P, const bf16x2* b, idx b_words) {
+  int ma = 255;
+  if ((cs == 1 && rs == P) || (rs == 1 && cs == M)) ma = min_exponent(a, M * P);  // one block of words
+  else
+    for (idx i = 0; i < M; ++i)
+      for (idx p = 0; p < P; ++p) ma = std::min(ma, min_exponent(a + i * rs + p * cs, 1));
+  return ma == 255 || ma + min_exponent(b, b_words) >= 140;  // (ea - 1) + (eb - 1) >= 140
+}
+#endif
+
 // Multiply-adds below which another thread costs more than it brings (as gemm.cpp).
 constexpr idx kWorkPerThread = idx(1) << 20;
 
@@ -332,8 +519,9 @@ bool bf16_isa_available(Bf16Isa isa) {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512bf16");
   if (isa == Bf16Isa::Avx512F) return __builtin_cpu_supports("avx512f");
+  if (isa == Bf16Isa::Avx2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #else
-  if (isa == Bf16Isa::Avx512Bf16 || isa == Bf16Isa::Avx512F) return false;
+  if (isa == Bf16Isa::Avx512Bf16 || isa == Bf16Isa::Avx512F || isa == Bf16Isa::Avx2) return false;
 #endif
   return true;
 }
@@ -342,6 +530,7 @@ Bf16Isa bf16_resolve(Bf16Isa isa) {
   if (isa == Bf16Isa::Auto)
     isa = bf16_isa_available(Bf16Isa::Avx512Bf16) ? Bf16Isa::Avx512Bf16
           : bf16_isa_available(Bf16Isa::Avx512F)  ? Bf16Isa::Avx512F
+          : bf16_isa_available(Bf16Isa::Avx2)     ? Bf16Isa::Avx2
                                                   : Bf16Isa::Emulation;
   if (!bf16_isa_available(isa)) throw value_error("this CPU cannot run the requested bfloat16 kernel");
   return isa;
@@ -366,6 +555,7 @@ void bf16_rows(const float* src, idx rows, idx cols, bf16x2* dst, Bf16Isa isa, i
   split_items(threads, rows, cols, [&](idx r0, idx r1) {
 #ifdef FASTMLP_BF16_X86
     if (isa == Bf16Isa::Avx512Bf16) return rows_avx(src + r0 * cols, r1 - r0, cols, dst + r0 * P);
+    if (isa == Bf16Isa::Avx2) return rows_avx2(src + r0 * cols, r1 - r0, cols, dst + r0 * P);
 #endif
     rows_plain(src + r0 * cols, r1 - r0, cols, dst + r0 * P);
   });
@@ -379,6 +569,7 @@ void bf16_pairs(const float* src, idx rows, idx cols, idx width, bf16x2* dst, Bf
       const idx r1 = std::min(rows, 2 * p1);
 #ifdef FASTMLP_BF16_X86
       if (isa == Bf16Isa::Avx512Bf16) return pairs_avx(src + 2 * p0 * cols, r1 - 2 * p0, cols, width, dst + p0 * width);
+      if (isa == Bf16Isa::Avx2) return pairs_avx2(src + 2 * p0 * cols, r1 - 2 * p0, cols, width, dst + p0 * width);
 #endif
       pairs_plain(src + 2 * p0 * cols, r1 - 2 * p0, cols, width, dst + p0 * width);
     });
@@ -390,6 +581,7 @@ void bf16_pairs(const float* src, idx rows, idx cols, idx width, bf16x2* dst, Bf
     // the panels of a column block: src with row stride cols, so pass the block through a strided view
 #ifdef FASTMLP_BF16_X86
     if (isa == Bf16Isa::Avx512Bf16) return pairs_avx(src, rows, cols, width, d, c0, c1);
+    if (isa == Bf16Isa::Avx2) return pairs_avx2(src, rows, cols, width, d, c0, c1);
 #endif
     pairs_plain(src, rows, cols, width, d, c0, c1);
   });
@@ -402,6 +594,7 @@ void bf16_panels_of_rows(const float* src, idx rows, idx cols, bf16x2* dst, Bf16
     const idx r0 = q0 * NR, r1 = std::min(rows, q1 * NR);
 #ifdef FASTMLP_BF16_X86
     if (isa == Bf16Isa::Avx512Bf16) return panels_of_rows_avx(src + r0 * cols, r1 - r0, cols, dst + q0 * P * NR);
+    if (isa == Bf16Isa::Avx2) return panels_of_rows_avx2(src + r0 * cols, r1 - r0, cols, dst + q0 * P * NR);
 #endif
     panels_of_rows_plain(src + r0 * cols, r1 - r0, cols, dst + q0 * P * NR);
   });
@@ -415,6 +608,10 @@ void gemm_bf16(const bf16x2* a, idx rs, idx cs, const bf16x2* b, const float* bi
 #ifdef FASTMLP_BF16_X86
   if (isa == Bf16Isa::Avx512Bf16) fn = &run_chunk<Avx512Bf16>, mr = Avx512Bf16::MR;
   if (isa == Bf16Isa::Avx512F) fn = &run_chunk<Avx512F>, mr = Avx512F::MR;
+  if (isa == Bf16Isa::Avx2) {
+    fn = flush_free(a, rs, cs, M, bf16_pairs(k), b, bf16_panel_words(k, N)) ? &run_chunk<Avx2<false>> : &run_chunk<Avx2<true>>;
+    mr = Avx2<false>::MR;
+  }
 #endif
   if (M <= 0 || N <= 0) return;
   const double work = double(M) * double(N) * double(std::max<idx>(k, 1));

@@ -48,11 +48,12 @@ T* array_data(py::array& a, const char* what, bool writable) {
   // inputs are only read, so read-only arrays are fine
   return writable ? static_cast<T*>(a.mutable_data()) : const_cast<T*>(static_cast<const T*>(a.data()));
 }
-// "auto", "avx512bf16", "avx512f" or "emulation" -> the bfloat16 path, if this CPU runs it
+// "auto", "avx512bf16", "avx512f", "avx2" or "emulation" -> the bfloat16 path, if this CPU runs it
 Bf16Isa bf16_path(const std::string& isa) {
   const Bf16Isa path = isa == "auto" ? Bf16Isa::Auto : isa == "avx512bf16" ? Bf16Isa::Avx512Bf16
-                       : isa == "avx512f" ? Bf16Isa::Avx512F : isa == "emulation" ? Bf16Isa::Emulation
-                       : throw value_error("isa must be 'auto', 'avx512bf16', 'avx512f' or 'emulation', got '" + isa + "'");
+                       : isa == "avx512f" ? Bf16Isa::Avx512F : isa == "avx2" ? Bf16Isa::Avx2
+                       : isa == "emulation" ? Bf16Isa::Emulation
+                       : throw value_error("isa must be 'auto', 'avx512bf16', 'avx512f', 'avx2' or 'emulation', got '" + isa + "'");
   if (!bf16_isa_available(path)) throw value_error("this CPU cannot run the '" + isa + "' kernel");
   return path;
 }
@@ -903,11 +904,12 @@ PYBIND11_MODULE(_core, m) {
   m.def("bf16_isa_available", [](const std::string& isa) {
     return isa == "avx512bf16" ? bf16_isa_available(Bf16Isa::Avx512Bf16)
            : isa == "avx512f"  ? bf16_isa_available(Bf16Isa::Avx512F)
+           : isa == "avx2"     ? bf16_isa_available(Bf16Isa::Avx2)
                                : isa == "emulation";
   });
   // x (rows, cols) -> its bfloat16 words (bf16x2) in a layout of gemm_bf16.h: "rows" (rows, pairs(cols)),
   // "pairs" (pairs(rows), cols), "panels" (panels(cols), pairs(rows), NR), "panels_of_rows" (panels(rows),
-  // pairs(cols), NR); on a chosen path ("auto", "avx512bf16", "avx512f", "emulation")
+  // pairs(cols), NR); on a chosen path ("auto", "avx512bf16", "avx512f", "avx2", "emulation")
   m.def("to_bf16", [](py::array x, const std::string& layout, const std::string& isa, int threads) {
     auto [rows, cols] = rows_cols(x, "x");
     const float* xd = array_data<float>(x, "x", false);

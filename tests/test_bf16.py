@@ -1,7 +1,8 @@
 """bfloat16 products (cpp/gemm_bf16.h): the rounding to bfloat16 and the operand layouts against NumPy
 uint32 arithmetic, the emulation twin against a NumPy evaluation of the documented canonical order (bit
-for bit) in each of the engine's three product forms, the AVX512_BF16 kernel against the twin (bit for
-bit), and both against a float64 product of the rounded inputs."""
+for bit) in each of the engine's three product forms, the AVX512_BF16 kernel and the emulation's SIMD
+twins (AVX-512F, AVX2) against the twin (bit for bit), and all against a float64 product of the rounded
+inputs."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,9 +10,9 @@ import pytest
 
 from fastmlp import _core
 
-# the fast paths this CPU runs: VDPBF16PS, and the emulation's arithmetic on AVX-512F registers
-FAST = [p for p in ("avx512bf16", "avx512f") if _core.bf16_isa_available(p)]
-needs_fast = pytest.mark.skipif(not FAST, reason="this CPU has no AVX-512 (the emulation path is tested alone)")
+# the fast paths this CPU runs: VDPBF16PS, and the emulation's arithmetic on AVX-512F or AVX2 registers
+FAST = [p for p in ("avx512bf16", "avx512f", "avx2") if _core.bf16_isa_available(p)]
+needs_fast = pytest.mark.skipif(not FAST, reason="this CPU has neither AVX-512 nor AVX2 (the emulation path is tested alone)")
 PATHS = ["emulation", "auto"] + FAST
 K_SIZES = [0, 1, 2, 3, 15, 16, 17, 31, 32, 33, 63, 64, 65, 255, 256, 257, 1023, 1024, 1025]
 MN_SIZES = [(0, 3), (3, 0), (1, 1), (1, 17), (2, 16), (3, 15), (5, 4), (11, 31), (12, 32), (13, 33), (17, 63),
@@ -190,6 +191,22 @@ def test_flush_to_zero_of_denormal_results():
             y = product(x, w, None, path, 1, form)
             assert y[0, 0] == 0 and same_bits(y, canonical(x, w))
     assert (np.float32(2.0**-100) * np.float32(2.0**-30)) != 0  # float32 itself would not flush
+
+
+@pytest.mark.parametrize("t", range(-118, -104))
+def test_flush_decided_by_the_exponents(t):
+    """The AVX2 path leaves out the flushing when the smallest exponents of the operands' nonzero values
+    prove no sum can be denormal (gemm_bf16.cpp, flush_free): e(x) + e(w) >= -112 unbiased. A cancellation
+    at each side of that bound: x[1] w[1] + x[0] w[0] = -2^t (1 + 2^-6) + 2^t (1 + 2^-7)^2 = 2^(t - 14),
+    the smallest multiple the proof allows, kept when normal and flushed to +0 when not."""
+    ex, ew = t // 2, t - t // 2
+    x = np.float32([[2.0**ex * (1 + 2.0**-7), -(2.0**ex) * (1 + 2.0**-6)]])
+    w = np.float32([[2.0**ew * (1 + 2.0**-7), 2.0**ew]] * 3)
+    want = np.float32(2.0 ** (t - 14)) if t - 14 >= -126 else np.float32(0)
+    for path in PATHS:
+        for form in FORMS:
+            y = product(np.repeat(x, 5, axis=0), w, None, path, 1, form)
+            assert same_bits(y, np.full((5, 3), want, np.float32)), (path, form, y[0, 0], want)
 
 
 @needs_fast

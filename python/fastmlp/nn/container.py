@@ -583,7 +583,8 @@ class Sequential(Module):
         ``precision='bfloat16'`` (float32 models) runs every Linear product, forward and backward, as
         ``torch.autocast('cpu', dtype=torch.bfloat16)`` does: both operands rounded to bfloat16 (to nearest
         even), the products accumulated in float32 (AVX512_BF16 where the CPU has it, else an emulation with
-        the same bits, on AVX-512F registers where the CPU has those). Weights, gradients, optimizer state, activations, losses and element-wise layers stay
+        the same bits, on AVX-512F or AVX2 registers where the CPU has those). Weights, gradients, optimizer
+        state, activations, losses and element-wise layers stay
         float32. The default ``'float32'`` computes in the model's dtype."""
         from .. import distributed, training
 
