@@ -1095,8 +1095,13 @@ def main(argv=None):
           f"fastmlp Linear forward {res['sgemm']['fastmlp_linear_gflops']:.0f} GFLOP/s -> peak {peak:.0f} GFLOP/s")
     bf16_hardware = bool(fm._core.bf16_isa_available("avx512bf16"))
     res["meta"]["avx512bf16"] = bf16_hardware
-    if not bf16_hardware:
-        print("this CPU has no AVX512_BF16: the bfloat16 rows run emulated, timed on 2 batches and scaled")
+    # fastmlp's bfloat16 path here (gemm_bf16.h): VDPBF16PS, or its emulation on AVX-512F, AVX2 or scalar registers
+    bf16_path = next(p for p in ("avx512bf16", "avx512f", "avx2", "emulation") if fm._core.bf16_isa_available(p))
+    res["meta"]["fastmlp_bf16_path"] = bf16_path
+    # rows timed on 2 batches and scaled: the scalar emulations (fastmlp's twin, oneDNN's fallback)
+    scaled_rows = {r for r, slow in (("fastmlp-bf16", bf16_path == "emulation"), ("torch-bf16", not bf16_hardware)) if slow}
+    if scaled_rows:
+        print(f"this CPU has no AVX512_BF16: {', '.join(sorted(scaled_rows))} run(s) emulated, timed on 2 batches and scaled")
     bf16_peak = None
     if torch is not None:  # the bfloat16 product peak, as PyTorch (oneDNN) reaches it on this CPU
         bf16_peak = bf16_matmul_peak(torch, 2048, 3 if args.quick else 10)
@@ -1122,23 +1127,25 @@ def main(argv=None):
         c = {"layers": list(widths), "batch_size": batch, "samples": n, "train_flops_per_epoch": flops,
              "init_loss": ce_loss(np_forward(init, ev_X), ev_y), "results": {}, "speedup": {}}
         bf16 = name in BF16_CONFIGS
-        # without bfloat16 product instructions both bf16 rows run emulated (fastmlp's scalar twin, oneDNN's
-        # fallback), 100x slower and no measure of either library's bf16 speed: warmed up and timed once on
-        # 2 batches, the time scaled to the epoch (marked "emulated")
-        bx, by, brep = (X, y, repeats) if bf16_hardware else (X[:2 * batch], y[:2 * batch], 1)
-        bxw, byw = (Xw, yw) if bf16_hardware else (bx, by)
+        # a scalar emulation (fastmlp's twin without AVX-512 or AVX2, oneDNN's fallback without AVX512_BF16)
+        # is 100x slower and no measure of the library's bf16 speed: warmed up and timed once on 2 batches,
+        # the time scaled to the epoch (marked "emulated")
+        def bf16_data(row):
+            return (X, y, Xw, yw, repeats) if row not in scaled_rows else (X[:2 * batch], y[:2 * batch],
+                                                                          X[:2 * batch], y[:2 * batch], 1)
         # (row, --frameworks name, runner)
         runners = [("fastmlp", "fastmlp", lambda: bench_fastmlp(widths, batch, X, y, Xw, yw, init, repeats, threads,
                                                                 threads_ctl))]
         if bf16:
             runners.append(("fastmlp-bf16", "fastmlp", lambda: bench_fastmlp(
-                widths, batch, bx, by, bxw, byw, init, brep, threads, threads_ctl, precision="bfloat16")))
+                widths, batch, *bf16_data("fastmlp-bf16")[:4], init, bf16_data("fastmlp-bf16")[4], threads,
+                threads_ctl, precision="bfloat16")))
         runners.append(("numpy", "numpy", lambda: bench_numpy(widths, batch, X, y, Xw, yw, init, repeats)))
         if torch is not None:
             runners.append(("torch", "torch", lambda: bench_torch(torch, widths, batch, X, y, Xw, yw, init, repeats)))
             if bf16:
-                runners.append(("torch-bf16", "torch-bf16", lambda: bench_torch(torch, widths, batch, bx, by, bxw, byw,
-                                                                                init, brep, bf16=True)))
+                runners.append(("torch-bf16", "torch-bf16", lambda: bench_torch(
+                    torch, widths, batch, *bf16_data("torch-bf16")[:4], init, bf16_data("torch-bf16")[4], bf16=True)))
         if has_sklearn:
             runners.append(("sklearn", "sklearn", lambda: bench_sklearn(widths, batch, X, y, Xw, yw, init, repeats)))
         if jax is not None:
@@ -1151,7 +1158,7 @@ def main(argv=None):
             t_row = time.perf_counter()
             try:
                 t, times, params = run()
-                scale = n / len(bx) if fw in BF16_ROWS and not bf16_hardware else 1.0
+                scale = n / (2 * batch) if fw in scaled_rows else 1.0
                 t, times = t * scale, [v * scale for v in times]
             except Exception as e:  # report, keep benchmarking the others
                 c["results"][fw] = {"error": f"{type(e).__name__}: {e}"}
@@ -1163,11 +1170,11 @@ def main(argv=None):
                                 "wall_s": time.perf_counter() - t_row}  # with warm-up and compilation
             if fw in BF16_ROWS and bf16_peak:
                 c["results"][fw]["share_of_bf16_peak"] = gfl / bf16_peak
-            if fw in BF16_ROWS and not bf16_hardware:
+            if fw in scaled_rows:
                 c["results"][fw]["emulated"] = True
-                c["results"][fw]["timed_rows"] = len(bx)
+                c["results"][fw]["timed_rows"] = 2 * batch
             print(f"  {name:<6} {fw:<12} {t:.4f} s/epoch" + (
-                f" (emulated: {len(bx)} rows timed, scaled)" if fw in BF16_ROWS and not bf16_hardware else ""))
+                f" (emulated: {2 * batch} rows timed, scaled)" if fw in scaled_rows else ""))
         # speedup: the peer's time over fastmlp's at the same precision (torch-bf16 over fastmlp-bf16)
         for fw, r in c["results"].items():
             ref = c["results"].get("fastmlp-bf16" if fw == "torch-bf16" else "fastmlp", {})
