@@ -37,11 +37,9 @@ RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}
 
 # the only function-level imports of a higher layer: Sequential's Keras-style facade (nn/container.py)
 FACADE = {
-    ("fastmlp.nn.container", "Sequential.train_step", "fastmlp.training"),
+    ("fastmlp.nn.container", "_training", "fastmlp.training"),  # train_step, predict, evaluate: kept
     ("fastmlp.nn.container", "Sequential.fit", "fastmlp.training"),
     ("fastmlp.nn.container", "Sequential.fit", "fastmlp.distributed"),
-    ("fastmlp.nn.container", "Sequential.predict", "fastmlp.training"),
-    ("fastmlp.nn.container", "Sequential.evaluate", "fastmlp.training"),
     ("fastmlp.nn.container", "Sequential.save", "fastmlp.serialization"),
     ("fastmlp.nn.container", "Sequential.to_onnx", "fastmlp.onnx"),
 }

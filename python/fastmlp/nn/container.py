@@ -17,6 +17,19 @@ from .module import _INT_BUFFERS, Grad, Module, Parameter, _flatten, _layer_from
 
 __all__ = ["Sequential", "Residual"]
 
+_TRAINING: Any = None
+
+
+def _training() -> Any:
+    """fastmlp.training, imported on the first call and kept: the per-call methods (train_step in a
+    Python loop, predict of one row) would otherwise pay ~2 us an import statement."""
+    global _TRAINING
+    if _TRAINING is None:
+        from .. import training
+
+        _TRAINING = training
+    return _TRAINING
+
 
 class Residual(Module):
     """x + block(x), as a torch module ``Residual`` whose ``block`` is ``nn.Sequential(*layers)``
@@ -502,8 +515,8 @@ class Sequential(Module):
             self._params[k].requires_grad = False
 
     # ---- the Keras-style facade: train_step, fit, predict, evaluate, save and to_onnx call the layers above
-    # nn (training, distributed, serialization, onnx), imported when called. These are the only imports of a
-    # higher layer below fastmlp/__init__.py (tests/test_layout.py holds the list).
+    # nn (training, distributed, serialization, onnx), imported when called (training by _training, once).
+    # These are the only imports of a higher layer below fastmlp/__init__.py (tests/test_layout.py holds the list).
     def train_step(self, x: Any, y: Any, loss_fn: Any, optimizer: Any, precision: str = "float32",
                    clip_grad_norm: builtins.float | None = None,
                    clip_grad_value: builtins.float | None = None) -> builtins.float:
@@ -512,10 +525,8 @@ class Sequential(Module):
         fm.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm) then
         clip_grad_value_(..., clip_grad_value) would. Returns the loss before the step.
         ``precision``: as ``fit``'s."""
-        from ..training import train_step
-
-        return train_step(self, x, y, loss_fn, optimizer, precision=precision, clip_grad_norm=clip_grad_norm,
-                          clip_grad_value=clip_grad_value)
+        return _training().train_step(self, x, y, loss_fn, optimizer, precision=precision,
+                                      clip_grad_norm=clip_grad_norm, clip_grad_value=clip_grad_value)
 
     def fit(self, X: Any, y: Any, loss: Any, optimizer: Any, epochs: int = 1, batch_size: int = 32,
             shuffle: bool = True, validation_data: Any = None, scheduler: Any = None, callbacks: Any = (),
@@ -601,16 +612,12 @@ class Sequential(Module):
         """Eval-mode output for X, in chunks, GIL released. Predicts from several threads run at
         once; each one uses one set of weights for all its chunks (during a fit in another
         thread, the weights between two of its steps). ``precision``: as ``fit``'s."""
-        from ..training import predict
-
-        return predict(self, X, batch_size=batch_size, n_threads=n_threads, precision=precision)
+        return _training().predict(self, X, batch_size=batch_size, n_threads=n_threads, precision=precision)
 
     def evaluate(self, X: Any, y: Any, loss: Any, batch_size: int | None = None,
                  n_threads: int | None = None, precision: str = "float32") -> dict:
         """{'loss': ..., 'accuracy': ... (classification losses)} in eval mode. ``precision``: as ``fit``'s."""
-        from ..training import evaluate
-
-        return evaluate(self, X, y, loss, batch_size=batch_size, n_threads=n_threads, precision=precision)
+        return _training().evaluate(self, X, y, loss, batch_size=batch_size, n_threads=n_threads, precision=precision)
 
     def save(self, path: Any, optimizer: Any = None, scheduler: Any = None) -> None:
         """Write architecture + weights (+ optimizer state, + its scheduler's) to an .npz file, atomically."""
