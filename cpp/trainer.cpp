@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "blas.h"
 #include "finite.h"
 #include "pool.h"
 #include "rng.h"
@@ -207,6 +208,44 @@ struct BatchJob {
     m->backward(h.ws, h.ws.dout.data(), nullptr, false, h.grads);
   }
 };
+
+// The chunks' gradient buffers for batches of up to `most` chunks: chunk 0's gradients are the model's,
+// the others' buffers of their own (a smaller batch has as many chunks or fewer).
+template <class T>
+void chunk_buffers(Model<T>& m, FitBuffers<T>& buf, idx most) {
+  const idx P = m.n_params();
+  buf.chunk_grads.reserve(checked_mul(most - 1, P));
+  for (idx c = 0; c < kMaxChunks; ++c)
+    buf.chunk[c].grads = c == 0 ? m.grads() : c < most ? buf.chunk_grads.data() + (c - 1) * P : nullptr;
+}
+
+// The batch of job (b rows) in K chunks taken by up to `workers` threads, each chunk's loss with reduction
+// 'sum' scaled by 1 / denom (the whole batch's denominator), then the chunks' losses, counts and
+// gradients summed into chunk 0 and the model's gradients, in chunk order and a fixed tree.
+template <class T>
+void chunked_batch(BatchJob<T>& job, idx b, idx K, double denom, int workers) {
+  Model<T>& m = *job.m;
+  job.spec.reduction = Reduction::Sum;
+  job.spec.scale = job.spec.scale / denom;
+  // every chunk draws the batch's one dropout stream (each the masks of its own rows), advanced once
+  job.stream = static_cast<std::int64_t>(m.dropout_calls);
+  for (idx c = 0; c < K; ++c) {
+    job.chunks[c].r0 = b * c / K;
+    job.chunks[c].r1 = b * (c + 1) / K;
+  }
+  parallel_take(workers, K, &BatchJob<T>::run, &job);
+  if (m.has_dropout()) ++m.dropout_calls;
+  BatchChunk<T>& whole = job.chunks[0];
+  for (idx c = 1; c < K; ++c) {  // in chunk order
+    const BatchChunk<T>& h = job.chunks[c];
+    whole.value += h.value;
+    whole.correct += h.correct;
+    whole.scored += h.scored;
+    whole.abs_err += h.abs_err;
+    whole.sq_err += h.sq_err;
+  }
+  if (std::isfinite(whole.value)) sum_chunk_grads(job.chunks, K, m.n_params(), workers);
+}
 }  // namespace
 
 namespace {
@@ -254,10 +293,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
   }
   // the chunks' gradients: chunk 0's in the model's, the others' in buffers of their own (the last
   // batch, smaller, has as many chunks or fewer)
-  const idx most = chunks_of(B);
-  buf.chunk_grads.reserve(checked_mul(most - 1, P));
-  for (idx c = 0; c < kMaxChunks; ++c)
-    buf.chunk[c].grads = c == 0 ? m.grads() : c < most ? buf.chunk_grads.data() + (c - 1) * P : nullptr;
+  chunk_buffers(m, buf, chunks_of(B));
   buf.snapshot.save(m, opt, true);
   double loss_sum = 0, penalty_sum = 0;
   LossSpec<T> sp = loss;  // its sample_weight points at the batch's weights
@@ -333,26 +369,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       denom = K >= 2 ? 1 : 0;
     }
     if (denom > 0 && std::isfinite(denom)) {
-      // K chunks, each with reduction 'sum' over the whole batch's denominator
-      job.spec.reduction = Reduction::Sum;
-      job.spec.scale = sp.scale / denom;
-      // every chunk draws the batch's one dropout stream (each the masks of its own rows), advanced once
-      job.stream = static_cast<std::int64_t>(m.dropout_calls);
-      for (idx c = 0; c < K; ++c) {
-        buf.chunk[c].r0 = b * c / K;
-        buf.chunk[c].r1 = b * (c + 1) / K;
-      }
-      parallel_take(workers, K, &BatchJob<T>::run, &job);
-      if (m.has_dropout()) ++m.dropout_calls;
-      for (idx c = 1; c < K; ++c) {  // in chunk order
-        const BatchChunk<T>& h = buf.chunk[c];
-        whole.value += h.value;
-        whole.correct += h.correct;
-        whole.scored += h.scored;
-        whole.abs_err += h.abs_err;
-        whole.sq_err += h.sq_err;
-      }
-      if (std::isfinite(whole.value)) sum_chunk_grads(buf.chunk, K, P, workers);
+      chunked_batch(job, b, K, denom, workers);
     } else {
       whole.r0 = 0;
       whole.r1 = b;
@@ -442,11 +459,34 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
 
 template <class T>
 double train_step(Model<T>& m, const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
-                  const T* target, Optimizer<T>& opt, Snapshot<T>& snapshot, const Clip& clip) {
+                  const T* target, Optimizer<T>& opt, Snapshot<T>& snapshot, const Clip& clip,
+                  FitBuffers<T>& buf) {
   snapshot.save(m, opt);  // before the forward, which updates the running statistics
+  // fit's step on one batch: for a model whose rows are independent, the same chunks (of the batch and
+  // the model, never of the threads) taken by the current threads, the products single-threaded; else
+  // (batch statistics) one pass with the products on the threads
+  const bool chunked = m.rows_independent(true);
+  const idx K = chunked ? batch_chunks(B, m.n_params(), idx(sizeof(T))) : 1, C = m.out_features(in);
+  const double denom = K >= 2 ? loss_mean_denominator(loss, B, C, labels) : 0;
+  const int workers = pool_threads();
   double value;
   try {
-    value = m.loss_and_grad(x, B, in, loss, labels, target, true);
+    if (chunked) {
+      const Dataset<T> d{x, B, in, labels, target, target ? C : 0};
+      chunk_buffers(m, buf, K);
+      BatchJob<T> job{&m, &d, nullptr, 0, C, labels, loss.sample_weight, loss, false, false, buf.chunk};
+      ThreadsScope single(1);  // the products' threads (the pool's size too; the chunks take `workers`)
+      if (denom > 0 && std::isfinite(denom)) {
+        chunked_batch(job, B, K, denom, workers);
+      } else {
+        buf.chunk[0].r0 = 0;
+        buf.chunk[0].r1 = B;
+        job.step(buf.chunk[0]);
+      }
+      value = buf.chunk[0].value;
+    } else {
+      value = m.loss_and_grad(x, B, in, loss, labels, target, true);
+    }
   } catch (...) {
     snapshot.restore(m, opt);
     throw;
@@ -463,7 +503,7 @@ double train_step(Model<T>& m, const T* x, idx B, idx in, const LossSpec<T>& los
                         "); the step was not taken. Try a lower learning rate, or standardize the inputs");
   }
   if (clip.active()) clip_grads(m.grads(), m.n_params(), clip);
-  opt.step(pool_threads());
+  opt.step(std::max(workers, pool_threads()));
   if (!all_finite(m.params(), m.n_params()) || !all_finite(m.buffers(), m.n_buffers())) {
     snapshot.restore(m, opt);
     throw numeric_error("the step diverged: it made the weights non-finite, so it was undone. "
@@ -494,10 +534,10 @@ template EpochStats train_epoch<double>(Model<double>&, const Dataset<double>&, 
                                         int, const BatchSchedule*, const Collective*, const Clip&, bool, idx,
                                        idx);
 template double train_step<float>(Model<float>&, const float*, idx, idx, const LossSpec<float>&, const std::int64_t*,
-                                  const float*, Optimizer<float>&, Snapshot<float>&, const Clip&);
+                                  const float*, Optimizer<float>&, Snapshot<float>&, const Clip&, FitBuffers<float>&);
 template double train_step<double>(Model<double>&, const double*, idx, idx, const LossSpec<double>&,
                                    const std::int64_t*, const double*, Optimizer<double>&, Snapshot<double>&,
-                                   const Clip&);
+                                   const Clip&, FitBuffers<double>&);
 template struct Snapshot<float>;
 template struct Snapshot<double>;
 template void predict<float>(Model<float>&, const float*, idx, idx, float*, idx, bool, Workspace<float>&);

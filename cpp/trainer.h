@@ -165,11 +165,13 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
 // x (B, in) and labels (B) or target (B, out); returns the loss before the
 // step. A non-finite loss throws numeric_error before the step; a step that
 // makes the weights non-finite is undone (weights and optimizer state) and
-// throws numeric_error. snapshot is scratch space, kept by the caller. clip
-// applies to the gradient before the step.
+// throws numeric_error. snapshot and buf are scratch space, kept by the caller. clip
+// applies to the gradient before the step. The batch is chunked as fit chunks it
+// (batch_chunks), the chunks taken by the pool's current threads with single-threaded
+// products: the same bits as fit's step on that batch, for any thread count.
 template <class T>
 double train_step(Model<T>& m, const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
-                  const T* target, Optimizer<T>& opt, Snapshot<T>& snapshot, const Clip& clip = Clip());
+                  const T* target, Optimizer<T>& opt, Snapshot<T>& snapshot, const Clip& clip, FitBuffers<T>& buf);
 
 // Eval-mode forward of X (N, in) into out (N, out) in chunks of `chunk` rows on
 // ws, which no other call may use meanwhile (one per concurrent predict; a

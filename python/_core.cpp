@@ -268,6 +268,7 @@ struct PyModel {
   Model<T> m;
   FitBuffers<T> fit_buffers;
   Snapshot<T> step_snapshot;  // train_step's undo copy
+  FitBuffers<T> step_buffers;  // train_step's chunks (its own: a train_step may run between two of fit's steps)
   // predict's workspace for small chunks, kept between calls so that a small predict allocates
   // nothing; a predict that finds it taken (another thread's predict) makes its own
   std::mutex predict_mu;
@@ -733,7 +734,7 @@ void bind_dtype(py::module_& m, const char* suffix) {
         py::gil_scoped_release nogil;
         GateHold hold(s.m.gate, true);
         s.m.workspace().bf16 = bf16;
-        return train_step(s.m, xd, B, in, spec, t.labels, t.values, opt.opt, s.step_snapshot, clip);
+        return train_step(s.m, xd, B, in, spec, t.labels, t.values, opt.opt, s.step_snapshot, clip, s.step_buffers);
       }, py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("opt"), py::arg("bf16") = false,
          py::arg("clip_norm") = INFINITY, py::arg("clip_value") = INFINITY);
 

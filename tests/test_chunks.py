@@ -5,9 +5,9 @@ in a buffer of its own, and sums the buffers in a fixed tree before the step.
 These tests check that every n_threads from 1 to 8 (and more threads than the
 machine has cores) gives the same bits, for every loss and its options, odd
 batch sizes, shuffling, sample weights, dropout and bfloat16; that the result is
-the whole batch's computation in another summation order (against train_step,
-which steps on the whole batch unchunked: float64 to ~1e-11, float32 to ~1e-5);
-and when fit chunks."""
+the whole batch's computation in another summation order (against one unchunked
+pass over the whole batch: float64 to ~1e-11, float32 to ~1e-5); that train_step
+steps as fit does, the same bits for every thread count; and when fit chunks."""
 import numpy as np
 import pytest
 
@@ -66,15 +66,23 @@ def fit_threads(kind, dtype, batch, n=700, shuffle=True, sample_weight=False, ep
     return out
 
 
+def unchunked_step(m, x, y, loss, opt):
+    """zero_grad + forward + loss + backward of the whole batch in one pass (no chunks), then opt.step()"""
+    t = loss._target(y, (x.shape[0], m._core.out_features(x.shape[1])), m.dtype)
+    m._core.loss_and_grad(x, t, loss._spec(m.dtype), False)
+    m._grads_set()
+    opt.step()
+
+
 def whole_batch_steps(kind, dtype, batch, n=700, epochs=2):
-    """The reference: the same training (no shuffle) with train_step, which steps on each whole batch unchunked"""
+    """The reference: the same training (no shuffle), each whole batch's gradient in one unchunked pass"""
     rng = np.random.default_rng(11)
     X, y, loss = case(kind, n, dtype, rng)
     m = net(dtype)
     opt = fm.optim.Adam(m.parameters(), lr=1e-2)
     for _ in range(epochs):
         for s in range(0, n, batch):
-            m.train_step(X[s:s + batch], y[s:s + batch], loss, opt)
+            unchunked_step(m, X[s:s + batch], y[s:s + batch], loss, opt)
     return weights(m)
 
 
@@ -113,7 +121,7 @@ def test_odd_batches_and_order(batch, shuffle):
     if not shuffle:
         ref = whole_batch_steps("ce", "float64", batch=batch, n=n)
         np.testing.assert_allclose(runs[0][0], ref, rtol=1e-11, atol=1e-12)
-        # one chunk below 64 rows: then fit is train_step's computation itself
+        # one chunk below 64 rows: then fit is the unchunked computation itself
         assert np.array_equal(runs[0][0], ref) == (training.batch_chunks(net("float64"), batch) == 1)
 
 
@@ -164,10 +172,10 @@ def dropout_fit(n_threads, batch, width=16, drop=fm.Dropout, dtype="float64", ep
     m = fm.Sequential(fm.Linear(5, width), fm.ReLU(), drop(0.3), fm.Linear(width, 16), fm.Tanh(), drop(0.5),
                       fm.Linear(16, 2), seed=4, dtype=dtype)
     opt = fm.optim.SGD(m.parameters(), lr=0.1)
-    if steps:  # the reference: train_step on whole batches, whose masks are drawn for the whole batch at once
+    if steps:  # the reference: whole batches unchunked, whose masks are drawn for the whole batch at once
         for _ in range(epochs):
             for s in range(0, n, batch):
-                m.train_step(X[s:s + batch], y[s:s + batch], fm.CrossEntropyLoss(), opt)
+                unchunked_step(m, X[s:s + batch], y[s:s + batch], fm.CrossEntropyLoss(), opt)
         return weights(m), None, m._core.dropout_calls
     h = m.fit(X, y, fm.CrossEntropyLoss(), opt, epochs=epochs, batch_size=batch, verbose=0, n_threads=n_threads,
               shuffle=shuffle)
@@ -353,3 +361,49 @@ def test_estimators_give_the_same_bits_on_every_thread_count():
         coefs.append(np.concatenate([c.ravel() for c in clf.coefs_]))
     for c in coefs:
         np.testing.assert_array_equal(c, coefs[0])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("rows", [16, 63, 64, 200, 513])
+@pytest.mark.parametrize("drop", [0.0, 0.3])
+def test_train_step_is_fits_step_for_every_thread_count(dtype, rows, drop):
+    """train_step chunks its batch as fit does (its products single-threaded, the chunks on the current
+    threads): the same weights as fit's steps on those batches without shuffling, for 1 to 8 threads"""
+    rng = np.random.default_rng(rows)
+    X, y = rng.standard_normal((rows, 20)).astype(dtype), rng.integers(0, 4, rows)
+
+    def model():
+        return fm.Sequential(fm.Linear(20, 300), fm.ReLU(), fm.Dropout(drop), fm.Linear(300, 4), seed=6, dtype=dtype)
+
+    runs = []
+    for nt in (1, 2, 3, 8):
+        m = model()
+        opt = fm.optim.Adam(m.parameters(), lr=1e-2)
+        before = fm._core.blas_get_num_threads()
+        fm._core.blas_set_num_threads(nt)
+        try:
+            losses = [m.train_step(X, y, fm.CrossEntropyLoss(), opt) for _ in range(3)]
+        finally:
+            fm._core.blas_set_num_threads(before)
+        assert fm._core.blas_get_num_threads() == before
+        runs.append((weights(m), losses))
+    for w, losses in runs[1:]:
+        np.testing.assert_array_equal(w, runs[0][0])
+        assert losses == runs[0][1]
+    f = model()
+    h = f.fit(X, y, fm.CrossEntropyLoss(), fm.optim.Adam(f.parameters(), lr=1e-2), epochs=3, batch_size=rows,
+              shuffle=False, verbose=0, n_threads=2)
+    np.testing.assert_array_equal(weights(f), runs[0][0])
+    np.testing.assert_allclose(h.history["loss"], runs[0][1], rtol=1e-12 if dtype == "float64" else 1e-6)
+    # and the chunks are fit's: an unchunked pass over the batch (single-threaded products, as the chunks')
+    # gives other bits from 64 rows on
+    u = model()
+    opt = fm.optim.Adam(u.parameters(), lr=1e-2)
+    before = fm._core.blas_get_num_threads()
+    fm._core.blas_set_num_threads(1)
+    try:
+        for _ in range(3):
+            unchunked_step(u, X, y, fm.CrossEntropyLoss(), opt)
+    finally:
+        fm._core.blas_set_num_threads(before)
+    assert np.array_equal(weights(u), runs[0][0]) == (training.batch_chunks(u, rows) == 1)

@@ -1,6 +1,6 @@
 """Optimizer steps on fastmlp's threads, by blocks of 32768 elements (cpp/optimizers.h,
 optimizer_step_blocks): each element's update depends on that element alone, so the bits are the
-one-thread step's for every n_threads -- in fit and opt.step, for every optimizer, with a
+one-thread step's for every n_threads -- in fit, train_step and opt.step, for every optimizer, with a
 frozen layer and two parameter groups, on a model of several blocks whose tensors straddle them."""
 import numpy as np
 import pytest
@@ -42,12 +42,10 @@ def test_steps_give_the_same_bits_for_every_thread_count(name, kw, frozen):
     for n_threads in (1, 2, 3, 8):
         m, opt = build(name, kw, frozen)
         m.fit(X, y, fm.CrossEntropyLoss(), opt, epochs=2, batch_size=32, n_threads=n_threads, verbose=0)
-        m.train_step(X[:16], y[:16], fm.CrossEntropyLoss(), opt)  # (its step on one thread, see below)
         before = _core.blas_get_num_threads()
-        # opt.step's threads. (Also train_step's, but its unchunked products are OpenBLAS's on those
-        # threads, and the Haswell kernels round differently for another thread count: not compared.)
-        _core.blas_set_num_threads(n_threads)
+        _core.blas_set_num_threads(n_threads)  # train_step's and opt.step's threads
         try:
+            m.train_step(X[:16], y[:16], fm.CrossEntropyLoss(), opt)
             for p in m.parameters():
                 if p.grad is not None:  # (None: the frozen bias)
                     p.grad[...] = 0.01
