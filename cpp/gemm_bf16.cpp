@@ -245,8 +245,9 @@ using Avx512Bf16 = decltype(avx_tiles(std::make_integer_sequence<int, 12>{}));
 #ifdef FASTMLP_BF16_X86
 // ---------------------------------------------------------------- the emulation on AVX-512F
 // The twin's arithmetic (dp_step) on 16 lanes, for CPUs with AVX-512F but no AVX512_BF16: each lane
-// one output element, the same fmas in the same order, the flushing done by compare and mask. The
-// same bits as Emulation (tests/test_bf16.py), tens of times faster.
+// one output element, the same fmas in the same order, the flushing done by compare and mask where a
+// sum can be denormal (flush_free, below; else left out, as on AVX2). The same bits as Emulation
+// (tests/test_bf16.py), tens of times faster.
 AVX512F inline __m512 daz16(__m512 v) {  // daz() on every lane
   const __mmask16 tiny = _mm512_cmp_ps_mask(_mm512_abs_ps(v), _mm512_set1_ps(FLT_MIN), _CMP_LT_OQ);
   return _mm512_castsi512_ps(
@@ -255,9 +256,15 @@ AVX512F inline __m512 daz16(__m512 v) {  // daz() on every lane
 AVX512F inline __m512 hi16(__m512i w) { return daz16(_mm512_castsi512_ps(_mm512_and_epi32(w, _mm512_set1_epi32(-65536)))); }
 AVX512F inline __m512 lo16(__m512i w) { return daz16(_mm512_castsi512_ps(_mm512_slli_epi32(w, 16))); }
 
+// Flush = false: the fmas alone, for products where no sum can be denormal (flush_free, as on AVX2).
+template <bool Flush>
+AVX512F inline __m512 fma16(__m512 a, __m512 b, __m512 s) {
+  return Flush ? daz16(_mm512_fmadd_ps(a, b, s)) : _mm512_fmadd_ps(a, b, s);
+}
+
 // MR x 32 outputs: per k pair, the panel's 32 words as high and low halves, and per row of a its
 // word's two halves broadcast; s = daz(fma(a_hi, b_hi, s)), then the same with the low halves.
-template <int MR>
+template <int MR, bool Flush>
 AVX512F void tile_emu(const bf16x2* a, idx rs, idx cs, const bf16x2* bp, idx P, float* c, idx ldc, idx nc,
                       const float* bias, bool accumulate) {
   __m512 s0[MR], s1[MR];
@@ -269,17 +276,18 @@ AVX512F void tile_emu(const bf16x2* a, idx rs, idx cs, const bf16x2* bp, idx P, 
     for (int i = 0; i < MR; ++i) {
       const bf16x2 u = a[i * rs + p * cs];
       const __m512 ah = _mm512_set1_ps(daz(from_bf16(bf16(u >> 16)))), al = _mm512_set1_ps(daz(from_bf16(bf16(u))));
-      s0[i] = daz16(_mm512_fmadd_ps(al, l0, daz16(_mm512_fmadd_ps(ah, h0, s0[i]))));
-      s1[i] = daz16(_mm512_fmadd_ps(al, l1, daz16(_mm512_fmadd_ps(ah, h1, s1[i]))));
+      s0[i] = fma16<Flush>(al, l0, fma16<Flush>(ah, h0, s0[i]));
+      s1[i] = fma16<Flush>(al, l1, fma16<Flush>(ah, h1, s1[i]));
     }
   }
   store_tile<MR>(s0, s1, c, ldc, nc, bias, accumulate);
 }
 
-template <int... M>
-RowTiles<&tile_emu<M + 1>...> emu_tiles(std::integer_sequence<int, M...>);
+template <bool Flush, int... M>
+RowTiles<&tile_emu<M + 1, Flush>...> emu_tiles(std::integer_sequence<int, M...>);
 // 8 rows: 16 accumulators, 4 panel halves, 2 broadcasts and the constants in 32 zmm
-using Avx512F = decltype(emu_tiles(std::make_integer_sequence<int, 8>{}));
+template <bool Flush>
+using Avx512F = decltype(emu_tiles<Flush>(std::make_integer_sequence<int, 8>{}));
 #endif
 
 #ifdef FASTMLP_BF16_X86
@@ -518,7 +526,7 @@ bool bf16_isa_available(Bf16Isa isa) {
   if (isa == Bf16Isa::Avx512Bf16)
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512bf16");
-  if (isa == Bf16Isa::Avx512F) return __builtin_cpu_supports("avx512f");
+  if (isa == Bf16Isa::Avx512F) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2");  // (flush_free)
   if (isa == Bf16Isa::Avx2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #else
   if (isa == Bf16Isa::Avx512Bf16 || isa == Bf16Isa::Avx512F || isa == Bf16Isa::Avx2) return false;
@@ -607,10 +615,15 @@ void gemm_bf16(const bf16x2* a, idx rs, idx cs, const bf16x2* b, const float* bi
   int mr = Emulation::MR;
 #ifdef FASTMLP_BF16_X86
   if (isa == Bf16Isa::Avx512Bf16) fn = &run_chunk<Avx512Bf16>, mr = Avx512Bf16::MR;
-  if (isa == Bf16Isa::Avx512F) fn = &run_chunk<Avx512F>, mr = Avx512F::MR;
-  if (isa == Bf16Isa::Avx2) {
-    fn = flush_free(a, rs, cs, M, bf16_pairs(k), b, bf16_panel_words(k, N)) ? &run_chunk<Avx2<false>> : &run_chunk<Avx2<true>>;
-    mr = Avx2<false>::MR;
+  if (isa == Bf16Isa::Avx512F || isa == Bf16Isa::Avx2) {  // the flushing only where a sum can be denormal
+    const bool exact = flush_free(a, rs, cs, M, bf16_pairs(k), b, bf16_panel_words(k, N));
+    if (isa == Bf16Isa::Avx512F) {
+      fn = exact ? &run_chunk<Avx512F<false>> : &run_chunk<Avx512F<true>>;
+      mr = Avx512F<false>::MR;
+    } else {
+      fn = exact ? &run_chunk<Avx2<false>> : &run_chunk<Avx2<true>>;
+      mr = Avx2<false>::MR;
+    }
   }
 #endif
   if (M <= 0 || N <= 0) return;
