@@ -186,6 +186,9 @@ class _ClassLoss(_Loss):
         t = np.asarray(target)
         if t.ndim == 0:
             t = t.reshape(1)
+        if t.dtype == np.int64 and t.shape == (B,) and (t.view(np.uint64) < C).all():
+            # every label a class, the usual batch (a negative label is huge as uint64): nothing to report
+            return np.ascontiguousarray(t)
         if t.dtype.kind in "iu" or (t.dtype.kind == "f" and t.ndim == 1):
             if t.dtype.kind == "f":
                 if not np.isfinite(t).all() or not (t == np.round(t)).all():
