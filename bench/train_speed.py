@@ -307,15 +307,7 @@ def fastmlp_bf16_peak(n, repeats, threads):
     """GFLOP/s of the best of `repeats` n x n x n bfloat16 products through fastmlp's kernel (the operands'
     conversion included) on `threads` threads."""
     x = np.random.default_rng(0).normal(size=(n, n)).astype(np.float32)
-    fm._core.gemm_bf16(x, x, None, "auto", threads)  # warm-up
-    best = min(timed(lambda: fm._core.gemm_bf16(x, x, None, "auto", threads)) for _ in range(repeats))
-    return 2 * n ** 3 / best / 1e9
-
-
-def timed(f):
-    t0 = time.perf_counter()
-    f()
-    return time.perf_counter() - t0
+    return 2 * n ** 3 / best_per_call(lambda: fm._core.gemm_bf16(x, x, None, "auto", threads), 1, repeats) / 1e9
 
 
 def bench_torch(torch, widths, batch, X, y, Xw, yw, init, repeats, bf16=False):
@@ -1150,22 +1142,22 @@ def main(argv=None):
         # a scalar emulation (fastmlp's twin without AVX-512 or AVX2, oneDNN's fallback without AVX512_BF16)
         # is 100x slower and no measure of the library's bf16 speed: warmed up and timed once on 2 batches,
         # the time scaled to the epoch (marked "emulated")
-        def bf16_data(row):
-            return (X, y, Xw, yw, repeats) if row not in scaled_rows else (X[:2 * batch], y[:2 * batch],
-                                                                          X[:2 * batch], y[:2 * batch], 1)
+        def bf16_data(row):  # the runner's (X, y, Xw, yw, init, repeats)
+            if row not in scaled_rows:
+                return X, y, Xw, yw, init, repeats
+            return X[:2 * batch], y[:2 * batch], X[:2 * batch], y[:2 * batch], init, 1
         # (row, --frameworks name, runner)
         runners = [("fastmlp", "fastmlp", lambda: bench_fastmlp(widths, batch, X, y, Xw, yw, init, repeats, threads,
                                                                 threads_ctl))]
         if bf16:
             runners.append(("fastmlp-bf16", "fastmlp", lambda: bench_fastmlp(
-                widths, batch, *bf16_data("fastmlp-bf16")[:4], init, bf16_data("fastmlp-bf16")[4], threads,
-                threads_ctl, precision="bfloat16")))
+                widths, batch, *bf16_data("fastmlp-bf16"), threads, threads_ctl, precision="bfloat16")))
         runners.append(("numpy", "numpy", lambda: bench_numpy(widths, batch, X, y, Xw, yw, init, repeats)))
         if torch is not None:
             runners.append(("torch", "torch", lambda: bench_torch(torch, widths, batch, X, y, Xw, yw, init, repeats)))
             if bf16:
                 runners.append(("torch-bf16", "torch-bf16", lambda: bench_torch(
-                    torch, widths, batch, *bf16_data("torch-bf16")[:4], init, bf16_data("torch-bf16")[4], bf16=True)))
+                    torch, widths, batch, *bf16_data("torch-bf16"), bf16=True)))
         if has_sklearn:
             runners.append(("sklearn", "sklearn", lambda: bench_sklearn(widths, batch, X, y, Xw, yw, init, repeats)))
         if jax is not None:

@@ -219,11 +219,18 @@ void chunk_buffers(Model<T>& m, FitBuffers<T>& buf, idx most) {
     buf.chunk[c].grads = c == 0 ? m.grads() : c < most ? buf.chunk_grads.data() + (c - 1) * P : nullptr;
 }
 
-// The batch of job (b rows) in K chunks taken by up to `workers` threads, each chunk's loss with reduction
-// 'sum' scaled by 1 / denom (the whole batch's denominator), then the chunks' losses, counts and
-// gradients summed into chunk 0 and the model's gradients, in chunk order and a fixed tree.
+// The batch of job (b rows) into chunk 0 and the model's gradients. With denom > 0 (finite): in K chunks
+// taken by up to `workers` threads, each chunk's loss with reduction 'sum' scaled by 1 / denom (the whole
+// batch's denominator), then the chunks' losses, counts and gradients summed in chunk order and a fixed
+// tree. Else the whole batch as chunk 0, with job's own reduction.
 template <class T>
-void chunked_batch(BatchJob<T>& job, idx b, idx K, double denom, int workers) {
+void batch_grads(BatchJob<T>& job, idx b, idx K, double denom, int workers) {
+  if (!(denom > 0 && std::isfinite(denom))) {
+    job.chunks[0].r0 = 0;
+    job.chunks[0].r1 = b;
+    job.step(job.chunks[0]);
+    return;
+  }
   Model<T>& m = *job.m;
   job.spec.reduction = Reduction::Sum;
   job.spec.scale = job.spec.scale / denom;
@@ -368,13 +375,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       job.spec.reduction = Reduction::Sum;
       denom = K >= 2 ? 1 : 0;
     }
-    if (denom > 0 && std::isfinite(denom)) {
-      chunked_batch(job, b, K, denom, workers);
-    } else {
-      whole.r0 = 0;
-      whole.r1 = b;
-      job.step(whole);
-    }
+    batch_grads(job, b, K, denom, workers);
     double value = whole.value, rows = double(b), correct = double(whole.correct), scored = double(whole.scored),
            abs_err = whole.abs_err, sq_err = whole.sq_err;
     if (comm) {  // the global batch: sums over the ranks, then the gradient's allreduce
@@ -476,13 +477,7 @@ double train_step(Model<T>& m, const T* x, idx B, idx in, const LossSpec<T>& los
       chunk_buffers(m, buf, K);
       BatchJob<T> job{&m, &d, nullptr, 0, C, labels, loss.sample_weight, loss, false, false, buf.chunk};
       ThreadsScope single(1);  // the products' threads (the pool's size too; the chunks take `workers`)
-      if (denom > 0 && std::isfinite(denom)) {
-        chunked_batch(job, B, K, denom, workers);
-      } else {
-        buf.chunk[0].r0 = 0;
-        buf.chunk[0].r1 = B;
-        job.step(buf.chunk[0]);
-      }
+      batch_grads(job, B, K, denom, workers);
       value = buf.chunk[0].value;
     } else {
       value = m.loss_and_grad(x, B, in, loss, labels, target, true);

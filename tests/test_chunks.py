@@ -380,11 +380,8 @@ def test_train_step_is_fits_step_for_every_thread_count(dtype, rows, drop):
         m = model()
         opt = fm.optim.Adam(m.parameters(), lr=1e-2)
         before = fm._core.blas_get_num_threads()
-        fm._core.blas_set_num_threads(nt)
-        try:
+        with training.blas_threads(nt):  # train_step's threads
             losses = [m.train_step(X, y, fm.CrossEntropyLoss(), opt) for _ in range(3)]
-        finally:
-            fm._core.blas_set_num_threads(before)
         assert fm._core.blas_get_num_threads() == before
         runs.append((weights(m), losses))
     for w, losses in runs[1:]:
@@ -399,11 +396,7 @@ def test_train_step_is_fits_step_for_every_thread_count(dtype, rows, drop):
     # gives other bits from 64 rows on
     u = model()
     opt = fm.optim.Adam(u.parameters(), lr=1e-2)
-    before = fm._core.blas_get_num_threads()
-    fm._core.blas_set_num_threads(1)
-    try:
+    with training.blas_threads(1):
         for _ in range(3):
             unchunked_step(u, X, y, fm.CrossEntropyLoss(), opt)
-    finally:
-        fm._core.blas_set_num_threads(before)
     assert np.array_equal(weights(u), runs[0][0]) == (training.batch_chunks(u, rows) == 1)
