@@ -1,6 +1,9 @@
 #include "blas.h"
 
 #include <cblas.h>
+#include <pthread.h>
+
+#include <mutex>
 
 #include "pool.h"
 
@@ -48,8 +51,24 @@ template void gemm<float>(bool, bool, idx, idx, idx, float, const float*, idx, c
 template void gemm<double>(bool, bool, idx, idx, idx, double, const double*, idx, const double*, idx, double, double*,
                            idx);
 
-void blas_set_num_threads(int n) {  // n_threads bounds OpenBLAS's threads and fastmlp's together
+namespace {
+// OpenBLAS's set_num_threads takes its thread server's lock; a fork while another thread of ours is
+// inside it leaves the child that lock held forever (its next set_num_threads hangs: seen with a
+// predict loop in one thread and fork in another). Our calls hold this mutex, and fork takes it first.
+std::mutex& openblas_threads_mu() {
+  static std::mutex mu;
+  static const int once = pthread_atfork([] { mu.lock(); }, [] { mu.unlock(); }, [] { mu.unlock(); });
+  (void)once;
+  return mu;
+}
+void set_openblas_threads(int n) {
+  std::lock_guard<std::mutex> hold(openblas_threads_mu());
   scipy_openblas_set_num_threads(n);
+}
+}  // namespace
+
+void blas_set_num_threads(int n) {  // n_threads bounds OpenBLAS's threads and fastmlp's together
+  set_openblas_threads(n);
   pool_set_threads(n);
 }
 int blas_get_num_threads() { return scipy_openblas_get_num_threads(); }
@@ -57,7 +76,7 @@ int blas_get_num_threads() { return scipy_openblas_get_num_threads(); }
 ThreadsScope::ThreadsScope(int n) {
   if (n <= 0) return;
   if (const int b = scipy_openblas_get_num_threads(); b != n) {
-    scipy_openblas_set_num_threads(n);
+    set_openblas_threads(n);
     blas_ = b;
   }
   if (const int p = pool_threads(); p != n) {
@@ -66,7 +85,7 @@ ThreadsScope::ThreadsScope(int n) {
   }
 }
 ThreadsScope::~ThreadsScope() {
-  if (blas_) scipy_openblas_set_num_threads(blas_);
+  if (blas_) set_openblas_threads(blas_);
   if (pool_) pool_set_threads(pool_);
 }
 std::string blas_core_name() { return scipy_openblas_get_corename(); }
