@@ -5,6 +5,7 @@
 #include <cfloat>
 #include <cmath>
 #include <utility>
+#include <vector>
 
 #include "pool.h"
 
@@ -14,6 +15,9 @@
 #define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
 #define AVX512F __attribute__((target("avx512f")))
 #define AVX2 __attribute__((target("avx2,fma")))
+#define AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512bf16")))
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 
 namespace fastmlp {
@@ -469,6 +473,7 @@ struct Job {
   bool accumulate, by_panels;  // units of panels (all rows each), or of row blocks (all panels each)
   idx units, per_unit;         // units of per_unit panels or row blocks
   std::atomic<idx> next{0};    // the next unit to take: a thread that runs late finds the work done
+  std::uint64_t call = 0;      // this call's number (the AMX kernel's per-thread scratch: what it holds)
 };
 
 // Panels [q0, q1) times rows [r0, r1): for each block of panels that stays in L2, every
@@ -489,15 +494,145 @@ void run_range(const Job& j, idx q0, idx q1, idx r0, idx r1) {
 // One thread's share: units taken in turn until none is left (every output element's bits are the same
 // whichever thread computes it).
 template <class K>
+struct Blocked : K {
+  static void range(const Job& j, idx q0, idx q1, idx r0, idx r1) { run_range<K>(j, q0, q1, r0, r1); }
+};
+
+template <class K>
 void run_chunk(void* p, idx) {
   Job& j = *static_cast<Job*>(p);
   const idx nq = bf16_panels(j.N);
   for (idx u; (u = j.next.fetch_add(1, std::memory_order_relaxed)) < j.units;) {
     const idx lo = u * j.per_unit, hi = (u + 1) * j.per_unit;
-    if (j.by_panels) run_range<K>(j, lo, std::min(nq, hi), 0, j.M);
-    else run_range<K>(j, 0, nq, std::min(j.M, lo * K::MR), std::min(j.M, hi * K::MR));
+    if (j.by_panels) K::range(j, lo, std::min(nq, hi), 0, j.M);
+    else K::range(j, 0, nq, std::min(j.M, lo * K::MR), std::min(j.M, hi * K::MR));
   }
 }
+
+#ifdef FASTMLP_BF16_X86
+// ---------------------------------------------------------------- AMX
+// TDPBF16PS on tiles: a 32 x 32 block of c in four 16 x 16 float32 tiles (0-3), each step 16 k pairs
+// of 32 rows of a (tiles 4, 5: 16 rows of 16 words) and of one panel (tiles 6, 7: 16 pair rows of its
+// columns 0-15 and 16-31). The unit sums each step's products in its own way, not in the canonical
+// order: measured, one pair alone gives round(a0 b0 + a1 b1) then adds it, as a step of VDPBF16PS
+// would not, and longer steps match neither sequential fmas nor one rounding of the exact sum nor
+// aligned truncated sums; the bits differ from VDPBF16PS's in most outputs of a long k, with about
+// half its error against the exact sum. So this path has its own bits (denormals flushed, as on the
+// others). They are still a function of (row of a, column of b, k) alone: the steps start at pair 0
+// and take 16 pairs each, the last one padded with zero words, whatever the block, the batch or the
+// thread.
+struct alignas(64) TileConfig {
+  std::uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  std::uint16_t colsb[16] = {};
+  std::uint8_t rows[16] = {};
+};
+
+struct Amx {
+  static constexpr int MR = 32;
+  static constexpr idx KP = 16;  // k pairs a step
+  struct Scratch {
+    std::vector<bf16x2> a;      // a block's rows, (32, steps * 16) words, zero past M and P
+    std::vector<bf16x2> tails;  // each panel's last step: (16, NR) words, zero rows past P
+    std::uint64_t call = 0;     // the call whose tails [lo, hi) it holds
+    idx lo = 0, hi = 0;
+  };
+  static Scratch& scratch() {
+    thread_local Scratch s;
+    return s;
+  }
+
+  // 32 rows of a from row r (m of them real) as (32, steps * 16) words at dst
+  AMX static void pack_a(const Job& j, idx r, int m, bf16x2* dst, idx ld) {
+    const idx P = j.P;
+    if (j.rs == 1) {  // the pairs layout: 16 x 16 word blocks transposed
+      for (idx p0 = 0; p0 < ld; p0 += 16)
+        for (int i0 = 0; i0 < 32; i0 += 16) {
+          __m512i t[16];
+          const __mmask16 k = first16(std::max(0, m - i0));
+          for (int pp = 0; pp < 16; ++pp)
+            t[pp] = p0 + pp < P ? _mm512_maskz_loadu_epi32(k, j.a + (r + i0) + (p0 + pp) * j.cs) : _mm512_setzero_si512();
+          transpose16(t);
+          for (int ii = 0; ii < 16; ++ii) _mm512_storeu_si512(dst + (i0 + ii) * ld + p0, t[ii]);
+        }
+      return;
+    }
+    for (int i = 0; i < 32; ++i) {
+      bf16x2* d = dst + i * ld;
+      const bf16x2* src = j.a + (r + i) * j.rs;
+      idx p = 0;
+      if (i < m && j.cs == 1) std::copy(src, src + P, d), p = P;
+      else if (i < m)
+        for (; p < P; ++p) d[p] = src[p * j.cs];
+      std::fill(d + p, d + ld, bf16x2(0));
+    }
+  }
+
+  AMX static void range(const Job& j, idx q0, idx q1, idx r0, idx r1) {
+    const idx P = j.P, full = P / KP, steps = (P + KP - 1) / KP, ld = steps * KP;
+    Scratch& s = scratch();
+    if (s.a.size() < std::size_t(32 * ld)) s.a.resize(std::size_t(32 * ld));
+    if (full < steps && !(s.call == j.call && s.lo <= q0 && q1 <= s.hi)) {  // the panels' last steps, padded
+      const idx nq = bf16_panels(j.N);
+      if (s.tails.size() < std::size_t(nq * KP * NR)) s.tails.resize(std::size_t(nq * KP * NR));
+      for (idx q = q0; q < q1; ++q) {
+        bf16x2* t = s.tails.data() + q * KP * NR;
+        const idx rest = (P - full * KP) * NR;
+        std::copy(j.b + (q * P + full * KP) * NR, j.b + (q * P + full * KP) * NR + rest, t);
+        std::fill(t + rest, t + KP * NR, bf16x2(0));
+      }
+      s.call = j.call, s.lo = q0, s.hi = q1;
+    }
+    TileConfig cfg;
+    for (int t = 0; t < 8; ++t) cfg.colsb[t] = 64, cfg.rows[t] = 16;
+    _tile_loadconfig(&cfg);
+    alignas(64) float out[32 * NR];  // the block's sums, (32, NR)
+    constexpr idx kBlockBytes = 512 * 1024;
+    const idx per = std::max<idx>(1, kBlockBytes / std::max<idx>(1, P * NR * 4));
+    for (idx qb = q0; qb < q1; qb += per)
+      for (idx r = r0; r < r1; r += MR) {
+        const int m = static_cast<int>(std::min<idx>(MR, r1 - r));
+        pack_a(j, r, m, s.a.data(), ld);
+        const bf16x2* a = s.a.data();
+        for (idx q = qb; q < std::min(q1, qb + per); ++q) {
+          const bf16x2* bp = j.b + q * P * NR;
+          _tile_zero(0);
+          _tile_zero(1);
+          _tile_zero(2);
+          _tile_zero(3);
+          for (idx t = 0; t < steps; ++t) {
+            const bf16x2* bt = t < full ? bp + t * KP * NR : s.tails.data() + q * KP * NR;
+            _tile_loadd(4, a + t * KP, ld * 4);
+            _tile_loadd(5, a + 16 * ld + t * KP, ld * 4);
+            _tile_loadd(6, bt, NR * 4);
+            _tile_loadd(7, bt + 16, NR * 4);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+          }
+          _tile_stored(0, out, NR * 4);
+          _tile_stored(1, out + 16, NR * 4);
+          _tile_stored(2, out + 16 * NR, NR * 4);
+          _tile_stored(3, out + 16 * NR + 16, NR * 4);
+          const idx nc = std::min<idx>(NR, j.N - q * NR);
+          const float* bias = j.bias ? j.bias + q * NR : nullptr;
+          for (int i = 0; i < m; ++i) {
+            __m512 s0 = _mm512_load_ps(out + i * NR), s1 = _mm512_load_ps(out + i * NR + 16);
+            store_tile<1>(&s0, &s1, j.c + (r + i) * j.N + q * NR, j.N, nc, bias, j.accumulate);
+          }
+        }
+      }
+    _tile_release();
+  }
+};
+
+// Whether the kernel may use the tile registers: the CPU has them and Linux grants this process their state.
+bool amx_permitted() {
+  static const bool ok = __builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-bf16") &&
+                         syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+  return ok;
+}
+#endif
 
 #ifdef FASTMLP_BF16_X86
 // Whether no sum of a product can fall below FLT_MIN, so that the kernels need not flush. Every value
@@ -523,25 +658,33 @@ constexpr idx kWorkPerThread = idx(1) << 20;
 
 bool bf16_isa_available(Bf16Isa isa) {
 #ifdef FASTMLP_BF16_X86
+  if (isa == Bf16Isa::Amx) return bf16_isa_available(Bf16Isa::Avx512Bf16) && amx_permitted();  // (its conversions)
   if (isa == Bf16Isa::Avx512Bf16)
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512bf16");
   if (isa == Bf16Isa::Avx512F) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2");  // (flush_free)
   if (isa == Bf16Isa::Avx2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #else
-  if (isa == Bf16Isa::Avx512Bf16 || isa == Bf16Isa::Avx512F || isa == Bf16Isa::Avx2) return false;
+  if (isa != Bf16Isa::Auto && isa != Bf16Isa::Emulation) return false;
 #endif
   return true;
 }
 
 Bf16Isa bf16_resolve(Bf16Isa isa) {
   if (isa == Bf16Isa::Auto)
-    isa = bf16_isa_available(Bf16Isa::Avx512Bf16) ? Bf16Isa::Avx512Bf16
+    isa = bf16_isa_available(Bf16Isa::Amx)          ? Bf16Isa::Amx
+          : bf16_isa_available(Bf16Isa::Avx512Bf16) ? Bf16Isa::Avx512Bf16
           : bf16_isa_available(Bf16Isa::Avx512F)  ? Bf16Isa::Avx512F
           : bf16_isa_available(Bf16Isa::Avx2)     ? Bf16Isa::Avx2
                                                   : Bf16Isa::Emulation;
   if (!bf16_isa_available(isa)) throw value_error("this CPU cannot run the requested bfloat16 kernel");
   return isa;
+}
+
+// The conversions' path: AMX's operands come from the AVX512_BF16 conversions.
+Bf16Isa conversion_path(Bf16Isa isa) {
+  isa = bf16_resolve(isa);
+  return isa == Bf16Isa::Amx ? Bf16Isa::Avx512Bf16 : isa;
 }
 
 // Items [0, n) of f(i0, i1) split over up to `threads` threads, each with at least `grain` floats of
@@ -558,7 +701,7 @@ void split_items(int threads, idx n, idx per, F f) {
 }
 
 void bf16_rows(const float* src, idx rows, idx cols, bf16x2* dst, Bf16Isa isa, int threads) {
-  isa = bf16_resolve(isa);
+  isa = conversion_path(isa);
   const idx P = bf16_pairs(cols);
   split_items(threads, rows, cols, [&](idx r0, idx r1) {
 #ifdef FASTMLP_BF16_X86
@@ -570,7 +713,7 @@ void bf16_rows(const float* src, idx rows, idx cols, bf16x2* dst, Bf16Isa isa, i
 }
 
 void bf16_pairs(const float* src, idx rows, idx cols, idx width, bf16x2* dst, Bf16Isa isa, int threads) {
-  isa = bf16_resolve(isa);
+  isa = conversion_path(isa);
   const idx P = bf16_pairs(rows), nq = width ? (cols + width - 1) / width : 0;
   if (nq == 1 && width == cols) {  // one panel: split its pairs (2 rows of src each)
     split_items(threads, P, 2 * cols, [&](idx p0, idx p1) {
@@ -596,7 +739,7 @@ void bf16_pairs(const float* src, idx rows, idx cols, idx width, bf16x2* dst, Bf
 }
 
 void bf16_panels_of_rows(const float* src, idx rows, idx cols, bf16x2* dst, Bf16Isa isa, int threads) {
-  isa = bf16_resolve(isa);
+  isa = conversion_path(isa);
   const idx P = bf16_pairs(cols);
   split_items(threads, bf16_panels(rows), NR * cols, [&](idx q0, idx q1) {
     const idx r0 = q0 * NR, r1 = std::min(rows, q1 * NR);
@@ -611,17 +754,18 @@ void bf16_panels_of_rows(const float* src, idx rows, idx cols, bf16x2* dst, Bf16
 void gemm_bf16(const bf16x2* a, idx rs, idx cs, const bf16x2* b, const float* bias, float* c, idx M, idx N, idx k,
                bool accumulate, int threads, Bf16Isa isa) {
   isa = bf16_resolve(isa);
-  ChunkFn fn = &run_chunk<Emulation>;
+  ChunkFn fn = &run_chunk<Blocked<Emulation>>;
   int mr = Emulation::MR;
 #ifdef FASTMLP_BF16_X86
-  if (isa == Bf16Isa::Avx512Bf16) fn = &run_chunk<Avx512Bf16>, mr = Avx512Bf16::MR;
+  if (isa == Bf16Isa::Amx) fn = &run_chunk<Amx>, mr = Amx::MR;
+  if (isa == Bf16Isa::Avx512Bf16) fn = &run_chunk<Blocked<Avx512Bf16>>, mr = Avx512Bf16::MR;
   if (isa == Bf16Isa::Avx512F || isa == Bf16Isa::Avx2) {  // the flushing only where a sum can be denormal
     const bool exact = flush_free(a, rs, cs, M, bf16_pairs(k), b, bf16_panel_words(k, N));
     if (isa == Bf16Isa::Avx512F) {
-      fn = exact ? &run_chunk<Avx512F<false>> : &run_chunk<Avx512F<true>>;
+      fn = exact ? &run_chunk<Blocked<Avx512F<false>>> : &run_chunk<Blocked<Avx512F<true>>>;
       mr = Avx512F<false>::MR;
     } else {
-      fn = exact ? &run_chunk<Avx2<false>> : &run_chunk<Avx2<true>>;
+      fn = exact ? &run_chunk<Blocked<Avx2<false>>> : &run_chunk<Blocked<Avx2<true>>>;
       mr = Avx2<false>::MR;
     }
   }
@@ -634,6 +778,8 @@ void gemm_bf16(const bf16x2* a, idx rs, idx cs, const bf16x2* b, const float* bi
   const idx nt = std::max<idx>(1, static_cast<idx>(std::min({work / double(kWorkPerThread), double(threads), double(most)})));
   const idx per_unit = (most + 4 * nt - 1) / (4 * nt);  // about 4 units a thread
   Job job{a, b, rs, cs, bias, c, M, N, bf16_pairs(k), accumulate, by_panels, (most + per_unit - 1) / per_unit, per_unit};
+  static std::atomic<std::uint64_t> calls{0};
+  job.call = ++calls;
   parallel_for(static_cast<int>(nt), nt, fn, &job);
 }
 

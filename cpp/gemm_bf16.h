@@ -36,10 +36,11 @@ namespace fastmlp {
 using bf16 = std::uint16_t;       // a bfloat16's bits
 using bf16x2 = std::uint32_t;     // two bfloat16 along k: the even k in the low half
 
-// Avx512Bf16: VDPBF16PS. Avx512F: the emulation's arithmetic on AVX-512F registers (no AVX512_BF16
+// Amx: TDPBF16PS on the tile registers, with its own bits (gemm_bf16.cpp), the operands converted as on
+// Avx512Bf16. Avx512Bf16: VDPBF16PS. Avx512F: the emulation's arithmetic on AVX-512F registers (no AVX512_BF16
 // needed), the same bits. Avx2: the same on AVX2 + FMA registers. Emulation: the plain twin, the
 // fallback and the tests' oracle. Auto: the first of these the CPU runs.
-enum class Bf16Isa { Auto, Avx512Bf16, Avx512F, Avx2, Emulation };
+enum class Bf16Isa { Auto, Amx, Avx512Bf16, Avx512F, Avx2, Emulation };
 
 // Whether the CPU runs that path (Auto and Emulation: always).
 bool bf16_isa_available(Bf16Isa isa);

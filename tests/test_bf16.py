@@ -2,7 +2,8 @@
 uint32 arithmetic, the emulation twin against a NumPy evaluation of the documented canonical order (bit
 for bit) in each of the engine's three product forms, the AVX512_BF16 kernel and the emulation's SIMD
 twins (AVX-512F, AVX2) against the twin (bit for bit), and all against a float64 product of the rounded
-inputs."""
+inputs. The AMX kernel sums in its own way (gemm_bf16.cpp): its bits against those of the same path on other
+batches, positions and threads, its values against the float64 product."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,7 +14,10 @@ from fastmlp import _core
 # the fast paths this CPU runs: VDPBF16PS, and the emulation's arithmetic on AVX-512F or AVX2 registers
 FAST = [p for p in ("avx512bf16", "avx512f", "avx2") if _core.bf16_isa_available(p)]
 needs_fast = pytest.mark.skipif(not FAST, reason="this CPU has neither AVX-512 nor AVX2 (the emulation path is tested alone)")
-PATHS = ["emulation", "auto"] + FAST
+AMX = ["amx"] if _core.bf16_isa_available("amx") else []  # TDPBF16PS: its own bits
+PATHS = ["emulation", "auto"] + FAST + AMX
+CANONICAL = [p for p in PATHS if (_core.bf16_auto_path() if p == "auto" else p) != "amx"]  # the documented order's bits
+OWN_BITS = [p for p in PATHS if p not in CANONICAL]
 K_SIZES = [0, 1, 2, 3, 15, 16, 17, 31, 32, 33, 63, 64, 65, 255, 256, 257, 1023, 1024, 1025]
 MN_SIZES = [(0, 3), (3, 0), (1, 1), (1, 17), (2, 16), (3, 15), (5, 4), (11, 31), (12, 32), (13, 33), (17, 63),
             (24, 64), (25, 65)]
@@ -160,11 +164,17 @@ def test_emulation_is_the_canonical_order(k, mn):
     m, n = mn
     rng = np.random.default_rng(k * 100 + m * 10 + n)
     x, w, b = data(rng, m, k), data(rng, n, k), data(rng, n)
+    ref = bf16_values(x) @ bf16_values(w).T
+    scale = np.abs(bf16_values(x)) @ np.abs(bf16_values(w)).T
     for bias in (None, b):
         want = canonical(x, w, bias)
-        for path in PATHS:
+        for path in CANONICAL:
             for form in FORMS:
                 assert same_bits(product(x, w, bias, path, 1, form), want), (path, form)
+        for path in OWN_BITS:  # within float32 accumulation error of the exact sum
+            for form in FORMS:
+                got = product(x, w, bias, path, 1, form)
+                assert np.all(np.abs(got - (ref if bias is None else ref + b)) <= 1e-5 * (scale + np.abs(b))), (path, form)
 
 
 @pytest.mark.parametrize("k", [1, 33, 300, 1025])
@@ -233,15 +243,70 @@ def test_hardware_equals_emulation(scale):
 
 
 @needs_fast
-@pytest.mark.parametrize("path", FAST)
-def test_hardware_threads_and_batch_do_not_change_bits(path):
+@pytest.mark.parametrize("k", [1, 31, 32, 33, 300])  # AMX: k pairs < 16, = 16, a step and a partial one
+@pytest.mark.parametrize("path", FAST + AMX)
+def test_hardware_threads_and_batch_do_not_change_bits(path, k):
     rng = np.random.default_rng(5)
-    x, w = data(rng, 203, 300), data(rng, 70, 300)
+    x, w = data(rng, 203, k), data(rng, 70, k)
     for form in FORMS:
         one = product(x, w, None, path, 1, form)
         assert same_bits(product(x, w, None, path, 2, form), one)
         assert same_bits(product(x[5:6], w, None, path, 1, form), one[5:6])
         assert same_bits(product(x[7:40], w[3:50], None, path, 2, form), one[7:40, 3:50])
+
+
+@pytest.mark.skipif(not AMX, reason="this CPU has no AMX (or Linux does not grant its tile state)")
+@pytest.mark.parametrize("scale", [1.0, 1e-20, 1e-36, 1e33])
+def test_amx_special_values(scale):
+    """the data of test_hardware_equals_emulation on AMX: where no sum of the finite products can overflow,
+    inf and NaN where the canonical order has them; every finite value within float32 accumulation error of
+    the float64 product (flushed ones included)"""
+    rng = np.random.default_rng(int(np.log10(scale) + 40))
+    for m, n, k in [(7, 9, 1), (13, 5, 31), (6, 17, 64), (25, 11, 333), (3, 4, 1500), (40, 70, 130)]:
+        x = (rng.normal(size=(m, k)) * scale * np.exp(rng.normal(size=(m, k)) * 3)).astype(np.float32)
+        w = (rng.normal(size=(n, k)) * np.exp(rng.normal(size=(n, k)) * 3)).astype(np.float32)
+        x[rng.random(x.shape) < 0.05] = 0
+        if k > 10:
+            x[0, 3], w[1, 5], x[2, 4] = np.inf, -np.inf, np.nan
+        with np.errstate(all="ignore"):
+            want = _core.gemm_bf16(x, w, None, "emulation", 1)
+            ref = bf16_values(x) @ bf16_values(w).T
+            finite_part = np.nan_to_num(np.abs(bf16_values(x)), posinf=0) @ np.nan_to_num(np.abs(bf16_values(w)), posinf=0).T
+            bound = 1e-5 * finite_part + 2.0**-126
+        safe = finite_part < 2.0**127
+        for form in FORMS:
+            got = product(x, w, None, "amx", 2, form)
+            assert np.array_equal(np.isnan(got) & safe, np.isnan(want) & safe), form
+            assert np.array_equal(got[np.isinf(want) & safe], want[np.isinf(want) & safe]), form
+            fin = np.isfinite(got) & np.isfinite(ref)
+            assert np.all(np.abs(got[fin] - ref[fin]) <= bound[fin]), form
+
+
+@pytest.mark.skipif(not AMX, reason="this CPU has no AMX (or Linux does not grant its tile state)")
+def test_amx_in_a_forked_child_and_other_threads():
+    """the tile state's permission is the process's: a forked child and new threads run the kernel too"""
+    import os
+    import threading
+
+    rng = np.random.default_rng(9)
+    x, w = data(rng, 70, 100), data(rng, 40, 100)
+    want = product(x, w, None, "amx", 1, "nt")
+    got = []
+    t = threading.Thread(target=lambda: got.append(product(x, w, None, "amx", 2, "tn")))
+    t.start()
+    t.join()
+    assert same_bits(got[0], want)
+    r, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report whether its bits are the parent's
+        try:
+            os.write(wfd, b"1" if same_bits(product(x, w, None, "amx", 2, "nt"), want) else b"0")
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    _, status = os.waitpid(pid, 0)
+    assert os.read(r, 1) == b"1" and status == 0
+    os.close(r)
 
 
 def test_bad_arguments():
