@@ -513,7 +513,8 @@ void run_chunk(void* p, idx) {
 // ---------------------------------------------------------------- AMX
 // TDPBF16PS on tiles: a 32 x 32 block of c in four 16 x 16 float32 tiles (0-3), each step 16 k pairs
 // of 32 rows of a (tiles 4, 5: 16 rows of 16 words) and of one panel (tiles 6, 7: 16 pair rows of its
-// columns 0-15 and 16-31). The unit sums each step's products in its own way, not in the canonical
+// columns 0-15 and 16-31). The tiles start from the bias (or from c, accumulating; else zero) and
+// every step adds to them: c = bias + a b, not the other paths' (a b) + bias. The unit sums each step's products in its own way, not in the canonical
 // order: measured, one pair alone gives round(a0 b0 + a1 b1) then adds it, as a step of VDPBF16PS
 // would not, and longer steps match neither sequential fmas nor one rounding of the exact sum nor
 // aligned truncated sums; the bits differ from VDPBF16PS's in most outputs of a long k, with about
@@ -531,7 +532,7 @@ struct Amx {
   static constexpr int MR = 32;
   static constexpr idx KP = 16;  // k pairs a step
   struct Scratch {
-    std::vector<bf16x2> a;      // a block's rows, (32, steps * 16) words, zero past M and P
+    std::vector<bf16x2> a;      // a block's rows, (steps, 32, 16) words, zero past M and P
     std::vector<bf16x2> tails;  // each panel's last step: (16, NR) words, zero rows past P
     std::uint64_t call = 0;     // the call whose tails [lo, hi) it holds
     idx lo = 0, hi = 0;
@@ -540,42 +541,54 @@ struct Amx {
     thread_local Scratch s;
     return s;
   }
+  // n words of v at a 64-byte boundary (a tile row split over two cache lines halves the loads' speed)
+  static bf16x2* aligned(std::vector<bf16x2>& v, idx n) {
+    if (v.size() < std::size_t(n + 16)) v.resize(std::size_t(n + 16));
+    return v.data() + ((64 - reinterpret_cast<std::uintptr_t>(v.data()) % 64) % 64) / 4;
+  }
 
-  // 32 rows of a from row r (m of them real) as (32, steps * 16) words at dst
-  AMX static void pack_a(const Job& j, idx r, int m, bf16x2* dst, idx ld) {
+  // 32 rows of a from row r (m of them real), step by step: step t's (32, 16) words at dst + 512 t
+  // (tile rows 64 bytes apart: a row stride of a power of two bytes would put a tile's rows in a
+  // few cache sets)
+  AMX static void pack_a(const Job& j, idx r, int m, bf16x2* dst, idx steps) {
     const idx P = j.P;
     if (j.rs == 1) {  // the pairs layout: 16 x 16 word blocks transposed
-      for (idx p0 = 0; p0 < ld; p0 += 16)
+      for (idx t = 0; t < steps; ++t)
         for (int i0 = 0; i0 < 32; i0 += 16) {
-          __m512i t[16];
+          __m512i w[16];
           const __mmask16 k = first16(std::max(0, m - i0));
-          for (int pp = 0; pp < 16; ++pp)
-            t[pp] = p0 + pp < P ? _mm512_maskz_loadu_epi32(k, j.a + (r + i0) + (p0 + pp) * j.cs) : _mm512_setzero_si512();
-          transpose16(t);
-          for (int ii = 0; ii < 16; ++ii) _mm512_storeu_si512(dst + (i0 + ii) * ld + p0, t[ii]);
+          for (int pp = 0; pp < 16; ++pp) {
+            const idx p = t * KP + pp;
+            w[pp] = p < P ? _mm512_maskz_loadu_epi32(k, j.a + (r + i0) + p * j.cs) : _mm512_setzero_si512();
+          }
+          transpose16(w);
+          for (int ii = 0; ii < 16; ++ii) _mm512_storeu_si512(dst + (t * 32 + i0 + ii) * KP, w[ii]);
         }
       return;
     }
     for (int i = 0; i < 32; ++i) {
-      bf16x2* d = dst + i * ld;
       const bf16x2* src = j.a + (r + i) * j.rs;
-      idx p = 0;
-      if (i < m && j.cs == 1) std::copy(src, src + P, d), p = P;
-      else if (i < m)
-        for (; p < P; ++p) d[p] = src[p * j.cs];
-      std::fill(d + p, d + ld, bf16x2(0));
+      for (idx t = 0; t < steps; ++t) {
+        bf16x2* d = dst + (t * 32 + i) * KP;
+        const idx n = i < m ? std::min<idx>(KP, P - t * KP) : 0;
+        if (j.cs == 1) {
+          _mm512_store_si512(d, _mm512_maskz_loadu_epi32(first16(n), src + t * KP));
+          continue;
+        }
+        for (idx pp = 0; pp < n; ++pp) d[pp] = src[(t * KP + pp) * j.cs];
+        std::fill(d + n, d + KP, bf16x2(0));
+      }
     }
   }
 
   AMX static void range(const Job& j, idx q0, idx q1, idx r0, idx r1) {
-    const idx P = j.P, full = P / KP, steps = (P + KP - 1) / KP, ld = steps * KP;
+    const idx P = j.P, full = P / KP, steps = (P + KP - 1) / KP;
     Scratch& s = scratch();
-    if (s.a.size() < std::size_t(32 * ld)) s.a.resize(std::size_t(32 * ld));
+    bf16x2* const a = aligned(s.a, 32 * KP * steps);
+    bf16x2* const tails = aligned(s.tails, bf16_panels(j.N) * KP * NR);
     if (full < steps && !(s.call == j.call && s.lo <= q0 && q1 <= s.hi)) {  // the panels' last steps, padded
-      const idx nq = bf16_panels(j.N);
-      if (s.tails.size() < std::size_t(nq * KP * NR)) s.tails.resize(std::size_t(nq * KP * NR));
       for (idx q = q0; q < q1; ++q) {
-        bf16x2* t = s.tails.data() + q * KP * NR;
+        bf16x2* t = tails + q * KP * NR;
         const idx rest = (P - full * KP) * NR;
         std::copy(j.b + (q * P + full * KP) * NR, j.b + (q * P + full * KP) * NR + rest, t);
         std::fill(t + rest, t + KP * NR, bf16x2(0));
@@ -585,24 +598,45 @@ struct Amx {
     TileConfig cfg;
     for (int t = 0; t < 8; ++t) cfg.colsb[t] = 64, cfg.rows[t] = 16;
     _tile_loadconfig(&cfg);
-    alignas(64) float out[32 * NR];  // the block's sums, (32, NR)
+    alignas(64) float part[32 * NR];  // a block past the edges of c: (32, NR), its first (m, nc) c's
     constexpr idx kBlockBytes = 512 * 1024;
     const idx per = std::max<idx>(1, kBlockBytes / std::max<idx>(1, P * NR * 4));
     for (idx qb = q0; qb < q1; qb += per)
       for (idx r = r0; r < r1; r += MR) {
         const int m = static_cast<int>(std::min<idx>(MR, r1 - r));
-        pack_a(j, r, m, s.a.data(), ld);
-        const bf16x2* a = s.a.data();
+        pack_a(j, r, m, a, steps);
         for (idx q = qb; q < std::min(q1, qb + per); ++q) {
+          const idx nc = std::min<idx>(NR, j.N - q * NR);
+          const float* bias = j.bias ? j.bias + q * NR : nullptr;
+          float* cb = j.c + r * j.N + q * NR;
+          const bool whole = m == MR && nc == NR;
+          float* dst = whole ? cb : part;  // where the tiles start from and end at
+          const idx ld = whole ? j.N : NR;
+          if (!whole)
+            for (int i = 0; i < MR; ++i)
+              for (idx jj = 0; jj < NR; ++jj)
+                part[i * NR + jj] = i >= m || jj >= nc ? 0.0f : j.accumulate ? cb[i * j.N + jj] : bias ? bias[jj] : 0.0f;
+          if (j.accumulate || (bias && !whole)) {
+            _tile_loadd(0, dst, ld * 4);
+            _tile_loadd(1, dst + 16, ld * 4);
+            _tile_loadd(2, dst + 16 * ld, ld * 4);
+            _tile_loadd(3, dst + 16 * ld + 16, ld * 4);
+          } else if (bias) {  // every row the bias: a stride of 0
+            _tile_loadd(0, bias, 0);
+            _tile_loadd(1, bias + 16, 0);
+            _tile_loadd(2, bias, 0);
+            _tile_loadd(3, bias + 16, 0);
+          } else {
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+          }
           const bf16x2* bp = j.b + q * P * NR;
-          _tile_zero(0);
-          _tile_zero(1);
-          _tile_zero(2);
-          _tile_zero(3);
           for (idx t = 0; t < steps; ++t) {
-            const bf16x2* bt = t < full ? bp + t * KP * NR : s.tails.data() + q * KP * NR;
-            _tile_loadd(4, a + t * KP, ld * 4);
-            _tile_loadd(5, a + 16 * ld + t * KP, ld * 4);
+            const bf16x2* bt = t < full ? bp + t * KP * NR : tails + q * KP * NR;
+            _tile_loadd(4, a + t * 32 * KP, KP * 4);
+            _tile_loadd(5, a + (t * 32 + 16) * KP, KP * 4);
             _tile_loadd(6, bt, NR * 4);
             _tile_loadd(7, bt + 16, NR * 4);
             _tile_dpbf16ps(0, 4, 6);
@@ -610,16 +644,12 @@ struct Amx {
             _tile_dpbf16ps(2, 5, 6);
             _tile_dpbf16ps(3, 5, 7);
           }
-          _tile_stored(0, out, NR * 4);
-          _tile_stored(1, out + 16, NR * 4);
-          _tile_stored(2, out + 16 * NR, NR * 4);
-          _tile_stored(3, out + 16 * NR + 16, NR * 4);
-          const idx nc = std::min<idx>(NR, j.N - q * NR);
-          const float* bias = j.bias ? j.bias + q * NR : nullptr;
-          for (int i = 0; i < m; ++i) {
-            __m512 s0 = _mm512_load_ps(out + i * NR), s1 = _mm512_load_ps(out + i * NR + 16);
-            store_tile<1>(&s0, &s1, j.c + (r + i) * j.N + q * NR, j.N, nc, bias, j.accumulate);
-          }
+          _tile_stored(0, dst, ld * 4);
+          _tile_stored(1, dst + 16, ld * 4);
+          _tile_stored(2, dst + 16 * ld, ld * 4);
+          _tile_stored(3, dst + 16 * ld + 16, ld * 4);
+          if (!whole)
+            for (int i = 0; i < m; ++i) std::copy(part + i * NR, part + i * NR + nc, cb + i * j.N);
         }
       }
     _tile_release();
