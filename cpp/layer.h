@@ -53,6 +53,8 @@ struct LayerIO {
   std::uint8_t* bytes = nullptr;  // byte_scratch(B, in) bytes, kept from forward to backward
   std::uint16_t* half = nullptr;  // products in bfloat16 (gemm_bf16.h): bf16_scratch(B, in) elements,
                                   // kept from forward to backward; null: products in T
+  const std::uint32_t* wbf = nullptr;  // with half: w's bfloat16 forms (bf16_weights), converted once for the
+                                       // passes over a batch's chunks; null: the layer converts w itself
   const T* skip = nullptr;    // residual_end: the input of its block
   T* skip_grad = nullptr;     // residual pair: (B, out) gradient of the skip connection
   bool train = false;         // training mode (dropout active, batch statistics)
@@ -102,6 +104,10 @@ class Layer {
   virtual idx byte_scratch(idx /*B*/, idx /*in*/) const { return 0; }
   // Per-batch bfloat16 scratch when the products are in bfloat16 (LayerIO::half).
   virtual idx bf16_scratch(idx /*B*/, idx /*in*/) const { return 0; }
+  // The bfloat16 forms of the parameters w that the products read (LayerIO::wbf): their 32-bit words,
+  // and the conversion into dst (float32 models), over up to `threads` threads.
+  virtual idx bf16_weight_words() const { return 0; }
+  virtual void bf16_weights(const T* /*w*/, std::uint32_t* /*dst*/, int /*threads*/) const {}
   // +1: opens a residual block, -1: closes one.
   virtual int nesting() const { return 0; }
   // Linear: an element-wise next layer may finish its product (forward_product

@@ -203,6 +203,26 @@ void Model<T>::ensure_workspace(Workspace<T>& ws, idx B, idx in) const {
 }
 
 template <class T>
+const std::uint32_t* const* Model<T>::bf16_weights(Workspace<T>& ws, int threads) const {
+  const idx L = n_layers();
+  std::vector<idx> at(static_cast<size_t>(L), -1);
+  idx total = 0;
+  for (idx i = 0; i < L; ++i)
+    if (const idx n = layers_[i]->bf16_weight_words(); n > 0 && param_offset_[i] >= 0) {
+      at[i] = total;
+      total = checked_add(total, checked_add(n, 15) / 16 * 16);  // each at 64 bytes
+    }
+  ws.wbf_ptrs.assign(static_cast<size_t>(L), nullptr);
+  ws.wbf_store.reserve(total);
+  for (idx i = 0; i < L; ++i)
+    if (at[i] >= 0) {
+      layers_[i]->bf16_weights(params_.data() + param_offset_[i], ws.wbf_store.data() + at[i], threads);
+      ws.wbf_ptrs[i] = ws.wbf_store.data() + at[i];
+    }
+  return ws.wbf_ptrs.data();
+}
+
+template <class T>
 LayerIO<T> Model<T>::io(const Workspace<T>& ws, idx i, idx B, T* gbuf) const {
   LayerIO<T> r;
   r.B = B;
@@ -218,6 +238,7 @@ LayerIO<T> Model<T>::io(const Workspace<T>& ws, idx i, idx B, T* gbuf) const {
   r.scratch = const_cast<T*>(ws.scratch[i].data());
   r.bytes = const_cast<std::uint8_t*>(ws.bytes[i].data());
   if (ws.bf16) r.half = const_cast<std::uint16_t*>(ws.half[i].data());
+  if (ws.bf16 && ws.wbf) r.wbf = ws.wbf[i];
   if (partner_[i] >= 0) {
     const idx end = std::max(i, partner_[i]);
     r.skip = ws.out[std::min(i, partner_[i])];

@@ -40,6 +40,11 @@ struct Workspace {
   std::vector<Buffer<T>> scratch;           // per layer, kept from forward to backward
   std::vector<Buffer<std::uint8_t>> bytes;  // per layer (dropout masks)
   std::vector<Buffer<std::uint16_t>> half;  // per layer, bfloat16 operands (when bf16)
+  // per layer, its weights' bfloat16 forms (LayerIO::wbf) or null; set for the passes of one batch
+  // (or predict call) while the parameters stay unchanged, pointing into some workspace's wbf_store
+  const std::uint32_t* const* wbf = nullptr;
+  Buffer<std::uint32_t> wbf_store;          // Model::bf16_weights: the forms, and per layer a pointer
+  std::vector<const std::uint32_t*> wbf_ptrs;
   // products of the passes on this workspace in bfloat16 (float32 models; set before a forward, and
   // kept until its backward): torch.autocast(dtype=torch.bfloat16)'s matmuls
   bool bf16 = false;
@@ -115,6 +120,9 @@ class Model {
   // overwritten (zero_grad + backward); returns the loss. For full-batch solvers.
   double loss_and_grad(const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
                        const T* target, bool train);
+  // The bfloat16 forms of every layer's weights into ws.wbf_store (and ws.wbf_ptrs), over up to
+  // `threads` threads; returns ws.wbf_ptrs' data, for the passes that share them (Workspace::wbf).
+  const std::uint32_t* const* bf16_weights(Workspace<T>& ws, int threads) const;
   // The model's own workspace (training) and its loss-gradient buffer, (B, out) after a forward.
   Workspace<T>& workspace() { return ws_; }
   T* dout() { return ws_.dout.data(); }

@@ -170,6 +170,7 @@ struct BatchJob {
   bool count, errors;
   BatchChunk<T>* chunks;
   std::int64_t stream = -1;  // a split batch: its random layers' stream position (Workspace::stream)
+  const std::uint32_t* const* wbf = nullptr;  // bfloat16 products: the weights' forms (Workspace::wbf)
 
   static void run(void* ctx, idx c) {
     auto* self = static_cast<BatchJob*>(ctx);
@@ -197,6 +198,11 @@ struct BatchJob {
     if (wb) sp.sample_weight = wb + h.r0;
     const std::int64_t* l = lb ? lb + h.r0 : nullptr;
     h.ws.bf16 = m->workspace().bf16;  // fit's passes take the products' precision of the model's own
+    struct Forms {  // the weights' forms of this batch only: the step changes the weights
+      Workspace<T>& ws;
+      ~Forms() { ws.wbf = nullptr; }
+    } forms{h.ws};
+    h.ws.wbf = wbf;
     h.ws.row0 = h.r0;  // dropout draws the masks of these rows of the batch
     h.ws.stream = stream;
     const T* out = m->forward(h.ws, x, rows, in, true, false);
@@ -225,6 +231,8 @@ void chunk_buffers(Model<T>& m, FitBuffers<T>& buf, idx most) {
 // tree. Else the whole batch as chunk 0, with job's own reduction.
 template <class T>
 void batch_grads(BatchJob<T>& job, idx b, idx K, double denom, int workers) {
+  // bfloat16 products: every chunk reads the weights' forms, converted once for the batch
+  job.wbf = job.m->workspace().bf16 ? job.m->bf16_weights(job.m->workspace(), std::max(workers, pool_threads())) : nullptr;
   if (!(denom > 0 && std::isfinite(denom))) {
     job.chunks[0].r0 = 0;
     job.chunks[0].r1 = b;
@@ -512,6 +520,11 @@ void predict(Model<T>& m, const T* X, idx N, idx in, T* out, idx chunk, bool bf1
   if (chunk <= 0) throw value_error("batch_size must be positive");
   ws.bf16 = bf16;
   const idx C = m.out_features(in);
+  struct Forms {  // the weights' forms of this call (in ws itself: concurrent predicts have their own)
+    Workspace<T>& ws;
+    ~Forms() { ws.wbf = nullptr; }
+  } forms{ws};
+  if (bf16 && N > 0) ws.wbf = m.bf16_weights(ws, pool_threads());
   for (idx start = 0; start < N; start += chunk) {
     const idx b = std::min(chunk, N - start);
     check_rows_finite(X + start * in, b, in, "X", start);

@@ -29,21 +29,30 @@ FASTMLP_SIMD void column_sums(const T* dy, T* db, idx B, idx out, bool accumulat
 // bf16x2 words, P = bf16_pairs). Forward: xr (B, P(in)) rows, wt the panels of w^T (bf16_panel_words(in, out)).
 // Backward, dw first, then dx in the same words: dyp (P(B), out) pairs and xp x's pair panels
 // (bf16_panel_words(B, in)); dyr (B, P(out)) rows and wp w's pair panels (bf16_panel_words(out, in)).
+// wbf, when set: w's forms converted once (weights_bf16), wt then wp.
 template <class T>
-void forward_bf16(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out, bf16* h) {
+void weights_bf16(const T* w, idx in, idx out, bf16x2* dst, int threads) {
+  if constexpr (std::is_same_v<T, float>) {
+    bf16_panels_of_rows(w, out, in, dst, Bf16Isa::Auto, threads);
+    bf16_pairs(w, out, in, kBf16NR, dst + bf16_panel_words(in, out), Bf16Isa::Auto, threads);
+  }
+}
+template <class T>
+void forward_bf16(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out, bf16* h, const bf16x2* wbf) {
   if constexpr (!std::is_same_v<T, float>) {
     throw value_error("bfloat16 products need a float32 model");
   } else {
     bf16x2 *xr = reinterpret_cast<bf16x2*>(h), *wt = xr + B * bf16_pairs(in);
     bf16_rows(x, B, in, xr, Bf16Isa::Auto, pool_threads());
-    bf16_panels_of_rows(w, out, in, wt, Bf16Isa::Auto, pool_threads());
+    if (wbf) wt = const_cast<bf16x2*>(wbf);
+    else bf16_panels_of_rows(w, out, in, wt, Bf16Isa::Auto, pool_threads());
     // y (B, out) = xr wt (+ b)
     gemm_bf16(xr, bf16_pairs(in), 1, wt, b, y, B, out, in, false, pool_threads());
   }
 }
 template <class T>
 void backward_bf16(const T* dy, const T* x, const T* w, T* dx, T* dw, idx B, idx in, idx out, bool accumulate,
-                   bf16* h) {
+                   bf16* h, const bf16x2* wbf) {
   if constexpr (!std::is_same_v<T, float>) {
     throw value_error("bfloat16 products need a float32 model");
   } else {
@@ -56,11 +65,14 @@ void backward_bf16(const T* dy, const T* x, const T* w, T* dx, T* dw, idx B, idx
     // dx (B, in) = dy w, summed over the outputs: a = dyr (rs P(out), cs 1), b = wp
     bf16x2 *dyr = reinterpret_cast<bf16x2*>(h), *wp = dyr + B * bf16_pairs(out);
     bf16_rows(dy, B, out, dyr, Bf16Isa::Auto, pool_threads());
-    bf16_pairs(w, out, in, kBf16NR, wp, Bf16Isa::Auto, pool_threads());
+    if (wbf) wp = const_cast<bf16x2*>(wbf + bf16_panel_words(in, out));
+    else bf16_pairs(w, out, in, kBf16NR, wp, Bf16Isa::Auto, pool_threads());
     gemm_bf16(dyr, bf16_pairs(out), 1, wp, nullptr, dx, B, in, out, false, pool_threads());
   }
 }
 }  // namespace
+
+idx linear_bf16_weight_words(idx in, idx out) { return checked_add(bf16_panel_words(in, out), bf16_panel_words(out, in)); }
 
 // bfloat16 elements (two per bf16x2 word) of h for a batch of B rows
 idx linear_bf16_scratch(idx B, idx in, idx out) {
@@ -72,8 +84,8 @@ idx linear_bf16_scratch(idx B, idx in, idx out) {
 
 template <class T>
 void linear_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out, bool fixed_order,
-                    std::uint16_t* half) {
-  if (half) return forward_bf16(x, w, b, y, B, in, out, half);
+                    std::uint16_t* half, const std::uint32_t* wbf) {
+  if (half) return forward_bf16(x, w, b, y, B, in, out, half, wbf);
   if (fixed_order) return dense_forward<T>(x, w, b, y, B, in, out, pool_threads());
   // y = x w^T, then + b on every row
   gemm<T>(false, true, B, out, in, T(1), x, in, w, in, T(0), y, out);
@@ -82,9 +94,9 @@ void linear_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx
 
 template <class T>
 void linear_backward(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, idx B, idx in,
-                     idx out, bool accumulate, std::uint16_t* half) {
+                     idx out, bool accumulate, std::uint16_t* half, const std::uint32_t* wbf) {
   if (half) {
-    backward_bf16(dy, x, w, dx, dw, B, in, out, accumulate, half);
+    backward_bf16(dy, x, w, dx, dw, B, in, out, accumulate, half, wbf);
     if (db) column_sums(dy, db, B, out, accumulate);
     return;
   }
@@ -134,19 +146,21 @@ class LinearLayer final : public Layer<T> {
   // x is (B, in), w is (out, in), y is (B, out). Eval mode: gemm.h's fixed-order product (a row's
   // bits do not depend on its batch); training: OpenBLAS's, faster at training sizes (bench/gemm_speed.py)
   void forward(const LayerIO<T>& io) const override {
-    linear_forward(io.x, io.w, bias_of(io.w), io.y, io.B, in_, out_, !io.train, io.half);
+    linear_forward(io.x, io.w, bias_of(io.w), io.y, io.B, in_, out_, !io.train, io.half, io.wbf);
   }
   void forward_product(const LayerIO<T>& io) const override {
-    linear_forward<T>(io.x, io.w, nullptr, io.y, io.B, in_, out_, !io.train, io.half);
+    linear_forward<T>(io.x, io.w, nullptr, io.y, io.B, in_, out_, !io.train, io.half, io.wbf);
   }
   // dy is (B, out), dx is (B, in) or null; dw (out, in) and db (out) in io.g
   void backward(const LayerIO<T>& io, const T* dy, T* dx) const override {
-    linear_backward(dy, io.x, io.w, dx, io.g, bias_of(io.g), io.B, in_, out_, io.accumulate, io.half);
+    linear_backward(dy, io.x, io.w, dx, io.g, bias_of(io.g), io.B, in_, out_, io.accumulate, io.half, io.wbf);
   }
   void backward_product(const LayerIO<T>& io, const T* dy, T* dx) const override {
-    linear_backward<T>(dy, io.x, io.w, dx, io.g, nullptr, io.B, in_, out_, io.accumulate, io.half);
+    linear_backward<T>(dy, io.x, io.w, dx, io.g, nullptr, io.B, in_, out_, io.accumulate, io.half, io.wbf);
   }
   idx bf16_scratch(idx B, idx) const override { return linear_bf16_scratch(B, in_, out_); }
+  idx bf16_weight_words() const override { return linear_bf16_weight_words(in_, out_); }
+  void bf16_weights(const T* w, std::uint32_t* dst, int threads) const override { weights_bf16(w, in_, out_, dst, threads); }
 
  private:
   idx in_, out_;
@@ -156,12 +170,12 @@ class LinearLayer final : public Layer<T> {
 FASTMLP_REGISTER_LAYER("linear", LinearLayer);
 
 template void linear_forward<float>(const float*, const float*, const float*, float*, idx, idx, idx, bool,
-                                    std::uint16_t*);
+                                    std::uint16_t*, const std::uint32_t*);
 template void linear_forward<double>(const double*, const double*, const double*, double*, idx, idx, idx, bool,
-                                     std::uint16_t*);
+                                     std::uint16_t*, const std::uint32_t*);
 template void linear_backward<float>(const float*, const float*, const float*, float*, float*, float*,
-                                     idx, idx, idx, bool, std::uint16_t*);
+                                     idx, idx, idx, bool, std::uint16_t*, const std::uint32_t*);
 template void linear_backward<double>(const double*, const double*, const double*, double*, double*,
-                                      double*, idx, idx, idx, bool, std::uint16_t*);
+                                      double*, idx, idx, idx, bool, std::uint16_t*, const std::uint32_t*);
 
 }  // namespace fastmlp

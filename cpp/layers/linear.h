@@ -8,10 +8,11 @@ namespace fastmlp {
 // fixed_order: gemm.h's product (each row's bits independent of the batch and
 // the threads; fastmlp's threads), else OpenBLAS's (faster at training sizes).
 // half: products in bfloat16 (gemm_bf16.h; float32 only) with linear_bf16_scratch
-// elements there (then fixed_order does not matter: gemm_bf16's rows never depend on the batch).
+// elements there (then fixed_order does not matter: gemm_bf16's rows never depend on the batch);
+// wbf: w's forms already converted (linear_bf16_weights), or null.
 template <class T>
 void linear_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out, bool fixed_order,
-                    std::uint16_t* half = nullptr);
+                    std::uint16_t* half = nullptr, const std::uint32_t* wbf = nullptr);
 
 // dy is (B, out), x is (B, in), w is (out, in). On OpenBLAS.
 // dx is (B, in) or null (not wanted); it is overwritten.
@@ -20,9 +21,11 @@ void linear_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx
 // half: as linear_forward's (its contents are not needed: backward converts its own operands).
 template <class T>
 void linear_backward(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, idx B, idx in,
-                     idx out, bool accumulate, std::uint16_t* half = nullptr);
+                     idx out, bool accumulate, std::uint16_t* half = nullptr, const std::uint32_t* wbf = nullptr);
 
 // bfloat16 elements the products of B rows need (forward and backward share them).
 idx linear_bf16_scratch(idx B, idx in, idx out);
+// The words of w's bfloat16 forms (w^T's panels for the forward, w's pair panels for dx).
+idx linear_bf16_weight_words(idx in, idx out);
 
 }  // namespace fastmlp
