@@ -127,7 +127,7 @@ def main() -> None:
 
         torch.set_num_threads(a.threads)
     fm._core.blas_set_num_threads(a.threads)
-    print("AVX512_BF16:", fm._core.bf16_isa_available("avx512bf16"))
+    print("AVX512_BF16:", fm._core.bf16_isa_available("avx512bf16"), "| fastmlp's bfloat16 path:", fm._core.bf16_auto_path())
     if a.products:
         return products(a.repeats, a.threads, not a.no_torch)
     for name, (sizes, batch) in CONFIGS.items():

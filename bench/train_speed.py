@@ -1102,8 +1102,9 @@ def main(argv=None):
           f"fastmlp Linear forward {res['sgemm']['fastmlp_linear_gflops']:.0f} GFLOP/s -> peak {peak:.0f} GFLOP/s")
     bf16_hardware = bool(fm._core.bf16_isa_available("avx512bf16"))
     res["meta"]["avx512bf16"] = bf16_hardware
-    # fastmlp's bfloat16 path here (gemm_bf16.h): VDPBF16PS, or its emulation on AVX-512F, AVX2 or scalar registers
-    bf16_path = next(p for p in ("avx512bf16", "avx512f", "avx2", "emulation") if fm._core.bf16_isa_available(p))
+    # fastmlp's bfloat16 path here (gemm_bf16.h): AMX tiles, VDPBF16PS, or the emulation on AVX-512F, AVX2 or
+    # scalar registers
+    bf16_path = fm._core.bf16_auto_path()
     res["meta"]["fastmlp_bf16_path"] = bf16_path
     # rows timed on 2 batches and scaled: the scalar emulations (fastmlp's twin, oneDNN's fallback)
     scaled_rows = {r for r, slow in (("fastmlp-bf16", bf16_path == "emulation"), ("torch-bf16", not bf16_hardware)) if slow}
