@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cfloat>
 #include <cmath>
+#include <cstdlib>
 #include <utility>
 #include <vector>
 
@@ -700,13 +701,35 @@ bool bf16_isa_available(Bf16Isa isa) {
   return true;
 }
 
+constexpr const char* kIsaNames[] = {"auto", "amx", "avx512bf16", "avx512f", "avx2", "emulation"};  // enum order
+
+bool bf16_isa_named(const std::string& name, Bf16Isa& isa) {
+  for (int i = 0; i < 6; ++i)
+    if (name == kIsaNames[i]) return isa = static_cast<Bf16Isa>(i), true;
+  return false;
+}
+const char* bf16_isa_name(Bf16Isa isa) { return kIsaNames[static_cast<int>(isa)]; }
+
 Bf16Isa bf16_resolve(Bf16Isa isa) {
-  if (isa == Bf16Isa::Auto)
-    isa = bf16_isa_available(Bf16Isa::Amx)          ? Bf16Isa::Amx
+  if (isa == Bf16Isa::Auto) {
+    // FASTMLP_BF16_ISA: the canonical order's bits on an AMX machine (avx512bf16), or a slower twin
+    static const std::string env = [] {
+      const char* e = std::getenv("FASTMLP_BF16_ISA");
+      return std::string(e ? e : "");
+    }();
+    Bf16Isa chosen = Bf16Isa::Auto;
+    if (!env.empty() && !bf16_isa_named(env, chosen))
+      throw value_error("FASTMLP_BF16_ISA must be 'auto', 'amx', 'avx512bf16', 'avx512f', 'avx2' or 'emulation', got '" +
+                        env + "'");
+    if (chosen != Bf16Isa::Auto && !bf16_isa_available(chosen))
+      throw value_error("FASTMLP_BF16_ISA='" + env + "', but this CPU cannot run that bfloat16 kernel");
+    isa = chosen != Bf16Isa::Auto                    ? chosen
+          : bf16_isa_available(Bf16Isa::Amx)        ? Bf16Isa::Amx
           : bf16_isa_available(Bf16Isa::Avx512Bf16) ? Bf16Isa::Avx512Bf16
-          : bf16_isa_available(Bf16Isa::Avx512F)  ? Bf16Isa::Avx512F
-          : bf16_isa_available(Bf16Isa::Avx2)     ? Bf16Isa::Avx2
-                                                  : Bf16Isa::Emulation;
+          : bf16_isa_available(Bf16Isa::Avx512F)    ? Bf16Isa::Avx512F
+          : bf16_isa_available(Bf16Isa::Avx2)       ? Bf16Isa::Avx2
+                                                    : Bf16Isa::Emulation;
+  }
   if (!bf16_isa_available(isa)) throw value_error("this CPU cannot run the requested bfloat16 kernel");
   return isa;
 }

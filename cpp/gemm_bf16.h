@@ -28,6 +28,7 @@
 #pragma once
 #include <cstdint>
 #include <cstring>
+#include <string>
 
 #include "common.h"
 
@@ -44,8 +45,13 @@ enum class Bf16Isa { Auto, Amx, Avx512Bf16, Avx512F, Avx2, Emulation };
 
 // Whether the CPU runs that path (Auto and Emulation: always).
 bool bf16_isa_available(Bf16Isa isa);
-// Auto resolved to the path this CPU runs; throws if the CPU cannot run isa.
+// Auto resolved to the path this CPU runs: the environment's FASTMLP_BF16_ISA when set (read once; a
+// path's name, below), else the first of the enum's order the CPU runs. Throws value_error if the CPU
+// cannot run isa (or FASTMLP_BF16_ISA's path), or FASTMLP_BF16_ISA names no path.
 Bf16Isa bf16_resolve(Bf16Isa isa);
+// "auto", "amx", "avx512bf16", "avx512f", "avx2", "emulation" <-> the paths (false: no such name)
+bool bf16_isa_named(const std::string& name, Bf16Isa& isa);
+const char* bf16_isa_name(Bf16Isa isa);
 
 // float32 -> bfloat16 as VCVTNEPS2BF16: round to nearest even; float32 denormals
 // become a zero of their sign; NaN stays NaN (made quiet); overflow gives +-inf.

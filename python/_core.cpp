@@ -50,11 +50,9 @@ T* array_data(py::array& a, const char* what, bool writable) {
 }
 // "auto", "amx", "avx512bf16", "avx512f", "avx2" or "emulation" -> the bfloat16 path, if this CPU runs it
 Bf16Isa bf16_path(const std::string& isa) {
-  const Bf16Isa path = isa == "auto" ? Bf16Isa::Auto : isa == "amx" ? Bf16Isa::Amx
-                       : isa == "avx512bf16" ? Bf16Isa::Avx512Bf16
-                       : isa == "avx512f" ? Bf16Isa::Avx512F : isa == "avx2" ? Bf16Isa::Avx2
-                       : isa == "emulation" ? Bf16Isa::Emulation
-                       : throw value_error("isa must be 'auto', 'amx', 'avx512bf16', 'avx512f', 'avx2' or 'emulation', got '" + isa + "'");
+  Bf16Isa path;
+  if (!bf16_isa_named(isa, path))
+    throw value_error("isa must be 'auto', 'amx', 'avx512bf16', 'avx512f', 'avx2' or 'emulation', got '" + isa + "'");
   if (!bf16_isa_available(path)) throw value_error("this CPU cannot run the '" + isa + "' kernel");
   return path;
 }
@@ -904,18 +902,11 @@ PYBIND11_MODULE(_core, m) {
   m.def("blas_config", &blas_config);
   // Test and benchmark hooks of cpp/gemm_bf16.h (float32 in and out).
   m.def("bf16_isa_available", [](const std::string& isa) {
-    return isa == "amx"          ? bf16_isa_available(Bf16Isa::Amx)
-           : isa == "avx512bf16" ? bf16_isa_available(Bf16Isa::Avx512Bf16)
-           : isa == "avx512f"  ? bf16_isa_available(Bf16Isa::Avx512F)
-           : isa == "avx2"     ? bf16_isa_available(Bf16Isa::Avx2)
-                               : isa == "emulation" || isa == "auto";
+    Bf16Isa path;
+    return bf16_isa_named(isa, path) && bf16_isa_available(path);
   });
-  // the path "auto" takes on this CPU
-  m.def("bf16_auto_path", [] {
-    const Bf16Isa p = bf16_resolve(Bf16Isa::Auto);
-    return std::string(p == Bf16Isa::Amx ? "amx" : p == Bf16Isa::Avx512Bf16 ? "avx512bf16" : p == Bf16Isa::Avx512F ? "avx512f"
-                       : p == Bf16Isa::Avx2 ? "avx2" : "emulation");
-  });
+  // the path "auto" takes on this CPU (FASTMLP_BF16_ISA included)
+  m.def("bf16_auto_path", [] { return std::string(bf16_isa_name(bf16_resolve(Bf16Isa::Auto))); });
   // x (rows, cols) -> its bfloat16 words (bf16x2) in a layout of gemm_bf16.h: "rows" (rows, pairs(cols)),
   // "pairs" (pairs(rows), cols), "panels" (panels(cols), pairs(rows), NR), "panels_of_rows" (panels(rows),
   // pairs(cols), NR); on a chosen path ("auto", "avx512bf16", "avx512f", "avx2", "emulation")

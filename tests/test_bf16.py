@@ -309,6 +309,57 @@ def test_amx_in_a_forked_child_and_other_threads():
     os.close(r)
 
 
+def _with_bf16_isa(value, code):
+    """code run by a fresh interpreter with FASTMLP_BF16_ISA=value (the engine reads it once)"""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, FASTMLP_BF16_ISA=value)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("path", ["emulation"] + FAST)
+def test_environment_chooses_the_path(path):
+    """FASTMLP_BF16_ISA picks auto's path: a canonical one gives the canonical bits (on an AMX machine too)"""
+    r = _with_bf16_isa(path, f"""
+import numpy as np, fastmlp as fm
+from fastmlp import _core
+assert _core.bf16_auto_path() == {path!r}, _core.bf16_auto_path()
+m = fm.Sequential(fm.Linear(40, 33), fm.ReLU(), fm.Linear(33, 5), seed=1)
+x = np.random.default_rng(0).normal(size=(70, 40)).astype(np.float32)
+W1, b1, W2, b2 = [p.data for p in m.parameters()]
+h = np.maximum(_core.gemm_bf16(x, W1, b1, "emulation", 1), np.float32(0))
+want = _core.gemm_bf16(h, W2, b2, "emulation", 1)
+assert np.array_equal(m.predict(x, precision="bfloat16").view(np.uint32), want.view(np.uint32))
+""")
+    assert r.returncode == 0, r.stderr
+
+
+def test_environment_naming_no_path_fails_cleanly():
+    """a bad FASTMLP_BF16_ISA: bfloat16 calls raise ValueError saying so and change nothing; float32 works"""
+    r = _with_bf16_isa("avx9000", """
+import numpy as np, fastmlp as fm
+m = fm.Sequential(fm.Linear(8, 4), seed=0)
+x = np.ones((16, 8), np.float32)
+y = np.arange(16) % 4
+before = [p.data.copy() for p in m.parameters()]
+opt = fm.optim.SGD(m.parameters(), lr=0.1)
+for call in (lambda: m.fit(x, y, fm.CrossEntropyLoss(), opt, epochs=1, verbose=0, precision="bfloat16"),
+             lambda: m.predict(x, precision="bfloat16")):
+    try:
+        call()
+    except ValueError as e:
+        assert "FASTMLP_BF16_ISA must be" in str(e) and "avx9000" in str(e), e
+    else:
+        raise AssertionError("no error")
+assert all(np.array_equal(a, p.data) for a, p in zip(before, m.parameters()))
+m.fit(x, y, fm.CrossEntropyLoss(), opt, epochs=1, verbose=0)
+assert not all(np.array_equal(a, p.data) for a, p in zip(before, m.parameters()))
+""")
+    assert r.returncode == 0, r.stderr
+
+
 def test_bad_arguments():
     x = np.ones((2, 3), np.float32)
     with pytest.raises(ValueError, match="isa must be"):
