@@ -77,7 +77,7 @@ namespace {
 // ---- SGD: d = g + wd p; buf = d (first step) or mu buf + (1 - dampening) d;
 // d = d + mu buf (Nesterov) or buf; p -= lr d
 template <class T>
-FASTMLP_SIMD void sgd_step(const OptimConfig& c, bool momentum_ready, T* p, const T* g, idx n, T* buf) {
+FASTMLP_SIMD void sgd_step(OptimConfig c, bool momentum_ready, T* p, const T* g, idx n, T* buf) {
   const T lr = T(c.lr), wd = T(c.weight_decay), mu = T(c.momentum), damp = T(1 - c.dampening);
   const T sign = c.maximize ? T(-1) : T(1);
   for (idx i = 0; i < n; ++i) {
@@ -92,7 +92,7 @@ FASTMLP_SIMD void sgd_step(const OptimConfig& c, bool momentum_ready, T* p, cons
 
 // ---- Adagrad: clr = lr / (1 + (t - 1) lr_decay); sum += g^2; p -= clr g / (sqrt(sum) + eps)
 template <class T>
-FASTMLP_SIMD void adagrad_step(const OptimConfig& c, std::int64_t step, T* p, const T* g, idx n, T* sum) {
+FASTMLP_SIMD void adagrad_step(OptimConfig c, std::int64_t step, T* p, const T* g, idx n, T* sum) {
   const T clr = T(c.lr / (1 + double(step - 1) * c.lr_decay));
   const T wd = T(c.weight_decay), eps = T(c.eps), sign = c.maximize ? T(-1) : T(1);
   for (idx i = 0; i < n; ++i) {
@@ -105,7 +105,7 @@ FASTMLP_SIMD void adagrad_step(const OptimConfig& c, std::int64_t step, T* p, co
 // ---- RMSprop: v = alpha v + (1 - alpha) g^2; centered: m = alpha m + (1 - alpha) g,
 // avg = sqrt(v - m^2) + eps; momentum: buf = mu buf + g / avg, p -= lr buf
 template <class T>
-FASTMLP_SIMD void rmsprop_step(const OptimConfig& c, T* p, const T* g, idx n, T* sq, T* buf, T* gavg) {
+FASTMLP_SIMD void rmsprop_step(OptimConfig c, T* p, const T* g, idx n, T* sq, T* buf, T* gavg) {
   const T lr = T(c.lr), wd = T(c.weight_decay), a = T(c.alpha), a1 = T(1 - c.alpha), eps = T(c.eps);
   const T mu = T(c.momentum), sign = c.maximize ? T(-1) : T(1);
   for (idx i = 0; i < n; ++i) {
@@ -130,7 +130,7 @@ FASTMLP_SIMD void rmsprop_step(const OptimConfig& c, T* p, const T* g, idx n, T*
 // ---- Adadelta: v = rho v + (1 - rho) g^2; delta = sqrt(u + eps) / sqrt(v + eps) g;
 // u = rho u + (1 - rho) delta^2; p -= lr delta
 template <class T>
-FASTMLP_SIMD void adadelta_step(const OptimConfig& c, T* p, const T* g, idx n, T* sq, T* acc) {
+FASTMLP_SIMD void adadelta_step(OptimConfig c, T* p, const T* g, idx n, T* sq, T* acc) {
   const T lr = T(c.lr), wd = T(c.weight_decay), rho = T(c.rho), rho1 = T(1 - c.rho), eps = T(c.eps);
   const T sign = c.maximize ? T(-1) : T(1);
   for (idx i = 0; i < n; ++i) {
@@ -145,7 +145,7 @@ FASTMLP_SIMD void adadelta_step(const OptimConfig& c, T* p, const T* g, idx n, T
 // ---- Adam / AdamW: m = lerp(m, g, 1 - b1); v = b2 v + (1 - b2) g^2;
 // p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps); AdamW first p *= 1 - lr wd
 template <class T>
-FASTMLP_SIMD void adam_step(const OptimConfig& c, std::int64_t step, T* p, const T* g, idx n, T* m, T* v, T* vmax) {
+FASTMLP_SIMD void adam_step(OptimConfig c, std::int64_t step, T* p, const T* g, idx n, T* m, T* v, T* vmax) {
   const bool decoupled = c.decoupled_weight_decay;
   const double bc1 = 1 - std::pow(c.beta1, double(step)), bc2 = 1 - std::pow(c.beta2, double(step));
   const T step_size = T(c.lr / bc1), bc2_sqrt = T(std::sqrt(bc2));
@@ -182,7 +182,7 @@ FASTMLP_SIMD void adam_step(const OptimConfig& c, std::int64_t step, T* p, const
 // denom = sqrt(v / (1 - b2^t)) + eps;
 // p += -lr (1 - mu_t) / (1 - prod mu_1..t) g / denom - lr mu_t+1 / (1 - prod mu_1..t+1) m / denom
 template <class T>
-FASTMLP_SIMD void nadam_step(const OptimConfig& c, std::int64_t step, double mu_product, T* p, const T* g, idx n,
+FASTMLP_SIMD void nadam_step(OptimConfig c, std::int64_t step, double mu_product, T* p, const T* g, idx n,
                              T* m, T* v) {
   const double mu = nadam_mu(c, step), mu_next = nadam_mu(c, step + 1);
   const T bc2 = T(1 - std::pow(c.beta2, double(step)));
@@ -205,7 +205,7 @@ FASTMLP_SIMD void nadam_step(const OptimConfig& c, std::int64_t step, double mu_
 // rho_t > 5: p -= m / (1 - b1^t) lr sqrt(1 - b2^t) / (sqrt(v) + eps) r_t (the rectification);
 // else p -= m / (1 - b1^t) lr
 template <class T>
-FASTMLP_SIMD void radam_step(const OptimConfig& c, std::int64_t step, T* p, const T* g, idx n, T* m, T* v) {
+FASTMLP_SIMD void radam_step(OptimConfig c, std::int64_t step, T* p, const T* g, idx n, T* m, T* v) {
   const double t = double(step), b2t = std::pow(c.beta2, t);
   const double bc1 = 1 - std::pow(c.beta1, t), bc2 = 1 - b2t;
   const double rho_inf = 2 / (1 - c.beta2) - 1, rho_t = rho_inf - 2 * t * b2t / bc2;
@@ -229,7 +229,7 @@ FASTMLP_SIMD void radam_step(const OptimConfig& c, std::int64_t step, T* p, cons
 
 // ---- Adamax: m = lerp(m, g, 1 - b1); u = max(b2 u, |g| + eps); p -= lr / (1 - b1^t) m / u
 template <class T>
-FASTMLP_SIMD void adamax_step(const OptimConfig& c, std::int64_t step, T* p, const T* g, idx n, T* m, T* u) {
+FASTMLP_SIMD void adamax_step(OptimConfig c, std::int64_t step, T* p, const T* g, idx n, T* m, T* u) {
   const T nclr = T(-(c.lr / (1 - std::pow(c.beta1, double(step)))));
   const T b1c = T(1 - c.beta1), b2 = T(c.beta2), eps = T(c.eps);
   const T wd = T(c.weight_decay), sign = c.maximize ? T(-1) : T(1);
@@ -246,7 +246,7 @@ FASTMLP_SIMD void adamax_step(const OptimConfig& c, std::int64_t step, T* p, con
 // ax = p while mu is 1, then ax += mu (p - ax); then eta = lr / (1 + lambd lr t)^alpha,
 // mu = 1 / max(1, t - t0). eta and mu are kept in T, as torch keeps them in its default dtype.
 template <class T>
-FASTMLP_SIMD void asgd_step(const OptimConfig& c, std::int64_t step, T* p, const T* g, idx n, T* ax, T* eta,
+FASTMLP_SIMD void asgd_step(OptimConfig c, std::int64_t step, T* p, const T* g, idx n, T* ax, T* eta,
                             T* mu) {
   const double t = double(step);
   const T next_eta = T(c.lr / std::pow(1 + c.lambd * c.lr * t, c.alpha));
