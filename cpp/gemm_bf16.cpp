@@ -154,13 +154,14 @@ AVX512BF16 void rows_avx(const float* src, idx rows, idx cols, bf16x2* dst) {
       _mm512_mask_storeu_epi32(dst + r * P + p, first16(P - p), pairs16(src + r * cols + 2 * p, cols - 2 * p));
 }
 
-// 16 words (lo[j], hi[j]) from 16 columns of two float rows (n valid; hi null: +0)
+// 16 words (lo[j], hi[j]) from 16 columns of two float rows (n valid; hi null: +0): both rows in one
+// conversion (lo in the 16 low halves), then its halves interleaved
+alignas(64) constexpr std::uint16_t kInterleave[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+                                                       8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
 AVX512BF16 inline __m512i interleave16(const float* lo, const float* hi, idx n) {
   const __mmask16 k = first16(n);
-  const __m512i l = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(k, lo)));
-  if (!hi) return l;
-  const __m512i h = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(k, hi)));
-  return _mm512_or_si512(l, _mm512_slli_epi32(h, 16));
+  const __m512 l = _mm512_maskz_loadu_ps(k, lo), h = hi ? _mm512_maskz_loadu_ps(k, hi) : _mm512_setzero_ps();
+  return _mm512_permutexvar_epi16(_mm512_load_si512(kInterleave), (__m512i)_mm512_cvtne2ps_pbh(h, l));
 }
 
 AVX512BF16 void pairs_avx(const float* src, idx rows, idx cols, idx width, bf16x2* dst, idx c0 = 0, idx c1 = -1) {
