@@ -74,6 +74,9 @@ void optim_check_config(const OptimConfig& c) {
 
 namespace {
 
+// Each step takes its settings by value: a copy the parameters cannot alias, so that the loops vectorize
+// (through a reference the compiler reloads them after every store).
+
 // ---- SGD: d = g + wd p; buf = d (first step) or mu buf + (1 - dampening) d;
 // d = d + mu buf (Nesterov) or buf; p -= lr d
 template <class T>
