@@ -587,7 +587,7 @@ struct Amx {
     const idx P = j.P, full = P / KP, steps = (P + KP - 1) / KP;
     Scratch& s = scratch();
     bf16x2* const a = aligned(s.a, 32 * KP * steps);
-    bf16x2* const tails = aligned(s.tails, bf16_panels(j.N) * KP * NR);
+    bf16x2* const tails = full < steps ? aligned(s.tails, bf16_panels(j.N) * KP * NR) : nullptr;
     if (full < steps && !(s.call == j.call && s.lo <= q0 && q1 <= s.hi)) {  // the panels' last steps, padded
       for (idx q = q0; q < q1; ++q) {
         bf16x2* t = tails + q * KP * NR;
