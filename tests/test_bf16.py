@@ -446,9 +446,14 @@ def test_backward_and_train_step():
     p_out /= p_out.sum(1, keepdims=True)
     p_out[np.arange(45), y] -= 1
     d = (p_out / 45).astype(np.float32)
+    # every parameter's step (train_step converts the weights once for the batch; forward and backward above
+    # converted them themselves): dW2, db2, then dx of layer 2 through the ReLU to dW1, db1
     dW2 = _core.gemm_bf16(np.ascontiguousarray(d.T), np.ascontiguousarray(h.T), None, "auto", 1)
-    step = before[2] - list(model.parameters())[2].data
-    assert np.abs(step - 0.1 * dW2).max() <= 1e-3 * np.abs(0.1 * dW2).max()
+    dh2 = _core.gemm_bf16(d, np.ascontiguousarray(W2.T), None, "auto", 1) * (h > 0)
+    dW1 = _core.gemm_bf16(np.ascontiguousarray(dh2.T), np.ascontiguousarray(x.T), None, "auto", 1)
+    for i, g in ((0, dW1), (1, _column_sums(dh2)), (2, dW2), (3, _column_sums(d))):
+        step = before[i] - list(model.parameters())[i].data
+        assert np.abs(step - 0.1 * g).max() <= 1e-3 * np.abs(0.1 * g).max(), i
 
 
 def _column_sums(d):
