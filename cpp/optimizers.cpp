@@ -106,28 +106,37 @@ FASTMLP_SIMD void adagrad_step(OptimConfig c, std::int64_t step, T* p, const T* 
 }
 
 // ---- RMSprop: v = alpha v + (1 - alpha) g^2; centered: m = alpha m + (1 - alpha) g,
-// avg = sqrt(v - m^2) + eps; momentum: buf = mu buf + g / avg, p -= lr buf
-template <class T>
-FASTMLP_SIMD void rmsprop_step(OptimConfig c, T* p, const T* g, idx n, T* sq, T* buf, T* gavg) {
+// avg = sqrt(v - m^2) + eps; momentum: buf = mu buf + g / avg, p -= lr buf. One loop for each of the
+// four forms: a store under a condition, to a buffer that may be absent, keeps a loop from vectorizing.
+template <bool Centered, bool Momentum, class T>
+__attribute__((always_inline)) inline void rmsprop_loop(const OptimConfig& c, T* p, const T* g, idx n, T* sq, T* buf,
+                                                        T* gavg) {
   const T lr = T(c.lr), wd = T(c.weight_decay), a = T(c.alpha), a1 = T(1 - c.alpha), eps = T(c.eps);
   const T mu = T(c.momentum), sign = c.maximize ? T(-1) : T(1);
   for (idx i = 0; i < n; ++i) {
     T d = sign * g[i] + wd * p[i];
     sq[i] = a * sq[i] + a1 * d * d;
     T avg;
-    if (c.centered) {
+    if constexpr (Centered) {
       gavg[i] = gavg[i] + a1 * (d - gavg[i]);
       avg = std::sqrt(sq[i] - gavg[i] * gavg[i]) + eps;
     } else {
       avg = std::sqrt(sq[i]) + eps;
     }
-    if (c.momentum > 0) {
+    if constexpr (Momentum) {
       buf[i] = mu * buf[i] + d / avg;
       p[i] -= lr * buf[i];
     } else {
       p[i] -= lr * d / avg;
     }
   }
+}
+template <class T>
+FASTMLP_SIMD void rmsprop_step(OptimConfig c, T* p, const T* g, idx n, T* sq, T* buf, T* gavg) {
+  if (c.centered && c.momentum > 0) return rmsprop_loop<true, true>(c, p, g, n, sq, buf, gavg);
+  if (c.centered) return rmsprop_loop<true, false>(c, p, g, n, sq, buf, gavg);
+  if (c.momentum > 0) return rmsprop_loop<false, true>(c, p, g, n, sq, buf, gavg);
+  rmsprop_loop<false, false>(c, p, g, n, sq, buf, gavg);
 }
 
 // ---- Adadelta: v = rho v + (1 - rho) g^2; delta = sqrt(u + eps) / sqrt(v + eps) g;
