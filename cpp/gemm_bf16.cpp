@@ -703,13 +703,19 @@ bool bf16_isa_available(Bf16Isa isa) {
 }
 
 constexpr const char* kIsaNames[] = {"auto", "amx", "avx512bf16", "avx512f", "avx2", "emulation"};  // enum order
+constexpr int kIsas = int(sizeof(kIsaNames) / sizeof(kIsaNames[0]));
 
 bool bf16_isa_named(const std::string& name, Bf16Isa& isa) {
-  for (int i = 0; i < 6; ++i)
+  for (int i = 0; i < kIsas; ++i)
     if (name == kIsaNames[i]) return isa = static_cast<Bf16Isa>(i), true;
   return false;
 }
 const char* bf16_isa_name(Bf16Isa isa) { return kIsaNames[static_cast<int>(isa)]; }
+std::string bf16_isa_names() {
+  std::string s;
+  for (int i = 0; i < kIsas; ++i) s += (i == 0 ? "'" : i == kIsas - 1 ? " or '" : ", '") + std::string(kIsaNames[i]) + "'";
+  return s;
+}
 
 Bf16Isa bf16_resolve(Bf16Isa isa) {
   if (isa == Bf16Isa::Auto) {
@@ -720,8 +726,7 @@ Bf16Isa bf16_resolve(Bf16Isa isa) {
     }();
     Bf16Isa chosen = Bf16Isa::Auto;
     if (!env.empty() && !bf16_isa_named(env, chosen))
-      throw value_error("FASTMLP_BF16_ISA must be 'auto', 'amx', 'avx512bf16', 'avx512f', 'avx2' or 'emulation', got '" +
-                        env + "'");
+      throw value_error("FASTMLP_BF16_ISA must be " + bf16_isa_names() + ", got '" + env + "'");
     if (chosen != Bf16Isa::Auto && !bf16_isa_available(chosen))
       throw value_error("FASTMLP_BF16_ISA='" + env + "', but this CPU cannot run that bfloat16 kernel");
     isa = chosen != Bf16Isa::Auto                    ? chosen

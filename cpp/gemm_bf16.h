@@ -52,6 +52,8 @@ Bf16Isa bf16_resolve(Bf16Isa isa);
 // "auto", "amx", "avx512bf16", "avx512f", "avx2", "emulation" <-> the paths (false: no such name)
 bool bf16_isa_named(const std::string& name, Bf16Isa& isa);
 const char* bf16_isa_name(Bf16Isa isa);
+// "'auto', 'amx', ... or 'emulation'": the names, for error messages
+std::string bf16_isa_names();
 
 // float32 -> bfloat16 as VCVTNEPS2BF16: round to nearest even; float32 denormals
 // become a zero of their sign; NaN stays NaN (made quiet); overflow gives +-inf.

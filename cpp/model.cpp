@@ -205,19 +205,18 @@ void Model<T>::ensure_workspace(Workspace<T>& ws, idx B, idx in) const {
 template <class T>
 const std::uint32_t* const* Model<T>::bf16_weights(Workspace<T>& ws, int threads) const {
   const idx L = n_layers();
-  std::vector<idx> at(static_cast<size_t>(L), -1);
+  auto words = [&](idx i) {  // layer i's forms, rounded up to 64 bytes (0: none)
+    const idx n = param_offset_[i] >= 0 ? layers_[i]->bf16_weight_words() : 0;
+    return checked_add(n, 15) / 16 * 16;
+  };
   idx total = 0;
-  for (idx i = 0; i < L; ++i)
-    if (const idx n = layers_[i]->bf16_weight_words(); n > 0 && param_offset_[i] >= 0) {
-      at[i] = total;
-      total = checked_add(total, checked_add(n, 15) / 16 * 16);  // each at 64 bytes
-    }
-  ws.wbf_ptrs.assign(static_cast<size_t>(L), nullptr);
+  for (idx i = 0; i < L; ++i) total = checked_add(total, words(i));
   ws.wbf_store.reserve(total);
-  for (idx i = 0; i < L; ++i)
-    if (at[i] >= 0) {
-      layers_[i]->bf16_weights(params_.data() + param_offset_[i], ws.wbf_store.data() + at[i], threads);
-      ws.wbf_ptrs[i] = ws.wbf_store.data() + at[i];
+  ws.wbf_ptrs.assign(static_cast<size_t>(L), nullptr);  // (its capacity kept: no allocation after the first)
+  for (idx i = 0, at = 0; i < L; at += words(i), ++i)
+    if (words(i) > 0) {
+      layers_[i]->bf16_weights(params_.data() + param_offset_[i], ws.wbf_store.data() + at, threads);
+      ws.wbf_ptrs[i] = ws.wbf_store.data() + at;
     }
   return ws.wbf_ptrs.data();
 }

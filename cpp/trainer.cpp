@@ -156,6 +156,17 @@ struct peer_error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The weights' bfloat16 forms set on a workspace for a scope (a batch's passes, a predict call), and
+// dropped at its end: they hold only while the parameters stay unchanged.
+template <class T>
+struct FormsScope {
+  Workspace<T>& ws;
+  FormsScope(Workspace<T>& w, const std::uint32_t* const* forms) : ws(w) { ws.wbf = forms; }
+  ~FormsScope() { ws.wbf = nullptr; }
+  FormsScope(const FormsScope&) = delete;
+  FormsScope& operator=(const FormsScope&) = delete;
+};
+
 // Everything a step over rows of one batch needs: the whole batch, or one
 // chunk of a split batch on any thread.
 template <class T>
@@ -198,11 +209,7 @@ struct BatchJob {
     if (wb) sp.sample_weight = wb + h.r0;
     const std::int64_t* l = lb ? lb + h.r0 : nullptr;
     h.ws.bf16 = m->workspace().bf16;  // fit's passes take the products' precision of the model's own
-    struct Forms {  // the weights' forms of this batch only: the step changes the weights
-      Workspace<T>& ws;
-      ~Forms() { ws.wbf = nullptr; }
-    } forms{h.ws};
-    h.ws.wbf = wbf;
+    FormsScope<T> forms(h.ws, wbf);
     h.ws.row0 = h.r0;  // dropout draws the masks of these rows of the batch
     h.ws.stream = stream;
     const T* out = m->forward(h.ws, x, rows, in, true, false);
@@ -520,11 +527,8 @@ void predict(Model<T>& m, const T* X, idx N, idx in, T* out, idx chunk, bool bf1
   if (chunk <= 0) throw value_error("batch_size must be positive");
   ws.bf16 = bf16;
   const idx C = m.out_features(in);
-  struct Forms {  // the weights' forms of this call (in ws itself: concurrent predicts have their own)
-    Workspace<T>& ws;
-    ~Forms() { ws.wbf = nullptr; }
-  } forms{ws};
-  if (bf16 && N > 0) ws.wbf = m.bf16_weights(ws, pool_threads());
+  // the weights' forms of this call, in ws itself (concurrent predicts have their own)
+  FormsScope<T> forms(ws, bf16 && N > 0 ? m.bf16_weights(ws, pool_threads()) : nullptr);
   for (idx start = 0; start < N; start += chunk) {
     const idx b = std::min(chunk, N - start);
     check_rows_finite(X + start * in, b, in, "X", start);

@@ -52,7 +52,7 @@ T* array_data(py::array& a, const char* what, bool writable) {
 Bf16Isa bf16_path(const std::string& isa) {
   Bf16Isa path;
   if (!bf16_isa_named(isa, path))
-    throw value_error("isa must be 'auto', 'amx', 'avx512bf16', 'avx512f', 'avx2' or 'emulation', got '" + isa + "'");
+    throw value_error("isa must be " + bf16_isa_names() + ", got '" + isa + "'");
   if (!bf16_isa_available(path)) throw value_error("this CPU cannot run the '" + isa + "' kernel");
   return path;
 }
