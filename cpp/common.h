@@ -78,6 +78,17 @@ class Buffer {
   }
   // Grow to at least n elements; existing contents are not kept.
   void reserve(idx n) { if (n > n_) resize(n); }
+  // The same, new memory left as the allocator gives it (untouched pages stay unmapped): for parts
+  // always written before they are read.
+  void reserve_uninitialized(idx n) {
+    if (n <= n_) return;
+    const idx bytes = checked_add(checked_mul(n, static_cast<idx>(sizeof(T))), 63) / 64 * 64;
+    void* q = std::aligned_alloc(64, static_cast<size_t>(bytes));
+    if (!q) throw std::bad_alloc();
+    std::free(p_);
+    p_ = static_cast<T*>(q);
+    n_ = n;
+  }
   void zero() { if (n_) std::memset(static_cast<void*>(p_), 0, sizeof(T) * static_cast<size_t>(n_)); }
   T* data() { return p_; }
   const T* data() const { return p_; }

@@ -771,9 +771,20 @@ void bf16_rows(const float* src, idx rows, idx cols, bf16x2* dst, Bf16Isa isa, i
   });
 }
 
-void bf16_pairs(const float* src, idx rows, idx cols, idx width, bf16x2* dst, Bf16Isa isa, int threads) {
+void bf16_pairs(const float* src, idx rows, idx cols, idx width, bf16x2* dst, Bf16Isa isa, int threads, idx stride) {
   isa = conversion_path(isa);
   const idx P = bf16_pairs(rows), nq = width ? (cols + width - 1) / width : 0;
+  if (stride > 0 && stride != P * width && width < cols) {  // panel by panel, each at its own place
+    for (idx q = 0; q < nq; ++q) {
+      const idx c0 = q * width, c1 = std::min(cols, c0 + width);
+#ifdef FASTMLP_BF16_X86
+      if (isa == Bf16Isa::Avx512Bf16) { pairs_avx(src, rows, cols, width, dst + q * stride, c0, c1); continue; }
+      if (isa == Bf16Isa::Avx2) { pairs_avx2(src, rows, cols, width, dst + q * stride, c0, c1); continue; }
+#endif
+      pairs_plain(src, rows, cols, width, dst + q * stride, c0, c1);
+    }
+    return;
+  }
   if (nq == 1 && width == cols) {  // one panel: split its pairs (2 rows of src each)
     split_items(threads, P, 2 * cols, [&](idx p0, idx p1) {
       const idx r1 = std::min(rows, 2 * p1);

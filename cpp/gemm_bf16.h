@@ -84,8 +84,11 @@ inline idx bf16_panel_words(idx k, idx n) { return checked_mul(checked_mul(bf16_
 // src is (rows, cols) float32. Rows layout: dst is (rows, pairs(cols)) words.
 void bf16_rows(const float* src, idx rows, idx cols, bf16x2* dst, Bf16Isa isa, int threads = 1);
 // Pairs layout of src (pairs along rows): dst is (pairs(rows), cols) words when
-// width == cols, or the panels of kBf16NR columns when width == kBf16NR.
-void bf16_pairs(const float* src, idx rows, idx cols, idx width, bf16x2* dst, Bf16Isa isa, int threads = 1);
+// width == cols, or the panels of kBf16NR columns when width == kBf16NR, panel q at
+// dst + q * stride (stride 0: pairs(rows) * width, the panels back to back; a larger one writes
+// some rows of a taller matrix's panels, on the calling thread).
+void bf16_pairs(const float* src, idx rows, idx cols, idx width, bf16x2* dst, Bf16Isa isa, int threads = 1,
+                idx stride = 0);
 // Panels of src^T (pairs along cols, columns = rows): bf16_panel_words(cols, rows) words.
 void bf16_panels_of_rows(const float* src, idx rows, idx cols, bf16x2* dst, Bf16Isa isa, int threads = 1);
 

@@ -40,6 +40,16 @@ struct TensorDecl {
   bool scalar = false;  // 0-D in the state_dict (a (1, 1) count: num_batches_tracked)
 };
 
+// Where the passes over a split batch's chunks keep a layer's rows for its deferred weight gradient
+// (Layer::deferred_grad), for the whole batch of `rows` rows: products in T, dy (rows, out); in
+// bfloat16, dy's pairs and x's pair panels (gemm_bf16.h), as the product reads them, in bf.
+template <class T>
+struct KeptRows {
+  idx rows = 0;
+  T* dy = nullptr;
+  std::uint32_t* bf = nullptr;
+};
+
 // What a layer's forward and backward see of one pass over a batch.
 template <class T>
 struct LayerIO {
@@ -62,6 +72,9 @@ struct LayerIO {
   std::uint64_t seed = 0;     // random layers: the stream of this forward pass
   idx row0 = 0;               // random layers: x's first row is row row0 of the batch (Workspace::row0);
                               // element (r, c) draws the number of the batch's flat index (row0 + r) * in + c
+  // a split batch's deferred weight gradient (Layer::deferred_grad): backward leaves those elements of g
+  // alone and keeps its rows (at row row0) in the whole batch's buffers instead
+  const KeptRows<T>* keep = nullptr;
 };
 
 // An element-wise layer that can finish a Linear's product in one pass:
@@ -108,6 +121,14 @@ class Layer {
   // and the conversion into dst (float32 models), over up to `threads` threads.
   virtual idx bf16_weight_words() const { return 0; }
   virtual void bf16_weights(const T* /*w*/, std::uint32_t* /*dst*/, int /*threads*/) const {}
+  // The gradient of the first deferred_grad_size() parameters, deferred by a split batch (trainer.h) to
+  // one product over the whole batch, dw (overwritten) from the rows its chunks kept (LayerIO::keep;
+  // deferred_kept_size(rows, bf16) elements of KeptRows::dy, or words of bf), x[c] the input of chunk c,
+  // which has rows row0[c] to row0[c + 1], over up to `threads` threads.
+  virtual idx deferred_grad_size() const { return 0; }
+  virtual idx deferred_kept_size(idx /*rows*/, bool /*bf16*/) const { return 0; }
+  virtual void deferred_grad(const KeptRows<T>& /*kept*/, const T* const* /*x*/, const idx* /*row0*/, idx /*chunks*/,
+                             T* /*dw*/, int /*threads*/) const {}
   // +1: opens a residual block, -1: closes one.
   virtual int nesting() const { return 0; }
   // Linear: an element-wise next layer may finish its product (forward_product

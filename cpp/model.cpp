@@ -243,6 +243,7 @@ LayerIO<T> Model<T>::io(const Workspace<T>& ws, idx i, idx B, T* gbuf) const {
     r.skip = ws.out[std::min(i, partner_[i])];
     r.skip_grad = const_cast<T*>(ws.skip_grad[end].data());
   }
+  if (ws.keep && (ws.keep[i].dy || ws.keep[i].bf)) r.keep = &ws.keep[i];
   r.train = ws.train;
   r.seed = ws.seeds[i];
   r.row0 = ws.row0;
@@ -330,8 +331,9 @@ void Model<T>::backward(Workspace<T>& ws, const T* dy, T* dx, bool accumulate, T
       const Layer<T>& host = *layers_[i - 1];
       LayerIO<T> h = io(ws, i - 1, B, gbuf);
       h.accumulate = accumulate;
-      T* dpre = bufs[which];
-      which ^= 1;
+      // (a deferred weight gradient in T: straight into the whole batch's kept rows)
+      T* dpre = h.keep && h.keep->dy ? h.keep->dy + ws.row0 * ws.width[i] : bufs[which];
+      if (dpre == bufs[which]) which ^= 1;
       l.epilogue()->bias_backward(g, ws.out[i], ws.out[i + 1], dpre, host.bias_of(h.g), B, ws.width[i], accumulate);
       --i;
       T* gout = (i > stop || (i == 0 && dx)) ? next_buf(i) : nullptr;

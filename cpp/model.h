@@ -61,6 +61,8 @@ struct Workspace {
   // The random layers' stream position of a training pass: -1, the model's dropout_calls, advanced by
   // the pass; else this one, and the caller advances dropout_calls (once for a split batch's chunks)
   std::int64_t stream = -1;
+  // per layer, where a backward keeps its rows for a deferred weight gradient (LayerIO::keep), or null
+  const KeptRows<T>* keep = nullptr;
 };
 
 template <class T>
@@ -83,6 +85,7 @@ class Model {
   T* params() { return params_.data(); }
   T* grads() { return grads_.data(); }
   T* buffers() { return buffers_.data(); }
+  idx param_offset(idx i) const { return param_offset_[i]; }  // layer i's parameters in params(), or -1
   // Input width the model needs (-1: any), and the output width for an input width.
   idx in_features() const { return in_features_; }
   idx out_features(idx in) const;

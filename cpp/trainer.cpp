@@ -135,20 +135,21 @@ constexpr idx kSumBlock = idx(1) << 14;  // elements
 // g[0] (n) += g[1] + ... + g[k-1], g[c] = chunk c's gradients, summed in a fixed tree (for s = 1, 2,
 // 4, ...: g[c] += g[c + s] for c = 0, 2s, 4s, ...), in blocks of elements over up to `threads` of the
 // pool's threads: every element's sum is the same on any thread
+// (elements [from, to) of them)
 template <class T>
-void sum_chunk_grads(const BatchChunk<T>* chunks, idx k, idx n, int threads) {
+void sum_chunk_grads(const BatchChunk<T>* chunks, idx k, idx from, idx to, int threads) {
   struct Sum {
     const BatchChunk<T>* g;
-    idx k, n;
+    idx k, from, to;
     static void run(void* p, idx block) {
       auto* s = static_cast<Sum*>(p);
-      const idx lo = block * kSumBlock, len = std::min(kSumBlock, s->n - lo);
+      const idx lo = s->from + block * kSumBlock, len = std::min(kSumBlock, s->to - lo);
       for (idx step = 1; step < s->k; step *= 2)
         for (idx c = 0; c + step < s->k; c += 2 * step) add_into(s->g[c].grads + lo, s->g[c + step].grads + lo, len);
     }
-  } sum{chunks, k, n};
-  const idx blocks = (n + kSumBlock - 1) / kSumBlock;
-  parallel_for(n < 2 * kSumBlock ? 1 : threads, blocks, &Sum::run, &sum);
+  } sum{chunks, k, from, to};
+  const idx n = to - from, blocks = (n + kSumBlock - 1) / kSumBlock;
+  if (n > 0) parallel_for(n < 2 * kSumBlock ? 1 : threads, blocks, &Sum::run, &sum);
 }
 
 // A step that failed on another rank (maps to Python RuntimeError).
@@ -182,6 +183,7 @@ struct BatchJob {
   BatchChunk<T>* chunks;
   std::int64_t stream = -1;  // a split batch: its random layers' stream position (Workspace::stream)
   const std::uint32_t* const* wbf = nullptr;  // bfloat16 products: the weights' forms (Workspace::wbf)
+  const KeptRows<T>* keep = nullptr;          // a split batch's deferred gradients (Workspace::keep)
 
   static void run(void* ctx, idx c) {
     auto* self = static_cast<BatchJob*>(ctx);
@@ -210,6 +212,7 @@ struct BatchJob {
     const std::int64_t* l = lb ? lb + h.r0 : nullptr;
     h.ws.bf16 = m->workspace().bf16;  // fit's passes take the products' precision of the model's own
     FormsScope<T> forms(h.ws, wbf);
+    h.ws.keep = keep;
     h.ws.row0 = h.r0;  // dropout draws the masks of these rows of the batch
     h.ws.stream = stream;
     const T* out = m->forward(h.ws, x, rows, in, true, false);
@@ -224,22 +227,71 @@ struct BatchJob {
 
 // The chunks' gradient buffers for batches of up to `most` chunks: chunk 0's gradients are the model's,
 // the others' buffers of their own (a smaller batch has as many chunks or fewer).
+// (Of the deferred gradients' elements, those buffers are never written nor read.)
 template <class T>
 void chunk_buffers(Model<T>& m, FitBuffers<T>& buf, idx most) {
   const idx P = m.n_params();
-  buf.chunk_grads.reserve(checked_mul(most - 1, P));
+  buf.chunk_grads.reserve_uninitialized(checked_mul(most - 1, P));
   for (idx c = 0; c < kMaxChunks; ++c)
     buf.chunk[c].grads = c == 0 ? m.grads() : c < most ? buf.chunk_grads.data() + (c - 1) * P : nullptr;
+}
+
+// Where the chunks of a batch of b rows keep the rows of the deferred gradients (deferred_grad_size):
+// buf.kept (products in T) or buf.kept_bf (bfloat16); null when there are none.
+template <class T>
+const KeptRows<T>* kept_rows(Model<T>& m, FitBuffers<T>& buf, idx b) {
+  const bool bf16 = m.workspace().bf16;
+  const idx L = m.n_layers();
+  idx total = 0;
+  for (idx i = 0; i < L; ++i)
+    if (deferred_grad_size(m, i) > 0) total = checked_add(total, m.layer(i).deferred_kept_size(b, bf16));
+  if (total == 0) return nullptr;
+  if (bf16) buf.kept_bf.reserve(total);
+  else buf.kept.reserve(total);
+  buf.keep.assign(static_cast<size_t>(L), KeptRows<T>());  // (its capacity kept: no allocation after the first)
+  for (idx i = 0, at = 0; i < L; ++i)
+    if (deferred_grad_size(m, i) > 0) {
+      KeptRows<T>& k = buf.keep[i];
+      k.rows = b;
+      if (bf16) k.bf = buf.kept_bf.data() + at;
+      else k.dy = buf.kept.data() + at;
+      at += m.layer(i).deferred_kept_size(b, bf16);
+    }
+  return buf.keep.data();
+}
+
+// The deferred gradients of a batch split into K chunks from their kept rows, over up to `threads`
+// threads, then the chunks' sum of the others' (the elements between the deferred ones).
+template <class T>
+void deferred_and_summed(Model<T>& m, FitBuffers<T>& buf, idx K, int threads) {
+  idx row0[kMaxChunks + 1];
+  for (idx c = 0; c < K; ++c) row0[c] = buf.chunk[c].r0;
+  row0[K] = buf.chunk[K - 1].r1;
+  idx from = 0;
+  for (idx i = 0; i < m.n_layers(); ++i) {
+    const idx n = deferred_grad_size(m, i);
+    if (n == 0) continue;
+    const T* x[kMaxChunks];  // each chunk's input of layer i, from its last forward
+    for (idx c = 0; c < K; ++c) x[c] = buf.chunk[c].ws.out[i];
+    const idx at = m.param_offset(i);
+    m.layer(i).deferred_grad(buf.keep[i], x, row0, K, m.grads() + at, threads);
+    sum_chunk_grads(buf.chunk, K, from, at, threads);
+    from = at + n;
+  }
+  sum_chunk_grads(buf.chunk, K, from, m.n_params(), threads);
 }
 
 // The batch of job (b rows) into chunk 0 and the model's gradients. With denom > 0 (finite): in K chunks
 // taken by up to `workers` threads, each chunk's loss with reduction 'sum' scaled by 1 / denom (the whole
 // batch's denominator), then the chunks' losses, counts and gradients summed in chunk order and a fixed
 // tree. Else the whole batch as chunk 0, with job's own reduction.
+// Weights with deferred gradients (deferred_grad_size): the chunks keep their rows, and the gradient
+// is one product over the batch's rows after them.
 template <class T>
-void batch_grads(BatchJob<T>& job, idx b, idx K, double denom, int workers) {
+void batch_grads(BatchJob<T>& job, FitBuffers<T>& buf, idx b, idx K, double denom, int workers) {
   // bfloat16 products: every chunk reads the weights' forms, converted once for the batch
   job.wbf = job.m->workspace().bf16 ? job.m->bf16_weights(job.m->workspace(), std::max(workers, pool_threads())) : nullptr;
+  job.keep = nullptr;
   if (!(denom > 0 && std::isfinite(denom))) {
     job.chunks[0].r0 = 0;
     job.chunks[0].r1 = b;
@@ -251,10 +303,11 @@ void batch_grads(BatchJob<T>& job, idx b, idx K, double denom, int workers) {
   job.spec.scale = job.spec.scale / denom;
   // every chunk draws the batch's one dropout stream (each the masks of its own rows), advanced once
   job.stream = static_cast<std::int64_t>(m.dropout_calls);
-  for (idx c = 0; c < K; ++c) {
-    job.chunks[c].r0 = b * c / K;
-    job.chunks[c].r1 = b * (c + 1) / K;
+  for (idx c = 0; c < K; ++c) {  // even first rows (bfloat16's kept rows are pairs of rows)
+    job.chunks[c].r0 = b * c / K / 2 * 2;
+    job.chunks[c].r1 = c + 1 == K ? b : b * (c + 1) / K / 2 * 2;
   }
+  job.keep = kept_rows(m, buf, b);
   parallel_take(workers, K, &BatchJob<T>::run, &job);
   if (m.has_dropout()) ++m.dropout_calls;
   BatchChunk<T>& whole = job.chunks[0];
@@ -266,7 +319,7 @@ void batch_grads(BatchJob<T>& job, idx b, idx K, double denom, int workers) {
     whole.abs_err += h.abs_err;
     whole.sq_err += h.sq_err;
   }
-  if (std::isfinite(whole.value)) sum_chunk_grads(job.chunks, K, m.n_params(), workers);
+  if (std::isfinite(whole.value)) deferred_and_summed(m, buf, K, workers);
 }
 }  // namespace
 
@@ -298,9 +351,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
   if (first < 0 || (first > 0 && first >= (N + B - 1) / B))
     throw value_error("first batch " + std::to_string(first) + " is out of range");
   const bool pass_ends = count < 0 || first + count >= (N + B - 1) / B;  // the call reaches the last batch
-  const bool chunked = m.rows_independent(true);
-  const idx P = m.n_params();
-  auto chunks_of = [&](idx rows) { return chunked ? batch_chunks(rows, P, idx(sizeof(T))) : idx(1); };
+  auto chunks_of = [&](idx rows) { return model_chunks(m, rows); };
   if (shuffle) {
     buf.perm.resize(static_cast<size_t>(N));
     for (idx i = 0; i < N; ++i) buf.perm[i] = i;
@@ -390,7 +441,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       job.spec.reduction = Reduction::Sum;
       denom = K >= 2 ? 1 : 0;
     }
-    batch_grads(job, b, K, denom, workers);
+    batch_grads(job, buf, b, K, denom, workers);
     double value = whole.value, rows = double(b), correct = double(whole.correct), scored = double(whole.scored),
            abs_err = whole.abs_err, sq_err = whole.sq_err;
     if (comm) {  // the global batch: sums over the ranks, then the gradient's allreduce
@@ -482,7 +533,7 @@ double train_step(Model<T>& m, const T* x, idx B, idx in, const LossSpec<T>& los
   // the model, never of the threads) taken by the current threads, the products single-threaded; else
   // (batch statistics) one pass with the products on the threads
   const bool chunked = m.rows_independent(true);
-  const idx K = chunked ? batch_chunks(B, m.n_params(), idx(sizeof(T))) : 1, C = m.out_features(in);
+  const idx K = model_chunks(m, B), C = m.out_features(in);
   const double denom = K >= 2 ? loss_mean_denominator(loss, B, C, labels) : 0;
   const int workers = pool_threads();
   double value;
@@ -492,7 +543,7 @@ double train_step(Model<T>& m, const T* x, idx B, idx in, const LossSpec<T>& los
       chunk_buffers(m, buf, K);
       BatchJob<T> job{&m, &d, nullptr, 0, C, labels, loss.sample_weight, loss, false, false, buf.chunk};
       ThreadsScope single(1);  // the products' threads (the pool's size too; the chunks take `workers`)
-      batch_grads(job, B, K, denom, workers);
+      batch_grads(job, buf, B, K, denom, workers);
       value = buf.chunk[0].value;
     } else {
       value = m.loss_and_grad(x, B, in, loss, labels, target, true);

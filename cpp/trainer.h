@@ -4,6 +4,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <vector>
@@ -63,17 +64,45 @@ struct Snapshot {
 // training) into this many chunks: a function of the batch and the model's size
 // alone, never of the threads, so that every n_threads gives the same bits.
 // Each chunk's gradient goes to a buffer of its own (the first to the model's),
-// and they are summed in a fixed tree. One chunk below 64 rows, two from 64;
-// four or eight when each chunk keeps 128 rows or more and the extra gradient
-// buffers stay within 8 MiB (bigger models: summing them costs more than the
-// threads bring).
+// and they are summed in a fixed tree; of n_params, `kept` are in those buffers
+// (the others' gradients deferred, below). One chunk below 64 rows, two from 64;
+// four or eight when each chunk keeps 128 rows or more (256 when the parameters
+// pass 4 MiB: each chunk reads them all again, and 128-row chunks made the large
+// net's epoch 7-11% slower on two cores) and the extra gradient buffers stay
+// within 8 MiB (bigger ones: summing them costs more than the threads bring).
 constexpr idx kMaxChunks = 8;
-inline idx batch_chunks(idx rows, idx n_params, idx elem_size) {
-  constexpr idx kMinRows = 32, kWideRows = 128, kBudget = idx(8) << 20;
+inline idx batch_chunks(idx rows, idx n_params, idx elem_size, idx kept = -1) {
+  constexpr idx kMinRows = 32, kBudget = idx(8) << 20, kBigModel = idx(4) << 20;
+  if (kept < 0 || kept > n_params) kept = n_params;
+  const idx wide = n_params > kBigModel / elem_size ? 256 : 128;
   if (rows < 2 * kMinRows) return 1;
   idx k = 2;
-  while (2 * k <= kMaxChunks && rows / (2 * k) >= kWideRows && (2 * k - 1) * n_params <= kBudget / elem_size) k *= 2;
+  while (2 * k <= kMaxChunks && rows / (2 * k) >= wide && (2 * k - 1) * kept <= kBudget / elem_size) k *= 2;
   return k;
+}
+
+// A split batch defers the gradient of every weight with kDeferMin elements or more (Layer::deferred_grad:
+// a Linear's) to one product over the whole batch, split by the product's columns, after its chunks: the
+// chunks keep that layer's rows instead of a gradient each, so neither the gradients nor their sum grow
+// with the chunks, and the product is one long one (k = the batch's rows, not a chunk's). Its bits do
+// not depend on the chunks or the threads either.
+constexpr idx kDeferMin = idx(1) << 16;
+template <class T>
+idx deferred_grad_size(const Model<T>& m, idx i) {
+  const idx n = m.param_offset(i) >= 0 ? m.layer(i).deferred_grad_size() : 0;
+  return n >= kDeferMin ? n : 0;
+}
+// The parameters whose gradients each chunk keeps.
+template <class T>
+idx chunked_params(const Model<T>& m) {
+  idx P = m.n_params();
+  for (idx i = 0; i < m.n_layers(); ++i) P -= deferred_grad_size(m, i);
+  return P;
+}
+// fit's chunks for a batch of `rows` rows of m (1: none).
+template <class T>
+idx model_chunks(const Model<T>& m, idx rows) {
+  return m.rows_independent(true) ? batch_chunks(rows, m.n_params(), idx(sizeof(T)), chunked_params(m)) : 1;
 }
 
 // The rows of a batch one chunk steps on: its gathered rows, its
@@ -101,6 +130,9 @@ struct FitBuffers {
   std::vector<idx> perm;
   BatchChunk<T> chunk[kMaxChunks];
   Buffer<T> chunk_grads;
+  std::vector<KeptRows<T>> keep;  // per layer: a split batch's rows for its deferred gradient, in
+  Buffer<T> kept;                 // these (products in T)
+  Buffer<std::uint32_t> kept_bf;  // or these (bfloat16)
 };
 
 // Data-parallel training (fastmlp.distributed): the sums over all ranks that

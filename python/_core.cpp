@@ -478,6 +478,8 @@ void bind_dtype(py::module_& m, const char* suffix) {
       .def_property_readonly("n_params", [](PM& s) { return s.m.n_params(); })
       // every layer's rows independent in training (no BatchNorm on batch statistics): fit may split a batch
       .def_property_readonly("rows_independent", [](PM& s) { return s.m.rows_independent(true); })
+      // the parameters whose gradients each of fit's chunks keeps (the others' are deferred: trainer.h)
+      .def_property_readonly("chunked_params", [](PM& s) { return chunked_params(s.m); })
       .def("in_features", [](PM& s) { return s.m.in_features(); })
       .def("out_features", [](PM& s, idx in) { return s.m.out_features(in); })
       .def("flat_params", [](py::object self) {
@@ -893,7 +895,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("calculate_gain", &calculate_gain, py::arg("nonlinearity"), py::arg("param") = 0.0);
   m.def("blas_set_num_threads", &blas_set_num_threads);
   m.def("blas_get_num_threads", &blas_get_num_threads);
-  m.def("batch_chunks", &batch_chunks, py::arg("rows"), py::arg("n_params"), py::arg("elem_size"));
+  m.def("batch_chunks", &batch_chunks, py::arg("rows"), py::arg("n_params"), py::arg("elem_size"), py::arg("kept") = -1);
   m.def("blas_core_name", &blas_core_name);
   m.def("gemm_isa_available", [](const std::string& isa) {
     return isa == "avx512" ? gemm_isa_available(GemmIsa::Avx512) : isa == "avx2" ? gemm_isa_available(GemmIsa::Avx2)

@@ -438,15 +438,22 @@ def test_backward_and_train_step():
         assert same_bits(p.grad, w), p.name
     assert same_bits(dx, _core.gemm_bf16(dh.astype(np.float32), np.ascontiguousarray(W1.T), None, "auto", 1))
     # train_step: the same gradients (of the mean loss) with a float32 SGD step
-    y = rng.integers(0, 5, size=45)
+    check_train_step(model, x, rng.integers(0, 5, size=45))
+
+
+def check_train_step(model, x, y):
+    """train_step's float32 SGD step is lr times the bfloat16 products' gradients of the mean loss"""
+    B = x.shape[0]
+    W1, b1, W2, b2 = weights(model)
+    h, out = bf16_forward(x, W1, b1, W2, b2)
     opt = fm.optim.SGD(model.parameters(), lr=0.1)
     before = weights(model)
     model.train_step(x, y, fm.CrossEntropyLoss(), opt, precision="bfloat16")
     p_out = np.exp(out - out.max(1, keepdims=True))
     p_out /= p_out.sum(1, keepdims=True)
-    p_out[np.arange(45), y] -= 1
-    d = (p_out / 45).astype(np.float32)
-    # every parameter's step (train_step converts the weights once for the batch; forward and backward above
+    p_out[np.arange(B), y] -= 1
+    d = (p_out / B).astype(np.float32)
+    # every parameter's step (train_step converts the weights once for the batch; forward and backward
     # converted them themselves): dW2, db2, then dx of layer 2 through the ReLU to dW1, db1
     dW2 = _core.gemm_bf16(np.ascontiguousarray(d.T), np.ascontiguousarray(h.T), None, "auto", 1)
     dh2 = _core.gemm_bf16(d, np.ascontiguousarray(W2.T), None, "auto", 1) * (h > 0)
@@ -454,6 +461,17 @@ def test_backward_and_train_step():
     for i, g in ((0, dW1), (1, _column_sums(dh2)), (2, dW2), (3, _column_sums(d))):
         step = before[i] - list(model.parameters())[i].data
         assert np.abs(step - 0.1 * g).max() <= 1e-3 * np.abs(0.1 * g).max(), i
+
+
+@pytest.mark.parametrize("B", [64, 130, 257])
+def test_train_step_of_a_split_batch_with_a_deferred_gradient(B):
+    # chunks of the batch (even first rows), W1's gradient (66,000 elements) deferred: one bfloat16 product
+    # over the whole batch from the rows the chunks kept as pairs; W2's from the chunks' sum
+    from fastmlp import training
+    model = mlp(hidden=3300)
+    assert training.batch_chunks(model, B) == 2 and model._core.chunked_params == model._core.n_params - 66000
+    rng = np.random.default_rng(B)
+    check_train_step(model, rng.normal(size=(B, 20)).astype(np.float32), rng.integers(0, 5, size=B))
 
 
 def _column_sums(d):

@@ -136,11 +136,19 @@ def test_how_many_chunks():
         [1, 1, 1, 2, 2, 2, 4, 4, 8, 8]
     seed = fm.Sequential(fm.Linear(784, 256), fm.ReLU(), fm.Linear(256, 10))  # 0.8 MB of gradient per chunk
     assert [training.batch_chunks(seed, r) for r in (256, 512, 1024, 4096)] == [2, 4, 8, 8]
-    # 7.4 MB of gradient: more than one extra buffer costs more than it brings
+    # 7.4 MB of parameters: chunks of 256 rows or more; the two big weights' gradients deferred (not one a
+    # chunk), so the buffers do not limit the chunks
     large = fm.Sequential(fm.Linear(784, 1024), fm.ReLU(), fm.Linear(1024, 1024), fm.ReLU(), fm.Linear(1024, 10))
-    assert [training.batch_chunks(large, r) for r in (63, 64, 512, 4096)] == [1, 2, 2, 2]
-    assert training.batch_chunks(fm.Sequential(fm.Linear(784, 256), fm.ReLU(), fm.Linear(256, 10),
-                                               dtype="float64"), 1024) == 4  # twice the bytes per gradient
+    assert [training.batch_chunks(large, r) for r in (63, 64, 511, 512, 1023, 1024, 2048, 4096)] == \
+        [1, 2, 2, 2, 2, 4, 8, 8]
+    assert large._core.chunked_params == 1024 + 1024 + 1024 * 10 + 10
+    assert seed._core.chunked_params == 256 + 256 * 10 + 10  # 784 x 256 >= 65536: deferred
+    assert small._core.chunked_params == small._core.n_params  # none
+    # the budget, without deferral (kept = every parameter): more than one extra buffer of 7.4 MB costs
+    # more than it brings
+    assert fm._core.batch_chunks(4096, large._core.n_params, 4) == 2
+    assert fm._core.batch_chunks(4096, large._core.n_params, 4, large._core.chunked_params) == 8
+    assert fm._core.batch_chunks(1024, seed._core.n_params, 8) == 4  # twice the bytes per gradient, none deferred
     bn = fm.Sequential(fm.Linear(5, 8), fm.BatchNorm1d(8), fm.Linear(8, 2))
     assert training.batch_chunks(bn, 5000) == 1  # batch statistics: a row's output depends on the whole batch
     bn.eval()  # eval mode does not matter: fit trains on batch statistics
@@ -400,3 +408,83 @@ def test_train_step_is_fits_step_for_every_thread_count(dtype, rows, drop):
         for _ in range(3):
             unchunked_step(u, X, y, fm.CrossEntropyLoss(), opt)
     assert np.array_equal(weights(u), runs[0][0]) == (training.batch_chunks(u, rows) == 1)
+
+
+def deferred_net(dtype, drop=0.0, seed=7):
+    """two weights of 65536 elements or more, whose gradients a split batch defers: 170 -> 400 (rows of dw
+    in two slices) and 400 -> 170 (its columns in two slices); the others kept per chunk"""
+    return fm.Sequential(fm.Linear(5, 170), fm.Tanh(), fm.Linear(170, 400), fm.ReLU(), fm.Dropout(drop),
+                         fm.Linear(400, 170), fm.Tanh(), fm.Linear(170, 4), seed=seed, dtype=dtype)
+
+
+def deferred_fit(dtype, batch, n_threads, n=900, shuffle=True, precision="float32", drop=0.0, epochs=2):
+    rng = np.random.default_rng(12)
+    X, y = rng.standard_normal((n, 5)).astype(dtype), rng.integers(0, 4, n)
+    m = deferred_net(dtype, drop)
+    h = m.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(m.parameters(), lr=0.05, momentum=0.9), epochs=epochs,
+              batch_size=batch, shuffle=shuffle, verbose=0, n_threads=n_threads,
+              **({"precision": precision} if dtype == "float32" else {}))
+    return weights(m), h.history
+
+
+def test_the_big_weights_gradients_are_deferred():
+    m = deferred_net("float64")
+    n = [p.data.size for p in m.parameters()]
+    assert n[2] == 68000 and n[4] == 68000  # the two deferred weights
+    assert m._core.chunked_params == sum(n) - n[2] - n[4]
+    assert [training.batch_chunks(m, r) for r in (63, 64, 127, 128, 255, 256, 512, 1024)] == [1, 2, 2, 2, 2, 2, 4, 8]
+
+
+@pytest.mark.parametrize("batch", [64, 65, 127, 255, 257, 511, 513, 900])
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-11), ("float32", 2e-5)])
+def test_deferred_gradients_are_the_whole_batch_s(batch, dtype, rtol):
+    # the deferred products (one over the batch's rows, in slices) and the kept chunks' sum: the same bits on
+    # every thread count, odd batches (odd chunk sizes: even first rows) included, and the whole batch's step
+    runs = [deferred_fit(dtype, batch, t, shuffle=False) for t in (1, 2, 3, 8)]
+    assert_same_bits(runs)
+    rng = np.random.default_rng(12)
+    X, y = rng.standard_normal((900, 5)).astype(dtype), rng.integers(0, 4, 900)
+    ref = deferred_net(dtype)
+    opt = fm.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(2):
+        for s in range(0, 900, batch):
+            unchunked_step(ref, X[s:s + batch], y[s:s + batch], fm.CrossEntropyLoss(), opt)
+    r = weights(ref)
+    assert not np.array_equal(runs[0][0], r) or dtype == "float32"
+    np.testing.assert_allclose(runs[0][0], r, rtol=rtol, atol=rtol * np.abs(r).max())
+
+
+@pytest.mark.parametrize("batch", [129, 512, 900])
+def test_deferred_gradients_with_shuffling_dropout_and_bfloat16(batch):
+    for kw in ({"dtype": "float32"}, {"dtype": "float64", "drop": 0.3}, {"dtype": "float32", "precision": "bfloat16"},
+               {"dtype": "float32", "precision": "bfloat16", "drop": 0.2}):
+        assert_same_bits([deferred_fit(batch=batch, n_threads=t, **kw) for t in (1, 2, 5, 8)])
+
+
+def test_deferred_bfloat16_gradients_are_near_float32s():
+    # one product over the batch in bfloat16 (its rows kept as pairs by chunks of even first rows): near the
+    # float32 fit after one epoch, as every bfloat16 product is
+    w32, _ = deferred_fit("float32", 257, 2, shuffle=False, epochs=1)
+    wbf, _ = deferred_fit("float32", 257, 2, shuffle=False, epochs=1, precision="bfloat16")
+    assert not np.array_equal(w32, wbf)
+    np.testing.assert_allclose(wbf, w32, atol=2e-2 * np.abs(w32).max())
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_train_step_defers_as_fit_does(dtype):
+    rng = np.random.default_rng(13)
+    X, y = rng.standard_normal((300, 5)).astype(dtype), rng.integers(0, 4, 300)
+    runs = []
+    for nt in (1, 2, 8):
+        m = deferred_net(dtype)
+        opt = fm.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
+        with training.blas_threads(nt):
+            losses = [m.train_step(X, y, fm.CrossEntropyLoss(), opt) for _ in range(2)]
+        runs.append((weights(m), losses))
+    for w, losses in runs[1:]:
+        np.testing.assert_array_equal(w, runs[0][0])
+        assert losses == runs[0][1]
+    f = deferred_net(dtype)
+    f.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(f.parameters(), lr=0.05, momentum=0.9), epochs=2, batch_size=300,
+          shuffle=False, verbose=0, n_threads=3)
+    np.testing.assert_array_equal(weights(f), runs[0][0])

@@ -50,17 +50,23 @@ void forward_bf16(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx o
     gemm_bf16(xr, bf16_pairs(in), 1, wt, b, y, B, out, in, false, pool_threads());
   }
 }
+// dw (out, in) (+)= dy^T x, summed over the batch: a = dyp (rs 1, cs out), b = xp
+template <class T>
+void dw_bf16(const T* dy, const T* x, T* dw, idx B, idx in, idx out, bool accumulate, bf16* h, int threads) {
+  if constexpr (std::is_same_v<T, float>) {
+    bf16x2 *dyp = reinterpret_cast<bf16x2*>(h), *xp = dyp + bf16_pairs(B) * out;
+    bf16_pairs(dy, B, out, out, dyp, Bf16Isa::Auto, threads);
+    bf16_pairs(x, B, in, kBf16NR, xp, Bf16Isa::Auto, threads);
+    gemm_bf16(dyp, 1, out, xp, nullptr, dw, out, in, B, accumulate, threads);
+  }
+}
 template <class T>
 void backward_bf16(const T* dy, const T* x, const T* w, T* dx, T* dw, idx B, idx in, idx out, bool accumulate,
                    bf16* h, const bf16x2* wbf) {
   if constexpr (!std::is_same_v<T, float>) {
     throw value_error("bfloat16 products need a float32 model");
   } else {
-    // dw (out, in) (+)= dy^T x, summed over the batch: a = dyp (rs 1, cs out), b = xp
-    bf16x2 *dyp = reinterpret_cast<bf16x2*>(h), *xp = dyp + bf16_pairs(B) * out;
-    bf16_pairs(dy, B, out, out, dyp, Bf16Isa::Auto, pool_threads());
-    bf16_pairs(x, B, in, kBf16NR, xp, Bf16Isa::Auto, pool_threads());
-    gemm_bf16(dyp, 1, out, xp, nullptr, dw, out, in, B, accumulate, pool_threads());
+    if (dw) dw_bf16(dy, x, dw, B, in, out, accumulate, h, pool_threads());
     if (!dx) return;
     // dx (B, in) = dy w, summed over the outputs: a = dyr (rs P(out), cs 1), b = wp
     bf16x2 *dyr = reinterpret_cast<bf16x2*>(h), *wp = dyr + B * bf16_pairs(out);
@@ -74,13 +80,51 @@ void backward_bf16(const T* dy, const T* x, const T* w, T* dx, T* dw, idx B, idx
 
 idx linear_bf16_weight_words(idx in, idx out) { return checked_add(bf16_panel_words(in, out), bf16_panel_words(out, in)); }
 
+// bfloat16 elements of h that dw_bf16 needs for B rows
+idx linear_dw_scratch(idx B, idx in, idx out) {
+  return checked_mul(checked_add(checked_mul(bf16_pairs(B), out), bf16_panel_words(B, in)), 2);
+}
+
 // bfloat16 elements (two per bf16x2 word) of h for a batch of B rows
 idx linear_bf16_scratch(idx B, idx in, idx out) {
   const idx fwd = checked_add(checked_mul(B, bf16_pairs(in)), bf16_panel_words(in, out));
-  const idx dw = checked_add(checked_mul(bf16_pairs(B), out), bf16_panel_words(B, in));
+  const idx dw = linear_dw_scratch(B, in, out) / 2;
   const idx dx = checked_add(checked_mul(B, bf16_pairs(out)), bf16_panel_words(out, in));
   return checked_mul(std::max({fwd, dw, dx}), 2);
 }
+
+namespace {
+// dw (out, in) = dy^T (out, B) x (B, in), the B rows in K chunks: dy's rows r0[c] to r0[c + 1] and chunk c's
+// x[c] ((r0[c + 1] - r0[c]), in), accumulated in chunk order; in slices of dw's longer side, a number of
+// them fixed by the shape alone (each slice the same single-threaded products on any thread: the same
+// bits for any thread count), taken by up to `threads` of the pool's threads
+template <class T>
+void dw_sliced(const T* dy, const T* const* x, const idx* r0, idx K, T* dw, idx in, idx out, int threads) {
+  struct Slices {
+    const T* dy;
+    const T* const* x;
+    const idx* r0;
+    T* dw;
+    idx K, in, out, n;
+    static void run(void* p, idx s) {
+      const auto* a = static_cast<const Slices*>(p);
+      const bool rows = a->out >= a->in;  // slices of dw's rows, else of its columns
+      const idx len = rows ? a->out : a->in, lo = len * s / a->n / 16 * 16,
+                hi = s + 1 == a->n ? len : len * (s + 1) / a->n / 16 * 16;
+      for (idx c = 0; c < a->K; ++c) {
+        const idx B = a->r0[c + 1] - a->r0[c];
+        const T* dyc = a->dy + a->r0[c] * a->out;
+        const T beta = c == 0 ? T(0) : T(1);
+        if (rows) gemm<T>(true, false, hi - lo, a->in, B, T(1), dyc + lo, a->out, a->x[c], a->in, beta,
+                          a->dw + lo * a->in, a->in);
+        else gemm<T>(true, false, a->out, hi - lo, B, T(1), dyc, a->out, a->x[c] + lo, a->in, beta, a->dw + lo, a->in);
+      }
+    }
+  } sl{dy, x, r0, dw, K, in, out, 1};
+  while (std::max(in, out) / (2 * sl.n) >= 192) sl.n *= 2;  // slices of 192 to 384 along the longer side
+  parallel_take(threads, sl.n, &Slices::run, &sl);
+}
+}  // namespace
 
 template <class T>
 void linear_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out, bool fixed_order,
@@ -102,7 +146,7 @@ void linear_backward(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, i
   }
   const T beta = accumulate ? T(1) : T(0);
   // dw (out, in) (+)= dy^T (out, B) x (B, in)
-  gemm<T>(true, false, out, in, B, T(1), dy, out, x, in, beta, dw, in);
+  if (dw) gemm<T>(true, false, out, in, B, T(1), dy, out, x, in, beta, dw, in);
   if (db) column_sums(dy, db, B, out, accumulate);
   // dx (B, in) = dy (B, out) w (out, in)
   if (dx) gemm<T>(false, false, B, in, out, T(1), dy, out, w, in, T(0), dx, in);
@@ -151,14 +195,46 @@ class LinearLayer final : public Layer<T> {
   void forward_product(const LayerIO<T>& io) const override {
     linear_forward<T>(io.x, io.w, nullptr, io.y, io.B, in_, out_, !io.train, io.half, io.wbf);
   }
-  // dy is (B, out), dx is (B, in) or null; dw (out, in) and db (out) in io.g
+  // dy is (B, out), dx is (B, in) or null; dw (out, in) and db (out) in io.g (dw deferred: the rows kept)
   void backward(const LayerIO<T>& io, const T* dy, T* dx) const override {
-    linear_backward(dy, io.x, io.w, dx, io.g, bias_of(io.g), io.B, in_, out_, io.accumulate, io.half, io.wbf);
+    linear_backward(dy, io.x, io.w, dx, keep(io, dy), bias_of(io.g), io.B, in_, out_, io.accumulate, io.half, io.wbf);
   }
   void backward_product(const LayerIO<T>& io, const T* dy, T* dx) const override {
-    linear_backward<T>(dy, io.x, io.w, dx, io.g, nullptr, io.B, in_, out_, io.accumulate, io.half, io.wbf);
+    linear_backward<T>(dy, io.x, io.w, dx, keep(io, dy), nullptr, io.B, in_, out_, io.accumulate, io.half, io.wbf);
+  }
+  // dw deferred (big weights): one product over the whole batch, not one per chunk summed after. Kept:
+  // dy (rows, out); in bfloat16 dy's pairs (pairs(rows), out) then x's pair panels, dw_bf16's operands
+  idx deferred_grad_size() const override { return in_ * out_; }
+  idx deferred_kept_size(idx rows, bool bf16) const override {
+    return bf16 ? linear_dw_scratch(rows, in_, out_) / 2 : checked_mul(rows, out_);
+  }
+  // dw is (out, in) = dy^T x over the batch's rows
+  void deferred_grad(const KeptRows<T>& k, const T* const* x, const idx* row0, idx chunks, T* dw,
+                     int threads) const override {
+    if (!k.bf) return dw_sliced(k.dy, x, row0, chunks, dw, in_, out_, threads);
+    if constexpr (std::is_same_v<T, float>) {
+      const bf16x2 *dyp = k.bf, *xp = dyp + bf16_pairs(k.rows) * out_;
+      gemm_bf16(dyp, 1, out_, xp, nullptr, dw, out_, in_, k.rows, false, threads);
+    }
   }
   idx bf16_scratch(idx B, idx) const override { return linear_bf16_scratch(B, in_, out_); }
+  // a deferred dw: this pass's rows kept (deferred_kept_size; in bfloat16 converted at pair row0 / 2, an
+  // even row), and no dw here (null); else io.g's dw
+  T* keep(const LayerIO<T>& io, const T* dy) const {
+    if (!io.keep) return io.g;
+    const KeptRows<T>& k = *io.keep;
+    if constexpr (std::is_same_v<T, float>) {
+      if (k.bf) {
+        const idx p0 = io.row0 / 2, P = bf16_pairs(k.rows);
+        bf16_pairs(dy, io.B, out_, out_, k.bf + p0 * out_, Bf16Isa::Auto, 1);
+        bf16_pairs(io.x, io.B, in_, kBf16NR, k.bf + P * out_ + p0 * kBf16NR, Bf16Isa::Auto, 1, P * kBf16NR);
+        return nullptr;
+      }
+    }
+    T* to = k.dy + io.row0 * out_;
+    if (to != dy) std::copy(dy, dy + io.B * out_, to);
+    return nullptr;
+  }
   idx bf16_weight_words() const override { return linear_bf16_weight_words(in_, out_); }
   void bf16_weights(const T* w, std::uint32_t* dst, int threads) const override { weights_bf16(w, in_, out_, dst, threads); }
 

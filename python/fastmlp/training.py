@@ -58,14 +58,19 @@ def chunks_batches(model: Any) -> bool:
 
 def batch_chunks(model: Any, rows: int) -> int:
     """The chunks fit splits a batch of `rows` rows of this model into: one below
-    64 rows, two from 64, four or eight for big batches of small models. A
-    function of the batch and the model alone, never of the threads: each chunk
-    runs single-threaded products on one of the pool's threads, its gradient goes
-    to a buffer of its own, and the buffers are summed in a fixed tree, so fit
-    gives the same bits for every n_threads."""
+    64 rows, two from 64, four or eight for big batches (chunks of 128 rows or
+    more, 256 for models over 4 MiB, and at most 8 MiB of extra gradient
+    buffers). A function of the batch and the model alone, never of the threads:
+    each chunk runs single-threaded products on one of the pool's threads, its
+    gradient goes to a buffer of its own, and the buffers are summed in a fixed
+    tree, so fit gives the same bits for every n_threads. The big weights'
+    gradients (65536 elements or more) are not kept per chunk: each is one
+    product over the whole batch after the chunks, split by its columns over the
+    threads, so they neither grow the buffers nor limit the chunks."""
     if not chunks_batches(model):
         return 1
-    return int(_core.batch_chunks(rows, model._core.n_params, np.dtype(model.dtype).itemsize))
+    core = model._core
+    return int(_core.batch_chunks(rows, core.n_params, np.dtype(model.dtype).itemsize, core.chunked_params))
 
 
 def thread_plan(n_threads: int | None, model: Any = None, rows: int = 0, split: bool = False) -> tuple[int, int]:
