@@ -310,7 +310,8 @@ void optimizer_step(const OptimConfig& c, std::int64_t step, bool momentum_ready
 template <class T>
 void optimizer_step_blocks(const OptimConfig& c, std::int64_t step, bool momentum_ready, double mu_product,
                            const Segment<T>* segs, idx nseg, T* state, idx n_total, int threads) {
-  constexpr idx kBlock = idx(1) << 15;  // elements: 128 KB of each float array
+  // elements: 16 KB of each float array, so that a small net's step (a digits-sized net's 17K) splits too
+  constexpr idx kBlock = idx(1) << 12;
   struct Blocks {
     const OptimConfig& c;
     std::int64_t step;

@@ -130,7 +130,7 @@ FASTMLP_SIMD void error_sums(const T* a, const T* b, idx n, double& abs, double&
   sq += s2;
 }
 
-constexpr idx kSumBlock = idx(1) << 14;  // elements
+constexpr idx kSumBlock = idx(1) << 12;  // elements
 
 // g[0] (n) += g[1] + ... + g[k-1], g[c] = chunk c's gradients, summed in a fixed tree (for s = 1, 2,
 // 4, ...: g[c] += g[c + s] for c = 0, 2s, 4s, ...), in blocks of elements over up to `threads` of the

@@ -324,7 +324,7 @@ def test_a_batch_whose_rows_are_all_ignored_is_skipped_with_any_threads():
 
 @pytest.mark.parametrize("batch", [128, 600, 1100])
 def test_a_large_model_sums_the_chunks_gradients_on_every_thread(batch):
-    # from 2^15 parameters the chunks' gradients are summed in blocks over the threads (34,788 here:
+    # from 2^13 parameters the chunks' gradients are summed in blocks over the threads (34,788 here:
     # the blocks end at odd places of the layers' tensors); 2, 4 and 8 chunks
     rng = np.random.default_rng(8)
     X, y = rng.standard_normal((2200, 5)), rng.integers(0, 4, 2200)

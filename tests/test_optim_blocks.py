@@ -1,4 +1,4 @@
-"""Optimizer steps on fastmlp's threads, by blocks of 32768 elements (cpp/optimizers.h,
+"""Optimizer steps on fastmlp's threads, by blocks of 4096 elements (cpp/optimizers.h,
 optimizer_step_blocks): each element's update depends on that element alone, so the bits are the
 one-thread step's for every n_threads -- in fit, train_step and opt.step, for every optimizer, with a
 frozen layer and two parameter groups, on a model of several blocks whose tensors straddle them."""
@@ -11,7 +11,7 @@ from test_container import OPTIMIZERS
 
 
 def net():
-    # 40,000 + 200 + 40,000 + 200 + 600 + 3 parameters: tensors cut by block edges at 32768 and 65536
+    # 40,000 + 200 + 40,000 + 200 + 600 + 3 parameters: tensors cut by block edges (every 4096)
     return fm.Sequential(fm.Linear(200, 200), fm.Tanh(), fm.Linear(200, 200), fm.ReLU(), fm.Linear(200, 3),
                          seed=3, dtype="float32")
 

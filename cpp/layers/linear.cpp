@@ -50,23 +50,18 @@ void forward_bf16(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx o
     gemm_bf16(xr, bf16_pairs(in), 1, wt, b, y, B, out, in, false, pool_threads());
   }
 }
-// dw (out, in) (+)= dy^T x, summed over the batch: a = dyp (rs 1, cs out), b = xp
-template <class T>
-void dw_bf16(const T* dy, const T* x, T* dw, idx B, idx in, idx out, bool accumulate, bf16* h, int threads) {
-  if constexpr (std::is_same_v<T, float>) {
-    bf16x2 *dyp = reinterpret_cast<bf16x2*>(h), *xp = dyp + bf16_pairs(B) * out;
-    bf16_pairs(dy, B, out, out, dyp, Bf16Isa::Auto, threads);
-    bf16_pairs(x, B, in, kBf16NR, xp, Bf16Isa::Auto, threads);
-    gemm_bf16(dyp, 1, out, xp, nullptr, dw, out, in, B, accumulate, threads);
-  }
-}
 template <class T>
 void backward_bf16(const T* dy, const T* x, const T* w, T* dx, T* dw, idx B, idx in, idx out, bool accumulate,
                    bf16* h, const bf16x2* wbf) {
   if constexpr (!std::is_same_v<T, float>) {
     throw value_error("bfloat16 products need a float32 model");
   } else {
-    if (dw) dw_bf16(dy, x, dw, B, in, out, accumulate, h, pool_threads());
+    if (dw) {  // dw (out, in) (+)= dy^T x, summed over the batch: a = dyp (rs 1, cs out), b = xp
+      bf16x2 *dyp = reinterpret_cast<bf16x2*>(h), *xp = dyp + bf16_pairs(B) * out;
+      bf16_pairs(dy, B, out, out, dyp, Bf16Isa::Auto, pool_threads());
+      bf16_pairs(x, B, in, kBf16NR, xp, Bf16Isa::Auto, pool_threads());
+      gemm_bf16(dyp, 1, out, xp, nullptr, dw, out, in, B, accumulate, pool_threads());
+    }
     if (!dx) return;
     // dx (B, in) = dy w, summed over the outputs: a = dyr (rs P(out), cs 1), b = wp
     bf16x2 *dyr = reinterpret_cast<bf16x2*>(h), *wp = dyr + B * bf16_pairs(out);
@@ -80,7 +75,7 @@ void backward_bf16(const T* dy, const T* x, const T* w, T* dx, T* dw, idx B, idx
 
 idx linear_bf16_weight_words(idx in, idx out) { return checked_add(bf16_panel_words(in, out), bf16_panel_words(out, in)); }
 
-// bfloat16 elements of h that dw_bf16 needs for B rows
+// bfloat16 elements of dw's operands (dy's pairs, x's pair panels) for B rows
 idx linear_dw_scratch(idx B, idx in, idx out) {
   return checked_mul(checked_add(checked_mul(bf16_pairs(B), out), bf16_panel_words(B, in)), 2);
 }
@@ -203,7 +198,7 @@ class LinearLayer final : public Layer<T> {
     linear_backward<T>(dy, io.x, io.w, dx, keep(io, dy), nullptr, io.B, in_, out_, io.accumulate, io.half, io.wbf);
   }
   // dw deferred (big weights): one product over the whole batch, not one per chunk summed after. Kept:
-  // dy (rows, out); in bfloat16 dy's pairs (pairs(rows), out) then x's pair panels, dw_bf16's operands
+  // dy (rows, out); in bfloat16 dy's pairs (pairs(rows), out) then x's pair panels, as backward_bf16's
   idx deferred_grad_size() const override { return in_ * out_; }
   idx deferred_kept_size(idx rows, bool bf16) const override {
     return bf16 ? linear_dw_scratch(rows, in_, out_) / 2 : checked_mul(rows, out_);
