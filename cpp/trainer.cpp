@@ -260,10 +260,11 @@ const KeptRows<T>* kept_rows(Model<T>& m, FitBuffers<T>& buf, idx b) {
   return buf.keep.data();
 }
 
-// The deferred gradients of a batch split into K chunks from their kept rows, over up to `threads`
-// threads, then the chunks' sum of the others' (the elements between the deferred ones).
+// The deferred gradients (if any) of a batch split into K chunks from their kept rows, over up to
+// `threads` threads, then the chunks' sum of the others' (the elements between the deferred ones).
 template <class T>
-void deferred_and_summed(Model<T>& m, FitBuffers<T>& buf, idx K, int threads) {
+void deferred_and_summed(Model<T>& m, FitBuffers<T>& buf, idx K, bool deferred, int threads) {
+  if (!deferred) return sum_chunk_grads(buf.chunk, K, 0, m.n_params(), threads);
   idx row0[kMaxChunks + 1];
   for (idx c = 0; c < K; ++c) row0[c] = buf.chunk[c].r0;
   row0[K] = buf.chunk[K - 1].r1;
@@ -285,8 +286,8 @@ void deferred_and_summed(Model<T>& m, FitBuffers<T>& buf, idx K, int threads) {
 // taken by up to `workers` threads, each chunk's loss with reduction 'sum' scaled by 1 / denom (the whole
 // batch's denominator), then the chunks' losses, counts and gradients summed in chunk order and a fixed
 // tree. Else the whole batch as chunk 0, with job's own reduction.
-// Weights with deferred gradients (deferred_grad_size): the chunks keep their rows, and the gradient
-// is one product over the batch's rows after them.
+// Weights with deferred gradients (defers_grads): the chunks keep their rows, and the gradient is one
+// product over the batch's rows after them.
 template <class T>
 void batch_grads(BatchJob<T>& job, FitBuffers<T>& buf, idx b, idx K, double denom, int workers) {
   // bfloat16 products: every chunk reads the weights' forms, converted once for the batch
@@ -307,7 +308,7 @@ void batch_grads(BatchJob<T>& job, FitBuffers<T>& buf, idx b, idx K, double deno
     job.chunks[c].r0 = b * c / K / 2 * 2;
     job.chunks[c].r1 = c + 1 == K ? b : b * (c + 1) / K / 2 * 2;
   }
-  job.keep = kept_rows(m, buf, b);
+  job.keep = defers_grads(m, b) ? kept_rows(m, buf, b) : nullptr;
   parallel_take(workers, K, &BatchJob<T>::run, &job);
   if (m.has_dropout()) ++m.dropout_calls;
   BatchChunk<T>& whole = job.chunks[0];
@@ -319,7 +320,7 @@ void batch_grads(BatchJob<T>& job, FitBuffers<T>& buf, idx b, idx K, double deno
     whole.abs_err += h.abs_err;
     whole.sq_err += h.sq_err;
   }
-  if (std::isfinite(whole.value)) deferred_and_summed(m, buf, K, workers);
+  if (std::isfinite(whole.value)) deferred_and_summed(m, buf, K, job.keep != nullptr, workers);
 }
 }  // namespace
 

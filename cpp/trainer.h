@@ -81,11 +81,14 @@ inline idx batch_chunks(idx rows, idx n_params, idx elem_size, idx kept = -1) {
   return k;
 }
 
-// A split batch defers the gradient of every weight with kDeferMin elements or more (Layer::deferred_grad:
+// A split batch can defer the gradient of every weight with kDeferMin elements or more (Layer::deferred_grad:
 // a Linear's) to one product over the whole batch, split by the product's columns, after its chunks: the
 // chunks keep that layer's rows instead of a gradient each, so neither the gradients nor their sum grow
 // with the chunks, and the product is one long one (k = the batch's rows, not a chunk's). Its bits do
-// not depend on the chunks or the threads either.
+// not depend on the chunks or the threads either. It does where that gives the batch more chunks than
+// keeping them would, or where the chunks are short (under 128 rows: their products over k = a chunk's
+// rows are slow); elsewhere each chunk's product, on data still in its core's caches, is faster (measured
+// on two cores: the seed net's epoch 6% faster without, the mid net's 7-15% faster with).
 constexpr idx kDeferMin = idx(1) << 16;
 template <class T>
 idx deferred_grad_size(const Model<T>& m, idx i) {
@@ -103,6 +106,13 @@ idx chunked_params(const Model<T>& m) {
 template <class T>
 idx model_chunks(const Model<T>& m, idx rows) {
   return m.rows_independent(true) ? batch_chunks(rows, m.n_params(), idx(sizeof(T)), chunked_params(m)) : 1;
+}
+// Whether those chunks defer the big weights' gradients.
+template <class T>
+bool defers_grads(const Model<T>& m, idx rows) {
+  const idx K = model_chunks(m, rows), P = m.n_params();
+  if (K < 2 || chunked_params(m) == P) return false;
+  return batch_chunks(rows, P, idx(sizeof(T))) < K || rows / K < 128;
 }
 
 // The rows of a batch one chunk steps on: its gathered rows, its

@@ -480,6 +480,7 @@ void bind_dtype(py::module_& m, const char* suffix) {
       .def_property_readonly("rows_independent", [](PM& s) { return s.m.rows_independent(true); })
       // the parameters whose gradients each of fit's chunks keeps (the others' are deferred: trainer.h)
       .def_property_readonly("chunked_params", [](PM& s) { return chunked_params(s.m); })
+      .def("defers_grads", [](PM& s, idx rows) { return defers_grads(s.m, rows); }, py::arg("rows"))
       .def("in_features", [](PM& s) { return s.m.in_features(); })
       .def("out_features", [](PM& s, idx in) { return s.m.out_features(in); })
       .def("flat_params", [](py::object self) {

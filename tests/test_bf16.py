@@ -463,13 +463,14 @@ def check_train_step(model, x, y):
         assert np.abs(step - 0.1 * g).max() <= 1e-3 * np.abs(0.1 * g).max(), i
 
 
-@pytest.mark.parametrize("B", [64, 130, 257])
+@pytest.mark.parametrize("B", [64, 130, 255, 257])
 def test_train_step_of_a_split_batch_with_a_deferred_gradient(B):
     # chunks of the batch (even first rows), W1's gradient (66,000 elements) deferred: one bfloat16 product
     # over the whole batch from the rows the chunks kept as pairs; W2's from the chunks' sum
     from fastmlp import training
     model = mlp(hidden=3300)
     assert training.batch_chunks(model, B) == 2 and model._core.chunked_params == model._core.n_params - 66000
+    assert model._core.defers_grads(B) == (B < 256)  # chunks under 128 rows
     rng = np.random.default_rng(B)
     check_train_step(model, rng.normal(size=(B, 20)).astype(np.float32), rng.integers(0, 5, size=B))
 

@@ -427,35 +427,77 @@ def deferred_fit(dtype, batch, n_threads, n=900, shuffle=True, precision="float3
     return weights(m), h.history
 
 
+def big_net(dtype, seed=7):
+    """272,000-element weights: keeping their gradients per chunk allows only two chunks"""
+    return fm.Sequential(fm.Linear(5, 170), fm.Tanh(), fm.Linear(170, 1600), fm.ReLU(), fm.Linear(1600, 170),
+                         fm.Tanh(), fm.Linear(170, 4), seed=seed, dtype=dtype)
+
+
 def test_the_big_weights_gradients_are_deferred():
     m = deferred_net("float64")
     n = [p.data.size for p in m.parameters()]
     assert n[2] == 68000 and n[4] == 68000  # the two deferred weights
     assert m._core.chunked_params == sum(n) - n[2] - n[4]
-    assert [training.batch_chunks(m, r) for r in (63, 64, 127, 128, 255, 256, 512, 1024)] == [1, 2, 2, 2, 2, 2, 4, 8]
+    rows = (63, 64, 127, 128, 255, 256, 512, 1024)
+    assert [training.batch_chunks(m, r) for r in rows] == [1, 2, 2, 2, 2, 2, 4, 8]
+    # deferred where the chunks are short (under 128 rows) or where keeping them would allow fewer chunks
+    assert [m._core.defers_grads(r) for r in rows] == [False, True, True, True, True, False, False, False]
+    big = big_net("float64")  # 4.4 MB: chunks of 256 rows or more
+    rows = (64, 255, 256, 512, 1023, 1024, 2048)
+    assert [fm._core.batch_chunks(r, big._core.n_params, 8) for r in rows] == [2] * 7  # the gradients kept: two
+    assert [training.batch_chunks(big, r) for r in rows] == [2, 2, 2, 2, 2, 4, 8]
+    assert [big._core.defers_grads(r) for r in rows] == [True, True, False, False, False, True, True]
+    assert not deferred_net("float64")[:2]._core.defers_grads(200)  # Linear(5, 170) alone: nothing to defer
 
 
-@pytest.mark.parametrize("batch", [64, 65, 127, 255, 257, 511, 513, 900])
+def whole_batch_reference(make, dtype, batch, n, epochs=2):
+    rng = np.random.default_rng(12)
+    X, y = rng.standard_normal((n, 5)).astype(dtype), rng.integers(0, 4, n)
+    ref = make(dtype)
+    opt = fm.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(epochs):
+        for s in range(0, n, batch):
+            unchunked_step(ref, X[s:s + batch], y[s:s + batch], fm.CrossEntropyLoss(), opt)
+    return weights(ref)
+
+
+@pytest.mark.parametrize("batch", [64, 65, 127, 255, 257])
 @pytest.mark.parametrize("dtype, rtol", [("float64", 1e-11), ("float32", 2e-5)])
 def test_deferred_gradients_are_the_whole_batch_s(batch, dtype, rtol):
     # the deferred products (one over the batch's rows, in slices) and the kept chunks' sum: the same bits on
     # every thread count, odd batches (odd chunk sizes: even first rows) included, and the whole batch's step
+    # (257 rows: two chunks of 128 rows or more, nothing deferred)
+    assert deferred_net(dtype)._core.defers_grads(batch) == (batch != 257)
     runs = [deferred_fit(dtype, batch, t, shuffle=False) for t in (1, 2, 3, 8)]
     assert_same_bits(runs)
-    rng = np.random.default_rng(12)
-    X, y = rng.standard_normal((900, 5)).astype(dtype), rng.integers(0, 4, 900)
-    ref = deferred_net(dtype)
-    opt = fm.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9)
-    for _ in range(2):
-        for s in range(0, 900, batch):
-            unchunked_step(ref, X[s:s + batch], y[s:s + batch], fm.CrossEntropyLoss(), opt)
-    r = weights(ref)
+    r = whole_batch_reference(deferred_net, dtype, batch, 900)
     assert not np.array_equal(runs[0][0], r) or dtype == "float32"
     np.testing.assert_allclose(runs[0][0], r, rtol=rtol, atol=rtol * np.abs(r).max())
 
 
-@pytest.mark.parametrize("batch", [129, 512, 900])
+@pytest.mark.parametrize("batch, chunks", [(1024, 4), (1025, 4), (2048, 8)])
+def test_deferred_gradients_give_a_big_model_more_chunks(batch, chunks):
+    # four or eight chunks (not two) of the big net, its two big weights deferred: the same bits on every
+    # thread count, and the whole batch's steps
+    m = big_net("float64")
+    assert training.batch_chunks(m, batch) == chunks and m._core.defers_grads(batch)
+    rng = np.random.default_rng(12)
+    X, y = rng.standard_normal((2100, 5)), rng.integers(0, 4, 2100)
+    runs = []
+    for t in (1, 2, 8):
+        m = big_net("float64")
+        h = m.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(m.parameters(), lr=0.05, momentum=0.9), epochs=1,
+                  batch_size=batch, shuffle=False, verbose=0, n_threads=t)
+        runs.append((weights(m), h.history))
+    assert_same_bits(runs)
+    r = whole_batch_reference(big_net, "float64", batch, 2100, epochs=1)
+    assert not np.array_equal(runs[0][0], r)
+    np.testing.assert_allclose(runs[0][0], r, rtol=1e-11, atol=1e-11 * np.abs(r).max())
+
+
+@pytest.mark.parametrize("batch", [129, 255])
 def test_deferred_gradients_with_shuffling_dropout_and_bfloat16(batch):
+    assert deferred_net("float32")._core.defers_grads(batch)
     for kw in ({"dtype": "float32"}, {"dtype": "float64", "drop": 0.3}, {"dtype": "float32", "precision": "bfloat16"},
                {"dtype": "float32", "precision": "bfloat16", "drop": 0.2}):
         assert_same_bits([deferred_fit(batch=batch, n_threads=t, **kw) for t in (1, 2, 5, 8)])
@@ -464,8 +506,8 @@ def test_deferred_gradients_with_shuffling_dropout_and_bfloat16(batch):
 def test_deferred_bfloat16_gradients_are_near_float32s():
     # one product over the batch in bfloat16 (its rows kept as pairs by chunks of even first rows): near the
     # float32 fit after one epoch, as every bfloat16 product is
-    w32, _ = deferred_fit("float32", 257, 2, shuffle=False, epochs=1)
-    wbf, _ = deferred_fit("float32", 257, 2, shuffle=False, epochs=1, precision="bfloat16")
+    w32, _ = deferred_fit("float32", 255, 2, shuffle=False, epochs=1)
+    wbf, _ = deferred_fit("float32", 255, 2, shuffle=False, epochs=1, precision="bfloat16")
     assert not np.array_equal(w32, wbf)
     np.testing.assert_allclose(wbf, w32, atol=2e-2 * np.abs(w32).max())
 
@@ -473,7 +515,8 @@ def test_deferred_bfloat16_gradients_are_near_float32s():
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_train_step_defers_as_fit_does(dtype):
     rng = np.random.default_rng(13)
-    X, y = rng.standard_normal((300, 5)).astype(dtype), rng.integers(0, 4, 300)
+    X, y = rng.standard_normal((200, 5)).astype(dtype), rng.integers(0, 4, 200)
+    assert deferred_net(dtype)._core.defers_grads(200)
     runs = []
     for nt in (1, 2, 8):
         m = deferred_net(dtype)
@@ -485,6 +528,6 @@ def test_train_step_defers_as_fit_does(dtype):
         np.testing.assert_array_equal(w, runs[0][0])
         assert losses == runs[0][1]
     f = deferred_net(dtype)
-    f.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(f.parameters(), lr=0.05, momentum=0.9), epochs=2, batch_size=300,
+    f.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(f.parameters(), lr=0.05, momentum=0.9), epochs=2, batch_size=200,
           shuffle=False, verbose=0, n_threads=3)
     np.testing.assert_array_equal(weights(f), runs[0][0])

@@ -64,9 +64,10 @@ def batch_chunks(model: Any, rows: int) -> int:
     each chunk runs single-threaded products on one of the pool's threads, its
     gradient goes to a buffer of its own, and the buffers are summed in a fixed
     tree, so fit gives the same bits for every n_threads. The big weights'
-    gradients (65536 elements or more) are not kept per chunk: each is one
-    product over the whole batch after the chunks, split by its columns over the
-    threads, so they neither grow the buffers nor limit the chunks."""
+    gradients (65536 elements or more) are not counted in those buffers: where
+    keeping them would allow fewer chunks, or the chunks are under 128 rows
+    (``model._core.defers_grads(rows)``), each is one product over the whole
+    batch after the chunks, split by its columns over the threads."""
     if not chunks_batches(model):
         return 1
     core = model._core
