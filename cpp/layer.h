@@ -120,7 +120,8 @@ class Layer {
   // The bfloat16 forms of the parameters w that the products read (LayerIO::wbf): their 32-bit words,
   // and the conversion into dst (float32 models), over up to `threads` threads.
   virtual idx bf16_weight_words() const { return 0; }
-  virtual void bf16_weights(const T* /*w*/, std::uint32_t* /*dst*/, int /*threads*/) const {}
+  // (dx: also the forms dx's product reads; without it only the forward's)
+  virtual void bf16_weights(const T* /*w*/, std::uint32_t* /*dst*/, bool /*dx*/, int /*threads*/) const {}
   // The gradient of the first deferred_grad_size() parameters, deferred by a split batch (trainer.h) to
   // one product over the whole batch, dw (overwritten) from the rows its chunks kept (LayerIO::keep;
   // deferred_kept_size(rows, bf16) elements of KeptRows::dy, or words of bf), x[c] the input of chunk c,

@@ -203,7 +203,7 @@ void Model<T>::ensure_workspace(Workspace<T>& ws, idx B, idx in) const {
 }
 
 template <class T>
-const std::uint32_t* const* Model<T>::bf16_weights(Workspace<T>& ws, int threads) const {
+const std::uint32_t* const* Model<T>::bf16_weights(Workspace<T>& ws, bool backward, int threads) const {
   const idx L = n_layers();
   auto words = [&](idx i) {  // layer i's forms, rounded up to 64 bytes (0: none)
     const idx n = param_offset_[i] >= 0 ? layers_[i]->bf16_weight_words() : 0;
@@ -213,11 +213,15 @@ const std::uint32_t* const* Model<T>::bf16_weights(Workspace<T>& ws, int threads
   for (idx i = 0; i < L; ++i) total = checked_add(total, words(i));
   ws.wbf_store.reserve(total);
   ws.wbf_ptrs.assign(static_cast<size_t>(L), nullptr);  // (its capacity kept: no allocation after the first)
-  for (idx i = 0, at = 0; i < L; at += words(i), ++i)
+  bool first = true;  // the first layer with parameters: no dx
+  for (idx i = 0, at = 0; i < L; at += words(i), ++i) {
     if (words(i) > 0) {
-      layers_[i]->bf16_weights(params_.data() + param_offset_[i], ws.wbf_store.data() + at, threads);
+      layers_[i]->bf16_weights(params_.data() + param_offset_[i], ws.wbf_store.data() + at, backward && !first,
+                               threads);
       ws.wbf_ptrs[i] = ws.wbf_store.data() + at;
     }
+    if (param_offset_[i] >= 0) first = false;
+  }
   return ws.wbf_ptrs.data();
 }
 

@@ -125,7 +125,9 @@ class Model {
                        const T* target, bool train);
   // The bfloat16 forms of every layer's weights into ws.wbf_store (and ws.wbf_ptrs), over up to
   // `threads` threads; returns ws.wbf_ptrs' data, for the passes that share them (Workspace::wbf).
-  const std::uint32_t* const* bf16_weights(Workspace<T>& ws, int threads) const;
+  // backward: also the forms of the backward's dx products (after the first layer with parameters,
+  // as a backward without dx has them); else only the forward's.
+  const std::uint32_t* const* bf16_weights(Workspace<T>& ws, bool backward, int threads) const;
   // The model's own workspace (training) and its loss-gradient buffer, (B, out) after a forward.
   Workspace<T>& workspace() { return ws_; }
   T* dout() { return ws_.dout.data(); }

@@ -291,7 +291,8 @@ void deferred_and_summed(Model<T>& m, FitBuffers<T>& buf, idx K, bool deferred, 
 template <class T>
 void batch_grads(BatchJob<T>& job, FitBuffers<T>& buf, idx b, idx K, double denom, int workers) {
   // bfloat16 products: every chunk reads the weights' forms, converted once for the batch
-  job.wbf = job.m->workspace().bf16 ? job.m->bf16_weights(job.m->workspace(), std::max(workers, pool_threads())) : nullptr;
+  job.wbf = job.m->workspace().bf16 ? job.m->bf16_weights(job.m->workspace(), true, std::max(workers, pool_threads()))
+                                    : nullptr;
   job.keep = nullptr;
   if (!(denom > 0 && std::isfinite(denom))) {
     job.chunks[0].r0 = 0;
@@ -580,7 +581,7 @@ void predict(Model<T>& m, const T* X, idx N, idx in, T* out, idx chunk, bool bf1
   ws.bf16 = bf16;
   const idx C = m.out_features(in);
   // the weights' forms of this call, in ws itself (concurrent predicts have their own)
-  FormsScope<T> forms(ws, bf16 && N > 0 ? m.bf16_weights(ws, pool_threads()) : nullptr);
+  FormsScope<T> forms(ws, bf16 && N > 0 ? m.bf16_weights(ws, false, pool_threads()) : nullptr);
   for (idx start = 0; start < N; start += chunk) {
     const idx b = std::min(chunk, N - start);
     check_rows_finite(X + start * in, b, in, "X", start);

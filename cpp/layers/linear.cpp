@@ -31,10 +31,10 @@ FASTMLP_SIMD void column_sums(const T* dy, T* db, idx B, idx out, bool accumulat
 // (bf16_panel_words(B, in)); dyr (B, P(out)) rows and wp w's pair panels (bf16_panel_words(out, in)).
 // wbf, when set: w's forms converted once (weights_bf16), wt then wp.
 template <class T>
-void weights_bf16(const T* w, idx in, idx out, bf16x2* dst, int threads) {
+void weights_bf16(const T* w, idx in, idx out, bf16x2* dst, bool dx, int threads) {
   if constexpr (std::is_same_v<T, float>) {
     bf16_panels_of_rows(w, out, in, dst, Bf16Isa::Auto, threads);
-    bf16_pairs(w, out, in, kBf16NR, dst + bf16_panel_words(in, out), Bf16Isa::Auto, threads);
+    if (dx) bf16_pairs(w, out, in, kBf16NR, dst + bf16_panel_words(in, out), Bf16Isa::Auto, threads);
   }
 }
 template <class T>
@@ -231,7 +231,9 @@ class LinearLayer final : public Layer<T> {
     return nullptr;
   }
   idx bf16_weight_words() const override { return linear_bf16_weight_words(in_, out_); }
-  void bf16_weights(const T* w, std::uint32_t* dst, int threads) const override { weights_bf16(w, in_, out_, dst, threads); }
+  void bf16_weights(const T* w, std::uint32_t* dst, bool dx, int threads) const override {
+    weights_bf16(w, in_, out_, dst, dx, threads);
+  }
 
  private:
   idx in_, out_;
