@@ -309,7 +309,8 @@ void optimizer_step(const OptimConfig& c, std::int64_t step, bool momentum_ready
 
 template <class T>
 void optimizer_step_blocks(const OptimConfig& c, std::int64_t step, bool momentum_ready, double mu_product,
-                           const Segment<T>* segs, idx nseg, T* state, idx n_total, int threads) {
+                           const Segment<T>* segs, idx nseg, T* state, idx n_total, int threads,
+                           GradReady<T> ready, void* ctx) {
   // elements: 16 KB of each float array, so that a small net's step (a digits-sized net's 17K) splits too
   constexpr idx kBlock = idx(1) << 12;
   struct Blocks {
@@ -321,6 +322,8 @@ void optimizer_step_blocks(const OptimConfig& c, std::int64_t step, bool momentu
     idx nseg;
     T* state;
     idx n_total;
+    GradReady<T> ready;
+    void* ctx;
     // block k: elements [k kBlock, (k + 1) kBlock) of the segments laid end to end
     static void run(void* p, idx k) {
       const auto* b = static_cast<const Blocks*>(p);
@@ -331,6 +334,7 @@ void optimizer_step_blocks(const OptimConfig& c, std::int64_t step, bool momentu
         const idx a = std::max(lo, start), e = std::min(hi, start + sg.n);
         if (a >= e) continue;
         const Segment<T> part{sg.p + (a - start), sg.g + (a - start), e - a, sg.offset + (a - start)};
+        if (b->ready) b->ready(b->ctx, part.g, part.n);
         optimizer_step(b->c, b->step, b->momentum_ready, b->mu_product, &part, 1, b->state, b->n_total);
       }
     }
@@ -338,8 +342,12 @@ void optimizer_step_blocks(const OptimConfig& c, std::int64_t step, bool momentu
   idx n = 0;
   for (idx s = 0; s < nseg; ++s) n += segs[s].n;
   const idx blocks = (n + kBlock - 1) / kBlock;
-  if (threads <= 1 || blocks < 2) return optimizer_step(c, step, momentum_ready, mu_product, segs, nseg, state, n_total);
-  Blocks job{c, step, momentum_ready, mu_product, segs, nseg, state, n_total};
+  if (threads <= 1 || blocks < 2) {
+    if (ready)
+      for (idx s = 0; s < nseg; ++s) ready(ctx, segs[s].g, segs[s].n);
+    return optimizer_step(c, step, momentum_ready, mu_product, segs, nseg, state, n_total);
+  }
+  Blocks job{c, step, momentum_ready, mu_product, segs, nseg, state, n_total, ready, ctx};
   parallel_take(threads, blocks, &Blocks::run, &job);
 }
 
@@ -359,9 +367,9 @@ template void optimizer_step<float>(const OptimConfig&, std::int64_t, bool, doub
 template void optimizer_step<double>(const OptimConfig&, std::int64_t, bool, double, const Segment<double>*, idx,
                                      double*, idx);
 template void optimizer_step_blocks<float>(const OptimConfig&, std::int64_t, bool, double, const Segment<float>*,
-                                          idx, float*, idx, int);
+                                          idx, float*, idx, int, GradReady<float>, void*);
 template void optimizer_step_blocks<double>(const OptimConfig&, std::int64_t, bool, double, const Segment<double>*,
-                                           idx, double*, idx, int);
+                                           idx, double*, idx, int, GradReady<double>, void*);
 template struct ParamGroup<float>;
 template struct ParamGroup<double>;
 

@@ -58,9 +58,14 @@ void optimizer_step(const OptimConfig& c, std::int64_t step, bool momentum_ready
 // elements, when they are large enough to gain from it. Every update is a function of its element alone
 // (and of the step's scalars), and the build contracts no multiply-add (-ffp-contract=off), so the bits
 // are optimizer_step's for every split.
+// ready, if set, is called for each piece of the gradient (g, n elements) just before the piece's update,
+// on the thread that updates it: to finish computing it there (fit's chunk sum), in that core's caches.
+template <class T>
+using GradReady = void (*)(void* ctx, const T* g, idx n);
 template <class T>
 void optimizer_step_blocks(const OptimConfig& c, std::int64_t step, bool momentum_ready, double mu_product,
-                           const Segment<T>* segs, idx nseg, T* state, idx n_total, int threads);
+                           const Segment<T>* segs, idx nseg, T* state, idx n_total, int threads,
+                           GradReady<T> ready = nullptr, void* ctx = nullptr);
 // NAdam's momentum coefficient of step t: beta1 (1 - 0.5 * 0.96^(t momentum_decay)).
 double nadam_mu(const OptimConfig& c, std::int64_t t);
 
@@ -81,10 +86,11 @@ struct ParamGroup {
   void reset_state();  // zeros, Adagrad's sum = initial_accumulator_value, step = 0
   // One step over segs (this group's parameters, possibly with other gradients); threads > 1: on
   // fastmlp's pool by blocks of elements (optimizer_step_blocks).
-  void step_with(const std::vector<Segment<T>>& segs, int threads = 1) {
+  void step_with(const std::vector<Segment<T>>& segs, int threads = 1, GradReady<T> ready = nullptr,
+                 void* ctx = nullptr) {
     if (config.kind == OptimKind::NAdam) mu_product *= nadam_mu(config, step + 1);
     optimizer_step_blocks(config, step + 1, momentum_ready, mu_product, segs.data(), static_cast<idx>(segs.size()),
-                          state.data(), n_total, threads);
+                          state.data(), n_total, threads, ready, ctx);
     ++step;
     if (config.kind == OptimKind::SGD && config.momentum != 0) momentum_ready = true;
   }
@@ -95,12 +101,22 @@ struct Optimizer {
   std::vector<ParamGroup<T>> groups;
   // One step of every group over its parameters that are not frozen; a group whose
   // parameters are all frozen is not stepped (as torch skips parameters without a grad).
-  // threads: as step_with's.
-  void step(int threads = 1) {
+  // threads, ready: as step_with's.
+  void step(int threads = 1, GradReady<T> ready = nullptr, void* ctx = nullptr) {
     for (auto& g : groups) {
-      if (!g.has_frozen) g.step_with(g.segments, threads);
-      else if (!g.live.empty()) g.step_with(g.live, threads);
+      if (!g.has_frozen) g.step_with(g.segments, threads, ready, ctx);
+      else if (!g.live.empty()) g.step_with(g.live, threads, ready, ctx);
     }
+  }
+  // Whether a step updates all of the n gradients g (a model's: none frozen) and only them.
+  bool steps_all_of(const T* g, idx n) const {
+    idx total = 0;
+    for (const auto& gr : groups)
+      for (const auto& s : gr.has_frozen ? gr.live : gr.segments) {
+        if (s.g < g || s.g + s.n > g + n) return false;
+        total += s.n;
+      }
+    return total == n;
   }
 };
 

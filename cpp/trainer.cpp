@@ -260,27 +260,48 @@ const KeptRows<T>* kept_rows(Model<T>& m, FitBuffers<T>& buf, idx b) {
   return buf.keep.data();
 }
 
-// The deferred gradients (if any) of a batch split into K chunks from their kept rows, over up to
-// `threads` threads, then the chunks' sum of the others' (the elements between the deferred ones).
+// The deferred gradients of a batch split into K chunks, from their kept rows, over up to `threads` threads.
 template <class T>
-void deferred_and_summed(Model<T>& m, FitBuffers<T>& buf, idx K, bool deferred, int threads) {
-  if (!deferred) return sum_chunk_grads(buf.chunk, K, 0, m.n_params(), threads);
+void deferred_products(Model<T>& m, FitBuffers<T>& buf, idx K, int threads) {
   idx row0[kMaxChunks + 1];
   for (idx c = 0; c < K; ++c) row0[c] = buf.chunk[c].r0;
   row0[K] = buf.chunk[K - 1].r1;
-  idx from = 0;
-  for (idx i = 0; i < m.n_layers(); ++i) {
-    const idx n = deferred_grad_size(m, i);
-    if (n == 0) continue;
-    const T* x[kMaxChunks];  // each chunk's input of layer i, from its last forward
-    for (idx c = 0; c < K; ++c) x[c] = buf.chunk[c].ws.out[i];
-    const idx at = m.param_offset(i);
-    m.layer(i).deferred_grad(buf.keep[i], x, row0, K, m.grads() + at, threads);
-    sum_chunk_grads(buf.chunk, K, from, at, threads);
+  for (idx i = 0; i < m.n_layers(); ++i)
+    if (deferred_grad_size(m, i) > 0) {
+      const T* x[kMaxChunks];  // each chunk's input of layer i, from its last forward
+      for (idx c = 0; c < K; ++c) x[c] = buf.chunk[c].ws.out[i];
+      m.layer(i).deferred_grad(buf.keep[i], x, row0, K, m.grads() + m.param_offset(i), threads);
+    }
+}
+
+// The chunks' sum of elements [lo, hi) of the gradient, but for the deferred weights' (whole already when
+// `deferred`), over up to `threads` threads.
+template <class T>
+void sum_kept(const Model<T>& m, const FitBuffers<T>& buf, idx K, bool deferred, idx lo, idx hi, int threads) {
+  idx from = lo;
+  for (idx i = 0; deferred && i < m.n_layers() && from < hi; ++i) {
+    const idx n = deferred_grad_size(m, i), at = m.param_offset(i);
+    if (n == 0 || at + n <= from) continue;
+    if (at > from) sum_chunk_grads(buf.chunk, K, from, std::min(at, hi), threads);
     from = at + n;
   }
-  sum_chunk_grads(buf.chunk, K, from, m.n_params(), threads);
+  if (from < hi) sum_chunk_grads(buf.chunk, K, from, hi, threads);
 }
+
+// GradReady for a step that finishes the chunks' sum block by block (fused_sum): each block's sum just
+// before its update, on its thread, in its core's caches, not in a pass of its own before the step.
+template <class T>
+struct SumBeforeStep {
+  const Model<T>* m;
+  const FitBuffers<T>* buf;
+  idx K;
+  bool deferred;
+  static void run(void* p, const T* g, idx n) {
+    const auto* s = static_cast<const SumBeforeStep*>(p);
+    const idx lo = g - s->buf->chunk[0].grads;
+    sum_kept(*s->m, *s->buf, s->K, s->deferred, lo, lo + n, 1);
+  }
+};
 
 // The batch of job (b rows) into chunk 0 and the model's gradients. With denom > 0 (finite): in K chunks
 // taken by up to `workers` threads, each chunk's loss with reduction 'sum' scaled by 1 / denom (the whole
@@ -288,8 +309,9 @@ void deferred_and_summed(Model<T>& m, FitBuffers<T>& buf, idx K, bool deferred, 
 // tree. Else the whole batch as chunk 0, with job's own reduction.
 // Weights with deferred gradients (defers_grads): the chunks keep their rows, and the gradient is one
 // product over the batch's rows after them.
+// sum false: the chunks' gradients are left unsummed, for a step that sums them (SumBeforeStep).
 template <class T>
-void batch_grads(BatchJob<T>& job, FitBuffers<T>& buf, idx b, idx K, double denom, int workers) {
+void batch_grads(BatchJob<T>& job, FitBuffers<T>& buf, idx b, idx K, double denom, int workers, bool sum = true) {
   // bfloat16 products: every chunk reads the weights' forms, converted once for the batch
   job.wbf = job.m->workspace().bf16 ? job.m->bf16_weights(job.m->workspace(), true, std::max(workers, pool_threads()))
                                     : nullptr;
@@ -321,7 +343,9 @@ void batch_grads(BatchJob<T>& job, FitBuffers<T>& buf, idx b, idx K, double deno
     whole.abs_err += h.abs_err;
     whole.sq_err += h.sq_err;
   }
-  if (std::isfinite(whole.value)) deferred_and_summed(m, buf, K, job.keep != nullptr, workers);
+  if (!std::isfinite(whole.value)) return;
+  if (job.keep) deferred_products(m, buf, K, workers);
+  if (sum) sum_kept(m, buf, K, job.keep != nullptr, 0, m.n_params(), workers);
 }
 }  // namespace
 
@@ -443,7 +467,10 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       job.spec.reduction = Reduction::Sum;
       denom = K >= 2 ? 1 : 0;
     }
-    batch_grads(job, buf, b, K, denom, workers);
+    // the chunks' sum in the step's blocks, where nothing reads the whole gradient before the step
+    const bool fused_sum = K >= 2 && denom > 0 && std::isfinite(denom) && !comm && !(loss.l2 > 0) && !clip.active() &&
+                           opt.steps_all_of(m.grads(), m.n_params());
+    batch_grads(job, buf, b, K, denom, workers, !fused_sum);
     double value = whole.value, rows = double(b), correct = double(whole.correct), scored = double(whole.scored),
            abs_err = whole.abs_err, sq_err = whole.sq_err;
     if (comm) {  // the global batch: sums over the ranks, then the gradient's allreduce
@@ -486,7 +513,12 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
     if (loss.l2 > 0) penalty_sum += l2_penalty_step(m, loss.l2, wsum) * rows;
     if (clip.active()) clip_grads(m.grads(), m.n_params(), clip);
     if (sched) sched->apply(opt, k);
-    opt.step(std::max(workers, pool_threads()));  // the threads of the chunks, or of the products
+    if (fused_sum) {
+      SumBeforeStep<T> sum{&m, &buf, K, job.keep != nullptr};
+      opt.step(std::max(workers, pool_threads()), &SumBeforeStep<T>::run, &sum);
+    } else {
+      opt.step(std::max(workers, pool_threads()));  // the threads of the chunks, or of the products
+    }
     loss_sum += value * rows;
     st.samples += idx(rows);
     ++st.batches;

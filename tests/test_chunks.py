@@ -531,3 +531,23 @@ def test_train_step_defers_as_fit_does(dtype):
     f.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(f.parameters(), lr=0.05, momentum=0.9), epochs=2, batch_size=200,
           shuffle=False, verbose=0, n_threads=3)
     np.testing.assert_array_equal(weights(f), runs[0][0])
+
+
+@pytest.mark.parametrize("make, batch", [(net, 128), (net, 1024), (deferred_net, 200), (big_net, 2048)])
+@pytest.mark.parametrize("opt, precision", [("SGD", "float32"), ("Adam", "float32"), ("Adam", "bfloat16")])
+def test_the_step_that_sums_the_chunks_is_the_sum_then_the_step(make, batch, opt, precision):
+    # fit sums the chunks' gradients block by block inside the optimizer's step (each block just before its
+    # update) unless something reads the whole gradient first: a clip that never clips takes the other
+    # way, a pass of its own then the step. The same bits, and the same (whole) last gradient
+    rng = np.random.default_rng(14)
+    X, y = rng.standard_normal((2100, 5)).astype(np.float32), rng.integers(0, 4, 2100)
+    out = []
+    for clip in (None, 1e30):
+        for n_threads in (1, 2, 3):
+            m = make("float32")
+            o = getattr(fm.optim, opt)(m.parameters(), lr=1e-2, **({"momentum": 0.9} if opt == "SGD" else {}))
+            h = m.fit(X, y, fm.CrossEntropyLoss(), o, epochs=2, batch_size=batch, verbose=0, n_threads=n_threads,
+                      precision=precision, clip_grad_norm=clip)
+            out.append((np.concatenate([weights(m), m._core.flat_grads()]), h.history))
+    assert training.batch_chunks(make("float32"), batch) >= 2
+    assert_same_bits(out)
