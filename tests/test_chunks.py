@@ -551,3 +551,35 @@ def test_the_step_that_sums_the_chunks_is_the_sum_then_the_step(make, batch, opt
             out.append((np.concatenate([weights(m), m._core.flat_grads()]), h.history))
     assert training.batch_chunks(make("float32"), batch) >= 2
     assert_same_bits(out)
+
+
+def unfused_net(dtype, seed=8):
+    """deferred weights whose product no element-wise layer finishes (dy copied to the kept rows, not written
+    there by an epilogue): one without a bias before Dropout, one inside a residual block before LayerNorm,
+    and one whose input is the data itself"""
+    return fm.Sequential(fm.Linear(5, 260), fm.Linear(260, 256, bias=False), fm.Dropout(0.1), fm.GELU(),
+                         fm.Residual(fm.Linear(256, 256), fm.LayerNorm(256)), fm.SiLU(), fm.Linear(256, 4),
+                         seed=seed, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-11), ("float32", 2e-5)])
+def test_deferred_gradients_without_an_epilogue(dtype, rtol):
+    m = unfused_net(dtype)
+    assert m._core.chunked_params == m._core.n_params - 260 * 256 - 256 * 256 and m._core.defers_grads(200)
+    rng = np.random.default_rng(15)
+    X, y = rng.standard_normal((800, 5)).astype(dtype), rng.integers(0, 4, 800)
+    runs = []
+    for t in (1, 2, 5):
+        m = unfused_net(dtype)
+        h = m.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(m.parameters(), lr=0.05, momentum=0.9), epochs=2,
+                  batch_size=200, shuffle=False, verbose=0, n_threads=t)
+        runs.append((weights(m), h.history))
+    assert_same_bits(runs)
+    # the reference: whole batches unchunked (Dropout's masks are the whole batch's either way)
+    ref = unfused_net(dtype)
+    opt = fm.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(2):
+        for s in range(0, 800, 200):
+            unchunked_step(ref, X[s:s + 200], y[s:s + 200], fm.CrossEntropyLoss(), opt)
+    r = weights(ref)
+    np.testing.assert_allclose(runs[0][0], r, rtol=rtol, atol=rtol * np.abs(r).max())
