@@ -774,37 +774,27 @@ void bf16_rows(const float* src, idx rows, idx cols, bf16x2* dst, Bf16Isa isa, i
 void bf16_pairs(const float* src, idx rows, idx cols, idx width, bf16x2* dst, Bf16Isa isa, int threads, idx stride) {
   isa = conversion_path(isa);
   const idx P = bf16_pairs(rows), nq = width ? (cols + width - 1) / width : 0;
-  if (stride > 0 && stride != P * width && width < cols) {  // panel by panel, each at its own place
-    for (idx q = 0; q < nq; ++q) {
-      const idx c0 = q * width, c1 = std::min(cols, c0 + width);
+  // rows [0, n) of s (row stride cols), its columns [c0, c1) as panels from d on, on this CPU's path
+  auto convert = [&](const float* s, idx n, bf16x2* d, idx c0, idx c1) {
 #ifdef FASTMLP_BF16_X86
-      if (isa == Bf16Isa::Avx512Bf16) { pairs_avx(src, rows, cols, width, dst + q * stride, c0, c1); continue; }
-      if (isa == Bf16Isa::Avx2) { pairs_avx2(src, rows, cols, width, dst + q * stride, c0, c1); continue; }
+    if (isa == Bf16Isa::Avx512Bf16) return pairs_avx(s, n, cols, width, d, c0, c1);
+    if (isa == Bf16Isa::Avx2) return pairs_avx2(s, n, cols, width, d, c0, c1);
 #endif
-      pairs_plain(src, rows, cols, width, dst + q * stride, c0, c1);
-    }
+    pairs_plain(s, n, cols, width, d, c0, c1);
+  };
+  if (stride > 0 && stride != P * width && width < cols) {  // panel by panel, each at its own place
+    for (idx q = 0; q < nq; ++q) convert(src, rows, dst + q * stride, q * width, std::min(cols, (q + 1) * width));
     return;
   }
   if (nq == 1 && width == cols) {  // one panel: split its pairs (2 rows of src each)
     split_items(threads, P, 2 * cols, [&](idx p0, idx p1) {
-      const idx r1 = std::min(rows, 2 * p1);
-#ifdef FASTMLP_BF16_X86
-      if (isa == Bf16Isa::Avx512Bf16) return pairs_avx(src + 2 * p0 * cols, r1 - 2 * p0, cols, width, dst + p0 * width);
-      if (isa == Bf16Isa::Avx2) return pairs_avx2(src + 2 * p0 * cols, r1 - 2 * p0, cols, width, dst + p0 * width);
-#endif
-      pairs_plain(src + 2 * p0 * cols, r1 - 2 * p0, cols, width, dst + p0 * width);
+      convert(src + 2 * p0 * cols, std::min(rows, 2 * p1) - 2 * p0, dst + p0 * width, 0, cols);
     });
     return;
   }
-  split_items(threads, nq, rows * width, [&](idx q0, idx q1) {  // panels [q0, q1): columns [q0 width, q1 width)
-    const idx c0 = q0 * width, c1 = std::min(cols, q1 * width);
-    bf16x2* d = dst + q0 * P * width;
-    // the panels of a column block: src with row stride cols, so pass the block through a strided view
-#ifdef FASTMLP_BF16_X86
-    if (isa == Bf16Isa::Avx512Bf16) return pairs_avx(src, rows, cols, width, d, c0, c1);
-    if (isa == Bf16Isa::Avx2) return pairs_avx2(src, rows, cols, width, d, c0, c1);
-#endif
-    pairs_plain(src, rows, cols, width, d, c0, c1);
+  // panels [q0, q1): columns [q0 width, q1 width), the block through a strided view of src
+  split_items(threads, nq, rows * width, [&](idx q0, idx q1) {
+    convert(src, rows, dst + q0 * P * width, q0 * width, std::min(cols, q1 * width));
   });
 }
 

@@ -377,7 +377,6 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
   if (first < 0 || (first > 0 && first >= (N + B - 1) / B))
     throw value_error("first batch " + std::to_string(first) + " is out of range");
   const bool pass_ends = count < 0 || first + count >= (N + B - 1) / B;  // the call reaches the last batch
-  auto chunks_of = [&](idx rows) { return model_chunks(m, rows); };
   if (shuffle) {
     buf.perm.resize(static_cast<size_t>(N));
     for (idx i = 0; i < N; ++i) buf.perm[i] = i;
@@ -392,7 +391,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
   }
   // the chunks' gradients: chunk 0's in the model's, the others' in buffers of their own (the last
   // batch, smaller, has as many chunks or fewer)
-  chunk_buffers(m, buf, chunks_of(B));
+  chunk_buffers(m, buf, model_chunks(m, B));
   buf.snapshot.save(m, opt, true);
   double loss_sum = 0, penalty_sum = 0;
   LossSpec<T> sp = loss;  // its sample_weight points at the batch's weights
@@ -460,7 +459,7 @@ EpochStats train_epoch(Model<T>& m, const Dataset<T>& d, const LossSpec<T>& loss
       continue;
     }
     BatchJob<T> job{&m, &d, p, start, C, lb, sp.sample_weight, sp, count_accuracy, errors, buf.chunk};
-    const idx K = chunks_of(b);
+    const idx K = model_chunks(m, b);
     BatchChunk<T>& whole = buf.chunk[0];  // a whole batch, or where the chunks' results are summed
     double denom = K >= 2 ? denom_all : 0;
     if (comm) {  // this rank's sums: the global batch's mean comes after the reduction

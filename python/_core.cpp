@@ -912,7 +912,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("bf16_auto_path", [] { return std::string(bf16_isa_name(bf16_resolve(Bf16Isa::Auto))); });
   // x (rows, cols) -> its bfloat16 words (bf16x2) in a layout of gemm_bf16.h: "rows" (rows, pairs(cols)),
   // "pairs" (pairs(rows), cols), "panels" (panels(cols), pairs(rows), NR), "panels_of_rows" (panels(rows),
-  // pairs(cols), NR); on a chosen path ("auto", "avx512bf16", "avx512f", "avx2", "emulation")
+  // pairs(cols), NR); on a chosen path (bf16_path's names; "amx" converts as "avx512bf16")
   m.def("to_bf16", [](py::array x, const std::string& layout, const std::string& isa, int threads) {
     auto [rows, cols] = rows_cols(x, "x");
     const float* xd = array_data<float>(x, "x", false);

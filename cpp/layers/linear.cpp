@@ -75,15 +75,15 @@ void backward_bf16(const T* dy, const T* x, const T* w, T* dx, T* dw, idx B, idx
 
 idx linear_bf16_weight_words(idx in, idx out) { return checked_add(bf16_panel_words(in, out), bf16_panel_words(out, in)); }
 
-// bfloat16 elements of dw's operands (dy's pairs, x's pair panels) for B rows
-idx linear_dw_scratch(idx B, idx in, idx out) {
-  return checked_mul(checked_add(checked_mul(bf16_pairs(B), out), bf16_panel_words(B, in)), 2);
+// words of dw's operands (dy's pairs, x's pair panels) for B rows
+idx linear_dw_words(idx B, idx in, idx out) {
+  return checked_add(checked_mul(bf16_pairs(B), out), bf16_panel_words(B, in));
 }
 
 // bfloat16 elements (two per bf16x2 word) of h for a batch of B rows
 idx linear_bf16_scratch(idx B, idx in, idx out) {
   const idx fwd = checked_add(checked_mul(B, bf16_pairs(in)), bf16_panel_words(in, out));
-  const idx dw = linear_dw_scratch(B, in, out) / 2;
+  const idx dw = linear_dw_words(B, in, out);
   const idx dx = checked_add(checked_mul(B, bf16_pairs(out)), bf16_panel_words(out, in));
   return checked_mul(std::max({fwd, dw, dx}), 2);
 }
@@ -201,7 +201,7 @@ class LinearLayer final : public Layer<T> {
   // dy (rows, out); in bfloat16 dy's pairs (pairs(rows), out) then x's pair panels, as backward_bf16's
   idx deferred_grad_size() const override { return in_ * out_; }
   idx deferred_kept_size(idx rows, bool bf16) const override {
-    return bf16 ? linear_dw_scratch(rows, in_, out_) / 2 : checked_mul(rows, out_);
+    return bf16 ? linear_dw_words(rows, in_, out_) : checked_mul(rows, out_);
   }
   // dw is (out, in) = dy^T x over the batch's rows
   void deferred_grad(const KeptRows<T>& k, const T* const* x, const idx* row0, idx chunks, T* dw,
