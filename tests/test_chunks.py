@@ -417,10 +417,11 @@ def deferred_net(dtype, drop=0.0, seed=7):
                          fm.Linear(400, 170), fm.Tanh(), fm.Linear(170, 4), seed=seed, dtype=dtype)
 
 
-def deferred_fit(dtype, batch, n_threads, n=900, shuffle=True, precision="float32", drop=0.0, epochs=2):
+def deferred_fit(dtype, batch, n_threads, n=900, shuffle=True, precision="float32", drop=0.0, epochs=2, make=None):
+    """(weights, history) of a fit of deferred_net (or make(dtype)) on the rows whole_batch_reference steps on"""
     rng = np.random.default_rng(12)
     X, y = rng.standard_normal((n, 5)).astype(dtype), rng.integers(0, 4, n)
-    m = deferred_net(dtype, drop)
+    m = make(dtype) if make else deferred_net(dtype, drop)
     h = m.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(m.parameters(), lr=0.05, momentum=0.9), epochs=epochs,
               batch_size=batch, shuffle=shuffle, verbose=0, n_threads=n_threads,
               **({"precision": precision} if dtype == "float32" else {}))
@@ -481,14 +482,7 @@ def test_deferred_gradients_give_a_big_model_more_chunks(batch, chunks):
     # thread count, and the whole batch's steps
     m = big_net("float64")
     assert training.batch_chunks(m, batch) == chunks and m._core.defers_grads(batch)
-    rng = np.random.default_rng(12)
-    X, y = rng.standard_normal((2100, 5)), rng.integers(0, 4, 2100)
-    runs = []
-    for t in (1, 2, 8):
-        m = big_net("float64")
-        h = m.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(m.parameters(), lr=0.05, momentum=0.9), epochs=1,
-                  batch_size=batch, shuffle=False, verbose=0, n_threads=t)
-        runs.append((weights(m), h.history))
+    runs = [deferred_fit("float64", batch, t, n=2100, shuffle=False, epochs=1, make=big_net) for t in (1, 2, 8)]
     assert_same_bits(runs)
     r = whole_batch_reference(big_net, "float64", batch, 2100, epochs=1)
     assert not np.array_equal(runs[0][0], r)
@@ -566,20 +560,8 @@ def unfused_net(dtype, seed=8):
 def test_deferred_gradients_without_an_epilogue(dtype, rtol):
     m = unfused_net(dtype)
     assert m._core.chunked_params == m._core.n_params - 260 * 256 - 256 * 256 and m._core.defers_grads(200)
-    rng = np.random.default_rng(15)
-    X, y = rng.standard_normal((800, 5)).astype(dtype), rng.integers(0, 4, 800)
-    runs = []
-    for t in (1, 2, 5):
-        m = unfused_net(dtype)
-        h = m.fit(X, y, fm.CrossEntropyLoss(), fm.optim.SGD(m.parameters(), lr=0.05, momentum=0.9), epochs=2,
-                  batch_size=200, shuffle=False, verbose=0, n_threads=t)
-        runs.append((weights(m), h.history))
+    runs = [deferred_fit(dtype, 200, t, n=800, shuffle=False, make=unfused_net) for t in (1, 2, 5)]
     assert_same_bits(runs)
     # the reference: whole batches unchunked (Dropout's masks are the whole batch's either way)
-    ref = unfused_net(dtype)
-    opt = fm.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9)
-    for _ in range(2):
-        for s in range(0, 800, 200):
-            unchunked_step(ref, X[s:s + 200], y[s:s + 200], fm.CrossEntropyLoss(), opt)
-    r = weights(ref)
+    r = whole_batch_reference(unfused_net, dtype, 200, 800)
     np.testing.assert_allclose(runs[0][0], r, rtol=rtol, atol=rtol * np.abs(r).max())
