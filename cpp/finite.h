@@ -17,4 +17,8 @@ bool all_finite(const T* p, idx n);
 template <class T>
 void check_rows_finite(const T* x, idx rows, idx cols, const char* what, idx first_row, const idx* index = nullptr);
 
+// The same for x's rows in place (no index), read by up to `threads` of the pool's threads (pool.h).
+template <class T>
+void check_rows_finite_parallel(const T* x, idx rows, idx cols, const char* what, idx first_row, int threads);
+
 }  // namespace fastmlp

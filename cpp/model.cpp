@@ -104,7 +104,8 @@ bool Model<T>::rows_independent(bool train) const {
 }
 
 template <class T>
-typename Model<T>::Needs Model<T>::needs(idx i, idx B, const std::vector<idx>& width, bool bf16) const {
+typename Model<T>::Needs Model<T>::needs(idx i, idx B, const std::vector<idx>& width, bool bf16,
+                                         bool forward_only) const {
   const Layer<T>& l = *layers_[i];
   Needs n;
   const bool own = !(i > 0 && in_place(i - 1)) && !l.identity(true);
@@ -112,19 +113,45 @@ typename Model<T>::Needs Model<T>::needs(idx i, idx B, const std::vector<idx>& w
   n.scratch = l.scratch_size(B, width[i]);
   n.bytes = l.byte_scratch(B, width[i]);
   if (bf16) n.half = l.bf16_scratch(B, width[i]);
-  if (l.nesting() < 0) n.skip = checked_mul(B, width[i + 1]);
+  if (l.nesting() < 0 && !forward_only) n.skip = checked_mul(B, width[i + 1]);
   return n;
+}
+
+template <class T>
+std::vector<idx> Model<T>::widths(idx in) const {
+  const idx L = n_layers();
+  std::vector<idx> width(L + 1, in);
+  for (idx i = 0; i < L; ++i) {
+    width[i + 1] = layers_[i]->out_width(width[i]);
+    if (partner_[i] >= 0 && partner_[i] < i && width[i] != width[partner_[i]])
+      throw value_error(block_width_error(partner_[i], width[partner_[i]], width[i]));
+  }
+  return width;
+}
+
+template <class T>
+idx Model<T>::forward_bytes(idx B, idx in, bool bf16) const {
+  const std::vector<idx> width = widths(in);
+  idx bytes = 0;
+  for (idx i = 0; i < n_layers(); ++i) {
+    const Needs n = needs(i, B, width, bf16, true);
+    bytes = checked_add(bytes, checked_add(checked_mul(checked_add(n.act, n.scratch), idx(sizeof(T))),
+                                           checked_add(n.bytes, checked_mul(n.half, 2))));
+  }
+  return bytes;
 }
 
 template <class T>
 bool Model<T>::fits(const Workspace<T>& ws, idx B, idx in) const {
   if (in != ws.in || ws.width.size() != static_cast<size_t>(n_layers() + 1)) return false;
-  if (ws.dout.size() < checked_mul(B, ws.width.back())) return false;
-  idx wmax = 0;
-  for (idx w : ws.width) wmax = std::max(wmax, w);
-  if (ws.grad_a.size() < checked_mul(B, wmax) || ws.grad_b.size() < B * wmax) return false;
+  if (!ws.forward_only) {
+    if (ws.dout.size() < checked_mul(B, ws.width.back())) return false;
+    idx wmax = 0;
+    for (idx w : ws.width) wmax = std::max(wmax, w);
+    if (ws.grad_a.size() < checked_mul(B, wmax) || ws.grad_b.size() < B * wmax) return false;
+  }
   for (idx i = 0; i < n_layers(); ++i) {
-    const Needs n = needs(i, B, ws.width, ws.bf16);
+    const Needs n = needs(i, B, ws.width, ws.bf16, ws.forward_only);
     if (ws.act[i].size() < n.act || ws.scratch[i].size() < n.scratch || ws.bytes[i].size() < n.bytes ||
         ws.skip_grad[i].size() < n.skip || ws.half[i].size() < n.half)
       return false;
@@ -138,24 +165,20 @@ bool Model<T>::fits(const Workspace<T>& ws, idx B, idx in) const {
 template <class T>
 void Model<T>::ensure_workspace(Workspace<T>& ws, idx B, idx in) const {
   const idx L = n_layers();
-  std::vector<idx> width(L + 1, in);
-  for (idx i = 0; i < L; ++i) {
-    width[i + 1] = layers_[i]->out_width(width[i]);
-    if (partner_[i] >= 0 && partner_[i] < i && width[i] != width[partner_[i]])
-      throw value_error(block_width_error(partner_[i], width[partner_[i]], width[i]));
-  }
+  std::vector<idx> width = widths(in);
   idx wmax = in;
   for (idx w : width) wmax = std::max(wmax, w);
   std::vector<idx> need_act(L, 0), need_scratch(L, 0), need_bytes(L, 0), need_skip(L, 0), need_half(L, 0);
   for (idx i = 0; i < L; ++i) {
-    const Needs n = needs(i, B, width, ws.bf16);
+    const Needs n = needs(i, B, width, ws.bf16, ws.forward_only);
     need_half[i] = n.half;
     need_act[i] = n.act;
     need_scratch[i] = n.scratch;
     need_bytes[i] = n.bytes;
     need_skip[i] = n.skip;
   }
-  const idx big = checked_mul(B, wmax), nout = checked_mul(B, width[L]);
+  // a forward-only workspace: no backward buffers
+  const idx big = ws.forward_only ? 0 : checked_mul(B, wmax), nout = ws.forward_only ? 0 : checked_mul(B, width[L]);
   // grow into fresh buffers first
   auto grow = [](std::vector<Buffer<T>>& have, const std::vector<idx>& need, idx L_) {
     std::vector<Buffer<T>> fresh(L_);
@@ -300,7 +323,7 @@ const T* Model<T>::forward(Workspace<T>& ws, const T* x, idx B, idx in, bool tra
 
 template <class T>
 void Model<T>::check_backward(const Workspace<T>& ws) {
-  if (ws.rows == -1) throw value_error("backward() needs a forward() on this model first");
+  if (ws.rows == -1 || ws.forward_only) throw value_error("backward() needs a forward() on this model first");
   if (ws.rows < 0)
     throw std::runtime_error("backward(): the last forward() failed, so there is no valid forward to "
                              "back-propagate; call forward() again first");

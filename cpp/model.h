@@ -48,6 +48,8 @@ struct Workspace {
   // products of the passes on this workspace in bfloat16 (float32 models; set before a forward, and
   // kept until its backward): torch.autocast(dtype=torch.bfloat16)'s matmuls
   bool bf16 = false;
+  // predict's: forwards only, so none of the backward's buffers (grad_a, grad_b, dout, skip_grad)
+  bool forward_only = false;
   std::vector<Buffer<T>> skip_grad;         // per residual_end: (rows, width) gradient of the skip
   Buffer<T> grad_a, grad_b, input_copy, dout;
   // the last forward: its rows; -1 none yet, -2 it failed (its buffers may have been reallocated)
@@ -128,6 +130,8 @@ class Model {
   // backward: also the forms of the backward's dx products (after the first layer with parameters,
   // as a backward without dx has them); else only the forward's.
   const std::uint32_t* const* bf16_weights(Workspace<T>& ws, bool backward, int threads) const;
+  // Bytes of the buffers a forward-only workspace holds for B rows of `in` features.
+  idx forward_bytes(idx B, idx in, bool bf16) const;
   // The model's own workspace (training) and its loss-gradient buffer, (B, out) after a forward.
   Workspace<T>& workspace() { return ws_; }
   T* dout() { return ws_.dout.data(); }
@@ -139,7 +143,8 @@ class Model {
  private:
   void check_input(idx in) const;  // value_error unless the model takes `in` features
   struct Needs { idx act = 0, scratch = 0, bytes = 0, skip = 0, half = 0; };  // elements layer i needs for B rows
-  Needs needs(idx i, idx B, const std::vector<idx>& width, bool bf16) const;
+  Needs needs(idx i, idx B, const std::vector<idx>& width, bool bf16, bool forward_only) const;
+  std::vector<idx> widths(idx in) const;  // width[i] = input width of layer i; width[L] = output width
   bool fits(const Workspace<T>& ws, idx B, idx in) const;
   void ensure_workspace(Workspace<T>& ws, idx B, idx in) const;
   LayerIO<T> io(const Workspace<T>& ws, idx i, idx B, T* gbuf) const;

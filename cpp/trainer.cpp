@@ -610,12 +610,13 @@ template <class T>
 void predict(Model<T>& m, const T* X, idx N, idx in, T* out, idx chunk, bool bf16, Workspace<T>& ws) {
   if (chunk <= 0) throw value_error("batch_size must be positive");
   ws.bf16 = bf16;
+  ws.forward_only = true;
   const idx C = m.out_features(in);
   // the weights' forms of this call, in ws itself (concurrent predicts have their own)
   FormsScope<T> forms(ws, bf16 && N > 0 ? m.bf16_weights(ws, false, pool_threads()) : nullptr);
   for (idx start = 0; start < N; start += chunk) {
     const idx b = std::min(chunk, N - start);
-    check_rows_finite(X + start * in, b, in, "X", start);
+    check_rows_finite_parallel(X + start * in, b, in, "X", start, pool_threads());
     const T* y = m.forward(ws, X + start * in, b, in, false, false);
     std::memcpy(out + start * C, y, sizeof(T) * b * C);
   }

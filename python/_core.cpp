@@ -268,8 +268,8 @@ struct PyModel {
   FitBuffers<T> fit_buffers;
   Snapshot<T> step_snapshot;  // train_step's undo copy
   FitBuffers<T> step_buffers;  // train_step's chunks (its own: a train_step may run between two of fit's steps)
-  // predict's workspace for small chunks, kept between calls so that a small predict allocates
-  // nothing; a predict that finds it taken (another thread's predict) makes its own
+  // predict's workspace for chunks of up to a few MB, kept between calls so that such a predict
+  // allocates nothing; a predict that finds it taken (another thread's predict) makes its own
   std::mutex predict_mu;
   Workspace<T> predict_ws;
   std::atomic<long> fitting_pid{0};  // the process whose train_epoch uses fit_buffers (0: none)
@@ -696,9 +696,11 @@ void bind_dtype(py::module_& m, const char* suffix) {
           py::gil_scoped_release nogil;
           ThreadsScope scope(threads);
           GateHold hold(s.m.gate, false);  // one set of weights for every chunk; other predicts run alongside
-          constexpr idx kKeptRows = 512;  // the kept workspace's most rows: a few MB for wide layers
+          // the kept workspace: for chunks whose buffers take at most 16 MiB (a 4096-row chunk of a
+          // 256-wide net; a fresh one's pages cost about what its forward does)
+          constexpr idx kKeptBytes = idx(16) << 20;
           std::unique_lock<std::mutex> kept(s.predict_mu, std::defer_lock);
-          if (std::min(N, chunk) <= kKeptRows) kept.try_lock();
+          if (N > 0 && chunk > 0 && s.m.forward_bytes(std::min(N, chunk), in, bf16) <= kKeptBytes) kept.try_lock();
           Workspace<T> own;
           predict(s.m, xd, N, in, od, chunk, bf16, kept.owns_lock() ? s.predict_ws : own);
         }

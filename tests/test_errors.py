@@ -373,3 +373,49 @@ HOSTILE = [
 def test_hostile_sizes_raise_not_crash(code):
     rc, out = _run_child(code)
     assert rc == 0 and "RAISED" in out, f"exit code {rc}, output:\n{out}"
+
+
+# --------------------------------------------------------------------------- predict: a non-finite X row
+
+def _predict_nets():
+    """(name, model, precision): a Linear first (float32, float64; wide and narrow, so that both the packed
+    and the inner-product products read X), and models whose first layer is not a
+    Linear or whose products run in bfloat16 (X checked in a pass of its own)."""
+    nets = []
+    for dtype in ("float32", "float64"):
+        for width in (10, 96):
+            nets.append((f"linear{width}-{dtype}", fm.Sequential(fm.Linear(100, width), fm.ReLU(), fm.Linear(width, 3),
+                                                                  seed=0, dtype=dtype), "float32"))
+        nets.append((f"layernorm-{dtype}", fm.Sequential(fm.LayerNorm(100), fm.Linear(100, 3), seed=0, dtype=dtype),
+                     "float32"))
+    nets.append(("bfloat16", fm.Sequential(fm.Linear(100, 96), fm.Tanh(), fm.Linear(96, 3), seed=0, dtype="float32"),
+                 "bfloat16"))
+    return nets
+
+
+@pytest.mark.parametrize("name,model,precision", _predict_nets(), ids=[n[0] for n in _predict_nets()])
+@pytest.mark.parametrize("rows", [1, 47, 48, 3001])
+def test_predict_names_the_first_non_finite_row_and_then_predicts(name, model, precision, rows):
+    """predict checks every element of X (as its first product reads it, or in a pass of its own): a NaN or
+    an infinity anywhere -- first or last element, a row in the middle, on either side of a chunk or a
+    thread's share -- is named by its first row, on any thread count and chunk size, and the next good call
+    gives what a call before it gave."""
+    model.eval()
+    dtype = model.dtype
+    rng = np.random.default_rng(rows)
+    X = rng.standard_normal((rows, 100)).astype(dtype)
+    want = model.predict(X, precision=precision)
+    n = X.size  # flat positions: the ends, and both sides of a split of X in 2, 3, 4 or 8
+    flat = {0, n - 1, n // 2 + 37} | {n * k // p + d for p in (2, 3, 4, 8) for k in range(1, p) for d in (-1, 0)}
+    for r, c in sorted({divmod(f, 100) for f in flat if 0 <= f < n}):
+        for bad in (np.nan, np.inf, -np.inf):
+            Xb = X.copy()
+            Xb[r, c] = bad
+            if r + 1 < rows:
+                Xb[r + 1, 99 - c] = np.nan  # a later one too: the first is named
+            for n_threads in (1, 2):
+                for batch_size in (None, 64, 1000):
+                    with pytest.raises(ValueError, match=rf"X contains NaN or infinity \(row {r}\)"):
+                        model.predict(Xb, batch_size=batch_size, n_threads=n_threads, precision=precision)
+    np.testing.assert_array_equal(model.predict(X, n_threads=2, precision=precision), want)
+    np.testing.assert_array_equal(model.predict(X, n_threads=1, batch_size=7, precision=precision), want)
