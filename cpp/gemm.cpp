@@ -23,7 +23,7 @@ namespace fastmlp {
 namespace {
 
 template <class T>
-constexpr int kLanes = sizeof(T) == 4 ? 16 : 8;
+constexpr int kLanes = 8;  // both float and double (gemm.h)
 
 // ---------------------------------------------------------------- reference twin
 // One output element in the canonical order (gemm.h), scalar.
@@ -51,6 +51,87 @@ struct Reference {
 };
 
 #ifdef FASTMLP_GEMM_X86
+// ---------------------------------------------------------------- AVX2 + FMA
+// A chain's 8 lanes in one ymm (float) or two (double: lanes [0, 4) and [4, 8), whose sum is the first
+// level of the tree); the rest of the tree in the register, per output.
+AVX2 inline float tree_rest(__m256 v) {
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));  // + 4
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));                                          // + 2
+  return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));                         // + 1
+}
+AVX2 inline double tree_rest(__m256d v) {
+  const __m128d q = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));  // + 2
+  return _mm_cvtsd_f64(_mm_add_sd(q, _mm_unpackhi_pd(q, q)));                       // + 1
+}
+// ymm register helpers, shared by the inner-product kernel and gemm_outer.inc's AVX2 build
+namespace y256 {
+AVX2 inline __m256 vzero(float) { return _mm256_setzero_ps(); }
+AVX2 inline __m256d vzero(double) { return _mm256_setzero_pd(); }
+AVX2 inline __m256 vload(const float* p) { return _mm256_loadu_ps(p); }
+AVX2 inline __m256d vload(const double* p) { return _mm256_loadu_pd(p); }
+AVX2 inline void vstore(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+AVX2 inline void vstore(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
+AVX2 inline __m256 vset1(float a) { return _mm256_set1_ps(a); }
+AVX2 inline __m256d vset1(double a) { return _mm256_set1_pd(a); }
+AVX2 inline __m256 vfma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
+AVX2 inline __m256d vfma(__m256d a, __m256d b, __m256d c) { return _mm256_fmadd_pd(a, b, c); }
+AVX2 inline __m256 vadd(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
+AVX2 inline __m256d vadd(__m256d a, __m256d b) { return _mm256_add_pd(a, b); }
+// masks: the first n elements (as vector masks, for maskload and maskstore)
+struct MaskF { __m256i m; };
+struct MaskD { __m256i m; };
+AVX2 inline MaskF vmask(int n, float) {
+  return {_mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))};
+}
+AVX2 inline MaskD vmask(int n, double) {
+  return {_mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3))};
+}
+AVX2 inline __m256 vloadn(MaskF m, const float* p) { return _mm256_maskload_ps(p, m.m); }
+AVX2 inline __m256d vloadn(MaskD m, const double* p) { return _mm256_maskload_pd(p, m.m); }
+AVX2 inline void vstoren(MaskF m, float* p, __m256 v) { _mm256_maskstore_ps(p, m.m, v); }
+AVX2 inline void vstoren(MaskD m, double* p, __m256d v) { _mm256_maskstore_pd(p, m.m, v); }
+}  // namespace y256
+
+template <class T>
+struct Avx2 {
+  using V = decltype(y256::vzero(T()));  // __m256 or __m256d
+  static constexpr int H = int(sizeof(V) / sizeof(T));  // elements per ymm
+  static constexpr int NV = kLanes<T> / H;              // ymm per chain: 1 (float) or 2 (double)
+  static constexpr int MR = NV == 1 ? 3 : 2, NR = NV == 1 ? 4 : 3, NR1 = 12 / NV;  // 12 ymm accumulators
+  template <int M, int N>
+  AVX2 static void block(const T* const* xr, const T* const* wr, idx in, T* res) {
+    constexpr int A = M * N;
+    V acc[NV][A];
+    for (int v = 0; v < NV; ++v)
+      for (int s = 0; s < A; ++s) acc[v][s] = V{};
+    idx k = 0;
+    for (; k + NV * H <= in; k += NV * H) {
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) {
+        V xv[M];
+#pragma GCC unroll 16
+        for (int i = 0; i < M; ++i) xv[i] = y256::vload(xr[i] + k + v * H);
+#pragma GCC unroll 12
+        for (int j = 0; j < N; ++j) {
+          const V wv = y256::vload(wr[j] + k + v * H);
+#pragma GCC unroll 16
+          for (int i = 0; i < M; ++i) acc[v][i * N + j] = y256::vfma(xv[i], wv, acc[v][i * N + j]);
+        }
+      }
+    }
+    if (k < in) {  // the rest zero
+      const int n = static_cast<int>(in - k);
+      for (int v = 0; v < NV; ++v) {
+        const auto m = y256::vmask(std::clamp(n - v * H, 0, H), T());
+        for (int j = 0; j < N; ++j) {
+          const V wv = y256::vloadn(m, wr[j] + k + v * H);
+          for (int i = 0; i < M; ++i) acc[v][i * N + j] = y256::vfma(y256::vloadn(m, xr[i] + k + v * H), wv, acc[v][i * N + j]);
+        }
+      }
+    }
+    for (int s = 0; s < A; ++s) res[s] = tree_rest(NV == 1 ? acc[0][s] : y256::vadd(acc[0][s], acc[NV - 1][s]));
+  }
+};
 // ---------------------------------------------------------------- AVX-512F
 // One zmm accumulator per (row, out) pair holds its 16 (float) or 8 (double)
 // lanes. The lane trees of 16 (float) or 8 (double) accumulators are computed
@@ -60,20 +141,18 @@ struct Reference {
 // reports as used uninitialised (a false positive).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
-// acc[0..15] (16 lanes each) -> their 16 sums; element p is the sum of acc[4 (p % 4) + p / 4].
-AVX512 inline __m512 tree16(const __m512* a) {
-  __m512 p[8], q[4], r[2];
-  for (int i = 0; i < 8; ++i)  // lanes l + (l + 8): [a lanes 0-7 | b lanes 0-7]
-    p[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x44),
-                         _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xEE));
-  for (int i = 0; i < 4; ++i)  // + 4: one 128-bit chunk of 4 lanes per accumulator
-    q[i] = _mm512_add_ps(_mm512_shuffle_f32x4(p[2 * i], p[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
-                         _mm512_shuffle_f32x4(p[2 * i], p[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+// a[0..7], each two 8-lane chains (chain 2 s + h in 256-bit half h of a[s]) -> their 16 sums along the
+// canonical tree (+4, +2, +1 within each half); element 4 c + e of the result is chain 4 e + c's sum.
+AVX512 inline __m512 tree8x2(const __m512* a) {
+  __m512 p[4], q[2];
+  for (int i = 0; i < 4; ++i)  // + 4: 128-bit chunks 0 + 1 and 2 + 3; p[i] chunk c = chain 4 i + c
+    p[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
   for (int i = 0; i < 2; ++i)  // + 2
-    r[i] = _mm512_add_ps(_mm512_shuffle_ps(q[2 * i], q[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                         _mm512_shuffle_ps(q[2 * i], q[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-  return _mm512_add_ps(_mm512_shuffle_ps(r[0], r[1], _MM_SHUFFLE(2, 0, 2, 0)),  // + 1
-                       _mm512_shuffle_ps(r[0], r[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    q[i] = _mm512_add_ps(_mm512_shuffle_ps(p[2 * i], p[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_ps(p[2 * i], p[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  return _mm512_add_ps(_mm512_shuffle_ps(q[0], q[1], _MM_SHUFFLE(2, 0, 2, 0)),  // + 1
+                       _mm512_shuffle_ps(q[0], q[1], _MM_SHUFFLE(3, 1, 3, 1)));
 }
 // acc[0..7] (8 lanes each) -> their 8 sums; element p is the sum of acc[4 (p % 2) + p / 2].
 AVX512 inline __m512d tree8(const __m512d* a) {
@@ -87,40 +166,53 @@ AVX512 inline __m512d tree8(const __m512d* a) {
   return _mm512_add_pd(_mm512_unpacklo_pd(q[0], q[1]), _mm512_unpackhi_pd(q[0], q[1]));  // + 1
 }
 
+// float: one zmm per pair of outputs (j, j + 1) of a row, their 8-lane chains in its two 256-bit halves
 struct Avx512Float {
-  static constexpr int MR = 6, NR = 4, NR1 = 16;  // 24 or 16 accumulators
+  static constexpr int MR = 6, NR = 8, NR1 = 12;  // 24 zmm, or 12 ymm (Avx2's) for one row
+  // 8 elements of p and of q (fewer than 8: the first n, the rest zero) as [p | q]; x's as [x | x]
+  AVX512 static __m512 halves(const float* p, const float* q) {
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(_mm256_loadu_ps(p))),
+                                               _mm256_castps_pd(_mm256_loadu_ps(q)), 1));
+  }
+  AVX512 static __m512 halves(const float* p, const float* q, __mmask16 m) {
+    return _mm512_shuffle_f32x4(_mm512_maskz_loadu_ps(m, p), _mm512_maskz_loadu_ps(m, q), _MM_SHUFFLE(1, 0, 1, 0));
+  }
   template <int M, int N>
   AVX512 static void block(const float* const* xr, const float* const* wr, idx in, float* res) {
-    constexpr int A = M * N, G = (A + 15) / 16 * 16;  // accumulators, rounded up to tree16's groups
+    if constexpr (M == 1) return Avx2<float>::block<1, N>(xr, wr, in, res);  // one row: a ymm per output
+    static_assert(M == 1 || N % 2 == 0, "outputs in pairs");
+    constexpr int P = N / 2, A = M * P, G = (A + 7) / 8 * 8;  // accumulators, rounded up to tree8x2's groups
     __m512 acc[G];
     for (int s = 0; s < G; ++s) acc[s] = _mm512_setzero_ps();
     idx k = 0;
-    for (; k + 16 <= in; k += 16) {
+    for (; k + 8 <= in; k += 8) {
       __m512 xv[M];
 #pragma GCC unroll 16
-      for (int i = 0; i < M; ++i) xv[i] = _mm512_loadu_ps(xr[i] + k);
+      for (int i = 0; i < M; ++i)
+        xv[i] = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(xr[i] + k))));
 #pragma GCC unroll 16
-      for (int j = 0; j < N; ++j) {
-        const __m512 wv = _mm512_loadu_ps(wr[j] + k);
+      for (int j = 0; j < P; ++j) {
+        const __m512 wv = halves(wr[2 * j] + k, wr[2 * j + 1] + k);
 #pragma GCC unroll 16
-        for (int i = 0; i < M; ++i) acc[i * N + j] = _mm512_fmadd_ps(xv[i], wv, acc[i * N + j]);
+        for (int i = 0; i < M; ++i) acc[i * P + j] = _mm512_fmadd_ps(xv[i], wv, acc[i * P + j]);
       }
     }
     if (k < in) {  // the tail: zero products in the missing lanes leave them unchanged
       const __mmask16 m = static_cast<__mmask16>((1u << (in - k)) - 1);
       __m512 xv[M];
-      for (int i = 0; i < M; ++i) xv[i] = _mm512_maskz_loadu_ps(m, xr[i] + k);
-      for (int j = 0; j < N; ++j) {
-        const __m512 wv = _mm512_maskz_loadu_ps(m, wr[j] + k);
-        for (int i = 0; i < M; ++i) acc[i * N + j] = _mm512_fmadd_ps(xv[i], wv, acc[i * N + j]);
+      for (int i = 0; i < M; ++i) xv[i] = halves(xr[i] + k, xr[i] + k, m);
+      for (int j = 0; j < P; ++j) {
+        const __m512 wv = halves(wr[2 * j] + k, wr[2 * j + 1] + k, m);
+        for (int i = 0; i < M; ++i) acc[i * P + j] = _mm512_fmadd_ps(xv[i], wv, acc[i * P + j]);
       }
     }
+    // chain c = 2 s + h is output (i, 2 j + h) for s = i P + j: res[c]
     alignas(64) float t[16];
-    for (int g = 0; g < A; g += 16) {
-      _mm512_store_ps(t, tree16(acc + g));
+    for (int g = 0; g < A; g += 8) {
+      _mm512_store_ps(t, tree8x2(acc + g));
       for (int p = 0; p < 16; ++p) {
-        const int s = g + 4 * (p % 4) + p / 4;
-        if (s < A) res[s] = t[p];
+        const int c = 2 * g + 4 * (p % 4) + p / 4;
+        if (c < 2 * A) res[c] = t[p];
       }
     }
   }
@@ -167,93 +259,6 @@ struct Avx512Double {
 
 #pragma GCC diagnostic pop
 
-// ---------------------------------------------------------------- AVX2 + FMA
-// Two ymm accumulators per (row, out) pair: lanes [0, L/2) and [L/2, L). Their
-// sum is the first level of the tree; the rest is done per output.
-AVX2 inline float tree_rest(__m256 lo, __m256 hi) {
-  const __m256 v = _mm256_add_ps(lo, hi);                                          // + 8
-  __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));  // + 4
-  q = _mm_add_ps(q, _mm_movehl_ps(q, q));                                          // + 2
-  return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));                         // + 1
-}
-AVX2 inline double tree_rest(__m256d lo, __m256d hi) {
-  const __m256d v = _mm256_add_pd(lo, hi);                                          // + 4
-  const __m128d q = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));  // + 2
-  return _mm_cvtsd_f64(_mm_add_sd(q, _mm_unpackhi_pd(q, q)));                       // + 1
-}
-// ymm register helpers, shared by the inner-product kernel and gemm_outer.inc's AVX2 build
-namespace y256 {
-AVX2 inline __m256 vzero(float) { return _mm256_setzero_ps(); }
-AVX2 inline __m256d vzero(double) { return _mm256_setzero_pd(); }
-AVX2 inline __m256 vload(const float* p) { return _mm256_loadu_ps(p); }
-AVX2 inline __m256d vload(const double* p) { return _mm256_loadu_pd(p); }
-AVX2 inline void vstore(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
-AVX2 inline void vstore(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
-AVX2 inline __m256 vset1(float a) { return _mm256_set1_ps(a); }
-AVX2 inline __m256d vset1(double a) { return _mm256_set1_pd(a); }
-AVX2 inline __m256 vfma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
-AVX2 inline __m256d vfma(__m256d a, __m256d b, __m256d c) { return _mm256_fmadd_pd(a, b, c); }
-AVX2 inline __m256 vadd(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
-AVX2 inline __m256d vadd(__m256d a, __m256d b) { return _mm256_add_pd(a, b); }
-// masks: the first n elements (as vector masks, for maskload and maskstore)
-struct MaskF { __m256i m; };
-struct MaskD { __m256i m; };
-AVX2 inline MaskF vmask(int n, float) {
-  return {_mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))};
-}
-AVX2 inline MaskD vmask(int n, double) {
-  return {_mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3))};
-}
-AVX2 inline __m256 vloadn(MaskF m, const float* p) { return _mm256_maskload_ps(p, m.m); }
-AVX2 inline __m256d vloadn(MaskD m, const double* p) { return _mm256_maskload_pd(p, m.m); }
-AVX2 inline void vstoren(MaskF m, float* p, __m256 v) { _mm256_maskstore_ps(p, m.m, v); }
-AVX2 inline void vstoren(MaskD m, double* p, __m256d v) { _mm256_maskstore_pd(p, m.m, v); }
-}  // namespace y256
-
-template <class T>
-struct Avx2 {
-  using V = decltype(y256::vzero(T()));  // __m256 or __m256d
-  static constexpr int H = kLanes<T> / 2;          // elements per ymm
-  static constexpr int MR = 2, NR = 3, NR1 = 6;  // 12 ymm accumulators
-  template <int M, int N>
-  AVX2 static void block(const T* const* xr, const T* const* wr, idx in, T* res) {
-    constexpr int A = M * N;
-    V lo[A], hi[A];
-    for (int s = 0; s < A; ++s) lo[s] = hi[s] = V{};
-    idx k = 0;
-    for (; k + 2 * H <= in; k += 2 * H) {
-      V xv[M];
-#pragma GCC unroll 16
-      for (int i = 0; i < M; ++i) xv[i] = y256::vload(xr[i] + k);
-#pragma GCC unroll 8
-      for (int j = 0; j < N; ++j) {
-        const V wv = y256::vload(wr[j] + k);
-#pragma GCC unroll 16
-        for (int i = 0; i < M; ++i) lo[i * N + j] = y256::vfma(xv[i], wv, lo[i * N + j]);
-      }
-#pragma GCC unroll 16
-      for (int i = 0; i < M; ++i) xv[i] = y256::vload(xr[i] + k + H);
-#pragma GCC unroll 8
-      for (int j = 0; j < N; ++j) {
-        const V wv = y256::vload(wr[j] + k + H);
-#pragma GCC unroll 16
-        for (int i = 0; i < M; ++i) hi[i * N + j] = y256::vfma(xv[i], wv, hi[i * N + j]);
-      }
-    }
-    if (k < in) {
-      const int n = static_cast<int>(in - k);
-      const auto m0 = y256::vmask(std::min(n, H), T()), m1 = y256::vmask(std::max(n - H, 0), T());  // the rest zero
-      for (int j = 0; j < N; ++j) {
-        const V w0 = y256::vloadn(m0, wr[j] + k), w1 = y256::vloadn(m1, wr[j] + k + H);
-        for (int i = 0; i < M; ++i) {
-          lo[i * N + j] = y256::vfma(y256::vloadn(m0, xr[i] + k), w0, lo[i * N + j]);
-          hi[i * N + j] = y256::vfma(y256::vloadn(m1, xr[i] + k + H), w1, hi[i * N + j]);
-        }
-      }
-    }
-    for (int s = 0; s < A; ++s) res[s] = tree_rest(lo[s], hi[s]);
-  }
-};
 #endif
 
 // ---------------------------------------------------------------- the blocked loop
@@ -266,6 +271,9 @@ struct Driver {
     const T* xr[M];
     for (int i = 0; i < M; ++i) xr[i] = x + (r + i) * in;
     for (idx j0 = jp; j0 < je; j0 += N) {
+      if constexpr (N % 4 == 0) {  // a last block half empty or more: blocks half as wide
+        if (je - j0 <= N / 2) return blocks<M, N / 2>(x, w, b, y, r, j0, je, in, out);
+      }
       const T* wr[N];  // past the panel's end: repeat its last row, whose result is not stored
       for (int j = 0; j < N; ++j) wr[j] = w + std::min(j0 + j, je - 1) * in;
       T res[M * N];  // (M, N)

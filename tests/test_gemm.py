@@ -22,7 +22,7 @@ from fastmlp import _core
 DTYPES = [np.float32, np.float64]
 FAST = [isa for isa in ("avx512", "avx2") if _core.gemm_isa_available(isa)] + ["auto"]
 SIZES = [0, 1, 2, 3, 5, 15, 16, 17, 31, 32, 33, 63, 64, 65, 255, 256, 257, 784, 1023, 1024, 1025]
-LANES = {np.float32: 16, np.float64: 8}
+LANES = {np.float32: 8, np.float64: 8}
 
 
 def dense(x, w, b=None, isa="auto", threads=1):
