@@ -1,11 +1,19 @@
 // Finiteness checks, vectorized: the training loop checks each gathered batch
 // (already in cache for its products) instead of a separate pass over the data.
 #pragma once
+#include <atomic>
 #include <string>
 
 #include "common.h"
 
 namespace fastmlp {
+
+// Set by whoever reads an input and meets a NaN or infinity in it, on any thread: a check folded into a
+// pass that reads the data anyway (the first Linear's packing of x in predict, gemm.h).
+struct FiniteProbe {
+  std::atomic<bool> bad{false};
+  void saw(bool finite) { if (!finite) bad.store(true, std::memory_order_relaxed); }
+};
 
 // True if none of p (n) is NaN or infinite.
 template <class T>

@@ -301,7 +301,9 @@ struct Driver {
   }
 
   // y rows [r0, r1), columns [c0, c1)
-  static void rows(const T* x, const T* w, const T* b, T* y, idx r0, idx r1, idx c0, idx c1, idx in, idx out) {
+  static void rows(const T* x, const T* w, const T* b, T* y, idx r0, idx r1, idx c0, idx c1, idx in, idx out,
+                   FiniteProbe* probe) {
+    if (probe) probe->saw(all_finite(x + r0 * in, (r1 - r0) * in));
     // a panel of w rows that stays in L2 while every row block of x (in L1) meets it
     constexpr idx kPanelBytes = 256 * 1024;
     const idx per = std::max<idx>(1, kPanelBytes / std::max<idx>(1, in * static_cast<idx>(sizeof(T))));
@@ -452,20 +454,24 @@ AVX2 inline void transpose(__m256d* r) {
 constexpr idx kOuterRows = 48, kOuterCols = 64;
 
 template <class T>
-void rows_avx512(const T* x, const T* w, const T* b, T* y, idx r0, idx r1, idx c0, idx c1, idx in, idx out) {
-  if (r1 - r0 >= kOuterRows && c1 - c0 >= kOuterCols) return z512::Outer<T>::rows(x, w, b, y, r0, r1, c0, c1, in, out);
+void rows_avx512(const T* x, const T* w, const T* b, T* y, idx r0, idx r1, idx c0, idx c1, idx in, idx out,
+                 FiniteProbe* probe) {
+  if (r1 - r0 >= kOuterRows && c1 - c0 >= kOuterCols)
+    return z512::Outer<T>::rows(x, w, b, y, r0, r1, c0, c1, in, out, probe);
   Driver<T, std::conditional_t<sizeof(T) == 4, Avx512Float, Avx512Double>>::rows(x, w, b, y, r0, r1, c0, c1, in,
-                                                                                   out);
+                                                                                   out, probe);
 }
 template <class T>
-void rows_avx2(const T* x, const T* w, const T* b, T* y, idx r0, idx r1, idx c0, idx c1, idx in, idx out) {
-  if (r1 - r0 >= kOuterRows && c1 - c0 >= kOuterCols) return y256::Outer<T>::rows(x, w, b, y, r0, r1, c0, c1, in, out);
-  Driver<T, Avx2<T>>::rows(x, w, b, y, r0, r1, c0, c1, in, out);
+void rows_avx2(const T* x, const T* w, const T* b, T* y, idx r0, idx r1, idx c0, idx c1, idx in, idx out,
+               FiniteProbe* probe) {
+  if (r1 - r0 >= kOuterRows && c1 - c0 >= kOuterCols)
+    return y256::Outer<T>::rows(x, w, b, y, r0, r1, c0, c1, in, out, probe);
+  Driver<T, Avx2<T>>::rows(x, w, b, y, r0, r1, c0, c1, in, out, probe);
 }
 #endif
 
 template <class T>
-using RowsFn = void (*)(const T*, const T*, const T*, T*, idx, idx, idx, idx, idx, idx);
+using RowsFn = void (*)(const T*, const T*, const T*, T*, idx, idx, idx, idx, idx, idx, FiniteProbe*);
 
 template <class T>
 RowsFn<T> rows_fn(GemmIsa isa) {  // isa: resolved (not Auto)
@@ -483,11 +489,13 @@ RowsFn<T> rows_fn(GemmIsa isa) {  // isa: resolved (not Auto)
 // by whichever thread is free, so that a thread the OS deschedules holds up no one: the others take its
 // pieces. For products whose w^T panels fit one packing (O::panel_cols); the bits are every path's.
 template <class O, class T>
-void shared_rows(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out, int threads) {
+void shared_rows(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out, int threads,
+                 FiniteProbe* probe) {
   struct Ctx {
     const T *x, *w, *b;
     T *y, *bp;  // bp: the w^T panels, (in, out rounded up to NR)
     idx B, in, out, panels, pack_parts, piece;
+    FiniteProbe* probe;
     static void pack(void* p, idx c) {  // panels [q0, q1)
       const auto* j = static_cast<const Ctx*>(p);
       const idx q0 = j->panels * c / j->pack_parts, q1 = j->panels * (c + 1) / j->pack_parts;
@@ -497,20 +505,20 @@ void shared_rows(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx ou
     static void rows(void* p, idx c) {  // rows [c piece, (c + 1) piece)
       const auto* j = static_cast<const Ctx*>(p);
       O::rows_packed(j->x, j->bp, j->b, j->y, c * j->piece, std::min(j->B, (c + 1) * j->piece), 0, j->out, j->in,
-                     j->out);
+                     j->out, j->probe);
     }
   };
   thread_local Panels<T> shared;
   const idx panels = (out + O::NR - 1) / O::NR;
   const idx per = (B + 4 * idx(threads) - 1) / (4 * idx(threads));  // about four pieces per thread
   Ctx ctx{x, w, b, y, shared.get(panels * O::NR * std::max<idx>(in, 1)), B, in, out, panels,
-          std::min<idx>(panels, 2 * idx(threads)), (per + O::MR - 1) / O::MR * O::MR};
+          std::min<idx>(panels, 2 * idx(threads)), (per + O::MR - 1) / O::MR * O::MR, probe};
   parallel_take(threads, ctx.pack_parts, &Ctx::pack, &ctx);
   parallel_take(threads, (B + ctx.piece - 1) / ctx.piece, &Ctx::rows, &ctx);
 }
 
 template <class T>
-using SharedFn = void (*)(const T*, const T*, const T*, T*, idx, idx, idx, int);
+using SharedFn = void (*)(const T*, const T*, const T*, T*, idx, idx, idx, int, FiniteProbe*);
 
 // shared_rows for this product on isa (not Auto), or null where it does not apply
 template <class T>
@@ -532,14 +540,16 @@ struct Job {
   T* y;
   idx B, in, out, chunks;
   bool by_rows;
+  FiniteProbe* probe;
   static void run(void* p, idx c) {
     const Job* j = static_cast<const Job*>(p);
     if (j->by_rows)
-      return j->fn(j->x, j->w, j->b, j->y, j->B * c / j->chunks, j->B * (c + 1) / j->chunks, 0, j->out, j->in, j->out);
+      return j->fn(j->x, j->w, j->b, j->y, j->B * c / j->chunks, j->B * (c + 1) / j->chunks, 0, j->out, j->in, j->out,
+                   j->probe);
     const idx groups = (j->out + kCols - 1) / kCols;
     const idx c0 = std::min(j->out, groups * c / j->chunks * kCols);
     const idx c1 = std::min(j->out, groups * (c + 1) / j->chunks * kCols);
-    j->fn(j->x, j->w, j->b, j->y, 0, j->B, c0, c1, j->in, j->out);
+    j->fn(j->x, j->w, j->b, j->y, 0, j->B, c0, c1, j->in, j->out, c == 0 ? j->probe : nullptr);  // x: once
   }
 };
 
@@ -567,23 +577,29 @@ GemmIsa gemm_best_isa() {
 }
 
 template <class T>
-void dense_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out, int threads, GemmIsa isa) {
+void dense_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out, int threads, GemmIsa isa,
+                   FiniteProbe* probe) {
   if (isa == GemmIsa::Auto) isa = gemm_best_isa();
   const RowsFn<T> fn = rows_fn<T>(isa);
-  if (B <= 0 || out <= 0) return;
+  if (B <= 0) return;
+  if (out <= 0) {  // nothing reads x
+    if (probe) probe->saw(all_finite(x, B * in));
+    return;
+  }
   const double work = double(B) * double(out) * double(std::max<idx>(in, 1));  // multiply-adds, never overflows
   // split the wider of the two: each thread packs (or streams) only its part of w, or of x
   const bool by_rows = B >= out;
   const idx parts = by_rows ? B : (out + Job<T>::kCols - 1) / Job<T>::kCols;
   const idx nt = std::max<idx>(1, static_cast<idx>(std::min({work / double(kWorkPerThread), double(threads), double(parts)})));
-  if (nt == 1) return fn(x, w, b, y, 0, B, 0, out, in, out);
-  if (const SharedFn<T> shared = shared_fn<T>(isa, B, in, out)) return shared(x, w, b, y, B, in, out, int(nt));
-  Job<T> job{fn, x, w, b, y, B, in, out, nt, by_rows};
+  if (nt == 1) return fn(x, w, b, y, 0, B, 0, out, in, out, probe);
+  if (const SharedFn<T> shared = shared_fn<T>(isa, B, in, out)) return shared(x, w, b, y, B, in, out, int(nt), probe);
+  Job<T> job{fn, x, w, b, y, B, in, out, nt, by_rows, probe};
   parallel_for(static_cast<int>(nt), nt, &Job<T>::run, &job);
 }
 
-template void dense_forward<float>(const float*, const float*, const float*, float*, idx, idx, idx, int, GemmIsa);
+template void dense_forward<float>(const float*, const float*, const float*, float*, idx, idx, idx, int, GemmIsa,
+                                   FiniteProbe*);
 template void dense_forward<double>(const double*, const double*, const double*, double*, idx, idx, idx, int,
-                                    GemmIsa);
+                                    GemmIsa, FiniteProbe*);
 
 }  // namespace fastmlp

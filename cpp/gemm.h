@@ -22,6 +22,7 @@
 // fewer lane tiles to start and add; the 16-lane order measured 15-25% slower.)
 #pragma once
 #include "common.h"
+#include "finite.h"
 
 namespace fastmlp {
 
@@ -34,9 +35,10 @@ GemmIsa gemm_best_isa();
 
 // x is (B, in), w is (out, in), b is (out) or null, y is (B, out); y must not
 // overlap x, w or b. Rows are split over up to `threads` of fastmlp's threads
-// (pool.h) when the product is large enough to gain from it.
+// (pool.h) when the product is large enough to gain from it. probe, if set, learns whether x has a NaN or
+// an infinity (checked as x is read for the product).
 template <class T>
 void dense_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out, int threads,
-                   GemmIsa isa = GemmIsa::Auto);
+                   GemmIsa isa = GemmIsa::Auto, FiniteProbe* probe = nullptr);
 
 }  // namespace fastmlp

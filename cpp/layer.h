@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common.h"
+#include "finite.h"
 
 namespace fastmlp {
 
@@ -75,6 +76,8 @@ struct LayerIO {
   // a split batch's deferred weight gradient (Layer::deferred_grad): backward leaves those elements of g
   // alone and keeps its rows (at row row0) in the whole batch's buffers instead
   const KeptRows<T>* keep = nullptr;
+  // predict's first layer, where it probes_input: told whether x has a NaN or an infinity as x is read
+  FiniteProbe* probe = nullptr;
 };
 
 // An element-wise layer that can finish a Linear's product in one pass:
@@ -135,6 +138,8 @@ class Layer {
   // Linear: an element-wise next layer may finish its product (forward_product
   // and backward_product then skip the bias, which the epilogue handles).
   virtual bool hosts_epilogue() const { return false; }
+  // Whether a forward (in that mode) tells LayerIO::probe about its input's finiteness.
+  virtual bool probes_input(bool /*train*/, bool /*bf16*/) const { return false; }
   virtual const Epilogue<T>* epilogue() const { return nullptr; }
   virtual const T* bias_of(const T* /*w*/) const { return nullptr; }
   virtual T* bias_of(T* /*g*/) const { return nullptr; }

@@ -274,6 +274,7 @@ LayerIO<T> Model<T>::io(const Workspace<T>& ws, idx i, idx B, T* gbuf) const {
   r.train = ws.train;
   r.seed = ws.seeds[i];
   r.row0 = ws.row0;
+  if (i == 0) r.probe = ws.probe;
   return r;
 }
 

@@ -50,6 +50,8 @@ struct Workspace {
   bool bf16 = false;
   // predict's: forwards only, so none of the backward's buffers (grad_a, grad_b, dout, skip_grad)
   bool forward_only = false;
+  // predict's: layer 0's input probe (LayerIO::probe), where Model::probes_input
+  FiniteProbe* probe = nullptr;
   std::vector<Buffer<T>> skip_grad;         // per residual_end: (rows, width) gradient of the skip
   Buffer<T> grad_a, grad_b, input_copy, dout;
   // the last forward: its rows; -1 none yet, -2 it failed (its buffers may have been reallocated)
@@ -130,6 +132,8 @@ class Model {
   // backward: also the forms of the backward's dx products (after the first layer with parameters,
   // as a backward without dx has them); else only the forward's.
   const std::uint32_t* const* bf16_weights(Workspace<T>& ws, bool backward, int threads) const;
+  // Whether an eval-mode forward's first layer tells Workspace::probe whether its input is finite.
+  bool probes_input(bool bf16) const { return n_layers() > 0 && layers_[0]->probes_input(false, bf16); }
   // Bytes of the buffers a forward-only workspace holds for B rows of `in` features.
   idx forward_bytes(idx B, idx in, bool bf16) const;
   // The model's own workspace (training) and its loss-gradient buffer, (B, out) after a forward.

@@ -614,10 +614,19 @@ void predict(Model<T>& m, const T* X, idx N, idx in, T* out, idx chunk, bool bf1
   const idx C = m.out_features(in);
   // the weights' forms of this call, in ws itself (concurrent predicts have their own)
   FormsScope<T> forms(ws, bf16 && N > 0 ? m.bf16_weights(ws, false, pool_threads()) : nullptr);
+  // X's finiteness: probed by the first layer as it reads X for its product where it can, else a pass first
+  const bool probed = m.probes_input(bf16);
+  struct ProbeScope {  // ws.probe for this call only
+    Workspace<T>& ws;
+    ~ProbeScope() { ws.probe = nullptr; }
+  } probe_scope{ws};
   for (idx start = 0; start < N; start += chunk) {
     const idx b = std::min(chunk, N - start);
-    check_rows_finite_parallel(X + start * in, b, in, "X", start, pool_threads());
+    FiniteProbe probe;
+    ws.probe = probed ? &probe : nullptr;
+    if (!probed) check_rows_finite_parallel(X + start * in, b, in, "X", start, pool_threads());
     const T* y = m.forward(ws, X + start * in, b, in, false, false);
+    if (probe.bad.load()) check_rows_finite(X + start * in, b, in, "X", start);  // names the row
     std::memcpy(out + start * C, y, sizeof(T) * b * C);
   }
 }

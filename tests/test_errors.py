@@ -378,12 +378,12 @@ def test_hostile_sizes_raise_not_crash(code):
 # --------------------------------------------------------------------------- predict: a non-finite X row
 
 def _predict_nets():
-    """(name, model, precision): a Linear first (float32, float64; wide and narrow, so that both the packed
-    and the inner-product products read X), and models whose first layer is not a
+    """(name, model, precision): a Linear first (float32, float64; narrow, wide and wider than the batch, so
+    that the packed and the inner-product products read X, split by rows or by columns), and models whose first layer is not a
     Linear or whose products run in bfloat16 (X checked in a pass of its own)."""
     nets = []
     for dtype in ("float32", "float64"):
-        for width in (10, 96):
+        for width in (10, 96, 1024):
             nets.append((f"linear{width}-{dtype}", fm.Sequential(fm.Linear(100, width), fm.ReLU(), fm.Linear(width, 3),
                                                                   seed=0, dtype=dtype), "float32"))
         nets.append((f"layernorm-{dtype}", fm.Sequential(fm.LayerNorm(100), fm.Linear(100, 3), seed=0, dtype=dtype),

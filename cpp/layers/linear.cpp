@@ -123,9 +123,9 @@ void dw_sliced(const T* dy, const T* const* x, const idx* r0, idx K, T* dw, idx 
 
 template <class T>
 void linear_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out, bool fixed_order,
-                    std::uint16_t* half, const std::uint32_t* wbf) {
+                    std::uint16_t* half, const std::uint32_t* wbf, FiniteProbe* probe) {
   if (half) return forward_bf16(x, w, b, y, B, in, out, half, wbf);
-  if (fixed_order) return dense_forward<T>(x, w, b, y, B, in, out, pool_threads());
+  if (fixed_order) return dense_forward<T>(x, w, b, y, B, in, out, pool_threads(), GemmIsa::Auto, probe);
   // y = x w^T, then + b on every row
   gemm<T>(false, true, B, out, in, T(1), x, in, w, in, T(0), y, out);
   if (b) bias_identity_forward(y, b, B, out);
@@ -179,16 +179,18 @@ class LinearLayer final : public Layer<T> {
     init_fill(b, p + out_ * in_, out_, in_, out_, seed1);
   }
   bool hosts_epilogue() const override { return true; }
+  // eval mode in float: gemm.h's product reads x through its finiteness probe
+  bool probes_input(bool train, bool bf16) const override { return !train && !bf16; }
   const T* bias_of(const T* w) const override { return bias_ && w ? w + out_ * in_ : nullptr; }
   T* bias_of(T* g) const override { return bias_ && g ? g + out_ * in_ : nullptr; }
 
   // x is (B, in), w is (out, in), y is (B, out). Eval mode: gemm.h's fixed-order product (a row's
   // bits do not depend on its batch); training: OpenBLAS's, faster at training sizes (bench/gemm_speed.py)
   void forward(const LayerIO<T>& io) const override {
-    linear_forward(io.x, io.w, bias_of(io.w), io.y, io.B, in_, out_, !io.train, io.half, io.wbf);
+    linear_forward(io.x, io.w, bias_of(io.w), io.y, io.B, in_, out_, !io.train, io.half, io.wbf, io.probe);
   }
   void forward_product(const LayerIO<T>& io) const override {
-    linear_forward<T>(io.x, io.w, nullptr, io.y, io.B, in_, out_, !io.train, io.half, io.wbf);
+    linear_forward<T>(io.x, io.w, nullptr, io.y, io.B, in_, out_, !io.train, io.half, io.wbf, io.probe);
   }
   // dy is (B, out), dx is (B, in) or null; dw (out, in) and db (out) in io.g (dw deferred: the rows kept)
   void backward(const LayerIO<T>& io, const T* dy, T* dx) const override {
@@ -243,9 +245,9 @@ class LinearLayer final : public Layer<T> {
 FASTMLP_REGISTER_LAYER("linear", LinearLayer);
 
 template void linear_forward<float>(const float*, const float*, const float*, float*, idx, idx, idx, bool,
-                                    std::uint16_t*, const std::uint32_t*);
+                                    std::uint16_t*, const std::uint32_t*, FiniteProbe*);
 template void linear_forward<double>(const double*, const double*, const double*, double*, idx, idx, idx, bool,
-                                     std::uint16_t*, const std::uint32_t*);
+                                     std::uint16_t*, const std::uint32_t*, FiniteProbe*);
 template void linear_backward<float>(const float*, const float*, const float*, float*, float*, float*,
                                      idx, idx, idx, bool, std::uint16_t*, const std::uint32_t*);
 template void linear_backward<double>(const double*, const double*, const double*, double*, double*,

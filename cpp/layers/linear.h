@@ -1,6 +1,7 @@
 // Batched dense layer: y = x w^T + b, PyTorch's nn.Linear.
 #pragma once
 #include "common.h"
+#include "finite.h"
 
 namespace fastmlp {
 
@@ -9,10 +10,11 @@ namespace fastmlp {
 // the threads; fastmlp's threads), else OpenBLAS's (faster at training sizes).
 // half: products in bfloat16 (gemm_bf16.h; float32 only) with linear_bf16_scratch
 // elements there (then fixed_order does not matter: gemm_bf16's rows never depend on the batch);
-// wbf: w's forms already converted (linear_bf16_weights), or null.
+// wbf: w's forms already converted (linear_bf16_weights), or null. probe (fixed_order only): told
+// whether x has a NaN or an infinity.
 template <class T>
 void linear_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out, bool fixed_order,
-                    std::uint16_t* half = nullptr, const std::uint32_t* wbf = nullptr);
+                    std::uint16_t* half = nullptr, const std::uint32_t* wbf = nullptr, FiniteProbe* probe = nullptr);
 
 // dy is (B, out), x is (B, in), w is (out, in). On OpenBLAS.
 // dx is (B, in) or null (not wanted); it is overwritten.
