@@ -322,3 +322,21 @@ def test_pool_after_fork_and_threads_in_child():
     """)
     r = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("n_in", [255, 256, 784])
+def test_float32_training_forwards_of_wide_inputs_use_the_fixed_order(n_in):
+    """A float32 Linear of 256+ inputs runs its training forwards on the fixed-order product too (there it
+    is the faster, bench/gemm_speed.py): in training mode its rows then have the eval mode's bits, whatever
+    the batch they are in; below 256 inputs training runs OpenBLAS's product, as accurate."""
+    rng = np.random.default_rng(n_in)
+    m = fm.Sequential(fm.Linear(n_in, 70), fm.ReLU(), fm.Linear(70, 5), seed=0, dtype="float32")
+    X = rng.standard_normal((300, n_in)).astype(np.float32)
+    want = m.eval()(X)
+    m.train()
+    for rows in (1, 47, 48, 129, 300):
+        got = m(X[:rows])
+        if n_in >= 256:
+            assert same_bits(m[0:2](X[:rows]), m.eval()[0:2](X[:rows])), rows
+            m.train()
+        np.testing.assert_allclose(got, want[:rows], rtol=2e-5, atol=2e-5)

@@ -185,12 +185,15 @@ class LinearLayer final : public Layer<T> {
   T* bias_of(T* g) const override { return bias_ && g ? g + out_ * in_ : nullptr; }
 
   // x is (B, in), w is (out, in), y is (B, out). Eval mode: gemm.h's fixed-order product (a row's
-  // bits do not depend on its batch); training: OpenBLAS's, faster at training sizes (bench/gemm_speed.py)
+  // bits do not depend on its batch); training too for float32 inputs of 256+ features, where it is the
+  // faster (bench/gemm_speed.py), else OpenBLAS's
+  bool fixed_order(bool train) const { return !train || (std::is_same_v<T, float> && in_ >= 256); }
   void forward(const LayerIO<T>& io) const override {
-    linear_forward(io.x, io.w, bias_of(io.w), io.y, io.B, in_, out_, !io.train, io.half, io.wbf, io.probe);
+    linear_forward(io.x, io.w, bias_of(io.w), io.y, io.B, in_, out_, fixed_order(io.train), io.half, io.wbf,
+                   io.probe);
   }
   void forward_product(const LayerIO<T>& io) const override {
-    linear_forward<T>(io.x, io.w, nullptr, io.y, io.B, in_, out_, !io.train, io.half, io.wbf, io.probe);
+    linear_forward<T>(io.x, io.w, nullptr, io.y, io.B, in_, out_, fixed_order(io.train), io.half, io.wbf, io.probe);
   }
   // dy is (B, out), dx is (B, in) or null; dw (out, in) and db (out) in io.g (dw deferred: the rows kept)
   void backward(const LayerIO<T>& io, const T* dy, T* dx) const override {

@@ -7,7 +7,7 @@ namespace fastmlp {
 
 // x is (B, in), w is (out, in), b is (out) or null, y is (B, out).
 // fixed_order: gemm.h's product (each row's bits independent of the batch and
-// the threads; fastmlp's threads), else OpenBLAS's (faster at training sizes).
+// the threads; fastmlp's threads), else OpenBLAS's (faster for narrow inputs and in float64).
 // half: products in bfloat16 (gemm_bf16.h; float32 only) with linear_bf16_scratch
 // elements there (then fixed_order does not matter: gemm_bf16's rows never depend on the batch);
 // wbf: w's forms already converted (linear_bf16_weights), or null. probe (fixed_order only): told
