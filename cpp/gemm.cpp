@@ -490,7 +490,7 @@ RowsFn<T> rows_fn(GemmIsa isa) {  // isa: resolved (not Auto)
 // pieces. For products whose w^T panels fit one packing (O::panel_cols); the bits are every path's.
 template <class O, class T>
 void shared_rows(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out, int threads,
-                 FiniteProbe* probe) {
+                 FiniteProbe* probe, const T* wp) {
   struct Ctx {
     const T *x, *w, *b;
     T *y, *bp;  // bp: the w^T panels, (in, out rounded up to NR)
@@ -511,22 +511,46 @@ void shared_rows(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx ou
   thread_local Panels<T> shared;
   const idx panels = (out + O::NR - 1) / O::NR;
   const idx per = (B + 4 * idx(threads) - 1) / (4 * idx(threads));  // about four pieces per thread
-  Ctx ctx{x, w, b, y, shared.get(panels * O::NR * std::max<idx>(in, 1)), B, in, out, panels,
-          std::min<idx>(panels, 2 * idx(threads)), (per + O::MR - 1) / O::MR * O::MR, probe};
-  parallel_take(threads, ctx.pack_parts, &Ctx::pack, &ctx);
+  Ctx ctx{x, w, b, y, wp ? const_cast<T*>(wp) : shared.get(panels * O::NR * std::max<idx>(in, 1)), B, in, out,
+          panels, std::min<idx>(panels, 2 * idx(threads)), (per + O::MR - 1) / O::MR * O::MR, probe};
+  if (!wp) parallel_take(threads, ctx.pack_parts, &Ctx::pack, &ctx);
   parallel_take(threads, (B + ctx.piece - 1) / ctx.piece, &Ctx::rows, &ctx);
 }
 
+// w's panels for the whole of out, packed apart by up to `threads` threads (as shared_rows does)
+template <class O, class T>
+void pack_all(const T* w, idx in, idx out, T* wp, int threads) {
+  struct Ctx {
+    const T* w;
+    T* wp;
+    idx in, out, panels, parts;
+    static void run(void* p, idx c) {
+      const auto* j = static_cast<const Ctx*>(p);
+      const idx q0 = j->panels * c / j->parts, q1 = j->panels * (c + 1) / j->parts;
+      const idx c0 = q0 * O::NR, c1 = std::min(j->out, q1 * O::NR);
+      if (c1 > c0) O::pack_w(j->w, j->in, c0, c1 - c0, j->wp + c0 * j->in);
+    }
+  };
+  const idx panels = (out + O::NR - 1) / O::NR;
+  Ctx ctx{w, wp, in, out, panels, std::min<idx>(panels, 2 * idx(std::max(threads, 1)))};
+  parallel_take(threads, ctx.parts, &Ctx::run, &ctx);
+}
+
 template <class T>
-using SharedFn = void (*)(const T*, const T*, const T*, T*, idx, idx, idx, int, FiniteProbe*);
+using SharedFn = void (*)(const T*, const T*, const T*, T*, idx, idx, idx, int, FiniteProbe*, const T*);
 
 // shared_rows for this product on isa (not Auto), or null where it does not apply
+// (prepacked: w's panels packed already, whatever their size)
 template <class T>
-SharedFn<T> shared_fn(GemmIsa isa, idx B, idx in, idx out) {
+SharedFn<T> shared_fn(GemmIsa isa, idx B, idx in, idx out, bool prepacked = false) {
 #ifdef FASTMLP_GEMM_X86
   if (B < kOuterRows || out < kOuterCols) return nullptr;
-  if (isa == GemmIsa::Avx512 && out <= z512::Outer<T>::panel_cols(in)) return &shared_rows<z512::Outer<T>, T>;
-  if (isa == GemmIsa::Avx2 && out <= y256::Outer<T>::panel_cols(in)) return &shared_rows<y256::Outer<T>, T>;
+  if (isa == GemmIsa::Avx512 && (prepacked || out <= z512::Outer<T>::panel_cols(in)))
+    return &shared_rows<z512::Outer<T>, T>;
+  if (isa == GemmIsa::Avx2 && (prepacked || out <= y256::Outer<T>::panel_cols(in)))
+    return &shared_rows<y256::Outer<T>, T>;
+#else
+  (void)isa, (void)B, (void)in, (void)out, (void)prepacked;
 #endif
   return nullptr;
 }
@@ -578,7 +602,7 @@ GemmIsa gemm_best_isa() {
 
 template <class T>
 void dense_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out, int threads, GemmIsa isa,
-                   FiniteProbe* probe) {
+                   FiniteProbe* probe, const T* wp) {
   if (isa == GemmIsa::Auto) isa = gemm_best_isa();
   const RowsFn<T> fn = rows_fn<T>(isa);
   if (B <= 0) return;
@@ -591,15 +615,49 @@ void dense_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx 
   const bool by_rows = B >= out;
   const idx parts = by_rows ? B : (out + Job<T>::kCols - 1) / Job<T>::kCols;
   const idx nt = std::max<idx>(1, static_cast<idx>(std::min({work / double(kWorkPerThread), double(threads), double(parts)})));
+  if (wp && isa == gemm_best_isa()) {  // w packed already (dense_pack): for the outer products' rows
+    if (const SharedFn<T> shared = shared_fn<T>(isa, B, in, out, true))
+      return shared(x, w, b, y, B, in, out, int(nt), probe, wp);
+  }
   if (nt == 1) return fn(x, w, b, y, 0, B, 0, out, in, out, probe);
-  if (const SharedFn<T> shared = shared_fn<T>(isa, B, in, out)) return shared(x, w, b, y, B, in, out, int(nt), probe);
+  if (const SharedFn<T> shared = shared_fn<T>(isa, B, in, out))
+    return shared(x, w, b, y, B, in, out, int(nt), probe, nullptr);
   Job<T> job{fn, x, w, b, y, B, in, out, nt, by_rows, probe};
   parallel_for(static_cast<int>(nt), nt, &Job<T>::run, &job);
 }
 
+template <class T>
+idx dense_pack_size(idx B, idx in, idx out) {
+#ifdef FASTMLP_GEMM_X86
+  if (B < kOuterRows || out < kOuterCols) return 0;
+  const GemmIsa isa = gemm_best_isa();
+  const auto size = [&](idx nr) { return checked_mul(checked_mul((out + nr - 1) / nr, nr), std::max<idx>(in, 1)); };
+  if (isa == GemmIsa::Avx512) return size(z512::Outer<T>::NR);
+  if (isa == GemmIsa::Avx2) return size(y256::Outer<T>::NR);
+#else
+  (void)B, (void)in, (void)out;
+#endif
+  return 0;
+}
+
+template <class T>
+void dense_pack(const T* w, idx in, idx out, T* wp, int threads) {
+#ifdef FASTMLP_GEMM_X86
+  const GemmIsa isa = gemm_best_isa();
+  if (isa == GemmIsa::Avx512) return pack_all<z512::Outer<T>>(w, in, out, wp, threads);
+  if (isa == GemmIsa::Avx2) return pack_all<y256::Outer<T>>(w, in, out, wp, threads);
+#else
+  (void)w, (void)in, (void)out, (void)wp, (void)threads;
+#endif
+}
+
 template void dense_forward<float>(const float*, const float*, const float*, float*, idx, idx, idx, int, GemmIsa,
-                                   FiniteProbe*);
+                                   FiniteProbe*, const float*);
 template void dense_forward<double>(const double*, const double*, const double*, double*, idx, idx, idx, int,
-                                    GemmIsa, FiniteProbe*);
+                                    GemmIsa, FiniteProbe*, const double*);
+template idx dense_pack_size<float>(idx, idx, idx);
+template idx dense_pack_size<double>(idx, idx, idx);
+template void dense_pack<float>(const float*, idx, idx, float*, int);
+template void dense_pack<double>(const double*, idx, idx, double*, int);
 
 }  // namespace fastmlp

@@ -37,8 +37,17 @@ GemmIsa gemm_best_isa();
 // overlap x, w or b. Rows are split over up to `threads` of fastmlp's threads
 // (pool.h) when the product is large enough to gain from it. probe, if set, learns whether x has a NaN or
 // an infinity (checked as x is read for the product).
+// wp, if set: w's panels packed by dense_pack (for the Auto path), read instead of packing w again.
 template <class T>
 void dense_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out, int threads,
-                   GemmIsa isa = GemmIsa::Auto, FiniteProbe* probe = nullptr);
+                   GemmIsa isa = GemmIsa::Auto, FiniteProbe* probe = nullptr, const T* wp = nullptr);
+
+// w's packed panels, prepared once for several dense_forward calls of B rows or more (a batch's chunks, a
+// predict's): dense_pack_size elements of T (0: those calls would not read them), written by dense_pack
+// over up to `threads` threads. w is (out, in).
+template <class T>
+idx dense_pack_size(idx B, idx in, idx out);
+template <class T>
+void dense_pack(const T* w, idx in, idx out, T* wp, int threads);
 
 }  // namespace fastmlp

@@ -52,6 +52,13 @@ struct KeptRows {
 };
 
 // What a layer's forward and backward see of one pass over a batch.
+// What weight forms serve (Layer::form_words): passes with bfloat16 products (float32 models) or not, in
+// training mode or not, of `rows` rows or more; dx: also the forms a backward's dx product reads.
+struct FormsFor {
+  bool bf16 = false, train = false, dx = false;
+  idx rows = 0;
+};
+
 template <class T>
 struct LayerIO {
   idx B = 0, in = 0, out = 0;
@@ -64,8 +71,8 @@ struct LayerIO {
   std::uint8_t* bytes = nullptr;  // byte_scratch(B, in) bytes, kept from forward to backward
   std::uint16_t* half = nullptr;  // products in bfloat16 (gemm_bf16.h): bf16_scratch(B, in) elements,
                                   // kept from forward to backward; null: products in T
-  const std::uint32_t* wbf = nullptr;  // with half: w's bfloat16 forms (bf16_weights), converted once for the
-                                       // passes over a batch's chunks; null: the layer converts w itself
+  const std::uint32_t* forms = nullptr;  // w's forms (weight_forms; bfloat16 ones with half), prepared once
+                                         // for the passes over a batch's chunks; null: the layer prepares w itself
   const T* skip = nullptr;    // residual_end: the input of its block
   T* skip_grad = nullptr;     // residual pair: (B, out) gradient of the skip connection
   bool train = false;         // training mode (dropout active, batch statistics)
@@ -120,11 +127,11 @@ class Layer {
   virtual idx byte_scratch(idx /*B*/, idx /*in*/) const { return 0; }
   // Per-batch bfloat16 scratch when the products are in bfloat16 (LayerIO::half).
   virtual idx bf16_scratch(idx /*B*/, idx /*in*/) const { return 0; }
-  // The bfloat16 forms of the parameters w that the products read (LayerIO::wbf): their 32-bit words,
-  // and the conversion into dst (float32 models), over up to `threads` threads.
-  virtual idx bf16_weight_words() const { return 0; }
-  // (dx: also the forms dx's product reads; without it only the forward's)
-  virtual void bf16_weights(const T* /*w*/, std::uint32_t* /*dst*/, bool /*dx*/, int /*threads*/) const {}
+  // Forms of the parameters w that the products read (LayerIO::forms), prepared once for the passes over a
+  // batch's chunks or a predict's: their 32-bit words (0: none), and their making into dst over up to
+  // `threads` threads.
+  virtual idx form_words(const FormsFor& /*f*/) const { return 0; }
+  virtual void weight_forms(const T* /*w*/, std::uint32_t* /*dst*/, const FormsFor& /*f*/, int /*threads*/) const {}
   // The gradient of the first deferred_grad_size() parameters, deferred by a split batch (trainer.h) to
   // one product over the whole batch, dw (overwritten) from the rows its chunks kept (LayerIO::keep;
   // deferred_kept_size(rows, bf16) elements of KeptRows::dy, or words of bf), x[c] the input of chunk c,

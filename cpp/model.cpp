@@ -226,26 +226,30 @@ void Model<T>::ensure_workspace(Workspace<T>& ws, idx B, idx in) const {
 }
 
 template <class T>
-const std::uint32_t* const* Model<T>::bf16_weights(Workspace<T>& ws, bool backward, int threads) const {
+const std::uint32_t* const* Model<T>::weight_forms(Workspace<T>& ws, const FormsFor& f, int threads) const {
   const idx L = n_layers();
+  idx first = L;  // the first layer with parameters: no dx
+  for (idx i = L - 1; i >= 0; --i)
+    if (param_offset_[i] >= 0) first = i;
+  auto of = [&](idx i) {  // what layer i's forms serve
+    FormsFor fi = f;
+    fi.dx = f.dx && i > first;
+    return fi;
+  };
   auto words = [&](idx i) {  // layer i's forms, rounded up to 64 bytes (0: none)
-    const idx n = param_offset_[i] >= 0 ? layers_[i]->bf16_weight_words() : 0;
-    return checked_add(n, 15) / 16 * 16;
+    return param_offset_[i] >= 0 ? checked_add(layers_[i]->form_words(of(i)), 15) / 16 * 16 : 0;
   };
   idx total = 0;
   for (idx i = 0; i < L; ++i) total = checked_add(total, words(i));
-  ws.wbf_store.reserve(total);
-  ws.wbf_ptrs.assign(static_cast<size_t>(L), nullptr);  // (its capacity kept: no allocation after the first)
-  bool first = true;  // the first layer with parameters: no dx
+  if (total == 0) return nullptr;
+  ws.forms_store.reserve_uninitialized(total);  // every word written below before any pass reads it
+  ws.forms_ptrs.assign(static_cast<size_t>(L), nullptr);  // (its capacity kept: no allocation after the first)
   for (idx i = 0, at = 0; i < L; at += words(i), ++i) {
-    if (words(i) > 0) {
-      layers_[i]->bf16_weights(params_.data() + param_offset_[i], ws.wbf_store.data() + at, backward && !first,
-                               threads);
-      ws.wbf_ptrs[i] = ws.wbf_store.data() + at;
-    }
-    if (param_offset_[i] >= 0) first = false;
+    if (words(i) == 0) continue;
+    layers_[i]->weight_forms(params_.data() + param_offset_[i], ws.forms_store.data() + at, of(i), threads);
+    ws.forms_ptrs[i] = ws.forms_store.data() + at;
   }
-  return ws.wbf_ptrs.data();
+  return ws.forms_ptrs.data();
 }
 
 template <class T>
@@ -264,7 +268,7 @@ LayerIO<T> Model<T>::io(const Workspace<T>& ws, idx i, idx B, T* gbuf) const {
   r.scratch = const_cast<T*>(ws.scratch[i].data());
   r.bytes = const_cast<std::uint8_t*>(ws.bytes[i].data());
   if (ws.bf16) r.half = const_cast<std::uint16_t*>(ws.half[i].data());
-  if (ws.bf16 && ws.wbf) r.wbf = ws.wbf[i];
+  if (ws.forms) r.forms = ws.forms[i];
   if (partner_[i] >= 0) {
     const idx end = std::max(i, partner_[i]);
     r.skip = ws.out[std::min(i, partner_[i])];

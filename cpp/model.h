@@ -40,11 +40,12 @@ struct Workspace {
   std::vector<Buffer<T>> scratch;           // per layer, kept from forward to backward
   std::vector<Buffer<std::uint8_t>> bytes;  // per layer (dropout masks)
   std::vector<Buffer<std::uint16_t>> half;  // per layer, bfloat16 operands (when bf16)
-  // per layer, its weights' bfloat16 forms (LayerIO::wbf) or null; set for the passes of one batch
-  // (or predict call) while the parameters stay unchanged, pointing into some workspace's wbf_store
-  const std::uint32_t* const* wbf = nullptr;
-  Buffer<std::uint32_t> wbf_store;          // Model::bf16_weights: the forms, and per layer a pointer
-  std::vector<const std::uint32_t*> wbf_ptrs;
+  // per layer, its weights' forms (LayerIO::forms) or null; set for the passes of one batch (or predict
+  // call) while the parameters stay unchanged, made for passes of this workspace's bf16, pointing into
+  // some workspace's forms_store
+  const std::uint32_t* const* forms = nullptr;
+  Buffer<std::uint32_t> forms_store;        // Model::weight_forms: the forms, and per layer a pointer
+  std::vector<const std::uint32_t*> forms_ptrs;
   // products of the passes on this workspace in bfloat16 (float32 models; set before a forward, and
   // kept until its backward): torch.autocast(dtype=torch.bfloat16)'s matmuls
   bool bf16 = false;
@@ -127,11 +128,12 @@ class Model {
   // overwritten (zero_grad + backward); returns the loss. For full-batch solvers.
   double loss_and_grad(const T* x, idx B, idx in, const LossSpec<T>& loss, const std::int64_t* labels,
                        const T* target, bool train);
-  // The bfloat16 forms of every layer's weights into ws.wbf_store (and ws.wbf_ptrs), over up to
-  // `threads` threads; returns ws.wbf_ptrs' data, for the passes that share them (Workspace::wbf).
-  // backward: also the forms of the backward's dx products (after the first layer with parameters,
-  // as a backward without dx has them); else only the forward's.
-  const std::uint32_t* const* bf16_weights(Workspace<T>& ws, bool backward, int threads) const;
+  // The forms of every layer's weights (Layer::form_words) into ws.forms_store (and ws.forms_ptrs), over up
+  // to `threads` threads; returns ws.forms_ptrs' data (null: no layer has any), for the passes that share
+  // them (Workspace::forms): passes of f.rows rows or more, f.train's mode, f.bf16's products.
+  // f.dx: also the forms of the backward's dx products (after the first layer with parameters, as a
+  // backward without dx has them); else only the forward's.
+  const std::uint32_t* const* weight_forms(Workspace<T>& ws, const FormsFor& f, int threads) const;
   // Whether an eval-mode forward's first layer tells Workspace::probe whether its input is finite.
   bool probes_input(bool bf16) const { return n_layers() > 0 && layers_[0]->probes_input(false, bf16); }
   // Bytes of the buffers a forward-only workspace holds for B rows of `in` features.

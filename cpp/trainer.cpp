@@ -157,13 +157,13 @@ struct peer_error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// The weights' bfloat16 forms set on a workspace for a scope (a batch's passes, a predict call), and
-// dropped at its end: they hold only while the parameters stay unchanged.
+// The weights' forms set on a workspace for a scope (a batch's passes, a predict call), and dropped at its
+// end: they hold only while the parameters stay unchanged.
 template <class T>
 struct FormsScope {
   Workspace<T>& ws;
-  FormsScope(Workspace<T>& w, const std::uint32_t* const* forms) : ws(w) { ws.wbf = forms; }
-  ~FormsScope() { ws.wbf = nullptr; }
+  FormsScope(Workspace<T>& w, const std::uint32_t* const* forms) : ws(w) { ws.forms = forms; }
+  ~FormsScope() { ws.forms = nullptr; }
   FormsScope(const FormsScope&) = delete;
   FormsScope& operator=(const FormsScope&) = delete;
 };
@@ -182,7 +182,7 @@ struct BatchJob {
   bool count, errors;
   BatchChunk<T>* chunks;
   std::int64_t stream = -1;  // a split batch: its random layers' stream position (Workspace::stream)
-  const std::uint32_t* const* wbf = nullptr;  // bfloat16 products: the weights' forms (Workspace::wbf)
+  const std::uint32_t* const* forms = nullptr;  // the weights' forms for the batch (Workspace::forms)
   const KeptRows<T>* keep = nullptr;          // a split batch's deferred gradients (Workspace::keep)
 
   static void run(void* ctx, idx c) {
@@ -211,7 +211,7 @@ struct BatchJob {
     if (wb) sp.sample_weight = wb + h.r0;
     const std::int64_t* l = lb ? lb + h.r0 : nullptr;
     h.ws.bf16 = m->workspace().bf16;  // fit's passes take the products' precision of the model's own
-    FormsScope<T> forms(h.ws, wbf);
+    FormsScope<T> scope(h.ws, forms);
     h.ws.keep = keep;
     h.ws.row0 = h.r0;  // dropout draws the masks of these rows of the batch
     h.ws.stream = stream;
@@ -312,9 +312,11 @@ struct SumBeforeStep {
 // sum false: the chunks' gradients are left unsummed, for a step that sums them (SumBeforeStep).
 template <class T>
 void batch_grads(BatchJob<T>& job, FitBuffers<T>& buf, idx b, idx K, double denom, int workers, bool sum = true) {
-  // bfloat16 products: every chunk reads the weights' forms, converted once for the batch
-  job.wbf = job.m->workspace().bf16 ? job.m->bf16_weights(job.m->workspace(), true, std::max(workers, pool_threads()))
-                                    : nullptr;
+  // every chunk reads the weights' forms (bfloat16 products; float32's fixed-order forward products: w's
+  // packed panels), made once for the batch
+  FormsFor f;
+  f.bf16 = job.m->workspace().bf16, f.train = true, f.dx = true, f.rows = b / K;
+  job.forms = job.m->weight_forms(job.m->workspace(), f, std::max(workers, pool_threads()));
   job.keep = nullptr;
   if (!(denom > 0 && std::isfinite(denom))) {
     job.chunks[0].r0 = 0;
@@ -613,7 +615,9 @@ void predict(Model<T>& m, const T* X, idx N, idx in, T* out, idx chunk, bool bf1
   ws.forward_only = true;
   const idx C = m.out_features(in);
   // the weights' forms of this call, in ws itself (concurrent predicts have their own)
-  FormsScope<T> forms(ws, bf16 && N > 0 ? m.bf16_weights(ws, false, pool_threads()) : nullptr);
+  FormsFor f;
+  f.bf16 = bf16, f.rows = std::min(chunk, N);
+  FormsScope<T> forms(ws, N > 0 ? m.weight_forms(ws, f, pool_threads()) : nullptr);
   // X's finiteness: probed by the first layer as it reads X for its product where it can, else a pass first
   const bool probed = m.probes_input(bf16);
   struct ProbeScope {  // ws.probe for this call only

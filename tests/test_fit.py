@@ -562,3 +562,35 @@ def test_fork_during_a_long_predict_in_small_chunks_does_not_hang_the_child():
     """)
     r = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
+
+
+def _wide_net():
+    # float32 Linears of 256+ inputs: their training forwards run the fixed-order product, on the weights'
+    # panels packed once per batch (Model::weight_forms) when a pass has 48+ rows and 64+ outputs
+    return fm.Sequential(fm.Linear(300, 256), fm.ReLU(), fm.Linear(256, 80), fm.ReLU(), fm.Linear(80, 3), seed=2,
+                         dtype="float32")
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("batch", [47, 60])
+def test_fit_on_packed_weights_equals_a_loop_of_forward_backward_and_step(n_threads, batch):
+    """fit (one chunk a batch below 64 rows) packs the weights' panels once per batch for its forwards; a
+    loop of m(x), backward and opt.step() packs them in each forward: the same bits, on 1 or 2 threads, and
+    the packs follow the weights as they change (a stale pack would not)."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((300, 300)).astype(np.float32)
+    y = rng.integers(0, 3, 300)
+    a, b = _wide_net(), _wide_net()
+    oa = fm.optim.SGD(a.parameters(), lr=0.05, momentum=0.9)
+    ob = fm.optim.SGD(b.parameters(), lr=0.05, momentum=0.9)
+    loss = fm.CrossEntropyLoss()
+    a.fit(X, y, loss, oa, epochs=2, batch_size=batch, shuffle=False, verbose=0, n_threads=n_threads)
+    b.train()
+    for _ in range(2):
+        for i in range(0, len(X), batch):
+            b.zero_grad()
+            loss(b(X[i:i + batch]), y[i:i + batch])
+            b.backward(loss.backward())
+            ob.step()
+    np.testing.assert_array_equal(weights(a), weights(b))
+    assert not np.array_equal(weights(a), weights(_wide_net()))

@@ -123,9 +123,11 @@ void dw_sliced(const T* dy, const T* const* x, const idx* r0, idx K, T* dw, idx 
 
 template <class T>
 void linear_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx out, bool fixed_order,
-                    std::uint16_t* half, const std::uint32_t* wbf, FiniteProbe* probe) {
-  if (half) return forward_bf16(x, w, b, y, B, in, out, half, wbf);
-  if (fixed_order) return dense_forward<T>(x, w, b, y, B, in, out, pool_threads(), GemmIsa::Auto, probe);
+                    std::uint16_t* half, const std::uint32_t* forms, FiniteProbe* probe) {
+  if (half) return forward_bf16(x, w, b, y, B, in, out, half, forms);
+  if (fixed_order)
+    return dense_forward<T>(x, w, b, y, B, in, out, pool_threads(), GemmIsa::Auto, probe,
+                            reinterpret_cast<const T*>(forms));
   // y = x w^T, then + b on every row
   gemm<T>(false, true, B, out, in, T(1), x, in, w, in, T(0), y, out);
   if (b) bias_identity_forward(y, b, B, out);
@@ -133,9 +135,9 @@ void linear_forward(const T* x, const T* w, const T* b, T* y, idx B, idx in, idx
 
 template <class T>
 void linear_backward(const T* dy, const T* x, const T* w, T* dx, T* dw, T* db, idx B, idx in,
-                     idx out, bool accumulate, std::uint16_t* half, const std::uint32_t* wbf) {
+                     idx out, bool accumulate, std::uint16_t* half, const std::uint32_t* forms) {
   if (half) {
-    backward_bf16(dy, x, w, dx, dw, B, in, out, accumulate, half, wbf);
+    backward_bf16(dy, x, w, dx, dw, B, in, out, accumulate, half, forms);
     if (db) column_sums(dy, db, B, out, accumulate);
     return;
   }
@@ -189,18 +191,18 @@ class LinearLayer final : public Layer<T> {
   // faster (bench/gemm_speed.py), else OpenBLAS's
   bool fixed_order(bool train) const { return !train || (std::is_same_v<T, float> && in_ >= 256); }
   void forward(const LayerIO<T>& io) const override {
-    linear_forward(io.x, io.w, bias_of(io.w), io.y, io.B, in_, out_, fixed_order(io.train), io.half, io.wbf,
+    linear_forward(io.x, io.w, bias_of(io.w), io.y, io.B, in_, out_, fixed_order(io.train), io.half, io.forms,
                    io.probe);
   }
   void forward_product(const LayerIO<T>& io) const override {
-    linear_forward<T>(io.x, io.w, nullptr, io.y, io.B, in_, out_, fixed_order(io.train), io.half, io.wbf, io.probe);
+    linear_forward<T>(io.x, io.w, nullptr, io.y, io.B, in_, out_, fixed_order(io.train), io.half, io.forms, io.probe);
   }
   // dy is (B, out), dx is (B, in) or null; dw (out, in) and db (out) in io.g (dw deferred: the rows kept)
   void backward(const LayerIO<T>& io, const T* dy, T* dx) const override {
-    linear_backward(dy, io.x, io.w, dx, keep(io, dy), bias_of(io.g), io.B, in_, out_, io.accumulate, io.half, io.wbf);
+    linear_backward(dy, io.x, io.w, dx, keep(io, dy), bias_of(io.g), io.B, in_, out_, io.accumulate, io.half, io.forms);
   }
   void backward_product(const LayerIO<T>& io, const T* dy, T* dx) const override {
-    linear_backward<T>(dy, io.x, io.w, dx, keep(io, dy), nullptr, io.B, in_, out_, io.accumulate, io.half, io.wbf);
+    linear_backward<T>(dy, io.x, io.w, dx, keep(io, dy), nullptr, io.B, in_, out_, io.accumulate, io.half, io.forms);
   }
   // dw deferred (big weights): one product over the whole batch, not one per chunk summed after. Kept:
   // dy (rows, out); in bfloat16 dy's pairs (pairs(rows), out) then x's pair panels, as backward_bf16's
@@ -235,9 +237,15 @@ class LinearLayer final : public Layer<T> {
     if (to != dy) std::copy(dy, dy + io.B * out_, to);
     return nullptr;
   }
-  idx bf16_weight_words() const override { return linear_bf16_weight_words(in_, out_); }
-  void bf16_weights(const T* w, std::uint32_t* dst, bool dx, int threads) const override {
-    weights_bf16(w, in_, out_, dst, dx, threads);
+  // bfloat16: w's forms for the products (linear_bf16_weight_words); else, where the forward runs the
+  // fixed-order product, w's packed panels (gemm.h's dense_pack: elements of T in 32-bit words)
+  idx form_words(const FormsFor& f) const override {
+    if (f.bf16) return linear_bf16_weight_words(in_, out_);
+    return fixed_order(f.train) ? checked_mul(dense_pack_size<T>(f.rows, in_, out_), idx(sizeof(T) / 4)) : 0;
+  }
+  void weight_forms(const T* w, std::uint32_t* dst, const FormsFor& f, int threads) const override {
+    if (f.bf16) return weights_bf16(w, in_, out_, dst, f.dx, threads);
+    dense_pack<T>(w, in_, out_, reinterpret_cast<T*>(dst), threads);
   }
 
  private:
